@@ -1,0 +1,1 @@
+"""Data: readers for the Amazon formats, the canonical tables, the generator, the split."""

@@ -1,0 +1,36 @@
+"""String id <-> dense index maps. Index 0 is reserved for ids never seen in training."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+UNKNOWN = 0
+
+
+class IdIndex:
+    """Maps string ids to 1..n (sorted, so the map is reproducible); anything else maps to UNKNOWN (0)."""
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        uniq = pd.unique(pd.Series(list(ids) if not isinstance(ids, (pd.Series, np.ndarray)) else ids, dtype="str"))
+        self._index = pd.Index(np.sort(np.asarray(uniq, dtype=object)))
+
+    @property
+    def ids(self) -> list[str]:
+        """Known ids in index order: ids[k] has index k + 1."""
+        return [str(x) for x in self._index]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @property
+    def size(self) -> int:
+        """Rows an embedding table needs: the known ids plus the reserved unknown row."""
+        return len(self._index) + 1
+
+    def lookup(self, ids: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
+        """Dense int64 indices for ids; unknown ids get UNKNOWN."""
+        pos = self._index.get_indexer(pd.Index(np.asarray(ids, dtype=object)))
+        return (pos + 1).astype(np.int64)  # -1 (missing) becomes 0 == UNKNOWN

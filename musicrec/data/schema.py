@@ -1,0 +1,89 @@
+"""The canonical ratings and items tables every reader produces (see DESIGN.md, data contracts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+RATING_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "review_text", "reviewer_name"]
+ITEM_COLUMNS = ["item_id", "title", "brand", "also_bought", "description"]
+RATING_MIN, RATING_MAX = 1.0, 5.0
+
+
+@dataclass
+class ReadStats:
+    """What a reader kept and dropped, so reports can say it."""
+
+    path: str
+    format: str
+    rows_read: int = 0
+    rows_kept: int = 0
+    bad_lines: int = 0
+    duplicates_dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def canonical_ratings(df: pd.DataFrame) -> pd.DataFrame:
+    """Coerce a frame with at least user_id, item_id, rating into the canonical ratings table."""
+    out = pd.DataFrame(
+        {
+            "user_id": df["user_id"].astype("str"),
+            "item_id": df["item_id"].astype("str"),
+            "rating": pd.to_numeric(df["rating"], errors="coerce").astype("float64"),
+            "timestamp": _int_or_null(df["timestamp"]) if "timestamp" in df else pd.Series(
+                pd.array([pd.NA] * len(df), dtype="Int64"), index=df.index
+            ),
+            "review_text": _text(df, "review_text"),
+            "reviewer_name": _text(df, "reviewer_name"),
+        }
+    )
+    return out.reset_index(drop=True)
+
+
+def canonical_items(df: pd.DataFrame) -> pd.DataFrame:
+    """Coerce a frame with at least item_id into the canonical items table."""
+    also = df["also_bought"] if "also_bought" in df else pd.Series([[]] * len(df), index=df.index)
+    out = pd.DataFrame(
+        {
+            "item_id": df["item_id"].astype("str"),
+            "title": _text(df, "title"),
+            "brand": _text(df, "brand"),
+            "also_bought": [list(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in also],
+            "description": _text(df, "description"),
+        }
+    )
+    return out.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+
+
+def drop_duplicate_ratings(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the latest review per (user, item) (ties: the last in file order); return it and the count dropped."""
+    order = ratings.assign(_pos=np.arange(len(ratings)))
+    order = order.sort_values(["timestamp", "_pos"], na_position="first", kind="stable")
+    kept = order.drop_duplicates(["user_id", "item_id"], keep="last").sort_values("_pos").drop(columns="_pos")
+    return kept.reset_index(drop=True), len(ratings) - len(kept)
+
+
+def empty_items() -> pd.DataFrame:
+    """An items table with no rows (metadata is optional)."""
+    return canonical_items(pd.DataFrame({"item_id": pd.Series([], dtype="str")}))
+
+
+def _text(df: pd.DataFrame, col: str) -> pd.Series:
+    if col not in df:
+        return pd.Series([""] * len(df), index=df.index, dtype="str")
+    s = df[col]
+    return s.where(s.notna(), "").map(_as_text).astype("str")
+
+
+def _as_text(v: object) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return " ".join(str(x) for x in v)
+    return str(v)
+
+
+def _int_or_null(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce").round().astype("Int64")

@@ -1,0 +1,47 @@
+"""User-facing errors: every failure a user can fix carries where it happened and what to do."""
+
+from __future__ import annotations
+
+
+class MusicrecError(Exception):
+    """Base for errors shown to users as one clear message (no traceback unless --debug)."""
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        return f"{self.message}\n  what to do: {self.hint}" if self.hint else self.message
+
+
+class DataError(MusicrecError):
+    """An input file cannot be read or parsed: names the file and, where known, the line."""
+
+    def __init__(self, path: object, problem: str, *, line: int | None = None, hint: str = "") -> None:
+        self.path = str(path)
+        self.line = line
+        where = f"{self.path}, line {line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}", hint=hint)
+
+
+class ValidationFailed(MusicrecError):
+    """The data broke one or more expectations of a suite; training must not start."""
+
+    def __init__(self, suite: str, failures: list[dict[str, object]]) -> None:
+        self.suite = suite
+        self.failures = failures
+        lines = [f"data validation failed: suite '{suite}', {len(failures)} expectation(s) broken"]
+        for f in failures:
+            lines.append(f"  - {f['expectation']}: {f.get('detail', '')}")
+            if f.get("examples"):
+                lines.append(f"      e.g. {f['examples']}")
+        super().__init__("\n".join(lines), hint="fix or drop the offending rows in the input and run again")
+
+
+class StoreError(MusicrecError):
+    """The object store is unreachable, incomplete or holds something that fails verification."""
+
+
+class ConflictError(StoreError):
+    """A conditional write lost a race: someone else changed the object first."""

@@ -1,0 +1,48 @@
+"""Metrics per split and cold slice, and the champion rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from musicrec.dataset import TrainData
+from musicrec.metrics import mae, rmse
+from musicrec.training import predict
+
+
+def evaluate(model: nn.Module, data: TrainData) -> dict[str, Any]:
+    """RMSE/MAE on train, validation and test, and test RMSE on rows with an unseen user or item."""
+    out: dict[str, Any] = {}
+    for name, key in (("train", "train"), ("validation", "val"), ("test", "test")):
+        part = data.parts[name]
+        pred = predict(model, part)
+        truth = part.rating.numpy()
+        out[f"{key}_rmse"] = rmse(truth, pred)
+        out[f"{key}_mae"] = mae(truth, pred)
+        if name == "test":
+            out.update(_cold_slices(truth, pred, part.unseen_user, part.unseen_item))
+    return out
+
+
+def _cold_slices(truth: np.ndarray, pred: np.ndarray, unseen_user: np.ndarray,
+                 unseen_item: np.ndarray) -> dict[str, Any]:
+    known = ~unseen_user & ~unseen_item
+    slices = {"cold_user": unseen_user, "cold_item": unseen_item, "warm": known}
+    out: dict[str, Any] = {}
+    for name, mask in slices.items():
+        out[f"test_{name}_rmse"] = rmse(truth[mask], pred[mask]) if mask.any() else None
+        out[f"test_{name}_rows"] = int(mask.sum())
+    return out
+
+
+def choose_champion(rows: list[dict[str, Any]], bias_val_rmse: float) -> str | None:
+    """Lowest validation RMSE wins (ties by name); only models that beat the bias baseline are eligible.
+
+    The test split is reported, never used to choose.
+    """
+    eligible = [r for r in rows if np.isfinite(r["val_rmse"]) and r["val_rmse"] < bias_val_rmse]
+    if not eligible:
+        return None
+    return min(eligible, key=lambda r: (round(r["val_rmse"], 10), r["name"]))["name"]

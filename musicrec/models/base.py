@@ -1,0 +1,124 @@
+"""The contract every rating model follows, and the pieces the families share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from musicrec.data.schema import RATING_MAX, RATING_MIN
+
+
+@dataclass
+class ModelConfig:
+    """Hyperparameters of one model; each family overrides some defaults, users override any of them."""
+
+    factors: int = 32
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    epochs: int = 20
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    batch_size: int = 0
+    patience: int = 3
+    id_dropout: float = 0.03
+    init_std: float = 0.05
+    seed: int = 0
+
+    @classmethod
+    def build(cls, defaults: dict[str, Any], overrides: dict[str, Any] | None, model: str) -> ModelConfig:
+        """Family defaults, then user overrides; an unknown name is an error that lists the valid ones."""
+        known = {f.name for f in fields(cls)}
+        merged = {**defaults, **(overrides or {})}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ValueError(f"model {model!r}: unknown hyperparameter(s) {unknown}; valid: {sorted(known)}")
+        return cls(**merged)
+
+
+class RatingModel(nn.Module):
+    """forward(user_idx, item_idx) -> rating in [1, 5]. Index 0 is the unknown user / item.
+
+    Subclasses implement score() (the quantity the loss sees) and may override loss(), to_rating()
+    and after_step(). Embedding tables are sparse and named user_* / item_* so the trainer and
+    cold-start handling can find them.
+    """
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    uses_text: ClassVar[bool] = False
+
+    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
+                 item_text: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("global_mean", torch.tensor(float(global_mean), dtype=torch.float32))
+        self.user_bias = embedding(n_users, 1, 0.0)
+        self.item_bias = embedding(n_items, 1, 0.0)
+
+    def score(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_rating(self, score: torch.Tensor) -> torch.Tensor:
+        return score
+
+    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        return self.to_rating(self.score(user_idx, item_idx)).clamp(RATING_MIN, RATING_MAX)
+
+    def loss(self, score: torch.Tensor, rating: torch.Tensor) -> torch.Tensor:
+        return torch.mean((score - rating) ** 2)
+
+    def biases(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        return self.global_mean + self.user_bias(user_idx).squeeze(-1) + self.item_bias(item_idx).squeeze(-1)
+
+    def regularization(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        """L2 on the embedding rows this batch touched (sparse-friendly weight decay)."""
+        total = torch.zeros(())
+        for name, emb in self.named_children():
+            if isinstance(emb, nn.Embedding):
+                idx = user_idx if name.startswith("user") else item_idx
+                total = total + emb(idx).pow(2).sum()
+        return self.cfg.weight_decay * total / max(len(user_idx), 1)
+
+    def after_step(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> None:
+        """Hook for constraints applied after each optimiser step (nnmf)."""
+
+    def item_tables(self) -> list[nn.Embedding]:
+        return [m for n, m in self.named_children() if isinstance(m, nn.Embedding) and n.startswith("item")]
+
+    def user_tables(self) -> list[nn.Embedding]:
+        return [m for n, m in self.named_children() if isinstance(m, nn.Embedding) and n.startswith("user")]
+
+
+def embedding(rows: int, dim: int, std: float, zero_unknown: bool = False) -> nn.Embedding:
+    """A sparse embedding table (sparse gradients keep big tables cheap to update)."""
+    emb = nn.Embedding(rows, dim, sparse=True)
+    with torch.no_grad():
+        emb.weight.normal_(0.0, std) if std > 0 else emb.weight.zero_()
+        if zero_unknown:
+            emb.weight[0].zero_()
+    return emb
+
+
+def factor_tables(n_users: int, n_items: int, dim: int, std: float) -> tuple[nn.Embedding, nn.Embedding]:
+    """User and item latent tables, small random init (the unknown row starts at zero)."""
+    return embedding(n_users, dim, std, zero_unknown=True), embedding(n_items, dim, std, zero_unknown=True)
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """ReLU MLP ending in one output whose weights start at zero, so training starts at the bias model."""
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    out = nn.Linear(sizes[-1], 1)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)
+    return nn.Sequential(*layers, out)
+
+
+def logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))

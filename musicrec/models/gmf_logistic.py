@@ -1,0 +1,30 @@
+"""Generalized MF trained with logistic loss on ratings rescaled to [0, 1], mapped back to stars."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from musicrec.data.schema import RATING_MAX, RATING_MIN
+from musicrec.models.base import ModelConfig, logit
+from musicrec.models.gmf_regression import GMFRegression
+
+SPAN = RATING_MAX - RATING_MIN
+
+
+class GMFLogistic(GMFRegression):
+    name = "gmf_logistic"
+    defaults = {"factors": 32, "epochs": 20, "lr": 0.01, "weight_decay": 0.05}
+
+    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
+                 item_text: np.ndarray | None = None) -> None:
+        super().__init__(n_users, n_items, global_mean, cfg)
+        # The global term lives in logit space so an untrained model predicts the global mean.
+        self.global_mean.fill_(logit((global_mean - RATING_MIN) / SPAN))
+
+    def to_rating(self, score: torch.Tensor) -> torch.Tensor:
+        return RATING_MIN + SPAN * torch.sigmoid(score)
+
+    def loss(self, score: torch.Tensor, rating: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(score, (rating - RATING_MIN) / SPAN)

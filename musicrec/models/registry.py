@@ -1,0 +1,41 @@
+"""name -> model class. Adding a model: one file, one line here, one id in the parametrized test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from musicrec.models.base import ModelConfig, RatingModel
+from musicrec.models.gmf import GMF
+from musicrec.models.gmf_logistic import GMFLogistic
+from musicrec.models.gmf_regression import GMFRegression
+from musicrec.models.mlp import MLP
+from musicrec.models.nnmf import NNMF
+from musicrec.models.w2v_mlp import W2VMLP
+
+MODELS: dict[str, type[RatingModel]] = {
+    "gmf": GMF,
+    "gmf_regression": GMFRegression,
+    "gmf_logistic": GMFLogistic,
+    "nnmf": NNMF,
+    "mlp": MLP,
+    "w2v_mlp": W2VMLP,
+}
+
+
+def model_config(name: str, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """The family's defaults with the user's overrides applied."""
+    return ModelConfig.build(model_class(name).defaults, overrides, name)
+
+
+def model_class(name: str) -> type[RatingModel]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def build_model(name: str, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
+                item_text: np.ndarray | None = None) -> RatingModel:
+    """Instantiate a registered model."""
+    return model_class(name)(n_users, n_items, global_mean, cfg, item_text)

@@ -1,0 +1,106 @@
+"""Word2Vec item text vectors (gensim) from training-split text only, saved without pickle."""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+TOKEN = re.compile(r"[a-z0-9']+")
+STOPWORDS = frozenset(
+    "a an and are as at be but by for from has have i i'm in is it it's its my of on or so that the this to was "
+    "were with you your me we they he she them his her our their not no just very all".split()
+)
+
+
+@dataclass
+class Word2VecConfig:
+    """Hyperparameters; vector_size 50 follows the seed. workers=1 keeps training deterministic."""
+
+    vector_size: int = 50
+    window: int = 5
+    min_count: int = 2
+    epochs: int = 5
+    sg: int = 0
+    negative: int = 5
+    seed: int = 0
+    max_reviews_per_item: int = 20
+    max_tokens_per_doc: int = 400
+    sif_a: float = 1e-3
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens without stopwords."""
+    return [t for t in TOKEN.findall(text.lower()) if t not in STOPWORDS]
+
+
+def item_documents(train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig) -> pd.Series:
+    """One token list per item from title, brand, description and at most N TRAINING reviews of the item.
+
+    Validation and test reviews are never read here: they would leak the answer into the text vectors.
+    """
+    reviews = train.loc[train["review_text"].str.len() > 0, ["item_id", "review_text"]]
+    reviews = reviews.groupby("item_id", sort=False).head(cfg.max_reviews_per_item)
+    review_text = reviews.groupby("item_id", sort=True)["review_text"].agg(" ".join)
+    meta = items.set_index("item_id")
+    meta_text = (meta["title"] + " " + meta["brand"] + " " + meta["description"]).rename("meta")
+    text = pd.concat([meta_text, review_text.rename("reviews")], axis=1).fillna("")
+    joined = (text["meta"] + " " + text["reviews"]).str.strip()
+    docs = joined[joined.str.len() > 0].map(lambda s: tokenize(s)[: cfg.max_tokens_per_doc])
+    return docs[docs.map(len) > 0]
+
+
+def _stable_hash(s: str) -> int:
+    return zlib.crc32(s.encode("utf-8"))
+
+
+def train_word2vec(docs: pd.Series, cfg: Word2VecConfig):  # -> gensim KeyedVectors
+    """Train Word2Vec with one worker and a fixed seed, so vectors are identical run to run."""
+    from gensim.models import Word2Vec
+
+    sentences = list(docs.sort_index().to_list())
+    model = Word2Vec(
+        sentences=sentences, vector_size=cfg.vector_size, window=cfg.window, min_count=cfg.min_count,
+        epochs=cfg.epochs, sg=cfg.sg, negative=cfg.negative, seed=cfg.seed, workers=1, hashfxn=_stable_hash,
+    )
+    return model.wv
+
+
+def item_vectors(docs: pd.Series, wv, item_ids: list[str], cfg: Word2VecConfig) -> np.ndarray:
+    """SIF-weighted mean word vector per item (rows follow item_ids); items without known words get zeros."""
+    vocab = wv.key_to_index
+    counts = np.asarray([wv.get_vecattr(k, "count") for k in wv.index_to_key], dtype=np.float64)
+    weights = cfg.sif_a / (cfg.sif_a + counts / max(counts.sum(), 1.0))
+    row_of = {item: r for r, item in enumerate(item_ids)}
+    rows, cols = [], []
+    for item, tokens in docs.items():
+        r = row_of.get(item)
+        if r is None:
+            continue
+        idx = [vocab[t] for t in tokens if t in vocab]
+        rows.extend([r] * len(idx))
+        cols.extend(idx)
+    mat = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(item_ids), len(vocab)))
+    mat = mat.multiply(weights[None, :]).tocsr()
+    total = np.asarray(mat.sum(axis=1)).ravel()
+    vecs = mat @ wv.vectors.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vecs = np.where(total[:, None] > 0, vecs / total[:, None], 0.0)
+    return vecs.astype(np.float32)
+
+
+def save_item_vectors(item_ids: list[str], vectors: np.ndarray, path: str | Path) -> None:
+    """Parquet with item_id and one float32 column per dimension (no pickle)."""
+    cols = {f"v{k}": vectors[:, k] for k in range(vectors.shape[1])}
+    pd.DataFrame({"item_id": item_ids, **cols}).to_parquet(path, index=False)
+
+
+def load_item_vectors(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Inverse of save_item_vectors."""
+    df = pd.read_parquet(path)
+    return df["item_id"].astype(str).tolist(), df.drop(columns="item_id").to_numpy(np.float32)

@@ -1,0 +1,126 @@
+"""The one trainer all six models share: shuffled index batches, sparse Adam, early stopping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from musicrec.dataset import Part, TrainData
+from musicrec.metrics import rmse
+from musicrec.models.base import ModelConfig, RatingModel
+from musicrec.models.registry import build_model, model_config
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FitResult:
+    """The trained model (best validation epoch restored) and how training went."""
+
+    name: str
+    model: RatingModel
+    config: ModelConfig
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    fit_seconds: float = 0.0
+    ratings_per_second: float = 0.0
+
+
+def batch_size_for(cfg: ModelConfig, n_train: int) -> int:
+    """Explicit batch size, or about 64 steps per epoch clamped to [256, 16384]."""
+    return cfg.batch_size if cfg.batch_size > 0 else int(np.clip(n_train // 64, 256, 16384))
+
+
+def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = None, *, threads: int = 1,
+              on_epoch: EpochCallback | None = None) -> FitResult:
+    """Train one registered model; stop early when validation RMSE stops improving."""
+    torch.set_num_threads(max(1, threads))
+    cfg = model_config(name, overrides)
+    torch.manual_seed(cfg.seed)
+    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
+    optimizers = _optimizers(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    result = FitResult(name, model, cfg)
+    best, best_state, waited, start = float("inf"), _snapshot(model), 0, time.perf_counter()
+    train = data.parts["train"]
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen)
+        val = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
+        row = {"epoch": epoch, "train_loss": loss, "val_rmse": val, "seconds": time.perf_counter() - t0}
+        result.history.append(row)
+        if on_epoch:
+            on_epoch({"model": name, "epochs": cfg.epochs, **row})
+        if val < best - 1e-5:
+            best, best_state, waited, result.best_epoch = val, _snapshot(model), 0, epoch
+        else:
+            waited += 1
+            if waited >= cfg.patience:
+                break
+    model.load_state_dict(best_state)
+    _reset_untrained_items(model, data.trained_items)
+    result.fit_seconds = time.perf_counter() - start
+    result.ratings_per_second = len(train) * len(result.history) / max(result.fit_seconds, 1e-9)
+    return result
+
+
+def _optimizers(model: RatingModel, cfg: ModelConfig) -> list[torch.optim.Optimizer]:
+    sparse = [p for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse for p in m.parameters()]
+    ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in ids]
+    opts: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(sparse, lr=cfg.lr)]
+    if dense:
+        opts.append(torch.optim.Adam(dense, lr=cfg.lr, weight_decay=1e-5))
+    return opts
+
+
+def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Optimizer], batch: int,
+               gen: torch.Generator) -> float:
+    model.train()
+    n = len(part)
+    perm = torch.randperm(n, generator=gen)
+    total = 0.0
+    p_drop = model.cfg.id_dropout
+    for start in range(0, n, batch):
+        idx = perm[start:start + batch]
+        u, i, r = part.user_idx[idx], part.item_idx[idx], part.rating[idx]
+        if p_drop > 0:  # teach the reserved unknown rows what an unseen user / item looks like
+            u = u.masked_fill(torch.rand(len(u), generator=gen) < p_drop, 0)
+            i = i.masked_fill(torch.rand(len(i), generator=gen) < p_drop, 0)
+        loss = model.loss(model.score(u, i), r)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        (loss + model.regularization(u, i)).backward()
+        for opt in optimizers:
+            opt.step()
+        model.after_step(u, i)
+        total += loss.item() * len(idx)
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, part: Part, batch: int = 262144) -> np.ndarray:
+    """Predicted ratings for a part, in row order."""
+    model.eval()
+    out = [model(part.user_idx[s:s + batch], part.item_idx[s:s + batch]) for s in range(0, len(part), batch)]
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def _reset_untrained_items(model: RatingModel, trained: np.ndarray) -> None:
+    """Items known only from their text get the learned unknown-item row (w2v_mlp still sees their text)."""
+    cold = torch.from_numpy(np.flatnonzero(~trained[1:]) + 1)
+    if len(cold) == 0:
+        return
+    for table in model.item_tables():
+        table.weight[cold] = table.weight[0].clone()
