@@ -1,0 +1,91 @@
+"""The `training` flow: validate -> split + Word2Vec -> six models in parallel -> champion -> ONNX -> publish."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.futures import wait
+from pydantic import BaseModel, Field
+
+from musicrec.evaluation import choose_champion
+from musicrec.models.registry import MODELS
+from musicrec.pipeline.workspace import Workspace, new_run_id
+from musicrec.settings import get_settings
+from tasks import reporting
+from tasks import training as t
+from tasks.runners import make_task_runner
+
+ModelName = Literal["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"]
+
+
+class SplitParams(BaseModel):
+    method: Literal["random", "temporal"] = "random"
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+
+class TrainingParams(BaseModel):
+    """Everything a training run needs; the Prefect UI renders this as a form."""
+
+    reviews: list[str] = Field(..., description="review files (Amazon 2014/2018/2023 JSON lines, ratings CSV, ...)")
+    meta: list[str] = Field(default_factory=list, description="optional metadata files")
+    store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI or ./.musicrec/store")
+    models: list[ModelName] = Field(default_factory=lambda: list(MODELS), description="which models to train")
+    seed: int = 0
+    split: SplitParams = Field(default_factory=SplitParams)
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                 description='per-model hyperparameters, e.g. {"gmf": {"epochs": 5}}')
+    task_runner: Literal["threads", "processes", "dask"] = "threads"
+    dask_address: str = Field("", description="existing Dask scheduler; empty = a LocalCluster")
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, description="CPU threads for the whole run")
+    work_dir: str = ".musicrec/work"
+
+
+@flow(name="train-models")
+def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str, Any]],
+                 threads_per_model: int) -> list[dict[str, Any]]:
+    """The parallel stage: one task run per model on the runner chosen by the parent flow."""
+    futures = [t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model) for m in models]
+    baselines = t.evaluate_baselines.submit(workdir)
+    wait([*futures, baselines])
+    return [f.result() for f in futures] + [{"baselines": baselines.result()}]
+
+
+@flow(name="training")
+def training(params: TrainingParams) -> dict[str, Any]:
+    """Train all models on fresh data and publish the champion if it is at least as good as the current one."""
+    logger = get_run_logger()
+    store_uri = params.store_uri or get_settings().store_uri
+    ws = Workspace.create(params.work_dir, new_run_id())
+    workdir = str(ws.root)
+    run = t.load_and_validate(workdir, params.reviews, params.meta)
+    fractions = (params.split.train, params.split.validation, params.split.test)
+    prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
+    runner, parallel = make_task_runner(params.task_runner, params.dask_address, params.threads, len(params.models))
+    overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})} for m in params.models}
+    *rows, extra = train_models.with_options(task_runner=runner)(
+        workdir, list(params.models), overrides, max(1, params.threads // parallel))
+    baselines = extra["baselines"]
+    bias = next(b for b in baselines if b["name"] == "bias")
+    champion = choose_champion(rows, bias["val_rmse"])
+    report: dict[str, Any] = {
+        "run_id": ws.run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
+        "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
+        "baselines": baselines, "champion": {"name": champion}, "promoted": False, "previous_test_rmse": None,
+        "task_runner": params.task_runner,
+    }
+    if champion is None:
+        logger.warning("no model beat the bias baseline on validation: nothing is published")
+    else:
+        row = next(r for r in rows if r["name"] == champion)
+        meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]})
+        published = t.publish_bundle(workdir, store_uri, meta["version"])
+        decision = t.promote_champion(workdir, store_uri, published, row["test_rmse"])
+        report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
+                              "onnx_check": meta["onnx_check"]}
+        report.update(promoted=decision["promoted"], previous_test_rmse=decision["previous_test_rmse"],
+                      previous_version=decision["previous_version"])
+    return reporting.publish_report(workdir, store_uri, report)

@@ -1,0 +1,125 @@
+"""Stages 4-6: export the champion to ONNX and check it, compare with the published champion on the new
+test split, upload the bundle, and move the champion pointer with a conditional write."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import musicrec
+from musicrec.dataset import TrainData
+from musicrec.errors import ConflictError, StoreError
+from musicrec.export import export_onnx, load_session, predict, verify_onnx
+from musicrec.hashing import sha256_bytes, sha256_file
+from musicrec.metrics import rmse
+from musicrec.pipeline.train import load_model
+from musicrec.pipeline.workspace import Workspace
+from musicrec.store import Store, safe_key_part
+
+POINTER = "models/champion.json"
+BUNDLE_FILES = ("model.onnx",)
+
+
+def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any]) -> dict[str, Any]:
+    """Export the champion, verify ONNX against torch (unknown ids included), write metadata.json."""
+    name = row["name"]
+    model = load_model(ws, name, data)
+    ws.bundle.mkdir(parents=True, exist_ok=True)
+    onnx_path = ws.bundle / "model.onnx"
+    export_onnx(model, data.users.ids, data.items.ids, onnx_path,
+                metadata={"musicrec_model": name, "musicrec_version": musicrec.__version__, "run_id": ws.run_id})
+    users, items = _parity_sample(ws, data)
+    parity = verify_onnx(onnx_path, model, users, items, user_ids=data.users.ids, item_ids=data.items.ids)
+    meta = {
+        "model": name, "version": f"{ws.run_id}-{name}", "run_id": ws.run_id,
+        "hyperparameters": row.get("hyperparameters", {}),
+        "metrics": {k: v for k, v in row.items() if k.endswith(("_rmse", "_mae", "_rows"))},
+        "data": {"fingerprint": run["fingerprint"], "ratings": run["ratings"], "split": run["split"]},
+        "code_version": musicrec.__version__, "created_at": datetime.now(UTC).isoformat(),
+        "onnx_check": parity, "files": {f: sha256_file(ws.bundle / f) for f in BUNDLE_FILES},
+    }
+    (ws.bundle / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
+    return meta
+
+
+def _parity_sample(ws: Workspace, data: TrainData, n: int = 2000) -> tuple[list[str], list[str]]:
+    test = pd.read_parquet(ws.splits / "test.parquet", columns=["user_id", "item_id"]).head(n)
+    users = [*test["user_id"], "UNKNOWN-USER", test["user_id"].iloc[0], "UNKNOWN-USER"]
+    items = [*test["item_id"], test["item_id"].iloc[0], "UNKNOWN-ITEM", "UNKNOWN-ITEM"]
+    return users, items
+
+
+def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
+    """Upload every bundle file, metadata.json last, then read each back and check its sha256."""
+    prefix = f"models/{safe_key_part(version)}"
+    files = [*BUNDLE_FILES, "metadata.json"]
+    for f in files:
+        store.put_file(f"{prefix}/{f}", ws.bundle / f)
+    sums = {f: sha256_file(ws.bundle / f) for f in files}
+    for f, expected in sums.items():
+        if sha256_bytes(store.get_bytes(f"{prefix}/{f}")) != expected:
+            raise StoreError(f"uploaded {store.url_for(prefix + '/' + f)} does not match the local file",
+                             hint="the store corrupted or replaced the upload; run again")
+    return {"version": version, "uri": store.url_for(prefix), "metadata_sha256": sums["metadata.json"]}
+
+
+def read_pointer(store: Store) -> tuple[dict[str, Any] | None, str | None]:
+    """The champion pointer and its version token, or (None, None) when nothing is published."""
+    got = store.read_versioned(POINTER)
+    return (json.loads(got[0]), got[1]) if got else (None, None)
+
+
+def load_published(store: Store, pointer: dict[str, Any], workdir: Path) -> Path:
+    """Download the pointed-to model and check it against metadata.json and the pointer's sha256."""
+    prefix = f"models/{safe_key_part(pointer['version'])}"
+    meta_bytes = store.get_bytes(f"{prefix}/metadata.json")
+    if sha256_bytes(meta_bytes) != pointer["sha256"]:
+        raise StoreError(f"{store.url_for(prefix)}/metadata.json does not match the champion pointer's sha256",
+                         hint="the bundle was modified after publishing; republish or repoint the champion")
+    meta = json.loads(meta_bytes)
+    path = workdir / "model.onnx"
+    store.get_file(f"{prefix}/model.onnx", path)
+    if sha256_file(path) != meta["files"]["model.onnx"]:
+        raise StoreError(f"{store.url_for(prefix)}/model.onnx fails its sha256 check",
+                         hint="the model file is corrupt or was replaced; republish the bundle")
+    return path
+
+
+def published_test_rmse(store: Store, pointer: dict[str, Any], test: pd.DataFrame) -> float:
+    """Score the published champion (onnxruntime, string ids) on the new test split."""
+    with tempfile.TemporaryDirectory() as tmp:
+        session = load_session(load_published(store, pointer, Path(tmp)), threads=1)
+        pred = predict(session, test["user_id"].to_numpy(object), test["item_id"].to_numpy(object))
+    return rmse(test["rating"].to_numpy(np.float64), pred)
+
+
+def promote(store: Store, published: dict[str, str], new_test_rmse: float, test: pd.DataFrame,
+            attempts: int = 5) -> dict[str, Any]:
+    """Move the pointer if the new champion is at least as good as the published one on this test split.
+
+    The pointer is written with a conditional put: if another run moved it meanwhile, re-read, re-compare
+    against the newer champion and try again, so two runs finishing together never lose an update.
+    """
+    for _ in range(attempts):
+        pointer, token = read_pointer(store)
+        previous = published_test_rmse(store, pointer, test) if pointer else None
+        decision = {"promoted": previous is None or new_test_rmse <= previous + 1e-12,
+                    "previous_version": pointer["version"] if pointer else None,
+                    "previous_test_rmse": previous, "new_test_rmse": new_test_rmse}
+        if not decision["promoted"]:
+            return decision
+        body = {"version": published["version"], "sha256": published["metadata_sha256"],
+                "test_rmse": new_test_rmse, "updated_at": datetime.now(UTC).isoformat()}
+        try:
+            store.put_if(POINTER, json.dumps(body, indent=2).encode(), token)
+            return decision
+        except ConflictError:
+            continue
+    raise StoreError(f"champion pointer {store.url_for(POINTER)} kept changing during {attempts} attempts",
+                     hint="another run is publishing at the same time; run again later")

@@ -1,0 +1,65 @@
+"""Stage 3: train one model (or the baselines), evaluate it, keep its weights as .npz (never a pickle)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from musicrec.dataset import TrainData
+from musicrec.evaluation import evaluate
+from musicrec.models.base import ModelConfig, RatingModel
+from musicrec.models.baselines import BASELINES
+from musicrec.models.registry import build_model
+from musicrec.pipeline.prepare import load_train_data
+from musicrec.pipeline.workspace import Workspace
+from musicrec.training import EpochCallback, fit_model
+
+
+def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None, threads: int = 1,
+              on_epoch: EpochCallback | None = None, data: TrainData | None = None) -> dict[str, Any]:
+    """Fit, evaluate and save one model; return its leaderboard row."""
+    data = data or load_train_data(ws)
+    result = fit_model(name, data, overrides, threads=threads, on_epoch=on_epoch)
+    row = {"name": name, **evaluate(result.model, data), "fit_seconds": round(result.fit_seconds, 2),
+           "epochs": len(result.history), "best_epoch": result.best_epoch,
+           "ratings_per_second": round(result.ratings_per_second), "hyperparameters": dataclasses.asdict(result.config)}
+    save_model(ws, name, result.model, result.config)
+    ws.write_json(f"models/{name}/history.json", result.history)
+    ws.write_json(f"models/{name}/metrics.json", row)
+    return row
+
+
+def evaluate_baselines(ws: Workspace, data: TrainData | None = None) -> list[dict[str, Any]]:
+    """Global mean and bias baseline rows, in the same shape as the models' rows."""
+    data = data or load_train_data(ws)
+    return [{"name": name, **evaluate(fit(data), data), "fit_seconds": 0.0, "epochs": 0}
+            for name, fit in BASELINES.items()]
+
+
+def save_model(ws: Workspace, name: str, model: RatingModel, cfg: ModelConfig) -> None:
+    d = ws.model_dir(name)
+    np.savez(d / "weights.npz", **{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    (d / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+
+
+def load_model(ws: Workspace, name: str, data: TrainData) -> RatingModel:
+    """Rebuild a trained model from weights.npz and config.json (allow_pickle stays False)."""
+    d = ws.model_dir(name)
+    cfg = ModelConfig(**json.loads((d / "config.json").read_text()))
+    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
+    with np.load(d / "weights.npz", allow_pickle=False) as npz:
+        model.load_state_dict({k: torch.from_numpy(npz[k]) for k in npz.files})
+    return model.eval()
+
+
+def progress_printer(emit: Callable[[str], None]) -> EpochCallback:
+    """An epoch callback that writes one plain line per epoch."""
+    def _on_epoch(e: dict[str, Any]) -> None:
+        emit(f"{e['model']}: epoch {e['epoch']}/{e['epochs']} loss {e['train_loss']:.4f} "
+             f"val_rmse {e['val_rmse']:.4f} ({e['seconds']:.1f}s)")
+    return _on_epoch

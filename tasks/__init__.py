@@ -1,0 +1,1 @@
+"""Thin Prefect tasks: each wraps one musicrec function and passes paths, metrics and small records."""

@@ -1,0 +1,27 @@
+"""Pick the task runner for the parallel training stage from a flow parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def make_task_runner(kind: str, dask_address: str, threads: int, n_tasks: int) -> tuple[Any, int]:
+    """Return (runner, how many tasks run at once). threads: a thread pool; processes: Prefect's
+    ProcessPoolTaskRunner with one worker per core; dask: prefect-dask on an existing cluster or a LocalCluster."""
+    workers = max(1, min(threads, n_tasks))
+    if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=n_tasks + 1), n_tasks
+    if kind == "processes":
+        from prefect.task_runners import ProcessPoolTaskRunner
+
+        return ProcessPoolTaskRunner(max_workers=workers), workers
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address), workers
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None}), workers
+    raise ValueError(f"unknown task runner {kind!r}: use threads, processes or dask")

@@ -1,0 +1,102 @@
+"""Tasks of the training flow. Each calls one musicrec.pipeline function; nothing here does the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from musicrec.errors import ValidationFailed
+from musicrec.pipeline import ingest, prepare, publish, train
+from musicrec.pipeline.workspace import Workspace
+
+
+@task(name="load-and-validate", cache_policy=NO_CACHE)
+def load_and_validate(workdir: str, reviews: list[str], meta: list[str]) -> dict[str, Any]:
+    """Read and validate the inputs; a failed validation is published as an artifact and fails the run."""
+    ws = Workspace(Path(workdir))
+    try:
+        run = ingest.ingest(ws, reviews, meta)
+    except ValidationFailed as e:
+        report = ws.read_json("validation.json")
+        create_markdown_artifact(_validation_markdown(report, str(e)), key="validation-report",
+                                 description="Data validation failed: nothing was trained")
+        raise
+    get_run_logger().info("loaded %s ratings, %s users, %s items (%s)", f"{run['ratings']:,}",
+                          f"{run['users']:,}", f"{run['items']:,}", run["fingerprint"][:19])
+    return {k: v for k, v in run.items() if k != "validation_markdown"}
+
+
+def _validation_markdown(report: dict[str, Any], message: str) -> str:
+    lines = ["# Validation failed", "", "```", message, "```", ""]
+    for suite, r in report.items():
+        lines += [f"## {suite}: {'passed' if r['success'] else 'FAILED'}", "",
+                  "| expectation | column | success | unexpected |", "|---|---|---|---|"]
+        lines += [f"| {x['expectation']} | {x.get('column', '')} | {x['success']} | {x.get('unexpected_count', '')} |"
+                  for x in r["results"]]
+    return "\n".join(lines)
+
+
+@task(name="split-and-embed", cache_policy=NO_CACHE)
+def split_and_embed(workdir: str, seed: int, fractions: tuple[float, float, float], method: str) -> dict[str, Any]:
+    """Write the splits and train Word2Vec on the training split's text."""
+    out = prepare.prepare(Workspace(Path(workdir)), seed, fractions, method)
+    get_run_logger().info("split %s; word2vec vocabulary %s", out["split"], out["word2vec"]["vocabulary"])
+    return out
+
+
+@task(name="train-model", task_run_name="train-{name}", cache_policy=NO_CACHE)
+def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Train one model with its own torch thread budget; progress as log lines and a progress artifact."""
+    logger = get_run_logger()
+    progress_id = create_progress_artifact(0.0, key=f"train-{name.replace('_', '-')}",
+                                           description=f"{name}: epochs done / max epochs")
+    log_line = train.progress_printer(logger.info)
+
+    def on_epoch(e: dict[str, Any]) -> None:
+        log_line(e)
+        update_progress_artifact(progress_id, 100.0 * e["epoch"] / e["epochs"])
+
+    row = train.train_one(Workspace(Path(workdir)), name, overrides, threads=threads, on_epoch=on_epoch)
+    update_progress_artifact(progress_id, 100.0)
+    logger.info("%s: val_rmse %.4f test_rmse %.4f in %.1fs", name, row["val_rmse"], row["test_rmse"],
+                row["fit_seconds"])
+    return row
+
+
+@task(name="evaluate-baselines", cache_policy=NO_CACHE)
+def evaluate_baselines(workdir: str) -> list[dict[str, Any]]:
+    return train.evaluate_baselines(Workspace(Path(workdir)))
+
+
+@task(name="build-bundle", cache_policy=NO_CACHE)
+def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch)."""
+    ws = Workspace(Path(workdir))
+    return publish.build_bundle(ws, row, prepare.load_train_data(ws), run)
+
+
+@task(name="publish-bundle", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+      cache_policy=NO_CACHE)
+def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]:
+    """Upload the bundle and verify every file; retried on transient store errors."""
+    from musicrec.store import open_store
+
+    return publish.publish_bundle(open_store(store_uri), Workspace(Path(workdir)), version)
+
+
+@task(name="promote-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def promote_champion(workdir: str, store_uri: str, published: dict[str, str], test_rmse: float) -> dict[str, Any]:
+    """Compare with the published champion on this run's test split; move the pointer only if not worse."""
+    import pandas as pd
+
+    from musicrec.store import open_store
+
+    test = pd.read_parquet(Workspace(Path(workdir)).splits / "test.parquet", columns=["user_id", "item_id", "rating"])
+    decision = publish.promote(open_store(store_uri), published, test_rmse, test)
+    get_run_logger().info("promotion decision: %s", decision)
+    return decision
