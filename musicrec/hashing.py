@@ -1,0 +1,22 @@
+"""SHA-256 helpers for artifacts: bundle metadata records these so readers can verify what they fetched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex SHA-256 of an in-memory payload."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks so large models never sit in memory twice."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
