@@ -14,6 +14,7 @@ from torch import nn
 from musicrec.dataset import Part, TrainData
 from musicrec.metrics import rmse
 from musicrec.models.base import ModelConfig, RatingModel
+from musicrec.models.baselines import fit_biases
 from musicrec.models.registry import build_model, model_config
 
 EpochCallback = Callable[[dict[str, Any]], None]
@@ -27,7 +28,8 @@ class FitResult:
     model: RatingModel
     config: ModelConfig
     history: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # 0: no epoch beat the starting point (the bias baseline's solution)
+    initial_val_rmse: float = float("nan")
     fit_seconds: float = 0.0
     ratings_per_second: float = 0.0
 
@@ -44,11 +46,13 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
     cfg = model_config(name, overrides)
     torch.manual_seed(cfg.seed)
     model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
+    model.init_biases(*fit_biases(data, cfg.bias_decay, cfg.bias_decay))
     optimizers = _optimizers(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     result = FitResult(name, model, cfg)
-    best, best_state, waited, start = float("inf"), _snapshot(model), 0, time.perf_counter()
-    train = data.parts["train"]
+    train, start = data.parts["train"], time.perf_counter()
+    best = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
+    result.initial_val_rmse, best_state, waited = best, _snapshot(model), 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen)
@@ -80,10 +84,20 @@ def _optimizers(model: RatingModel, cfg: ModelConfig) -> list[torch.optim.Optimi
     return opts
 
 
+def _inverse_counts(idx: torch.Tensor, size: int, unknown: float) -> torch.Tensor:
+    """1 / (occurrences of each index in training); the unknown row counts as the id-dropout draws."""
+    counts = torch.bincount(idx, minlength=size).float()
+    counts[0] = max(unknown, 1.0)
+    return 1.0 / counts.clamp(min=1.0)
+
+
 def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Optimizer], batch: int,
                gen: torch.Generator) -> float:
     model.train()
     n = len(part)
+    dropped = model.cfg.id_dropout * n
+    inv_u = _inverse_counts(part.user_idx, model.user_bias.num_embeddings, dropped)
+    inv_i = _inverse_counts(part.item_idx, model.item_bias.num_embeddings, dropped)
     perm = torch.randperm(n, generator=gen)
     total = 0.0
     p_drop = model.cfg.id_dropout
@@ -96,7 +110,7 @@ def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Opti
         loss = model.loss(model.score(u, i), r)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        (loss + model.regularization(u, i)).backward()
+        (loss + model.regularization(u, i, inv_u[u], inv_i[i])).backward()
         for opt in optimizers:
             opt.step()
         model.after_step(u, i)

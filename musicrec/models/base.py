@@ -21,7 +21,8 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 32])
     epochs: int = 20
     lr: float = 0.01
-    weight_decay: float = 1e-4
+    weight_decay: float = 1.0
+    bias_decay: float = 5.0
     batch_size: int = 0
     patience: int = 3
     id_dropout: float = 0.03
@@ -74,14 +75,24 @@ class RatingModel(nn.Module):
     def biases(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         return self.global_mean + self.user_bias(user_idx).squeeze(-1) + self.item_bias(item_idx).squeeze(-1)
 
-    def regularization(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        """L2 on the embedding rows this batch touched (sparse-friendly weight decay)."""
+    def regularization(self, user_idx: torch.Tensor, item_idx: torch.Tensor, user_weight: torch.Tensor,
+                       item_weight: torch.Tensor) -> torch.Tensor:
+        """lambda * sum of squared rows, counted once per row per epoch: each occurrence is weighted by
+        1 / (ratings of that user or item). Rare users are shrunk as hard as ALS would shrink them;
+        per-occurrence decay would leave a one-rating user's vector almost free to memorise its rating."""
         total = torch.zeros(())
         for name, emb in self.named_children():
             if isinstance(emb, nn.Embedding):
-                idx = user_idx if name.startswith("user") else item_idx
-                total = total + emb(idx).pow(2).sum()
-        return self.cfg.weight_decay * total / max(len(user_idx), 1)
+                idx, w = (user_idx, user_weight) if name.startswith("user") else (item_idx, item_weight)
+                lam = self.cfg.bias_decay if name.endswith("bias") else self.cfg.weight_decay
+                total = total + lam * (emb(idx).pow(2).sum(-1) * w).sum()
+        return total / max(len(user_idx), 1)
+
+    @torch.no_grad()
+    def init_biases(self, user_bias: np.ndarray, item_bias: np.ndarray) -> None:
+        """Start from the closed-form bias baseline, so training begins where the baseline ends."""
+        self.user_bias.weight.copy_(torch.as_tensor(user_bias, dtype=torch.float32)[:, None])
+        self.item_bias.weight.copy_(torch.as_tensor(item_bias, dtype=torch.float32)[:, None])
 
     def after_step(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> None:
         """Hook for constraints applied after each optimiser step (nnmf)."""

@@ -33,6 +33,15 @@ def fit_global_mean(data: TrainData) -> GlobalMean:
 
 def fit_bias_baseline(data: TrainData, reg_user: float = 5.0, reg_item: float = 5.0,
                       iterations: int = 10) -> BiasBaseline:
+    """mu + b_u + b_i as a model; the biases come from fit_biases."""
+    b_u, b_i = fit_biases(data, reg_user, reg_item, iterations)
+    model = BiasBaseline(data.users.size, data.items.size, data.global_mean, ModelConfig())
+    model.init_biases(b_u, b_i)
+    return model
+
+
+def fit_biases(data: TrainData, reg_user: float = 5.0, reg_item: float = 5.0,
+               iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
     """Alternate b_i = sum(r - mu - b_u) / (n_i + reg) and b_u likewise; vectorised with bincount."""
     train = data.parts["train"]
     u, i = train.user_idx.numpy(), train.item_idx.numpy()
@@ -44,11 +53,7 @@ def fit_bias_baseline(data: TrainData, reg_user: float = 5.0, reg_item: float = 
     for _ in range(iterations):
         b_i = np.bincount(i, resid - b_u[u], minlength=data.items.size) / (n_i + reg_item)
         b_u = np.bincount(u, resid - b_i[i], minlength=data.users.size) / (n_u + reg_user)
-    model = BiasBaseline(data.users.size, data.items.size, data.global_mean, ModelConfig())
-    with torch.no_grad():
-        model.user_bias.weight.copy_(torch.from_numpy(b_u[:, None]))
-        model.item_bias.weight.copy_(torch.from_numpy(b_i[:, None]))
-    return model
+    return b_u, b_i
 
 
 BASELINES = {"global_mean": fit_global_mean, "bias": fit_bias_baseline}

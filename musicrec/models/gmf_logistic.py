@@ -15,13 +15,19 @@ SPAN = RATING_MAX - RATING_MIN
 
 class GMFLogistic(GMFRegression):
     name = "gmf_logistic"
-    defaults = {"factors": 32, "epochs": 20, "lr": 0.01, "weight_decay": 0.05}
+    defaults = {"factors": 32, "epochs": 20, "lr": 0.005, "weight_decay": 1.0}
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
                  item_text: np.ndarray | None = None) -> None:
         super().__init__(n_users, n_items, global_mean, cfg)
         # The global term lives in logit space so an untrained model predicts the global mean.
         self.global_mean.fill_(logit((global_mean - RATING_MIN) / SPAN))
+
+    def init_biases(self, user_bias: np.ndarray, item_bias: np.ndarray) -> None:
+        """Biases in star units mapped to logit units by the sigmoid's slope at the global mean."""
+        p = torch.sigmoid(self.global_mean).item()
+        scale = 1.0 / (SPAN * p * (1 - p))
+        super().init_biases(user_bias * scale, item_bias * scale)
 
     def to_rating(self, score: torch.Tensor) -> torch.Tensor:
         return RATING_MIN + SPAN * torch.sigmoid(score)

@@ -12,7 +12,7 @@ USER_DIM, ITEM_DIM = 8, 5
 
 class MLP(RatingModel):
     name = "mlp"
-    defaults = {"epochs": 10, "lr": 0.005, "weight_decay": 0.05, "hidden": [64, 32]}
+    defaults = {"epochs": 10, "lr": 0.003, "weight_decay": 1.0, "hidden": [64, 32]}
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
                  item_text: np.ndarray | None = None) -> None:
