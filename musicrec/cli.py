@@ -1,0 +1,102 @@
+"""`musicrec` command line: sample-data, train, score. Errors print one clear message (traceback only with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from musicrec.errors import MusicrecError
+
+MODEL_NAMES = ["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="musicrec", description="Music recommendations from Amazon reviews.")
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("sample-data", help="generate a dataset in the Amazon 2018 format")
+    s.add_argument("out_dir")
+    s.add_argument("--scale", choices=["small", "medium", "seed"], default="small")
+    s.add_argument("--seed", type=int, default=0)
+    t = sub.add_parser("train", help="run the training flow (Prefect; ephemeral server if none is configured)")
+    t.add_argument("--reviews", action="append", required=True, help="review file; repeat for several")
+    t.add_argument("--meta", action="append", default=[], help="metadata file; repeat for several")
+    t.add_argument("--store", default="", help="s3://bucket/prefix or file:///path (default ./.musicrec/store)")
+    t.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset of " + ",".join(MODEL_NAMES))
+    t.add_argument("--task-runner", choices=["threads", "processes", "dask"], default="threads")
+    t.add_argument("--dask-address", default="")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\'')
+    t.add_argument("--report", help="copy report.json here")
+    return p
+
+
+def _sample_data(args: argparse.Namespace) -> int:
+    from musicrec.data.generate import generate_sample
+
+    card = generate_sample(args.out_dir, scale=args.scale, seed=args.seed, progress=lambda m: print(m, flush=True))
+    print(f"wrote {args.out_dir}: {card['ratings']:,} ratings, {card['users']:,} users, {card['items']:,} items; "
+          f"noise_rmse {card['noise_rmse']:.4f}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from musicrec.pipeline.report import format_leaderboard, leaderboard
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(models) - set(MODEL_NAMES))
+    if unknown:
+        raise MusicrecError(f"--models: unknown model(s) {unknown}", hint=f"choose from {', '.join(MODEL_NAMES)}")
+    try:
+        overrides = json.loads(args.overrides)
+    except json.JSONDecodeError as e:
+        raise MusicrecError(f"--overrides is not valid JSON: {e}", hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'') from e
+    # The CLI is the one place in musicrec that starts a flow; the library itself never imports Prefect.
+    from flows.training import TrainingParams, training
+
+    params = TrainingParams(reviews=args.reviews, meta=args.meta, store_uri=args.store, models=models,
+                            seed=args.seed, overrides=overrides, task_runner=args.task_runner,
+                            dask_address=args.dask_address)
+    report = training(params)
+    champion = report["champion"]
+    print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
+    print(f"\nchampion: {champion.get('name')} ({champion.get('version')}), promoted: {report['promoted']}"
+          f" (previous test RMSE: {report.get('previous_test_rmse')})")
+    print(f"bundle: {champion.get('uri')}\nreport: {report['report_uri']}")
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"sample-data": _sample_data, "train": _train}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MusicrecError as e:
+        return _fail(args, f"error: {e}")
+    except KeyboardInterrupt:
+        return _fail(args, "interrupted", code=130)
+    except Exception as e:  # an unexpected bug: still one line unless --debug
+        return _fail(args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)")
+
+
+def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:
+    if args.debug or os.environ.get("MUSICREC_DEBUG"):
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    return code
+
+
+def run(argv: Sequence[str] | None = None) -> Any:
+    sys.exit(main(argv))

@@ -1,0 +1,355 @@
+"""Readers: every Amazon review/metadata format, and generic CSV/Parquet tables, into the canonical tables."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import threading
+import warnings
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from musicrec.data.formats import Tally, detect_format, iter_line_blocks, iter_records, open_binary, truncated
+from musicrec.data.schema import (
+    ReadStats,
+    canonical_items,
+    canonical_ratings,
+    drop_duplicate_ratings,
+    empty_items,
+)
+from musicrec.errors import DataError
+
+__all__ = ["Dataset", "detect_format", "load_dataset", "read_items", "read_ratings"]
+
+RATING_NEEDED, RATING_OPTIONAL = ("user_id", "item_id", "rating"), ("timestamp", "review_text", "reviewer_name")
+ITEM_NEEDED, ITEM_OPTIONAL = ("item_id", "title"), ("brand", "text", "description", "also_bought")
+RATINGS_CSV_NAMES = ["item_id", "user_id", "rating", "timestamp"]
+Records = list[dict]
+Reader = Callable[[str | Path, ReadStats], pd.DataFrame]
+_CSV_LOCK = threading.Lock()
+
+
+@dataclass
+class Dataset:
+    """Canonical ratings (latest review per user-item), canonical items, and what each reader kept or dropped."""
+
+    ratings: pd.DataFrame
+    items: pd.DataFrame
+    stats: list[ReadStats] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        """Counts for reports: ratings, distinct users and items rated, duplicates dropped, bad lines."""
+        return {
+            "ratings": len(self.ratings),
+            "users": int(self.ratings["user_id"].nunique()),
+            "items": int(self.ratings["item_id"].nunique()),
+            "duplicates_dropped": sum(s.duplicates_dropped for s in self.stats),
+            "bad_lines": sum(s.bad_lines for s in self.stats),
+            "meta_items": len(self.items),
+        }
+
+
+def read_ratings(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
+    """Read one reviews/ratings file of any supported format as the canonical ratings table (not de-duplicated)."""
+    fmt = detect_format(path)
+    if fmt not in _RATING_READERS:
+        raise DataError(path, f"this is item metadata ({fmt}), not reviews or ratings",
+                        hint="pass it as metadata (meta=...) and give a reviews or ratings file as reviews")
+    stats = ReadStats(str(path), fmt)
+    df = _RATING_READERS[fmt](path, stats)
+    stats.rows_kept = len(df)
+    return df, stats
+
+
+def read_items(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
+    """Read one item metadata file of any supported format as the canonical items table (one row per item)."""
+    fmt = detect_format(path)
+    if fmt not in _ITEM_READERS:
+        raise DataError(path, f"this is a reviews/ratings file ({fmt}), not item metadata",
+                        hint="pass it as reviews and give a metadata file as meta")
+    stats = ReadStats(str(path), fmt)
+    df = _ITEM_READERS[fmt](path, stats).drop_duplicates("item_id", keep="last").reset_index(drop=True)
+    stats.rows_kept = len(df)
+    return df, stats
+
+
+def load_dataset(reviews: Sequence[str | Path], meta: Sequence[str | Path] = ()) -> Dataset:
+    """Read review files (+ optional metadata) into one Dataset, keeping the latest review per (user, item)."""
+    if not reviews:
+        raise DataError("reviews", "no reviews or ratings file given", hint="pass at least one reviews file")
+    parts, stats = [], []
+    for i, path in enumerate(reviews):
+        df, st = read_ratings(path)
+        parts.append(df.assign(_src=i))
+        stats.append(st)
+    ratings, _ = drop_duplicate_ratings(pd.concat(parts, ignore_index=True))
+    kept = ratings["_src"].value_counts()
+    for i, st in enumerate(stats):
+        st.duplicates_dropped = st.rows_kept - int(kept.get(i, 0))
+    items = empty_items()
+    if meta:
+        read = [read_items(p) for p in meta]
+        stats += [st for _, st in read]
+        items = pd.concat([df for df, _ in read], ignore_index=True)
+        items = items.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+    return Dataset(ratings.drop(columns="_src"), items, stats)
+
+
+# --- JSON-lines reviews and metadata -------------------------------------------------------------------------
+
+
+REVIEWS_2014 = pa.schema([("reviewerID", pa.string()), ("asin", pa.string()), ("overall", pa.float64()),
+                          ("unixReviewTime", pa.int64()), ("reviewTime", pa.string()), ("summary", pa.string()),
+                          ("reviewText", pa.string()), ("reviewerName", pa.string())])
+REVIEWS_2023 = pa.schema([("user_id", pa.string()), ("parent_asin", pa.string()), ("asin", pa.string()),
+                          ("rating", pa.float64()), ("timestamp", pa.int64()), ("title", pa.string()),
+                          ("text", pa.string())])
+
+
+def _raw(block: Records | pa.Table, schema: pa.Schema) -> pd.DataFrame:
+    """The schema's fields of one block as columns; text fields as str ("" when absent)."""
+    if isinstance(block, pa.Table):
+        df = block.to_pandas()
+        return df.fillna({f.name: "" for f in schema if f.type == pa.string()})
+    return pd.DataFrame({
+        f.name: _strs([d.get(f.name) for d in block]) if f.type == pa.string() else [d.get(f.name) for d in block]
+        for f in schema
+    })
+
+
+def _reviews_2014(block: Records | pa.Table) -> pd.DataFrame:
+    """2014 and 2018 reviews share these keys (2018 adds verified, vote, style, image: not needed)."""
+    raw = _raw(block, REVIEWS_2014)
+    stamps = pd.to_numeric(raw["unixReviewTime"], errors="coerce")
+    if stamps.isna().any():  # fall back to reviewTime, e.g. "09 13, 2009"
+        days = pd.to_datetime(raw["reviewTime"].where(stamps.isna()), format="%m %d, %Y", errors="coerce", utc=True)
+        stamps = stamps.fillna(_seconds(days))
+    return _ratings_table(pd.DataFrame({
+        "user_id": raw["reviewerID"], "item_id": raw["asin"], "rating": raw["overall"], "timestamp": stamps,
+        "review_text": _joined(raw["summary"], raw["reviewText"]), "reviewer_name": raw["reviewerName"],
+    }))
+
+
+def _reviews_2023(block: Records | pa.Table) -> pd.DataFrame:
+    """2023 reviews: item = parent_asin (else asin), timestamp in milliseconds, text = title + text."""
+    raw = _raw(block, REVIEWS_2023)
+    return _ratings_table(pd.DataFrame({
+        "user_id": raw["user_id"], "item_id": raw["parent_asin"].where(raw["parent_asin"] != "", raw["asin"]),
+        "rating": raw["rating"], "timestamp": pd.to_numeric(raw["timestamp"], errors="coerce") // 1000,
+        "review_text": _joined(raw["title"], raw["text"]),
+    }))
+
+
+def _meta(objs: Records) -> pd.DataFrame:
+    """All three metadata releases: item id, title, brand (2023: store), also-bought, description."""
+    return _items_table(pd.DataFrame({
+        "item_id": [d.get("parent_asin") or d.get("asin") for d in objs],
+        "title": _strs([d.get("title") for d in objs]),
+        "brand": _strs([d.get("brand") or d.get("store") for d in objs]),
+        "also_bought": [_also_bought(d) for d in objs],
+        "description": _strs([d.get("description") for d in objs]),
+    }))
+
+
+def _also_bought(rec: dict) -> list[str]:
+    related = rec.get("related")
+    ids = related.get("also_bought") if isinstance(related, dict) else rec.get("also_buy")
+    return [str(x) for x in ids] if isinstance(ids, list) else []
+
+
+def _read_records(path: str | Path, stats: ReadStats, *, to_table: Callable[[Records | pa.Table], pd.DataFrame],
+                  schema: pa.Schema | None = None, literal: bool = False) -> pd.DataFrame:
+    tally = Tally(str(path), what="Python-literal" if literal else "JSON")
+    frames = [to_table(block) for block in iter_records(path, tally, literal, schema) if len(block)]
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else to_table([])
+    tally.finish(stats, len(df))
+    return df
+
+
+def _joined(heads: pd.Series, bodies: pd.Series) -> pd.Series:
+    """'summary. text' (or whichever is present): the summary or title goes before the review text."""
+    both = (heads != "") & (bodies != "")
+    return (heads + ". " + bodies).where(both, heads + bodies)
+
+
+def _strs(values: list[object]) -> list[str]:
+    return [v if type(v) is str else _as_str(v) for v in values]
+
+
+def _as_str(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return " ".join(_as_str(v) for v in value)
+    return str(value)
+
+
+def _ratings_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical ratings; a missing user or item id becomes "" so validation can report the row."""
+    return canonical_ratings(_fill_ids(df, ("user_id", "item_id")))
+
+
+def _items_table(df: pd.DataFrame) -> pd.DataFrame:
+    return canonical_items(_fill_ids(df, ("item_id",)))
+
+
+def _fill_ids(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    return df.assign(**{c: df[c].where(df[c].notna(), "") for c in columns})
+
+
+# --- CSV and Parquet tables ------------------------------------------------------------------------------------
+
+
+def _read_csv(path: str | Path, stats: ReadStats, *, headerless: bool = False) -> pd.DataFrame:
+    """pandas' C parser: no field-size limit, bad UTF-8 replaced, rows with extra fields dropped under the policy.
+
+    pandas silently truncates rows when the first data row is the long one, so such rows are skipped first."""
+    base: dict[str, object] = {"header": None, "names": RATINGS_CSV_NAMES} if headerless else {}
+    candidates = _nonblank_line_numbers(path, 11)[0 if headerless else 1:]
+    leading: list[int] = []
+    while True:
+        df, messages = _parse_csv(path, {**base, "skiprows": [n - 1 for n in leading]})
+        if not any("Length of header or names" in m for m in messages):
+            return _tallied(path, stats, df, messages, leading)
+        if len(leading) >= min(10, len(candidates)):
+            raise DataError(path, f"each of the first {len(leading)} data lines has too many fields",
+                            line=candidates[0] if candidates else None,
+                            hint="expected item,user,rating,timestamp with no header, or one field per header name")
+        leading.append(candidates[len(leading)])
+
+
+def _read_ratings_csv(path: str | Path, stats: ReadStats) -> pd.DataFrame:
+    return _ratings_table(_read_csv(path, stats, headerless=True))
+
+
+def _tallied(path: str | Path, stats: ReadStats, df: pd.DataFrame, messages: list[str],
+             leading: list[int] | None = None) -> pd.DataFrame:
+    """Apply the bad-line policy to the rows pandas skipped (and any leading rows skipped before it ran)."""
+    tally = Tally(str(path), what="CSV")
+    for lineno in leading or []:
+        tally.add_bad(lineno, "too many fields")
+    for message in messages:
+        for lineno, error in re.findall(r"Skipping line (\d+): ([^\n]*)", message):
+            tally.add_bad(int(lineno), error)
+    tally.lines, tally.bad_utf8 = len(df) + tally.bad, int(_has_replacement(df).sum())
+    tally.finish(stats, len(df))
+    return df
+
+
+def _parse_csv(path: str | Path, options: dict[str, object]) -> tuple[pd.DataFrame, list[str]]:
+    """All columns as str; returns the frame and pandas' ParserWarning messages (its only report of bad rows)."""
+    with _CSV_LOCK, open_binary(path) as stream, warnings.catch_warnings(record=True) as caught:
+        # the lock keeps concurrent reads' warnings apart (catch_warnings is process-wide)
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            df = pd.read_csv(stream, dtype=str, keep_default_na=False, on_bad_lines="warn", engine="c",
+                             encoding_errors="replace", index_col=False, **options)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise truncated(path, None, exc) from None
+        except pd.errors.EmptyDataError:
+            raise DataError(path, "file is empty", hint="re-download or re-export the file") from None
+        except (pd.errors.ParserError, ValueError) as exc:
+            line = re.search(r"line (\d+)", str(exc))
+            raise DataError(path, f"cannot parse the CSV: {str(exc).strip()}", line=int(line[1]) if line else None,
+                            hint="fix the quoting or field count on that line") from None
+    for w in caught:
+        if not issubclass(w.category, pd.errors.ParserWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return df, [str(w.message) for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
+
+
+def _nonblank_line_numbers(path: str | Path, limit: int) -> list[int]:
+    with open_binary(path) as stream:
+        for start, lines in iter_line_blocks(path, stream):
+            return [n for n, ln in enumerate(lines[:1000], start) if ln.strip()][:limit]
+    return []
+
+
+def _has_replacement(df: pd.DataFrame) -> pd.Series:
+    found = pd.Series(False, index=df.index)
+    for col in df.columns:
+        found |= df[col].astype("str").str.contains("\ufffd", regex=False, na=False)
+    return found
+
+
+def _read_parquet(path: str | Path, stats: ReadStats) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(path, f"cannot read the Parquet file: {exc}", hint="re-export or re-download it") from None
+    stats.rows_read = len(df)
+    return df
+
+
+def _columns(path: str | Path, df: pd.DataFrame, needed: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
+    """Normalise header names; a missing needed column is an error that lists what was found."""
+    df = df.rename(columns=lambda c: str(c).strip().lower())
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}; found: {', '.join(df.columns) or 'none'}; "
+                        f"needed: {', '.join(needed)} (optional: {', '.join(optional)})",
+                        hint="rename the columns (the first row must be a header) or convert the file")
+    return df
+
+
+def _generic_ratings(path: str | Path, stats: ReadStats, *, load: Reader) -> pd.DataFrame:
+    df = _columns(path, load(path, stats), RATING_NEEDED, RATING_OPTIONAL)
+    if "timestamp" in df:
+        df["timestamp"] = _seconds(df["timestamp"])
+    return _ratings_table(df)
+
+
+def _generic_items(path: str | Path, stats: ReadStats, *, load: Reader) -> pd.DataFrame:
+    df = _columns(path, load(path, stats), ITEM_NEEDED, ITEM_OPTIONAL)
+    if "description" not in df and "text" in df:
+        df = df.rename(columns={"text": "description"})
+    if "also_bought" in df:
+        df["also_bought"] = [_split_ids(v) for v in df["also_bought"]]
+    return _items_table(df)
+
+
+def _split_ids(value: object) -> list[str]:
+    if isinstance(value, str):  # "a|b", "a b" or "['a', 'b']"
+        return re.findall(r"[^\s,;|\[\]'\"]+", value)
+    return [str(v) for v in value] if value is not None and hasattr(value, "__iter__") else []
+
+
+def _seconds(values: pd.Series) -> pd.Series:
+    """Unix seconds from numbers, numeric strings or dates (naive dates are UTC); anything else is null."""
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        numbers = pd.to_numeric(values, errors="coerce")
+        dates = numbers.isna() & values.notna() & (values.astype("str").str.strip() != "")
+        if not dates.any():
+            return numbers
+        values = pd.to_datetime(values.where(dates), errors="coerce", format="mixed", utc=True)
+        return numbers.fillna(_seconds(values))
+    utc = values.dt.tz_localize("UTC") if values.dt.tz is None else values
+    return (utc - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+
+
+_RATING_READERS: dict[str, Reader] = {
+    "reviews-2014": partial(_read_records, to_table=_reviews_2014, schema=REVIEWS_2014),
+    "reviews-2018": partial(_read_records, to_table=_reviews_2014, schema=REVIEWS_2014),
+    "reviews-2023": partial(_read_records, to_table=_reviews_2023, schema=REVIEWS_2023),
+    "ratings-csv": _read_ratings_csv,
+    "generic-csv": partial(_generic_ratings, load=_read_csv),
+    "items-csv": partial(_generic_ratings, load=_read_csv),
+    "generic-parquet": partial(_generic_ratings, load=_read_parquet),
+    "items-parquet": partial(_generic_ratings, load=_read_parquet),
+}
+_meta_items = partial(_read_records, to_table=_meta)
+_ITEM_READERS: dict[str, Reader] = {
+    "meta-2014": partial(_meta_items, literal=True),
+    "meta-2018": _meta_items,
+    "meta-2023": _meta_items,
+    "items-csv": partial(_generic_items, load=_read_csv),
+    "generic-csv": partial(_generic_items, load=_read_csv),
+    "items-parquet": partial(_generic_items, load=_read_parquet),
+    "generic-parquet": partial(_generic_items, load=_read_parquet),
+}
