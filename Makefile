@@ -28,7 +28,6 @@ lint: venv
 run: venv
 	$(VENV)/bin/musicrec sample-data $(DEMO)/data --scale small
 	$(VENV)/bin/musicrec train --reviews $(DEMO)/data/reviews.json.gz --meta $(DEMO)/data/meta.json.gz --report $(DEMO)/report.json
-	$(VENV)/bin/musicrec score --all-users --top-n 10
 
 server: venv
 	$(VENV)/bin/prefect server start --host 127.0.0.1 --port 4200

@@ -20,10 +20,11 @@ from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.metrics import rmse
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
+from musicrec.scoring.bundle import TABLES, download_bundle, write_tables
 from musicrec.store import Store, safe_key_part
 
 POINTER = "models/champion.json"
-BUNDLE_FILES = ("model.onnx",)
+BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
 
 
 def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +37,8 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
                 metadata={"musicrec_model": name, "musicrec_version": musicrec.__version__, "run_id": ws.run_id})
     users, items = _parity_sample(ws, data)
     parity = verify_onnx(onnx_path, model, users, items, user_ids=data.users.ids, item_ids=data.items.ids)
+    write_tables(ws.bundle, pd.read_parquet(ws.splits / "train.parquet", columns=["user_id", "item_id", "rating"]),
+                 pd.read_parquet(ws.items, columns=["item_id", "also_bought"]), data.items.ids, ws.item_vectors)
     meta = {
         "model": name, "version": f"{ws.run_id}-{name}", "run_id": ws.run_id,
         "hyperparameters": row.get("hyperparameters", {}),
@@ -76,19 +79,9 @@ def read_pointer(store: Store) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def load_published(store: Store, pointer: dict[str, Any], workdir: Path) -> Path:
-    """Download the pointed-to model and check it against metadata.json and the pointer's sha256."""
-    prefix = f"models/{safe_key_part(pointer['version'])}"
-    meta_bytes = store.get_bytes(f"{prefix}/metadata.json")
-    if sha256_bytes(meta_bytes) != pointer["sha256"]:
-        raise StoreError(f"{store.url_for(prefix)}/metadata.json does not match the champion pointer's sha256",
-                         hint="the bundle was modified after publishing; republish or repoint the champion")
-    meta = json.loads(meta_bytes)
-    path = workdir / "model.onnx"
-    store.get_file(f"{prefix}/model.onnx", path)
-    if sha256_file(path) != meta["files"]["model.onnx"]:
-        raise StoreError(f"{store.url_for(prefix)}/model.onnx fails its sha256 check",
-                         hint="the model file is corrupt or was replaced; republish the bundle")
-    return path
+    """Download the pointed-to bundle, check every file against metadata.json and the pointer's sha256."""
+    download_bundle(store, pointer["version"], workdir, pointer["sha256"])
+    return workdir / "model.onnx"
 
 
 def published_test_rmse(store: Store, pointer: dict[str, Any], test: pd.DataFrame) -> float:
