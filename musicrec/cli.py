@@ -58,7 +58,11 @@ def _train(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as e:
         raise MusicrecError(f"--overrides is not valid JSON: {e}", hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'') from e
     # The CLI is the one place in musicrec that starts a flow; the library itself never imports Prefect.
+    from flows.console import quiet_console_tracebacks
     from flows.training import TrainingParams, training
+
+    if not _debug(args):
+        quiet_console_tracebacks()
 
     params = TrainingParams(reviews=args.reviews, meta=args.meta, store_uri=args.store, models=models,
                             seed=args.seed, overrides=overrides, task_runner=args.task_runner,
@@ -81,6 +85,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"sample-data": _samp
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline by default; set to opt in
     try:
         return COMMANDS[args.command](args)
     except MusicrecError as e:
@@ -91,8 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)")
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(args.debug or os.environ.get("MUSICREC_DEBUG"))
+
+
 def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:
-    if args.debug or os.environ.get("MUSICREC_DEBUG"):
+    if _debug(args):
         traceback.print_exc()
     print(message, file=sys.stderr)
     return code

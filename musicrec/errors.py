@@ -28,10 +28,13 @@ class DataError(MusicrecError):
 class ValidationFailed(MusicrecError):
     """The data broke one or more expectations of a suite; training must not start."""
 
-    def __init__(self, suite: str, failures: list[dict[str, object]]) -> None:
+    def __init__(self, suite: str, failures: list[dict[str, object]], source: str = "") -> None:
         self.suite = suite
         self.failures = failures
-        lines = [f"data validation failed: suite '{suite}', {len(failures)} expectation(s) broken"]
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = [f"data validation failed{where}: suite '{suite}' (expectations/{suite}.json), "
+                 f"{len(failures)} expectation(s) broken"]
         for f in failures:
             lines.append(f"  - {f['expectation']}: {f.get('detail', '')}")
             if f.get("examples"):

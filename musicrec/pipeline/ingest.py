@@ -29,7 +29,8 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
     ws.write_json("validation.json", {k: r.to_dict() for k, r in reports.items()})
     for name, report in reports.items():
         if not report.success:
-            raise ValidationFailed(name, report.failures())
+            source = ", ".join(map(str, reviews if name == "ratings" else meta))
+            raise ValidationFailed(name, report.failures(), source=source)
     ds.ratings.to_parquet(ws.ratings, index=False)
     ds.items.to_parquet(ws.items, index=False)
     summary = ds.summary()

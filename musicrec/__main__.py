@@ -1,0 +1,5 @@
+"""`python -m musicrec` runs the CLI."""
+
+from musicrec.cli import run
+
+run()
