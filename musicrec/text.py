@@ -31,6 +31,10 @@ class Word2VecConfig:
     seed: int = 0
     max_reviews_per_item: int = 20
     max_tokens_per_doc: int = 400
+    # Item vectors average metadata words only. Reviews train the word vectors, but a training row's own
+    # review inside its item's vector lets a model read the rating off the words: it memorised the
+    # training split (train RMSE 0.50, validation 0.94) instead of learning about the item.
+    profile_reviews: bool = False
     sif_a: float = 1e-3
 
 
@@ -39,12 +43,15 @@ def tokenize(text: str) -> list[str]:
     return [t for t in TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
-def item_documents(train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig) -> pd.Series:
+def item_documents(train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig,
+                   include_reviews: bool = True) -> pd.Series:
     """One token list per item from title, brand, description and at most N TRAINING reviews of the item.
 
     Validation and test reviews are never read here: they would leak the answer into the text vectors.
     """
     reviews = train.loc[train["review_text"].str.len() > 0, ["item_id", "review_text"]]
+    if not include_reviews:
+        reviews = reviews.iloc[:0]
     reviews = reviews.groupby("item_id", sort=False).head(cfg.max_reviews_per_item)
     review_text = reviews.groupby("item_id", sort=True)["review_text"].agg(" ".join)
     meta = items.set_index("item_id")
@@ -72,7 +79,7 @@ def train_word2vec(docs: pd.Series, cfg: Word2VecConfig):  # -> gensim KeyedVect
 
 
 def item_vectors(docs: pd.Series, wv, item_ids: list[str], cfg: Word2VecConfig) -> np.ndarray:
-    """SIF-weighted mean word vector per item (rows follow item_ids); items without known words get zeros."""
+    """SIF-weighted mean word vector per item, scaled to unit length (rows follow item_ids); items without known words get zeros."""
     vocab = wv.key_to_index
     counts = np.asarray([wv.get_vecattr(k, "count") for k in wv.index_to_key], dtype=np.float64)
     weights = cfg.sif_a / (cfg.sif_a + counts / max(counts.sum(), 1.0))
@@ -89,9 +96,10 @@ def item_vectors(docs: pd.Series, wv, item_ids: list[str], cfg: Word2VecConfig) 
     mat = mat.multiply(weights[None, :]).tocsr()
     total = np.asarray(mat.sum(axis=1)).ravel()
     vecs = mat @ wv.vectors.astype(np.float64)
+    norm = np.linalg.norm(vecs, axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        vecs = np.where(total[:, None] > 0, vecs / total[:, None], 0.0)
-    return vecs.astype(np.float32)
+        vecs = np.where((total[:, None] > 0) & (norm > 0), vecs / norm, 0.0)
+    return vecs.astype(np.float32)  # unit length: a stable MLP input scale, and dot product = cosine
 
 
 def save_item_vectors(item_ids: list[str], vectors: np.ndarray, path: str | Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from musicrec.models.baselines import fit_biases
 from musicrec.models.registry import build_model, model_config
 
 EpochCallback = Callable[[dict[str, Any]], None]
+_INIT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -44,8 +46,9 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
     """Train one registered model; stop early when validation RMSE stops improving."""
     torch.set_num_threads(max(1, threads))
     cfg = model_config(name, overrides)
-    torch.manual_seed(cfg.seed)
-    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
+    with _INIT_LOCK:  # initial weights come from torch's global RNG: one model at a time under threads
+        torch.manual_seed(cfg.seed)
+        model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
     model.init_biases(*fit_biases(data, cfg.bias_decay, cfg.bias_decay))
     optimizers = _optimizers(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -75,10 +78,23 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
 
 
 def _optimizers(model: RatingModel, cfg: ModelConfig) -> list[torch.optim.Optimizer]:
-    sparse = [p for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse for p in m.parameters()]
-    ids = {id(p) for p in sparse}
+    """Bias tables start at the closed-form bias solution and get a small step (bias_lr); batch SGD would
+    overshoot on popular rows and full-size Adam steps let one-rating users' biases wander. Factor
+    tables: SparseAdam (touched rows only). Dense layers (MLPs, GMF's linear layer): Adam."""
+    biases = [model.user_bias.weight, model.item_bias.weight]
+    bias_ids = {id(p) for p in biases}
+    sparse = [p for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse for p in m.parameters()
+              if id(p) not in bias_ids]
+    ids = bias_ids | {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in ids]
-    opts: list[torch.optim.Optimizer] = [torch.optim.SparseAdam(sparse, lr=cfg.lr)]
+    opts: list[torch.optim.Optimizer] = []
+    if cfg.bias_lr > 0:
+        opts.append(torch.optim.SparseAdam(biases, lr=cfg.bias_lr))
+    else:
+        for p in biases:
+            p.requires_grad_(False)
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
     if dense:
         opts.append(torch.optim.Adam(dense, lr=cfg.lr, weight_decay=1e-5))
     return opts

@@ -75,11 +75,11 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
 
     # A second run whose champion is worse on its test split must not move the pointer.
     pointer_before = store.get_bytes("models/champion.json")
-    second = training(_params(sample, store_uri, tmp_path / "work", seed=1, models=["gmf"],
-                              overrides={"gmf": {"epochs": 2}}))
+    second = training(_params(sample, store_uri, tmp_path / "work", seed=1, models=["gmf_logistic"],
+                              overrides={"gmf_logistic": {"epochs": 2}}))
     assert second["promoted"] is False
     assert second["previous_test_rmse"] is not None
-    second_champ = next(m for m in second["models"] if m["name"] == "gmf")
+    second_champ = next(m for m in second["models"] if m["name"] == "gmf_logistic")
     assert second["previous_test_rmse"] < second_champ["test_rmse"]
     assert store.get_bytes("models/champion.json") == pointer_before
     assert store.exists(f"models/{second['champion']['version']}/metadata.json")  # kept, just not promoted
@@ -113,8 +113,8 @@ def test_full_flow_on_s3_over_http(prefect_harness, small_sample, tmp_path):
     sample, _ = small_sample
     with moto_s3() as s3:
         store_uri = s3.uri("musicrec")
-        report = training(_params(sample, store_uri, tmp_path / "work", models=["gmf", "mlp"],
-                                  overrides={k: QUICK[k] for k in ["gmf", "mlp"]}))
+        report = training(_params(sample, store_uri, tmp_path / "work", models=["gmf_logistic", "w2v_mlp"],
+                                  overrides={k: QUICK[k] for k in ["gmf_logistic", "w2v_mlp"]}))
         store = open_store(store_uri)
         assert report["champion"]["uri"].startswith(f"s3://{s3.bucket}/musicrec/models/")
         _check_published(store, report)
@@ -125,8 +125,8 @@ def test_dask_runner_on_a_local_cluster(prefect_harness, small_sample, tmp_path)
     from flows.training import training
 
     sample, _ = small_sample
-    report = training(_params(sample, (tmp_path / "store").as_uri(), tmp_path / "work", models=["gmf", "mlp"],
-                              overrides={k: QUICK[k] for k in ["gmf", "mlp"]}, task_runner="dask", threads=2))
+    report = training(_params(sample, (tmp_path / "store").as_uri(), tmp_path / "work", models=["gmf_logistic", "w2v_mlp"],
+                              overrides={k: QUICK[k] for k in ["gmf_logistic", "w2v_mlp"]}, task_runner="dask", threads=2))
     assert report["task_runner"] == "dask"
-    assert sorted(m["name"] for m in report["models"]) == ["gmf", "mlp"]
-    assert report["champion"]["name"] in {"gmf", "mlp"}
+    assert sorted(m["name"] for m in report["models"]) == ["gmf_logistic", "w2v_mlp"]
+    assert report["champion"]["name"] in {"gmf_logistic", "w2v_mlp"}

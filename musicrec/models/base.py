@@ -21,10 +21,11 @@ class ModelConfig:
     hidden: list[int] = field(default_factory=lambda: [64, 32])
     epochs: int = 20
     lr: float = 0.01
+    bias_lr: float = 0.003
     weight_decay: float = 1.0
     bias_decay: float = 5.0
     batch_size: int = 0
-    patience: int = 3
+    patience: int = 5
     id_dropout: float = 0.03
     init_std: float = 0.05
     seed: int = 0
@@ -120,12 +121,13 @@ def factor_tables(n_users: int, n_items: int, dim: int, std: float) -> tuple[nn.
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
-    """ReLU MLP ending in one output whose weights start at zero, so training starts at the bias model."""
+    """ReLU MLP ending in one output with small weights, so training starts close to the bias model
+    (exactly zero would leave the hidden layers without gradient and stall the first epochs)."""
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), nn.ReLU()]
     out = nn.Linear(sizes[-1], 1)
-    nn.init.zeros_(out.weight)
+    nn.init.normal_(out.weight, 0.0, 0.01)
     nn.init.zeros_(out.bias)
     return nn.Sequential(*layers, out)
 

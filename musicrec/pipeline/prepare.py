@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +26,12 @@ def prepare(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] 
     write_splits(split, ws.splits)
     t1 = time.perf_counter()
     cfg = w2v or Word2VecConfig(seed=seed)
-    docs = item_documents(split.train, pd.read_parquet(ws.items), cfg)
+    items = pd.read_parquet(ws.items)
+    docs = item_documents(split.train, items, cfg)
     wv = train_word2vec(docs, cfg)
-    ids = sorted(docs.index)
-    vectors = item_vectors(docs, wv, ids, cfg)
+    profiles = docs if cfg.profile_reviews else item_documents(split.train, items, cfg, include_reviews=False)
+    ids = sorted(profiles.index)
+    vectors = item_vectors(profiles, wv, ids, cfg)
     save_item_vectors(ids, vectors, ws.item_vectors)
     wv.save_word2vec_format(str(ws.word_vectors))
     return {
@@ -38,6 +43,18 @@ def prepare(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] 
 
 
 def load_train_data(ws: Workspace) -> TrainData:
-    """Rebuild the indexed training data from the workspace (deterministic: same files, same indices)."""
+    """The indexed training data of a workspace, built once per process and shared by every model
+    trained there (read-only), so six models on the threads runner don't hold six copies."""
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(ws.splits.glob("*.parquet")))
+    with _CACHE_LOCK:
+        return _cached_train_data(str(ws.root), stamp + ((ws.item_vectors.name, ws.item_vectors.stat().st_mtime_ns),))
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_train_data(root: str, stamp: tuple[tuple[str, int], ...]) -> TrainData:
+    ws = Workspace(Path(root))
     ids, vectors = load_item_vectors(ws.item_vectors)
     return prepare_data(read_splits(ws.splits), ids, vectors)
+
+
+_CACHE_LOCK = threading.Lock()
