@@ -53,9 +53,11 @@ class ValidationReport:
     seconds: float = 0.0
 
     def failures(self) -> list[dict[str, Any]]:
-        """The broken expectations as {expectation, detail, examples} (the shape ValidationFailed takes)."""
+        """The broken expectations as {expectation, detail, examples} (the shape ValidationFailed takes);
+        the detail ends with the expectation's note of intent, so a message says why the rule exists."""
         return [
-            {"expectation": r["expectation"], "detail": r["detail"], "examples": r["examples"]}
+            {"expectation": r["expectation"], "examples": r["examples"],
+             "detail": f"{r['detail']}\n      why: {r['notes']}" if r["notes"] else r["detail"]}
             for r in self.results
             if not r["success"]
         ]

@@ -251,8 +251,8 @@ def _records_kind(path: str | Path, lines: list[tuple[int, bytes]]) -> str:
         except ValueError as exc:
             try:
                 rec, literal = parse_line(line, literal=True)[0], True
-            except ValueError:
-                errors.append((lineno, str(exc)))
+            except ValueError as lit_exc:  # say "it holds code" rather than a JSON error when that is the problem
+                errors.append((lineno, str(lit_exc) if "it was not run" in str(lit_exc) else str(exc)))
                 continue
         kind = _json_kind(rec) if isinstance(rec, dict) else None
         if kind and literal:

@@ -54,6 +54,10 @@ class Dataset:
             "meta_items": len(self.items),
         }
 
+    def notes(self) -> list[str]:
+        """What was repaired or is worth a warning, one line per note, each naming its file."""
+        return [f"{s.path}: {note}" for s in self.stats for note in s.notes]
+
 
 def read_ratings(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
     """Read one reviews/ratings file of any supported format as the canonical ratings table (not de-duplicated)."""
@@ -92,13 +96,27 @@ def load_dataset(reviews: Sequence[str | Path], meta: Sequence[str | Path] = ())
     kept = ratings["_src"].value_counts()
     for i, st in enumerate(stats):
         st.duplicates_dropped = st.rows_kept - int(kept.get(i, 0))
+        if st.duplicates_dropped:
+            st.notes.append(f"dropped {st.duplicates_dropped} duplicate (user, item) review(s): "
+                            "kept the latest of each pair")
     items = empty_items()
     if meta:
         read = [read_items(p) for p in meta]
+        rated = set(ratings["item_id"])
+        for df, st in read:
+            _note_unmatched(df, st, rated)
         stats += [st for _, st in read]
         items = pd.concat([df for df, _ in read], ignore_index=True)
         items = items.drop_duplicates("item_id", keep="last").reset_index(drop=True)
     return Dataset(ratings.drop(columns="_src"), items, stats)
+
+
+def _note_unmatched(items: pd.DataFrame, stats: ReadStats, rated: set[str]) -> None:
+    """Metadata is optional, so ids matching no rated item only warn (the items add no text); none matching at
+    all usually means the metadata belongs to another dataset."""
+    if len(items) and not items["item_id"].isin(rated).any():
+        stats.notes.append(f"warning: none of the {len(items)} metadata item(s) match a rated item, so item text "
+                           "comes from the reviews only; check that this metadata belongs to these reviews")
 
 
 # --- JSON-lines reviews and metadata -------------------------------------------------------------------------

@@ -35,12 +35,12 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
     ds.items.to_parquet(ws.items, index=False)
     summary = ds.summary()
     return {
-        "ratings": int(len(ds.ratings)),
+        "ratings": len(ds.ratings),
         "users": int(ds.ratings["user_id"].nunique()),
         "items": int(ds.ratings["item_id"].nunique()),
-        "catalogue_items": int(len(ds.items)),
+        "catalogue_items": len(ds.items),
         "fingerprint": fingerprint(ds.ratings),
         "inputs": [str(p) for p in [*reviews, *meta]],
-        "read": summary,
+        "read": {**summary, "notes": ds.notes()},
         "validation_markdown": {k: r.to_markdown() for k, r in reports.items()},
     }
