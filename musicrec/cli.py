@@ -34,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\'')
     t.add_argument("--report", help="copy report.json here")
+    c = sub.add_parser("score", help="run the batch scoring flow with the published champion (or --version)")
+    c.add_argument("--store", default="", help="s3://bucket/prefix or file:///path (default ./.musicrec/store)")
+    c.add_argument("--version", default="", help="published model version (default: the champion pointer)")
+    job = c.add_mutually_exclusive_group(required=True)
+    job.add_argument("--pairs", help="CSV/Parquet with user_id,item_id")
+    job.add_argument("--users", help="CSV/Parquet with user_id: top-N lists")
+    job.add_argument("--all-users", action="store_true", help="top-N lists for every known user")
+    c.add_argument("--top-n", type=int, default=10)
+    c.add_argument("--out", default="", help="output URI (default <store>/scores/<run id>/<job>)")
     return p
 
 
@@ -68,6 +77,8 @@ def _train(args: argparse.Namespace) -> int:
                             seed=args.seed, overrides=overrides, task_runner=args.task_runner,
                             dask_address=args.dask_address)
     report = training(params)
+    for note in report.get("read", {}).get("notes", []):  # what the readers repaired or warn about
+        print(f"input: {note}")
     champion = report["champion"]
     print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
     print(f"\nchampion: {champion.get('name')} ({champion.get('version')}), promoted: {report['promoted']}"
@@ -79,7 +90,21 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"sample-data": _sample_data, "train": _train}
+def _score(args: argparse.Namespace) -> int:
+    from flows.console import quiet_console_tracebacks
+    from flows.scoring import ScoringParams, batch_scoring
+
+    if not _debug(args):
+        quiet_console_tracebacks()
+    params = ScoringParams(store_uri=args.store, version=args.version, pairs=args.pairs or "",
+                           users=args.users or "", all_users=args.all_users, top_n=args.top_n, out=args.out)
+    manifest = batch_scoring(params)
+    print(json.dumps({k: v for k, v in manifest.items() if k not in ("parts", "sha256")}, indent=2, default=str))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"sample-data": _sample_data, "train": _train,
+                                                            "score": _score}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

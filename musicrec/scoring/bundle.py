@@ -1,0 +1,149 @@
+"""The scoring side of a published bundle: write its candidate tables, download and verify it, load it.
+
+Besides model.onnx a bundle carries four small Parquet tables (no pickles), all hashed in metadata.json:
+- user_history.parquet: user_id, item_id of the training split; its users are the model's known users, and
+  it tells the top-N job which items a user already rated;
+- item_stats.parquet: item_id (the model's known items, index order), n_ratings, mean_rating;
+- also_bought.parquet: item_id, other_id pairs from the items table (other_id restricted to known items);
+- item_vectors.parquet: the run's Word2Vec item vectors (item_id, v0..vD).
+The id lists are checked against the id hashes baked into the ONNX graph when the bundle is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from musicrec.errors import StoreError
+from musicrec.hashing import sha256_bytes, sha256_file
+from musicrec.scoring.session import load_session, read_metadata
+from musicrec.store import MissingKeyError, Store, safe_key_part
+
+POINTER = "models/champion.json"
+TABLES = ("user_history.parquet", "item_stats.parquet", "also_bought.parquet", "item_vectors.parquet")
+
+
+def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids: list[str],
+                 item_vectors: Path) -> list[str]:
+    """Write the candidate tables beside model.onnx; return their file names."""
+    history = train[["user_id", "item_id"]].astype(str).drop_duplicates()
+    history.sort_values(["user_id", "item_id"]).to_parquet(dest / TABLES[0], index=False)
+    stats = train.groupby("item_id")["rating"].agg(n_ratings="size", mean_rating="mean")
+    stats = stats.reindex(pd.Index(item_ids, name="item_id"))
+    stats = stats.assign(n_ratings=stats["n_ratings"].fillna(0).astype(np.int64)).reset_index()
+    stats.to_parquet(dest / TABLES[1], index=False)
+    pairs = items[["item_id", "also_bought"]].explode("also_bought").dropna()
+    pairs = pairs.rename(columns={"also_bought": "other_id"}).astype(str)
+    known = pd.Index(item_ids)
+    pairs = pairs[pairs["item_id"].isin(known) & pairs["other_id"].isin(known) & (pairs["item_id"] != pairs["other_id"])]
+    pairs.drop_duplicates().to_parquet(dest / TABLES[2], index=False)
+    shutil.copyfile(item_vectors, dest / TABLES[3])
+    return list(TABLES)
+
+
+def read_pointer(store: Store) -> dict[str, Any] | None:
+    """The champion pointer, or None when nothing is published."""
+    got = store.read_versioned(POINTER)
+    return json.loads(got[0]) if got else None
+
+
+def resolve_version(store: Store, version: str = "") -> tuple[str, str | None]:
+    """(version, expected metadata sha256): the given version, or the champion pointer's (with its sha256)."""
+    if version:
+        return version, None
+    pointer = read_pointer(store)
+    if pointer is None:
+        raise StoreError(f"no champion at {store.url_for(POINTER)} and no --version given",
+                         hint="run the training flow first, or name a published version")
+    return pointer["version"], pointer["sha256"]
+
+
+def download_bundle(store: Store, version: str, workdir: Path, metadata_sha256: str | None = None) -> dict[str, Any]:
+    """Download every file named in metadata.json into workdir and check each sha256; return the metadata.
+
+    Files land under a temporary name and are renamed only after the whole bundle checked out, so a refused
+    bundle leaves nothing behind in workdir.
+    """
+    prefix = f"models/{safe_key_part(version)}"
+    try:
+        meta_bytes = store.get_bytes(f"{prefix}/metadata.json")
+    except MissingKeyError as e:
+        raise StoreError(f"no bundle metadata at {store.url_for(prefix)}/metadata.json",
+                         hint="check the version name and the store URI") from e
+    if metadata_sha256 is not None and sha256_bytes(meta_bytes) != metadata_sha256:
+        raise StoreError(f"{store.url_for(prefix)}/metadata.json does not match the champion pointer's sha256",
+                         hint="the bundle was modified after publishing; republish or repoint the champion")
+    meta = json.loads(meta_bytes)
+    staging = workdir / f".incoming-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        for name, expected in meta["files"].items():
+            _fetch_checked(store, f"{prefix}/{safe_key_part(name)}", staging / name, expected)
+        for name in meta["files"]:
+            (staging / name).replace(workdir / name)
+        (workdir / "metadata.json").write_bytes(meta_bytes)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def _fetch_checked(store: Store, key: str, dest: Path, expected: str) -> None:
+    try:
+        store.get_file(key, dest)
+    except MissingKeyError as e:
+        raise StoreError(f"bundle file {store.url_for(key)} is missing",
+                         hint="the bundle is incomplete; republish it") from e
+    if sha256_file(dest) != expected:
+        raise StoreError(f"{store.url_for(key)} fails its sha256 check",
+                         hint="the file is corrupt or was replaced; republish the bundle")
+
+
+@dataclass
+class Bundle:
+    """A verified, loaded bundle: the onnxruntime session plus the candidate tables."""
+
+    directory: Path
+    meta: dict[str, Any]
+    session: Any
+    users: pd.Index  # known users, sorted (the model's index order)
+    items: pd.Index  # known items, the model's index order
+    history: pd.DataFrame  # user_id, item_id (training split)
+    item_stats: pd.DataFrame
+    also_bought: pd.DataFrame
+    vectors: pd.DataFrame
+
+
+def load_bundle(directory: Path, threads: int = 1) -> Bundle:
+    """Load a downloaded bundle; refuse one whose tables do not match the ids baked into the model."""
+    meta = json.loads((directory / "metadata.json").read_text())
+    missing = [t for t in TABLES if t not in meta["files"]]
+    if missing:
+        raise StoreError(f"bundle {meta.get('version')} has no {missing}",
+                         hint="it was published before scoring tables existed; retrain and republish")
+    session = load_session(directory / "model.onnx", threads=threads)
+    history = pd.read_parquet(directory / TABLES[0])
+    stats = pd.read_parquet(directory / TABLES[1])
+    users = pd.Index(np.sort(history["user_id"].unique()))
+    items = pd.Index(stats["item_id"])
+    onnx_meta = read_metadata(session)
+    for what, ids in (("user", users), ("item", items)):
+        if onnx_meta.get(f"musicrec.{what}_ids_sha256") != ids_sha256(ids):
+            raise StoreError(f"bundle {meta.get('version')}: the {what} table does not match the model's ids",
+                             hint="the bundle is inconsistent; republish it")
+    return Bundle(directory, meta, session, users, items, history, stats,
+                  pd.read_parquet(directory / TABLES[2]), pd.read_parquet(directory / TABLES[3]))
+
+
+def ids_sha256(ids: pd.Index) -> str:
+    """Same digest as musicrec.export.ids_sha256 (kept here so scoring never imports torch)."""
+    h = hashlib.sha256()
+    for x in ids:
+        h.update(str(x).encode("utf-8") + b"\n")
+    return h.hexdigest()

@@ -1,0 +1,85 @@
+"""Job plumbing the flow calls: fetch a verified bundle, plan chunks, score one chunk to a Parquet file,
+commit the parts. Everything takes and returns paths and small dicts so any task runner can carry it."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from musicrec.scoring.bundle import Bundle, download_bundle, load_bundle, resolve_version
+from musicrec.scoring.candidates import CandidateIndex, build_index
+from musicrec.scoring.output import commit_parts
+from musicrec.scoring.rank import rank_users, read_table, score_pairs
+from musicrec.scoring.summary import merge_summaries, summarize_pairs, summarize_topn
+from musicrec.store import open_store
+
+
+def fetch_bundle(store_uri: str, version: str, workdir: str | Path) -> dict[str, Any]:
+    """Resolve the version (default: champion), download and verify every file, prove it loads."""
+    store = open_store(store_uri)
+    version, sha = resolve_version(store, version)
+    directory = Path(workdir) / "bundle"
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = download_bundle(store, version, directory, sha)
+    load_bundle(directory)
+    return {"version": version, "model": meta.get("model"), "directory": str(directory)}
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(directory: str, threads: int) -> tuple[Bundle, CandidateIndex]:
+    """One load per process and bundle: chunk tasks on the same worker share it (sessions are thread-safe)."""
+    bundle = load_bundle(Path(directory), threads=threads)
+    return bundle, build_index(bundle)
+
+
+def list_users(directory: str, users_path: str = "") -> list[str]:
+    """The users of a top-N job: the file's user_id column (first occurrence order) or every known user."""
+    if users_path:
+        return list(dict.fromkeys(read_table(users_path, ["user_id"])["user_id"]))
+    return [str(u) for u in _loaded(directory, 1)[0].users]
+
+
+def count_rows(pairs_path: str) -> int:
+    return len(read_table(pairs_path, ["user_id", "item_id"]))
+
+
+def score_pairs_chunk(directory: str, pairs_path: str, start: int, stop: int, out_path: str,
+                      batch_size: int = 65536, threads: int = 1) -> dict[str, Any]:
+    """Score input rows [start, stop) and write them (input order) to out_path."""
+    bundle, _ = _loaded(directory, threads)
+    pairs = read_table(pairs_path, ["user_id", "item_id"]).iloc[start:stop]
+    t0 = time.perf_counter()
+    out = score_pairs(bundle, pairs, batch_size)
+    summary = summarize_pairs(out, time.perf_counter() - t0)
+    out.to_parquet(out_path, index=False)
+    return summary
+
+
+def rank_users_chunk(directory: str, users: list[str], top_n: int, out_path: str,
+                     batch_size: int = 65536, threads: int = 1) -> dict[str, Any]:
+    """Top-N lists for these users, written to out_path."""
+    bundle, index = _loaded(directory, threads)
+    t0 = time.perf_counter()
+    out = rank_users(bundle, index, users, top_n, batch_size=batch_size)
+    summary = summarize_topn(out, index, time.perf_counter() - t0)
+    out.to_parquet(out_path, index=False)
+    return summary
+
+
+def commit_job(out_uri: str, prefix: str, parts: list[str], chunk_summaries: list[dict[str, Any]],
+               extra: dict[str, Any]) -> dict[str, Any]:
+    """Upload the parts and the manifest (last); the merged summary goes into the manifest."""
+    summary = {**merge_summaries(chunk_summaries), **extra}
+    return commit_parts(open_store(out_uri), prefix, [Path(p) for p in parts], summary)
+
+
+def topn_totals(directory: str, parts: list[str], seconds: float) -> dict[str, Any]:
+    """Whole-job coverage and popularity (not additive over chunks), plus throughput."""
+    _, index = _loaded(directory, 1)
+    out = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    s = summarize_topn(out, index, seconds)
+    return {k: s[k] for k in ("catalogue_coverage", "mean_popularity", "sources", "users_per_second")}

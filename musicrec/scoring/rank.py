@@ -1,0 +1,93 @@
+"""The two scoring jobs on one chunk: (user, item) pairs, and top-N lists ranked by the champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from musicrec.errors import DataError
+from musicrec.scoring.bundle import Bundle
+from musicrec.scoring.candidates import (
+    FALLBACK,
+    SOURCES,
+    CandidateIndex,
+    diverse_popular,
+    nearest_items,
+    user_candidates,
+)
+from musicrec.scoring.session import predict
+
+TOPN_COLUMNS = ["user_id", "rank", "item_id", "score", "source"]
+
+
+def read_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
+    """A CSV or Parquet input with at least these columns; ids are read as strings."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            df = pd.read_csv(path, dtype={c: str for c in columns}, keep_default_na=False)
+    except (OSError, ValueError) as e:
+        raise DataError(path, f"cannot read: {e}", hint="give a CSV or Parquet file") from e
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; found {list(df.columns)}",
+                        hint=f"the input needs the columns {columns}")
+    return df.assign(**{c: df[c].astype(str) for c in columns})
+
+
+def score_pairs(bundle: Bundle, pairs: pd.DataFrame, batch_size: int = 65536) -> pd.DataFrame:
+    """The input rows, in order, plus predicted_rating, unknown_user and unknown_item."""
+    u = pairs["user_id"].to_numpy(object)
+    i = pairs["item_id"].to_numpy(object)
+    return pairs.assign(predicted_rating=predict(bundle.session, u, i, batch_size),
+                        unknown_user=~pd.Index(u).isin(bundle.users),
+                        unknown_item=~pd.Index(i).isin(bundle.items))
+
+
+def rank_users(bundle: Bundle, index: CandidateIndex, users: list[str], n: int, n_popular: int = 20,
+               k_nearest: int = 10, batch_size: int = 65536) -> pd.DataFrame:
+    """Top-n unrated items per user, in the users' order; unknown users get the diverse popular fallback."""
+    known = [u for u in users if u in index.history]
+    rated = {u: index.history[u] for u in known}
+    touched = np.unique(np.concatenate(list(rated.values()))) if rated else np.empty(0, np.int64)
+    neighbours = nearest_items(index, touched, k_nearest)
+    frames = [_rank_known(bundle, index, rated, neighbours, n, n_popular, batch_size)]
+    unknown = [u for u in users if u not in index.history]
+    if unknown:
+        frames.append(_fallback(bundle, index, unknown, n))
+    out = pd.concat(frames, ignore_index=True)
+    order = pd.Index(users).get_indexer(out["user_id"])
+    return out.iloc[np.lexsort((out["rank"].to_numpy(), order))].reset_index(drop=True)[TOPN_COLUMNS]
+
+
+def _rank_known(bundle: Bundle, index: CandidateIndex, rated: dict[str, np.ndarray],
+                neighbours: dict[int, np.ndarray], n: int, n_popular: int, batch_size: int) -> pd.DataFrame:
+    users, pos, src = [], [], []
+    for u, items in rated.items():
+        p, s = user_candidates(index, items, neighbours, n, n_popular)
+        users.append(np.full(len(p), u, dtype=object))
+        pos.append(p)
+        src.append(s)
+    if not users:
+        return pd.DataFrame(columns=TOPN_COLUMNS)
+    cand = pd.DataFrame({"user_id": np.concatenate(users), "item_id": index.item_ids[np.concatenate(pos)],
+                         "source": np.asarray(SOURCES, dtype=object)[np.concatenate(src)]})
+    cand["score"] = predict(bundle.session, cand["user_id"].to_numpy(object), cand["item_id"].to_numpy(object),
+                            batch_size)
+    # ties broken by item id so lists are deterministic
+    cand = cand.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
+    top = cand.groupby("user_id", sort=False).head(n)
+    return top.assign(rank=top.groupby("user_id", sort=False).cumcount() + 1)
+
+
+def _fallback(bundle: Bundle, index: CandidateIndex, users: list[str], n: int) -> pd.DataFrame:
+    items = index.item_ids[diverse_popular(index, n)]
+    u = np.repeat(np.asarray(users, dtype=object), len(items))
+    i = np.tile(items, len(users))
+    score = predict(bundle.session, u, i)
+    return pd.DataFrame({"user_id": u, "rank": np.tile(np.arange(1, len(items) + 1), len(users)),
+                         "item_id": i, "score": score, "source": FALLBACK})

@@ -1,0 +1,127 @@
+"""Unit tests of musicrec.scoring without a trained model: bundle verification, candidates, atomic output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from musicrec.errors import DataError, StoreError
+from musicrec.hashing import sha256_bytes
+from musicrec.scoring.bundle import download_bundle, resolve_version
+from musicrec.scoring.candidates import CandidateIndex, diverse_popular, nearest_items, user_candidates
+from musicrec.scoring.output import commit_parts, read_manifest, read_output
+from musicrec.scoring.rank import read_table
+from musicrec.scoring.summary import summarize_pairs
+from musicrec.store import open_store
+
+
+def _publish_fake(store, version: str, files: dict[str, bytes]) -> str:
+    meta = json.dumps({"version": version, "files": {n: sha256_bytes(b) for n, b in files.items()}}).encode()
+    for n, b in files.items():
+        store.put_bytes(f"models/{version}/{n}", b)
+    store.put_bytes(f"models/{version}/metadata.json", meta)
+    store.put_bytes("models/champion.json", json.dumps({"version": version, "sha256": sha256_bytes(meta)}).encode())
+    return sha256_bytes(meta)
+
+
+def test_download_verifies_every_file(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    _publish_fake(store, "v1", {"model.onnx": b"onnx", "user_history.parquet": b"hist"})
+    version, sha = resolve_version(store)
+    assert version == "v1"
+    meta = download_bundle(store, version, tmp_path / "ok", sha)
+    assert sorted(meta["files"]) == ["model.onnx", "user_history.parquet"]
+    assert (tmp_path / "ok" / "user_history.parquet").read_bytes() == b"hist"
+
+
+@pytest.mark.parametrize("damage", ["tamper", "delete"])
+def test_a_damaged_bundle_is_refused_and_nothing_is_written(tmp_path, damage):
+    store = open_store(str(tmp_path / "store"))
+    _publish_fake(store, "v1", {"model.onnx": b"onnx", "item_stats.parquet": b"stats"})
+    if damage == "tamper":
+        store.put_bytes("models/v1/item_stats.parquet", b"STATS")
+    else:
+        store.delete("models/v1/item_stats.parquet")
+    version, sha = resolve_version(store)
+    with pytest.raises(StoreError, match="sha256|missing"):
+        download_bundle(store, version, tmp_path / "out", sha)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_metadata_not_matching_the_pointer_is_refused(tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    _publish_fake(store, "v1", {"model.onnx": b"onnx"})
+    store.put_bytes("models/v1/metadata.json", b'{"files": {}}')
+    with pytest.raises(StoreError, match="champion pointer"):
+        download_bundle(store, "v1", tmp_path / "out", resolve_version(store)[1])
+    with pytest.raises(StoreError, match="no champion"):
+        resolve_version(open_store(str(tmp_path / "empty")))
+
+
+def _index() -> CandidateIndex:
+    """Six items: 0-2 close in text, 3-4 close, 5 without text; popularity 5 > 4 > ... ; also_bought 0 -> 4."""
+    unit = np.array([[1, 0], [0.99, 0.14], [0.98, 0.2], [0, 1], [0.1, 0.99]], dtype=np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    vec_row = np.array([0, 1, 2, 3, 4, -1])
+    return CandidateIndex(np.array([f"I{k}" for k in range(6)], dtype=object), np.array([9, 8, 7, 6, 5, 4]),
+                          np.arange(6), np.array([0, 1, 1, 1, 1, 1, 1]), np.array([4]), np.arange(5), unit,
+                          vec_row, {"U": np.array([0])})
+
+
+def test_nearest_items_excludes_the_item_itself():
+    near = nearest_items(_index(), np.array([0, 3, 5]), k=2, block=1)
+    assert sorted(near[0].tolist()) == [1, 2]
+    assert 4 in near[3].tolist() and 3 not in near[3].tolist()
+    assert 5 not in near  # no text vector, no neighbours
+
+
+def test_user_candidates_exclude_rated_items_and_keep_source_priority():
+    index = _index()
+    near = nearest_items(index, np.array([0]), k=2)
+    pos, src = user_candidates(index, np.array([0]), near, n=3, n_popular=3)
+    assert 0 not in pos and len(set(pos.tolist())) == len(pos)
+    found = dict(zip(pos.tolist(), src.tolist()))
+    assert found[4] == 0 and found[1] == 1 and found[2] == 1  # also_bought, then word2vec, before popular
+    assert found[3] == 2
+
+
+def test_diverse_popular_skips_near_duplicates_but_still_fills_n():
+    index = _index()
+    assert diverse_popular(index, 2).tolist() == [0, 3]
+    assert len(set(diverse_popular(index, 6).tolist())) == 6
+
+
+def test_commit_is_all_or_nothing_and_a_rerun_replaces_the_output(tmp_path):
+    store = open_store(str(tmp_path / "out"))
+    with pytest.raises(StoreError, match="no complete"):
+        read_output(store, "scores/x")
+    parts = []
+    for k in range(3):
+        parts.append(tmp_path / f"{k}.parquet")
+        pd.DataFrame({"a": [k, k]}).to_parquet(parts[-1])
+    first = commit_parts(store, "scores/x", parts, {"rows": 6})
+    assert read_output(store, "scores/x")["a"].tolist() == [0, 0, 1, 1, 2, 2]
+    second = commit_parts(store, "scores/x", parts[:1], {"rows": 2})
+    assert read_output(store, "scores/x")["a"].tolist() == [0, 0]
+    assert read_manifest(store, "scores/x")["rows"] == 2
+    assert not any(name in store.list("scores/x") for name in first["parts"] if name not in second["parts"])
+
+
+def test_read_table_reads_ids_as_strings_and_names_missing_columns(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("user_id,item_id,extra\n007,0042,x\n")
+    df = read_table(path, ["user_id", "item_id"])
+    assert df.iloc[0].tolist() == ["007", "0042", "x"]
+    with pytest.raises(DataError, match="missing column"):
+        read_table(path, ["user_id", "nope"])
+
+
+def test_pairs_summary_counts():
+    out = pd.DataFrame({"predicted_rating": [1.0, 4.9, 3.0], "unknown_user": [True, False, False],
+                        "unknown_item": [False, False, True]})
+    s = summarize_pairs(out, 0.5)
+    assert (s["rows"], s["unknown_users"], s["unknown_items"], s["pairs_per_second"]) == (3, 1, 1, 6)
+    assert s["rating_histogram"] == {"1": 1, "2": 0, "3": 1, "4": 0, "5": 1}
