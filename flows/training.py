@@ -6,6 +6,7 @@ import os
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
+from prefect.events import emit_event
 from prefect.futures import wait
 from pydantic import BaseModel, Field
 
@@ -17,6 +18,7 @@ from tasks import reporting
 from tasks import training as t
 from tasks.runners import make_task_runner
 
+CHAMPION_EVENT = "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
 ModelName = Literal["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"]
 
 
@@ -88,4 +90,18 @@ def training(params: TrainingParams) -> dict[str, Any]:
                               "onnx_check": meta["onnx_check"]}
         report.update(promoted=decision["promoted"], previous_test_rmse=decision["previous_test_rmse"],
                       previous_version=decision["previous_version"])
-    return reporting.publish_report(workdir, store_uri, report)
+    out = reporting.publish_report(workdir, store_uri, report)
+    if out["promoted"]:
+        announce_champion(store_uri, out)
+    return out
+
+
+def announce_champion(store_uri: str, report: dict[str, Any]) -> None:
+    """Emit CHAMPION_EVENT so that deployments can react to a new champion (nightly scoring does)."""
+    from musicrec.store import open_store
+
+    store = open_store(store_uri).url_for("models/champion.json").removesuffix("/models/champion.json")
+    emit_event(event=CHAMPION_EVENT, resource={"prefect.resource.id": f"musicrec.champion.{store}",
+                                               "prefect.resource.name": "musicrec champion"},
+               payload={"version": report["champion"]["version"], "model": report["champion"]["name"],
+                        "store_uri": store, "run_id": report["run_id"]})

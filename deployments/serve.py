@@ -1,0 +1,105 @@
+"""Serve musicrec's deployments from one long-running process (no work pool, no worker): `python deployments/serve.py`.
+
+    training/nightly          cron MUSICREC_TRAINING_CRON (default "0 2 * * *") in MUSICREC_TIMEZONE (default UTC)
+    batch-scoring/nightly     event trigger: runs whenever a training run emits musicrec.champion.promoted
+    batch-scoring/on-demand   no schedule: run it from the UI (or `prefect deployment run`)
+
+Default parameters (shown pre-filled in the UI forms) come from the environment when this script starts:
+MUSICREC_REVIEWS / MUSICREC_META (comma-separated files; default: the `make run` sample under .musicrec/demo),
+MUSICREC_STORE_URI (default file://<repo>/.musicrec/store), MUSICREC_WORK_DIR (default <repo>/.musicrec/work),
+MUSICREC_TASK_RUNNER (threads | processes | dask) and MUSICREC_DASK_ADDRESS (empty = a local Dask cluster).
+Point PREFECT_API_URL at a running server first (`make server`); see docs/deployments.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere: flows/ and tasks/ live at the repo root
+    sys.path.insert(0, str(REPO))
+
+from flows.scoring import batch_scoring
+from flows.training import CHAMPION_EVENT, training
+
+DEMO_DATA = REPO / ".musicrec" / "demo" / "data"
+NIGHTLY_CRON = "0 2 * * *"
+
+
+def _files(var: str, default: Path) -> list[str]:
+    raw = os.environ.get(var)
+    if raw is None:
+        return [str(default)]
+    return [str(Path(p.strip()).expanduser().resolve()) for p in raw.split(",") if p.strip()]
+
+
+def _store_uri() -> str:
+    uri = os.environ.get("MUSICREC_STORE_URI", "")
+    if "://" in uri:
+        return uri
+    return Path(uri or REPO / ".musicrec" / "store").expanduser().resolve().as_uri()
+
+
+def _work_dir() -> str:
+    return str(Path(os.environ.get("MUSICREC_WORK_DIR") or REPO / ".musicrec" / "work").expanduser().resolve())
+
+
+def training_defaults() -> dict[str, Any]:
+    """The nightly training run's parameters: every model, data and store from the environment."""
+    return {"reviews": _files("MUSICREC_REVIEWS", DEMO_DATA / "reviews.json.gz"),
+            "meta": _files("MUSICREC_META", DEMO_DATA / "meta.json.gz"),
+            "store_uri": _store_uri(), "work_dir": _work_dir(),
+            "task_runner": os.environ.get("MUSICREC_TASK_RUNNER") or "threads",
+            "dask_address": os.environ.get("MUSICREC_DASK_ADDRESS", "")}
+
+
+def scoring_defaults() -> dict[str, Any]:
+    """Top-10 lists for every user the champion knows, written to <store>/scores/<run id>/topn."""
+    return {"store_uri": _store_uri(), "all_users": True, "top_n": 10, "work_dir": _work_dir()}
+
+
+def champion_trigger() -> DeploymentEventTrigger:
+    """Fire once per musicrec.champion.promoted event; score exactly the promoted version in its store.
+
+    Trigger parameters replace the deployment's whole `params` value (Prefect merges top-level keys only),
+    so they repeat the defaults and template the two fields that come from the event.
+    """
+    params = {**scoring_defaults(), "store_uri": "{{ event.payload.store_uri }}",
+              "version": "{{ event.payload.version }}"}
+    return DeploymentEventTrigger(name="score-new-champion", expect={CHAMPION_EVENT},
+                                  match={"prefect.resource.id": "musicrec.champion.*"},
+                                  parameters={"params": params})
+
+
+def build_deployments() -> list[RunnerDeployment]:
+    """The three deployments; the flows' pydantic parameters give the UI its forms."""
+    schedule = Cron(os.environ.get("MUSICREC_TRAINING_CRON", NIGHTLY_CRON),
+                    timezone=os.environ.get("MUSICREC_TIMEZONE") or "UTC", slug="nightly")
+    return [
+        training.to_deployment(name="nightly", schedule=schedule, parameters={"params": training_defaults()},
+                               tags=["musicrec", "nightly"],
+                               description="Retrain every model on the configured data; promote the champion."),
+        batch_scoring.to_deployment(name="nightly", triggers=[champion_trigger()],
+                                    parameters={"params": scoring_defaults()}, tags=["musicrec", "nightly"],
+                                    description="Top-N lists for all users, after each newly promoted champion."),
+        batch_scoring.to_deployment(name="on-demand", parameters={"params": scoring_defaults()},
+                                    tags=["musicrec"],
+                                    description="Score pairs or rank users on demand; edit the form before running."),
+    ]
+
+
+def main() -> None:
+    limit = int(os.environ.get("MUSICREC_SERVE_LIMIT", "2"))  # concurrent flow runs in this process
+    serve(*build_deployments(), limit=limit)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""End to end on a real `prefect server` process: register the deployments (serve-style, then a process work pool),
+trigger training/nightly through the API as the UI does, and check that batch-scoring/nightly followed the
+musicrec.champion.promoted event and wrote its output. Every process started here is stopped at teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from musicrec.scoring.output import read_output
+from musicrec.store import open_store
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TIMEZONE = "Europe/Berlin"  # not the default, so the test sees MUSICREC_TIMEZONE applied
+TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 60) -> str:
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return f"--- last lines of {path.name} ---\n" + "\n".join(lines[-n:])
+
+
+class Processes:
+    """Starts subprocesses in their own process groups and stops every group (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = self.logs / f"{name}.log"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self.started.append((proc, log))
+        return proc
+
+    def log_tails(self) -> str:
+        return "\n".join(_tail(log) for _, log in self.started)
+
+    def stop_all(self) -> None:
+        """Newest first (the server last), so clients never see their server vanish under them."""
+        for proc, _ in reversed(self.started):
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+            _signal_group(proc, signal.SIGKILL)  # also reaps children left behind in the group
+            proc.wait(timeout=10)
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _wait_until(what: str, check: Callable[[], Any], timeout: float, procs: Processes, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for proc, log in procs.started:
+            if proc.poll() is not None:
+                pytest.fail(f"{log.stem} exited with {proc.returncode} while waiting for {what}\n{_tail(log)}")
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{procs.log_tails()}")
+
+
+@pytest.fixture
+def e2e(tmp_path: Path, small_sample) -> Iterator[dict[str, Any]]:
+    """A real Prefect server on a free loopback port with a temporary PREFECT_HOME, plus the env for children."""
+    sample, _ = small_sample
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    api_url = f"http://127.0.0.1:{_free_port()}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MUSICREC_"))}
+    env.update({
+        "PREFECT_HOME": str(tmp_path / "prefect_home"), "PREFECT_API_URL": api_url,
+        "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5", "PREFECT_CLI_COLORS": "false", "GX_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_API_KEEPALIVE_TIMEOUT": "30",
+        "MUSICREC_REVIEWS": str(sample / "reviews.json.gz"), "MUSICREC_META": str(sample / "meta.json.gz"),
+        "MUSICREC_STORE_URI": (tmp_path / "store").as_uri(), "MUSICREC_WORK_DIR": str(tmp_path / "work"),
+        "MUSICREC_TIMEZONE": TIMEZONE, "PWD": str(REPO),
+    })
+    procs = Processes(logs)
+    try:
+        procs.start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
+                               "--port", api_url.split(":")[2].split("/")[0], "--no-ui"], env)
+        _wait_until("the server's /api/health", lambda: _healthy(api_url), 180, procs)
+        yield {"api_url": api_url, "env": env, "procs": procs, "store": tmp_path / "store"}
+    finally:
+        procs.stop_all()
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _client(api_url: str):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(api_url)
+
+
+def _deployment(client, name: str):
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        return None
+
+
+def _runs_of(client, deployment_id: UUID) -> list[Any]:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+def _state(client, run_id: UUID) -> str:
+    return client.read_flow_run(run_id).state.type.value
+
+
+def _run_chain(e2e: dict[str, Any], then_no_promotion: bool = False) -> None:
+    """Trigger training/nightly like the UI's "Run" form, then follow the chain to the scoring output.
+
+    then_no_promotion: afterwards run a training that does not promote (one epoch of plain gmf: published, but
+    worse than the champion on its test split) and check that no second scoring run follows it.
+    """
+    procs = e2e["procs"]
+    with _client(e2e["api_url"]) as client:
+        names = ("training/nightly", "batch-scoring/nightly", "batch-scoring/on-demand")
+        deps = _wait_until("the three deployments", lambda: all(_deployment(client, n) for n in names) and
+                           [_deployment(client, n) for n in names], 120, procs)
+        train_dep, score_dep, on_demand = deps
+        _check_registered(train_dep, score_dep, on_demand, e2e)
+
+        _train(client, train_dep, "gmf_logistic", 2, procs)
+
+        scoring = _wait_until("a batch-scoring/nightly run", lambda: _runs_of(client, score_dep.id), 90, procs)
+        assert len(scoring) == 1, [r.name for r in scoring]
+        _wait_until("the scoring run", lambda: _state(client, scoring[0].id) in TERMINAL, 180, procs, every=2)
+        assert _state(client, scoring[0].id) == "COMPLETED", procs.log_tails()
+        scored = client.read_flow_run(scoring[0].id).parameters["params"]
+        _check_output(e2e["store"], scored)
+        if then_no_promotion:
+            _train(client, train_dep, "gmf", 1, procs)
+            time.sleep(15)  # the trigger fired ~4 s after the promoting run; give a stray one time to show
+            reports = [json.loads(p.read_text()) for p in e2e["store"].glob("runs/*/report.json")]
+            assert [r["promoted"] for r in reports].count(True) == 1, [r["champion"] for r in reports]
+            assert len(_runs_of(client, score_dep.id)) == 1
+
+
+def _train(client, train_dep, model: str, epochs: int, procs: Processes) -> None:
+    """Run training/nightly with one quick model; the UI posts the whole form (defaults + edits) the same way,
+    because a run's parameters replace the deployment's on top-level keys only."""
+    params = {**train_dep.parameters["params"], "models": [model], "overrides": {model: {"epochs": epochs}},
+              "threads": 2}
+    run = client.create_flow_run_from_deployment(train_dep.id, parameters={"params": params})
+    _wait_until(f"the training run ({model})", lambda: _state(client, run.id) in TERMINAL, 300, procs, every=2)
+    assert _state(client, run.id) == "COMPLETED", procs.log_tails()
+
+
+def _check_registered(train_dep, score_dep, on_demand, e2e: dict[str, Any]) -> None:
+    """Cron + timezone from the environment, typed forms with defaults, the champion trigger's automation."""
+    (schedule,) = train_dep.schedules
+    assert schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == TIMEZONE
+    assert train_dep.parameters["params"]["reviews"] == [e2e["env"]["MUSICREC_REVIEWS"]]
+    assert train_dep.parameters["params"]["store_uri"] == e2e["env"]["MUSICREC_STORE_URI"]
+    assert "params" in train_dep.parameter_openapi_schema["properties"]
+    assert "TrainingParams" in json.dumps(train_dep.parameter_openapi_schema["definitions"])
+    for dep in (score_dep, on_demand):
+        assert dep.parameters["params"]["all_users"] is True and dep.parameters["params"]["top_n"] == 10
+        assert "ScoringParams" in json.dumps(dep.parameter_openapi_schema["definitions"])
+        assert not dep.schedules
+
+
+def _check_output(store_dir: Path, scored: dict[str, Any]) -> None:
+    """The scoring run scored the promoted version, and its manifest and Parquet parts are in the store."""
+    store_uri = store_dir.as_uri()
+    pointer = json.loads(open_store(store_uri).get_bytes("models/champion.json"))
+    assert scored["version"] == pointer["version"] and scored["store_uri"] == store_uri
+    (manifest,) = store_dir.glob("scores/*/topn/_manifest.json")
+    parts = json.loads(manifest.read_text())["parts"]
+    assert parts and all((manifest.parent / p).is_file() for p in parts)
+    assert all(p.endswith(".parquet") for p in parts)
+    recs = read_output(open_store(store_uri), str(manifest.parent.relative_to(store_dir)))
+    assert len(recs) > 0 and recs.groupby("user_id").size().max() == 10
+
+
+def test_serve_process_runs_training_then_scoring(e2e):
+    """Serve-style: one `python deployments/serve.py` process, no worker."""
+    e2e["procs"].start("serve", [sys.executable, "deployments/serve.py"], e2e["env"])
+    _run_chain(e2e, then_no_promotion=True)
+
+
+def test_process_work_pool_runs_training_then_scoring(e2e):
+    """Team-server style: `prefect deploy --all` from deployments/prefect.yaml and a process worker."""
+    env, prefect = e2e["env"], str(BIN / "prefect")
+    for cmd in ([prefect, "work-pool", "create", "musicrec", "--type", "process"],
+                [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"]):
+        done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, f"{' '.join(cmd[1:4])}\n{done.stdout}\n{done.stderr}"
+    e2e["procs"].start("worker", [prefect, "worker", "start", "--pool", "musicrec", "--limit", "2"], env)
+    _run_chain(e2e)
