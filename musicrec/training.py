@@ -17,6 +17,7 @@ from musicrec.metrics import rmse
 from musicrec.models.base import ModelConfig, RatingModel
 from musicrec.models.baselines import fit_biases
 from musicrec.models.registry import build_model, model_config
+from musicrec.optim import RowWiseAdagrad
 
 EpochCallback = Callable[[dict[str, Any]], None]
 _INIT_LOCK = threading.Lock()
@@ -89,15 +90,21 @@ def _optimizers(model: RatingModel, cfg: ModelConfig) -> list[torch.optim.Optimi
     dense = [p for p in model.parameters() if id(p) not in ids]
     opts: list[torch.optim.Optimizer] = []
     if cfg.bias_lr > 0:
-        opts.append(torch.optim.SparseAdam(biases, lr=cfg.bias_lr))
+        opts.append(_sparse_optimizer(biases, cfg.bias_lr, cfg))
     else:
         for p in biases:
             p.requires_grad_(False)
     if sparse:
-        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr))
+        opts.append(_sparse_optimizer(sparse, cfg.lr, cfg))
     if dense:
         opts.append(torch.optim.Adam(dense, lr=cfg.lr, weight_decay=1e-5))
     return opts
+
+
+def _sparse_optimizer(params: list[torch.Tensor], lr: float, cfg: ModelConfig) -> torch.optim.Optimizer:
+    if cfg.sparse_optimizer == "adagrad":
+        return RowWiseAdagrad(params, lr=lr * cfg.adagrad_lr_scale)
+    return torch.optim.SparseAdam(params, lr=lr)
 
 
 def _inverse_counts(idx: torch.Tensor, size: int, unknown: float) -> torch.Tensor:

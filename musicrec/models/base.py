@@ -22,6 +22,8 @@ class ModelConfig:
     epochs: int = 20
     lr: float = 0.01
     bias_lr: float = 0.003
+    sparse_optimizer: str = "adagrad"  # "adagrad" (row-wise, fast on huge tables) or "adam" (SparseAdam)
+    adagrad_lr_scale: float = 10.0
     weight_decay: float = 1.0
     bias_decay: float = 5.0
     batch_size: int = 0
