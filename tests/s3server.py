@@ -6,6 +6,10 @@
             proxy.fail_next(2)                 # next 2 requests get HTTP 500 InternalError
             proxy.drop_next(1)                 # then 1 request: connection closed without an answer
             proxy.hang_next(1, seconds=3)      # then 1 request: no answer for 3 s, then closed
+            proxy.cut_next(1)                  # then 1 request: closed after half of its body was read
+            proxy.fail_matching(r"/models/", methods=("PUT",))  # every matching request fails until clear()
+            proxy.fail_after(3)                # every request after the next 3 fails until clear()
+            proxy.lose_answer_matching("champion.json")  # forwarded, then closed without the answer
             # point a store at proxy.url (e.g. MUSICREC_S3_ENDPOINT_URL) to go through it
     unreachable_endpoint()                     # http://127.0.0.1:<closed port>: connection refused
 
@@ -19,6 +23,7 @@ import contextlib
 import http.client
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -115,25 +120,52 @@ def unreachable_endpoint() -> str:
 
 @dataclass
 class _Fault:
-    kind: str  # "status" | "drop" | "hang"
+    kind: str  # "status" | "drop" | "hang" | "cut" | "lose"
     status: int = 500
     code: str = "InternalError"
     seconds: float = 0.0
 
 
+@dataclass
+class _Rule:
+    """A standing fault: requests whose method and path (query included) match get `fault`, up to `times`
+    (None: until clear()), after the first `skip` matching requests have gone through."""
+
+    fault: _Fault
+    pattern: re.Pattern[str]
+    methods: tuple[str, ...]
+    times: int | None = None
+    skip: int = 0
+
+    def take(self, method: str, path: str) -> _Fault | None:
+        if (self.methods and method not in self.methods) or not self.pattern.search(path):
+            return None
+        if self.skip > 0:
+            self.skip -= 1
+            return None
+        if self.times is not None:
+            if self.times <= 0:
+                return None
+            self.times -= 1
+        return self.fault
+
+
 class FaultProxy:
     """A threaded HTTP proxy on 127.0.0.1 that forwards to target_url unless a queued fault says otherwise.
 
-    Faults are consumed one per request, in the order queued. `requests` counts every request seen,
-    `faults_served` those answered by a fault."""
+    Queued faults are consumed one per request, in the order queued; standing rules (fail_matching,
+    fail_after, lose_answer_matching) are checked first and stay until clear(). `requests` counts every
+    request seen, `faults_served` those answered by a fault, `log` holds (method, path, outcome) of each."""
 
     def __init__(self, target_url: str) -> None:
         target = urlsplit(target_url)
         self.target = (target.hostname or "127.0.0.1", target.port or 80)
         self._faults: deque[_Fault] = deque()
+        self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self.requests = 0
         self.faults_served = 0
+        self.log: list[tuple[str, str, str]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -161,22 +193,59 @@ class FaultProxy:
         """Hold the next n requests unanswered for `seconds`, then close (exercises read timeouts)."""
         self._queue(n, _Fault("hang", seconds=seconds))
 
+    def cut_next(self, n: int = 1) -> None:
+        """Read only half of the next n request bodies, then close: the upload breaks mid-stream."""
+        self._queue(n, _Fault("cut"))
+
+    def fail_matching(self, pattern: str, methods: tuple[str, ...] = (), status: int = 500,
+                      code: str = "InternalError", times: int | None = None, skip: int = 0) -> None:
+        """Answer every request whose path matches the regex (and method, if given) with an S3 error, after
+        letting the first `skip` of them through; `times` caps how many fail (default: all, until clear())."""
+        self.inject_matching(pattern, "status", methods, times, skip, status=status, code=code)
+
+    def inject_matching(self, pattern: str, kind: str, methods: tuple[str, ...] = (), times: int | None = None,
+                        skip: int = 0, status: int = 500, code: str = "InternalError", seconds: float = 0.0) -> None:
+        """The general standing rule: fault `kind` ("status", "drop", "hang", "cut" or "lose") for requests
+        whose path matches the regex (and method, if given), after `skip` of them, at most `times`."""
+        if kind not in ("status", "drop", "hang", "cut", "lose"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        self._add_rule(_Rule(_Fault(kind, status=status, code=code, seconds=seconds), re.compile(pattern),
+                             methods, times, skip))
+
+    def fail_after(self, k: int, status: int = 500, code: str = "InternalError") -> None:
+        """Let the next k requests through, then fail every request until clear() (a store that breaks
+        for good half-way through a job)."""
+        self.fail_matching("", status=status, code=code, skip=k)
+
+    def lose_answer_matching(self, pattern: str, methods: tuple[str, ...] = ("PUT",), times: int = 1) -> None:
+        """Forward matching requests to the server (so they take effect), then close the connection without
+        the answer: the client cannot tell whether its write happened."""
+        self.inject_matching(pattern, "lose", methods, times)
+
     def clear(self) -> None:
-        """Forget the faults not yet served."""
+        """Forget the faults not yet served and every standing rule."""
         with self._lock:
             self._faults.clear()
+            self._rules.clear()
+
+    def _add_rule(self, rule: _Rule) -> None:
+        with self._lock:
+            self._rules.append(rule)
 
     def _queue(self, n: int, fault: _Fault) -> None:
         with self._lock:
             self._faults.extend([fault] * n)
 
-    def _next_fault(self) -> _Fault | None:
+    def _next_fault(self, method: str, path: str) -> _Fault | None:
         with self._lock:
             self.requests += 1
-            if not self._faults:
-                return None
-            self.faults_served += 1
-            return self._faults.popleft()
+            fault = next((f for r in self._rules if (f := r.take(method, path)) is not None), None)
+            if fault is None and self._faults:
+                fault = self._faults.popleft()
+            if fault is not None:
+                self.faults_served += 1
+            self.log.append((method, path, fault.kind if fault else "ok"))
+            return fault
 
 
 def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
@@ -205,17 +274,27 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _handle(self) -> None:
+        fault = self.owner._next_fault(self.command, self.path)
+        if fault is not None and fault.kind == "cut":
+            self.rfile.read(int(self.headers.get("Content-Length") or 0) // 2)
+            self._close()
+            return
         body = self._read_body()
-        fault = self.owner._next_fault()
         if fault is None:
             self._forward(body)
         elif fault.kind == "status":
             self._send_error(fault)
+        elif fault.kind == "lose":
+            self._forward(body, answer=False)
+            self._close()
         else:
             time.sleep(fault.seconds)
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.connection.shutdown(socket.SHUT_RDWR)
+            self._close()
+
+    def _close(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _send_error(self, fault: _Fault) -> None:
         xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault.code}</Code>'
@@ -227,7 +306,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(xml)
 
-    def _forward(self, body: bytes) -> None:
+    def _forward(self, body: bytes, answer: bool = True) -> None:
         skip = {"connection", "expect", "transfer-encoding", "content-length", "proxy-connection"}
         headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
         headers["Content-Length"] = str(len(body))
@@ -236,6 +315,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             conn.request(self.command, self.path, body=body, headers=headers)
             resp = conn.getresponse()
             payload = resp.read()
+            if not answer:
+                return
             self.send_response(resp.status, resp.reason)
             for k, v in resp.getheaders():
                 if k.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):

@@ -21,7 +21,7 @@ from musicrec.metrics import rmse
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
 from musicrec.scoring.bundle import TABLES, download_bundle, write_tables
-from musicrec.store import Store, safe_key_part
+from musicrec.store import MissingKeyError, Store, safe_key_part
 
 POINTER = "models/champion.json"
 BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
@@ -62,14 +62,27 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
     """Upload every bundle file, metadata.json last, then read each back and check its sha256."""
     prefix = f"models/{safe_key_part(version)}"
     files = [*BUNDLE_FILES, "metadata.json"]
+    sums = {f: sha256_file(ws.bundle / f) for f in files}
+    _refuse_overwrite(store, f"{prefix}/metadata.json", sums["metadata.json"])
     for f in files:
         store.put_file(f"{prefix}/{f}", ws.bundle / f)
-    sums = {f: sha256_file(ws.bundle / f) for f in files}
     for f, expected in sums.items():
         if sha256_bytes(store.get_bytes(f"{prefix}/{f}")) != expected:
             raise StoreError(f"uploaded {store.url_for(prefix + '/' + f)} does not match the local file",
                              hint="the store corrupted or replaced the upload; run again")
     return {"version": version, "uri": store.url_for(prefix), "metadata_sha256": sums["metadata.json"]}
+
+
+def _refuse_overwrite(store: Store, metadata_key: str, metadata_sha256: str) -> None:
+    """Published versions are immutable (the champion pointer may name one): uploading the same bundle again,
+    as a retried task does, is fine; a different bundle under an existing version is refused."""
+    try:
+        existing = store.get_bytes(metadata_key)
+    except MissingKeyError:
+        return
+    if sha256_bytes(existing) != metadata_sha256:
+        raise StoreError(f"{store.url_for(metadata_key)} already holds a different bundle",
+                         hint="published versions are never overwritten; publish under a new version")
 
 
 def read_pointer(store: Store) -> tuple[dict[str, Any] | None, str | None]:
@@ -99,8 +112,11 @@ def promote(store: Store, published: dict[str, str], new_test_rmse: float, test:
     The pointer is written with a conditional put: if another run moved it meanwhile, re-read, re-compare
     against the newer champion and try again, so two runs finishing together never lose an update.
     """
+    decision: dict[str, Any] | None = None
     for _ in range(attempts):
         pointer, token = read_pointer(store)
+        if decision is not None and _names(pointer, published):
+            return decision  # our write went through but its answer was lost: the retry saw our own pointer
         previous = published_test_rmse(store, pointer, test) if pointer else None
         decision = {"promoted": previous is None or new_test_rmse <= previous + 1e-12,
                     "previous_version": pointer["version"] if pointer else None,
@@ -116,3 +132,10 @@ def promote(store: Store, published: dict[str, str], new_test_rmse: float, test:
             continue
     raise StoreError(f"champion pointer {store.url_for(POINTER)} kept changing during {attempts} attempts",
                      hint="another run is publishing at the same time; run again later")
+
+
+def _names(pointer: dict[str, Any] | None, published: dict[str, str]) -> bool:
+    """True if the pointer already names this very bundle (same version and metadata sha256)."""
+    if not pointer:
+        return False
+    return pointer.get("version") == published["version"] and pointer.get("sha256") == published["metadata_sha256"]

@@ -80,7 +80,7 @@ def download_bundle(store: Store, version: str, workdir: Path, metadata_sha256: 
     if metadata_sha256 is not None and sha256_bytes(meta_bytes) != metadata_sha256:
         raise StoreError(f"{store.url_for(prefix)}/metadata.json does not match the champion pointer's sha256",
                          hint="the bundle was modified after publishing; republish or repoint the champion")
-    meta = json.loads(meta_bytes)
+    meta = _parse_metadata(meta_bytes, f"{store.url_for(prefix)}/metadata.json")
     staging = workdir / f".incoming-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
     staging.mkdir(parents=True, exist_ok=True)
     try:
@@ -91,6 +91,23 @@ def download_bundle(store: Store, version: str, workdir: Path, metadata_sha256: 
         (workdir / "metadata.json").write_bytes(meta_bytes)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return meta
+
+
+def _parse_metadata(data: bytes, where: str) -> dict[str, Any]:
+    """metadata.json as a dict whose file names are plain names: they become local paths, and a name such as
+    "../../x" or "a/b" from a tampered store must not write outside the download folder."""
+    try:
+        meta = json.loads(data)
+    except ValueError as e:
+        raise StoreError(f"{where} is not valid JSON: {e}", hint="the bundle is damaged; republish it") from e
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise StoreError(f"{where} has no 'files' table of name -> sha256", hint="the bundle is damaged; republish it")
+    unsafe = [n for n in files if not isinstance(n, str) or n == "metadata.json" or safe_key_part(n) != n]
+    if unsafe:
+        raise StoreError(f"{where} names unsafe bundle file(s) {unsafe}",
+                         hint="bundle files are plain names such as model.onnx; the bundle was tampered with")
     return meta
 
 
