@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--all-users", action="store_true", help="top-N lists for every known user")
     c.add_argument("--top-n", type=int, default=10)
     c.add_argument("--out", default="", help="output URI (default <store>/scores/<run id>/<job>)")
+    e = sub.add_parser("evaluate", help="ranking quality (HR@10, NDCG@10, coverage) of a run's test users")
+    e.add_argument("--run", required=True, help="training run id (its splits are read from runs/<run id>/)")
+    e.add_argument("--store", default="", help="s3://bucket/prefix or file:///path (default ./.musicrec/store)")
+    e.add_argument("--version", default="", help="published model version (default: the run's own bundle)")
     return p
 
 
@@ -103,8 +107,21 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from flows.console import quiet_console_tracebacks
+    from flows.evaluation import RankingParams, ranking_evaluation
+    from musicrec.scoring.ranking_eval import format_table
+
+    if not _debug(args):
+        quiet_console_tracebacks()
+    result = ranking_evaluation(RankingParams(run_id=args.run, store_uri=args.store, version=args.version))
+    print(f"{result['version']} on {result['test_users']:,} test users of run {args.run}\n")
+    print(format_table(result) + f"\n\nranking: {result['uri']}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"sample-data": _sample_data, "train": _train,
-                                                            "score": _score}
+                                                            "score": _score, "evaluate": _evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

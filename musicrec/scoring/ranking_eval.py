@@ -1,0 +1,132 @@
+"""Ranking evaluation of a run: top-k lists for its test users from the champion and two references.
+
+The champion's lists are made exactly as batch scoring makes them (candidates, then the model ranks them), so
+the numbers describe the lists users see. Every method excludes the same items: whatever the user rated in the
+training or validation split. Test users = users with a test rating whom the model knows; their relevant items
+are all their test items (items unknown to the model included: no method can hit those, all pay equally).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from musicrec.errors import StoreError
+from musicrec.pipeline.report import run_prefix
+from musicrec.scoring.bundle import Bundle, load_bundle, read_pointer
+from musicrec.scoring.candidates import CandidateIndex, build_index
+from musicrec.scoring.rank import rank_users
+from musicrec.scoring.ranking import list_summary, most_popular_lists, random_lists
+from musicrec.store import MissingKeyError, Store
+
+SPLITS = ("train", "validation", "test")
+RESULT = "ranking.json"
+
+
+def run_version(store: Store, run_id: str, version: str = "") -> str:
+    """The bundle to evaluate: the given version, else the one this run built, else the champion pointer's."""
+    if version:
+        return version
+    key = f"{run_prefix(run_id)}/report.json"
+    if store.exists(key):
+        built = json.loads(store.get_bytes(key)).get("champion", {}).get("version")
+        if built:
+            return str(built)
+    pointer = read_pointer(store)
+    if pointer is None:
+        raise StoreError(f"run {run_id} built no bundle and {store.url_for('models/champion.json')} is absent",
+                         hint="name a published model with --version")
+    return str(pointer["version"])
+
+
+def fetch_splits(store: Store, run_id: str, dest: Path) -> dict[str, str]:
+    """Download runs/<run_id>/splits/{train,validation,test}.parquet; return local paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in SPLITS:
+        key = f"{run_prefix(run_id)}/splits/{name}.parquet"
+        try:
+            store.get_file(key, dest / f"{name}.parquet")
+        except MissingKeyError as e:
+            raise StoreError(f"no split {store.url_for(key)}",
+                             hint="check the run id: `runs/<run_id>/` is written by the training flow") from e
+        paths[name] = str(dest / f"{name}.parquet")
+    return paths
+
+
+def evaluate_ranking(bundle: Bundle, index: CandidateIndex, splits: dict[str, pd.DataFrame], k: int = 10,
+                     seed: int = 0, max_users: int = 0) -> dict[str, Any]:
+    """HR@k, NDCG@k, coverage and mean popularity for the champion, most-popular and random lists."""
+    test = splits["test"][["user_id", "item_id"]].astype(str)
+    users = sorted(set(test["user_id"]) & set(bundle.users))
+    if max_users and len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(np.asarray(users, dtype=object), max_users,
+                                                          replace=False))
+    relevant = test[test["user_id"].isin(users)]
+    index = dataclasses.replace(index, history=_seen(bundle, splits))
+    pop = pd.Series(index.popularity, index=index.item_ids)
+    makers = {f"champion ({bundle.meta.get('model')})": lambda: rank_users(bundle, index, users, k),
+              "most_popular": lambda: most_popular_lists(users, index.popular_order, index.item_ids,
+                                                         index.history, k),
+              f"random (seed {seed})": lambda: random_lists(users, len(index.item_ids), index.item_ids,
+                                                            index.history, k, seed)}
+    methods = []
+    for name, make in makers.items():
+        t0 = time.perf_counter()
+        lists = make()
+        seconds = time.perf_counter() - t0
+        methods.append({"method": name, **list_summary(lists, relevant, k, pop, len(index.item_ids)),
+                        "seconds": round(seconds, 3)})
+    return {"k": k, "seed": seed, "test_users": len(users), "relevant_items": len(relevant.drop_duplicates()),
+            "relevant_known_share": round(float(relevant["item_id"].isin(bundle.items).mean()), 4)
+            if len(relevant) else None,
+            "excluded": "items the user rated in the training or validation split", "methods": methods}
+
+
+def evaluate_paths(directory: str, split_paths: dict[str, str], k: int = 10, seed: int = 0,
+                   max_users: int = 0, threads: int = 1) -> dict[str, Any]:
+    """evaluate_ranking on a downloaded bundle directory and local split files (what a task passes around)."""
+    bundle = load_bundle(Path(directory), threads=threads)
+    splits = {s: pd.read_parquet(p, columns=["user_id", "item_id"]) for s, p in split_paths.items()}
+    result = evaluate_ranking(bundle, build_index(bundle), splits, k, seed, max_users)
+    return {"version": bundle.meta.get("version"), "model": bundle.meta.get("model"),
+            "bundle_run_id": bundle.meta.get("run_id"), **result}
+
+
+def _seen(bundle: Bundle, splits: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+    """User id -> positions of known items rated in train or validation (the exclusions and candidate seeds)."""
+    seen = pd.concat([splits[s][["user_id", "item_id"]] for s in ("train", "validation")]).astype(str)
+    seen = seen.assign(pos=bundle.items.get_indexer(seen["item_id"]))
+    seen = seen[seen["pos"] >= 0].drop_duplicates(["user_id", "pos"])
+    return {u: np.sort(g.to_numpy(np.int64)) for u, g in seen.groupby("user_id")["pos"]}
+
+
+def write_ranking(store: Store, run_id: str, result: dict[str, Any]) -> str:
+    """runs/<run_id>/ranking.json (one put: readers see the old or the new file); returns its URI."""
+    key = f"{run_prefix(run_id)}/{RESULT}"
+    body = {"run_id": run_id, "created_at": datetime.now(UTC).isoformat(),
+            "bundle_from_this_run": result.get("bundle_run_id") == run_id, **result}
+    store.put_bytes(key, json.dumps(body, indent=2, default=str).encode(), content_type="application/json")
+    return store.url_for(key)
+
+
+def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method, rounded, for a table artifact or a terminal."""
+    return [{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()} for m in result["methods"]]
+
+
+def format_table(result: dict[str, Any]) -> str:
+    k = result["k"]
+    head = f"{'method':<28}{'hr@' + str(k):>9}{'ndcg@' + str(k):>10}{'coverage':>10}{'mean_pop':>10}"
+    lines = [head, "-" * len(head)]
+    for r in table_rows(result):
+        lines.append(f"{r['method']:<28}{r[f'hr@{k}']:>9.4f}{r[f'ndcg@{k}']:>10.4f}"
+                     f"{r['catalogue_coverage']:>10.4f}{r['mean_popularity']:>10.2f}")
+    return "\n".join(lines)
