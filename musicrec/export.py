@@ -18,26 +18,19 @@ from typing import Literal
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pandas as pd
 import torch
 from onnx import TensorProto, helper
 
-from musicrec.errors import MusicrecError
+from musicrec.runtime import ID_INPUTS, OUTPUT, OnnxModelError, load_session, predict, read_metadata
 
 log = logging.getLogger(__name__)
 
-ID_INPUTS = ("user_id", "item_id")
 INDEX_INPUTS = ("user_idx", "item_idx")
-OUTPUT = "rating"
 ML_DOMAIN = "ai.onnx.ml"
 ML_OPSET = 3  # LabelEncoder-2 (string keys -> int64 values); pairs with ai.onnx opset 18
 _MAX_PROTO_BYTES = 2**31 - 1  # protobuf limit for a single-file model
 _HARMLESS_WARNINGS = (r".*axis name.*will not be used.*", r".*isinstance\(treespec, LeafSpec\).*")
-
-
-class OnnxModelError(MusicrecError):
-    """An ONNX model could not be exported, loaded or verified."""
 
 
 class ParityError(OnnxModelError):
@@ -238,63 +231,6 @@ def _save_checked(proto: onnx.ModelProto, path: Path) -> None:
     finally:
         if os.path.exists(tmp_name):
             os.remove(tmp_name)
-
-
-def load_session(path_or_bytes: str | Path | bytes, threads: int = 1) -> ort.InferenceSession:
-    """A CPU onnxruntime session with an explicit thread budget (intra-op threads, one inter-op thread)."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Spin-waiting pool threads steal the core the caller needs to marshal string inputs (2 threads, 2 cores:
-    # 0.85 vs 1.39 M pairs/s measured), so idle threads sleep.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
-    where = "<bytes>" if isinstance(src, bytes) else src
-    try:
-        sess = ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
-    except Exception as e:  # ORT raises pybind11 classes (InvalidProtobuf, Fail, NoSuchFile, ...)
-        raise OnnxModelError(
-            f"cannot load ONNX model {where}: {e}",
-            hint="the file is corrupt, truncated or not a musicrec export; re-download it",
-        ) from e
-    names = [(x.name, x.type) for x in sess.get_inputs()]
-    if names != [(n, "tensor(string)") for n in ID_INPUTS]:
-        raise OnnxModelError(
-            f"ONNX model {where} has inputs {names}; expected string inputs {list(ID_INPUTS)}"
-        )
-    return sess
-
-
-def read_metadata(session: ort.InferenceSession) -> dict[str, str]:
-    """The metadata_props written by export_onnx (model name, n_users, n_items, id-list hashes, ...)."""
-    return dict(session.get_modelmeta().custom_metadata_map)
-
-
-def predict(
-    session: ort.InferenceSession,
-    user_ids: Sequence[str] | np.ndarray | pd.Series,
-    item_ids: Sequence[str] | np.ndarray | pd.Series,
-    batch_size: int = 65536,
-) -> np.ndarray:
-    """Predicted ratings (float32) for aligned id pairs, scored in batches of batch_size."""
-    u, i = _as_strings(user_ids), _as_strings(item_ids)
-    if u.shape != i.shape or u.ndim != 1:
-        raise ValueError(f"user_ids and item_ids must be 1-d and aligned, got shapes {u.shape} and {i.shape}")
-    out = np.empty(len(u), dtype=np.float32)
-    for start in range(0, len(u), batch_size):
-        stop = start + batch_size
-        feed = {ID_INPUTS[0]: u[start:stop], ID_INPUTS[1]: i[start:stop]}
-        out[start:stop] = session.run([OUTPUT], feed)[0]
-    return out
-
-
-def _as_strings(ids: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:
-    """numpy str ('U') arrays pass as they are (ORT converts them fastest); anything else becomes object."""
-    if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
-        return ids
-    return np.asarray(ids, dtype=object)
 
 
 def verify_onnx(

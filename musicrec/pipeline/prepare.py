@@ -14,8 +14,14 @@ import pandas as pd
 from musicrec.data.split import read_splits, split_ratings, split_summary, write_splits
 from musicrec.dataset import TrainData, prepare_data
 from musicrec.pipeline.workspace import Workspace
-from musicrec.text import (Word2VecConfig, item_documents, item_vectors, load_item_vectors,
-                           save_item_vectors, train_word2vec)
+from musicrec.text import (
+    Word2VecConfig,
+    item_documents,
+    item_vectors,
+    load_item_vectors,
+    save_item_vectors,
+    train_word2vec,
+)
 
 
 def prepare(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),

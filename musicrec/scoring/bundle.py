@@ -23,7 +23,7 @@ import pandas as pd
 
 from musicrec.errors import StoreError
 from musicrec.hashing import sha256_bytes, sha256_file
-from musicrec.scoring.session import load_session, read_metadata
+from musicrec.runtime import load_session, read_metadata
 from musicrec.store import MissingKeyError, Store, safe_key_part
 
 POINTER = "models/champion.json"

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from musicrec.errors import DataError
+from musicrec.runtime import predict
 from musicrec.scoring.bundle import Bundle
 from musicrec.scoring.candidates import (
     FALLBACK,
@@ -17,7 +18,6 @@ from musicrec.scoring.candidates import (
     nearest_items,
     user_candidates,
 )
-from musicrec.scoring.session import predict
 
 TOPN_COLUMNS = ["user_id", "rank", "item_id", "score", "source"]
 
