@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, f"error: {e}")
     except KeyboardInterrupt:
         return _fail(args, "interrupted", code=130)
-    except Exception as e:  # an unexpected bug: still one line unless --debug
+    except Exception as e:  # noqa: BLE001  (an unexpected bug: still one line unless --debug)
         return _fail(args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)")
 
 

@@ -13,8 +13,7 @@ import scipy.sparse as sp
 
 TOKEN = re.compile(r"[a-z0-9']+")
 STOPWORDS = frozenset(
-    "a an and are as at be but by for from has have i i'm in is it it's its my of on or so that the this to was "
-    "were with you your me we they he she them his her our their not no just very all".split()
+    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "i'm", "in", "is", "it", "it's", "its", "my", "of", "on", "or", "so", "that", "the", "this", "to", "was", "were", "with", "you", "your", "me", "we", "they", "he", "she", "them", "his", "her", "our", "their", "not", "no", "just", "very", "all"]
 )
 
 

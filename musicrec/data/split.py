@@ -36,7 +36,7 @@ def split_ratings(
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) <= 0:
         raise ValueError(f"split fractions must be positive and sum to 1, got {fractions}")
     n = len(ratings)
-    n_train, n_val = int(round(n * fractions[0])), int(round(n * fractions[1]))
+    n_train, n_val = round(n * fractions[0]), round(n * fractions[1])
     if n_train < 1 or n_val < 1 or n - n_train - n_val < 1:
         raise DataError("ratings", f"{n} ratings are too few to split {fractions}",
                         hint="provide more ratings (at least a few hundred) or change the split fractions")

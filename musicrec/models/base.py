@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -126,7 +127,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     """ReLU MLP ending in one output with small weights, so training starts close to the bias model
     (exactly zero would leave the hidden layers without gradient and stall the first epochs)."""
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in itertools.pairwise(sizes):
         layers += [nn.Linear(a, b), nn.ReLU()]
     out = nn.Linear(sizes[-1], 1)
     nn.init.normal_(out.weight, 0.0, 0.01)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,7 +13,7 @@ from musicrec.models.base import ModelConfig, RatingModel, factor_tables
 
 class GMFRegression(RatingModel):
     name = "gmf_regression"
-    defaults = {"factors": 32, "epochs": 20, "lr": 0.005, "weight_decay": 1.0}
+    defaults: ClassVar[dict[str, Any]] = {"factors": 32, "epochs": 20, "lr": 0.005, "weight_decay": 1.0}
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
                  item_text: np.ndarray | None = None) -> None:

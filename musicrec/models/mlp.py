@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import numpy as np
 import torch
 
@@ -12,7 +14,7 @@ USER_DIM, ITEM_DIM = 8, 5
 
 class MLP(RatingModel):
     name = "mlp"
-    defaults = {"epochs": 10, "lr": 0.003, "weight_decay": 1.0, "hidden": [64, 32]}
+    defaults: ClassVar[dict[str, Any]] = {"epochs": 10, "lr": 0.003, "weight_decay": 1.0, "hidden": [64, 32]}
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
                  item_text: np.ndarray | None = None) -> None:
