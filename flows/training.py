@@ -77,7 +77,7 @@ def training(params: TrainingParams) -> dict[str, Any]:
         "run_id": ws.run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
         "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
         "baselines": baselines, "champion": {"name": champion}, "promoted": False, "previous_test_rmse": None,
-        "task_runner": params.task_runner,
+        "task_runner": params.task_runner, "sample_card": run.get("sample_card"),
     }
     if champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")

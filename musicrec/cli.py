@@ -88,6 +88,10 @@ def _train(args: argparse.Namespace) -> int:
     print(f"\nchampion: {champion.get('name')} ({champion.get('version')}), promoted: {report['promoted']}"
           f" (previous test RMSE: {report.get('previous_test_rmse')})")
     print(f"bundle: {champion.get('uri')}\nreport: {report['report_uri']}")
+    card = report.get("sample_card") or {}
+    if card.get("noise_rmse") is not None and champion.get("name"):
+        best = next(m["test_rmse"] for m in report["models"] if m["name"] == champion["name"])
+        print(f"noise floor (card.json noise_rmse): {card['noise_rmse']:.4f}; champion gap {best - card['noise_rmse']:.4f}")
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2, default=str))

@@ -56,6 +56,8 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
         assert m["test_rmse"] < base["global_mean"]["test_rmse"], m["name"]
     champ = next(m for m in report["models"] if m["name"] == report["champion"]["name"])
     assert champ["test_rmse"] < base["bias"]["test_rmse"]
+    assert report["sample_card"]["noise_rmse"] == pytest.approx(card["noise_rmse"])
+    assert champ["test_rmse"] > card["noise_rmse"]  # the gap to the noise floor is reported, never negative
     assert report["promoted"] is True and report["previous_test_rmse"] is None
     assert report["champion"]["onnx_check"]["max_abs_diff"] <= 1e-4
     assert report["champion"]["onnx_check"]["unknown_users"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,4 +44,17 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
         "inputs": [str(p) for p in [*reviews, *meta]],
         "read": {**summary, "notes": ds.notes()},
         "validation_markdown": {k: r.to_markdown() for k, r in reports.items()},
+        "sample_card": sample_card(reviews),
     }
+
+
+def sample_card(reviews: Sequence[str | Path]) -> dict[str, Any] | None:
+    """card.json of a generated sample (beside the reviews file), so reports can show the noise floor."""
+    card = Path(reviews[0]).with_name("card.json") if reviews else None
+    if card is None or not card.is_file():
+        return None
+    try:
+        data = json.loads(card.read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: data.get(k) for k in ("scale", "seed", "noise_rmse", "generator_version")}

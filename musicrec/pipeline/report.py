@@ -82,6 +82,10 @@ def model_card(report: dict[str, Any]) -> str:
     for k in ("train_rmse", "val_rmse", "test_rmse", "test_mae", "test_warm_rmse", "test_cold_user_rmse",
               "test_cold_item_rmse"):
         lines.append(f"| {k} | {_round(row.get(k))} |")
+    card = report.get("sample_card") or {}
+    if card.get("noise_rmse") is not None and row.get("test_rmse") is not None:
+        lines += ["", f"Generated sample: noise_rmse {card['noise_rmse']:.4f} (the best possible predictor); "
+                  f"the champion is {row['test_rmse'] - card['noise_rmse']:.4f} above it on test."]
     base = {b["name"]: b["test_rmse"] for b in report["baselines"]}
     lines += ["", f"Baselines (test RMSE): global mean {_round(base.get('global_mean'))}, "
               f"bias {_round(base.get('bias'))}.", "", f"Learning curves: {report.get('learning_curves_uri')}"]
