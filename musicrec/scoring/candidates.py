@@ -30,6 +30,18 @@ class CandidateIndex:
     unit: np.ndarray  # their L2-normalised vectors (float32), aligned with vec_pos
     vec_row: np.ndarray  # position -> row in unit, or -1
     history: dict[str, np.ndarray]  # user id -> rated item positions
+    buckets: Buckets | None = None  # coarse clusters of unit rows for large catalogues (None: exact search)
+
+
+@dataclass
+class Buckets:
+    """An inverted-file index over the text vectors: rows grouped by nearest centroid, and for each bucket
+    the buckets to search (itself and its nearest neighbours)."""
+
+    of_row: np.ndarray  # row -> bucket
+    indptr: np.ndarray  # CSR over buckets -> rows
+    rows: np.ndarray
+    probes: np.ndarray  # bucket -> buckets to search, [n_buckets, n_probe]
 
 
 def build_index(bundle: Bundle) -> CandidateIndex:
@@ -48,8 +60,34 @@ def build_index(bundle: Bundle) -> CandidateIndex:
     vec_row[vec_pos] = np.arange(len(vec_pos))
     hist = bundle.history.assign(pos=items.get_indexer(bundle.history["item_id"]))
     history = {u: g.to_numpy(np.int64) for u, g in hist[hist["pos"] >= 0].groupby("user_id")["pos"]}
+    buckets = build_buckets(unit) if len(unit) > EXACT_LIMIT else None
     return CandidateIndex(np.asarray(items, dtype=object), popularity, order, indptr, dst[by_src],
-                          vec_pos, unit, vec_row, history)
+                          vec_pos, unit, vec_row, history, buckets)
+
+
+EXACT_LIMIT = 20_000  # up to this many text vectors, neighbours are searched exactly
+
+
+def build_buckets(unit: np.ndarray, n_probe: int = 3, iterations: int = 3, seed: int = 0) -> Buckets:
+    """Spherical k-means with about sqrt(n) centroids, seeded: at seed size (about 400K vectors) a query
+    then compares against a few thousand rows instead of all of them."""
+    n_buckets = int(np.sqrt(len(unit)))
+    centroids = unit[np.random.default_rng(seed).choice(len(unit), n_buckets, replace=False)]
+    for _ in range(iterations):
+        of_row = _nearest_centroid(unit, centroids)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, of_row, unit)
+        norm = np.linalg.norm(sums, axis=1, keepdims=True)
+        centroids = np.where(norm > 0, sums / np.maximum(norm, 1e-12), centroids)
+    of_row = _nearest_centroid(unit, centroids)
+    order = np.argsort(of_row, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(of_row, minlength=n_buckets))])
+    probes = np.argsort(-(centroids @ centroids.T), axis=1)[:, :n_probe]
+    return Buckets(of_row, indptr, order, probes)
+
+
+def _nearest_centroid(unit: np.ndarray, centroids: np.ndarray, block: int = 65536) -> np.ndarray:
+    return np.concatenate([np.argmax(unit[s:s + block] @ centroids.T, axis=1) for s in range(0, len(unit), block)])
 
 
 def _unit_vectors(vectors: pd.DataFrame, items: pd.Index) -> tuple[np.ndarray, np.ndarray]:
@@ -61,21 +99,35 @@ def _unit_vectors(vectors: pd.DataFrame, items: pd.Index) -> tuple[np.ndarray, n
 
 
 def nearest_items(index: CandidateIndex, positions: np.ndarray, k: int, block: int = 1024) -> dict[int, np.ndarray]:
-    """The k items with the highest cosine similarity to each given item (itself excluded), in blocks."""
+    """The k items with the highest cosine similarity to each given item (itself excluded): exact for small
+    catalogues, searched within the item's bucket and its nearest buckets for large ones."""
     rows = index.vec_row[positions]
-    query = positions[rows >= 0]
-    out: dict[int, np.ndarray] = {}
+    query = np.unique(rows[rows >= 0])
     k = min(k, len(index.vec_pos) - 1)
-    if k <= 0:
-        return out
-    for start in range(0, len(query), block):
-        q = query[start:start + block]
-        sims = index.unit[index.vec_row[q]] @ index.unit.T
-        sims[np.arange(len(q)), index.vec_row[q]] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        for p, t in zip(q, top):
-            out[int(p)] = index.vec_pos[t]
+    if k <= 0 or len(query) == 0:
+        return {}
+    if index.buckets is None:
+        groups = [(query[s:s + block], np.arange(len(index.unit))) for s in range(0, len(query), block)]
+    else:
+        groups = _bucket_groups(index.buckets, query)
+    out: dict[int, np.ndarray] = {}
+    for q, cand in groups:
+        sims = index.unit[q] @ index.unit[cand].T
+        sims[cand[None, :] == q[:, None]] = -np.inf
+        kk = min(k, len(cand) - 1)
+        if kk <= 0:
+            continue
+        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        for r, t in zip(q, top):
+            out[int(index.vec_pos[r])] = index.vec_pos[cand[t]]
     return out
+
+
+def _bucket_groups(b: Buckets, query: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(query rows, candidate rows) per bucket: the queries in a bucket search its probe buckets."""
+    by_bucket = pd.Series(query).groupby(b.of_row[query]).agg(lambda x: x.to_numpy())
+    return [(q, np.concatenate([b.rows[b.indptr[p]:b.indptr[p + 1]] for p in b.probes[bucket]]))
+            for bucket, q in by_bucket.items()]
 
 
 def user_candidates(index: CandidateIndex, rated: np.ndarray, neighbours: dict[int, np.ndarray], n: int,

@@ -44,8 +44,8 @@ def score_pairs(bundle: Bundle, pairs: pd.DataFrame, batch_size: int = 65536) ->
     u = pairs["user_id"].to_numpy(object)
     i = pairs["item_id"].to_numpy(object)
     return pairs.assign(predicted_rating=predict(bundle.session, u, i, batch_size),
-                        unknown_user=~pd.Index(u).isin(bundle.users),
-                        unknown_item=~pd.Index(i).isin(bundle.items))
+                        unknown_user=bundle.users.get_indexer(u) < 0,
+                        unknown_item=bundle.items.get_indexer(i) < 0)
 
 
 def rank_users(bundle: Bundle, index: CandidateIndex, users: list[str], n: int, n_popular: int = 20,
