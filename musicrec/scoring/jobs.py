@@ -4,6 +4,7 @@ commit the parts. Everything takes and returns paths and small dicts so any task
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,22 +26,37 @@ def fetch_bundle(store_uri: str, version: str, workdir: str | Path) -> dict[str,
     directory = Path(workdir) / "bundle"
     directory.mkdir(parents=True, exist_ok=True)
     meta = download_bundle(store, version, directory, sha)
-    load_bundle(directory)
+    _loaded(str(directory), 1, with_index=False)  # proves it loads, and warms this process's cache
     return {"version": version, "model": meta.get("model"), "directory": str(directory)}
 
 
+_LOAD_LOCK = threading.Lock()
+
+
+def _loaded(directory: str, threads: int, with_index: bool = True) -> tuple[Bundle, CandidateIndex | None]:
+    """One load per process and bundle, shared by the chunk tasks on the same worker (sessions are
+    thread-safe). The lock makes concurrent chunks wait for the first load instead of each loading the
+    bundle again; pair jobs skip the candidate index, which only top-N needs."""
+    with _LOAD_LOCK:
+        bundle = _bundle(directory, threads)
+        return bundle, (_index(directory, threads) if with_index else None)
+
+
 @functools.lru_cache(maxsize=4)
-def _loaded(directory: str, threads: int) -> tuple[Bundle, CandidateIndex]:
-    """One load per process and bundle: chunk tasks on the same worker share it (sessions are thread-safe)."""
-    bundle = load_bundle(Path(directory), threads=threads)
-    return bundle, build_index(bundle)
+def _bundle(directory: str, threads: int) -> Bundle:
+    return load_bundle(Path(directory), threads=threads)
+
+
+@functools.lru_cache(maxsize=4)
+def _index(directory: str, threads: int) -> CandidateIndex:
+    return build_index(_bundle(directory, threads))
 
 
 def list_users(directory: str, users_path: str = "") -> list[str]:
     """The users of a top-N job: the file's user_id column (first occurrence order) or every known user."""
     if users_path:
         return list(dict.fromkeys(read_table(users_path, ["user_id"])["user_id"]))
-    return [str(u) for u in _loaded(directory, 1)[0].users]
+    return [str(u) for u in _loaded(directory, 1, with_index=False)[0].users]
 
 
 def count_rows(pairs_path: str) -> int:
@@ -50,7 +66,7 @@ def count_rows(pairs_path: str) -> int:
 def score_pairs_chunk(directory: str, pairs_path: str, start: int, stop: int, out_path: str,
                       batch_size: int = 65536, threads: int = 1) -> dict[str, Any]:
     """Score input rows [start, stop) and write them (input order) to out_path."""
-    bundle, _ = _loaded(directory, threads)
+    bundle, _ = _loaded(directory, threads, with_index=False)
     pairs = read_table(pairs_path, ["user_id", "item_id"]).iloc[start:stop]
     t0 = time.perf_counter()
     out = score_pairs(bundle, pairs, batch_size)
