@@ -39,7 +39,9 @@ class ValidationFailed(MusicrecError):
             lines.append(f"  - {f['expectation']}: {f.get('detail', '')}")
             if f.get("examples"):
                 lines.append(f"      e.g. {f['examples']}")
-        super().__init__("\n".join(lines), hint="fix or drop the offending rows in the input and run again")
+        hints = list(dict.fromkeys(str(f["hint"]) for f in failures if f.get("hint")))
+        hint = "; ".join(hints) if hints else "fix or drop the offending rows in the input and run again"
+        super().__init__("\n".join(lines), hint=hint)
 
 
 class StoreError(MusicrecError):

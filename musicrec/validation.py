@@ -56,7 +56,7 @@ class ValidationReport:
         """The broken expectations as {expectation, detail, examples} (the shape ValidationFailed takes);
         the detail ends with the expectation's note of intent, so a message says why the rule exists."""
         return [
-            {"expectation": r["expectation"], "examples": r["examples"],
+            {"expectation": r["expectation"], "examples": r["examples"], "hint": r.get("hint", ""),
              "detail": f"{r['detail']}\n      why: {r['notes']}" if r["notes"] else r["detail"]}
             for r in self.results
             if not r["success"]
@@ -236,6 +236,7 @@ def _summarise(r: Any, rows: int, integer_columns: set[str]) -> dict[str, Any]:
         "observed": _plain(res.get("observed_value")),
         "detail": detail,
         "notes": (config.meta or {}).get("notes", ""),
+        "hint": (config.meta or {}).get("hint", ""),
     }
 
 

@@ -143,7 +143,7 @@ def test_validation_failed_lists_each_expectation_with_count_and_examples(good):
     err = info.value
     assert err.suite == "ratings"
     assert [f["expectation"] for f in err.failures] == [LENGTHS, BETWEEN]
-    assert all(set(f) == {"expectation", "detail", "examples"} for f in err.failures)
+    assert all(set(f) == {"expectation", "detail", "examples", "hint"} for f in err.failures)
     text = str(err)
     assert "2 expectation(s) broken" in text
     assert f"{BETWEEN}: rating between 1 and 5: 3 of 200 rows (1.50%) unexpected" in text
@@ -238,3 +238,13 @@ def test_great_expectations_is_imported_lazily():
     code = "import sys, musicrec.validation; print('great_expectations' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_failed_expectations_carry_their_own_advice(tiny):
+    ratings = tiny[0].head(10).assign(rating=5.0)
+    with pytest.raises(ValidationFailed) as info:
+        check(ratings, "ratings")
+    message = str(info.value)
+    assert "give at least 50 ratings" in message
+    assert "every row has the same value" in message
+    assert "fix or drop the offending rows" not in message
