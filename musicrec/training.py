@@ -130,14 +130,17 @@ def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Opti
         if p_drop > 0:  # teach the reserved unknown rows what an unseen user / item looks like
             u = u.masked_fill(torch.rand(len(u), generator=gen) < p_drop, 0)
             i = i.masked_fill(torch.rand(len(i), generator=gen) < p_drop, 0)
-        loss = model.loss(model.score(u, i), r)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        (loss + model.regularization(u, i, inv_u[u], inv_i[i])).backward()
+        loss = model.manual_gradients(u, i, r, inv_u[u], inv_i[i])
+        if loss is None:  # the general path: autograd through score, loss and regularisation
+            data_loss = model.loss(model.score(u, i), r)
+            (data_loss + model.regularization(u, i, inv_u[u], inv_i[i])).backward()
+            loss = data_loss.item()
         for opt in optimizers:
             opt.step()
         model.after_step(u, i)
-        total += loss.item() * len(idx)
+        total += loss * len(idx)
     return total / max(n, 1)
 
 

@@ -98,6 +98,12 @@ class RatingModel(nn.Module):
         self.user_bias.weight.copy_(torch.as_tensor(user_bias, dtype=torch.float32)[:, None])
         self.item_bias.weight.copy_(torch.as_tensor(item_bias, dtype=torch.float32)[:, None])
 
+    def manual_gradients(self, user_idx: torch.Tensor, item_idx: torch.Tensor, rating: torch.Tensor,
+                         user_weight: torch.Tensor, item_weight: torch.Tensor) -> float | None:
+        """Families with a closed-form gradient set .grad themselves (faster than autograd on huge sparse
+        tables) and return the batch's data loss; None means: use autograd."""
+        return None
+
     def after_step(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> None:
         """Hook for constraints applied after each optimiser step (nnmf)."""
 
@@ -106,6 +112,34 @@ class RatingModel(nn.Module):
 
     def user_tables(self) -> list[nn.Embedding]:
         return [m for n, m in self.named_children() if isinstance(m, nn.Embedding) and n.startswith("user")]
+
+
+class DotProductGradients:
+    """Closed-form gradients for mu + b_u + b_i + p_u . q_i under MSE and the frequency-weighted L2 of
+    RatingModel.regularization. Autograd's sparse embedding backward and the second lookup the penalty
+    needs were half of every step at seed size; this computes the same gradients from one lookup and
+    hands them to the optimiser as uncoalesced sparse tensors."""
+
+    @torch.no_grad()
+    def manual_gradients(self, user_idx: torch.Tensor, item_idx: torch.Tensor, rating: torch.Tensor,
+                         user_weight: torch.Tensor, item_weight: torch.Tensor) -> float | None:
+        m: Any = self
+        bu, bi = m.user_bias.weight[user_idx], m.item_bias.weight[item_idx]
+        p, q = m.user_factors.weight[user_idx], m.item_factors.weight[item_idx]
+        err = m.global_mean + bu.squeeze(1) + bi.squeeze(1) + (p * q).sum(1) - rating
+        scale = 2.0 / max(len(rating), 1)
+        e, wu, wi = err.unsqueeze(1), user_weight.unsqueeze(1), item_weight.unsqueeze(1)
+        lam, lam_b = m.cfg.weight_decay, m.cfg.bias_decay
+        _set_sparse_grad(m.user_bias.weight, user_idx, scale * (e + lam_b * bu * wu))
+        _set_sparse_grad(m.item_bias.weight, item_idx, scale * (e + lam_b * bi * wi))
+        _set_sparse_grad(m.user_factors.weight, user_idx, scale * (e * q + lam * p * wu))
+        _set_sparse_grad(m.item_factors.weight, item_idx, scale * (e * p + lam * q * wi))
+        return float(err.pow(2).mean())
+
+
+def _set_sparse_grad(weight: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    if weight.requires_grad:
+        weight.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, weight.shape, check_invariants=False)
 
 
 def embedding(rows: int, dim: int, std: float, zero_unknown: bool = False) -> nn.Embedding:

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from musicrec.models.base import ModelConfig, RatingModel, factor_tables
+from musicrec.models.base import DotProductGradients, ModelConfig, RatingModel, factor_tables
 
 
-class GMF(RatingModel):
+class GMF(DotProductGradients, RatingModel):
     name = "gmf"
     defaults: ClassVar[dict[str, Any]] = {"factors": 32, "epochs": 20, "lr": 0.005, "weight_decay": 1.0}
 

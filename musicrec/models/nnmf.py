@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from musicrec.models.base import ModelConfig, RatingModel, factor_tables
+from musicrec.models.base import DotProductGradients, ModelConfig, RatingModel, factor_tables
 
 
-class NNMF(RatingModel):
+class NNMF(DotProductGradients, RatingModel):
     name = "nnmf"
     defaults: ClassVar[dict[str, Any]] = {"factors": 32, "epochs": 80, "lr": 0.005, "weight_decay": 1.0}
 
