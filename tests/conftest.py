@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synth import tiny_tables  # noqa: E402
+from synth import tiny_tables
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -40,3 +40,20 @@ def small_sample(tmp_path_factory):
     out = tmp_path_factory.mktemp("small_sample")
     card = generate_sample(out, scale="small", seed=0)
     return out, card
+
+
+@pytest.fixture(scope="session")
+def quick_champion(prefect_harness, small_sample, tmp_path_factory):
+    """(store_uri, root, report) of one quick training run (gmf_logistic, 3 epochs) shared by the scoring and
+    evaluation tests: on this sparse sample plain dot products barely beat the bias baseline, the logistic
+    link does, so a champion is published. Tests that modify the store must restore it."""
+    from flows.training import TrainingParams, training
+
+    sample, _ = small_sample
+    root = tmp_path_factory.mktemp("quick_champion")
+    store_uri = (root / "store").as_uri()
+    report = training(TrainingParams(reviews=[str(sample / "reviews.json.gz")], meta=[str(sample / "meta.json.gz")],
+                                     store_uri=store_uri, work_dir=str(root / "work"), models=["gmf_logistic"],
+                                     overrides={"gmf_logistic": {"epochs": 3}}))
+    assert report["promoted"], f"the training run published no champion: {report['champion']}"
+    return store_uri, root, report

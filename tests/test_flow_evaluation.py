@@ -13,17 +13,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.flow]
 
 
 @pytest.fixture(scope="module")
-def trained(prefect_harness, small_sample, tmp_path_factory):
-    """(store_uri, report) of a gmf_logistic-only training run (3 epochs; see test_flow_scoring)."""
-    from flows.training import TrainingParams, training
-
-    sample, _ = small_sample
-    root = tmp_path_factory.mktemp("evaluation")
-    store_uri = (root / "store").as_uri()
-    report = training(TrainingParams(reviews=[str(sample / "reviews.json.gz")], meta=[str(sample / "meta.json.gz")],
-                                     store_uri=store_uri, work_dir=str(root / "work"), models=["gmf_logistic"],
-                                     overrides={"gmf_logistic": {"epochs": 3}}))
-    assert report["promoted"], f"the training run published no champion: {report['champion']}"
+def trained(quick_champion):
+    store_uri, _, report = quick_champion
     return store_uri, report
 
 

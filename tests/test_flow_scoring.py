@@ -23,18 +23,8 @@ TOP_N = 10
 
 
 @pytest.fixture(scope="module")
-def trained(prefect_harness, small_sample, tmp_path_factory):
-    """(store_uri, workspace, report) of a gmf_logistic-only training run (3 epochs): on this sparse sample
-    plain dot-product models barely beat the bias baseline, the logistic link does, so a champion exists."""
-    from flows.training import TrainingParams, training
-
-    sample, _ = small_sample
-    root = tmp_path_factory.mktemp("scoring")
-    store_uri = (root / "store").as_uri()
-    report = training(TrainingParams(reviews=[str(sample / "reviews.json.gz")], meta=[str(sample / "meta.json.gz")],
-                                     store_uri=store_uri, work_dir=str(root / "work"), models=["gmf_logistic"],
-                                     overrides={"gmf_logistic": {"epochs": 3}}))
-    assert report["promoted"], f"the training run published no champion: {report['champion']}"
+def trained(quick_champion):
+    store_uri, root, report = quick_champion
     return store_uri, Workspace(root / "work" / report["run_id"]), report
 
 
