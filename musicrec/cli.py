@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -71,16 +72,21 @@ def _train(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as e:
         raise MusicrecError(f"--overrides is not valid JSON: {e}", hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'') from e
     # The CLI is the one place in musicrec that starts a flow; the library itself never imports Prefect.
-    from flows.console import quiet_console_tracebacks
+    from flows.console import quiet_console_tracebacks, show_epoch_bars
     from flows.training import TrainingParams, training
 
     if not _debug(args):
         quiet_console_tracebacks()
-
+    bars = show_epoch_bars() if os.environ.get("MUSICREC_PROGRESS", _default_progress()) == "bars" else None
     params = TrainingParams(reviews=args.reviews, meta=args.meta, store_uri=args.store, models=models,
                             seed=args.seed, overrides=overrides, task_runner=args.task_runner,
                             dask_address=args.dask_address)
-    report = training(params)
+    try:
+        report = training(params)
+    finally:
+        if bars:
+            logging.getLogger("").removeHandler(bars)
+            bars.close()
     for note in report.get("read", {}).get("notes", []):  # what the readers repaired or warn about
         print(f"input: {note}")
     champion = report["champion"]
@@ -140,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, "interrupted", code=130)
     except Exception as e:  # noqa: BLE001  (an unexpected bug: still one line unless --debug)
         return _fail(args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)")
+
+
+def _default_progress() -> str:
+    """Bars on an interactive terminal, plain log lines everywhere else (files, CI, pipes)."""
+    return "bars" if sys.stderr.isatty() else "lines"  # MUSICREC_PROGRESS=lines keeps log lines on a terminal
 
 
 def _debug(args: argparse.Namespace) -> bool:
