@@ -48,12 +48,12 @@ class TrainingParams(BaseModel):
 
 @flow(name="train-models")
 def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str, Any]],
-                 threads_per_model: int) -> list[dict[str, Any]]:
-    """The parallel stage: one task run per model on the runner chosen by the parent flow."""
+                 threads_per_model: int) -> dict[str, list[dict[str, Any]]]:
+    """The parallel stage: one task run per model (and one for the baselines) on the parent's runner."""
     futures = [t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model) for m in models]
     baselines = t.evaluate_baselines.submit(workdir)
     wait([*futures, baselines])
-    return [f.result() for f in futures] + [{"baselines": baselines.result()}]
+    return {"models": [f.result() for f in futures], "baselines": baselines.result()}
 
 
 @flow(name="training")
@@ -68,9 +68,9 @@ def training(params: TrainingParams) -> dict[str, Any]:
     prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, params.threads, len(params.models))
     overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})} for m in params.models}
-    *rows, extra = train_models.with_options(task_runner=runner)(
+    trained = train_models.with_options(task_runner=runner)(
         workdir, list(params.models), overrides, max(1, params.threads // parallel))
-    baselines = extra["baselines"]
+    rows, baselines = trained["models"], trained["baselines"]
     bias = next(b for b in baselines if b["name"] == "bias")
     champion = choose_champion(rows, bias["val_rmse"])
     report: dict[str, Any] = {

@@ -61,24 +61,27 @@ class Dataset:
 
 def read_ratings(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
     """Read one reviews/ratings file of any supported format as the canonical ratings table (not de-duplicated)."""
-    fmt = detect_format(path)
-    if fmt not in _RATING_READERS:
-        raise DataError(path, f"this is item metadata ({fmt}), not reviews or ratings",
-                        hint="pass it as metadata (meta=...) and give a reviews or ratings file as reviews")
-    stats = ReadStats(str(path), fmt)
-    df = _RATING_READERS[fmt](path, stats)
-    stats.rows_kept = len(df)
-    return df, stats
+    return _read_one(path, _RATING_READERS, "item metadata ({fmt}), not reviews or ratings",
+                     "pass it as metadata (meta=...) and give a reviews or ratings file as reviews")
 
 
 def read_items(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
     """Read one item metadata file of any supported format as the canonical items table (one row per item)."""
+    df, stats = _read_one(path, _ITEM_READERS, "a reviews/ratings file ({fmt}), not item metadata",
+                          "pass it as reviews and give a metadata file as meta")
+    df = df.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+    stats.rows_kept = len(df)
+    return df, stats
+
+
+def _read_one(path: str | Path, readers: dict[str, Reader], wrong_kind: str,
+              hint: str) -> tuple[pd.DataFrame, ReadStats]:
+    """Detect the format, refuse a file of the other kind, read it with the matching reader."""
     fmt = detect_format(path)
-    if fmt not in _ITEM_READERS:
-        raise DataError(path, f"this is a reviews/ratings file ({fmt}), not item metadata",
-                        hint="pass it as reviews and give a metadata file as meta")
+    if fmt not in readers:
+        raise DataError(path, "this is " + wrong_kind.format(fmt=fmt), hint=hint)
     stats = ReadStats(str(path), fmt)
-    df = _ITEM_READERS[fmt](path, stats).drop_duplicates("item_id", keep="last").reset_index(drop=True)
+    df = readers[fmt](path, stats)
     stats.rows_kept = len(df)
     return df, stats
 

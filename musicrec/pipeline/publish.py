@@ -20,10 +20,9 @@ from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.metrics import rmse
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
-from musicrec.scoring.bundle import TABLES, download_bundle, write_tables
+from musicrec.scoring.bundle import POINTER, TABLES, download_bundle, read_pointer, write_tables
 from musicrec.store import MissingKeyError, Store, safe_key_part
 
-POINTER = "models/champion.json"
 BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
 
 
@@ -83,12 +82,6 @@ def _refuse_overwrite(store: Store, metadata_key: str, metadata_sha256: str) -> 
     if sha256_bytes(existing) != metadata_sha256:
         raise StoreError(f"{store.url_for(metadata_key)} already holds a different bundle",
                          hint="published versions are never overwritten; publish under a new version")
-
-
-def read_pointer(store: Store) -> tuple[dict[str, Any] | None, str | None]:
-    """The champion pointer and its version token, or (None, None) when nothing is published."""
-    got = store.read_versioned(POINTER)
-    return (json.loads(got[0]), got[1]) if got else (None, None)
 
 
 def load_published(store: Store, pointer: dict[str, Any], workdir: Path) -> Path:

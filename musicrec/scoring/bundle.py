@@ -48,17 +48,17 @@ def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids:
     return list(TABLES)
 
 
-def read_pointer(store: Store) -> dict[str, Any] | None:
-    """The champion pointer, or None when nothing is published."""
+def read_pointer(store: Store) -> tuple[dict[str, Any] | None, str | None]:
+    """The champion pointer and its version token (for a conditional rewrite), or (None, None)."""
     got = store.read_versioned(POINTER)
-    return json.loads(got[0]) if got else None
+    return (json.loads(got[0]), got[1]) if got else (None, None)
 
 
 def resolve_version(store: Store, version: str = "") -> tuple[str, str | None]:
     """(version, expected metadata sha256): the given version, or the champion pointer's (with its sha256)."""
     if version:
         return version, None
-    pointer = read_pointer(store)
+    pointer, _ = read_pointer(store)
     if pointer is None:
         raise StoreError(f"no champion at {store.url_for(POINTER)} and no --version given",
                          hint="run the training flow first, or name a published version")

@@ -39,7 +39,7 @@ def run_version(store: Store, run_id: str, version: str = "") -> str:
         built = json.loads(store.get_bytes(key)).get("champion", {}).get("version")
         if built:
             return str(built)
-    pointer = read_pointer(store)
+    pointer, _ = read_pointer(store)
     if pointer is None:
         raise StoreError(f"run {run_id} built no bundle and {store.url_for('models/champion.json')} is absent",
                          hint="name a published model with --version")
