@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from train_models import code_state, ensure_sample, machine
 
+from musicrec.runtime import load_session, predict
 from musicrec.scoring.bundle import download_bundle, load_bundle, resolve_version
 from musicrec.scoring.candidates import build_index
 from musicrec.scoring.rank import rank_users
-from musicrec.runtime import load_session, predict
 from musicrec.store import open_store
 
 MODEL = "gmf_logistic"

@@ -28,7 +28,7 @@ class ScoringParams(BaseModel):
     all_users: bool = Field(False, description="top-N lists for every user the model knows")
     top_n: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(65536, ge=1, description="pairs per onnxruntime call")
-    chunk_rows: int = Field(200_000, ge=1, description="pairs per chunk task")
+    chunk_rows: int = Field(500_000, ge=1, description="at most this many pairs per chunk task")
     chunk_users: int = Field(5_000, ge=1, description="users per chunk task")
     out: str = Field("", description="output URI; empty = <store>/scores/<run id>/<job>")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, description="parallel chunk tasks")
@@ -51,9 +51,8 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     parts_dir = ws.root / "parts"
     parts_dir.mkdir(exist_ok=True)
     job = "pairs" if params.pairs else "topn"
-    runner = ThreadPoolTaskRunner(max_workers=max(1, params.threads))
     t0 = time.perf_counter()
-    parts, summaries = _score_chunks.with_options(task_runner=runner)(params, bundle["directory"], str(parts_dir))
+    parts, summaries = _score_chunks(params, bundle["directory"], parts_dir)
     seconds = time.perf_counter() - t0
     extra: dict[str, Any] = {"job": job, "version": bundle["version"], "model": bundle["model"],
                              "seconds": round(seconds, 3)}
@@ -65,20 +64,24 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     return t.commit_output(out_uri, prefix, parts, summaries, extra)
 
 
-@flow(name="score-chunks")
-def _score_chunks(params: ScoringParams, directory: str, parts_dir: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """The parallel stage: one task run per chunk, written to local part files."""
-    if params.pairs:
-        n = jobs.count_rows(params.pairs)
-        starts = list(range(0, n, params.chunk_rows)) or [0]
-        paths = [str(Path(parts_dir) / f"{k:05d}.parquet") for k in range(len(starts))]
-        futures = [t.score_pairs_chunk.submit(directory, params.pairs, s, s + params.chunk_rows, p, params.batch_size)
-                   for s, p in zip(starts, paths)]
-    else:
-        users = jobs.list_users(directory, params.users)
-        chunks = [users[s:s + params.chunk_users] for s in range(0, len(users), params.chunk_users)] or [[]]
-        paths = [str(Path(parts_dir) / f"{k:05d}.parquet") for k in range(len(chunks))]
-        futures = [t.rank_users_chunk.submit(directory, c, k, params.top_n, p, params.batch_size)
-                   for k, (c, p) in enumerate(zip(chunks, paths))]
-    wait(futures)
-    return paths, [f.result() for f in futures]
+def _score_chunks(params: ScoringParams, directory: str, parts_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """The parallel stage: one task run per chunk, at most params.threads at a time, each writing a local part."""
+    workers = max(1, params.threads)
+    with ThreadPoolTaskRunner(max_workers=workers) as runner:
+        if params.pairs:
+            ranges = jobs.plan_pair_chunks(params.pairs, params.chunk_rows, workers)
+            paths = [str(parts_dir / f"{k:05d}.parquet") for k in range(len(ranges))]
+            futures = [runner.submit(t.score_pairs_chunk, {"directory": directory, "pairs_path": params.pairs,
+                                                           "start": a, "stop": b, "out_path": p,
+                                                           "batch_size": params.batch_size})
+                       for (a, b), p in zip(ranges, paths)]
+        else:
+            users = jobs.list_users(directory, params.users)
+            chunks = [users[s:s + params.chunk_users] for s in range(0, len(users), params.chunk_users)] or [[]]
+            paths = [str(parts_dir / f"{k:05d}.parquet") for k in range(len(chunks))]
+            futures = [runner.submit(t.rank_users_chunk, {"directory": directory, "users": c, "chunk": k,
+                                                          "top_n": params.top_n, "out_path": p,
+                                                          "batch_size": params.batch_size})
+                       for k, (c, p) in enumerate(zip(chunks, paths))]
+        wait(futures)
+        return paths, [f.result() for f in futures]

@@ -2,7 +2,9 @@
 
 The torch graph takes int64 indices (0 = unknown). Two ai.onnx.ml LabelEncoder nodes in front of it map the
 string inputs "user_id"/"item_id" to those indices (ids[k] -> k + 1, anything else -> 0), so a scorer needs the
-.onnx file only: no id tables, no pickles. Scoring helpers (load_session, predict) live here too.
+.onnx file only: no id tables, no pickles. Two boolean outputs "unknown_user"/"unknown_item" (index == 0) tell the
+scorer which ids the model never saw, from the same lookup, so scoring does not hash every id a second time.
+Loading and scoring live in musicrec.runtime (torch-free).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ import pandas as pd
 import torch
 from onnx import TensorProto, helper
 
-from musicrec.runtime import ID_INPUTS, OUTPUT, OnnxModelError, load_session, predict, read_metadata
+from musicrec.runtime import (
+    FLAG_OUTPUTS,
+    ID_INPUTS,
+    OUTPUT,
+    OnnxModelError,
+    load_session,
+    predict_flagged,
+    read_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +88,7 @@ def export_onnx(
     finally:
         model.train(was_training)
     _strip_debug_info(proto.graph)
-    _splice_label_encoders(proto, users, items)
+    _splice_id_encoders(proto, users, items)
     meta = {
         "musicrec.model_name": type(model).__name__,
         **{str(k): str(v) for k, v in (metadata or {}).items()},
@@ -181,8 +191,9 @@ def _strip_debug_info(graph: onnx.GraphProto) -> None:
         item.doc_string = ""
 
 
-def _splice_label_encoders(proto: onnx.ModelProto, user_ids: list[str], item_ids: list[str]) -> None:
-    """Replace the int64 graph inputs by string inputs that LabelEncoder nodes map to the old input names."""
+def _splice_id_encoders(proto: onnx.ModelProto, user_ids: list[str], item_ids: list[str]) -> None:
+    """Replace the int64 graph inputs by string inputs that LabelEncoder nodes map to the old input names, and
+    add the unknown-id flag outputs (index == 0)."""
     g = proto.graph
     if [x.name for x in g.input] != list(INDEX_INPUTS) or [x.name for x in g.output] != [OUTPUT]:
         raise OnnxModelError(
@@ -190,8 +201,9 @@ def _splice_label_encoders(proto: onnx.ModelProto, user_ids: list[str], item_ids
             f"{[x.name for x in g.output]}; expected {list(INDEX_INPUTS)} -> ['{OUTPUT}']"
         )
     taken = {x.name for x in g.initializer} | {o for n in g.node for o in n.output}
-    if taken & set(ID_INPUTS):
-        raise OnnxModelError(f"graph already uses the names {sorted(taken & set(ID_INPUTS))}")
+    new_names = {*ID_INPUTS, *FLAG_OUTPUTS, "unknown_index"}
+    if taken & new_names:
+        raise OnnxModelError(f"graph already uses the names {sorted(taken & new_names)}")
     encoders = [
         helper.make_node(
             "LabelEncoder",
@@ -205,9 +217,14 @@ def _splice_label_encoders(proto: onnx.ModelProto, user_ids: list[str], item_ids
         )
         for src, dst, ids in zip(ID_INPUTS, INDEX_INPUTS, (user_ids, item_ids))
     ]
-    nodes = encoders + list(g.node)
+    zero = helper.make_node("Constant", [], ["unknown_index"],
+                            value=helper.make_tensor("unknown_index", TensorProto.INT64, [], [0]))
+    flags = [helper.make_node("Equal", [idx, "unknown_index"], [flag], name=f"{flag}_flag")
+             for idx, flag in zip(INDEX_INPUTS, FLAG_OUTPUTS)]
+    nodes = encoders + [zero, *flags] + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
+    g.output.extend(helper.make_tensor_value_info(f, TensorProto.BOOL, ["batch"]) for f in FLAG_OUTPUTS)
     del g.input[:]
     g.input.extend(helper.make_tensor_value_info(n, TensorProto.STRING, ["batch"]) for n in ID_INPUTS)
     g.value_info.extend(helper.make_tensor_value_info(n, TensorProto.INT64, ["batch"]) for n in INDEX_INPUTS)
@@ -248,7 +265,7 @@ def verify_onnx(
 
     user_ids / item_ids are the known id lists given to export_onnx (index order). Checks: onnx.checker
     (full), everything embedded in one file, metadata hashes match the id lists, dynamic batch (1, 7, all),
-    and parity within atol, unknown ids included.
+    parity within atol, unknown ids included, and unknown-id flags equal to the reference lookup.
     """
     path = Path(path)
     _check_file(path)
@@ -266,8 +283,11 @@ def verify_onnx(
     n = len(expected)
     diff = 0.0
     for k in sorted({min(1, n), min(7, n), n} - {0}):
-        got = predict(sess, u_str[:k], i_str[:k], batch_size=k)
+        got, unknown_user, unknown_item = predict_flagged(sess, u_str[:k], i_str[:k], batch_size=k)
         diff = max(diff, float(np.max(np.abs(got - expected[:k]))))
+        if not (np.array_equal(unknown_user, u_idx[:k] == 0) and np.array_equal(unknown_item, i_idx[:k] == 0)):
+            raise OnnxModelError(f"{path}: the graph's unknown-id flags disagree with the id lists",
+                                 hint="re-export the model")
     if not diff <= atol:  # also catches NaN
         raise ParityError(diff, atol, n)
     return {

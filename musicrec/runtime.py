@@ -17,6 +17,7 @@ from musicrec.errors import MusicrecError
 
 ID_INPUTS = ("user_id", "item_id")
 OUTPUT = "rating"
+FLAG_OUTPUTS = ("unknown_user", "unknown_item")  # True where the id is not one the model was trained on
 
 
 class OnnxModelError(MusicrecError):
@@ -62,15 +63,40 @@ def predict(
     batch_size: int = 65536,
 ) -> np.ndarray:
     """Predicted ratings (float32) for aligned id pairs, scored in batches of batch_size."""
+    return _run(session, [OUTPUT], user_ids, item_ids, batch_size)[0]
+
+
+def has_flags(session: ort.InferenceSession) -> bool:
+    """Whether the graph reports unknown ids itself (bundles exported before it did not)."""
+    return set(FLAG_OUTPUTS) <= {o.name for o in session.get_outputs()}
+
+
+def predict_flagged(
+    session: ort.InferenceSession,
+    user_ids: Sequence[str] | np.ndarray | pd.Series,
+    item_ids: Sequence[str] | np.ndarray | pd.Series,
+    batch_size: int = 65536,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ratings, unknown_user, unknown_item) in one pass: the graph's own id lookup yields the flags for free."""
+    if not has_flags(session):
+        raise OnnxModelError(f"this ONNX model has no {list(FLAG_OUTPUTS)} outputs",
+                             hint="it was exported before musicrec reported unknown ids in the graph; re-export it")
+    rating, user, item = _run(session, [OUTPUT, *FLAG_OUTPUTS], user_ids, item_ids, batch_size)
+    return rating, user.astype(bool), item.astype(bool)
+
+
+def _run(session: ort.InferenceSession, outputs: list[str], user_ids: Sequence[str] | np.ndarray | pd.Series,
+         item_ids: Sequence[str] | np.ndarray | pd.Series, batch_size: int) -> list[np.ndarray]:
     u, i = _as_strings(user_ids), _as_strings(item_ids)
     if u.shape != i.shape or u.ndim != 1:
         raise ValueError(f"user_ids and item_ids must be 1-d and aligned, got shapes {u.shape} and {i.shape}")
-    out = np.empty(len(u), dtype=np.float32)
+    got = [[] for _ in outputs]
     for start in range(0, len(u), batch_size):
         stop = start + batch_size
-        feed = {ID_INPUTS[0]: u[start:stop], ID_INPUTS[1]: i[start:stop]}
-        out[start:stop] = session.run([OUTPUT], feed)[0]
-    return out
+        for acc, part in zip(got, session.run(outputs, {ID_INPUTS[0]: u[start:stop], ID_INPUTS[1]: i[start:stop]})):
+            acc.append(part)
+    dtypes = {OUTPUT: np.float32, **{f: np.bool_ for f in FLAG_OUTPUTS}}
+    return [np.concatenate(parts) if parts else np.empty(0, dtypes[name]) for name, parts in zip(outputs, got)]
 
 
 def _as_strings(ids: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:

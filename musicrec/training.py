@@ -1,4 +1,4 @@
-"""The one trainer all six models share: shuffled index batches, sparse Adam, early stopping."""
+"""The one trainer all six models share: shuffled index batches, row-wise sparse AdaGrad, early stopping."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
 def _optimizers(model: RatingModel, cfg: ModelConfig) -> list[torch.optim.Optimizer]:
     """Bias tables start at the closed-form bias solution and get a small step (bias_lr); batch SGD would
     overshoot on popular rows and full-size Adam steps let one-rating users' biases wander. Factor
-    tables: SparseAdam (touched rows only). Dense layers (MLPs, GMF's linear layer): Adam."""
+    tables: row-wise AdaGrad (touched rows only; SparseAdam if the config asks). Dense layers (MLPs, GMF's linear layer): Adam."""
     biases = [model.user_bias.weight, model.item_bias.weight]
     bias_ids = {id(p) for p in biases}
     sparse = [p for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse for p in m.parameters()

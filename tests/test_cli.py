@@ -17,7 +17,7 @@ def _musicrec(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
            "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-m", "musicrec", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "musicrec", *args], check=False, capture_output=True, text=True, env=env,
                           timeout=600, cwd=Path(__file__).parents[1])
 
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from musicrec import export as ex
-from musicrec.export import OnnxModelError, ParityError, export_onnx, load_session, predict, verify_onnx
+from musicrec.export import OnnxModelError, ParityError, export_onnx, verify_onnx
+from musicrec.runtime import load_session, predict, predict_flagged
 
 USERS = [f"U{k:03d}" for k in range(12)]
 ITEMS = [f"I{k:03d}" for k in range(9)]
@@ -113,8 +114,11 @@ def test_graph_takes_strings_and_returns_batch_ratings(exported: tuple[nn.Module
         ("user_id", "tensor(string)", ["batch"]),
         ("item_id", "tensor(string)", ["batch"]),
     ]
-    out = sess.get_outputs()[0]
-    assert (out.name, out.type, out.shape) == ("rating", "tensor(float)", ["batch"])
+    assert [(o.name, o.type, o.shape) for o in sess.get_outputs()] == [
+        ("rating", "tensor(float)", ["batch"]),
+        ("unknown_user", "tensor(bool)", ["batch"]),
+        ("unknown_item", "tensor(bool)", ["batch"]),
+    ]
 
 
 @pytest.mark.parametrize("batch", [1, 7, 1000])
@@ -134,6 +138,16 @@ def test_unknown_ids_score_as_index_zero(exported: tuple[nn.Module, Path]) -> No
     with torch.no_grad():
         want = model(torch.tensor([0, 4, 0]), torch.tensor([3, 0, 0])).numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
+def test_graph_flags_exactly_the_ids_it_does_not_know(exported: tuple[nn.Module, Path]) -> None:
+    model, path = exported
+    users, items = _sample(50, seed=3)
+    rating, unknown_user, unknown_item = predict_flagged(load_session(path), users, items, batch_size=16)
+    np.testing.assert_array_equal(unknown_user, ~np.isin(users, USERS))
+    np.testing.assert_array_equal(unknown_item, ~np.isin(items, ITEMS))
+    assert unknown_user[-4:].tolist() == [True, False, True, True]  # "" is not a known id either
+    np.testing.assert_allclose(rating, _torch_ratings(model, users, items), rtol=0, atol=1e-4)
 
 
 def test_verify_reports_parity_and_unknown_counts(exported: tuple[nn.Module, Path]) -> None:

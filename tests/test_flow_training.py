@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from musicrec.errors import ValidationFailed
-from musicrec.export import load_session, predict
 from musicrec.hashing import sha256_bytes
 from musicrec.metrics import rmse
+from musicrec.runtime import load_session, predict
 from musicrec.store import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.flow]
@@ -109,8 +109,9 @@ def test_failed_validation_stops_the_run_and_leaves_the_store_untouched(prefect_
 
 @pytest.mark.s3
 def test_full_flow_on_s3_over_http(prefect_harness, small_sample, tmp_path):
-    from flows.training import training
     from s3server import moto_s3
+
+    from flows.training import training
 
     sample, _ = small_sample
     with moto_s3() as s3:

@@ -125,3 +125,38 @@ def test_pairs_summary_counts():
     s = summarize_pairs(out, 0.5)
     assert (s["rows"], s["unknown_users"], s["unknown_items"], s["pairs_per_second"]) == (3, 1, 1, 6)
     assert s["rating_histogram"] == {"1": 1, "2": 0, "3": 1, "4": 0, "5": 1}
+
+
+def test_pair_chunks_are_equal_bounded_and_a_multiple_of_the_workers(tmp_path):
+    from musicrec.scoring.jobs import plan_pair_chunks
+
+    path = tmp_path / "p.parquet"
+    for n, chunk_rows, workers in [(1_000, 200, 2), (1_000, 500, 2), (1_001, 1_000, 3), (5, 1, 8), (7, 10, 1),
+                                   (10, 2, 3)]:
+        pd.DataFrame({"user_id": [f"u{k}" for k in range(n)], "item_id": "i"}).to_parquet(path)
+        ranges = plan_pair_chunks(str(path), chunk_rows, workers)
+        assert [a for a, _ in ranges] == [0] + [b for _, b in ranges[:-1]] and ranges[-1][1] == n
+        sizes = [b - a for a, b in ranges]
+        assert max(sizes) <= chunk_rows and max(sizes) - min(sizes) <= 1
+        assert len(ranges) % workers == 0 or len(ranges) == n, (n, chunk_rows, workers, ranges)
+    pd.DataFrame({"user_id": [], "item_id": []}, dtype=str).to_parquet(path)
+    assert plan_pair_chunks(str(path), 10, 2) == [(0, 0)]
+
+
+def test_the_pairs_input_is_read_once_per_file_version(tmp_path, monkeypatch):
+    from musicrec.scoring import jobs
+
+    reads = []
+    real = jobs.read_table
+    monkeypatch.setattr(jobs, "read_table", lambda p, c: reads.append(p) or real(p, c))
+    jobs._read_pairs.cache_clear()
+    path = tmp_path / "p.csv"
+    path.write_text("user_id,item_id\nu1,i1\nu2,i2\n")
+    assert jobs._pairs_input(str(path))["user_id"].tolist() == ["u1", "u2"]
+    jobs._pairs_input(str(path))
+    assert len(reads) == 1
+    path.write_text("user_id,item_id\nu3,i3\n")
+    assert jobs._pairs_input(str(path))["user_id"].tolist() == ["u3"]
+    assert len(reads) == 2
+    with pytest.raises(DataError, match="nope.csv"):
+        jobs._pairs_input(str(tmp_path / "nope.csv"))

@@ -1,8 +1,15 @@
 import numpy as np
 
 from musicrec.data.split import split_ratings
-from musicrec.text import (Word2VecConfig, item_documents, item_vectors, load_item_vectors,
-                           save_item_vectors, tokenize, train_word2vec)
+from musicrec.text import (
+    Word2VecConfig,
+    item_documents,
+    item_vectors,
+    load_item_vectors,
+    save_item_vectors,
+    tokenize,
+    train_word2vec,
+)
 
 
 def _vectors(tiny, seed=0):
@@ -26,7 +33,7 @@ def test_vectors_are_deterministic_and_50_dims(tiny):
 
 
 def test_no_text_gives_zero_vector_and_genre_structure(tiny):
-    ids, vec, items = _vectors(tiny)
+    _ids, vec, items = _vectors(tiny)
     assert not vec[-1].any()
     genre = items.brand.to_numpy()
     unit = vec[:-1] / np.linalg.norm(vec[:-1], axis=1, keepdims=True)

@@ -15,11 +15,12 @@ import pandas as pd
 import musicrec
 from musicrec.dataset import TrainData
 from musicrec.errors import ConflictError, StoreError
-from musicrec.export import export_onnx, load_session, predict, verify_onnx
+from musicrec.export import export_onnx, verify_onnx
 from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.metrics import rmse
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
+from musicrec.runtime import load_session, predict
 from musicrec.scoring.bundle import POINTER, TABLES, download_bundle, read_pointer, write_tables
 from musicrec.store import MissingKeyError, Store, safe_key_part
 

@@ -59,15 +59,42 @@ def list_users(directory: str, users_path: str = "") -> list[str]:
     return [str(u) for u in _loaded(directory, 1, with_index=False)[0].users]
 
 
-def count_rows(pairs_path: str) -> int:
-    return len(read_table(pairs_path, ["user_id", "item_id"]))
+def plan_pair_chunks(pairs_path: str, chunk_rows: int, workers: int) -> list[tuple[int, int]]:
+    """Row ranges [start, stop) of the pairs input, of equal size: at most chunk_rows each, and a multiple of
+    workers of them, so that no worker sits idle while the last chunk runs."""
+    n = len(_pairs_input(pairs_path))
+    if n == 0:
+        return [(0, 0)]
+    k = -(-n // max(1, chunk_rows))
+    k = min(n, -(-k // max(1, workers)) * max(1, workers))
+    bounds = [n * j // k for j in range(k + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+_INPUT_LOCK = threading.Lock()
+
+
+def _pairs_input(path: str) -> pd.DataFrame:
+    """The pairs file, read once per process and file version: the planner and every chunk task slice the same
+    frame instead of each reading the whole file again (the lock makes concurrent chunks wait for one read)."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return read_table(path, ["user_id", "item_id"])  # raises the DataError that names the file
+    with _INPUT_LOCK:
+        return _read_pairs(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_pairs(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
+    return read_table(path, ["user_id", "item_id"])
 
 
 def score_pairs_chunk(directory: str, pairs_path: str, start: int, stop: int, out_path: str,
                       batch_size: int = 65536, threads: int = 1) -> dict[str, Any]:
     """Score input rows [start, stop) and write them (input order) to out_path."""
     bundle, _ = _loaded(directory, threads, with_index=False)
-    pairs = read_table(pairs_path, ["user_id", "item_id"]).iloc[start:stop]
+    pairs = _pairs_input(pairs_path).iloc[start:stop]
     t0 = time.perf_counter()
     out = score_pairs(bundle, pairs, batch_size)
     summary = summarize_pairs(out, time.perf_counter() - t0)

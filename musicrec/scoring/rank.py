@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from musicrec.errors import DataError
-from musicrec.runtime import predict
+from musicrec.runtime import has_flags, predict, predict_flagged
 from musicrec.scoring.bundle import Bundle
 from musicrec.scoring.candidates import (
     FALLBACK,
@@ -42,17 +42,22 @@ def read_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
 
 
 def score_pairs(bundle: Bundle, pairs: pd.DataFrame, batch_size: int = 65536) -> pd.DataFrame:
-    """The input rows, in order, plus predicted_rating, unknown_user and unknown_item."""
+    """The input rows, in order, plus predicted_rating, unknown_user and unknown_item.
+
+    The graph flags unknown ids from its own lookup; bundles exported before it did get them by a hash join."""
     u = pairs["user_id"].to_numpy(object)
     i = pairs["item_id"].to_numpy(object)
-    return pairs.assign(predicted_rating=predict(bundle.session, u, i, batch_size),
-                        unknown_user=~_known(pairs["user_id"], bundle.users),
-                        unknown_item=~_known(pairs["item_id"], bundle.items))
+    if has_flags(bundle.session):
+        rating, unknown_user, unknown_item = predict_flagged(bundle.session, u, i, batch_size)
+    else:
+        rating = predict(bundle.session, u, i, batch_size)
+        unknown_user, unknown_item = ~_known(pairs["user_id"], bundle.users), ~_known(pairs["item_id"], bundle.items)
+    return pairs.assign(predicted_rating=rating, unknown_user=unknown_user, unknown_item=unknown_item)
 
 
 def _known(ids: pd.Series, known: pd.Index) -> np.ndarray:
-    """Membership by Arrow's hash set: about 3x faster than Index.get_indexer on a million string ids,
-    and pandas' own isin loops in Python over the known ids for Arrow-backed strings."""
+    """Membership by Arrow's hash set (older bundles only): about 3x faster than Index.get_indexer on a million
+    string ids, and pandas' own isin loops in Python over the known ids for Arrow-backed strings."""
     found = pc.is_in(pa.array(ids, type=pa.string()), value_set=pa.array(known, type=pa.string()))
     return found.to_numpy(zero_copy_only=False).astype(bool)
 
