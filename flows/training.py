@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from musicrec.evaluation import choose_champion
 from musicrec.models.registry import MODELS
+from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.workspace import Workspace, new_run_id
 from musicrec.settings import get_settings
 from tasks import reporting
@@ -63,13 +64,17 @@ def training(params: TrainingParams) -> dict[str, Any]:
     store_uri = params.store_uri or get_settings().store_uri
     ws = Workspace.create(params.work_dir, new_run_id())
     workdir = str(ws.root)
-    run = t.load_and_validate(workdir, params.reviews, params.meta)
+    clock = StageClock()
+    with clock("load-and-validate"):
+        run = t.load_and_validate(workdir, params.reviews, params.meta)
     fractions = (params.split.train, params.split.validation, params.split.test)
-    prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
+    with clock("split-and-embed"):
+        prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, params.threads, len(params.models))
     overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})} for m in params.models}
-    trained = train_models.with_options(task_runner=runner)(
-        workdir, list(params.models), overrides, max(1, params.threads // parallel))
+    with clock("train-models"):
+        trained = train_models.with_options(task_runner=runner)(
+            workdir, list(params.models), overrides, max(1, params.threads // parallel))
     rows, baselines = trained["models"], trained["baselines"]
     bias = next(b for b in baselines if b["name"] == "bias")
     champion = choose_champion(rows, bias["val_rmse"])
@@ -77,19 +82,22 @@ def training(params: TrainingParams) -> dict[str, Any]:
         "run_id": ws.run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
         "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
         "baselines": baselines, "champion": {"name": champion}, "promoted": False, "previous_test_rmse": None,
-        "task_runner": params.task_runner, "sample_card": run.get("sample_card"),
+        "task_runner": params.task_runner, "sample_card": run.get("sample_card"), "stage_seconds": clock.seconds,
     }
     if champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")
     else:
         row = next(r for r in rows if r["name"] == champion)
-        meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]})
-        published = t.publish_bundle(workdir, store_uri, meta["version"])
-        decision = t.promote_champion(workdir, store_uri, published, row["test_rmse"])
+        with clock("build-bundle"):
+            meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]})
+        with clock("publish-and-promote"):
+            published = t.publish_bundle(workdir, store_uri, meta["version"])
+            decision = t.promote_champion(workdir, store_uri, published, row["test_rmse"])
         report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
                               "onnx_check": meta["onnx_check"]}
         report.update(promoted=decision["promoted"], previous_test_rmse=decision["previous_test_rmse"],
                       previous_version=decision["previous_version"])
+    logger.info(format_stages(clock.seconds))
     out = reporting.publish_report(workdir, store_uri, report)
     if out["promoted"]:
         announce_champion(store_uri, out)

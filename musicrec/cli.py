@@ -61,7 +61,7 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from musicrec.pipeline.report import format_leaderboard, leaderboard
+    from musicrec.pipeline.report import format_leaderboard, format_stages, leaderboard
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(models) - set(MODEL_NAMES))
@@ -94,6 +94,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"\nchampion: {champion.get('name')} ({champion.get('version')}), promoted: {report['promoted']}"
           f" (previous test RMSE: {report.get('previous_test_rmse')})")
     print(f"bundle: {champion.get('uri')}\nreport: {report['report_uri']}")
+    if report.get("stage_seconds"):
+        print(format_stages(report["stage_seconds"]))
     card = report.get("sample_card") or {}
     if card.get("noise_rmse") is not None and champion.get("name"):
         best = next(m["test_rmse"] for m in report["models"] if m["name"] == champion["name"])

@@ -62,6 +62,11 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     assert report["champion"]["onnx_check"]["max_abs_diff"] <= 1e-4
     assert report["champion"]["onnx_check"]["unknown_users"] > 0
     _check_published(store, report)
+    stages = report["stage_seconds"]
+    assert list(stages) == ["load-and-validate", "split-and-embed", "train-models", "build-bundle",
+                            "publish-and-promote"]
+    assert all(v > 0 for v in stages.values())
+    assert stages["train-models"] >= max(m["fit_seconds"] for m in report["models"])
 
     run = f"runs/{report['run_id']}"
     assert json.loads(store.get_bytes(f"{run}/report.json"))["run_id"] == report["run_id"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from musicrec.pipeline.workspace import Workspace
@@ -11,6 +14,27 @@ from musicrec.store import Store, safe_key_part
 
 LEADERBOARD_COLUMNS = ["name", "train_rmse", "val_rmse", "test_rmse", "test_mae", "test_cold_user_rmse",
                        "test_cold_item_rmse", "fit_seconds", "epochs"]
+
+
+class StageClock:
+    """Wall seconds per named stage of a run, in the order they ran: the report shows where the time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = round(time.perf_counter() - start, 2)
+
+
+def format_stages(seconds: dict[str, float]) -> str:
+    """One line: stage seconds and each one's share of the total."""
+    total = sum(seconds.values()) or 1.0
+    return "stages: " + ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in seconds.items())
 
 
 def run_prefix(run_id: str) -> str:
