@@ -96,7 +96,7 @@ def training(params: TrainingParams) -> dict[str, Any]:
         report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
                               "onnx_check": meta["onnx_check"]}
         report.update(promoted=decision["promoted"], previous_test_rmse=decision["previous_test_rmse"],
-                      previous_version=decision["previous_version"])
+                      previous_version=decision["previous_version"], replaced_damaged=decision["replaced_damaged"])
     logger.info(format_stages(clock.seconds))
     out = reporting.publish_report(workdir, store_uri, report)
     if out["promoted"]:

@@ -93,6 +93,9 @@ def _train(args: argparse.Namespace) -> int:
     print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
     print(f"\nchampion: {champion.get('name')} ({champion.get('version')}), promoted: {report['promoted']}"
           f" (previous test RMSE: {report.get('previous_test_rmse')})")
+    if report.get("replaced_damaged"):
+        print(f"warning: the previous champion {report['previous_version']} was damaged and has been replaced: "
+              f"{report['replaced_damaged']}")
     print(f"bundle: {champion.get('uri')}\nreport: {report['report_uri']}")
     if report.get("stage_seconds"):
         print(format_stages(report["stage_seconds"]))

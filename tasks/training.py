@@ -98,5 +98,9 @@ def promote_champion(workdir: str, store_uri: str, published: dict[str, str], te
 
     test = pd.read_parquet(Workspace(Path(workdir)).splits / "test.parquet", columns=["user_id", "item_id", "rating"])
     decision = publish.promote(open_store(store_uri), published, test_rmse, test)
-    get_run_logger().info("promotion decision: %s", decision)
+    logger = get_run_logger()
+    if decision["replaced_damaged"]:
+        logger.warning("the published champion %s is damaged and was replaced: %s",
+                       decision["previous_version"], decision["replaced_damaged"])
+    logger.info("promotion decision: %s", decision)
     return decision

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -33,7 +34,7 @@ from musicrec.pipeline.publish import POINTER, promote, publish_bundle
 from musicrec.pipeline.report import run_prefix
 from musicrec.pipeline.workspace import Workspace
 from musicrec.scoring import jobs
-from musicrec.scoring.bundle import download_bundle
+from musicrec.scoring.bundle import BundleDamaged, download_bundle
 from musicrec.store import FileStore, Store, open_store, safe_key_part
 
 EPOCHS = 2
@@ -161,7 +162,12 @@ def test_upload_failing_half_way_never_becomes_the_champion(s3, built, tmp_path,
 
         assert direct.get_bytes(POINTER) == before  # never promoted: promote is not even reachable
         assert_champion(direct, "v0", tmp_path)  # the previous bundle verifies, file by file
-        assert direct.list("models/v1") == ["models/v1/model.onnx", "models/v1/user_history.parquet"]
+        if mode.startswith("item_stats"):  # the store still answers: the partial upload is removed again
+            assert direct.list("models/v1") == [] and "could not remove" not in message
+        else:  # the store is gone: what may remain is said, and it is never readable as a bundle
+            assert direct.list("models/v1") == ["models/v1/model.onnx", "models/v1/user_history.parquet"]
+            assert "could not remove the partial upload: 6 file(s) may remain under" in message
+            assert f"s3://{s3.bucket}/" in message.split("could not remove")[1]
         with pytest.raises(StoreError, match=r"no bundle metadata at s3://.*/models/v1/metadata\.json"):
             download_bundle(direct, "v1", tmp_path / "half")  # a half-uploaded bundle is never readable
 
@@ -408,6 +414,48 @@ def _training_params(sample: Path, store_uri: str, work: Path):
                           overrides={"gmf_logistic": {"epochs": EPOCHS}}, threads=2)
 
 
+DAMAGED_CHAMPION: dict[str, tuple[Callable[[Store], None], str]] = {
+    "tampered-model": (lambda s: _tamper(s, "models/v0/model.onnx"), "models/v0/model.onnx fails its sha256 check"),
+    "missing-table": (lambda s: s.delete("models/v0/item_stats.parquet"),
+                      "bundle file s3://.*/models/v0/item_stats.parquet is missing"),
+    "missing-metadata": (lambda s: s.delete("models/v0/metadata.json"), "no bundle metadata at s3://"),
+}
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("case", list(DAMAGED_CHAMPION))
+def test_a_damaged_champion_is_replaced_by_a_verified_one_and_kept_for_inspection(s3, built, tmp_path, case):
+    """A champion nobody can score (scoring refuses it too) must not block every later run at promote."""
+    uri = fresh_uri(s3)
+    store = open_store(uri)
+    seed_champion(store, built, tmp_path)
+    damage, reason = DAMAGED_CHAMPION[case]
+    damage(store)
+    left = store.list("models/v0")
+    published = publish_bundle(store, clone(built.ws, "v1", tmp_path), "v1")
+    decision = promote(store, published, 5.0, built.test)  # any verified model beats one that cannot be scored
+    assert decision["promoted"] and decision["previous_version"] == "v0" and decision["previous_test_rmse"] is None
+    assert re.search(reason, decision["replaced_damaged"])
+    pointer = assert_champion(store, "v1", tmp_path)
+    assert pointer["replaced_damaged"] == {"version": "v0", "reason": decision["replaced_damaged"]}
+    assert store.list("models/v0") == left  # the damaged files stay for inspection
+
+
+@pytest.mark.s3
+def test_an_unreachable_champion_is_not_a_damaged_one(s3, built, tmp_path):
+    """Reading the champion fails for good, but the store never said it is gone or corrupt: no promotion."""
+    uri = fresh_uri(s3)
+    before = seed_champion(open_store(uri), built, tmp_path)
+    published = publish_bundle(open_store(uri), clone(built.ws, "v1", tmp_path), "v1")
+    with FaultProxy(s3.endpoint_url) as proxy:
+        store = proxied(uri, proxy, attempts=2)
+        proxy.fail_matching(r"/models/v0/model\.onnx$", ("GET",))
+        with pytest.raises(StoreError, match=r"models/v0/model\.onnx") as info:
+            promote(store, published, 0.5, built.test)
+        assert not isinstance(info.value, BundleDamaged)
+    assert open_store(uri).get_bytes(POINTER) == before
+
+
 @pytest.mark.slow
 @pytest.mark.flow
 @pytest.mark.s3
@@ -434,7 +482,7 @@ def test_flow_whose_publish_fails_for_good_is_failed_and_keeps_the_champion(pref
     assert direct.get_bytes(POINTER) == before
     assert_champion(direct, "v0", tmp_path)
     new = set(direct.list()) - keys_before
-    assert new and all(k.startswith("models/") and not k.endswith("metadata.json") for k in new), new
+    assert not [k for k in new if k.startswith("models/")], new  # each failed try removed its partial upload
 
 
 @pytest.mark.slow

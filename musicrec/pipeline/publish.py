@@ -21,7 +21,14 @@ from musicrec.metrics import rmse
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
 from musicrec.runtime import load_session, predict
-from musicrec.scoring.bundle import POINTER, TABLES, download_bundle, read_pointer, write_tables
+from musicrec.scoring.bundle import (
+    POINTER,
+    TABLES,
+    BundleDamaged,
+    download_bundle,
+    read_pointer,
+    write_tables,
+)
 from musicrec.store import MissingKeyError, Store, safe_key_part
 
 BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
@@ -59,30 +66,57 @@ def _parity_sample(ws: Workspace, data: TrainData, n: int = 2000) -> tuple[list[
 
 
 def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
-    """Upload every bundle file, metadata.json last, then read each back and check its sha256."""
+    """Upload every bundle file, metadata.json last, then read each back and check its sha256.
+
+    If the upload or the check fails, the files this call put under models/<version>/ are removed again
+    (metadata.json first), so a failed publish leaves nothing behind; a version that was already published
+    whole before this call is never touched."""
     prefix = f"models/{safe_key_part(version)}"
     files = [*BUNDLE_FILES, "metadata.json"]
     sums = {f: sha256_file(ws.bundle / f) for f in files}
-    _refuse_overwrite(store, f"{prefix}/metadata.json", sums["metadata.json"])
-    for f in files:
-        store.put_file(f"{prefix}/{f}", ws.bundle / f)
-    for f, expected in sums.items():
-        if sha256_bytes(store.get_bytes(f"{prefix}/{f}")) != expected:
-            raise StoreError(f"uploaded {store.url_for(prefix + '/' + f)} does not match the local file",
-                             hint="the store corrupted or replaced the upload; run again")
+    if _already_published(store, f"{prefix}/metadata.json", sums["metadata.json"]):
+        keys = []  # a retry after a whole upload: nothing of ours to remove if the check below fails
+    else:
+        keys = [f"{prefix}/{f}" for f in files]
+    try:
+        for f in files:
+            store.put_file(f"{prefix}/{f}", ws.bundle / f)
+        for f, expected in sums.items():
+            if sha256_bytes(store.get_bytes(f"{prefix}/{f}")) != expected:
+                raise StoreError(f"uploaded {store.url_for(prefix + '/' + f)} does not match the local file",
+                                 hint="the store corrupted or replaced the upload; run again")
+    except Exception as e:
+        left = _remove(store, keys)
+        if left and isinstance(e, StoreError):
+            raise StoreError(f"{e.message}\n  could not remove the partial upload: {left}", hint=e.hint) from e
+        if left:
+            e.add_note(f"could not remove the partial upload: {left}")
+        raise
     return {"version": version, "uri": store.url_for(prefix), "metadata_sha256": sums["metadata.json"]}
 
 
-def _refuse_overwrite(store: Store, metadata_key: str, metadata_sha256: str) -> None:
+def _remove(store: Store, keys: list[str]) -> str:
+    """Best-effort removal of a failed upload, metadata.json first so the version never looks complete.
+    Returns '' when everything is gone, else which keys may remain and why."""
+    for n, key in enumerate(sorted(keys, key=lambda k: not k.endswith("/metadata.json"))):
+        try:
+            store.delete(key)
+        except StoreError as e:
+            return f"{len(keys) - n} file(s) may remain under {store.url_for(key.rsplit('/', 1)[0])} ({e.message})"
+    return ""
+
+
+def _already_published(store: Store, metadata_key: str, metadata_sha256: str) -> bool:
     """Published versions are immutable (the champion pointer may name one): uploading the same bundle again,
-    as a retried task does, is fine; a different bundle under an existing version is refused."""
+    as a retried task does, is fine (True); a different bundle under an existing version is refused."""
     try:
         existing = store.get_bytes(metadata_key)
     except MissingKeyError:
-        return
+        return False
     if sha256_bytes(existing) != metadata_sha256:
         raise StoreError(f"{store.url_for(metadata_key)} already holds a different bundle",
                          hint="published versions are never overwritten; publish under a new version")
+    return True
 
 
 def load_published(store: Store, pointer: dict[str, Any], workdir: Path) -> Path:
@@ -111,14 +145,16 @@ def promote(store: Store, published: dict[str, str], new_test_rmse: float, test:
         pointer, token = read_pointer(store)
         if decision is not None and _names(pointer, published):
             return decision  # our write went through but its answer was lost: the retry saw our own pointer
-        previous = published_test_rmse(store, pointer, test) if pointer else None
+        previous, damaged = _evaluate_published(store, pointer, test)
         decision = {"promoted": previous is None or new_test_rmse <= previous + 1e-12,
                     "previous_version": pointer["version"] if pointer else None,
-                    "previous_test_rmse": previous, "new_test_rmse": new_test_rmse}
+                    "previous_test_rmse": previous, "new_test_rmse": new_test_rmse, "replaced_damaged": damaged}
         if not decision["promoted"]:
             return decision
         body = {"version": published["version"], "sha256": published["metadata_sha256"],
                 "test_rmse": new_test_rmse, "updated_at": datetime.now(UTC).isoformat()}
+        if damaged:
+            body["replaced_damaged"] = {"version": decision["previous_version"], "reason": damaged}
         try:
             store.put_if(POINTER, json.dumps(body, indent=2).encode(), token)
             return decision
@@ -126,6 +162,21 @@ def promote(store: Store, published: dict[str, str], new_test_rmse: float, test:
             continue
     raise StoreError(f"champion pointer {store.url_for(POINTER)} kept changing during {attempts} attempts",
                      hint="another run is publishing at the same time; run again later")
+
+
+def _evaluate_published(store: Store, pointer: dict[str, Any] | None,
+                        test: pd.DataFrame) -> tuple[float | None, str | None]:
+    """(test RMSE of the published champion, None), or (None, why) when its bundle is damaged.
+
+    A champion whose bundle is missing or fails its checksums cannot be scored by anyone (scoring refuses it
+    too), so a new, verified champion replaces it and the reason goes into the decision and the pointer; its
+    files stay where they are. A store that cannot be reached is not a verdict: that error propagates."""
+    if pointer is None:
+        return None, None
+    try:
+        return published_test_rmse(store, pointer, test), None
+    except BundleDamaged as e:
+        return None, e.message
 
 
 def _names(pointer: dict[str, Any] | None, published: dict[str, str]) -> bool:

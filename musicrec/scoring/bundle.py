@@ -30,6 +30,11 @@ POINTER = "models/champion.json"
 TABLES = ("user_history.parquet", "item_stats.parquet", "also_bought.parquet", "item_vectors.parquet")
 
 
+class BundleDamaged(StoreError):
+    """The store answered, and the bundle is missing, incomplete or fails its checksums: a definite verdict,
+    unlike a store that cannot be reached (a plain StoreError, which may pass)."""
+
+
 def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids: list[str],
                  item_vectors: Path) -> list[str]:
     """Write the candidate tables beside model.onnx; return their file names."""
@@ -75,11 +80,11 @@ def download_bundle(store: Store, version: str, workdir: Path, metadata_sha256: 
     try:
         meta_bytes = store.get_bytes(f"{prefix}/metadata.json")
     except MissingKeyError as e:
-        raise StoreError(f"no bundle metadata at {store.url_for(prefix)}/metadata.json",
-                         hint="check the version name and the store URI") from e
+        raise BundleDamaged(f"no bundle metadata at {store.url_for(prefix)}/metadata.json",
+                            hint="check the version name and the store URI") from e
     if metadata_sha256 is not None and sha256_bytes(meta_bytes) != metadata_sha256:
-        raise StoreError(f"{store.url_for(prefix)}/metadata.json does not match the champion pointer's sha256",
-                         hint="the bundle was modified after publishing; republish or repoint the champion")
+        raise BundleDamaged(f"{store.url_for(prefix)}/metadata.json does not match the champion pointer's sha256",
+                            hint="the bundle was modified after publishing; republish or repoint the champion")
     meta = _parse_metadata(meta_bytes, f"{store.url_for(prefix)}/metadata.json")
     staging = workdir / f".incoming-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
     staging.mkdir(parents=True, exist_ok=True)
@@ -100,14 +105,14 @@ def _parse_metadata(data: bytes, where: str) -> dict[str, Any]:
     try:
         meta = json.loads(data)
     except ValueError as e:
-        raise StoreError(f"{where} is not valid JSON: {e}", hint="the bundle is damaged; republish it") from e
+        raise BundleDamaged(f"{where} is not valid JSON: {e}", hint="the bundle is damaged; republish it") from e
     files = meta.get("files") if isinstance(meta, dict) else None
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise StoreError(f"{where} has no 'files' table of name -> sha256", hint="the bundle is damaged; republish it")
+        raise BundleDamaged(f"{where} has no 'files' table of name -> sha256", hint="the bundle is damaged; republish it")
     unsafe = [n for n in files if not isinstance(n, str) or n == "metadata.json" or safe_key_part(n) != n]
     if unsafe:
-        raise StoreError(f"{where} names unsafe bundle file(s) {unsafe}",
-                         hint="bundle files are plain names such as model.onnx; the bundle was tampered with")
+        raise BundleDamaged(f"{where} names unsafe bundle file(s) {unsafe}",
+                            hint="bundle files are plain names such as model.onnx; the bundle was tampered with")
     return meta
 
 
@@ -115,11 +120,11 @@ def _fetch_checked(store: Store, key: str, dest: Path, expected: str) -> None:
     try:
         store.get_file(key, dest)
     except MissingKeyError as e:
-        raise StoreError(f"bundle file {store.url_for(key)} is missing",
-                         hint="the bundle is incomplete; republish it") from e
+        raise BundleDamaged(f"bundle file {store.url_for(key)} is missing",
+                            hint="the bundle is incomplete; republish it") from e
     if sha256_file(dest) != expected:
-        raise StoreError(f"{store.url_for(key)} fails its sha256 check",
-                         hint="the file is corrupt or was replaced; republish the bundle")
+        raise BundleDamaged(f"{store.url_for(key)} fails its sha256 check",
+                            hint="the file is corrupt or was replaced; republish the bundle")
 
 
 @dataclass
