@@ -52,7 +52,7 @@ def test_pairs_scored_from_and_into_the_bucket(s3_trained, tmp_path):
     prefix = manifest["uri"].removeprefix(f"s3://{s3.bucket}/").removesuffix(f"/{MANIFEST}")
     keys = _keys(s3, prefix + "/")
     assert keys == sorted([f"{prefix}/{MANIFEST}", *(f"{prefix}/{p}" for p in manifest["parts"])])
-    assert len(manifest["parts"]) == manifest["chunks"] == 3 and manifest["rows"] == len(pairs)
+    assert len(manifest["parts"]) == manifest["chunks"] == 4 and manifest["rows"] == len(pairs)  # 1500 rows, <= 500 per chunk, a multiple of 2 threads
     stored = json.loads(open_store(store_uri).get_bytes(prefix.removeprefix("musicrec/") + f"/{MANIFEST}"))
     assert stored["parts"] == manifest["parts"]
     out = read_output(open_store(store_uri), prefix.removeprefix("musicrec/"))

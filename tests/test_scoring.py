@@ -11,7 +11,7 @@ import pytest
 from musicrec.errors import DataError, StoreError
 from musicrec.hashing import sha256_bytes
 from musicrec.scoring.bundle import download_bundle, resolve_version
-from musicrec.scoring.candidates import CandidateIndex, diverse_popular, nearest_items, user_candidates
+from musicrec.scoring.candidates import CandidateIndex, batch_candidates, diverse_popular, nearest_items
 from musicrec.scoring.output import commit_parts, read_manifest, read_output
 from musicrec.scoring.rank import read_table
 from musicrec.scoring.summary import summarize_pairs
@@ -78,14 +78,51 @@ def test_nearest_items_excludes_the_item_itself():
     assert 5 not in near  # no text vector, no neighbours
 
 
-def test_user_candidates_exclude_rated_items_and_keep_source_priority():
+def test_candidates_exclude_rated_items_and_keep_source_priority():
     index = _index()
     near = nearest_items(index, np.array([0]), k=2)
-    pos, src = user_candidates(index, np.array([0]), near, n=3, n_popular=3)
+    owner, pos, src = batch_candidates(index, [np.array([0])], near, n=3, n_popular=3)
+    assert owner.tolist() == [0] * len(pos)
     assert 0 not in pos and len(set(pos.tolist())) == len(pos)
     found = dict(zip(pos.tolist(), src.tolist()))
     assert found[4] == 0 and found[1] == 1 and found[2] == 1  # also_bought, then word2vec, before popular
     assert found[3] == 2
+
+
+def _one_user_reference(index, rated, neighbours, n, n_popular, max_also):
+    """The per-user algorithm, written plainly: sources in priority order, first finder wins, rated dropped."""
+    found = {}
+    also = [q for p in rated for q in index.also_indices[index.also_indptr[p]:index.also_indptr[p + 1]][:max_also]]
+    near = [q for p in rated for q in neighbours.get(int(p), [])]
+    popular = index.popular_order[:max(n, n_popular) + len(rated)]
+    for code, items in enumerate([also, near, popular]):
+        for q in items:
+            if int(q) not in rated and int(q) not in found:
+                found[int(q)] = code
+    return sorted(found.items())
+
+
+def test_batch_candidates_equal_the_per_user_algorithm_on_random_data():
+    rng = np.random.default_rng(4)
+    n_items = 300
+    unit = rng.normal(size=(250, 8)).astype(np.float32)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    vec_pos = np.sort(rng.choice(n_items, 250, replace=False))
+    vec_row = np.full(n_items, -1)
+    vec_row[vec_pos] = np.arange(250)
+    degree = rng.integers(0, 8, n_items)
+    also_indptr = np.concatenate([[0], np.cumsum(degree)])
+    index = CandidateIndex(np.array([f"I{k}" for k in range(n_items)], dtype=object), rng.integers(0, 50, n_items),
+                           rng.permutation(n_items), also_indptr, rng.integers(0, n_items, degree.sum()), vec_pos,
+                           unit, vec_row, {})
+    rated = [np.sort(rng.choice(n_items, k, replace=False)) for k in [1, 3, 0, 12, 2, 40, 1]]
+    neighbours = nearest_items(index, np.unique(np.concatenate(rated)), k=5)
+    owner, pos, src = batch_candidates(index, rated, neighbours, n=10, n_popular=20, max_also=3)
+    for u, r in enumerate(rated):
+        mine = owner == u
+        got = list(zip(pos[mine].tolist(), src[mine].tolist()))
+        assert got == _one_user_reference(index, set(r.tolist()), neighbours, 10, 20, 3), u
+        assert len(got) >= 10
 
 
 def test_diverse_popular_skips_near_duplicates_but_still_fills_n():
@@ -160,3 +197,12 @@ def test_the_pairs_input_is_read_once_per_file_version(tmp_path, monkeypatch):
     assert len(reads) == 2
     with pytest.raises(DataError, match="nope.csv"):
         jobs._pairs_input(str(tmp_path / "nope.csv"))
+
+
+def test_positions_by_user_are_sorted_unique_and_skip_unknown_items():
+    from musicrec.scoring.candidates import positions_by_user
+
+    got = positions_by_user(pd.Series(["b", "a", "b", "b", "c", "a"]), np.array([5, 2, 1, 5, -1, 0]))
+    assert list(got) == ["a", "b"]  # users in id order; "c" rated only an unknown item
+    assert got["a"].tolist() == [0, 2] and got["b"].tolist() == [1, 5]
+    assert positions_by_user(pd.Series([], dtype=str), np.array([], dtype=np.int64)) == {}

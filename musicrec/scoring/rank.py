@@ -16,9 +16,9 @@ from musicrec.scoring.candidates import (
     FALLBACK,
     SOURCES,
     CandidateIndex,
+    batch_candidates,
     diverse_popular,
     nearest_items,
-    user_candidates,
 )
 
 TOPN_COLUMNS = ["user_id", "rank", "item_id", "score", "source"]
@@ -80,16 +80,11 @@ def rank_users(bundle: Bundle, index: CandidateIndex, users: list[str], n: int, 
 
 def _rank_known(bundle: Bundle, index: CandidateIndex, rated: dict[str, np.ndarray],
                 neighbours: dict[int, np.ndarray], n: int, n_popular: int, batch_size: int) -> pd.DataFrame:
-    users, pos, src = [], [], []
-    for u, items in rated.items():
-        p, s = user_candidates(index, items, neighbours, n, n_popular)
-        users.append(np.full(len(p), u, dtype=object))
-        pos.append(p)
-        src.append(s)
-    if not users:
+    if not rated:
         return pd.DataFrame(columns=TOPN_COLUMNS)
-    cand = pd.DataFrame({"user_id": np.concatenate(users), "item_id": index.item_ids[np.concatenate(pos)],
-                         "source": np.asarray(SOURCES, dtype=object)[np.concatenate(src)]})
+    owner, pos, src = batch_candidates(index, list(rated.values()), neighbours, n, n_popular)
+    cand = pd.DataFrame({"user_id": np.asarray(list(rated), dtype=object)[owner], "item_id": index.item_ids[pos],
+                         "source": np.asarray(SOURCES, dtype=object)[src]})
     cand["score"] = predict(bundle.session, cand["user_id"].to_numpy(object), cand["item_id"].to_numpy(object),
                             batch_size)
     # ties broken by item id so lists are deterministic

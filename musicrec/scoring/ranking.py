@@ -6,7 +6,7 @@ A list table has the columns user_id, rank (1 = best), item_id, like the top-N o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -77,7 +77,7 @@ def list_summary(lists: pd.DataFrame, relevant: pd.DataFrame, k: int, popularity
 
 
 def most_popular_lists(users: Sequence[str], popular_order: np.ndarray, item_ids: np.ndarray,
-                       exclude: dict[str, np.ndarray], k: int) -> pd.DataFrame:
+                       exclude: Mapping[str, np.ndarray], k: int) -> pd.DataFrame:
     """The k most popular items each user has not rated (popular_order: item positions, most popular first)."""
     frames = []
     for u in users:
@@ -87,7 +87,7 @@ def most_popular_lists(users: Sequence[str], popular_order: np.ndarray, item_ids
     return _concat(frames)
 
 
-def random_lists(users: Sequence[str], n_items: int, item_ids: np.ndarray, exclude: dict[str, np.ndarray],
+def random_lists(users: Sequence[str], n_items: int, item_ids: np.ndarray, exclude: Mapping[str, np.ndarray],
                  k: int, seed: int) -> pd.DataFrame:
     """k random unrated items per user; seeded, and independent of the order the users are given in."""
     rng = np.random.default_rng(seed)

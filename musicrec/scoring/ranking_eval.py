@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pandas as pd
 from musicrec.errors import StoreError
 from musicrec.pipeline.report import run_prefix
 from musicrec.scoring.bundle import Bundle, load_bundle, read_pointer
-from musicrec.scoring.candidates import CandidateIndex, build_index
+from musicrec.scoring.candidates import CandidateIndex, build_index, positions_by_user
 from musicrec.scoring.rank import rank_users
 from musicrec.scoring.ranking import list_summary, most_popular_lists, random_lists
 from musicrec.store import MissingKeyError, Store
@@ -100,12 +101,10 @@ def evaluate_paths(directory: str, split_paths: dict[str, str], k: int = 10, see
             "bundle_run_id": bundle.meta.get("run_id"), **result}
 
 
-def _seen(bundle: Bundle, splits: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
+def _seen(bundle: Bundle, splits: dict[str, pd.DataFrame]) -> Mapping[str, np.ndarray]:
     """User id -> positions of known items rated in train or validation (the exclusions and candidate seeds)."""
     seen = pd.concat([splits[s][["user_id", "item_id"]] for s in ("train", "validation")]).astype(str)
-    seen = seen.assign(pos=bundle.items.get_indexer(seen["item_id"]))
-    seen = seen[seen["pos"] >= 0].drop_duplicates(["user_id", "pos"])
-    return {u: np.sort(g.to_numpy(np.int64)) for u, g in seen.groupby("user_id")["pos"]}
+    return positions_by_user(seen["user_id"], bundle.items.get_indexer(seen["item_id"]))
 
 
 def write_ranking(store: Store, run_id: str, result: dict[str, Any]) -> str:
