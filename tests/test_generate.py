@@ -13,8 +13,9 @@ import orjson
 import pandas as pd
 import pytest
 
-from musicrec.data.generate import SCALES, SIGMA, expected_rating, generate_sample
+from musicrec.data.generate import generate_sample
 from musicrec.data.schema import drop_duplicate_ratings
+from musicrec.data.world import SCALES, SIGMA, expected_rating
 from musicrec.errors import MusicrecError
 
 FILES = ("reviews.json.gz", "meta.json.gz", "card.json")
