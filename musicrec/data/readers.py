@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from musicrec.data.formats import Tally, detect_format, iter_line_blocks, iter_records, open_binary, truncated
+from musicrec.data.detect import detect_format
+from musicrec.data.formats import Tally, iter_line_blocks, iter_records, open_binary, truncated
 from musicrec.data.schema import (
     ReadStats,
     canonical_items,
