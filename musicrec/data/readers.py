@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import re
-import threading
-import warnings
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -16,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from musicrec.data.detect import detect_format
-from musicrec.data.formats import Tally, iter_line_blocks, iter_records, open_binary, truncated
+from musicrec.data.formats import Tally, iter_records
 from musicrec.data.schema import (
     ReadStats,
     canonical_items,
@@ -24,16 +19,21 @@ from musicrec.data.schema import (
     drop_duplicate_ratings,
     empty_items,
 )
+from musicrec.data.tables import (
+    named_columns,
+    read_csv_table,
+    read_parquet_table,
+    split_ids,
+    unix_seconds,
+)
 from musicrec.errors import DataError
 
 __all__ = ["Dataset", "detect_format", "load_dataset", "read_items", "read_ratings"]
 
 RATING_NEEDED, RATING_OPTIONAL = ("user_id", "item_id", "rating"), ("timestamp", "review_text", "reviewer_name")
 ITEM_NEEDED, ITEM_OPTIONAL = ("item_id", "title"), ("brand", "text", "description", "also_bought")
-RATINGS_CSV_NAMES = ["item_id", "user_id", "rating", "timestamp"]
 Records = list[dict]
 Reader = Callable[[str | Path, ReadStats], pd.DataFrame]
-_CSV_LOCK = threading.Lock()
 
 
 @dataclass
@@ -151,7 +151,7 @@ def _reviews_2014(block: Records | pa.Table) -> pd.DataFrame:
     stamps = pd.to_numeric(raw["unixReviewTime"], errors="coerce")
     if stamps.isna().any():  # fall back to reviewTime, e.g. "09 13, 2009"
         days = pd.to_datetime(raw["reviewTime"].where(stamps.isna()), format="%m %d, %Y", errors="coerce", utc=True)
-        stamps = stamps.fillna(_seconds(days))
+        stamps = stamps.fillna(unix_seconds(days))
     return _ratings_table(pd.DataFrame({
         "user_id": raw["reviewerID"], "item_id": raw["asin"], "rating": raw["overall"], "timestamp": stamps,
         "review_text": _joined(raw["summary"], raw["reviewText"]), "reviewer_name": raw["reviewerName"],
@@ -225,134 +225,27 @@ def _fill_ids(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     return df.assign(**{c: df[c].where(df[c].notna(), "") for c in columns})
 
 
-# --- CSV and Parquet tables ------------------------------------------------------------------------------------
-
-
-def _read_csv(path: str | Path, stats: ReadStats, *, headerless: bool = False) -> pd.DataFrame:
-    """pandas' C parser: no field-size limit, bad UTF-8 replaced, rows with extra fields dropped under the policy.
-
-    pandas silently truncates rows when the first data row is the long one, so such rows are skipped first."""
-    base: dict[str, object] = {"header": None, "names": RATINGS_CSV_NAMES} if headerless else {}
-    candidates = _nonblank_line_numbers(path, 11)[0 if headerless else 1:]
-    leading: list[int] = []
-    while True:
-        df, messages = _parse_csv(path, {**base, "skiprows": [n - 1 for n in leading]})
-        if not any("Length of header or names" in m for m in messages):
-            return _tallied(path, stats, df, messages, leading)
-        if len(leading) >= min(10, len(candidates)):
-            raise DataError(path, f"each of the first {len(leading)} data lines has too many fields",
-                            line=candidates[0] if candidates else None,
-                            hint="expected item,user,rating,timestamp with no header, or one field per header name")
-        leading.append(candidates[len(leading)])
+# --- CSV and Parquet tables (parsing in tables.py) --------------------------------------------------------------
 
 
 def _read_ratings_csv(path: str | Path, stats: ReadStats) -> pd.DataFrame:
-    return _ratings_table(_read_csv(path, stats, headerless=True))
-
-
-def _tallied(path: str | Path, stats: ReadStats, df: pd.DataFrame, messages: list[str],
-             leading: list[int] | None = None) -> pd.DataFrame:
-    """Apply the bad-line policy to the rows pandas skipped (and any leading rows skipped before it ran)."""
-    tally = Tally(str(path), what="CSV")
-    for lineno in leading or []:
-        tally.add_bad(lineno, "too many fields")
-    for message in messages:
-        for lineno, error in re.findall(r"Skipping line (\d+): ([^\n]*)", message):
-            tally.add_bad(int(lineno), error)
-    tally.lines, tally.bad_utf8 = len(df) + tally.bad, int(_has_replacement(df).sum())
-    tally.finish(stats, len(df))
-    return df
-
-
-def _parse_csv(path: str | Path, options: dict[str, object]) -> tuple[pd.DataFrame, list[str]]:
-    """All columns as str; returns the frame and pandas' ParserWarning messages (its only report of bad rows)."""
-    with _CSV_LOCK, open_binary(path) as stream, warnings.catch_warnings(record=True) as caught:
-        # the lock keeps concurrent reads' warnings apart (catch_warnings is process-wide)
-        warnings.simplefilter("always", pd.errors.ParserWarning)
-        try:
-            df = pd.read_csv(stream, dtype=str, keep_default_na=False, on_bad_lines="warn", engine="c",
-                             encoding_errors="replace", index_col=False, **options)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            raise truncated(path, None, exc) from None
-        except pd.errors.EmptyDataError:
-            raise DataError(path, "file is empty", hint="re-download or re-export the file") from None
-        except (pd.errors.ParserError, ValueError) as exc:
-            line = re.search(r"line (\d+)", str(exc))
-            raise DataError(path, f"cannot parse the CSV: {str(exc).strip()}", line=int(line[1]) if line else None,
-                            hint="fix the quoting or field count on that line") from None
-    for w in caught:
-        if not issubclass(w.category, pd.errors.ParserWarning):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return df, [str(w.message) for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
-
-
-def _nonblank_line_numbers(path: str | Path, limit: int) -> list[int]:
-    with open_binary(path) as stream:
-        for start, lines in iter_line_blocks(path, stream):
-            return [n for n, ln in enumerate(lines[:1000], start) if ln.strip()][:limit]
-    return []
-
-
-def _has_replacement(df: pd.DataFrame) -> pd.Series:
-    found = pd.Series(False, index=df.index)
-    for col in df.columns:
-        found |= df[col].astype("str").str.contains("\ufffd", regex=False, na=False)
-    return found
-
-
-def _read_parquet(path: str | Path, stats: ReadStats) -> pd.DataFrame:
-    try:
-        df = pd.read_parquet(path)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(path, f"cannot read the Parquet file: {exc}", hint="re-export or re-download it") from None
-    stats.rows_read = len(df)
-    return df
-
-
-def _columns(path: str | Path, df: pd.DataFrame, needed: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
-    """Normalise header names; a missing needed column is an error that lists what was found."""
-    df = df.rename(columns=lambda c: str(c).strip().lower())
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise DataError(path, f"missing column(s) {', '.join(missing)}; found: {', '.join(df.columns) or 'none'}; "
-                        f"needed: {', '.join(needed)} (optional: {', '.join(optional)})",
-                        hint="rename the columns (the first row must be a header) or convert the file")
-    return df
+    return _ratings_table(read_csv_table(path, stats, headerless=True))
 
 
 def _generic_ratings(path: str | Path, stats: ReadStats, *, load: Reader) -> pd.DataFrame:
-    df = _columns(path, load(path, stats), RATING_NEEDED, RATING_OPTIONAL)
+    df = named_columns(path, load(path, stats), RATING_NEEDED, RATING_OPTIONAL)
     if "timestamp" in df:
-        df["timestamp"] = _seconds(df["timestamp"])
+        df["timestamp"] = unix_seconds(df["timestamp"])
     return _ratings_table(df)
 
 
 def _generic_items(path: str | Path, stats: ReadStats, *, load: Reader) -> pd.DataFrame:
-    df = _columns(path, load(path, stats), ITEM_NEEDED, ITEM_OPTIONAL)
+    df = named_columns(path, load(path, stats), ITEM_NEEDED, ITEM_OPTIONAL)
     if "description" not in df and "text" in df:
         df = df.rename(columns={"text": "description"})
     if "also_bought" in df:
-        df["also_bought"] = [_split_ids(v) for v in df["also_bought"]]
+        df["also_bought"] = [split_ids(v) for v in df["also_bought"]]
     return _items_table(df)
-
-
-def _split_ids(value: object) -> list[str]:
-    if isinstance(value, str):  # "a|b", "a b" or "['a', 'b']"
-        return re.findall(r"[^\s,;|\[\]'\"]+", value)
-    return [str(v) for v in value] if value is not None and hasattr(value, "__iter__") else []
-
-
-def _seconds(values: pd.Series) -> pd.Series:
-    """Unix seconds from numbers, numeric strings or dates (naive dates are UTC); anything else is null."""
-    if not pd.api.types.is_datetime64_any_dtype(values):
-        numbers = pd.to_numeric(values, errors="coerce")
-        dates = numbers.isna() & values.notna() & (values.astype("str").str.strip() != "")
-        if not dates.any():
-            return numbers
-        values = pd.to_datetime(values.where(dates), errors="coerce", format="mixed", utc=True)
-        return numbers.fillna(_seconds(values))
-    utc = values.dt.tz_localize("UTC") if values.dt.tz is None else values
-    return (utc - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
 
 
 _RATING_READERS: dict[str, Reader] = {
@@ -360,18 +253,18 @@ _RATING_READERS: dict[str, Reader] = {
     "reviews-2018": partial(_read_records, to_table=_reviews_2014, schema=REVIEWS_2014),
     "reviews-2023": partial(_read_records, to_table=_reviews_2023, schema=REVIEWS_2023),
     "ratings-csv": _read_ratings_csv,
-    "generic-csv": partial(_generic_ratings, load=_read_csv),
-    "items-csv": partial(_generic_ratings, load=_read_csv),
-    "generic-parquet": partial(_generic_ratings, load=_read_parquet),
-    "items-parquet": partial(_generic_ratings, load=_read_parquet),
+    "generic-csv": partial(_generic_ratings, load=read_csv_table),
+    "items-csv": partial(_generic_ratings, load=read_csv_table),
+    "generic-parquet": partial(_generic_ratings, load=read_parquet_table),
+    "items-parquet": partial(_generic_ratings, load=read_parquet_table),
 }
 _meta_items = partial(_read_records, to_table=_meta)
 _ITEM_READERS: dict[str, Reader] = {
     "meta-2014": partial(_meta_items, literal=True),
     "meta-2018": _meta_items,
     "meta-2023": _meta_items,
-    "items-csv": partial(_generic_items, load=_read_csv),
-    "generic-csv": partial(_generic_items, load=_read_csv),
-    "items-parquet": partial(_generic_items, load=_read_parquet),
-    "generic-parquet": partial(_generic_items, load=_read_parquet),
+    "items-csv": partial(_generic_items, load=read_csv_table),
+    "generic-csv": partial(_generic_items, load=read_csv_table),
+    "items-parquet": partial(_generic_items, load=read_parquet_table),
+    "generic-parquet": partial(_generic_items, load=read_parquet_table),
 }

@@ -1,0 +1,127 @@
+"""Generic CSV and Parquet tables: pandas' C parser under the bad-line policy, header checks, id lists, times."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import threading
+import warnings
+import zlib
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from musicrec.data.formats import Tally, iter_line_blocks, open_binary, truncated
+from musicrec.data.schema import ReadStats
+from musicrec.errors import DataError
+
+RATINGS_CSV_NAMES = ["item_id", "user_id", "rating", "timestamp"]  # the headerless ratings-only layout
+_CSV_LOCK = threading.Lock()
+
+
+def read_csv_table(path: str | Path, stats: ReadStats, *, headerless: bool = False) -> pd.DataFrame:
+    """pandas' C parser: no field-size limit, bad UTF-8 replaced, rows with extra fields dropped under the policy.
+
+    pandas silently truncates rows when the first data row is the long one, so such rows are skipped first."""
+    base: dict[str, object] = {"header": None, "names": RATINGS_CSV_NAMES} if headerless else {}
+    candidates = nonblank_line_numbers(path, 11)[0 if headerless else 1:]
+    leading: list[int] = []
+    while True:
+        df, messages = parse_csv(path, {**base, "skiprows": [n - 1 for n in leading]})
+        if not any("Length of header or names" in m for m in messages):
+            return tallied(path, stats, df, messages, leading)
+        if len(leading) >= min(10, len(candidates)):
+            raise DataError(path, f"each of the first {len(leading)} data lines has too many fields",
+                            line=candidates[0] if candidates else None,
+                            hint="expected item,user,rating,timestamp with no header, or one field per header name")
+        leading.append(candidates[len(leading)])
+
+
+def tallied(path: str | Path, stats: ReadStats, df: pd.DataFrame, messages: list[str],
+             leading: list[int] | None = None) -> pd.DataFrame:
+    """Apply the bad-line policy to the rows pandas skipped (and any leading rows skipped before it ran)."""
+    tally = Tally(str(path), what="CSV")
+    for lineno in leading or []:
+        tally.add_bad(lineno, "too many fields")
+    for message in messages:
+        for lineno, error in re.findall(r"Skipping line (\d+): ([^\n]*)", message):
+            tally.add_bad(int(lineno), error)
+    tally.lines, tally.bad_utf8 = len(df) + tally.bad, int(has_replacement(df).sum())
+    tally.finish(stats, len(df))
+    return df
+
+
+def parse_csv(path: str | Path, options: dict[str, object]) -> tuple[pd.DataFrame, list[str]]:
+    """All columns as str; returns the frame and pandas' ParserWarning messages (its only report of bad rows)."""
+    with _CSV_LOCK, open_binary(path) as stream, warnings.catch_warnings(record=True) as caught:
+        # the lock keeps concurrent reads' warnings apart (catch_warnings is process-wide)
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            df = pd.read_csv(stream, dtype=str, keep_default_na=False, on_bad_lines="warn", engine="c",
+                             encoding_errors="replace", index_col=False, **options)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise truncated(path, None, exc) from None
+        except pd.errors.EmptyDataError:
+            raise DataError(path, "file is empty", hint="re-download or re-export the file") from None
+        except (pd.errors.ParserError, ValueError) as exc:
+            line = re.search(r"line (\d+)", str(exc))
+            raise DataError(path, f"cannot parse the CSV: {str(exc).strip()}", line=int(line[1]) if line else None,
+                            hint="fix the quoting or field count on that line") from None
+    for w in caught:
+        if not issubclass(w.category, pd.errors.ParserWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return df, [str(w.message) for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
+
+
+def nonblank_line_numbers(path: str | Path, limit: int) -> list[int]:
+    with open_binary(path) as stream:
+        for start, lines in iter_line_blocks(path, stream):
+            return [n for n, ln in enumerate(lines[:1000], start) if ln.strip()][:limit]
+    return []
+
+
+def has_replacement(df: pd.DataFrame) -> pd.Series:
+    found = pd.Series(False, index=df.index)
+    for col in df.columns:
+        found |= df[col].astype("str").str.contains("\ufffd", regex=False, na=False)
+    return found
+
+
+def read_parquet_table(path: str | Path, stats: ReadStats) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(path, f"cannot read the Parquet file: {exc}", hint="re-export or re-download it") from None
+    stats.rows_read = len(df)
+    return df
+
+
+def named_columns(path: str | Path, df: pd.DataFrame, needed: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
+    """Normalise header names; a missing needed column is an error that lists what was found."""
+    df = df.rename(columns=lambda c: str(c).strip().lower())
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}; found: {', '.join(df.columns) or 'none'}; "
+                        f"needed: {', '.join(needed)} (optional: {', '.join(optional)})",
+                        hint="rename the columns (the first row must be a header) or convert the file")
+    return df
+
+
+def split_ids(value: object) -> list[str]:
+    if isinstance(value, str):  # "a|b", "a b" or "['a', 'b']"
+        return re.findall(r"[^\s,;|\[\]'\"]+", value)
+    return [str(v) for v in value] if value is not None and hasattr(value, "__iter__") else []
+
+
+def unix_seconds(values: pd.Series) -> pd.Series:
+    """Unix seconds from numbers, numeric strings or dates (naive dates are UTC); anything else is null."""
+    if not pd.api.types.is_datetime64_any_dtype(values):
+        numbers = pd.to_numeric(values, errors="coerce")
+        dates = numbers.isna() & values.notna() & (values.astype("str").str.strip() != "")
+        if not dates.any():
+            return numbers
+        values = pd.to_datetime(values.where(dates), errors="coerce", format="mixed", utc=True)
+        return numbers.fillna(unix_seconds(values))
+    utc = values.dt.tz_localize("UTC") if values.dt.tz is None else values
+    return (utc - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
