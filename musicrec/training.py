@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from musicrec.models.registry import build_model, model_config
 from musicrec.optim import RowWiseAdagrad
 
 EpochCallback = Callable[[dict[str, Any]], None]
-_INIT_LOCK = threading.Lock()
 
 
 @dataclass
@@ -47,9 +45,7 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
     """Train one registered model; stop early when validation RMSE stops improving."""
     torch.set_num_threads(max(1, threads))
     cfg = model_config(name, overrides)
-    with _INIT_LOCK:  # initial weights come from torch's global RNG: one model at a time under threads
-        torch.manual_seed(cfg.seed)
-        model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
+    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
     model.init_biases(*fit_biases(data, cfg.bias_decay, cfg.bias_decay))
     optimizers = _optimizers(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)

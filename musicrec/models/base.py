@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -140,6 +143,20 @@ class DotProductGradients:
 def _set_sparse_grad(weight: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
     if weight.requires_grad:
         weight.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, weight.shape, check_invariants=False)
+
+
+_CONSTRUCTION = threading.Lock()
+
+
+@contextmanager
+def seeded_construction(seed: int) -> Iterator[None]:
+    """Build modules inside this. nn.Embedding and nn.Linear draw their first weights from torch's global
+    generator, so construction is serialised and seeded: a model built while another thread builds a model
+    or a baseline (the threads task runner does both at once) gets exactly the weights it gets alone.
+    Without it, the flow's evaluate-baselines task shifted gmf's draws and seed-size results moved by 1e-4."""
+    with _CONSTRUCTION:
+        torch.manual_seed(seed)
+        yield
 
 
 def embedding(rows: int, dim: int, std: float, zero_unknown: bool = False) -> nn.Embedding:

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from musicrec.dataset import TrainData
-from musicrec.models.base import ModelConfig, RatingModel
+from musicrec.models.base import ModelConfig, RatingModel, seeded_construction
 
 
 class GlobalMean(RatingModel):
@@ -28,14 +28,16 @@ class BiasBaseline(RatingModel):
 
 
 def fit_global_mean(data: TrainData) -> GlobalMean:
-    return GlobalMean(data.users.size, data.items.size, data.global_mean, ModelConfig())
+    with seeded_construction(0):  # its tables draw from torch's global generator, like any model's
+        return GlobalMean(data.users.size, data.items.size, data.global_mean, ModelConfig())
 
 
 def fit_bias_baseline(data: TrainData, reg_user: float = 5.0, reg_item: float = 5.0,
                       iterations: int = 10) -> BiasBaseline:
     """mu + b_u + b_i as a model; the biases come from fit_biases."""
     b_u, b_i = fit_biases(data, reg_user, reg_item, iterations)
-    model = BiasBaseline(data.users.size, data.items.size, data.global_mean, ModelConfig())
+    with seeded_construction(0):
+        model = BiasBaseline(data.users.size, data.items.size, data.global_mean, ModelConfig())
     model.init_biases(b_u, b_i)
     return model
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from musicrec.models.base import ModelConfig, RatingModel
+from musicrec.models.base import ModelConfig, RatingModel, seeded_construction
 from musicrec.models.gmf import GMF
 from musicrec.models.gmf_logistic import GMFLogistic
 from musicrec.models.gmf_regression import GMFRegression
@@ -37,5 +37,6 @@ def model_class(name: str) -> type[RatingModel]:
 
 def build_model(name: str, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
                 item_text: np.ndarray | None = None) -> RatingModel:
-    """Instantiate a registered model."""
-    return model_class(name)(n_users, n_items, global_mean, cfg, item_text)
+    """Instantiate a registered model; its initial weights depend on cfg.seed only."""
+    with seeded_construction(cfg.seed):
+        return model_class(name)(n_users, n_items, global_mean, cfg, item_text)
