@@ -36,10 +36,11 @@ WRAPPER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:])
 
 
 def run_command(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
-    """Run `musicrec <args>` in a wrapper; return wall seconds, peak RSS and stdout."""
+    """Run `musicrec <args>` in a wrapper, in the log's folder (its .musicrec/work lands there, not in the
+    checkout); return wall seconds, peak RSS and stdout."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", WRAPPER, str(ROOT / ".venv" / "bin" / "musicrec"), *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+                          capture_output=True, text=True, env=env, cwd=log.parent, check=False)
     seconds = time.perf_counter() - t0
     log.write_text(f"$ musicrec {' '.join(args)}\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     if proc.returncode != 0:
