@@ -284,7 +284,10 @@ def rerun_stages(scale: str, out: Path, stages: list[str], a: argparse.Namespace
     on its workspace and store, replacing their rows (e.g. after a stage failed)."""
     res = _load_json(out / f"scale_{scale}.json")
     root = out / scale
-    ctx = {"scale": scale, "workspace": str(root / "work" / "bench"), "store": (root / "store").resolve().as_uri(),
+    # published versions are immutable and the bench workspace always publishes "bench-<model>": a rerun of
+    # publish goes to a fresh store (the scoring stages then read that one)
+    store = root / (f"store-rerun-{time.strftime('%Y%m%dT%H%M%S')}" if "publish" in stages else "store")
+    ctx = {"scale": scale, "workspace": str(root / "work" / "bench"), "store": store.resolve().as_uri(),
            "pairs": a.pairs, "rank_users": a.rank_users, "score_threads": [int(t) for t in a.score_threads.split(",")],
            "champion": res["champion"]}
     for stage in stages:
