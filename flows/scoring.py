@@ -29,7 +29,7 @@ class ScoringParams(BaseModel):
     top_n: int = Field(10, ge=1, le=1000)
     batch_size: int = Field(65536, ge=1, description="pairs per onnxruntime call")
     chunk_rows: int = Field(500_000, ge=1, description="at most this many pairs per chunk task")
-    chunk_users: int = Field(5_000, ge=1, description="users per chunk task")
+    chunk_users: int = Field(25_000, ge=1, description="users per chunk task")
     out: str = Field("", description="output URI; empty = <store>/scores/<run id>/<job>")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, description="parallel chunk tasks")
     work_dir: str = ".musicrec/work"
