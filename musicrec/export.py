@@ -9,7 +9,6 @@ Loading and scoring live in musicrec.runtime (torch-free).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -24,6 +23,7 @@ import pandas as pd
 import torch
 from onnx import TensorProto, helper
 
+from musicrec.hashing import ids_sha256
 from musicrec.runtime import (
     FLAG_OUTPUTS,
     ID_INPUTS,
@@ -52,14 +52,6 @@ class ParityError(OnnxModelError):
             f"ONNX vs torch parity failed: max abs diff {max_abs_diff:.3g} > atol {atol:g} on {rows} rows",
             hint="re-export the model; if it persists, the model uses an op the exporter translates wrongly",
         )
-
-
-def ids_sha256(ids: Sequence[str]) -> str:
-    """sha256 of an ordered id list (each id UTF-8 encoded and newline-terminated): pins the id -> index map."""
-    h = hashlib.sha256()
-    for x in ids:
-        h.update(x.encode("utf-8") + b"\n")
-    return h.hexdigest()
 
 
 def export_onnx(
@@ -328,7 +320,7 @@ def _check_file(path: Path) -> None:
 def _check_metadata(meta: Mapping[str, str], user_ids: Sequence[str], item_ids: Sequence[str]) -> None:
     for what, ids in (("user", user_ids), ("item", item_ids)):
         key = f"musicrec.{what}_ids_sha256"
-        if meta.get(key) != ids_sha256([str(x) for x in ids]):
+        if meta.get(key) != ids_sha256(ids):
             raise OnnxModelError(
                 f"the {what} id list does not match the one baked into the model ({key})",
                 hint="pass the id lists the model was exported with",

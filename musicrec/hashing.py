@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 
 _CHUNK = 1 << 20
 
@@ -11,6 +12,15 @@ _CHUNK = 1 << 20
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of an in-memory payload."""
     return hashlib.sha256(data).hexdigest()
+
+
+def ids_sha256(ids: Iterable[object]) -> str:
+    """sha256 of an ordered id list (each id as UTF-8 text, newline-terminated): pins the id -> index map that
+    an exported model bakes in, so scoring can check its tables against the model without importing torch."""
+    h = hashlib.sha256()
+    for x in ids:
+        h.update(str(x).encode("utf-8") + b"\n")
+    return h.hexdigest()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

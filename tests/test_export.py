@@ -13,6 +13,7 @@ from torch import nn
 
 from musicrec import export as ex
 from musicrec.export import OnnxModelError, ParityError, export_onnx, verify_onnx
+from musicrec.hashing import ids_sha256
 from musicrec.runtime import load_session, predict, predict_flagged
 
 USERS = [f"U{k:03d}" for k in range(12)]
@@ -166,8 +167,8 @@ def test_metadata_pins_model_and_id_lists(exported: tuple[nn.Module, Path]) -> N
     meta = ex.read_metadata(load_session(exported[1]))
     assert meta["musicrec.model_name"] in MODELS
     assert (meta["musicrec.n_users"], meta["musicrec.n_items"]) == (str(len(USERS)), str(len(ITEMS)))
-    assert meta["musicrec.user_ids_sha256"] == ex.ids_sha256(USERS)
-    assert meta["musicrec.item_ids_sha256"] == ex.ids_sha256(ITEMS)
+    assert meta["musicrec.user_ids_sha256"] == ids_sha256(USERS)
+    assert meta["musicrec.item_ids_sha256"] == ids_sha256(ITEMS)
     assert meta["musicrec.exporter"] == "dynamo"
 
 

@@ -78,7 +78,7 @@ def test_bundles_without_graph_flags_score_the_same(trained, tmp_path):
 
     store_uri, ws, _ = trained
     directory = jobs.fetch_bundle(store_uri, "", tmp_path)["directory"]
-    bundle = jobs._loaded(directory, 1, with_index=False)[0]
+    bundle = jobs._loaded(directory, with_index=False)[0]
     proto = onnx.load(str(Path(directory) / "model.onnx"))
     keep = [o for o in proto.graph.output if o.name == "rating"]
     del proto.graph.output[:]

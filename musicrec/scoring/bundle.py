@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from musicrec.errors import StoreError
-from musicrec.hashing import sha256_bytes, sha256_file
+from musicrec.hashing import ids_sha256, sha256_bytes, sha256_file
 from musicrec.runtime import load_session, read_metadata
 from musicrec.store import MissingKeyError, Store, safe_key_part
 
@@ -161,11 +161,3 @@ def load_bundle(directory: Path, threads: int = 1) -> Bundle:
                              hint="the bundle is inconsistent; republish it")
     return Bundle(directory, meta, session, users, items, history, stats,
                   pd.read_parquet(directory / TABLES[2]), pd.read_parquet(directory / TABLES[3]))
-
-
-def ids_sha256(ids: pd.Index) -> str:
-    """Same digest as musicrec.export.ids_sha256 (kept here so scoring never imports torch)."""
-    h = hashlib.sha256()
-    for x in ids:
-        h.update(str(x).encode("utf-8") + b"\n")
-    return h.hexdigest()

@@ -52,9 +52,9 @@ def build_index(bundle: Bundle) -> CandidateIndex:
     items = bundle.items
     popularity = bundle.item_stats["n_ratings"].to_numpy(np.int64)
     order = np.lexsort((np.arange(len(items)), -popularity))
-    known = pa.array(np.asarray(items, dtype=object), type=pa.string())
+    known = arrow_ids(items)
     ab = bundle.also_bought
-    src, dst = item_positions(known, ab["item_id"]), item_positions(known, ab["other_id"])
+    src, dst = id_positions(known, ab["item_id"]), id_positions(known, ab["other_id"])
     keep = (src >= 0) & (dst >= 0)
     src, dst = src[keep], dst[keep]
     by_src = np.argsort(src, kind="stable")
@@ -62,7 +62,7 @@ def build_index(bundle: Bundle) -> CandidateIndex:
     vec_pos, unit = _unit_vectors(bundle.vectors, known)
     vec_row = np.full(len(items), -1, dtype=np.int64)
     vec_row[vec_pos] = np.arange(len(vec_pos))
-    history = positions_by_user(bundle.history["user_id"], item_positions(known, bundle.history["item_id"]))
+    history = positions_by_user(bundle.history["user_id"], id_positions(known, bundle.history["item_id"]))
     buckets = build_buckets(unit) if len(unit) > EXACT_LIMIT else None
     return CandidateIndex(np.asarray(items, dtype=object), popularity, order, indptr, dst[by_src],
                           vec_pos, unit, vec_row, history, buckets)
@@ -134,7 +134,12 @@ def _nearest_centroid(unit: np.ndarray, centroids: np.ndarray, block: int = 6553
     return np.concatenate([np.argmax(unit[s:s + block] @ centroids.T, axis=1) for s in range(0, len(unit), block)])
 
 
-def item_positions(known: pa.Array, ids: pd.Series | np.ndarray) -> np.ndarray:
+def arrow_ids(ids: pd.Index | np.ndarray) -> pa.Array:
+    """Ids as an Arrow string array: the value set id_positions looks ids up in."""
+    return pa.array(np.asarray(ids, dtype=object), type=pa.string())
+
+
+def id_positions(known: pa.Array, ids: pd.Series | np.ndarray) -> np.ndarray:
     """Position of each id in known (-1 if absent) by Arrow's hash lookup: 3-4x faster than
     pandas.Index.get_indexer, which first turns Arrow-backed strings into Python objects."""
     found = pc.index_in(pa.array(np.asarray(ids, dtype=object), type=pa.string()), value_set=known)
@@ -142,7 +147,7 @@ def item_positions(known: pa.Array, ids: pd.Series | np.ndarray) -> np.ndarray:
 
 
 def _unit_vectors(vectors: pd.DataFrame, known: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    pos = item_positions(known, vectors["item_id"].astype(str))
+    pos = id_positions(known, vectors["item_id"].astype(str))
     mat = vectors.drop(columns="item_id").to_numpy(np.float32)
     norm = np.linalg.norm(mat, axis=1)
     keep = (pos >= 0) & (norm > 0)

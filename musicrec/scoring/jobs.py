@@ -30,37 +30,37 @@ def fetch_bundle(store_uri: str, version: str, workdir: str | Path) -> dict[str,
     directory = Path(workdir) / "bundle"
     directory.mkdir(parents=True, exist_ok=True)
     meta = download_bundle(store, version, directory, sha)
-    _loaded(str(directory), 1, with_index=False)  # proves it loads, and warms this process's cache
+    _loaded(str(directory), with_index=False)  # proves it loads, and warms this process's cache
     return {"version": version, "model": meta.get("model"), "directory": str(directory)}
 
 
 _LOAD_LOCK = threading.Lock()
 
 
-def _loaded(directory: str, threads: int, with_index: bool = True) -> tuple[Bundle, CandidateIndex | None]:
+def _loaded(directory: str, with_index: bool = True) -> tuple[Bundle, CandidateIndex | None]:
     """One load per process and bundle, shared by the chunk tasks on the same worker (sessions are
     thread-safe). The lock makes concurrent chunks wait for the first load instead of each loading the
     bundle again; pair jobs skip the candidate index, which only top-N needs."""
     with _LOAD_LOCK:
-        bundle = _bundle(directory, threads)
-        return bundle, (_index(directory, threads) if with_index else None)
+        bundle = _bundle(directory)
+        return bundle, (_index(directory) if with_index else None)
 
 
 @functools.lru_cache(maxsize=4)
-def _bundle(directory: str, threads: int) -> Bundle:
-    return load_bundle(Path(directory), threads=threads)
+def _bundle(directory: str) -> Bundle:
+    return load_bundle(Path(directory), threads=1)  # one onnxruntime thread: chunks run side by side instead
 
 
 @functools.lru_cache(maxsize=4)
-def _index(directory: str, threads: int) -> CandidateIndex:
-    return build_index(_bundle(directory, threads))
+def _index(directory: str) -> CandidateIndex:
+    return build_index(_bundle(directory))
 
 
 def list_users(directory: str, users_path: str = "") -> list[str]:
     """The users of a top-N job: the file's user_id column (first occurrence order) or every known user."""
     if users_path:
         return list(dict.fromkeys(read_table(users_path, ["user_id"])["user_id"]))
-    return [str(u) for u in _loaded(directory, 1, with_index=False)[0].users]
+    return [str(u) for u in _loaded(directory, with_index=False)[0].users]
 
 
 def plan_pair_chunks(pairs_path: str, chunk_rows: int, workers: int) -> list[tuple[int, int]]:
@@ -95,9 +95,9 @@ def _read_pairs(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
 
 
 def score_pairs_chunk(directory: str, pairs_path: str, start: int, stop: int, out_path: str,
-                      batch_size: int = 65536, threads: int = 1) -> dict[str, Any]:
+                      batch_size: int = 65536) -> dict[str, Any]:
     """Score input rows [start, stop) and write them (input order) to out_path."""
-    bundle, _ = _loaded(directory, threads, with_index=False)
+    bundle, _ = _loaded(directory, with_index=False)
     pairs = _pairs_input(pairs_path).iloc[start:stop]
     t0 = time.perf_counter()
     out = score_pairs(bundle, pairs, batch_size)
@@ -107,9 +107,9 @@ def score_pairs_chunk(directory: str, pairs_path: str, start: int, stop: int, ou
 
 
 def rank_users_chunk(directory: str, users: list[str], top_n: int, out_path: str,
-                     batch_size: int = 65536, threads: int = 1) -> dict[str, Any]:
+                     batch_size: int = 65536) -> dict[str, Any]:
     """Top-N lists for these users, written to out_path."""
-    bundle, index = _loaded(directory, threads)
+    bundle, index = _loaded(directory)
     t0 = time.perf_counter()
     with _single_threaded_blas():
         out = rank_users(bundle, index, users, top_n, batch_size=batch_size)
@@ -150,7 +150,7 @@ def commit_job(out_uri: str, prefix: str, parts: list[str], chunk_summaries: lis
 
 def topn_totals(directory: str, parts: list[str], seconds: float) -> dict[str, Any]:
     """Whole-job coverage and popularity (not additive over chunks), plus throughput."""
-    _, index = _loaded(directory, 1)
+    _, index = _loaded(directory)
     out = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
     s = summarize_topn(out, index, seconds)
     return {k: s[k] for k in ("catalogue_coverage", "mean_popularity", "sources", "users_per_second")}
