@@ -3,7 +3,6 @@ imports boto3. Credentials come from the standard AWS chain only; every boto err
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -27,6 +26,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from musicrec.errors import ConflictError, StoreError
+from musicrec.hashing import sha256_bytes
 from musicrec.store import OCTET_STREAM, MissingKeyError, Store, atomic_write, check_key, check_prefix
 
 ENDPOINT_HINT = ("check that the S3 endpoint is reachable and right: AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3 "
@@ -81,7 +81,7 @@ def make_client(endpoint_url: str | None) -> Any:
     """An S3 client from a shared boto3 session (a new session costs ~0.15 s of model loading). Sessions are
     keyed by the credential environment, so changing it (tests do) gets a fresh credential lookup."""
     env = "\0".join(os.environ.get(v, "") for v in _CREDENTIAL_ENV)
-    fingerprint = hashlib.sha256(env.encode()).hexdigest()
+    fingerprint = sha256_bytes(env.encode())
     config = s3_client_config()
     with _SESSIONS_LOCK:  # creating clients from one session is not thread-safe; using them is
         if fingerprint not in _SESSIONS:

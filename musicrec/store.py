@@ -21,11 +21,11 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from musicrec.errors import ConflictError, StoreError
-from musicrec.hashing import sha256_bytes, sha256_file
+from musicrec.hashing import sha256_bytes
 
 __all__ = [
     "ConflictError", "FileStore", "MissingKeyError", "Store", "StoreError", "atomic_write", "check_key",
-    "open_store", "safe_key_part", "sha256_bytes", "sha256_file",
+    "open_store", "safe_key_part",
 ]
 
 DEFAULT_ROOT = Path(".musicrec") / "store"

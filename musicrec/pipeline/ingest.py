@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ import pandas as pd
 
 from musicrec.data.readers import load_dataset
 from musicrec.errors import ValidationFailed
+from musicrec.hashing import sha256_bytes
 from musicrec.pipeline.workspace import Workspace
 from musicrec.validation import validate_table
 
@@ -19,7 +19,7 @@ from musicrec.validation import validate_table
 def fingerprint(ratings: pd.DataFrame) -> str:
     """sha256 over (user, item, rating, timestamp) row hashes: same data in the same order, same print."""
     rows = pd.util.hash_pandas_object(ratings[["user_id", "item_id", "rating", "timestamp"]], index=False)
-    return "sha256:" + hashlib.sha256(rows.to_numpy().tobytes()).hexdigest()
+    return "sha256:" + sha256_bytes(rows.to_numpy().tobytes())
 
 
 def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Path] = ()) -> dict[str, Any]:

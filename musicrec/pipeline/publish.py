@@ -73,7 +73,8 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
     whole before this call is never touched."""
     prefix = f"models/{safe_key_part(version)}"
     files = [*BUNDLE_FILES, "metadata.json"]
-    sums = {f: sha256_file(ws.bundle / f) for f in files}
+    meta_path = ws.bundle / "metadata.json"  # build_bundle already hashed every other file into it
+    sums = {**json.loads(meta_path.read_bytes())["files"], "metadata.json": sha256_file(meta_path)}
     if _already_published(store, f"{prefix}/metadata.json", sums["metadata.json"]):
         keys = []  # a retry after a whole upload: nothing of ours to remove if the check below fails
     else:
@@ -119,16 +120,12 @@ def _already_published(store: Store, metadata_key: str, metadata_sha256: str) ->
     return True
 
 
-def load_published(store: Store, pointer: dict[str, Any], workdir: Path) -> Path:
-    """Download the pointed-to bundle, check every file against metadata.json and the pointer's sha256."""
-    download_bundle(store, pointer["version"], workdir, pointer["sha256"])
-    return workdir / "model.onnx"
-
-
 def published_test_rmse(store: Store, pointer: dict[str, Any], test: pd.DataFrame) -> float:
-    """Score the published champion (onnxruntime, string ids) on the new test split."""
+    """Score the published champion (onnxruntime, string ids) on the new test split; every file is checked
+    against metadata.json and the pointer's sha256 first."""
     with tempfile.TemporaryDirectory() as tmp:
-        session = load_session(load_published(store, pointer, Path(tmp)), threads=1)
+        download_bundle(store, pointer["version"], Path(tmp), pointer["sha256"])
+        session = load_session(Path(tmp) / "model.onnx", threads=1)
         pred = predict(session, test["user_id"].to_numpy(object), test["item_id"].to_numpy(object))
     return rmse(test["rating"].to_numpy(np.float64), pred)
 

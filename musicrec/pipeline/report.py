@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -122,7 +121,5 @@ def publish_run(store: Store, ws: Workspace, report: dict[str, Any], png: bytes)
     for name in ("train", "validation", "test"):
         store.put_file(f"{prefix}/splits/{name}.parquet", ws.splits / f"{name}.parquet")
     store.put_bytes(f"{prefix}/learning_curves.png", png, content_type="image/png")
-    ws.write_json("report.json", report)
-    store.put_bytes(f"{prefix}/report.json", json.dumps(report, indent=2, default=str).encode(),
-                    content_type="application/json")
+    store.put_file(f"{prefix}/report.json", ws.write_json("report.json", report), content_type="application/json")
     return {"report_uri": store.url_for(f"{prefix}/report.json")}

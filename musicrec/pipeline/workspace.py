@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from musicrec.store import atomic_write
+
 
 def new_run_id() -> str:
     """Sortable and unique: UTC time plus random suffix."""
@@ -45,10 +47,7 @@ class Workspace:
 
     def write_json(self, relpath: str, data: Any) -> Path:
         path = self.root / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        tmp.replace(path)
+        atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=2, default=str).encode()))
         return path
 
     def read_json(self, relpath: str) -> Any:

@@ -11,7 +11,6 @@ The id lists are checked against the id hashes baked into the ONNX graph when th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -86,7 +85,7 @@ def download_bundle(store: Store, version: str, workdir: Path, metadata_sha256: 
         raise BundleDamaged(f"{store.url_for(prefix)}/metadata.json does not match the champion pointer's sha256",
                             hint="the bundle was modified after publishing; republish or repoint the champion")
     meta = _parse_metadata(meta_bytes, f"{store.url_for(prefix)}/metadata.json")
-    staging = workdir / f".incoming-{hashlib.sha256(version.encode()).hexdigest()[:12]}"
+    staging = workdir / f".incoming-{sha256_bytes(version.encode())[:12]}"
     staging.mkdir(parents=True, exist_ok=True)
     try:
         for name, expected in meta["files"].items():
