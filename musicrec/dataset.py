@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,8 @@ class TrainData:
     global_mean: float
     item_text: np.ndarray | None
     trained_items: np.ndarray  # bool per item index: has ratings in the training split
+    # derived results every model of a run starts from (the closed-form biases), computed once; see fit_biases
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def prepare_data(split: Split, text_ids: list[str] | None = None,

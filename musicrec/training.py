@@ -51,11 +51,14 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
     gen = torch.Generator().manual_seed(cfg.seed)
     result = FitResult(name, model, cfg)
     train, start = data.parts["train"], time.perf_counter()
+    dropped = cfg.id_dropout * len(train)  # the same for every epoch: computed once
+    row_weights = (_inverse_counts(train.user_idx, model.user_bias.num_embeddings, dropped),
+                   _inverse_counts(train.item_idx, model.item_bias.num_embeddings, dropped))
     best = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
     result.initial_val_rmse, best_state, waited = best, _snapshot(model), 0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen)
+        loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights)
         val = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
         row = {"epoch": epoch, "train_loss": loss, "val_rmse": val, "seconds": time.perf_counter() - t0}
         result.history.append(row)
@@ -111,12 +114,10 @@ def _inverse_counts(idx: torch.Tensor, size: int, unknown: float) -> torch.Tenso
 
 
 def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Optimizer], batch: int,
-               gen: torch.Generator) -> float:
+               gen: torch.Generator, row_weights: tuple[torch.Tensor, torch.Tensor]) -> float:
     model.train()
     n = len(part)
-    dropped = model.cfg.id_dropout * n
-    inv_u = _inverse_counts(part.user_idx, model.user_bias.num_embeddings, dropped)
-    inv_i = _inverse_counts(part.item_idx, model.item_bias.num_embeddings, dropped)
+    inv_u, inv_i = row_weights
     perm = torch.randperm(n, generator=gen)
     total = 0.0
     p_drop = model.cfg.id_dropout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -42,9 +44,23 @@ def fit_bias_baseline(data: TrainData, reg_user: float = 5.0, reg_item: float = 
     return model
 
 
+_BIAS_LOCK = threading.Lock()
+
+
 def fit_biases(data: TrainData, reg_user: float = 5.0, reg_item: float = 5.0,
                iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Alternate b_i = sum(r - mu - b_u) / (n_i + reg) and b_u likewise; vectorised with bincount."""
+    """Alternate b_i = sum(r - mu - b_u) / (n_i + reg) and b_u likewise; vectorised with bincount.
+
+    Every model of a run and the bias baseline start from the same fit: it is computed once per TrainData
+    and shared (callers copy before changing it)."""
+    key = ("biases", reg_user, reg_item, iterations)
+    with _BIAS_LOCK:
+        if key not in data.derived:
+            data.derived[key] = _fit_biases(data, reg_user, reg_item, iterations)
+        return data.derived[key]
+
+
+def _fit_biases(data: TrainData, reg_user: float, reg_item: float, iterations: int) -> tuple[np.ndarray, np.ndarray]:
     train = data.parts["train"]
     u, i = train.user_idx.numpy(), train.item_idx.numpy()
     resid = train.rating.numpy().astype(np.float64) - data.global_mean
