@@ -20,7 +20,7 @@ from tasks import training as t
 from tasks.runners import make_task_runner
 
 CHAMPION_EVENT = "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
-ModelName = Literal["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"]
+ModelName = Literal[tuple(MODELS)]  # the registry's names: the UI form offers exactly these
 
 
 class SplitParams(BaseModel):
@@ -108,7 +108,7 @@ def announce_champion(store_uri: str, report: dict[str, Any]) -> None:
     """Emit CHAMPION_EVENT so that deployments can react to a new champion (nightly scoring does)."""
     from musicrec.store import open_store
 
-    store = open_store(store_uri).url_for("models/champion.json").removesuffix("/models/champion.json")
+    store = open_store(store_uri).uri
     emit_event(event=CHAMPION_EVENT, resource={"prefect.resource.id": f"musicrec.champion.{store}",
                                                "prefect.resource.name": "musicrec champion"},
                payload={"version": report["champion"]["version"], "model": report["champion"]["name"],

@@ -86,6 +86,12 @@ class ValidationReport:
         return "\n".join(lines) + "\n"
 
 
+def failure_markdown(suites: dict[str, dict[str, Any]], message: str) -> str:
+    """The artifact for a failed validation: the error, then each suite's table (validation.json's content)."""
+    tables = [ValidationReport(**report).to_markdown() for report in suites.values()]
+    return "\n".join(["# Validation failed", "", "```", message, "```", "", *tables])
+
+
 def expectations_dir() -> Path:
     """Where the suites live: $MUSICREC_EXPECTATIONS_DIR, else expectations/ at the repository root."""
     env = os.environ.get(EXPECTATIONS_ENV)

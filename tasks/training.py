@@ -13,6 +13,7 @@ from prefect.tasks import exponential_backoff
 from musicrec.errors import ValidationFailed
 from musicrec.pipeline import ingest, prepare, publish, train
 from musicrec.pipeline.workspace import Workspace
+from musicrec.validation import failure_markdown
 
 
 @task(name="load-and-validate", cache_policy=NO_CACHE)
@@ -23,22 +24,12 @@ def load_and_validate(workdir: str, reviews: list[str], meta: list[str]) -> dict
         run = ingest.ingest(ws, reviews, meta)
     except ValidationFailed as e:
         report = ws.read_json("validation.json")
-        create_markdown_artifact(_validation_markdown(report, str(e)), key="validation-report",
+        create_markdown_artifact(failure_markdown(report, str(e)), key="validation-report",
                                  description="Data validation failed: nothing was trained")
         raise
     get_run_logger().info("loaded %s ratings, %s users, %s items (%s)", f"{run['ratings']:,}",
                           f"{run['users']:,}", f"{run['items']:,}", run["fingerprint"][:19])
-    return {k: v for k, v in run.items() if k != "validation_markdown"}
-
-
-def _validation_markdown(report: dict[str, Any], message: str) -> str:
-    lines = ["# Validation failed", "", "```", message, "```", ""]
-    for suite, r in report.items():
-        lines += [f"## {suite}: {'passed' if r['success'] else 'FAILED'}", "",
-                  "| expectation | column | success | unexpected |", "|---|---|---|---|"]
-        lines += [f"| {x['expectation']} | {x.get('column', '')} | {x['success']} | {x.get('unexpected_count', '')} |"
-                  for x in r["results"]]
-    return "\n".join(lines)
+    return run
 
 
 @task(name="split-and-embed", cache_policy=NO_CACHE)

@@ -46,3 +46,11 @@ def test_train_on_invalid_data_exits_nonzero_without_traceback(tmp_path):
     last = proc.stderr[proc.stderr.index("error: "):]
     assert str(bad) in last and "expect_column_values_to_be_between" in last and "what to do" in last
     assert not store.exists()
+
+
+def test_the_cli_offers_exactly_the_registered_models():
+    """The CLI keeps its own list (parsing arguments must not import torch); it must match the registry."""
+    from musicrec.cli import MODEL_NAMES
+    from musicrec.models.registry import MODELS
+
+    assert MODEL_NAMES == list(MODELS)

@@ -15,7 +15,7 @@ import pytest
 
 from musicrec.data.schema import canonical_items, canonical_ratings, empty_items
 from musicrec.errors import MusicrecError, ValidationFailed
-from musicrec.validation import EXPECTATIONS_ENV, check, expectations_dir, validate_table
+from musicrec.validation import EXPECTATIONS_ENV, check, expectations_dir, failure_markdown, validate_table
 
 SUITE_FILES = sorted((Path(__file__).resolve().parents[1] / "expectations").glob("*.json"))
 N = 200
@@ -167,6 +167,10 @@ def test_failed_report_is_json_serialisable_and_renders_markdown(good):
     nulls = next(r for r in data["results"] if r["expectation"] == NOT_NULL and r["columns"] == ["rating"])
     assert nulls["unexpected_count"] == 2 and nulls["examples"] == [None, None] and nulls["example_rows"] == [1, 2]
     assert "FAILED (1 broken)" in report.to_markdown() and "| ❌ |" in report.to_markdown()
+    # the flow's artifact is rendered from validation.json's content: the message, then each suite's table
+    page = failure_markdown({"ratings": data}, "data validation failed")
+    assert page.startswith("# Validation failed") and "data validation failed" in page
+    assert report.to_markdown() in page
 
 
 def test_tiny_synthetic_tables_pass(tiny):

@@ -57,7 +57,6 @@ class RatingModel(nn.Module):
 
     name: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
-    uses_text: ClassVar[bool] = False
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
                  item_text: np.ndarray | None = None) -> None:
@@ -112,9 +111,6 @@ class RatingModel(nn.Module):
 
     def item_tables(self) -> list[nn.Embedding]:
         return [m for n, m in self.named_children() if isinstance(m, nn.Embedding) and n.startswith("item")]
-
-    def user_tables(self) -> list[nn.Embedding]:
-        return [m for n, m in self.named_children() if isinstance(m, nn.Embedding) and n.startswith("user")]
 
 
 class DotProductGradients:

@@ -17,7 +17,6 @@ from musicrec.models.mlp import MLP
 
 class W2VMLP(MLP):
     name = "w2v_mlp"
-    uses_text = True
     defaults: ClassVar[dict[str, Any]] = {"epochs": 10, "lr": 0.003, "weight_decay": 1.0, "hidden": [64, 32]}
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,

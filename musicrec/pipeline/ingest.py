@@ -37,13 +37,12 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
     summary = ds.summary()
     return {
         "ratings": len(ds.ratings),
-        "users": int(ds.ratings["user_id"].nunique()),
-        "items": int(ds.ratings["item_id"].nunique()),
+        "users": summary["users"],
+        "items": summary["items"],
         "catalogue_items": len(ds.items),
         "fingerprint": fingerprint(ds.ratings),
         "inputs": [str(p) for p in [*reviews, *meta]],
         "read": {**summary, "notes": ds.notes()},
-        "validation_markdown": {k: r.to_markdown() for k, r in reports.items()},
         "sample_card": sample_card(reviews),
     }
 
