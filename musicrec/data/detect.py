@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from musicrec.data.formats import iter_line_blocks, open_binary, parse_line, truncated
+from musicrec.data.formats import first_nonblank_lines, open_binary, parse_line, truncated
 from musicrec.errors import DataError
 
 RATING_FORMATS = ("reviews-2014", "reviews-2018", "reviews-2023", "ratings-csv", "generic-csv", "generic-parquet")
@@ -52,15 +52,7 @@ def detect_format(path: str | Path) -> str:
 
 def _sniff_lines(path: str | Path) -> list[tuple[int, bytes]]:
     """The first SNIFF_LINES non-blank lines (with their numbers), reading at most ~SNIFF_BYTES."""
-    found: list[tuple[int, bytes]] = []
-    size = 0
-    with open_binary(path) as stream:
-        for start, lines in iter_line_blocks(path, stream):
-            found += [(n, ln) for n, ln in enumerate(lines, start) if ln.strip()][: SNIFF_LINES - len(found)]
-            size += sum(map(len, lines))
-            if len(found) >= SNIFF_LINES or size >= SNIFF_BYTES:
-                break
-    return found
+    return first_nonblank_lines(path, SNIFF_LINES, SNIFF_BYTES)
 
 
 def _json_kind(rec: dict) -> str | None:

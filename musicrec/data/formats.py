@@ -40,6 +40,19 @@ def truncated(path: str | Path, line: int | None, exc: BaseException) -> DataErr
                      hint="the download is incomplete or damaged: download the file again (gzip -t checks it)")
 
 
+def first_nonblank_lines(path: str | Path, limit: int, max_bytes: int = BLOCK_BYTES) -> list[tuple[int, bytes]]:
+    """The first `limit` non-blank lines with their 1-based numbers, reading about max_bytes at most."""
+    found: list[tuple[int, bytes]] = []
+    size = 0
+    with open_binary(path) as stream:
+        for start, lines in iter_line_blocks(path, stream):
+            found += [(n, ln) for n, ln in enumerate(lines, start) if ln.strip()][: limit - len(found)]
+            size += sum(map(len, lines))
+            if len(found) >= limit or size >= max_bytes:
+                break
+    return found
+
+
 def iter_line_blocks(path: str | Path, stream: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
     """Yield (1-based number of the first line, lines without newline) per ~BLOCK_BYTES of content."""
     carry, lineno = b"", 1

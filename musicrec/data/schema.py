@@ -59,10 +59,11 @@ def canonical_items(df: pd.DataFrame) -> pd.DataFrame:
 
 def drop_duplicate_ratings(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Keep the latest review per (user, item) (ties: the last in file order); return it and the count dropped."""
-    order = ratings.assign(_pos=np.arange(len(ratings)))
-    order = order.sort_values(["timestamp", "_pos"], na_position="first", kind="stable")
-    kept = order.drop_duplicates(["user_id", "item_id"], keep="last").sort_values("_pos").drop(columns="_pos")
-    return kept.reset_index(drop=True), len(ratings) - len(kept)
+    keys = pd.DataFrame({c: ratings[c].to_numpy() for c in ("user_id", "item_id", "timestamp")})
+    keys["_pos"] = np.arange(len(ratings))  # sort the keys only, not the text columns riding along
+    keys = keys.sort_values(["timestamp", "_pos"], na_position="first", kind="stable")
+    pos = np.sort(keys.drop_duplicates(["user_id", "item_id"], keep="last")["_pos"].to_numpy())
+    return ratings.iloc[pos].reset_index(drop=True), len(ratings) - len(pos)
 
 
 def empty_items() -> pd.DataFrame:
@@ -73,8 +74,10 @@ def empty_items() -> pd.DataFrame:
 def _text(df: pd.DataFrame, col: str) -> pd.Series:
     if col not in df:
         return pd.Series([""] * len(df), index=df.index, dtype="str")
-    s = df[col]
-    return s.where(s.notna(), "").map(_as_text).astype("str")
+    s = df[col].where(df[col].notna(), "")
+    if isinstance(s.dtype, pd.StringDtype):  # already text (what the readers hand over): no per-value map
+        return s.astype("str")
+    return s.map(_as_text).astype("str")
 
 
 def _as_text(v: object) -> str:

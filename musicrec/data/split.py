@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from musicrec.errors import DataError
+from musicrec.store import atomic_write
 
 SPLIT_NAMES = ("train", "validation", "test")
 SPLIT_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "review_text"]
@@ -75,9 +76,7 @@ def write_splits(split: Split, out_dir: str | Path) -> dict[str, Path]:
     paths = {}
     for name, part in split.parts().items():
         path = out / f"{name}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        part[SPLIT_COLUMNS].to_parquet(tmp, index=False)
-        tmp.replace(path)
+        atomic_write(path, lambda fh, part=part: part[SPLIT_COLUMNS].to_parquet(fh, index=False))
         paths[name] = path
     return paths
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from musicrec.data.formats import Tally, iter_line_blocks, open_binary, truncated
+from musicrec.data.formats import Tally, first_nonblank_lines, open_binary, truncated
 from musicrec.data.schema import ReadStats
 from musicrec.errors import DataError
 
@@ -25,12 +25,14 @@ def read_csv_table(path: str | Path, stats: ReadStats, *, headerless: bool = Fal
 
     pandas silently truncates rows when the first data row is the long one, so such rows are skipped first."""
     base: dict[str, object] = {"header": None, "names": RATINGS_CSV_NAMES} if headerless else {}
-    candidates = nonblank_line_numbers(path, 11)[0 if headerless else 1:]
     leading: list[int] = []
+    candidates: list[int] = []
     while True:
         df, messages = parse_csv(path, {**base, "skiprows": [n - 1 for n in leading]})
         if not any("Length of header or names" in m for m in messages):
             return tallied(path, stats, df, messages, leading)
+        if not leading:  # the rare case: read the first data lines' numbers only now
+            candidates = [n for n, _ in first_nonblank_lines(path, 11)][0 if headerless else 1:]
         if len(leading) >= min(10, len(candidates)):
             raise DataError(path, f"each of the first {len(leading)} data lines has too many fields",
                             line=candidates[0] if candidates else None,
@@ -72,13 +74,6 @@ def parse_csv(path: str | Path, options: dict[str, object]) -> tuple[pd.DataFram
         if not issubclass(w.category, pd.errors.ParserWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return df, [str(w.message) for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
-
-
-def nonblank_line_numbers(path: str | Path, limit: int) -> list[int]:
-    with open_binary(path) as stream:
-        for start, lines in iter_line_blocks(path, stream):
-            return [n for n, ln in enumerate(lines[:1000], start) if ln.strip()][:limit]
-    return []
 
 
 def has_replacement(df: pd.DataFrame) -> pd.Series:

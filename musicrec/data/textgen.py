@@ -6,13 +6,15 @@ Genres own their vocabulary and the rating owns the sentiment words, so text car
 from __future__ import annotations
 
 import gzip
-import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import orjson
+
+from musicrec.store import atomic_write
 
 # (name, share of demand, words): Amazon CDs & Vinyl sub-genres; a few words are shared on purpose.
 GENRES: list[tuple[str, float, str]] = [
@@ -277,8 +279,11 @@ def json_lines(cols: dict[str, list], keys: list[str]) -> bytes:
 
 def write_gz(path: Path, chunks: Iterator[bytes]) -> None:
     """Gzip chunks to path while the next one is built; mtime 0 and no name inside, so reruns are identical."""
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("wb") as raw, ThreadPoolExecutor(max_workers=1) as pool, \
+    atomic_write(path, lambda raw: _gzip_chunks(raw, chunks))  # readers never see a half-written file
+
+
+def _gzip_chunks(raw: BinaryIO, chunks: Iterator[bytes]) -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool, \
             gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=4) as gz:
         pending: Future | None = None
         for data in chunks:
@@ -287,4 +292,3 @@ def write_gz(path: Path, chunks: Iterator[bytes]) -> None:
             pending = pool.submit(gz.write, data)
         if pending is not None:
             pending.result()
-    os.replace(tmp, path)  # readers never see a half-written file
