@@ -48,9 +48,9 @@ def item_documents(train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig
 
     Validation and test reviews are never read here: they would leak the answer into the text vectors.
     """
-    reviews = train.loc[train["review_text"].str.len() > 0, ["item_id", "review_text"]]
-    if not include_reviews:
-        reviews = reviews.iloc[:0]
+    reviews = train[["item_id", "review_text"]].iloc[:0]
+    if include_reviews:
+        reviews = train.loc[train["review_text"].str.len() > 0, ["item_id", "review_text"]]
     reviews = reviews.groupby("item_id", sort=False).head(cfg.max_reviews_per_item)
     review_text = reviews.groupby("item_id", sort=True)["review_text"].agg(" ".join)
     meta = items.set_index("item_id")

@@ -52,6 +52,11 @@ class ValidationReport:
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
 
+    def raise_if_failed(self, source: str = "") -> None:
+        """ValidationFailed listing each broken expectation (and the input it came from), unless all passed."""
+        if not self.success:
+            raise ValidationFailed(self.suite, self.failures(), source=source)
+
     def failures(self) -> list[dict[str, Any]]:
         """The broken expectations as {expectation, detail, examples} (the shape ValidationFailed takes);
         the detail ends with the expectation's note of intent, so a message says why the rule exists."""
@@ -134,8 +139,7 @@ def validate_table(df: pd.DataFrame, suite: str) -> ValidationReport:
 def check(df: pd.DataFrame, suite: str) -> ValidationReport:
     """validate_table, raising ValidationFailed (listing each broken expectation) unless everything passed."""
     report = validate_table(df, suite)
-    if not report.success:
-        raise ValidationFailed(suite, report.failures())
+    report.raise_if_failed()
     return report
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,7 +15,6 @@ SPAN = RATING_MAX - RATING_MIN
 
 class GMFLogistic(GMFRegression):
     name = "gmf_logistic"
-    defaults: ClassVar[dict[str, Any]] = {"factors": 32, "epochs": 20, "lr": 0.005, "weight_decay": 1.0}
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
                  item_text: np.ndarray | None = None) -> None:

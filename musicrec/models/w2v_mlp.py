@@ -6,8 +6,6 @@ gets a text-informed prediction (item cold start), inside the exported ONNX grap
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import numpy as np
 import torch
 
@@ -17,7 +15,6 @@ from musicrec.models.mlp import MLP
 
 class W2VMLP(MLP):
     name = "w2v_mlp"
-    defaults: ClassVar[dict[str, Any]] = {"epochs": 10, "lr": 0.003, "weight_decay": 1.0, "hidden": [64, 32]}
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
                  item_text: np.ndarray | None = None) -> None:

@@ -10,7 +10,6 @@ from typing import Any
 import pandas as pd
 
 from musicrec.data.readers import load_dataset
-from musicrec.errors import ValidationFailed
 from musicrec.hashing import sha256_bytes
 from musicrec.pipeline.workspace import Workspace
 from musicrec.validation import validate_table
@@ -29,9 +28,7 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
     reports = {"ratings": validate_table(ds.ratings, "ratings"), "items": validate_table(ds.items, "items")}
     ws.write_json("validation.json", {k: r.to_dict() for k, r in reports.items()})
     for name, report in reports.items():
-        if not report.success:
-            source = ", ".join(map(str, reviews if name == "ratings" else meta))
-            raise ValidationFailed(name, report.failures(), source=source)
+        report.raise_if_failed(source=", ".join(map(str, reviews if name == "ratings" else meta)))
     ds.ratings.to_parquet(ws.ratings, index=False)
     ds.items.to_parquet(ws.items, index=False)
     summary = ds.summary()
