@@ -1,0 +1,107 @@
+"""Typed hyperparameters, one class per model family (pydantic, no torch: the CLI checks overrides with these
+before anything slow starts). A key that does not belong to a family is an error naming the valid ones."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from musicrec.errors import MusicrecError
+
+
+class ConfigError(MusicrecError):
+    """An override that no model of that family can take (unknown key, wrong type, out of range)."""
+
+
+class TrainConfig(BaseModel):
+    """What every family's trainer reads."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    epochs: int = Field(30, ge=1, le=1000, description="maximum epochs; early stopping on validation RMSE")
+    patience: int = Field(4, ge=1, description="epochs without improvement before stopping")
+    batch_size: int = Field(0, ge=0, description="rows per step; 0 = about 64 steps per epoch in [256, 4096]")
+    lr: float = Field(0.05, gt=0, description="row-wise AdaGrad step of the embedding tables")
+    dense_lr: float = Field(0.003, gt=0, description="Adam step of dense layers")
+    bias_lr: float = Field(0.05, ge=0, description="AdaGrad step of the bias tables (0 = biases frozen)")
+    bias_decay: float = Field(5.0, ge=0, description="L2 on user/item biases, per row and epoch")
+    weight_decay: float = Field(0.05, ge=0, description="L2 on user/item factor rows, per row and epoch")
+    init_std: float = Field(0.1, ge=0, description="standard deviation of the initial factor rows")
+    id_dropout: float = Field(0.02, ge=0, lt=1, description="share of rows whose id is replaced by 'unknown'")
+    seed: int = 0
+
+
+class FactorConfig(TrainConfig):
+    """gmf, gmf_regression, nnmf: user and item factor tables of one size."""
+
+    factors: int = Field(32, ge=1, le=1024)
+
+
+class LogisticConfig(FactorConfig):
+    """gmf_logistic: factor model trained on ratings scaled to [0, 1] with a logistic loss."""
+
+
+class MLPConfig(TrainConfig):
+    """mlp: concatenated user and item embeddings through a ReLU MLP, plus biases."""
+
+    user_dim: int = Field(8, ge=1, le=1024, description="user embedding size (the seed's 8)")
+    item_dim: int = Field(5, ge=1, le=1024, description="item embedding size (the seed's 5)")
+    hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
+    dense_decay: float = Field(1e-5, ge=0, description="Adam weight decay of the dense layers")
+
+
+class W2VMLPConfig(MLPConfig):
+    """w2v_mlp: the MLP plus the item's Word2Vec text vector (and the user's, from their own reviews)."""
+
+    user_text: bool = Field(True, description="also feed the user's mean review vector (leave-one-out)")
+
+
+FAMILY: dict[str, type[TrainConfig]] = {
+    "gmf": FactorConfig,
+    "gmf_regression": FactorConfig,
+    "gmf_logistic": LogisticConfig,
+    "nnmf": FactorConfig,
+    "mlp": MLPConfig,
+    "w2v_mlp": W2VMLPConfig,
+}
+ModelName = Literal["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"]
+
+
+def config_class(name: str) -> type[TrainConfig]:
+    if name not in FAMILY:
+        raise ConfigError(f"unknown model {name!r}", hint=f"choose from {', '.join(FAMILY)}")
+    return FAMILY[name]
+
+
+def parse_config(name: str, overrides: dict[str, Any] | None = None,
+                 defaults: dict[str, Any] | None = None) -> TrainConfig:
+    """The family's typed config: its defaults, then `defaults` (e.g. tuned values), then the user's overrides.
+    Raises ConfigError naming the model, the key and what it accepts."""
+    cls = config_class(name)
+    merged = {**(defaults or {}), **(overrides or {})}
+    if not isinstance(overrides or {}, dict):
+        raise ConfigError(f"overrides for {name!r} must be a JSON object, got {type(overrides).__name__}")
+    unknown = sorted(set(merged) - set(cls.model_fields))
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown hyperparameter(s) {', '.join(unknown)}",
+                          hint=f"{name} takes: {', '.join(cls.model_fields)}")
+    try:
+        return cls(**merged)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
+                             for err in e.errors())
+        raise ConfigError(f"model {name!r}: {problems}", hint="fix the value in --overrides") from None
+
+
+def check_overrides(models: list[str], overrides: dict[str, Any]) -> None:
+    """Every override names a model being trained and parses for its family (the CLI's pre-flight check)."""
+    if not isinstance(overrides, dict):
+        raise ConfigError("--overrides must be a JSON object of model -> {key: value}",
+                          hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'')
+    for name, values in overrides.items():
+        config_class(name)
+        if name not in models:
+            raise ConfigError(f"--overrides names {name!r}, which is not among the models trained ({', '.join(models)})",
+                              hint="add it to --models or remove its overrides")
+        parse_config(name, values)
