@@ -1,6 +1,4 @@
-"""Model families, one file each, and the registry that names them."""
+"""Model families, one file each, and the registry that names them (musicrec.models.registry).
 
-from musicrec.models.base import ModelConfig, RatingModel
-from musicrec.models.registry import MODELS, build_model
-
-__all__ = ["MODELS", "ModelConfig", "RatingModel", "build_model"]
+This package file imports nothing, so `musicrec.models.configs` loads without torch (the CLI checks
+overrides with it before anything slow starts)."""
