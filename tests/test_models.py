@@ -5,7 +5,7 @@ import torch
 from musicrec.data.split import split_ratings
 from musicrec.dataset import prepare_data
 from musicrec.evaluation import evaluate
-from musicrec.models import MODELS
+from musicrec.models.registry import MODELS
 from musicrec.models.baselines import fit_bias_baseline, fit_global_mean
 from musicrec.models.registry import model_config
 from musicrec.text import Word2VecConfig, item_documents, item_vectors, train_word2vec
