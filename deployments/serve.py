@@ -13,7 +13,6 @@ Point PREFECT_API_URL at a running server first (`make server`); see docs/deploy
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,36 +28,37 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: flows/ and tasks
 
 from flows.scoring import batch_scoring
 from flows.training import CHAMPION_EVENT, training
+from musicrec.settings import get_settings
 
 DEMO_DATA = REPO / ".musicrec" / "demo" / "data"
 NIGHTLY_CRON = "0 2 * * *"
 
 
-def _files(var: str, default: Path) -> list[str]:
-    raw = os.environ.get(var)
-    if raw is None:
+def _files(raw: str, default: Path) -> list[str]:
+    if not raw:
         return [str(default)]
     return [str(Path(p.strip()).expanduser().resolve()) for p in raw.split(",") if p.strip()]
 
 
 def _store_uri() -> str:
-    uri = os.environ.get("MUSICREC_STORE_URI", "")
+    uri = get_settings().store_uri
     if "://" in uri:
         return uri
     return Path(uri or REPO / ".musicrec" / "store").expanduser().resolve().as_uri()
 
 
 def _work_dir() -> str:
-    return str(Path(os.environ.get("MUSICREC_WORK_DIR") or REPO / ".musicrec" / "work").expanduser().resolve())
+    path = Path(get_settings().work_dir).expanduser()  # relative = under the repository, like the default
+    return str((path if path.is_absolute() else REPO / path).resolve())
 
 
 def training_defaults() -> dict[str, Any]:
     """The nightly training run's parameters: every model, data and store from the environment."""
-    return {"reviews": _files("MUSICREC_REVIEWS", DEMO_DATA / "reviews.json.gz"),
-            "meta": _files("MUSICREC_META", DEMO_DATA / "meta.json.gz"),
+    env = get_settings()
+    return {"reviews": _files(env.reviews, DEMO_DATA / "reviews.json.gz"),
+            "meta": _files(env.meta, DEMO_DATA / "meta.json.gz"),
             "store_uri": _store_uri(), "work_dir": _work_dir(),
-            "task_runner": os.environ.get("MUSICREC_TASK_RUNNER") or "threads",
-            "dask_address": os.environ.get("MUSICREC_DASK_ADDRESS", "")}
+            "task_runner": env.task_runner, "dask_address": env.dask_address}
 
 
 def scoring_defaults() -> dict[str, Any]:
@@ -81,8 +81,8 @@ def champion_trigger() -> DeploymentEventTrigger:
 
 def build_deployments() -> list[RunnerDeployment]:
     """The three deployments; the flows' pydantic parameters give the UI its forms."""
-    schedule = Cron(os.environ.get("MUSICREC_TRAINING_CRON", NIGHTLY_CRON),
-                    timezone=os.environ.get("MUSICREC_TIMEZONE") or "UTC", slug="nightly")
+    env = get_settings()
+    schedule = Cron(env.training_cron, timezone=env.timezone, slug="nightly")
     return [
         training.to_deployment(name="nightly", schedule=schedule, parameters={"params": training_defaults()},
                                tags=["musicrec", "nightly"],
@@ -97,7 +97,7 @@ def build_deployments() -> list[RunnerDeployment]:
 
 
 def main() -> None:
-    limit = int(os.environ.get("MUSICREC_SERVE_LIMIT", "2"))  # concurrent flow runs in this process
+    limit = get_settings().serve_limit  # concurrent flow runs in this process
     serve(*build_deployments(), limit=limit)
 
 

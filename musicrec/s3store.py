@@ -27,6 +27,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from musicrec.errors import ConflictError, StoreError
 from musicrec.hashing import sha256_bytes
+from musicrec.settings import Settings, SettingsError, get_settings
 from musicrec.store import OCTET_STREAM, MissingKeyError, Store, atomic_write, check_key, check_prefix
 
 ENDPOINT_HINT = ("check that the S3 endpoint is reachable and right: AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3 "
@@ -48,31 +49,25 @@ _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Expir
 _LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
-def _env_number(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name, "")
+def _s3_settings() -> Settings:
+    """The MUSICREC_S3_* settings; a bad value is a StoreError naming the variable."""
     try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise StoreError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise StoreError(f"{name}={raw!r} must be at least {minimum:g}")
-    return value
+        return get_settings()
+    except SettingsError as e:
+        raise StoreError(e.message, hint=e.hint) from None
 
 
 def s3_client_config() -> Config:
     """botocore Config from the environment: standard retries, checksums only when required (S3-compatible
     servers reject the newer CRC headers), addressing style and timeouts."""
-    style = os.environ.get("MUSICREC_S3_ADDRESSING_STYLE", "auto") or "auto"
-    if style not in ("auto", "path", "virtual"):
-        raise StoreError(f"MUSICREC_S3_ADDRESSING_STYLE={style!r} is not one of auto, path, virtual")
-    attempts = int(_env_number("MUSICREC_S3_MAX_ATTEMPTS", 5, 1))  # total tries, the first one included
+    cfg = _s3_settings()
     return Config(
-        retries={"total_max_attempts": attempts, "mode": "standard"},
-        connect_timeout=_env_number("MUSICREC_S3_CONNECT_TIMEOUT", 10, 0.01),
-        read_timeout=_env_number("MUSICREC_S3_READ_TIMEOUT", 60, 0.01),
+        retries={"total_max_attempts": cfg.s3_max_attempts, "mode": "standard"},
+        connect_timeout=cfg.s3_connect_timeout,
+        read_timeout=cfg.s3_read_timeout,
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        s3={"addressing_style": style},
+        s3={"addressing_style": cfg.s3_addressing_style},
         max_pool_connections=16,
     )
 
@@ -115,7 +110,7 @@ class S3Store(Store):
     def __init__(self, uri: str) -> None:
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
-        endpoint = os.environ.get("MUSICREC_S3_ENDPOINT_URL") or None  # else boto3 uses AWS_ENDPOINT_URL[_S3]
+        endpoint = _s3_settings().s3_endpoint_url or None  # else boto3 uses AWS_ENDPOINT_URL[_S3]
         try:
             self._client = make_client(endpoint)
         except (BotoCoreError, Boto3Error, ValueError) as exc:

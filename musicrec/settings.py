@@ -1,19 +1,66 @@
-"""One settings class (env prefix MUSICREC_): where the store lives. The deployments read their other
-MUSICREC_* variables themselves (deployments/serve.py, prefect.yaml); flow parameters carry the rest."""
+"""Every MUSICREC_* environment variable, in one pydantic-settings class (env prefix MUSICREC_).
+
+Nothing else in musicrec, flows, tasks or deployments reads a MUSICREC_* variable; docs/settings.md lists them.
+No secrets live here: credentials come from the AWS chain only. Settings are read afresh on every call, so a
+changed environment (tests, a long-running serve process) is seen at once.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from musicrec.errors import MusicrecError
+
+ENV_PREFIX = "MUSICREC_"
+
+
+class SettingsError(MusicrecError):
+    """A MUSICREC_* variable holds a value its setting cannot take."""
 
 
 class Settings(BaseSettings):
-    """The store a flow uses when its store_uri parameter is empty. No secrets live here."""
+    """Defaults that flow parameters and the CLI fall back on when they are left empty."""
 
-    model_config = SettingsConfigDict(env_prefix="MUSICREC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
-    store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = ./.musicrec/store")
+    store_uri: str = Field("", description="s3://bucket/prefix, file:///path or a plain path; empty = ./.musicrec/store")
+    work_dir: str = Field(".musicrec/work", description="run workspaces; must be shared by Dask workers")
+    reviews: str = Field("", description="deployments: comma-separated review files (empty = the demo sample)")
+    meta: str = Field("", description="deployments: comma-separated metadata files (empty = the demo sample)")
+    task_runner: Literal["threads", "processes", "dask"] = Field("threads", description="deployments: task runner")
+    dask_address: str = Field("", description="deployments: Dask scheduler address; empty = a local cluster")
+    timezone: str = Field("UTC", description="deployments: timezone of the nightly training cron")
+    training_cron: str = Field("0 2 * * *", description="deployments: cron of training/nightly")
+    serve_limit: int = Field(2, ge=1, description="deployments/serve.py: flow runs at once in the serve process")
+    s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO, Ceph, R2); empty = AWS_ENDPOINT_URL or AWS")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="S3 addressing; path for MinIO-like servers")
+    s3_max_attempts: int = Field(5, ge=1, description="S3 tries per request (first included) on 5xx, throttling, resets")
+    s3_connect_timeout: float = Field(10.0, ge=0.01, description="S3 connect timeout, seconds")
+    s3_read_timeout: float = Field(60.0, ge=0.01, description="S3 read timeout, seconds")
+    expectations_dir: str = Field("", description="folder of the expectation suites; empty = expectations/ in the repo")
+    progress: Literal["", "bars", "lines"] = Field(
+        "", description="training progress in the CLI: bars or log lines; empty = bars on a terminal only")
+    debug: bool = Field(False, description="the CLI shows Python tracebacks on errors (as --debug does)")
 
 
 def get_settings() -> Settings:
-    return Settings()
+    """The current settings; a bad value is one SettingsError naming the variable and what it accepts."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise settings_error(e) from None
+
+
+def settings_error(e: ValidationError) -> SettingsError:
+    """One line per bad variable: MUSICREC_NAME='value': what is wrong."""
+    problems = [f"{ENV_PREFIX}{str(err['loc'][0]).upper()}={err.get('input')!r}: {err['msg']}" for err in e.errors()]
+    return SettingsError("; ".join(problems), hint="fix or unset the variable (docs/settings.md lists them all)")
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field (for messages)."""
+    return f"{ENV_PREFIX}{field.upper()}"

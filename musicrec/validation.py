@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from musicrec.errors import MusicrecError, ValidationFailed
+from musicrec.settings import get_settings
 
 SUITES = ("ratings", "items")
 EXPECTATIONS_ENV = "MUSICREC_EXPECTATIONS_DIR"
@@ -99,8 +99,8 @@ def failure_markdown(suites: dict[str, dict[str, Any]], message: str) -> str:
 
 def expectations_dir() -> Path:
     """Where the suites live: $MUSICREC_EXPECTATIONS_DIR, else expectations/ at the repository root."""
-    env = os.environ.get(EXPECTATIONS_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "expectations"
+    configured = get_settings().expectations_dir
+    return Path(configured) if configured else Path(__file__).resolve().parents[1] / "expectations"
 
 
 def load_suite(suite: str) -> dict[str, Any]:
