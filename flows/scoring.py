@@ -1,11 +1,12 @@
-"""The `batch_scoring` flow: verified champion bundle -> chunks scored in parallel -> atomic Parquet output."""
+"""The `batch_scoring` flow: verified champion bundle -> chunks scored in parallel -> atomic Parquet/CSV output."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.futures import wait
@@ -17,31 +18,68 @@ from musicrec.scoring import jobs
 from musicrec.settings import get_settings
 from tasks import scoring as t
 
+Job = Literal["all_users", "users", "pairs"]
+
 
 class ScoringParams(BaseModel):
     """What to score, with which model, and where to write it; the Prefect UI renders this as a form."""
 
+    job: Job = Field("all_users", description="all_users: top-N for every known user; users: top-N for the "
+                                              "users file; pairs: score the pairs file")
+    pairs: str = Field("", description="job pairs: CSV/Parquet file with columns user_id, item_id")
+    users: str = Field("", description="job users: CSV/Parquet file with a user_id column")
     store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI")
     version: str = Field("", description="published model version; empty = the champion pointer")
-    pairs: str = Field("", description="CSV/Parquet with user_id,item_id: score these pairs")
-    users: str = Field("", description="CSV/Parquet with user_id: top-N lists for these users")
-    all_users: bool = Field(False, description="top-N lists for every user the model knows")
-    top_n: int = Field(10, ge=1, le=1000)
+    top_n: int = Field(10, ge=1, le=1000, description="list length of top-N jobs")
+    format: Literal["parquet", "csv"] = Field("parquet", description="parquet parts, or one CSV file")
+    out: str = Field("", description="output URI; empty = the store, under scores/RUN_ID/JOB")
     batch_size: int = Field(65536, ge=1, description="pairs per onnxruntime call")
     chunk_rows: int = Field(500_000, ge=1, description="at most this many pairs per chunk task")
     chunk_users: int = Field(25_000, ge=1, description="users per chunk task")
-    out: str = Field("", description="output URI; empty = <store>/scores/<run id>/<job>")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, description="parallel chunk tasks")
-    work_dir: str = ".musicrec/work"
+    work_dir: str = Field(default_factory=lambda: get_settings().work_dir, description="local scratch folder")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_from_inputs(cls, data: Any) -> Any:
+        """Without an explicit job (callers in code), the one input file given names it; all_users=true, the
+        older form, means job all_users. The UI form always sends a job, which is then checked as it is."""
+        if isinstance(data, dict) and "job" not in data:
+            data = {k: v for k, v in data.items() if k != "all_users"}
+            given = [name for name in ("pairs", "users") if data.get(name)]
+            if len(given) == 1:
+                data["job"] = given[0]
+        return data
 
     @model_validator(mode="after")
     def _one_job(self) -> ScoringParams:
-        if sum([bool(self.pairs), bool(self.users), self.all_users]) != 1:
-            raise ValueError("give exactly one of pairs, users or all_users")
+        if self.pairs and self.users:
+            raise ValueError("pairs and users are both filled in: a run does one job, clear one of them")
+        for name in ("pairs", "users"):
+            given = bool(getattr(self, name))
+            if given and self.job != name:
+                raise ValueError(f"{name} is filled in but job is {self.job}: set job to {name}, or clear {name}")
+            if self.job == name and not given:
+                raise ValueError(f"job {name} needs the {name} file: fill in {name}")
         return self
 
 
-@flow(name="batch-scoring")
+def run_namer(prefix: str, *fields: str, defaults: dict[str, str] | None = None) -> Callable[[], str]:
+    """A flow_run_name callable: prefix plus the named fields of the flow's `params` (e.g. score-pairs-champion),
+    so a run list in the UI says what each run did."""
+    def name() -> str:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        params = ctx.parameters.get("params") if ctx and ctx.parameters else None
+        read = params.get if isinstance(params, dict) else lambda f, d=None: getattr(params, f, d)
+        values = [str(read(f, "") or (defaults or {}).get(f, "")) for f in fields]
+        return "-".join([prefix, *[v for v in values if v]])
+
+    return name
+
+
+@flow(name="batch-scoring", flow_run_name=run_namer("score", "job", "version", defaults={"version": "champion"}))
 def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     """Score pairs or rank users with a verified bundle; the output appears whole or not at all."""
     store_uri = params.store_uri or get_settings().store_uri
@@ -50,12 +88,12 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     bundle = t.fetch_bundle(store_uri, params.version, str(ws.root))
     parts_dir = ws.root / "parts"
     parts_dir.mkdir(exist_ok=True)
-    job = "pairs" if params.pairs else "topn"
+    job = "pairs" if params.job == "pairs" else "topn"
     t0 = time.perf_counter()
     parts, summaries = _score_chunks(params, bundle["directory"], parts_dir)
     seconds = time.perf_counter() - t0
     extra: dict[str, Any] = {"job": job, "version": bundle["version"], "model": bundle["model"],
-                             "seconds": round(seconds, 3)}
+                             "seconds": round(seconds, 3), "format": params.format}
     if job == "pairs":
         extra["pairs_per_second"] = round(sum(s["rows"] for s in summaries) / seconds)
     else:
@@ -68,7 +106,7 @@ def _score_chunks(params: ScoringParams, directory: str, parts_dir: Path) -> tup
     """The parallel stage: one task run per chunk, at most params.threads at a time, each writing a local part."""
     workers = max(1, params.threads)
     with ThreadPoolTaskRunner(max_workers=workers) as runner:
-        if params.pairs:
+        if params.job == "pairs":
             ranges = jobs.plan_pair_chunks(params.pairs, params.chunk_rows, workers)
             paths = [str(parts_dir / f"{k:05d}.parquet") for k in range(len(ranges))]
             futures = [runner.submit(t.score_pairs_chunk, {"directory": directory, "pairs_path": params.pairs,

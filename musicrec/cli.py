@@ -1,10 +1,11 @@
-"""`musicrec` command line: sample-data, train, score. Errors print one clear message (traceback only with --debug)."""
+"""`musicrec` command line. Every argument that can be checked is checked before Prefect starts
+(musicrec.preflight); every mistake is one message and exit code 2 (a traceback only with --debug).
+runs, champion and recommend read the store directly and never start Prefect."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import traceback
@@ -12,9 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from musicrec import preflight as pre
 from musicrec.errors import MusicrecError
+from musicrec.models.configs import FAMILY
 
-MODEL_NAMES = ["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"]
+MODEL_NAMES = list(FAMILY)  # torch-free: parsing arguments must not import torch
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+# Prefect's 20 s is too short for a first start on 2 cores (creating the database took 22.8 s): set before
+# Prefect is imported, unless the user chose a value (environment or Prefect profile). Offline by default.
+PREFECT_DEFAULTS = {STARTUP_TIMEOUT: "120", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+STORE_HELP = "s3://bucket/prefix, file:///path or a folder (default MUSICREC_STORE_URI, else ./.musicrec/store)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,26 +36,34 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run the training flow (Prefect; ephemeral server if none is configured)")
     t.add_argument("--reviews", action="append", required=True, help="review file; repeat for several")
     t.add_argument("--meta", action="append", default=[], help="metadata file; repeat for several")
-    t.add_argument("--store", default="", help="s3://bucket/prefix or file:///path (default ./.musicrec/store)")
     t.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset of " + ",".join(MODEL_NAMES))
     t.add_argument("--task-runner", choices=["threads", "processes", "dask"], default="threads")
     t.add_argument("--dask-address", default="")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\'')
+    t.add_argument("--columns", default="", help="input column names, e.g. user=listener,item=track,rating=stars[,timestamp=ts]")
+    t.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
+    t.add_argument("--no-promote", action="store_true", help="publish the bundle but leave the champion as it is")
     t.add_argument("--report", help="copy report.json here")
-    c = sub.add_parser("score", help="run the batch scoring flow with the published champion (or --version)")
-    c.add_argument("--store", default="", help="s3://bucket/prefix or file:///path (default ./.musicrec/store)")
-    c.add_argument("--version", default="", help="published model version (default: the champion pointer)")
+    c = sub.add_parser("score", help="run the batch scoring flow with the champion (or --version)")
     job = c.add_mutually_exclusive_group(required=True)
     job.add_argument("--pairs", help="CSV/Parquet with user_id,item_id")
     job.add_argument("--users", help="CSV/Parquet with user_id: top-N lists")
     job.add_argument("--all-users", action="store_true", help="top-N lists for every known user")
     c.add_argument("--top-n", type=int, default=10)
-    c.add_argument("--out", default="", help="output URI (default <store>/scores/<run id>/<job>)")
+    c.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="parquet parts or one CSV file")
+    c.add_argument("--out", default="", help="output folder URI (default: the store, under scores/RUN/JOB)")
     e = sub.add_parser("evaluate", help="ranking quality (HR@10, NDCG@10, coverage) of a run's test users")
-    e.add_argument("--run", required=True, help="training run id (its splits are read from runs/<run id>/)")
-    e.add_argument("--store", default="", help="s3://bucket/prefix or file:///path (default ./.musicrec/store)")
-    e.add_argument("--version", default="", help="published model version (default: the run's own bundle)")
+    e.add_argument("--run", required=True, help="training run id (musicrec runs lists them)")
+    r = sub.add_parser("recommend", help="one user's top-N list from the champion (no Prefect)")
+    r.add_argument("user_id")
+    r.add_argument("--top-n", type=int, default=10)
+    sub.add_parser("runs", help="the training runs in the store, their champions and promotion decisions")
+    sub.add_parser("champion", help="the current champion and its metadata")
+    for cmd in (t, c, e, r, *(sub.choices[n] for n in ("runs", "champion"))):
+        cmd.add_argument("--store", default="", help=STORE_HELP)
+    for cmd in (c, e, r):
+        cmd.add_argument("--version", default="", help="published model version (default: the champion)")
     return p
 
 
@@ -61,41 +77,23 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from musicrec.pipeline.report import format_leaderboard, format_stages, leaderboard
-
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(models) - set(MODEL_NAMES))
-    if unknown:
-        raise MusicrecError(f"--models: unknown model(s) {unknown}", hint=f"choose from {', '.join(MODEL_NAMES)}")
-    try:
-        overrides = json.loads(args.overrides)
-    except json.JSONDecodeError as e:
-        raise MusicrecError(f"--overrides is not valid JSON: {e}", hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'') from e
-    # The CLI is the one place in musicrec that starts a flow; the library itself never imports Prefect.
-    from flows.console import quiet_console_tracebacks, show_epoch_bars
+    models = pre.parse_models(args.models)
+    fields = {"reviews": args.reviews, "meta": args.meta, "models": models, "seed": args.seed,
+              "overrides": pre.parse_overrides(args.overrides, models), "columns": pre.parse_columns(args.columns),
+              "rating_range": pre.parse_rating_range(args.rating_range), "promote": not args.no_promote,
+              "store_uri": pre.check_store(args.store).uri, "task_runner": args.task_runner,
+              "dask_address": args.dask_address}
+    pre.check_inputs(args.reviews, args.meta, fields["columns"])
     from flows.training import TrainingParams, training
 
-    if not _debug(args):
-        quiet_console_tracebacks()
-    bars = show_epoch_bars() if os.environ.get("MUSICREC_PROGRESS", _default_progress()) == "bars" else None
-    params = TrainingParams(reviews=args.reviews, meta=args.meta, store_uri=args.store, models=models,
-                            seed=args.seed, overrides=overrides, task_runner=args.task_runner,
-                            dask_address=args.dask_address)
-    try:
-        report = training(params)
-    finally:
-        if bars:
-            logging.getLogger("").removeHandler(bars)
-            bars.close()
+    report = _run_flow(args, training, TrainingParams, fields, bars=True)
+    from musicrec.pipeline.report import format_leaderboard, format_stages, leaderboard
+
     for note in report.get("read", {}).get("notes", []):  # what the readers repaired or warn about
         print(f"input: {note}")
     champion = report["champion"]
     print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
-    print(f"\nchampion: {champion.get('name')} ({champion.get('version')}), promoted: {report['promoted']}"
-          f" (previous test RMSE: {report.get('previous_test_rmse')})")
-    if report.get("replaced_damaged"):
-        print(f"warning: the previous champion {report['previous_version']} was damaged and has been replaced: "
-              f"{report['replaced_damaged']}")
+    print("\n" + _promotion_line(report))
     print(f"bundle: {champion.get('uri')}\nreport: {report['report_uri']}")
     if report.get("stage_seconds"):
         print(format_stages(report["stage_seconds"]))
@@ -109,40 +107,124 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(args: argparse.Namespace) -> int:
-    from flows.console import quiet_console_tracebacks
-    from flows.scoring import ScoringParams, batch_scoring
+def _promotion_line(report: dict[str, Any]) -> str:
+    from musicrec.results import promotion
 
-    if not _debug(args):
-        quiet_console_tracebacks()
-    params = ScoringParams(store_uri=args.store, version=args.version, pairs=args.pairs or "",
-                           users=args.users or "", all_users=args.all_users, top_n=args.top_n, out=args.out)
-    manifest = batch_scoring(params)
-    print(json.dumps({k: v for k, v in manifest.items() if k not in ("parts", "sha256")}, indent=2, default=str))
+    champion, decision = report["champion"], promotion(report)
+    if not champion.get("version"):
+        return "champion: none (no model beat the bias baseline on validation; nothing published)"
+    verdict = "promoted to champion" if decision["promoted"] else "published, not promoted"
+    line = f"{champion['name']} ({champion['version']}): {verdict}: {decision.get('reason', '')}"
+    if decision.get("incumbent_version"):
+        line += (f"\n  compared with {decision['incumbent_version']} on {decision.get('compared_rows', '?')} rows: "
+                 f"incumbent RMSE {decision.get('incumbent_rmse')}, challenger RMSE {decision.get('challenger_rmse')}")
+    if report.get("replaced_damaged"):
+        line += f"\nwarning: the previous champion was damaged and has been replaced: {report['replaced_damaged']}"
+    return line
+
+
+def _score(args: argparse.Namespace) -> int:
+    top_n = pre.check_positive("--top-n", args.top_n)
+    if args.pairs:
+        pre.check_job_file("--pairs", args.pairs, ["user_id", "item_id"])
+    if args.users:
+        pre.check_job_file("--users", args.users, ["user_id"])
+    if args.out:
+        pre.check_store(args.out)
+    store = pre.check_store(args.store)
+    pre.check_version(store, args.version)
+    fields = {"store_uri": store.uri, "version": args.version, "pairs": args.pairs or "", "users": args.users or "",
+              "job": "pairs" if args.pairs else "users" if args.users else "all_users",
+              "top_n": top_n, "out": args.out, "format": args.format}
+    from flows.scoring import ScoringParams, batch_scoring
+    from musicrec.scoring.summary import describe
+
+    print(describe(_run_flow(args, batch_scoring, ScoringParams, fields)))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from flows.console import quiet_console_tracebacks
+    store = pre.check_store(args.store)
+    pre.check_run(store, args.run)
+    if args.version:
+        pre.check_version(store, args.version)
     from flows.evaluation import RankingParams, ranking_evaluation
     from musicrec.scoring.ranking_eval import format_table
 
-    if not _debug(args):
-        quiet_console_tracebacks()
-    result = ranking_evaluation(RankingParams(run_id=args.run, store_uri=args.store, version=args.version))
-    print(f"{result['version']} on {result['test_users']:,} test users of run {args.run}\n")
+    result = _run_flow(args, ranking_evaluation, RankingParams,
+                       {"run_id": args.run, "store_uri": store.uri, "version": args.version})
+    print(f"{result['version']} ({_champion_note(result)}) on {result['test_users']:,} test users of run {args.run}\n")
     print(format_table(result) + f"\n\nranking: {result['uri']}")
     return 0
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"sample-data": _sample_data, "train": _train,
-                                                            "score": _score, "evaluate": _evaluate}
+def _champion_note(result: dict[str, Any]) -> str:
+    current = result.get("current_champion")
+    if result.get("is_champion"):
+        return "the current champion"
+    return f"not the current champion, which is {current}" if current else "there is no champion yet"
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from musicrec.results import format_recommendations, recommend
+
+    top_n = pre.check_positive("--top-n", args.top_n)
+    store = pre.check_store(args.store)
+    pre.check_version(store, args.version)
+    version, out = recommend(store, args.user_id, top_n, args.version)
+    print(format_recommendations(args.user_id, version, out))
+    print("(titles are not in the model bundle: items are shown by id)")
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from musicrec.results import format_runs, list_runs
+
+    store = pre.check_store(args.store)
+    print(format_runs(list_runs(store), store.uri))
+    return 0
+
+
+def _champion(args: argparse.Namespace) -> int:
+    from musicrec.results import champion_info, format_champion
+
+    print(format_champion(champion_info(pre.check_store(args.store))))
+    return 0
+
+
+def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: Any, fields: dict[str, Any],
+              bars: bool = False) -> Any:
+    """Build the flow's parameters (a pydantic error becomes one UsageError) and run the flow."""
+    from pydantic import ValidationError
+
+    from flows.console import quiet_console_tracebacks, show_epoch_bars
+
+    try:
+        params = params_cls(**fields)
+    except ValidationError as e:
+        raise pre.pydantic_message(e, args.command) from None
+    if not _debug(args):
+        quiet_console_tracebacks()
+    handler = show_epoch_bars() if bars and _progress() == "bars" else None
+    try:
+        return flow(params)
+    finally:
+        if handler:
+            import logging
+
+            logging.getLogger("").removeHandler(handler)
+            handler.close()
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "sample-data": _sample_data, "train": _train, "score": _score, "evaluate": _evaluate,
+    "recommend": _recommend, "runs": _runs, "champion": _champion}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline by default; set to opt in
+    prefect_defaults()
     try:
         return COMMANDS[args.command](args)
     except MusicrecError as e:
@@ -150,16 +232,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail(args, "interrupted", code=130)
     except Exception as e:  # noqa: BLE001  (an unexpected bug: still one line unless --debug)
+        if "Timed out while attempting to connect to ephemeral Prefect API server" in str(e):
+            return _fail(args, _startup_timeout_message())
         return _fail(args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)")
 
 
-def _default_progress() -> str:
+def prefect_defaults() -> None:
+    """Put PREFECT_DEFAULTS into the environment where neither it nor the active Prefect profile has a value."""
+    profile = _profile_settings()
+    for name, value in PREFECT_DEFAULTS.items():
+        if name not in profile:
+            os.environ.setdefault(name, value)
+
+
+def _profile_settings() -> set[str]:
+    """Setting names of the active profile in $PREFECT_HOME/profiles.toml (read without importing Prefect)."""
+    import tomllib
+
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active", "ephemeral")
+    return set(data.get("profiles", {}).get(active, {}))
+
+
+def _startup_timeout_message() -> str:
+    seconds = os.environ.get(STARTUP_TIMEOUT, "its configured")
+    return (f"error: Prefect's temporary server did not start within {seconds} s ({STARTUP_TIMEOUT})\n"
+            f"  what to do: run the command again (the first start creates Prefect's database and is the slowest); "
+            f"raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
+            f"export PREFECT_API_URL=http://127.0.0.1:4200/api")
+
+
+def _progress() -> str:
     """Bars on an interactive terminal, plain log lines everywhere else (files, CI, pipes)."""
-    return "bars" if sys.stderr.isatty() else "lines"  # MUSICREC_PROGRESS=lines keeps log lines on a terminal
+    from musicrec.settings import get_settings
+
+    return get_settings().progress or ("bars" if sys.stderr.isatty() else "lines")
 
 
 def _debug(args: argparse.Namespace) -> bool:
-    return bool(args.debug or os.environ.get("MUSICREC_DEBUG"))
+    from musicrec.settings import get_settings
+
+    try:
+        return bool(args.debug or get_settings().debug)
+    except MusicrecError:
+        return bool(args.debug)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int = 2) -> int:

@@ -10,9 +10,10 @@ from prefect.cache_policies import NO_CACHE
 
 from musicrec.scoring import jobs
 from musicrec.scoring.summary import markdown
+from tasks.retries import io_retries
 
 
-@task(name="fetch-bundle", retries=2, retry_delay_seconds=[1, 3], cache_policy=NO_CACHE)
+@task(name="fetch-bundle", **io_retries([1, 3]), cache_policy=NO_CACHE)
 def fetch_bundle(store_uri: str, version: str, workdir: str) -> dict[str, Any]:
     """Download the bundle and verify every sha256 before anything is scored."""
     got = jobs.fetch_bundle(store_uri, version, workdir)
@@ -32,7 +33,7 @@ def rank_users_chunk(directory: str, users: list[str], chunk: int, top_n: int, o
     return jobs.rank_users_chunk(directory, users, top_n, out_path, batch_size)
 
 
-@task(name="commit-output", retries=3, retry_delay_seconds=[2, 5, 10], cache_policy=NO_CACHE)
+@task(name="commit-output", **io_retries([2, 5, 10]), cache_policy=NO_CACHE)
 def commit_output(out_uri: str, prefix: str, parts: list[str], summaries: list[dict[str, Any]],
                   extra: dict[str, Any]) -> dict[str, Any]:
     """Upload the parts, then the manifest last: readers see the whole output or none of it."""

@@ -21,6 +21,7 @@ from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.store import Store
 
 MANIFEST = "_manifest.json"
+FORMATS = ("parquet", "csv")
 
 
 def _key(prefix: str, name: str) -> str:
@@ -28,10 +29,20 @@ def _key(prefix: str, name: str) -> str:
 
 
 def commit_parts(store: Store, prefix: str, parts: list[Path], summary: dict[str, Any]) -> dict[str, Any]:
-    """Upload the part files, then the manifest (last); remove parts of any previous output. Returns the manifest."""
+    """Upload the part files, then the manifest (last); remove parts of any previous output. Returns the manifest.
+
+    summary["format"] == "csv" turns the Parquet parts into ONE CSV file (a fresh name per run, like the parts,
+    so the manifest never names a file that is being replaced); the manifest's "output" is that file's URL."""
     old = read_manifest(store, prefix)
     token = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-    names = [f"part-{token}-{k:05d}.parquet" for k in range(len(parts))]
+    fmt = summary.get("format", "parquet")
+    if fmt not in FORMATS:
+        raise StoreError(f"unknown output format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    if fmt == "csv" and parts:
+        parts = [_as_one_csv(parts, parts[0].parent / f"scores-{token}.csv")]
+        names = [parts[0].name]
+    else:
+        names = [f"part-{token}-{k:05d}.parquet" for k in range(len(parts))]
     for name, path in zip(names, parts):
         store.put_file(_key(prefix, name), path)
     manifest = {"parts": names, "sha256": {n: sha256_file(p) for n, p in zip(names, parts)},
@@ -40,7 +51,17 @@ def commit_parts(store: Store, prefix: str, parts: list[Path], summary: dict[str
     for name in (old or {}).get("parts", []):
         if name not in names:
             store.delete(_key(prefix, name))
-    return {**manifest, "uri": store.url_for(_key(prefix, MANIFEST))}
+    where = _key(prefix, names[0]) if fmt == "csv" and names else prefix.strip("/")
+    output = store.url_for(where) if where else store.uri
+    return {**manifest, "uri": store.url_for(_key(prefix, MANIFEST)), "output": output}
+
+
+def _as_one_csv(parts: list[Path], dest: Path) -> Path:
+    """Concatenate Parquet parts into one CSV (header once), part by part to bound memory."""
+    with dest.open("w", encoding="utf-8", newline="") as fh:
+        for k, part in enumerate(parts):
+            pd.read_parquet(part).to_csv(fh, header=k == 0, index=False)
+    return dest
 
 
 def read_manifest(store: Store, prefix: str) -> dict[str, Any] | None:
@@ -59,5 +80,7 @@ def read_output(store: Store, prefix: str) -> pd.DataFrame:
         data = store.get_bytes(_key(prefix, name))
         if sha256_bytes(data) != manifest["sha256"][name]:
             raise StoreError(f"{store.url_for(_key(prefix, name))} fails its sha256 check")
-        frames.append(pd.read_parquet(io.BytesIO(data)))
+        buf = io.BytesIO(data)
+        ids = {"user_id": str, "item_id": str}
+        frames.append(pd.read_csv(buf, dtype=ids, keep_default_na=False) if name.endswith(".csv") else pd.read_parquet(buf))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -56,3 +56,17 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = ["# Batch scoring", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary.items()]
     return "\n".join(lines)
+
+
+def describe(manifest: dict[str, Any]) -> str:
+    """What a scoring run wrote, for people: how many rows and users, unknown ids, time, and where it is."""
+    counts = [f"{manifest.get('rows', 0):,} rows"]
+    if manifest.get("job") == "pairs":
+        counts += [f"{manifest.get('unknown_users', 0):,} with an unknown user",
+                   f"{manifest.get('unknown_items', 0):,} with an unknown item"]
+    else:
+        counts += [f"{manifest.get('users', 0):,} users",
+                   f"{manifest.get('unknown_users', 0):,} of them unknown (popular fallback list)"]
+    return (f"scored with {manifest.get('version')} ({manifest.get('model')}): {', '.join(counts)} "
+            f"in {manifest.get('seconds', 0):.1f} s\noutput: {manifest.get('output') or manifest.get('uri')}"
+            f"\nmanifest: {manifest.get('uri')}")

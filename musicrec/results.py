@@ -1,0 +1,141 @@
+"""Read-only views of a store for people: the runs, the champion, one user's recommendations, a scoring summary.
+
+No Prefect: these answer in about a second from the store alone (musicrec runs / champion / recommend).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from musicrec.errors import StoreError
+from musicrec.preflight import UsageError
+from musicrec.store import Store, safe_key_part
+
+POINTER = "models/champion.json"  # musicrec.scoring.bundle.POINTER, without importing onnxruntime for `runs`
+
+
+def read_json(store: Store, key: str) -> dict[str, Any]:
+    try:
+        return json.loads(store.get_bytes(key))
+    except ValueError as e:
+        raise StoreError(f"{store.url_for(key)} is not valid JSON: {e}", hint="the file is damaged") from None
+
+
+def current_version(store: Store) -> str | None:
+    """The champion pointer's version, or None when nothing was promoted yet."""
+    return read_json(store, POINTER).get("version") if store.exists(POINTER) else None
+
+
+def promotion(report: dict[str, Any]) -> dict[str, Any]:
+    """The run's promotion decision: report["promotion"], else rebuilt from the older top-level fields."""
+    if isinstance(report.get("promotion"), dict):
+        return report["promotion"]
+    promoted = bool(report.get("promoted"))
+    previous = report.get("previous_test_rmse")
+    reason = ("no earlier champion" if promoted and previous is None else
+              "at least as good as the champion on this run's test rows" if promoted else
+              "nothing published" if not report.get("champion", {}).get("version") else
+              "worse than the champion on this run's test rows")
+    return {"promoted": promoted, "reason": reason, "incumbent_rmse": previous,
+            "incumbent_version": report.get("previous_version")}
+
+
+def mark_champion(result: dict[str, Any], current: str | None) -> dict[str, Any]:
+    """A ranking evaluation result that says whether its bundle is the current champion, and whose row is
+    labelled so (ranking_eval names the evaluated model's row "champion (...)" whatever it is)."""
+    is_champion = current is not None and result.get("version") == current
+    label = f"{result.get('model')} ({'champion' if is_champion else 'not the champion'})"
+    methods = [{**m, "method": label} if str(m.get("method", "")).startswith("champion (") else m
+               for m in result.get("methods", [])]
+    return {**result, "methods": methods, "is_champion": is_champion, "current_champion": current}
+
+
+def list_runs(store: Store) -> list[dict[str, Any]]:
+    """One row per runs/<run_id>/report.json, oldest first (run ids sort by time)."""
+    current = current_version(store)
+    rows = []
+    for key in store.list("runs"):
+        parts = key.split("/")
+        if len(parts) != 3 or parts[2] != "report.json":
+            continue
+        report = read_json(store, key)
+        champion = report.get("champion") or {}
+        row = next((m for m in report.get("models", []) if m.get("name") == champion.get("name")), {})
+        decision = promotion(report)
+        rows.append({"run_id": report.get("run_id", parts[1]), "champion": champion.get("name"),
+                     "version": champion.get("version"), "val_rmse": row.get("val_rmse"),
+                     "test_rmse": row.get("test_rmse"), "promoted": decision["promoted"],
+                     "reason": decision.get("reason", ""), "current": bool(current)
+                     and champion.get("version") == current})
+    return rows
+
+
+def format_runs(rows: list[dict[str, Any]], store_uri: str) -> str:
+    if not rows:
+        return f"no runs in {store_uri} yet (musicrec train writes runs/<run_id>/report.json)"
+    head = f"{'run':<24}{'champion':<16}{'val_rmse':>9}{'test_rmse':>10}  promoted"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        mark = " (current champion)" if r["current"] else ""
+        decision = ("yes" if r["promoted"] else "no") + (f": {r['reason']}" if r["reason"] else "")
+        lines.append(f"{r['run_id']:<24}{r['champion'] or '-':<16}{_num(r['val_rmse'], 9)}"
+                     f"{_num(r['test_rmse'], 10)}  {decision}{mark}")
+    return "\n".join(lines)
+
+
+def champion_info(store: Store) -> dict[str, Any]:
+    """The champion pointer merged with its bundle's metadata.json (model, metrics, data, created_at)."""
+    if not store.exists(POINTER):
+        raise UsageError(f"no champion in {store.uri} yet", hint="musicrec train publishes one")
+    pointer = read_json(store, POINTER)
+    meta_key = f"models/{safe_key_part(pointer['version'])}/metadata.json"
+    meta = read_json(store, meta_key) if store.exists(meta_key) else {}
+    return {"pointer": pointer, "metadata": meta, "uri": store.url_for(f"models/{safe_key_part(pointer['version'])}")}
+
+
+def format_champion(info: dict[str, Any]) -> str:
+    p, m = info["pointer"], info["metadata"]
+    metrics = m.get("metrics", {})
+    lines = [f"champion: {p['version']} ({m.get('model', 'bundle metadata missing')})",
+             f"  run: {m.get('run_id', '-')}, created {m.get('created_at', '-')}, promoted {p.get('updated_at', '-')}",
+             f"  val RMSE {_num(metrics.get('val_rmse'))}, test RMSE {_num(metrics.get('test_rmse'))}"
+             f", test RMSE on the rows it was promoted on {_num(p.get('test_rmse'))}",
+             f"  trained on {m.get('data', {}).get('ratings', '-')} ratings; bundle {info['uri']}"]
+    if p.get("replaced_damaged"):
+        lines.append(f"  replaced the damaged {p['replaced_damaged']['version']}: {p['replaced_damaged']['reason']}")
+    return "\n".join(lines)
+
+
+def recommend(store: Store, user_id: str, top_n: int, version: str = "") -> tuple[str, pd.DataFrame]:
+    """(version, top-n list for one user) from a verified bundle; an unknown user gets the popular fallback."""
+    from musicrec.scoring.bundle import download_bundle, load_bundle, resolve_version
+    from musicrec.scoring.candidates import build_index
+    from musicrec.scoring.rank import rank_users
+
+    version, sha = resolve_version(store, version)
+    with tempfile.TemporaryDirectory(prefix="musicrec-recommend-") as tmp:
+        download_bundle(store, version, Path(tmp), sha)
+        bundle = load_bundle(Path(tmp), threads=1)
+        out = rank_users(bundle, build_index(bundle), [user_id], top_n)
+        stats = bundle.item_stats.set_index("item_id")
+    out = out.join(stats[["n_ratings", "mean_rating"]], on="item_id")
+    return version, out
+
+
+def format_recommendations(user_id: str, version: str, out: pd.DataFrame) -> str:
+    known = not (out["source"] == "fallback").all()
+    head = (f"top {len(out)} for {user_id} from {version}" if known else
+            f"{user_id} is not known to {version}: the popular, diverse fallback list")
+    lines = [head, f"{'rank':>4}  {'item':<16}{'score':>7}  {'source':<12}{'ratings':>8}{'mean':>6}"]
+    for r in out.itertuples():
+        lines.append(f"{r.rank:>4}  {r.item_id:<16}{r.score:>7.3f}  {r.source:<12}{r.n_ratings:>8}{r.mean_rating:>6.2f}")
+    return "\n".join(lines)
+
+
+def _num(v: Any, width: int = 0) -> str:
+    return f"{v:>{width}.4f}" if isinstance(v, (int, float)) else f"{'-':>{width}}"
