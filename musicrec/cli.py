@@ -78,12 +78,14 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     models = pre.parse_models(args.models)
+    columns, rating_range = pre.parse_columns(args.columns), pre.parse_rating_range(args.rating_range)
     fields = {"reviews": args.reviews, "meta": args.meta, "models": models, "seed": args.seed,
-              "overrides": pre.parse_overrides(args.overrides, models), "columns": pre.parse_columns(args.columns),
-              "rating_range": pre.parse_rating_range(args.rating_range), "promote": not args.no_promote,
-              "store_uri": pre.check_store(args.store).uri, "task_runner": args.task_runner,
-              "dask_address": args.dask_address}
-    pre.check_inputs(args.reviews, args.meta, fields["columns"])
+              "overrides": pre.parse_overrides(args.overrides, models), "store_uri": pre.check_store(args.store).uri,
+              "task_runner": args.task_runner, "dask_address": args.dask_address}
+    pre.check_inputs(args.reviews, args.meta, columns)
+    # only what the user asked for: a training flow without these fields refuses them instead of ignoring them
+    fields |= {k: v for k, v in (("columns", columns), ("rating_range", rating_range)) if v}
+    fields |= {"promote": False} if args.no_promote else {}
     from flows.training import TrainingParams, training
 
     report = _run_flow(args, training, TrainingParams, fields, bars=True)
@@ -199,6 +201,11 @@ def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: 
 
     from flows.console import quiet_console_tracebacks, show_epoch_bars
 
+    unknown = sorted(set(fields) - set(params_cls.model_fields))
+    if unknown:
+        flags = ", ".join("--no-promote" if f == "promote" else "--" + f.replace("_", "-") for f in unknown)
+        raise pre.UsageError(f"{flags}: not supported by this version of the {args.command} flow",
+                             hint="leave the option out, or update musicrec")
     try:
         params = params_cls(**fields)
     except ValidationError as e:

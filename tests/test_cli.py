@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,94 @@ def test_bad_model_name_is_one_clear_message(capsys):
     assert main(["train", "--reviews", "x.json", "--models", "gmf,svd"]) == 2
     err = capsys.readouterr().err
     assert "unknown model(s) ['svd']" in err and "Traceback" not in err
+
+
+# A mistake costs well under 5 s and never starts Prefect: musicrec.cli.main in a fresh interpreter, which then
+# reports whether Prefect was imported at all.
+_PROBE = ("import sys; from musicrec.cli import main; rc = main(sys.argv[1:]); "
+          "print('prefect imported' if 'prefect' in sys.modules else 'no prefect'); sys.exit(rc)")
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mistakes")
+    (d / "ratings.csv").write_text("user_id,item_id,rating\nu1,i1,5\nu2,i1,4\n")
+    (d / "users.csv").write_text("user\nu1\n")
+    return d
+
+
+MISTAKES = {
+    "gs-store": (["train", "--reviews", "{d}/ratings.csv", "--store", "gs://bucket/x"], "unsupported store URI"),
+    "misspelt-override-model": (["train", "--reviews", "{d}/ratings.csv", "--models", "gmf",
+                                 "--overrides", '{{"gmff": {{"epochs": 2}}}}'], "unknown model 'gmff'"),
+    "epochs-five": (["train", "--reviews", "{d}/ratings.csv", "--models", "gmf",
+                     "--overrides", '{{"gmf": {{"epochs": "five"}}}}'], "epochs='five'"),
+    "unknown-hyperparameter": (["train", "--reviews", "{d}/ratings.csv", "--models", "gmf",
+                                "--overrides", '{{"gmf": {{"epochz": 2}}}}'], "unknown hyperparameter(s) epochz"),
+    "empty-models": (["train", "--reviews", "{d}/ratings.csv", "--models", ","], "names no model"),
+    "missing-reviews": (["train", "--reviews", "{d}/nope.json"], "nope.json: does not exist"),
+    "bad-columns": (["train", "--reviews", "{d}/ratings.csv", "--columns", "user=a,item=b"], "--columns lacks rating"),
+    "bad-rating-range": (["train", "--reviews", "{d}/ratings.csv", "--rating-range", "5"], "is not MIN,MAX"),
+    "top-n-0": (["score", "--all-users", "--top-n", "0", "--store", "{d}/store"], "--top-n 0: must be at least 1"),
+    "unknown-version": (["score", "--all-users", "--version", "v9", "--store", "{d}/store"], "no model version 'v9'"),
+    "no-champion": (["score", "--all-users", "--store", "{d}/store"], "no champion in"),
+    "missing-pairs": (["score", "--pairs", "{d}/pairs.csv", "--store", "{d}/store"], "pairs.csv: does not exist"),
+    "users-without-user-id": (["score", "--users", "{d}/users.csv", "--store", "{d}/store"], "['user_id']"),
+    "unknown-run": (["evaluate", "--run", "r1", "--store", "{d}/store"], "no run 'r1'"),
+    "recommend-no-champion": (["recommend", "u1", "--store", "{d}/store"], "no champion in"),
+    "champion-none": (["champion", "--store", "{d}/store"], "no champion in"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_each_mistake_is_one_message_before_prefect_starts(case, inputs):
+    argv, expected = MISTAKES[case]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICREC_")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *(a.format(d=inputs) for a in argv)], check=False,
+                          capture_output=True, text=True, env=env, timeout=60, cwd=inputs)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("error:") == 1 and expected in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: ") and "what to do:" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert proc.stdout.strip() == "no prefect"
+    assert seconds < 5, f"{case} took {seconds:.1f} s"
+
+
+def test_a_bad_musicrec_variable_is_one_message(monkeypatch, capsys):
+    monkeypatch.setenv("MUSICREC_S3_MAX_ATTEMPTS", "many")
+    assert main(["runs", "--store", "s3://bucket/p"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "MUSICREC_S3_MAX_ATTEMPTS='many'" in err
+
+
+def test_prefect_defaults_respect_the_user(monkeypatch, tmp_path):
+    from musicrec.cli import PREFECT_DEFAULTS, STARTUP_TIMEOUT, prefect_defaults
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    for name in PREFECT_DEFAULTS:
+        monkeypatch.setenv(name, "x")  # so that monkeypatch restores what prefect_defaults() sets
+        monkeypatch.delenv(name)
+    (tmp_path / "profiles.toml").write_text('active = "mine"\n[profiles.mine]\nDO_NOT_TRACK = "0"\n')
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+    prefect_defaults()
+    assert os.environ[STARTUP_TIMEOUT] == "120"  # Prefect's 20 s is too short for a first start on 2 cores
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"  # the user's own choice stays
+    assert "DO_NOT_TRACK" not in os.environ  # set in the active profile: Prefect reads it from there
+
+
+def test_a_prefect_startup_timeout_says_what_to_do(monkeypatch, capsys, tmp_path):
+    from musicrec import cli
+
+    def slow_start(args):
+        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server. stdout: ...")
+
+    monkeypatch.setitem(cli.COMMANDS, "runs", slow_start)
+    assert main(["runs", "--store", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in err
+    assert "PREFECT_API_URL" in err and "stdout" not in err
 
 
 @pytest.mark.slow

@@ -138,13 +138,9 @@ def test_only_transient_errors_are_retried():
     from tasks.retries import io_retries, is_transient, retry_transient
 
     def wrapped(cause: BaseException) -> StoreError:
-        try:
-            raise cause
-        except BaseException as c:
-            try:
-                raise StoreError("cannot read s3://b/k") from c
-            except StoreError as e:
-                return e
+        error = StoreError("cannot read s3://b/k")
+        error.__cause__ = cause  # as `raise StoreError(...) from cause` in the stores
+        return error
 
     s503 = ClientError({"Error": {"Code": "ServiceUnavailable"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "Get")
     s403 = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Get")
