@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -16,12 +15,9 @@ from typing import Any
 from musicrec import preflight as pre
 from musicrec.errors import MusicrecError
 from musicrec.models.configs import FAMILY
+from musicrec.settings import get_settings
 
 MODEL_NAMES = list(FAMILY)  # torch-free: parsing arguments must not import torch
-STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
-# Prefect's 20 s is too short for a first start on 2 cores (creating the database took 22.8 s): set before
-# Prefect is imported, unless the user chose a value (environment or Prefect profile). Offline by default.
-PREFECT_DEFAULTS = {STARTUP_TIMEOUT: "120", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 STORE_HELP = "s3://bucket/prefix, file:///path or a folder (default MUSICREC_STORE_URI, else ./.musicrec/store)"
 
 
@@ -37,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--reviews", action="append", required=True, help="review file; repeat for several")
     t.add_argument("--meta", action="append", default=[], help="metadata file; repeat for several")
     t.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset of " + ",".join(MODEL_NAMES))
-    t.add_argument("--task-runner", choices=["threads", "processes", "dask"], default="threads")
-    t.add_argument("--dask-address", default="")
+    t.add_argument("--task-runner", choices=["threads", "processes", "dask"], help="default MUSICREC_TASK_RUNNER, threads")
+    t.add_argument("--dask-address", default="", help="Dask scheduler (default MUSICREC_DASK_ADDRESS, else a local cluster)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\'')
     t.add_argument("--columns", default="", help="input column names, e.g. user=listener,item=track,rating=stars[,timestamp=ts]")
@@ -79,9 +75,11 @@ def _sample_data(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     models = pre.parse_models(args.models)
     columns, rating_range = pre.parse_columns(args.columns), pre.parse_rating_range(args.rating_range)
+    env = get_settings()
     fields = {"reviews": args.reviews, "meta": args.meta, "models": models, "seed": args.seed,
               "overrides": pre.parse_overrides(args.overrides, models), "store_uri": pre.check_store(args.store).uri,
-              "task_runner": args.task_runner, "dask_address": args.dask_address}
+              "task_runner": args.task_runner or env.task_runner, "dask_address": args.dask_address or env.dask_address,
+              "work_dir": env.work_dir}
     pre.check_inputs(args.reviews, args.meta, columns)
     # only what the user asked for: a training flow without these fields refuses them instead of ignoring them
     fields |= {k: v for k, v in (("columns", columns), ("rating_range", rating_range)) if v}
@@ -90,12 +88,13 @@ def _train(args: argparse.Namespace) -> int:
 
     report = _run_flow(args, training, TrainingParams, fields, bars=True)
     from musicrec.pipeline.report import format_leaderboard, format_stages, leaderboard
+    from musicrec.results import promotion_summary
 
     for note in report.get("read", {}).get("notes", []):  # what the readers repaired or warn about
         print(f"input: {note}")
     champion = report["champion"]
     print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
-    print("\n" + _promotion_line(report))
+    print("\n" + promotion_summary(report))
     print(f"bundle: {champion.get('uri')}\nreport: {report['report_uri']}")
     if report.get("stage_seconds"):
         print(format_stages(report["stage_seconds"]))
@@ -107,22 +106,6 @@ def _train(args: argparse.Namespace) -> int:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2, default=str))
     return 0
-
-
-def _promotion_line(report: dict[str, Any]) -> str:
-    from musicrec.results import promotion
-
-    champion, decision = report["champion"], promotion(report)
-    if not champion.get("version"):
-        return "champion: none (no model beat the bias baseline on validation; nothing published)"
-    verdict = "promoted to champion" if decision["promoted"] else "published, not promoted"
-    line = f"{champion['name']} ({champion['version']}): {verdict}: {decision.get('reason', '')}"
-    if decision.get("incumbent_version"):
-        line += (f"\n  compared with {decision['incumbent_version']} on {decision.get('compared_rows', '?')} rows: "
-                 f"incumbent RMSE {decision.get('incumbent_rmse')}, challenger RMSE {decision.get('challenger_rmse')}")
-    if report.get("replaced_damaged"):
-        line += f"\nwarning: the previous champion was damaged and has been replaced: {report['replaced_damaged']}"
-    return line
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -231,7 +214,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
-    prefect_defaults()
+    pre.prefect_defaults()
     try:
         return COMMANDS[args.command](args)
     except MusicrecError as e:
@@ -239,51 +222,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return _fail(args, "interrupted", code=130)
     except Exception as e:  # noqa: BLE001  (an unexpected bug: still one line unless --debug)
-        if "Timed out while attempting to connect to ephemeral Prefect API server" in str(e):
-            return _fail(args, _startup_timeout_message())
+        if pre.STARTUP_TIMED_OUT in str(e):
+            return _fail(args, pre.startup_timeout_message())
         return _fail(args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)")
-
-
-def prefect_defaults() -> None:
-    """Put PREFECT_DEFAULTS into the environment where neither it nor the active Prefect profile has a value."""
-    profile = _profile_settings()
-    for name, value in PREFECT_DEFAULTS.items():
-        if name not in profile:
-            os.environ.setdefault(name, value)
-
-
-def _profile_settings() -> set[str]:
-    """Setting names of the active profile in $PREFECT_HOME/profiles.toml (read without importing Prefect)."""
-    import tomllib
-
-    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
-    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, ValueError):
-        return set()
-    active = os.environ.get("PREFECT_PROFILE") or data.get("active", "ephemeral")
-    return set(data.get("profiles", {}).get(active, {}))
-
-
-def _startup_timeout_message() -> str:
-    seconds = os.environ.get(STARTUP_TIMEOUT, "its configured")
-    return (f"error: Prefect's temporary server did not start within {seconds} s ({STARTUP_TIMEOUT})\n"
-            f"  what to do: run the command again (the first start creates Prefect's database and is the slowest); "
-            f"raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
-            f"export PREFECT_API_URL=http://127.0.0.1:4200/api")
 
 
 def _progress() -> str:
     """Bars on an interactive terminal, plain log lines everywhere else (files, CI, pipes)."""
-    from musicrec.settings import get_settings
-
     return get_settings().progress or ("bars" if sys.stderr.isatty() else "lines")
 
 
 def _debug(args: argparse.Namespace) -> bool:
-    from musicrec.settings import get_settings
-
     try:
         return bool(args.debug or get_settings().debug)
     except MusicrecError:

@@ -1,7 +1,7 @@
 """Checks of everything the CLI can check before Prefect starts (about 3 s of import plus ~13 s of server).
 
-Pure functions: each returns the parsed value or raises one UsageError naming what is wrong and what to do.
-Nothing here imports Prefect or torch.
+Each check returns the parsed value or raises one MusicrecError naming what is wrong and what to do; the
+Prefect environment defaults (start-up timeout, no telemetry) are set here too. Nothing imports Prefect or torch.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,11 @@ from musicrec.models.configs import FAMILY, ConfigError, check_overrides
 from musicrec.settings import get_settings
 from musicrec.store import Store, open_store, safe_key_part
 
+STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+# Prefect's 20 s is too short for a first start on 2 cores (creating the database took 22.8 s): set before
+# Prefect is imported, unless the user chose a value (environment or Prefect profile). Offline by default.
+PREFECT_DEFAULTS = {STARTUP_TIMEOUT: "120", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+STARTUP_TIMED_OUT = "Timed out while attempting to connect to ephemeral Prefect API server"
 COLUMN_KEYS = ("user", "item", "rating", "timestamp")
 REQUIRED_COLUMNS = ("user", "item", "rating")
 COLUMNS_EXAMPLE = "--columns user=listener,item=track,rating=stars[,timestamp=ts]"
@@ -26,6 +33,36 @@ COLUMNS_EXAMPLE = "--columns user=listener,item=track,rating=stars[,timestamp=ts
 
 class UsageError(MusicrecError):
     """A command-line argument that cannot work; nothing has been started."""
+
+
+def prefect_defaults() -> None:
+    """Put PREFECT_DEFAULTS into the environment where neither it nor the active Prefect profile has a value."""
+    profile = _profile_settings()
+    for name, value in PREFECT_DEFAULTS.items():
+        if name not in profile:
+            os.environ.setdefault(name, value)
+
+
+def _profile_settings() -> set[str]:
+    """Setting names of the active profile in $PREFECT_HOME/profiles.toml (read without importing Prefect)."""
+    home = Path(os.environ.get("PREFECT_HOME") or Path.home() / ".prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    active = os.environ.get("PREFECT_PROFILE") or data.get("active", "ephemeral")
+    return set(data.get("profiles", {}).get(active, {}))
+
+
+def startup_timeout_message() -> str:
+    """What to do when Prefect's temporary server did not answer in time."""
+    seconds = os.environ.get(STARTUP_TIMEOUT)
+    within = f"{seconds} s" if seconds else "the time set in the Prefect profile"
+    return (f"error: Prefect's temporary server did not start within {within} ({STARTUP_TIMEOUT})\n"
+            f"  what to do: run the command again (the first start creates Prefect's database and is the slowest); "
+            f"raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
+            f"export PREFECT_API_URL=http://127.0.0.1:4200/api")
 
 
 def check_store(uri: str) -> Store:

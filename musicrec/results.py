@@ -55,6 +55,21 @@ def mark_champion(result: dict[str, Any], current: str | None) -> dict[str, Any]
     return {**result, "methods": methods, "is_champion": is_champion, "current_champion": current}
 
 
+def promotion_summary(report: dict[str, Any]) -> str:
+    """The training run's champion and promotion decision, for `musicrec train`."""
+    champion, decision = report["champion"], promotion(report)
+    if not champion.get("version"):
+        return "champion: none (no model beat the bias baseline on validation; nothing published)"
+    verdict = "promoted to champion" if decision["promoted"] else "published, not promoted"
+    line = f"{champion['name']} ({champion['version']}): {verdict}: {decision.get('reason', '')}"
+    if decision.get("incumbent_version"):
+        line += (f"\n  compared with {decision['incumbent_version']} on {decision.get('compared_rows', '?')} rows: "
+                 f"incumbent RMSE {decision.get('incumbent_rmse')}, challenger RMSE {decision.get('challenger_rmse')}")
+    if report.get("replaced_damaged"):
+        line += f"\nwarning: the previous champion was damaged and has been replaced: {report['replaced_damaged']}"
+    return line
+
+
 def list_runs(store: Store) -> list[dict[str, Any]]:
     """One row per runs/<run_id>/report.json, oldest first (run ids sort by time)."""
     current = current_version(store)

@@ -30,8 +30,10 @@ class Settings(BaseSettings):
     work_dir: str = Field(".musicrec/work", description="run workspaces; must be shared by Dask workers")
     reviews: str = Field("", description="deployments: comma-separated review files (empty = the demo sample)")
     meta: str = Field("", description="deployments: comma-separated metadata files (empty = the demo sample)")
-    task_runner: Literal["threads", "processes", "dask"] = Field("threads", description="deployments: task runner")
-    dask_address: str = Field("", description="deployments: Dask scheduler address; empty = a local cluster")
+    task_runner: Literal["threads", "processes", "dask"] = Field(
+        "threads", description="task runner of the training deployments and of musicrec train without --task-runner")
+    dask_address: str = Field("", description="Dask scheduler for task_runner dask (deployments, musicrec train); "
+                                            "empty = a local cluster")
     timezone: str = Field("UTC", description="deployments: timezone of the nightly training cron")
     training_cron: str = Field("0 2 * * *", description="deployments: cron of training/nightly")
     serve_limit: int = Field(2, ge=1, description="deployments/serve.py: flow runs at once in the serve process")

@@ -97,7 +97,7 @@ def test_a_bad_musicrec_variable_is_one_message(monkeypatch, capsys):
 
 
 def test_prefect_defaults_respect_the_user(monkeypatch, tmp_path):
-    from musicrec.cli import PREFECT_DEFAULTS, STARTUP_TIMEOUT, prefect_defaults
+    from musicrec.preflight import PREFECT_DEFAULTS, STARTUP_TIMEOUT, prefect_defaults
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
     for name in PREFECT_DEFAULTS:
@@ -143,3 +143,17 @@ def test_the_cli_offers_exactly_the_registered_models():
     from musicrec.models.registry import MODELS
 
     assert MODEL_NAMES == list(MODELS)
+
+
+def test_the_promotion_decision_is_printed_from_the_report():
+    from musicrec.results import promotion_summary
+
+    report = {"champion": {"name": "mlp", "version": "r2-mlp"},
+              "promotion": {"compared_rows": 1234, "incumbent_rmse": 0.91, "challenger_rmse": 0.93, "promoted": False,
+                            "reason": "worse than the champion on rows neither fitted", "incumbent_version": "r1-w2v"}}
+    text = promotion_summary(report)
+    assert "mlp (r2-mlp): published, not promoted: worse than the champion" in text
+    assert "compared with r1-w2v on 1234 rows: incumbent RMSE 0.91, challenger RMSE 0.93" in text
+    older = {"champion": {"name": "mlp", "version": "r2-mlp"}, "promoted": True, "previous_test_rmse": None}
+    assert "promoted to champion: no earlier champion" in promotion_summary(older)
+    assert "champion: none" in promotion_summary({"champion": {"name": None}, "promoted": False})
