@@ -37,12 +37,13 @@ class TrainData:
     global_mean: float
     item_text: np.ndarray | None
     trained_items: np.ndarray  # bool per item index: has ratings in the training split
+    rating_range: tuple[float, float] = (1.0, 5.0)  # the run's rating scale (musicrec.data.scales)
     # derived results every model of a run starts from (the closed-form biases), computed once; see fit_biases
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-def prepare_data(split: Split, text_ids: list[str] | None = None,
-                 text_vectors: np.ndarray | None = None) -> TrainData:
+def prepare_data(split: Split, text_ids: list[str] | None = None, text_vectors: np.ndarray | None = None,
+                 rating_range: tuple[float, float] = (1.0, 5.0)) -> TrainData:
     """Users: those in train. Items: those in train plus items with a non-zero text vector (cold items)."""
     users = IdIndex(split.train["user_id"].unique())
     text_known: list[str] = []
@@ -58,7 +59,8 @@ def prepare_data(split: Split, text_ids: list[str] | None = None,
         table = np.zeros((items.size, text_vectors.shape[1]), dtype=np.float32)
         rows = items.lookup(text_ids)
         table[rows[rows > 0]] = text_vectors[rows > 0]
-    return TrainData(users, items, parts, float(split.train["rating"].mean()), table, trained)
+    return TrainData(users, items, parts, float(split.train["rating"].mean()), table, trained,
+                     (float(rating_range[0]), float(rating_range[1])))
 
 
 def _part(df: pd.DataFrame, users: IdIndex, items: IdIndex, train_users: set[str],

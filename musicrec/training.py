@@ -13,8 +13,9 @@ from torch import nn
 
 from musicrec.dataset import Part, TrainData
 from musicrec.metrics import rmse
-from musicrec.models.base import ModelConfig, RatingModel
-from musicrec.models.baselines import fit_biases
+from musicrec.models.base import RatingModel
+from musicrec.models.baselines import bias_regs, fit_biases
+from musicrec.models.configs import TrainConfig
 from musicrec.models.registry import build_model, model_config
 from musicrec.optim import RowWiseAdagrad
 
@@ -27,7 +28,7 @@ class FitResult:
 
     name: str
     model: RatingModel
-    config: ModelConfig
+    config: TrainConfig
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0  # 0: no epoch beat the starting point (the bias baseline's solution)
     initial_val_rmse: float = float("nan")
@@ -35,25 +36,29 @@ class FitResult:
     ratings_per_second: float = 0.0
 
 
-def batch_size_for(cfg: ModelConfig, n_train: int) -> int:
+def batch_size_for(cfg: TrainConfig, n_train: int) -> int:
     """Explicit batch size, or about 64 steps per epoch clamped to [256, 16384]."""
     return cfg.batch_size if cfg.batch_size > 0 else int(np.clip(n_train // 64, 256, 16384))
 
 
 def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = None, *, threads: int = 1,
-              on_epoch: EpochCallback | None = None) -> FitResult:
-    """Train one registered model; stop early when validation RMSE stops improving."""
+              on_epoch: EpochCallback | None = None, fixed_epochs: int | None = None) -> FitResult:
+    """Train one registered model; stop early when validation RMSE stops improving. With fixed_epochs
+    (a refit on all data, which has no validation rows) run exactly that many epochs and keep the last."""
     torch.set_num_threads(max(1, threads))
     cfg = model_config(name, overrides)
-    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
-    model.init_biases(*fit_biases(data, cfg.bias_decay, cfg.bias_decay))
+    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text,
+                        data.rating_range)
+    model.bias_regs = bias_regs(data)
+    regs = model.bias_regs if cfg.bias_decay is None else (cfg.bias_decay, cfg.bias_decay)
+    model.start_from(data, *fit_biases(data, regs))
     optimizers = _optimizers(model, cfg)
+    if fixed_epochs is not None:
+        return _fit_fixed(name, model, cfg, data, optimizers, fixed_epochs, on_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)
     result = FitResult(name, model, cfg)
     train, start = data.parts["train"], time.perf_counter()
-    dropped = cfg.id_dropout * len(train)  # the same for every epoch: computed once
-    row_weights = (_inverse_counts(train.user_idx, model.user_bias.num_embeddings, dropped),
-                   _inverse_counts(train.item_idx, model.item_bias.num_embeddings, dropped))
+    row_weights = _row_weights(model, cfg, train)
     best = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
     result.initial_val_rmse, best_state, waited = best, _snapshot(model), 0
     for epoch in range(1, cfg.epochs + 1):
@@ -71,39 +76,58 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
             if waited >= cfg.patience:
                 break
     model.load_state_dict(best_state)
-    _reset_untrained_items(model, data.trained_items)
+    return _finish(result, data, start)
+
+
+def _fit_fixed(name: str, model: RatingModel, cfg: TrainConfig, data: TrainData,
+               optimizers: list[torch.optim.Optimizer], epochs: int, on_epoch: EpochCallback | None) -> FitResult:
+    """Exactly `epochs` epochs on the training part, no validation: the refit of a chosen model on all data."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    result, train, start = FitResult(name, model, cfg, best_epoch=epochs), data.parts["train"], time.perf_counter()
+    row_weights = _row_weights(model, cfg, train)
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights)
+        row = {"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - t0}
+        result.history.append(row)
+        if on_epoch:
+            on_epoch({"model": name, "epochs": epochs, "val_rmse": float("nan"), **row})
+    return _finish(result, data, start)
+
+
+def _finish(result: FitResult, data: TrainData, start: float) -> FitResult:
+    _reset_untrained_items(result.model, data.trained_items)
     result.fit_seconds = time.perf_counter() - start
-    result.ratings_per_second = len(train) * len(result.history) / max(result.fit_seconds, 1e-9)
+    n = len(data.parts["train"])
+    result.ratings_per_second = n * len(result.history) / max(result.fit_seconds, 1e-9)
     return result
 
 
-def _optimizers(model: RatingModel, cfg: ModelConfig) -> list[torch.optim.Optimizer]:
-    """Bias tables start at the closed-form bias solution and get a small step (bias_lr); batch SGD would
-    overshoot on popular rows and full-size Adam steps let one-rating users' biases wander. Factor
-    tables: row-wise AdaGrad (touched rows only; SparseAdam if the config asks). Dense layers (MLPs, GMF's linear layer): Adam."""
-    biases = [model.user_bias.weight, model.item_bias.weight]
-    bias_ids = {id(p) for p in biases}
-    sparse = [p for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse for p in m.parameters()
-              if id(p) not in bias_ids]
-    ids = bias_ids | {id(p) for p in sparse}
-    dense = [p for p in model.parameters() if id(p) not in ids]
+def _row_weights(model: RatingModel, cfg: TrainConfig, train: Part) -> tuple[torch.Tensor, torch.Tensor]:
+    dropped = cfg.id_dropout * len(train)  # the same for every epoch: computed once
+    return (_inverse_counts(train.user_idx, model.user_bias.num_embeddings, dropped),
+            _inverse_counts(train.item_idx, model.item_bias.num_embeddings, dropped))
+
+
+def _optimizers(model: RatingModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """Bias tables start at the tuned closed-form solution and get their own step (bias_lr; 0 freezes
+    them). Other embedding tables: row-wise AdaGrad on the rows a batch touches. Dense layers (MLPs,
+    GMF's combine layer): Adam, with the family's dense decay where it has one."""
+    biases = [t.weight for t in model.bias_tables()]
+    tables = [t.weight for t in (*model.user_tables(), *model.item_tables()) if t not in model.bias_tables()]
+    taken = {id(p) for p in (*biases, *tables)}
+    dense = [p for p in model.parameters() if id(p) not in taken]
     opts: list[torch.optim.Optimizer] = []
     if cfg.bias_lr > 0:
-        opts.append(_sparse_optimizer(biases, cfg.bias_lr, cfg))
+        opts.append(RowWiseAdagrad(biases, lr=cfg.bias_lr))
     else:
         for p in biases:
             p.requires_grad_(False)
-    if sparse:
-        opts.append(_sparse_optimizer(sparse, cfg.lr, cfg))
+    if tables:
+        opts.append(RowWiseAdagrad(tables, lr=cfg.lr))
     if dense:
-        opts.append(torch.optim.Adam(dense, lr=cfg.lr, weight_decay=1e-5))
+        opts.append(torch.optim.Adam(dense, lr=cfg.dense_lr, weight_decay=cfg.dense_decay))
     return opts
-
-
-def _sparse_optimizer(params: list[torch.Tensor], lr: float, cfg: ModelConfig) -> torch.optim.Optimizer:
-    if cfg.sparse_optimizer == "adagrad":
-        return RowWiseAdagrad(params, lr=lr * cfg.adagrad_lr_scale)
-    return torch.optim.SparseAdam(params, lr=lr)
 
 
 def _inverse_counts(idx: torch.Tensor, size: int, unknown: float) -> torch.Tensor:
@@ -132,7 +156,8 @@ def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Opti
         loss = model.manual_gradients(u, i, r, inv_u[u], inv_i[i])
         if loss is None:  # the general path: autograd through score, loss and regularisation
             data_loss = model.loss(model.score(u, i), r)
-            (data_loss + model.regularization(u, i, inv_u[u], inv_i[i])).backward()
+            # summed over the batch (mean * rows), so a row's gradient does not shrink with the batch size
+            ((data_loss + model.regularization(u, i, inv_u[u], inv_i[i], len(idx) / n)) * len(idx)).backward()
             loss = data_loss.item()
         for opt in optimizers:
             opt.step()

@@ -24,7 +24,7 @@ def test_manual_gradients_match_autograd(name):
     for p in params:
         p.grad = None
     data_loss = model.loss(model.score(u, i), r)
-    (data_loss + model.regularization(u, i, wu, wi)).backward()
+    ((data_loss + model.regularization(u, i, wu, wi, 0.5)) * len(u)).backward()  # the trainer's summed loss
     for got, p in zip(manual, params):
         torch.testing.assert_close(got, p.grad.to_dense(), rtol=1e-5, atol=1e-6)
     assert loss == pytest.approx(data_loss.item(), rel=1e-6)

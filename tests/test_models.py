@@ -5,9 +5,9 @@ import torch
 from musicrec.data.split import split_ratings
 from musicrec.dataset import prepare_data
 from musicrec.evaluation import evaluate
-from musicrec.models.registry import MODELS
-from musicrec.models.baselines import fit_bias_baseline, fit_global_mean
-from musicrec.models.registry import model_config
+from musicrec.models.baselines import bias_regs, fit_bias_baseline, fit_global_mean
+from musicrec.models.configs import ConfigError, parse_config
+from musicrec.models.registry import MODELS, build_model, model_config
 from musicrec.text import Word2VecConfig, item_documents, item_vectors, train_word2vec
 from musicrec.training import fit_model
 
@@ -30,25 +30,88 @@ def test_registry_has_the_six_models():
     assert sorted(MODELS) == sorted(NAMES)
 
 
-def test_unknown_hyperparameter_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown hyperparameter.*lerning_rate"):
+def test_unknown_hyperparameter_is_a_clear_error_naming_the_valid_ones():
+    with pytest.raises(ConfigError, match="unknown hyperparameter.*lerning_rate") as e:
         model_config("gmf", {"lerning_rate": 0.1})
+    assert "factors" in str(e.value) and "lr" in str(e.value)
+
+
+def test_a_key_of_another_family_is_refused():
+    with pytest.raises(ConfigError, match="'mlp': unknown hyperparameter.*factors"):
+        parse_config("mlp", {"factors": 64})
+    with pytest.raises(ConfigError, match="'gmf': unknown hyperparameter.*hidden"):
+        parse_config("gmf", {"hidden": [8]})
+
+
+def test_a_wrong_type_names_the_key_and_value():
+    with pytest.raises(ConfigError, match="epochs='five'"):
+        parse_config("nnmf", {"epochs": "five"})
+
+
+MLP_STALLS = pytest.mark.xfail(strict=True, reason=(
+    "known defect: the MLPs do not learn this 4-factor dot-product signal from 3,200 ratings at their defaults "
+    "(concatenated embeddings into a ReLU MLP approximate a dot product poorly; Rendle et al. 2020); "
+    "strict, so this fails the day they do learn it"))
+
+
+@pytest.mark.parametrize("name", [n if "mlp" not in n else pytest.param(n, marks=MLP_STALLS) for n in NAMES])
+def test_model_at_its_defaults_learns_beyond_its_start(name, data):
+    """At the family's default hyperparameters, on data with real low-rank signal: at least one epoch beats
+    the starting point (the tuned bias baseline), and the restored model is better than where it started."""
+    result = fit_model(name, data)
+    assert result.best_epoch >= 1, result.history
+    val = evaluate(result.model, data)["val_rmse"]
+    assert val < result.initial_val_rmse - 1e-3
+    bias_val = evaluate(fit_bias_baseline(data), data)["val_rmse"]
+    assert val < bias_val - 1e-3
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_model_learns_and_handles_unknown_ids(name, data):
-    result = fit_model(name, data, {"epochs": 6, "patience": 6, "weight_decay": 0.01, "lr": 0.01})
-    losses = [h["train_loss"] for h in result.history]
-    assert losses[-1] < losses[0]
-    model = result.model
-    u = torch.tensor([1, 0, 1, 0])
-    i = torch.tensor([1, 1, 0, 0])
-    out = model(u, i)
-    assert out.shape == (4,)
-    assert torch.all((out >= 1) & (out <= 5))
-    metrics = evaluate(model, data)
-    mean_rmse = evaluate(fit_global_mean(data), data)["test_rmse"]
-    assert metrics["test_rmse"] < mean_rmse
+def test_model_starts_at_the_bias_baseline_and_handles_unknown_ids(name, data):
+    result = fit_model(name, data, {"epochs": 1})
+    bias_val = evaluate(fit_bias_baseline(data), data)["val_rmse"]
+    assert result.initial_val_rmse == pytest.approx(bias_val, abs=0.01)
+    out = result.model(torch.tensor([1, 0, 1, 0]), torch.tensor([1, 1, 0, 0]))
+    assert out.shape == (4,) and torch.all((out >= 1) & (out <= 5))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_predicts_in_the_runs_rating_range(name, data):
+    cfg = model_config(name)
+    model = build_model(name, data.users.size, data.items.size, 5.5, cfg, data.item_text, (0.5, 10.0))
+    with torch.no_grad():
+        model.user_bias.weight.fill_(100.0)
+    out = model(torch.tensor([1, 2]), torch.tensor([1, 2]))
+    assert torch.all(out == 10.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_embedding_table_is_declared_and_penalised(name, data):
+    model = build_model(name, data.users.size, data.items.size, 4.0, model_config(name), data.item_text)
+    tables = {id(m) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    declared = {id(t) for t in (*model.user_tables(), *model.item_tables())}
+    assert declared == tables
+    assert {id(p.table) for p in model.penalties()} == tables
+
+
+def test_gmf_regression_cannot_dodge_the_penalty_by_scaling_the_combine_layer(data):
+    """Scaling combine up by a^2 and the factors down by a keeps predictions: the penalty must not shrink."""
+    model = build_model("gmf_regression", data.users.size, data.items.size, 4.0, model_config("gmf_regression"))
+    with torch.no_grad():
+        model.user_factors.weight.normal_(0, 0.3)
+        model.item_factors.weight.normal_(0, 0.3)
+    u, i = torch.arange(1, 50), torch.arange(1, 50)
+    ones = torch.ones(49)
+
+    def penalty() -> float:
+        return float(model.regularization(u, i, ones, ones, 1.0))
+    before, pred = penalty(), model.score(u, i).detach()
+    with torch.no_grad():
+        model.combine.weight.mul_(100.0)
+        model.user_factors.weight.div_(10.0)
+        model.item_factors.weight.div_(10.0)
+    torch.testing.assert_close(model.score(u, i).detach(), pred)
+    assert penalty() > before
 
 
 def test_nnmf_factors_stay_non_negative(data):
@@ -64,12 +127,17 @@ def test_training_is_seeded(data):
 
 
 def test_early_stopping_restores_best_epoch(data):
-    result = fit_model("gmf", data, {"epochs": 30, "patience": 2, "weight_decay": 0.0, "lr": 0.05})
+    result = fit_model("gmf", data, {"epochs": 30, "patience": 2, "weight_decay": 0.0, "lr": 0.2})
     curve = [result.initial_val_rmse] + [h["val_rmse"] for h in result.history]
     best = min(curve)
     assert result.best_epoch == int(np.argmin(curve))
     assert len(result.history) < 30  # stopped early
     assert evaluate(result.model, data)["val_rmse"] == pytest.approx(best, abs=1e-4)
+
+
+def test_refit_runs_exactly_the_given_epochs(data):
+    result = fit_model("gmf", data, fixed_epochs=3)
+    assert len(result.history) == 3 and result.best_epoch == 3
 
 
 def test_cold_item_with_text_uses_its_text(data):
@@ -82,5 +150,15 @@ def test_cold_item_with_text_uses_its_text(data):
     assert not torch.allclose(with_text, unknown)
 
 
-def test_bias_baseline_beats_global_mean(data):
+def test_bias_baseline_beats_global_mean_and_its_shrinkage_is_chosen_on_validation(data):
     assert evaluate(fit_bias_baseline(data), data)["test_rmse"] < evaluate(fit_global_mean(data), data)["test_rmse"]
+    from musicrec.models.baselines import REG_GRID, _fit_biases
+    val = data.parts["validation"]
+    regs = bias_regs(data)
+
+    def val_rmse(ru: float, ri: float) -> float:
+        b_u, b_i = _fit_biases(data, ru, ri)
+        pred = np.clip(data.global_mean + b_u[val.user_idx.numpy()] + b_i[val.item_idx.numpy()], 1, 5)
+        return float(np.sqrt(np.mean((pred - val.rating.numpy()) ** 2)))
+    assert all(val_rmse(*regs) <= val_rmse(g, regs[1]) + 1e-9 for g in REG_GRID)
+    assert val_rmse(*regs) < val_rmse(5.0, 5.0) or regs == (5.0, 5.0)

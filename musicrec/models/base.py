@@ -1,4 +1,10 @@
-"""The contract every rating model follows, and the pieces the families share."""
+"""The contract every rating model follows, and the pieces the families share.
+
+A model declares, explicitly: its typed config (musicrec.models.configs), the rating range it predicts in,
+which tables hold user rows and which item rows (cold-start handling resets item rows), and what it
+penalises (`penalties()`: each table with its side and L2 weight, plus dense weights). The trainer reads
+these declarations; it never finds tables by attribute name.
+"""
 
 from __future__ import annotations
 
@@ -7,65 +13,50 @@ import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from musicrec.data.schema import RATING_MAX, RATING_MIN
+from musicrec.models.configs import TrainConfig
+
+RatingRange = tuple[float, float]
 
 
-@dataclass
-class ModelConfig:
-    """Hyperparameters of one model; each family overrides some defaults, users override any of them."""
+@dataclass(frozen=True)
+class Penalty:
+    """lam * sum of squared rows of `table`, each row counted once per epoch (occurrences weighted by
+    1 / its ratings on `side`): the objective is sum of squared errors + lam * ||table||^2, as in ALS."""
 
-    factors: int = 32
-    hidden: list[int] = field(default_factory=lambda: [64, 32])
-    epochs: int = 20
-    lr: float = 0.01
-    bias_lr: float = 0.003
-    sparse_optimizer: str = "adagrad"  # "adagrad" (row-wise, fast on huge tables) or "adam" (SparseAdam)
-    adagrad_lr_scale: float = 10.0
-    weight_decay: float = 1.0
-    bias_decay: float = 5.0
-    batch_size: int = 0
-    patience: int = 5
-    id_dropout: float = 0.03
-    init_std: float = 0.05
-    seed: int = 0
-
-    @classmethod
-    def build(cls, defaults: dict[str, Any], overrides: dict[str, Any] | None, model: str) -> ModelConfig:
-        """Family defaults, then user overrides; an unknown name is an error that lists the valid ones."""
-        known = {f.name for f in fields(cls)}
-        merged = {**defaults, **(overrides or {})}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise ValueError(f"model {model!r}: unknown hyperparameter(s) {unknown}; valid: {sorted(known)}")
-        return cls(**merged)
+    table: nn.Embedding
+    side: Literal["user", "item"]
+    lam: float
 
 
 class RatingModel(nn.Module):
-    """forward(user_idx, item_idx) -> rating in [1, 5]. Index 0 is the unknown user / item.
+    """forward(user_idx, item_idx) -> rating in the run's range. Index 0 is the unknown user / item.
 
-    Subclasses implement score() (the quantity the loss sees) and may override loss(), to_rating()
-    and after_step(). Embedding tables are sparse and named user_* / item_* so the trainer and
-    cold-start handling can find them.
-    """
+    Subclasses implement score() (the quantity the loss sees) and may override loss(), to_rating(),
+    factor_penalties(), dense_penalty() and after_step()."""
 
     name: ClassVar[str] = ""
-    defaults: ClassVar[dict[str, Any]] = {}
+    config_class: ClassVar[type[TrainConfig]] = TrainConfig
+    uses_text: ClassVar[bool] = False  # True: built with the run's item text table (item_text=...)
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
-                 item_text: np.ndarray | None = None) -> None:
+    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: TrainConfig,
+                 rating_range: RatingRange = (RATING_MIN, RATING_MAX), **_: Any) -> None:
         super().__init__()
         self.cfg = cfg
+        self.rating_range = (float(rating_range[0]), float(rating_range[1]))
         self.register_buffer("global_mean", torch.tensor(float(global_mean), dtype=torch.float32))
         self.user_bias = embedding(n_users, 1, 0.0)
         self.item_bias = embedding(n_items, 1, 0.0)
+        self.bias_regs = (5.0, 5.0)  # set by the trainer from the run's tuned bias baseline
 
+    # --- what the model computes ---
     def score(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -73,7 +64,7 @@ class RatingModel(nn.Module):
         return score
 
     def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        return self.to_rating(self.score(user_idx, item_idx)).clamp(RATING_MIN, RATING_MAX)
+        return self.to_rating(self.score(user_idx, item_idx)).clamp(*self.rating_range)
 
     def loss(self, score: torch.Tensor, rating: torch.Tensor) -> torch.Tensor:
         return torch.mean((score - rating) ** 2)
@@ -81,24 +72,47 @@ class RatingModel(nn.Module):
     def biases(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         return self.global_mean + self.user_bias(user_idx).squeeze(-1) + self.item_bias(item_idx).squeeze(-1)
 
+    # --- the explicit contract the trainer reads ---
+    def user_tables(self) -> list[nn.Embedding]:
+        return [self.user_bias]
+
+    def item_tables(self) -> list[nn.Embedding]:
+        return [self.item_bias]
+
+    def bias_tables(self) -> list[nn.Embedding]:
+        return [self.user_bias, self.item_bias]
+
+    def penalties(self) -> list[Penalty]:
+        """Biases with the run's tuned bias regularisation, then the family's factor tables."""
+        reg_u, reg_i = self.bias_regs if self.cfg.bias_decay is None else (self.cfg.bias_decay,) * 2
+        return [Penalty(self.user_bias, "user", reg_u), Penalty(self.item_bias, "item", reg_i),
+                *self.factor_penalties()]
+
+    def factor_penalties(self) -> list[Penalty]:
+        return []
+
+    def dense_penalty(self) -> torch.Tensor:
+        """L2 over dense weights, counted once per epoch (the trainer scales it by the batch's share)."""
+        return torch.zeros(())
+
     def regularization(self, user_idx: torch.Tensor, item_idx: torch.Tensor, user_weight: torch.Tensor,
-                       item_weight: torch.Tensor) -> torch.Tensor:
-        """lambda * sum of squared rows, counted once per row per epoch: each occurrence is weighted by
-        1 / (ratings of that user or item). Rare users are shrunk as hard as ALS would shrink them;
-        per-occurrence decay would leave a one-rating user's vector almost free to memorise its rating."""
+                       item_weight: torch.Tensor, epoch_share: float) -> torch.Tensor:
+        """The batch's share of the penalty, in the same units as the mean data loss of the batch."""
         total = torch.zeros(())
-        for name, emb in self.named_children():
-            if isinstance(emb, nn.Embedding):
-                idx, w = (user_idx, user_weight) if name.startswith("user") else (item_idx, item_weight)
-                lam = self.cfg.bias_decay if name.endswith("bias") else self.cfg.weight_decay
-                total = total + lam * (emb(idx).pow(2).sum(-1) * w).sum()
-        return total / max(len(user_idx), 1)
+        for pen in self.penalties():
+            idx, w = (user_idx, user_weight) if pen.side == "user" else (item_idx, item_weight)
+            total = total + pen.lam * (pen.table(idx).pow(2).sum(-1) * w).sum()
+        return total / max(len(user_idx), 1) + self.dense_penalty() * epoch_share / max(len(user_idx), 1)
 
     @torch.no_grad()
     def init_biases(self, user_bias: np.ndarray, item_bias: np.ndarray) -> None:
         """Start from the closed-form bias baseline, so training begins where the baseline ends."""
         self.user_bias.weight.copy_(torch.as_tensor(user_bias, dtype=torch.float32)[:, None])
         self.item_bias.weight.copy_(torch.as_tensor(item_bias, dtype=torch.float32)[:, None])
+
+    def start_from(self, data: Any, user_bias: np.ndarray, item_bias: np.ndarray) -> None:
+        """Where training starts: the run's tuned closed-form biases (families with another link refine them)."""
+        self.init_biases(user_bias, item_bias)
 
     def manual_gradients(self, user_idx: torch.Tensor, item_idx: torch.Tensor, rating: torch.Tensor,
                          user_weight: torch.Tensor, item_weight: torch.Tensor) -> float | None:
@@ -109,30 +123,43 @@ class RatingModel(nn.Module):
     def after_step(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> None:
         """Hook for constraints applied after each optimiser step (nnmf)."""
 
+
+class FactorTables:
+    """Mixin for families with user_factors / item_factors tables penalised by cfg.weight_decay."""
+
+    user_factors: nn.Embedding
+    item_factors: nn.Embedding
+
+    def user_tables(self) -> list[nn.Embedding]:
+        return [*super().user_tables(), self.user_factors]  # type: ignore[misc]
+
     def item_tables(self) -> list[nn.Embedding]:
-        return [m for n, m in self.named_children() if isinstance(m, nn.Embedding) and n.startswith("item")]
+        return [*super().item_tables(), self.item_factors]  # type: ignore[misc]
+
+    def factor_penalties(self) -> list[Penalty]:
+        lam = self.cfg.weight_decay  # type: ignore[attr-defined]
+        return [Penalty(self.user_factors, "user", lam), Penalty(self.item_factors, "item", lam)]
 
 
 class DotProductGradients:
-    """Closed-form gradients for mu + b_u + b_i + p_u . q_i under MSE and the frequency-weighted L2 of
-    RatingModel.regularization. Autograd's sparse embedding backward and the second lookup the penalty
-    needs were half of every step at seed size; this computes the same gradients from one lookup and
-    hands them to the optimiser as uncoalesced sparse tensors."""
+    """Closed-form gradients for mu + b_u + b_i + p_u . q_i under MSE and the penalties() above. Autograd's
+    sparse embedding backward and the second lookup the penalty needs were half of every step at seed size;
+    this computes the same gradients from one lookup and hands them to the optimiser as sparse tensors."""
 
     @torch.no_grad()
     def manual_gradients(self, user_idx: torch.Tensor, item_idx: torch.Tensor, rating: torch.Tensor,
                          user_weight: torch.Tensor, item_weight: torch.Tensor) -> float | None:
         m: Any = self
+        (lam_bu, lam_bi, lam_p, lam_q) = (pen.lam for pen in m.penalties())
         bu, bi = m.user_bias.weight[user_idx], m.item_bias.weight[item_idx]
         p, q = m.user_factors.weight[user_idx], m.item_factors.weight[item_idx]
         err = m.global_mean + bu.squeeze(1) + bi.squeeze(1) + (p * q).sum(1) - rating
-        scale = 2.0 / max(len(rating), 1)
+        scale = 2.0  # gradients of the summed batch loss (the trainer's convention, see RowWiseAdagrad)
         e, wu, wi = err.unsqueeze(1), user_weight.unsqueeze(1), item_weight.unsqueeze(1)
-        lam, lam_b = m.cfg.weight_decay, m.cfg.bias_decay
-        _set_sparse_grad(m.user_bias.weight, user_idx, scale * (e + lam_b * bu * wu))
-        _set_sparse_grad(m.item_bias.weight, item_idx, scale * (e + lam_b * bi * wi))
-        _set_sparse_grad(m.user_factors.weight, user_idx, scale * (e * q + lam * p * wu))
-        _set_sparse_grad(m.item_factors.weight, item_idx, scale * (e * p + lam * q * wi))
+        _set_sparse_grad(m.user_bias.weight, user_idx, scale * (e + lam_bu * bu * wu))
+        _set_sparse_grad(m.item_bias.weight, item_idx, scale * (e + lam_bi * bi * wi))
+        _set_sparse_grad(m.user_factors.weight, user_idx, scale * (e * q + lam_p * p * wu))
+        _set_sparse_grad(m.item_factors.weight, item_idx, scale * (e * p + lam_q * q * wi))
         return float(err.pow(2).mean())
 
 
@@ -148,8 +175,7 @@ _CONSTRUCTION = threading.Lock()
 def seeded_construction(seed: int) -> Iterator[None]:
     """Build modules inside this. nn.Embedding and nn.Linear draw their first weights from torch's global
     generator, so construction is serialised and seeded: a model built while another thread builds a model
-    or a baseline (the threads task runner does both at once) gets exactly the weights it gets alone.
-    Without it, the flow's evaluate-baselines task shifted gmf's draws and seed-size results moved by 1e-4."""
+    or a baseline (the threads task runner does both at once) gets exactly the weights it gets alone."""
     with _CONSTRUCTION:
         torch.manual_seed(seed)
         yield

@@ -20,14 +20,16 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     epochs: int = Field(30, ge=1, le=1000, description="maximum epochs; early stopping on validation RMSE")
-    patience: int = Field(4, ge=1, description="epochs without improvement before stopping")
+    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
     batch_size: int = Field(0, ge=0, description="rows per step; 0 = about 64 steps per epoch in [256, 4096]")
-    lr: float = Field(0.05, gt=0, description="row-wise AdaGrad step of the embedding tables")
+    lr: float = Field(0.2, gt=0, description="row-wise AdaGrad step of the embedding tables")
     dense_lr: float = Field(0.003, gt=0, description="Adam step of dense layers")
-    bias_lr: float = Field(0.05, ge=0, description="AdaGrad step of the bias tables (0 = biases frozen)")
-    bias_decay: float = Field(5.0, ge=0, description="L2 on user/item biases, per row and epoch")
-    weight_decay: float = Field(0.05, ge=0, description="L2 on user/item factor rows, per row and epoch")
+    bias_lr: float = Field(0.01, ge=0, description="AdaGrad step of the bias tables (0 = biases frozen)")
+    bias_decay: float | None = Field(None, ge=0, description="L2 on user/item biases per row and epoch; "
+                                     "empty = the run's bias baseline's, chosen on validation")
+    weight_decay: float = Field(1.0, ge=0, description="L2 on user/item factor rows, per row and epoch")
     init_std: float = Field(0.1, ge=0, description="standard deviation of the initial factor rows")
+    dense_decay: float = Field(0.0, ge=0, description="Adam weight decay of the dense layers")
     id_dropout: float = Field(0.02, ge=0, lt=1, description="share of rows whose id is replaced by 'unknown'")
     seed: int = 0
 
@@ -48,13 +50,11 @@ class MLPConfig(TrainConfig):
     user_dim: int = Field(8, ge=1, le=1024, description="user embedding size (the seed's 8)")
     item_dim: int = Field(5, ge=1, le=1024, description="item embedding size (the seed's 5)")
     hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
-    dense_decay: float = Field(1e-5, ge=0, description="Adam weight decay of the dense layers")
+    dense_decay: float = 1e-5
 
 
 class W2VMLPConfig(MLPConfig):
-    """w2v_mlp: the MLP plus the item's Word2Vec text vector (and the user's, from their own reviews)."""
-
-    user_text: bool = Field(True, description="also feed the user's mean review vector (leave-one-out)")
+    """w2v_mlp: the MLP plus the item's Word2Vec text vector."""
 
 
 FAMILY: dict[str, type[TrainConfig]] = {

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-import numpy as np
 import torch
 
-from musicrec.models.base import DotProductGradients, ModelConfig, RatingModel, factor_tables
+from musicrec.models.base import DotProductGradients, FactorTables, RatingModel, factor_tables
+from musicrec.models.configs import FactorConfig
 
 
-class GMF(DotProductGradients, RatingModel):
+class GMF(DotProductGradients, FactorTables, RatingModel):
     name = "gmf"
-    defaults: ClassVar[dict[str, Any]] = {"factors": 32, "epochs": 20, "lr": 0.005, "weight_decay": 1.0}
+    config_class = FactorConfig
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
-                 item_text: np.ndarray | None = None) -> None:
-        super().__init__(n_users, n_items, global_mean, cfg)
+    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: FactorConfig, **kw: Any) -> None:
+        super().__init__(n_users, n_items, global_mean, cfg, **kw)
         self.user_factors, self.item_factors = factor_tables(n_users, n_items, cfg.factors, cfg.init_std)
 
     def score(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:

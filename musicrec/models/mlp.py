@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-import numpy as np
 import torch
+from torch import nn
 
-from musicrec.models.base import ModelConfig, RatingModel, embedding, mlp
-
-USER_DIM, ITEM_DIM = 8, 5
+from musicrec.models.base import Penalty, RatingModel, embedding, mlp
+from musicrec.models.configs import MLPConfig
 
 
 class MLP(RatingModel):
     name = "mlp"
-    defaults: ClassVar[dict[str, Any]] = {"epochs": 10, "lr": 0.003, "weight_decay": 1.0, "hidden": [64, 32]}
+    config_class = MLPConfig
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
-                 item_text: np.ndarray | None = None) -> None:
-        super().__init__(n_users, n_items, global_mean, cfg)
-        self.user_factors = embedding(n_users, USER_DIM, cfg.init_std, zero_unknown=True)
-        self.item_factors = embedding(n_items, ITEM_DIM, cfg.init_std, zero_unknown=True)
-        self.net = mlp([USER_DIM + ITEM_DIM + self.extra_dim(item_text), *cfg.hidden])
+    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: MLPConfig, **kw: Any) -> None:
+        super().__init__(n_users, n_items, global_mean, cfg, **kw)
+        self.user_factors = embedding(n_users, cfg.user_dim, cfg.init_std, zero_unknown=True)
+        self.item_factors = embedding(n_items, cfg.item_dim, cfg.init_std, zero_unknown=True)
+        self.net = mlp([cfg.user_dim + cfg.item_dim + self.extra_dim(), *cfg.hidden])
 
-    def extra_dim(self, item_text: np.ndarray | None) -> int:
+    def extra_dim(self) -> int:
         return 0
 
     def features(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
@@ -31,3 +29,13 @@ class MLP(RatingModel):
 
     def score(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         return self.biases(user_idx, item_idx) + self.net(self.features(user_idx, item_idx)).squeeze(-1)
+
+    def user_tables(self) -> list[nn.Embedding]:
+        return [*super().user_tables(), self.user_factors]
+
+    def item_tables(self) -> list[nn.Embedding]:
+        return [*super().item_tables(), self.item_factors]
+
+    def factor_penalties(self) -> list[Penalty]:
+        lam = self.cfg.weight_decay
+        return [Penalty(self.user_factors, "user", lam), Penalty(self.item_factors, "item", lam)]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from musicrec.models.base import ModelConfig
+from musicrec.models.configs import FactorConfig
 from musicrec.models.gmf import GMF
 
 
@@ -16,14 +15,12 @@ class NNMF(GMF):
     """GMF's dot product (and closed-form gradients), with factors that start and stay non-negative."""
 
     name = "nnmf"
-    defaults: ClassVar[dict[str, Any]] = {"factors": 32, "epochs": 80, "lr": 0.005, "weight_decay": 1.0}
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
-                 item_text: np.ndarray | None = None) -> None:
-        super().__init__(n_users, n_items, global_mean, cfg)
-        with torch.no_grad():
-            self.user_factors.weight.abs_()
-            self.item_factors.weight.abs_()
+    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: FactorConfig, **kw: Any) -> None:
+        super().__init__(n_users, n_items, global_mean, cfg, **kw)
+        with torch.no_grad():  # |N(0, s)| / sqrt(k): an all-positive start whose dot product stays ~0
+            self.user_factors.weight.abs_().div_(cfg.factors ** 0.5)
+            self.item_factors.weight.abs_().div_(cfg.factors ** 0.5)
 
     @torch.no_grad()
     def after_step(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> None:

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from musicrec.models.base import ModelConfig, RatingModel, seeded_construction
+from musicrec.models.base import RatingModel, RatingRange, seeded_construction
+from musicrec.models.configs import FAMILY, TrainConfig, parse_config
 from musicrec.models.gmf import GMF
 from musicrec.models.gmf_logistic import GMFLogistic
 from musicrec.models.gmf_regression import GMFRegression
@@ -22,11 +23,13 @@ MODELS: dict[str, type[RatingModel]] = {
     "mlp": MLP,
     "w2v_mlp": W2VMLP,
 }
+assert {n: c.config_class for n, c in MODELS.items()} == FAMILY, "configs.FAMILY must follow the registry"
 
 
-def model_config(name: str, overrides: dict[str, Any] | None = None) -> ModelConfig:
-    """The family's defaults with the user's overrides applied."""
-    return ModelConfig.build(model_class(name).defaults, overrides, name)
+def model_config(name: str, overrides: dict[str, Any] | None = None,
+                 defaults: dict[str, Any] | None = None) -> TrainConfig:
+    """The family's typed config: its defaults, then `defaults` (e.g. tuned values), then the user's overrides."""
+    return parse_config(name, overrides, defaults)
 
 
 def model_class(name: str) -> type[RatingModel]:
@@ -35,8 +38,11 @@ def model_class(name: str) -> type[RatingModel]:
     return MODELS[name]
 
 
-def build_model(name: str, n_users: int, n_items: int, global_mean: float, cfg: ModelConfig,
-                item_text: np.ndarray | None = None) -> RatingModel:
+def build_model(name: str, n_users: int, n_items: int, global_mean: float, cfg: TrainConfig,
+                item_text: np.ndarray | None = None, rating_range: RatingRange | None = None) -> RatingModel:
     """Instantiate a registered model; its initial weights depend on cfg.seed only."""
+    kw: dict[str, Any] = {"rating_range": rating_range} if rating_range else {}
+    if model_class(name).uses_text:
+        kw["item_text"] = item_text
     with seeded_construction(cfg.seed):
-        return model_class(name)(n_users, n_items, global_mean, cfg, item_text)
+        return model_class(name)(n_users, n_items, global_mean, cfg, **kw)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -12,9 +11,10 @@ import torch
 
 from musicrec.dataset import TrainData
 from musicrec.evaluation import evaluate
-from musicrec.models.base import ModelConfig, RatingModel
+from musicrec.models.base import RatingModel
+from musicrec.models.configs import TrainConfig
 from musicrec.models.baselines import BASELINES
-from musicrec.models.registry import build_model
+from musicrec.models.registry import build_model, model_config
 from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace
 from musicrec.training import EpochCallback, fit_model
@@ -27,7 +27,7 @@ def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None,
     result = fit_model(name, data, overrides, threads=threads, on_epoch=on_epoch)
     row = {"name": name, **evaluate(result.model, data), "fit_seconds": round(result.fit_seconds, 2),
            "epochs": len(result.history), "best_epoch": result.best_epoch,
-           "ratings_per_second": round(result.ratings_per_second), "hyperparameters": dataclasses.asdict(result.config)}
+           "ratings_per_second": round(result.ratings_per_second), "hyperparameters": result.config.model_dump()}
     save_model(ws, name, result.model, result.config)
     ws.write_json(f"models/{name}/history.json", result.history)
     ws.write_json(f"models/{name}/metrics.json", row)
@@ -41,17 +41,18 @@ def evaluate_baselines(ws: Workspace, data: TrainData | None = None) -> list[dic
             for name, fit in BASELINES.items()]
 
 
-def save_model(ws: Workspace, name: str, model: RatingModel, cfg: ModelConfig) -> None:
+def save_model(ws: Workspace, name: str, model: RatingModel, cfg: TrainConfig) -> None:
     d = ws.model_dir(name)
     np.savez(d / "weights.npz", **{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
-    (d / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    (d / "config.json").write_text(cfg.model_dump_json())
 
 
 def load_model(ws: Workspace, name: str, data: TrainData) -> RatingModel:
     """Rebuild a trained model from weights.npz and config.json (allow_pickle stays False)."""
     d = ws.model_dir(name)
-    cfg = ModelConfig(**json.loads((d / "config.json").read_text()))
-    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text)
+    cfg = model_config(name, json.loads((d / "config.json").read_text()))
+    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text,
+                        data.rating_range)
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
         model.load_state_dict({k: torch.from_numpy(npz[k]) for k in npz.files})
     return model.eval()
