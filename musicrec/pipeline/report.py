@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from musicrec.pipeline.workspace import Workspace
+from musicrec.results import promotion
 from musicrec.store import Store, safe_key_part
 
-LEADERBOARD_COLUMNS = ["name", "train_rmse", "val_rmse", "test_rmse", "test_mae", "test_cold_user_rmse",
-                       "test_cold_item_rmse", "fit_seconds", "epochs"]
+# The leaderboard's columns, the same names in the UI table and the terminal table; a row's source key when
+# it differs. RMSE/MAE show 4 decimals, seconds 1, the gain over the bias baseline 2 (a percentage).
+LEADERBOARD_COLUMNS = ["model", "kind", "champion", "val_rmse", "val_gain_vs_bias", "test_rmse", "test_mae",
+                       "cold_user", "cold_item", "train_rmse", "best_epoch", "epochs", "fit_s"]
+_SOURCE = {"model": "name", "cold_user": "test_cold_user_rmse", "cold_item": "test_cold_item_rmse",
+           "fit_s": "fit_seconds"}
+UNTRAINED = "untrained"  # kind of a model whose best_epoch is 0: no epoch beat its starting point
+CHAMPION_MARK = "★"
 
 
 class StageClock:
@@ -40,42 +49,96 @@ def run_prefix(run_id: str) -> str:
     return f"runs/{safe_key_part(run_id)}"
 
 
-def leaderboard(models: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Models and baselines sorted by validation RMSE, rounded for display."""
-    rows = [{**r, "kind": "model"} for r in models] + [{**r, "kind": "baseline"} for r in baselines]
-    rows.sort(key=lambda r: (r["val_rmse"], r["name"]))
-    return [{c: _round(r.get(c)) for c in ["name", "kind", *LEADERBOARD_COLUMNS[1:]]} for r in rows]
+def gain_vs_bias(val_rmse: Any, bias_val_rmse: Any) -> float | None:
+    """Validation RMSE gain over the bias baseline in percent (positive = better than bias), None if unknown."""
+    if not _number(val_rmse) or not _number(bias_val_rmse) or bias_val_rmse == 0:
+        return None
+    return 100.0 * (bias_val_rmse - val_rmse) / bias_val_rmse
 
 
-def _round(v: Any) -> Any:
-    return round(v, 4) if isinstance(v, float) else v
+def leaderboard(models: list[dict[str, Any]], baselines: list[dict[str, Any]],
+                champion: str | None = None) -> list[dict[str, Any]]:
+    """Models and baselines sorted by validation RMSE (unknown last), one dict per row with
+    LEADERBOARD_COLUMNS as keys: numbers rounded, the champion marked, untrained models labelled as such."""
+    bias = next((b.get("val_rmse") for b in baselines if b.get("name") == "bias"), None)
+    rows = [(r, _kind(r, "model")) for r in models] + [(r, "baseline") for r in baselines]
+    rows.sort(key=lambda rk: (not _number(rk[0].get("val_rmse")), rk[0].get("val_rmse") or 0.0,
+                              str(rk[0].get("name"))))
+    return [_row(r, kind, champion, bias) for r, kind in rows]
+
+
+def _kind(row: dict[str, Any], default: str) -> str:
+    return UNTRAINED if row.get("best_epoch") == 0 else default
+
+
+def _row(r: dict[str, Any], kind: str, champion: str | None, bias: Any) -> dict[str, Any]:
+    out = {c: r.get(_SOURCE.get(c, c)) for c in LEADERBOARD_COLUMNS}
+    out.update(kind=kind, champion=champion is not None and r.get("name") == champion,
+               val_gain_vs_bias=gain_vs_bias(r.get("val_rmse"), bias))
+    return {k: _round(k, v) for k, v in out.items()}
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _digits(column: str) -> int:
+    return 1 if column == "fit_s" else 2 if column == "val_gain_vs_bias" else 4
+
+
+def _round(column: str, v: Any) -> Any:
+    return round(v, _digits(column)) if isinstance(v, float) and math.isfinite(v) else v
+
+
+def display(column: str, v: Any) -> str:
+    """A leaderboard cell as text with fixed decimals ("-" when unknown): the UI table and the terminal agree."""
+    if column == "champion":
+        return CHAMPION_MARK if v else ""
+    if column == "val_gain_vs_bias":
+        return f"{v:+.2f}%" if _number(v) else "-"
+    if isinstance(v, float):
+        return f"{v:.{_digits(column)}f}" if math.isfinite(v) else "-"
+    return "-" if v is None else str(v)
+
+
+def leaderboard_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The rows as the UI table artifact shows them: every cell text with fixed decimals."""
+    return [{c: display(c, r.get(c)) for c in LEADERBOARD_COLUMNS} for r in rows]
+
+
+_TEXT_COLUMNS = [("model", 16), ("val_rmse", 9), ("val_gain_vs_bias", 17), ("test_rmse", 10), ("test_mae", 9),
+                 ("cold_user", 10), ("cold_item", 10), ("best_epoch", 11), ("fit_s", 7)]
 
 
 def format_leaderboard(rows: list[dict[str, Any]], champion: str | None) -> str:
-    """A fixed-width text table for terminals."""
-    head = f"{'model':<16}{'val_rmse':>10}{'test_rmse':>11}{'test_mae':>10}{'cold_user':>11}{'cold_item':>11}{'fit_s':>8}"
+    """A fixed-width text table for terminals: the champion starred, untrained models labelled, a legend."""
+    head = "".join(f"{c:<{w}}" if c == "model" else f"{c:>{w}}" for c, w in _TEXT_COLUMNS)
     lines = [head, "-" * len(head)]
     for r in rows:
-        mark = " *" if r["name"] == champion else ""
-        lines.append(f"{r['name'] + mark:<16}{_f(r['val_rmse'])}{_f(r['test_rmse'], 11)}{_f(r['test_mae'])}"
-                     f"{_f(r['test_cold_user_rmse'], 11)}{_f(r['test_cold_item_rmse'], 11)}{_f(r['fit_seconds'], 8, 1)}")
+        name = f"{r['model']} *" if r["model"] == champion or r.get("champion") is True else r["model"]
+        cells = [f"{name:<16}"] + [f"{display(c, r.get(c)):>{w}}" for c, w in _TEXT_COLUMNS[1:]]
+        lines.append("".join(cells) + ("  untrained" if r.get("kind") == UNTRAINED else ""))
+    lines += ["* champion: the lowest val_rmse among the models that beat the bias baseline",
+              "val_gain_vs_bias: how much lower val_rmse is than the bias baseline's, in percent",
+              "cold_user / cold_item: test RMSE on rows whose user / item the training split never saw",
+              "untrained: no epoch beat the model's starting point (best_epoch 0): not a result"]
     return "\n".join(lines)
 
 
-def _f(v: Any, width: int = 10, digits: int = 4) -> str:
-    return f"{v:>{width}.{digits}f}" if isinstance(v, (int, float)) else f"{'-':>{width}}"
-
-
-def learning_curves_png(histories: dict[str, list[dict[str, float]]]) -> bytes:
-    """Validation RMSE per epoch for every model, as PNG bytes."""
+def learning_curves_png(histories: dict[str, list[dict[str, float]]],
+                        start: dict[str, float] | None = None) -> bytes:
+    """Validation RMSE per epoch for every model (epoch 0 = its starting point, when known), as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=90)
     for name, hist in sorted(histories.items()):
-        ax.plot([h["epoch"] for h in hist], [h["val_rmse"] for h in hist], marker="o", ms=3, label=name)
+        points = [(h["epoch"], h.get("val_rmse")) for h in hist]
+        if start and _number(start.get(name)):
+            points.insert(0, (0, start[name]))
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation RMSE")
     ax.set_title("Learning curves")
@@ -88,31 +151,81 @@ def learning_curves_png(histories: dict[str, list[dict[str, float]]]) -> bytes:
     return buf.getvalue()
 
 
+def image_markdown(png: bytes, title: str, caption: str = "") -> str:
+    """Markdown that shows a PNG inline, embedded as a base64 data URI: the Prefect UI renders it without
+    reaching the store (a file:// or s3:// image would not load in a browser). Any plot can use it."""
+    alt = title.replace("[", "(").replace("]", ")")
+    data = base64.b64encode(png).decode("ascii")
+    return "\n\n".join(p for p in (f"## {title}", f"![{alt}](data:image/png;base64,{data})", caption) if p)
+
+
 def model_card(report: dict[str, Any]) -> str:
-    """Markdown card for the champion: data, split, metrics, cold start, where the bundle is."""
-    ch, data, split = report["champion"], report["data"], report["split"]
-    row = next((m for m in report["models"] if m["name"] == ch.get("name")), {})
-    lines = [f"# Champion: {ch.get('name')}", "",
-             f"- run: `{report['run_id']}`; promoted: **{report['promoted']}** "
-             f"(previous champion test RMSE on this split: {report.get('previous_test_rmse')})",
-             f"- bundle: {ch.get('uri')}",
-             f"- data: {data['ratings']:,} ratings, {data['users']:,} users, {data['items']:,} items; "
-             f"fingerprint `{data['fingerprint'][:23]}…`",
-             f"- split ({split['method']}, seed {split['seed']}): train {split['train']:,}, validation "
-             f"{split['validation']:,}, test {split['test']:,}; test rows with unseen user {split['test_unseen_user']:,}, "
-             f"unseen item {split['test_unseen_item']:,}", "",
-             "| metric | value |", "|---|---|"]
+    """Markdown card for the champion: how it was chosen and promoted, refit, metrics, data, where it is."""
+    ch = report.get("champion") or {}
+    row = next((m for m in report.get("models", []) if m.get("name") == ch.get("name")), {})
+    bias = {b.get("name"): b for b in report.get("baselines", [])}.get("bias", {})
+    lines = [f"# Champion: {ch.get('name')}", "", f"- run: `{report.get('run_id')}`; version: `{ch.get('version')}`",
+             f"- bundle: `{ch.get('uri')}`", *_promotion_lines(report), *_training_lines(row, bias),
+             *_refit_lines(report.get("refit")), *_data_lines(report), "", "| metric | champion | bias |",
+             "|---|---|---|"]
     for k in ("train_rmse", "val_rmse", "test_rmse", "test_mae", "test_warm_rmse", "test_cold_user_rmse",
               "test_cold_item_rmse"):
-        lines.append(f"| {k} | {_round(row.get(k))} |")
+        lines.append(f"| {k} | {display(k, row.get(k))} | {display(k, bias.get(k))} |")
     card = report.get("sample_card") or {}
-    if card.get("noise_rmse") is not None and row.get("test_rmse") is not None:
+    if _number(card.get("noise_rmse")) and _number(row.get("test_rmse")):
         lines += ["", f"Generated sample: noise_rmse {card['noise_rmse']:.4f} (the best possible predictor); "
                   f"the champion is {row['test_rmse'] - card['noise_rmse']:.4f} above it on test."]
-    base = {b["name"]: b["test_rmse"] for b in report["baselines"]}
-    lines += ["", f"Baselines (test RMSE): global mean {_round(base.get('global_mean'))}, "
-              f"bias {_round(base.get('bias'))}.", "", f"Learning curves: {report.get('learning_curves_uri')}"]
+    if report.get("learning_curves_uri"):
+        lines += ["", f"Learning curves: `{report['learning_curves_uri']}` (shown in the learning-curves artifact)"]
     return "\n".join(lines)
+
+
+def _promotion_lines(report: dict[str, Any]) -> list[str]:
+    """The promotion decision: compared rows, incumbent vs challenger RMSE on them, the reason."""
+    p = promotion(report)
+    lines = [f"- promoted: **{'yes' if p.get('promoted') else 'no'}**: {p.get('reason') or 'no reason given'}"]
+    if p.get("incumbent_version") or _number(p.get("incumbent_rmse")):
+        lines.append(f"- compared with `{p.get('incumbent_version')}` on {_count(p.get('compared_rows'))} "
+                     f"rows neither fitted on: incumbent RMSE {display('rmse', p.get('incumbent_rmse'))}, "
+                     f"challenger RMSE {display('rmse', p.get('challenger_rmse'))}")
+    return lines
+
+
+def _training_lines(row: dict[str, Any], bias: dict[str, Any]) -> list[str]:
+    best, epochs = row.get("best_epoch"), row.get("epochs")
+    note = " (untrained: no epoch beat its starting point)" if best == 0 else ""
+    lines = [f"- best epoch: {display('best_epoch', best)} of {display('epochs', epochs)}{note}; "
+             f"fit {display('fit_s', row.get('fit_seconds'))} s"]
+    if _number(row.get("initial_val_rmse")):
+        lines[0] += f"; starting val RMSE {row['initial_val_rmse']:.4f}"
+    gains = [f"{split} {display('val_gain_vs_bias', gain_vs_bias(row.get(f'{split}_rmse'), bias.get(f'{split}_rmse')))}"
+             for split in ("val", "test")]
+    return [*lines, f"- RMSE gain over the bias baseline: {', '.join(gains)}"]
+
+
+def _refit_lines(refit: Any) -> list[str]:
+    if not isinstance(refit, dict):
+        return []
+    return [f"- served model refit on all data: {_count(refit.get('rows'))} rows, "
+            f"{display('epochs', refit.get('epochs'))} epochs; the metrics below come from the held-out fit"]
+
+
+def _data_lines(report: dict[str, Any]) -> list[str]:
+    data, split = report.get("data") or {}, report.get("split") or {}
+    lines = []
+    if data:
+        lines.append(f"- data: {_count(data.get('ratings'))} ratings, {_count(data.get('users'))} users, "
+                     f"{_count(data.get('items'))} items; fingerprint `{str(data.get('fingerprint', ''))[:23]}…`")
+    if split:
+        lines.append(f"- split ({split.get('method')}, seed {split.get('seed')}): train {_count(split.get('train'))}, "
+                     f"validation {_count(split.get('validation'))}, test {_count(split.get('test'))}; test rows "
+                     f"with unseen user {_count(split.get('test_unseen_user'))}, unseen item "
+                     f"{_count(split.get('test_unseen_item'))}")
+    return lines
+
+
+def _count(v: Any) -> str:
+    return f"{v:,}" if _number(v) else "?"
 
 
 def publish_run(store: Store, ws: Workspace, report: dict[str, Any], png: bytes) -> dict[str, str]:
