@@ -41,17 +41,19 @@ def promotion(report: dict[str, Any]) -> dict[str, Any]:
               "at least as good as the champion on this run's test rows" if promoted else
               "nothing published" if not report.get("champion", {}).get("version") else
               "worse than the champion on this run's test rows")
-    return {"promoted": promoted, "reason": reason, "incumbent_rmse": previous,
+    name = (report.get("champion") or {}).get("name")
+    challenger = next((m.get("test_rmse") for m in report.get("models", []) if m.get("name") == name), None)
+    return {"promoted": promoted, "reason": reason, "incumbent_rmse": previous, "challenger_rmse": challenger,
             "incumbent_version": report.get("previous_version")}
 
 
 def mark_champion(result: dict[str, Any], current: str | None) -> dict[str, Any]:
-    """A ranking evaluation result that says whether its bundle is the current champion, and whose row is
-    labelled so (ranking_eval names the evaluated model's row "champion (...)" whatever it is)."""
+    """A ranking evaluation result that says whether its bundle is the current champion. ranking_eval labels
+    the evaluated model's row "champion (...)" whatever it is; a bundle that is not the champion is relabelled."""
     is_champion = current is not None and result.get("version") == current
-    label = f"{result.get('model')} ({'champion' if is_champion else 'not the champion'})"
-    methods = [{**m, "method": label} if str(m.get("method", "")).startswith("champion (") else m
-               for m in result.get("methods", [])]
+    label = f"evaluated ({result.get('model')}, not the champion)"
+    methods = [{**m, "method": label} if not is_champion and str(m.get("method", "")).startswith("champion (")
+               else m for m in result.get("methods", [])]
     return {**result, "methods": methods, "is_champion": is_champion, "current_champion": current}
 
 
@@ -63,8 +65,9 @@ def promotion_summary(report: dict[str, Any]) -> str:
     verdict = "promoted to champion" if decision["promoted"] else "published, not promoted"
     line = f"{champion['name']} ({champion['version']}): {verdict}: {decision.get('reason', '')}"
     if decision.get("incumbent_version"):
-        line += (f"\n  compared with {decision['incumbent_version']} on {decision.get('compared_rows', '?')} rows: "
-                 f"incumbent RMSE {decision.get('incumbent_rmse')}, challenger RMSE {decision.get('challenger_rmse')}")
+        rows = f" on {decision['compared_rows']:,} rows" if decision.get("compared_rows") else ""
+        line += (f"\n  compared with {decision['incumbent_version']}{rows}: incumbent RMSE "
+                 f"{_num(decision.get('incumbent_rmse'))}, challenger RMSE {_num(decision.get('challenger_rmse'))}")
     if report.get("replaced_damaged"):
         line += f"\nwarning: the previous champion was damaged and has been replaced: {report['replaced_damaged']}"
     return line
@@ -120,7 +123,7 @@ def format_champion(info: dict[str, Any]) -> str:
              f"  run: {m.get('run_id', '-')}, created {m.get('created_at', '-')}, promoted {p.get('updated_at', '-')}",
              f"  val RMSE {_num(metrics.get('val_rmse'))}, test RMSE {_num(metrics.get('test_rmse'))}"
              f", test RMSE on the rows it was promoted on {_num(p.get('test_rmse'))}",
-             f"  trained on {m.get('data', {}).get('ratings', '-')} ratings; bundle {info['uri']}"]
+             f"  trained on {m.get('data', {}).get('ratings', 0):,} ratings; bundle {info['uri']}"]
     if p.get("replaced_damaged"):
         lines.append(f"  replaced the damaged {p['replaced_damaged']['version']}: {p['replaced_damaged']['reason']}")
     return "\n".join(lines)

@@ -153,7 +153,21 @@ def test_the_promotion_decision_is_printed_from_the_report():
                             "reason": "worse than the champion on rows neither fitted", "incumbent_version": "r1-w2v"}}
     text = promotion_summary(report)
     assert "mlp (r2-mlp): published, not promoted: worse than the champion" in text
-    assert "compared with r1-w2v on 1234 rows: incumbent RMSE 0.91, challenger RMSE 0.93" in text
+    assert "compared with r1-w2v on 1,234 rows: incumbent RMSE 0.9100, challenger RMSE 0.9300" in text
     older = {"champion": {"name": "mlp", "version": "r2-mlp"}, "promoted": True, "previous_test_rmse": None}
     assert "promoted to champion: no earlier champion" in promotion_summary(older)
+    older.update(promoted=False, previous_test_rmse=0.8, previous_version="r1-w2v", models=[{"name": "mlp", "test_rmse": 0.9}])
+    assert "compared with r1-w2v: incumbent RMSE 0.8000, challenger RMSE 0.9000" in promotion_summary(older)
     assert "champion: none" in promotion_summary({"champion": {"name": None}, "promoted": False})
+
+
+def test_an_evaluated_bundle_that_is_not_the_champion_is_not_called_one():
+    from musicrec.results import mark_champion
+
+    result = {"version": "r1-mlp", "model": "mlp", "methods": [{"method": "champion (mlp)"}, {"method": "most_popular"}]}
+    other = mark_champion(result, "r2-w2v_mlp")
+    assert other["is_champion"] is False and other["current_champion"] == "r2-w2v_mlp"
+    assert [m["method"] for m in other["methods"]] == ["evaluated (mlp, not the champion)", "most_popular"]
+    same = mark_champion(result, "r1-mlp")
+    assert same["is_champion"] is True and same["methods"][0]["method"] == "champion (mlp)"
+    assert mark_champion(result, None)["is_champion"] is False

@@ -70,7 +70,7 @@ def test_evaluate_prints_once_and_names_the_champion(champion_store, capfd):
     captured = capfd.readouterr()
     assert (captured.out + captured.err).count("most_popular") == 1
     assert f"{report['champion']['version']} (the current champion)" in captured.out
-    assert "gmf_logistic (champion)" in captured.out
+    assert "champion (gmf_logistic)" in captured.out
 
 
 def test_a_damaged_bundle_fails_at_once_with_one_message(champion_store, tmp_path, capfd):
