@@ -36,7 +36,7 @@ class TrainingParams(BaseModel):
     reviews: list[str] = Field(..., description="review files (Amazon 2014/2018/2023 JSON lines, ratings CSV, ...)")
     meta: list[str] = Field(default_factory=list, description="optional metadata files")
     store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI or ./.musicrec/store")
-    models: list[ModelName] = Field(default_factory=lambda: list(MODELS), description="which models to train")
+    models: list[ModelName] = Field(default=list(MODELS), description="which models to train")
     seed: int = 0
     split: SplitParams = Field(default_factory=SplitParams)
     overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
@@ -45,6 +45,12 @@ class TrainingParams(BaseModel):
     dask_address: str = Field("", description="existing Dask scheduler; empty = a LocalCluster")
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, description="CPU threads for the whole run")
     work_dir: str = ".musicrec/work"
+    promote: bool = Field(True, description="move the champion pointer if the new champion wins; off = publish only")
+    refit: bool = Field(True, description="serve the champion refit on all ratings (train + validation + test)")
+    columns: dict[str, str] = Field(default_factory=dict,
+                                    description="file column for user, item, rating, timestamp (headers not matched)")
+    rating_range: list[float] | None = Field(None, min_length=2, max_length=2,
+                                             description="[min, max] stars; empty = read from the data")
 
 
 @flow(name="train-models")
@@ -57,16 +63,32 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     return {"models": [f.result() for f in futures], "baselines": baselines.result()}
 
 
-@flow(name="training")
+RUN_NAME_PREFIX = "training-"
+
+
+def _run_name() -> str:
+    """The Prefect flow run is named after the musicrec run id it creates (the flow reads it back)."""
+    return RUN_NAME_PREFIX + new_run_id()
+
+
+def _run_id() -> str:
+    from prefect.runtime import flow_run
+
+    name = flow_run.name or ""
+    return name[len(RUN_NAME_PREFIX):] if name.startswith(RUN_NAME_PREFIX) else new_run_id()
+
+
+@flow(name="training", flow_run_name=_run_name)
 def training(params: TrainingParams) -> dict[str, Any]:
     """Train all models on fresh data and publish the champion if it is at least as good as the current one."""
     logger = get_run_logger()
     store_uri = params.store_uri or get_settings().store_uri
-    ws = Workspace.create(params.work_dir, new_run_id())
+    ws = Workspace.create(params.work_dir, _run_id())
     workdir = str(ws.root)
     clock = StageClock()
     with clock("load-and-validate"):
-        run = t.load_and_validate(workdir, params.reviews, params.meta)
+        run = t.load_and_validate(workdir, params.reviews, params.meta, params.columns,
+                                  tuple(params.rating_range) if params.rating_range else None)
     fractions = (params.split.train, params.split.validation, params.split.test)
     with clock("split-and-embed"):
         prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
@@ -86,17 +108,30 @@ def training(params: TrainingParams) -> dict[str, Any]:
     }
     if champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")
+        report["promotion"] = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None,
+                               "promoted": False, "reason": "no model beat the bias baseline on validation"}
     else:
         row = next(r for r in rows if r["name"] == champion)
+        refit_info = None
+        if params.refit:
+            with clock("refit-champion"):
+                refit_info = t.refit_champion(workdir, row, params.threads)
+            report["refit"] = refit_info
         with clock("build-bundle"):
-            meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]})
+            meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info)
         with clock("publish-and-promote"):
             published = t.publish_bundle(workdir, store_uri, meta["version"])
-            decision = t.promote_champion(workdir, store_uri, published, row["test_rmse"])
-        report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
-                              "onnx_check": meta["onnx_check"]}
-        report.update(promoted=decision["promoted"], previous_test_rmse=decision["previous_test_rmse"],
-                      previous_version=decision["previous_version"], replaced_damaged=decision["replaced_damaged"])
+            report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
+                                  "onnx_check": meta["onnx_check"]}
+            if params.promote:
+                decision = t.promote_champion(workdir, store_uri, published, row["val_rmse"] < bias["val_rmse"])
+            else:
+                decision = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None, "promoted": False,
+                            "reason": "promotion off (--no-promote): bundle published, pointer untouched",
+                            "incumbent_version": None, "replaced_damaged": None}
+        report["promotion"] = decision
+        report.update(promoted=decision["promoted"], previous_version=decision.get("incumbent_version"),
+                      previous_test_rmse=decision.get("incumbent_rmse"), replaced_damaged=decision.get("replaced_damaged"))
     logger.info(format_stages(clock.seconds))
     out = reporting.publish_report(workdir, store_uri, report)
     if out["promoted"]:

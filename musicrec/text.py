@@ -104,10 +104,11 @@ def item_vectors(docs: pd.Series, wv, item_ids: list[str], cfg: Word2VecConfig) 
     return vecs.astype(np.float32)  # unit length: a stable MLP input scale, and dot product = cosine
 
 
-def save_item_vectors(item_ids: list[str], vectors: np.ndarray, path: str | Path) -> None:
-    """Parquet with item_id and one float32 column per dimension (no pickle)."""
-    cols = {f"v{k}": vectors[:, k] for k in range(vectors.shape[1])}
-    pd.DataFrame({"item_id": item_ids, **cols}).to_parquet(path, index=False)
+def save_item_vectors(item_ids: list[str], vectors: np.ndarray, path: str | Path, dim: int | None = None) -> None:
+    """Parquet with item_id and one float32 column per dimension (no pickle); with no items, `dim` columns."""
+    dim = vectors.shape[1] if dim is None else dim
+    cols = {f"v{k}": np.asarray(vectors[:, k], dtype=np.float32) for k in range(dim)}
+    pd.DataFrame({"item_id": pd.Series(item_ids, dtype="str"), **cols}).to_parquet(path, index=False)
 
 
 def load_item_vectors(path: str | Path) -> tuple[list[str], np.ndarray]:

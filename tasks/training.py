@@ -11,17 +11,24 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from musicrec.errors import ValidationFailed
-from musicrec.pipeline import ingest, prepare, publish, train
+from musicrec.pipeline import ingest, prepare, publish, refit, train
 from musicrec.pipeline.workspace import Workspace
 from musicrec.validation import failure_markdown
+from tasks.retries import io_retries, retry_transient
 
 
 @task(name="load-and-validate", cache_policy=NO_CACHE)
-def load_and_validate(workdir: str, reviews: list[str], meta: list[str]) -> dict[str, Any]:
+def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns: dict[str, str] | None = None,
+                      rating_range: tuple[float, float] | None = None) -> dict[str, Any]:
     """Read and validate the inputs; a failed validation is published as an artifact and fails the run."""
     ws = Workspace(Path(workdir))
+    kw: dict[str, Any] = {}
+    if columns:
+        kw["columns"] = columns
+    if rating_range:
+        kw["rating_range"] = tuple(rating_range)
     try:
-        run = ingest.ingest(ws, reviews, meta)
+        run = ingest.ingest(ws, reviews, meta, **kw)
     except ValidationFailed as e:
         report = ws.read_json("validation.json")
         create_markdown_artifact(failure_markdown(report, str(e)), key="validation-report",
@@ -59,20 +66,30 @@ def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int
     return row
 
 
+@task(name="refit-champion", cache_policy=NO_CACHE)
+def refit_champion(workdir: str, row: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Refit the champion on every rating of the run for its best epoch count (the model that is served)."""
+    info = refit.refit_champion(Workspace(Path(workdir)), row, threads)
+    get_run_logger().info("refit %s on all %s ratings for %s epoch(s) in %.1f s", row["name"], f"{info['rows']:,}",
+                          info["epochs"], info["seconds"])
+    return info
+
+
 @task(name="evaluate-baselines", cache_policy=NO_CACHE)
 def evaluate_baselines(workdir: str) -> list[dict[str, Any]]:
     return train.evaluate_baselines(Workspace(Path(workdir)))
 
 
 @task(name="build-bundle", cache_policy=NO_CACHE)
-def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any],
+                 refit_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch)."""
     ws = Workspace(Path(workdir))
-    return publish.build_bundle(ws, row, prepare.load_train_data(ws), run)
+    return publish.build_bundle(ws, row, prepare.load_train_data(ws), run, refit_info)
 
 
 @task(name="publish-bundle", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      cache_policy=NO_CACHE)
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]:
     """Upload the bundle and verify every file; retried on transient store errors."""
     from musicrec.store import open_store
@@ -80,18 +97,19 @@ def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]
     return publish.publish_bundle(open_store(store_uri), Workspace(Path(workdir)), version)
 
 
-@task(name="promote-champion", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def promote_champion(workdir: str, store_uri: str, published: dict[str, str], test_rmse: float) -> dict[str, Any]:
-    """Compare with the published champion on this run's test split; move the pointer only if not worse."""
+@task(name="promote-champion", **io_retries([5, 5]), cache_policy=NO_CACHE)
+def promote_champion(workdir: str, store_uri: str, published: dict[str, str], beats_own_baseline: bool) -> dict[str, Any]:
+    """Compare with the published champion on this run's test rows it never fitted on; move the pointer only
+    if not worse (or, with too few such rows, by the documented policy)."""
     import pandas as pd
 
     from musicrec.store import open_store
 
-    test = pd.read_parquet(Workspace(Path(workdir)).splits / "test.parquet", columns=["user_id", "item_id", "rating"])
-    decision = publish.promote(open_store(store_uri), published, test_rmse, test)
+    challenger = pd.read_parquet(Workspace(Path(workdir)).root / publish.CHALLENGER_TEST)
+    decision = publish.promote(open_store(store_uri), published, challenger, beats_own_baseline)
     logger = get_run_logger()
     if decision["replaced_damaged"]:
         logger.warning("the published champion %s is damaged and was replaced: %s",
-                       decision["previous_version"], decision["replaced_damaged"])
-    logger.info("promotion decision: %s", decision)
+                       decision["incumbent_version"], decision["replaced_damaged"])
+    logger.info("promotion: %s (%s)", "promoted" if decision["promoted"] else "not promoted", decision["reason"])
     return decision

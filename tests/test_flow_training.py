@@ -58,12 +58,12 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     assert champ["test_rmse"] < base["bias"]["test_rmse"]
     assert report["sample_card"]["noise_rmse"] == pytest.approx(card["noise_rmse"])
     assert champ["test_rmse"] > card["noise_rmse"]  # the gap to the noise floor is reported, never negative
-    assert report["promoted"] is True and report["previous_test_rmse"] is None
+    assert report["promoted"] is True and report["promotion"]["reason"] == "no published champion yet"
     assert report["champion"]["onnx_check"]["max_abs_diff"] <= 1e-4
     assert report["champion"]["onnx_check"]["unknown_users"] > 0
-    _check_published(store, report)
+    meta = _check_published(store, report)
     stages = report["stage_seconds"]
-    assert list(stages) == ["load-and-validate", "split-and-embed", "train-models", "build-bundle",
+    assert list(stages) == ["load-and-validate", "split-and-embed", "train-models", "refit-champion", "build-bundle",
                             "publish-and-promote"]
     assert all(v > 0 for v in stages.values())
     assert stages["train-models"] >= max(m["fit_seconds"] for m in report["models"])
@@ -71,25 +71,59 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     run = f"runs/{report['run_id']}"
     assert json.loads(store.get_bytes(f"{run}/report.json"))["run_id"] == report["run_id"]
     assert store.exists(f"{run}/learning_curves.png")
-    test = pd.read_parquet(store.url_for(f"{run}/splits/test.parquet").removeprefix("file://"))
-    assert {"user_id", "item_id", "rating"} <= set(test.columns)
-    assert len(test) == report["split"]["test"]
+    parts = {n: pd.read_parquet(store.url_for(f"{run}/splits/{n}.parquet").removeprefix("file://"))
+             for n in ("train", "validation", "test")}
+    assert len(parts["test"]) == report["split"]["test"]
 
-    # onnxruntime on the published bundle reproduces the reported test RMSE from raw string ids
+    # the served model is the refit on every rating; its reported metrics are the held-out fit's
+    everything = pd.concat(parts.values(), ignore_index=True)
+    assert meta["fitted_on"]["rows"] == len(everything) == report["refit"]["rows"]
+    assert meta["fitted_on"]["splits"] == ["train", "validation", "test"]
+    assert meta["metrics"]["test_rmse"] == pytest.approx(champ["test_rmse"])
+    history = pd.read_parquet(store.url_for(f"models/{report['champion']['version']}/user_history.parquet")
+                              .removeprefix("file://"))
+    assert len(history) == len(everything[["user_id", "item_id"]].drop_duplicates())  # every split's ratings
     session = load_session(store.get_bytes(f"models/{report['champion']['version']}/model.onnx"))
-    pred = predict(session, test["user_id"].to_numpy(object), test["item_id"].to_numpy(object))
-    assert rmse(test["rating"].to_numpy(np.float64), pred) == pytest.approx(champ["test_rmse"], abs=1e-4)
+    val_users = parts["validation"]["user_id"].to_numpy(object)
+    pred = predict(session, val_users, parts["validation"]["item_id"].to_numpy(object))
+    assert rmse(parts["validation"]["rating"].to_numpy(np.float64), pred) < champ["val_rmse"]  # it learned them
 
-    # A second run whose champion is worse on its test split must not move the pointer.
-    pointer_before = store.get_bytes("models/champion.json")
-    second = training(_params(sample, store_uri, tmp_path / "work", seed=1, models=["gmf_logistic"],
-                              overrides={"gmf_logistic": {"epochs": 2}}))
-    assert second["promoted"] is False
-    assert second["previous_test_rmse"] is not None
-    second_champ = next(m for m in second["models"] if m["name"] == "gmf_logistic")
-    assert second["previous_test_rmse"] < second_champ["test_rmse"]
-    assert store.get_bytes("models/champion.json") == pointer_before
-    assert store.exists(f"models/{second['champion']['version']}/metadata.json")  # kept, just not promoted
+
+def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harness, small_sample, tmp_path):
+    """The issue's nightly case: a run on the oldest 80% of the sample, then a run on all of it."""
+    from musicrec.data.readers import load_dataset
+    from flows.training import training
+
+    sample, _ = small_sample
+    ratings = load_dataset([str(sample / "reviews.json.gz")], []).ratings.sort_values("timestamp", kind="stable")
+    old = tmp_path / "old.csv"
+    cols = ["user_id", "item_id", "rating", "timestamp"]
+    ratings[cols].iloc[: int(0.8 * len(ratings))].to_csv(old, index=False)
+    full = tmp_path / "all.csv"
+    ratings[cols].to_csv(full, index=False)
+    store_uri = (tmp_path / "store").as_uri()
+    store = open_store(store_uri)
+    quick: dict = {}  # gmf at its defaults: fast on 16K ratings, and it must beat the bias baseline
+    first = training(_params(sample, store_uri, tmp_path / "work", models=["gmf"], overrides=quick)
+                     .model_copy(update={"reviews": [str(old)], "meta": []}))
+    assert first["promoted"]
+    second = training(_params(sample, store_uri, tmp_path / "work", models=["gmf"], overrides=quick, seed=1)
+                      .model_copy(update={"reviews": [str(full)], "meta": []}))
+    promo = second["promotion"]
+    run1 = f"runs/{first['run_id']}/splits"
+    seen = pd.concat([pd.read_parquet(store.url_for(f"{run1}/{n}.parquet").removeprefix("file://"))
+                      for n in ("train", "validation", "test")])
+    test2 = pd.read_parquet(store.url_for(f"runs/{second['run_id']}/splits/test.parquet").removeprefix("file://"))
+    key = pd.MultiIndex.from_frame(test2[["user_id", "item_id"]])
+    unseen = test2[~key.isin(pd.MultiIndex.from_frame(seen[["user_id", "item_id"]]))]
+    assert 100 <= promo["compared_rows"] == len(unseen) < len(test2)
+    session = load_session(store.get_bytes(f"models/{first['champion']['version']}/model.onnx"))
+    inc = predict(session, unseen["user_id"].to_numpy(object), unseen["item_id"].to_numpy(object))
+    assert promo["incumbent_rmse"] == pytest.approx(rmse(unseen["rating"].to_numpy(np.float64), inc), abs=1e-9)
+    assert isinstance(promo["challenger_rmse"], float) and isinstance(promo["reason"], str)
+    assert promo["promoted"] == (promo["challenger_rmse"] <= promo["incumbent_rmse"])
+    pointer = json.loads(store.get_bytes("models/champion.json"))
+    assert pointer["version"] == (second if promo["promoted"] else first)["champion"]["version"]
 
 
 def test_failed_validation_stops_the_run_and_leaves_the_store_untouched(prefect_harness, tmp_path):

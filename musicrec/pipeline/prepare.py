@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import threading
 import time
 from pathlib import Path
@@ -34,18 +35,40 @@ def prepare(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] 
     cfg = w2v or Word2VecConfig(seed=seed)
     items = pd.read_parquet(ws.items)
     docs = item_documents(split.train, items, cfg)
-    wv = train_word2vec(docs, cfg)
-    profiles = docs if cfg.profile_reviews else item_documents(split.train, items, cfg, include_reviews=False)
-    ids = sorted(profiles.index)
-    vectors = item_vectors(profiles, wv, ids, cfg)
-    save_item_vectors(ids, vectors, ws.item_vectors)
-    wv.save_word2vec_format(str(ws.word_vectors))
+    wv = train_word2vec(docs, cfg) if has_vocabulary(docs, cfg) else None
+    if wv is None:  # ratings without any text (the ratings-only CSV, no metadata): zero vectors, said so
+        ids, vectors = [], np.zeros((0, cfg.vector_size), dtype=np.float32)
+        ws.word_vectors.write_text(f"0 {cfg.vector_size}\n")
+    else:
+        profiles = docs if cfg.profile_reviews else item_documents(split.train, items, cfg, include_reviews=False)
+        ids = sorted(profiles.index)
+        vectors = item_vectors(profiles, wv, ids, cfg)
+        wv.save_word2vec_format(str(ws.word_vectors))
+    save_item_vectors(ids, vectors, ws.item_vectors, cfg.vector_size)
+    note = "" if wv is not None else ("no review or metadata text: w2v_mlp trains on all-zero text vectors, "
+                                      "so it learns what mlp learns")
     return {
         "split": split_summary(split, seed, method),
-        "word2vec": {"vocabulary": len(wv.index_to_key), "items_with_text": int((np.abs(vectors).sum(1) > 0).sum()),
+        "word2vec": {"vocabulary": 0 if wv is None else len(wv.index_to_key),
+                     "items_with_text": int((np.abs(vectors).sum(1) > 0).sum()), "note": note,
                      "vector_size": cfg.vector_size, "seconds": round(time.perf_counter() - t1, 2)},
         "split_seconds": round(t1 - t0, 2),
     }
+
+
+def has_vocabulary(docs: pd.Series, cfg: Word2VecConfig) -> bool:
+    """True if some word occurs at least min_count times: gensim refuses to train on less."""
+    counts = pd.Series([t for doc in docs for t in doc], dtype="str").value_counts()
+    return bool(len(counts) and counts.iloc[0] >= cfg.min_count)
+
+
+def rating_range(ws: Workspace) -> tuple[float, float]:
+    """The run's rating scale (rating_scale.json from ingest), 1-5 when a run predates it."""
+    path = ws.root / "rating_scale.json"
+    if not path.is_file():
+        return 1.0, 5.0
+    scale = json.loads(path.read_text())
+    return float(scale["min"]), float(scale["max"])
 
 
 def load_train_data(ws: Workspace) -> TrainData:
@@ -60,7 +83,7 @@ def load_train_data(ws: Workspace) -> TrainData:
 def _cached_train_data(root: str, stamp: tuple[tuple[str, int], ...]) -> TrainData:
     ws = Workspace(Path(root))
     ids, vectors = load_item_vectors(ws.item_vectors)
-    return prepare_data(read_splits(ws.splits), ids, vectors)
+    return prepare_data(read_splits(ws.splits), ids, vectors, rating_range(ws))
 
 
 _CACHE_LOCK = threading.Lock()

@@ -1,15 +1,12 @@
-"""Stages 4-6: export the champion to ONNX and check it, compare with the published champion on the new
-test split, upload the bundle, and move the champion pointer with a conditional write."""
+"""Stages 4-6: export the champion (refit on all rows) to ONNX and check it, upload the bundle, compare with
+the published champion on rows it never fitted on, and move the champion pointer with a conditional write."""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 import musicrec
@@ -17,45 +14,64 @@ from musicrec.dataset import TrainData
 from musicrec.errors import ConflictError, StoreError
 from musicrec.export import export_onnx, verify_onnx
 from musicrec.hashing import sha256_bytes, sha256_file
-from musicrec.metrics import rmse
+from musicrec.pipeline.promotion import compare_with_incumbent
+from musicrec.pipeline.refit import REFIT_DIR, all_rows, full_data
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
-from musicrec.runtime import load_session, predict
 from musicrec.scoring.bundle import (
     POINTER,
     TABLES,
-    BundleDamaged,
-    download_bundle,
     read_pointer,
     write_tables,
 )
 from musicrec.store import MissingKeyError, Store, safe_key_part
+from musicrec.training import predict as predict_part
 
 BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
+CHALLENGER_TEST = "challenger_test.parquet"
 
 
-def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any]) -> dict[str, Any]:
-    """Export the champion, verify ONNX against torch (unknown ids included), write metadata.json."""
+def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any],
+                 refit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export the champion (its refit on all rows when `refit` says so), verify ONNX against torch (unknown
+    ids included), write the candidate tables over every rating of the run and metadata.json. The held-out
+    model's test predictions are kept for the promotion decision (challenger_test.parquet)."""
     name = row["name"]
-    model = load_model(ws, name, data)
+    write_challenger_test(ws, load_model(ws, name, data), data)
+    if refit:
+        data = full_data(ws)
+        model = load_model(ws, name, data, directory=REFIT_DIR)
+    else:
+        model = load_model(ws, name, data)
     ws.bundle.mkdir(parents=True, exist_ok=True)
     onnx_path = ws.bundle / "model.onnx"
     export_onnx(model, data.users.ids, data.items.ids, onnx_path,
                 metadata={"musicrec_model": name, "musicrec_version": musicrec.__version__, "run_id": ws.run_id})
     users, items = _parity_sample(ws, data)
     parity = verify_onnx(onnx_path, model, users, items, user_ids=data.users.ids, item_ids=data.items.ids)
-    write_tables(ws.bundle, pd.read_parquet(ws.splits / "train.parquet", columns=["user_id", "item_id", "rating"]),
+    write_tables(ws.bundle, all_rows(ws)[["user_id", "item_id", "rating"]],
                  pd.read_parquet(ws.items, columns=["item_id", "also_bought"]), data.items.ids, ws.item_vectors)
+    fitted_on = refit or {"rows": len(data.parts["train"]), "run_id": ws.run_id, "splits": ["train"], "epochs": None,
+                          "fingerprint": None}
     meta = {
         "model": name, "version": f"{ws.run_id}-{name}", "run_id": ws.run_id,
         "hyperparameters": row.get("hyperparameters", {}),
         "metrics": {k: v for k, v in row.items() if k.endswith(("_rmse", "_mae", "_rows"))},
+        "metrics_from": "the held-out fit (train split only); the exported model is described by fitted_on",
+        "fitted_on": fitted_on, "rating_range": list(data.rating_range),
         "data": {"fingerprint": run["fingerprint"], "ratings": run["ratings"], "split": run["split"]},
         "code_version": musicrec.__version__, "created_at": datetime.now(UTC).isoformat(),
         "onnx_check": parity, "files": {f: sha256_file(ws.bundle / f) for f in BUNDLE_FILES},
     }
     (ws.bundle / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     return meta
+
+
+def write_challenger_test(ws: Workspace, model: Any, data: TrainData) -> None:
+    """The held-out champion's predictions on this run's test rows: the challenger side of a promotion."""
+    test = pd.read_parquet(ws.splits / "test.parquet", columns=["user_id", "item_id", "rating"])
+    test["pred"] = predict_part(model, data.parts["test"])
+    test.to_parquet(ws.root / CHALLENGER_TEST, index=False)
 
 
 def _parity_sample(ws: Workspace, data: TrainData, n: int = 2000) -> tuple[list[str], list[str]]:
@@ -120,38 +136,26 @@ def _already_published(store: Store, metadata_key: str, metadata_sha256: str) ->
     return True
 
 
-def published_test_rmse(store: Store, pointer: dict[str, Any], test: pd.DataFrame) -> float:
-    """Score the published champion (onnxruntime, string ids) on the new test split; every file is checked
-    against metadata.json and the pointer's sha256 first."""
-    with tempfile.TemporaryDirectory() as tmp:
-        download_bundle(store, pointer["version"], Path(tmp), pointer["sha256"])
-        session = load_session(Path(tmp) / "model.onnx", threads=1)
-        pred = predict(session, test["user_id"].to_numpy(object), test["item_id"].to_numpy(object))
-    return rmse(test["rating"].to_numpy(np.float64), pred)
-
-
-def promote(store: Store, published: dict[str, str], new_test_rmse: float, test: pd.DataFrame,
+def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, beats_own_baseline: bool,
             attempts: int = 5) -> dict[str, Any]:
-    """Move the pointer if the new champion is at least as good as the published one on this test split.
+    """Move the pointer if the new champion is at least as good as the published one on fair rows.
 
-    The pointer is written with a conditional put: if another run moved it meanwhile, re-read, re-compare
-    against the newer champion and try again, so two runs finishing together never lose an update.
-    """
+    `challenger`: this run's test rows with the held-out champion's predictions (pred). The rows compared are
+    those whose (user, item) the incumbent never fitted on (musicrec.pipeline.promotion). The pointer is
+    written with a conditional put: if another run moved it meanwhile, re-read, re-compare and try again."""
     decision: dict[str, Any] | None = None
     for _ in range(attempts):
         pointer, token = read_pointer(store)
         if decision is not None and _names(pointer, published):
             return decision  # our write went through but its answer was lost: the retry saw our own pointer
-        previous, damaged = _evaluate_published(store, pointer, test)
-        decision = {"promoted": previous is None or new_test_rmse <= previous + 1e-12,
-                    "previous_version": pointer["version"] if pointer else None,
-                    "previous_test_rmse": previous, "new_test_rmse": new_test_rmse, "replaced_damaged": damaged}
+        decision = compare_with_incumbent(store, pointer, challenger, beats_own_baseline)
         if not decision["promoted"]:
             return decision
         body = {"version": published["version"], "sha256": published["metadata_sha256"],
-                "test_rmse": new_test_rmse, "updated_at": datetime.now(UTC).isoformat()}
-        if damaged:
-            body["replaced_damaged"] = {"version": decision["previous_version"], "reason": damaged}
+                "compared_rows": decision["compared_rows"], "challenger_rmse": decision["challenger_rmse"],
+                "updated_at": datetime.now(UTC).isoformat()}
+        if decision["replaced_damaged"]:
+            body["replaced_damaged"] = {"version": decision["incumbent_version"], "reason": decision["replaced_damaged"]}
         try:
             store.put_if(POINTER, json.dumps(body, indent=2).encode(), token)
             return decision
@@ -159,21 +163,6 @@ def promote(store: Store, published: dict[str, str], new_test_rmse: float, test:
             continue
     raise StoreError(f"champion pointer {store.url_for(POINTER)} kept changing during {attempts} attempts",
                      hint="another run is publishing at the same time; run again later")
-
-
-def _evaluate_published(store: Store, pointer: dict[str, Any] | None,
-                        test: pd.DataFrame) -> tuple[float | None, str | None]:
-    """(test RMSE of the published champion, None), or (None, why) when its bundle is damaged.
-
-    A champion whose bundle is missing or fails its checksums cannot be scored by anyone (scoring refuses it
-    too), so a new, verified champion replaces it and the reason goes into the decision and the pointer; its
-    files stay where they are. A store that cannot be reached is not a verdict: that error propagates."""
-    if pointer is None:
-        return None, None
-    try:
-        return published_test_rmse(store, pointer, test), None
-    except BundleDamaged as e:
-        return None, e.message
 
 
 def _names(pointer: dict[str, Any] | None, published: dict[str, str]) -> bool:

@@ -12,8 +12,8 @@ import torch
 from musicrec.dataset import TrainData
 from musicrec.evaluation import evaluate
 from musicrec.models.base import RatingModel
-from musicrec.models.configs import TrainConfig
 from musicrec.models.baselines import BASELINES
+from musicrec.models.configs import TrainConfig
 from musicrec.models.registry import build_model, model_config
 from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace
@@ -47,9 +47,9 @@ def save_model(ws: Workspace, name: str, model: RatingModel, cfg: TrainConfig) -
     (d / "config.json").write_text(cfg.model_dump_json())
 
 
-def load_model(ws: Workspace, name: str, data: TrainData) -> RatingModel:
-    """Rebuild a trained model from weights.npz and config.json (allow_pickle stays False)."""
-    d = ws.model_dir(name)
+def load_model(ws: Workspace, name: str, data: TrainData, directory: str = "") -> RatingModel:
+    """Rebuild a trained `name` model from <directory or name>/weights.npz and config.json (no pickle)."""
+    d = ws.model_dir(directory or name)
     cfg = model_config(name, json.loads((d / "config.json").read_text()))
     model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text,
                         data.rating_range)

@@ -88,9 +88,12 @@ def _rank_known(bundle: Bundle, index: CandidateIndex, rated: dict[str, np.ndarr
 
 
 def _fallback(bundle: Bundle, index: CandidateIndex, users: list[str], n: int) -> pd.DataFrame:
+    """The diverse popular list, ranked by the model's score for an unknown user (the same for all of them;
+    ties by item id)."""
     items = index.item_ids[diverse_popular(index, n)]
+    one = predict(bundle.session, np.full(len(items), users[0], dtype=object), items)
+    order = np.lexsort((items.astype(str), -one))
+    items, one = items[order], one[order]
     u = np.repeat(np.asarray(users, dtype=object), len(items))
-    i = np.tile(items, len(users))
-    score = predict(bundle.session, u, i)
     return pd.DataFrame({"user_id": u, "rank": np.tile(np.arange(1, len(items) + 1), len(users)),
-                         "item_id": i, "score": score, "source": FALLBACK})
+                         "item_id": np.tile(items, len(users)), "score": np.tile(one, len(users)), "source": FALLBACK})

@@ -1,0 +1,80 @@
+"""Champion vs challenger on fair rows: the challenger's test rows whose (user, item) the incumbent never
+fitted on, both scored on exactly those rows (the challenger by its held-out fit, the incumbent by its
+published ONNX bundle). Scoring the incumbent on rows it trained on flattered it (0.578 vs 0.779 RMSE on
+rows it never saw, in the issue's example) and blocked the newer, larger-data model nightly runs exist for.
+
+Policy when fewer than MIN_ROWS such rows exist ("not comparable"): promote a challenger that beats its own
+bias baseline on validation, because its data is newer (POLICY)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from musicrec.metrics import rmse
+from musicrec.runtime import load_session, predict
+from musicrec.scoring.bundle import BundleDamaged, download_bundle
+from musicrec.store import MissingKeyError, Store
+
+MIN_ROWS = 100
+POLICY = "not comparable: promote a challenger that beats its own bias baseline (its data is newer)"
+
+
+def fitted_pairs(store: Store, meta: dict[str, Any]) -> pd.DataFrame | None:
+    """(user_id, item_id) of every row the incumbent was fitted on, from its run's splits in the store;
+    None when they cannot be found (then no row is provably unseen)."""
+    fitted = meta.get("fitted_on") or {"run_id": meta.get("run_id"), "splits": ["train"]}
+    frames = []
+    for name in fitted.get("splits") or ["train"]:
+        key = f"runs/{fitted.get('run_id')}/splits/{name}.parquet"
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "part.parquet"
+                path.write_bytes(store.get_bytes(key))
+                frames.append(pd.read_parquet(path, columns=["user_id", "item_id"]))
+        except MissingKeyError:
+            return None
+    return pd.concat(frames, ignore_index=True)
+
+
+def unseen_rows(challenger: pd.DataFrame, fitted: pd.DataFrame | None) -> pd.DataFrame:
+    """The challenger's rows whose (user, item) pair is not among the incumbent's fitted pairs."""
+    if fitted is None:
+        return challenger.iloc[:0]
+    key = pd.MultiIndex.from_frame(challenger[["user_id", "item_id"]].astype(str))
+    seen = pd.MultiIndex.from_frame(fitted[["user_id", "item_id"]].astype(str))
+    return challenger[~key.isin(seen)]
+
+
+def compare_with_incumbent(store: Store, pointer: dict[str, Any] | None, challenger: pd.DataFrame,
+                           beats_own_baseline: bool) -> dict[str, Any]:
+    """The promotion decision: compared_rows, incumbent_rmse, challenger_rmse, promoted, reason, ..."""
+    out: dict[str, Any] = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None,
+                           "incumbent_version": pointer["version"] if pointer else None, "replaced_damaged": None,
+                           "min_rows": MIN_ROWS}
+    if pointer is None:
+        return {**out, "promoted": True, "reason": "no published champion yet"}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            meta = download_bundle(store, pointer["version"], Path(tmp), pointer["sha256"])
+        except BundleDamaged as e:
+            return {**out, "promoted": True, "replaced_damaged": e.message,
+                    "reason": f"the published champion is damaged and cannot be scored: {e.message}"}
+        rows = unseen_rows(challenger, fitted_pairs(store, meta))
+        out["compared_rows"] = len(rows)
+        if len(rows) < MIN_ROWS:
+            return {**out, "promoted": beats_own_baseline,
+                    "reason": f"{len(rows)} test rows the incumbent never fitted on (< {MIN_ROWS}): {POLICY}"}
+        session = load_session(Path(tmp) / "model.onnx", threads=1)
+        inc = predict(session, rows["user_id"].to_numpy(object), rows["item_id"].to_numpy(object))
+    truth = rows["rating"].to_numpy(np.float64)
+    out.update(incumbent_rmse=rmse(truth, inc), challenger_rmse=rmse(truth, rows["pred"].to_numpy(np.float64)))
+    better = out["challenger_rmse"] <= out["incumbent_rmse"] + 1e-12
+    verdict = "not worse than" if better else "worse than"
+    return {**out, "promoted": better,
+            "reason": f"challenger {out['challenger_rmse']:.4f} is {verdict} incumbent {out['incumbent_rmse']:.4f} "
+                      f"RMSE on {len(rows):,} test rows the incumbent never fitted on"}
