@@ -143,7 +143,7 @@ def check_inputs(reviews: list[str], meta: list[str], columns: dict[str, str]) -
         for path in paths:
             _check_exists(flag, path)
             if flag == "--reviews" and columns:
-                _check_columns(path, list(columns.values()), flag)
+                _check_mapped(path, columns)
                 continue
             fmt = _detect(path)
             if fmt not in kinds:
@@ -214,6 +214,18 @@ def header_columns(path: str) -> list[str]:
     if not lines:
         raise DataError(path, "file is empty", hint="give a CSV with a header line, or a Parquet file")
     return [c.strip() for c in next(csv.reader([lines[0][1].decode("utf-8", errors="replace")]), [])]
+
+
+def _check_mapped(path: str, columns: dict[str, str]) -> None:
+    """A --columns input: a ratings table (CSV or Parquet) holding the mapped columns, as the reader matches them."""
+    from musicrec.data.detect import detect_format
+    from musicrec.data.tables import mapped_columns
+
+    fmt = detect_format(path, columns)
+    if fmt not in ("generic-csv", "generic-parquet"):
+        raise DataError(path, f"is {fmt}: --columns applies to CSV or Parquet ratings tables only",
+                        hint="leave out --columns for this file")
+    mapped_columns(path, header_columns(path), columns)
 
 
 def _check_columns(path: str, columns: list[str], flag: str) -> None:
