@@ -276,20 +276,37 @@ def test_missing_fields_and_non_numeric_ratings_are_kept_for_validation(tmp_path
 
 
 def test_missing_required_column_lists_found_and_needed(tmp_path: Path) -> None:
-    path = write(tmp_path / "r.csv", ["user_id,item_id,score", "u,i,5"])
-    with pytest.raises(DataError, match="missing column.*rating.*found: user_id, item_id, score") as err:
+    path = write(tmp_path / "r.csv", ["user_id,item_id,grade", "u,i,5"])  # "score" is now a rating alias
+    with pytest.raises(DataError, match="missing column.*rating.*found: user_id, item_id, grade") as err:
         read_ratings(path)
     assert str(path) in str(err.value) and "needed: user_id, item_id, rating" in str(err.value)
+    assert "rating: rating, stars, overall, score" in str(err.value) and "--columns user=" in err.value.hint
 
 
-def test_non_utf8_bytes_are_replaced_and_noted(tmp_path: Path) -> None:
-    good = json.dumps({**R2014, "reviewText": "caf\u00e9"}).encode()
-    bad = good.replace(b"caf\\u00e9", b"caf\xe9 \xff")
+def test_damaged_bytes_in_a_utf8_file_are_replaced_and_noted(tmp_path: Path) -> None:
+    # the file holds real UTF-8 text ("café" as UTF-8 bytes), so it is UTF-8 with a few damaged bytes, not Latin-1
+    good = json.dumps({**R2014, "reviewText": "caf\u00e9"}, ensure_ascii=False).encode()
+    bad = good.replace("caf\u00e9".encode(), b"caf\xe9 \xff")
     df, stats = read_ratings(write(tmp_path / "r.json", [good, bad]))
-    assert df.review_text.tolist()[1].endswith("caf\ufffd \ufffd") and stats.bad_lines == 0
-    assert any("non-UTF-8" in n for n in stats.notes)
-    df, stats = read_ratings(write(tmp_path / "r.csv", [b"B1,U\xff1,5.0,1", b"B2,U2,4.0,2"]))
-    assert df.user_id.tolist() == ["U\ufffd1", "U2"] and any("non-UTF-8" in n for n in stats.notes)
+    assert df.review_text.tolist() == ["Heavenly Highway Hymns. caf\u00e9", "Heavenly Highway Hymns. caf\ufffd \ufffd"]
+    assert stats.bad_lines == 0 and stats.encoding == "utf-8"
+    assert any("1 line(s) had non-UTF-8 bytes" in n for n in stats.notes)
+    df, stats = read_ratings(write(tmp_path / "r.csv", [b"B1,U\xff1,5.0,1", b"B2,U\xc3\xa92,4.0,2"]))
+    assert df.user_id.tolist() == ["U\ufffd1", "U\u00e92"] and any("non-UTF-8" in n for n in stats.notes)
+
+
+@pytest.mark.parametrize("name", ["r.json", "r.csv"])
+def test_latin1_file_is_decoded_as_latin1_and_noted(tmp_path: Path, name: str) -> None:
+    if name == "r.json":
+        lines = [json.dumps({**R2014, "reviewerName": n}, ensure_ascii=False).encode("cp1252")
+                 for n in ("Zoé", "Jürgen")]
+    else:
+        lines = [b"user_id,item_id,rating,reviewer_name", *(f"u{i},i,5,{n}".encode("cp1252")
+                                                                  for i, n in enumerate(("Zoé", "Jürgen")))]
+    df, stats = read_ratings(write(tmp_path / name, lines))
+    assert df.reviewer_name.tolist() == ["Zoé", "Jürgen"] and stats.encoding == "cp1252"
+    assert stats.notes == ["not UTF-8: 2 line(s) hold bytes that are not UTF-8 and none holds UTF-8 text, so the "
+                           "file was decoded as Windows-1252 (Latin-1)"]
 
 
 def test_enormous_text_field(tmp_path: Path) -> None:

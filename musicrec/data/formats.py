@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import codecs
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +23,9 @@ from musicrec.errors import DataError
 
 BLOCK_BYTES = 16 << 20  # decompressed bytes per parsed block: bounds memory, ~30k review lines
 GZIP_MAGIC, BOM = b"\x1f\x8b", b"\xef\xbb\xbf"
+ENCODING_NAMES = {"utf-8": "UTF-8", "cp1252": "Windows-1252 (Latin-1)", "latin-1": "Latin-1 (ISO-8859-1)"}
+_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")  # bytes Windows-1252 leaves undefined
+_NON_ASCII_TEXT = re.compile("[^\x00-\x7f\ufffd]")  # a character only valid UTF-8 decodes to
 
 
 def open_binary(path: str | Path) -> BinaryIO:
@@ -53,10 +58,34 @@ def first_nonblank_lines(path: str | Path, limit: int, max_bytes: int = BLOCK_BY
     return found
 
 
-def iter_line_blocks(path: str | Path, stream: BinaryIO) -> Iterator[tuple[int, list[bytes]]]:
-    """Yield (1-based number of the first line, lines without newline) per ~BLOCK_BYTES of content."""
+def sniff_encoding(path: str | Path) -> str:
+    """How to decode a file: "utf-8", unless it has bytes that are not UTF-8 and no non-ASCII UTF-8 text at all.
+
+    Such a file is in a one-byte encoding: "cp1252" (Windows' superset of Latin-1, what "Latin-1" exports
+    usually are), or "latin-1" when it holds bytes cp1252 leaves undefined. A UTF-8 file with a few damaged
+    bytes stays UTF-8 (the readers replace those bytes and say so)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    invalid = undefined = False
+    with open_binary(path) as stream:
+        while block := _read_block(path, stream, 1):
+            text = decoder.decode(block)
+            if _NON_ASCII_TEXT.search(text):
+                return "utf-8"
+            invalid = invalid or "\ufffd" in text
+            undefined = undefined or bool(_CP1252_UNDEFINED.search(block))
+    invalid = invalid or "\ufffd" in decoder.decode(b"", final=True)
+    return ("latin-1" if undefined else "cp1252") if invalid else "utf-8"
+
+
+def iter_line_blocks(path: str | Path, stream: BinaryIO,
+                     encoding: str = "utf-8") -> Iterator[tuple[int, list[bytes]]]:
+    """Yield (1-based number of the first line, lines without newline) per ~BLOCK_BYTES of content.
+
+    Lines come back as UTF-8: a one-byte `encoding` (see sniff_encoding) is transcoded block by block."""
     carry, lineno = b"", 1
     while block := _read_block(path, stream, lineno):
+        if encoding != "utf-8":
+            block = block.decode(encoding).encode("utf-8")
         lines = (carry + block).split(b"\n")
         carry = lines.pop()
         if lines:
@@ -122,7 +151,7 @@ class Tally:
 
     def finish(self, stats: ReadStats, kept: int) -> None:
         """Record counts in stats; raise if bad lines exceed max(10, 0.1% of lines) or nothing was usable."""
-        stats.rows_read, stats.bad_lines = self.lines, self.bad
+        stats.rows_read, stats.bad_lines, stats.bad_utf8 = self.lines, self.bad, self.bad_utf8
         if self.bad_utf8:
             stats.notes.append(f"{self.bad_utf8} line(s) had non-UTF-8 bytes, replaced with U+FFFD")
         if not self.bad:
@@ -139,14 +168,14 @@ class Tally:
                            f"first at line(s) {numbers}: {error}")
 
 
-def iter_records(path: str | Path, tally: Tally, literal: bool = False,
-                 schema: pa.Schema | None = None) -> Iterator[list[dict] | pa.Table]:
+def iter_records(path: str | Path, tally: Tally, literal: bool = False, schema: pa.Schema | None = None,
+                 encoding: str = "utf-8") -> Iterator[list[dict] | pa.Table]:
     """Yield a JSON-lines (or literal-lines) file block by block; bad lines go to tally.
 
     With a schema, a clean block comes back as an Arrow table of just those fields (fast, no Python dicts);
     any block Arrow rejects is parsed line by line into dicts instead, so both paths keep the same policy."""
     with open_binary(path) as stream:
-        for start, lines in iter_line_blocks(path, stream):
+        for start, lines in iter_line_blocks(path, stream, encoding):
             table = _arrow_block(lines, schema) if schema is not None else None
             if table is not None:
                 tally.lines += len(lines)

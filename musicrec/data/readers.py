@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from musicrec.data.detect import detect_format
-from musicrec.data.formats import Tally, iter_records
+from musicrec.data.formats import ENCODING_NAMES, Tally, iter_records, sniff_encoding
 from musicrec.data.schema import (
     ReadStats,
     canonical_items,
@@ -32,8 +32,10 @@ __all__ = ["Dataset", "detect_format", "load_dataset", "read_items", "read_ratin
 
 RATING_NEEDED, RATING_OPTIONAL = ("user_id", "item_id", "rating"), ("timestamp", "review_text", "reviewer_name")
 ITEM_NEEDED, ITEM_OPTIONAL = ("item_id", "title"), ("brand", "text", "description", "also_bought")
+TABLE_FORMATS = ("generic-csv", "items-csv", "generic-parquet", "items-parquet")  # the ones columns= applies to
 Records = list[dict]
-Reader = Callable[[str | Path, ReadStats], pd.DataFrame]
+Columns = Mapping[str, str]
+Reader = Callable[..., pd.DataFrame]  # (path, stats[, columns=]) -> canonical table
 
 
 @dataclass
@@ -60,10 +62,12 @@ class Dataset:
         return [f"{s.path}: {note}" for s in self.stats for note in s.notes]
 
 
-def read_ratings(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
-    """Read one reviews/ratings file of any supported format as the canonical ratings table (not de-duplicated)."""
+def read_ratings(path: str | Path, columns: Columns | None = None) -> tuple[pd.DataFrame, ReadStats]:
+    """Read one reviews/ratings file of any supported format as the canonical ratings table (not de-duplicated).
+
+    columns maps user, item, rating[, timestamp] to a CSV/Parquet file's own column names."""
     return _read_one(path, _RATING_READERS, "item metadata ({fmt}), not reviews or ratings",
-                     "pass it as metadata (meta=...) and give a reviews or ratings file as reviews")
+                     "pass it as metadata (meta=...) and give a reviews or ratings file as reviews", columns)
 
 
 def read_items(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
@@ -75,25 +79,38 @@ def read_items(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
     return df, stats
 
 
-def _read_one(path: str | Path, readers: dict[str, Reader], wrong_kind: str,
-              hint: str) -> tuple[pd.DataFrame, ReadStats]:
-    """Detect the format, refuse a file of the other kind, read it with the matching reader."""
-    fmt = detect_format(path)
+def _read_one(path: str | Path, readers: dict[str, Reader], wrong_kind: str, hint: str,
+              columns: Columns | None = None) -> tuple[pd.DataFrame, ReadStats]:
+    """Detect the format, refuse a file of the other kind, read it with the matching reader; a file that is
+    not UTF-8 and holds no UTF-8 text is read again in its one-byte encoding (formats.sniff_encoding)."""
+    fmt = detect_format(path, columns)
     if fmt not in readers:
         raise DataError(path, "this is " + wrong_kind.format(fmt=fmt), hint=hint)
+    if columns and fmt not in TABLE_FORMATS:
+        raise DataError(path, f"columns= (--columns) names the columns of CSV and Parquet tables; this file is "
+                        f"{fmt}, whose fields musicrec knows", hint="leave out --columns for this file")
+    read = partial(readers[fmt], columns=columns) if columns else readers[fmt]
     stats = ReadStats(str(path), fmt)
-    df = readers[fmt](path, stats)
+    df = read(path, stats)
+    if stats.bad_utf8 and (encoding := sniff_encoding(path)) != "utf-8":
+        bad, stats = stats.bad_utf8, ReadStats(str(path), fmt, encoding=encoding)
+        df = read(path, stats)
+        stats.notes.insert(0, f"not UTF-8: {bad} line(s) hold bytes that are not UTF-8 and none holds UTF-8 "
+                           f"text, so the file was decoded as {ENCODING_NAMES[encoding]}")
     stats.rows_kept = len(df)
     return df, stats
 
 
-def load_dataset(reviews: Sequence[str | Path], meta: Sequence[str | Path] = ()) -> Dataset:
-    """Read review files (+ optional metadata) into one Dataset, keeping the latest review per (user, item)."""
+def load_dataset(reviews: Sequence[str | Path], meta: Sequence[str | Path] = (),
+                 columns: Columns | None = None) -> Dataset:
+    """Read review files (+ optional metadata) into one Dataset, keeping the latest review per (user, item).
+
+    columns ({"user": ..., "item": ..., "rating": ...[, "timestamp": ...]}) names the review tables' columns."""
     if not reviews:
         raise DataError("reviews", "no reviews or ratings file given", hint="pass at least one reviews file")
     parts, stats = [], []
     for i, path in enumerate(reviews):
-        df, st = read_ratings(path)
+        df, st = read_ratings(path, columns)
         parts.append(df.assign(_src=i))
         stats.append(st)
     ratings, _ = drop_duplicate_ratings(pd.concat(parts, ignore_index=True))
@@ -188,7 +205,7 @@ def _also_bought(rec: dict) -> list[str]:
 def _read_records(path: str | Path, stats: ReadStats, *, to_table: Callable[[Records | pa.Table], pd.DataFrame],
                   schema: pa.Schema | None = None, literal: bool = False) -> pd.DataFrame:
     tally = Tally(str(path), what="Python-literal" if literal else "JSON")
-    frames = [to_table(block) for block in iter_records(path, tally, literal, schema) if len(block)]
+    frames = [to_table(block) for block in iter_records(path, tally, literal, schema, stats.encoding) if len(block)]
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else to_table([])
     tally.finish(stats, len(df))
     return df
@@ -232,15 +249,16 @@ def _read_ratings_csv(path: str | Path, stats: ReadStats) -> pd.DataFrame:
     return _ratings_table(read_csv_table(path, stats, headerless=True))
 
 
-def _generic_ratings(path: str | Path, stats: ReadStats, *, load: Reader) -> pd.DataFrame:
-    df = named_columns(path, load(path, stats), RATING_NEEDED, RATING_OPTIONAL)
+def _generic_ratings(path: str | Path, stats: ReadStats, *, load: Reader,
+                     columns: Columns | None = None) -> pd.DataFrame:
+    df = named_columns(path, load(path, stats), RATING_NEEDED, RATING_OPTIONAL, columns, stats)
     if "timestamp" in df:
         df["timestamp"] = unix_seconds(df["timestamp"])
     return _ratings_table(df)
 
 
 def _generic_items(path: str | Path, stats: ReadStats, *, load: Reader) -> pd.DataFrame:
-    df = named_columns(path, load(path, stats), ITEM_NEEDED, ITEM_OPTIONAL)
+    df = named_columns(path, load(path, stats), ITEM_NEEDED, ITEM_OPTIONAL, stats=stats)
     if "description" not in df and "text" in df:
         df = df.rename(columns={"text": "description"})
     if "also_bought" in df:

@@ -9,7 +9,36 @@ import pandas as pd
 
 RATING_COLUMNS = ["user_id", "item_id", "rating", "timestamp", "review_text", "reviewer_name"]
 ITEM_COLUMNS = ["item_id", "title", "brand", "also_bought", "description"]
-RATING_MIN, RATING_MAX = 1.0, 5.0
+RATING_MIN, RATING_MAX = 1.0, 5.0  # the default scale; a run's own scale comes from musicrec.data.scales
+
+# Header names (compared lower-case) each canonical column is found under, best first: when a file has two of
+# them (a 2023 export with asin and parent_asin), the earlier one is used and the reader notes it.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "user_id": ("user_id", "userid", "user", "reviewerid", "reviewer_id"),
+    "item_id": ("item_id", "itemid", "item", "parent_asin", "asin", "songid", "song_id", "product_id"),
+    "rating": ("rating", "stars", "overall", "score"),
+    "timestamp": ("timestamp", "time", "unixreviewtime", "unix_review_time"),
+    "review_text": ("review_text", "reviewtext"),
+    "reviewer_name": ("reviewer_name", "reviewername"),
+    **{name: (name,) for name in ("title", "brand", "text", "description", "also_bought")},
+}
+# --columns / columns= keys: the canonical names, or user/item/rating/timestamp for short
+COLUMN_KEYS = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
+               "user_id": "user_id", "item_id": "item_id"}
+
+COLUMNS_HINT = ("name the columns with --columns user=...,item=...,rating=...[,timestamp=...] (columns= in "
+                "load_dataset/ingest), or rename them to user_id, item_id, rating[, timestamp]")
+
+
+def header_key(name: str) -> str:
+    """A header name as compared with the aliases: stripped (also of a BOM), lower-case."""
+    return name.strip().lstrip("\ufeff").lower()
+
+
+def canonical_column(name: str) -> str | None:
+    """The canonical column a header name stands for (case-insensitively, aliases included); None if none."""
+    key = header_key(name)
+    return next((c for c, aliases in COLUMN_ALIASES.items() if key in aliases), None)
 
 
 @dataclass
@@ -22,6 +51,8 @@ class ReadStats:
     rows_kept: int = 0
     bad_lines: int = 0
     duplicates_dropped: int = 0
+    bad_utf8: int = 0  # lines (or CSV rows) whose non-UTF-8 bytes became U+FFFD
+    encoding: str = "utf-8"  # how the bytes were decoded (formats.sniff_encoding decides)
     notes: list[str] = field(default_factory=list)
 
 

@@ -7,13 +7,14 @@ import re
 import threading
 import warnings
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 
 from musicrec.data.formats import Tally, first_nonblank_lines, open_binary, truncated
-from musicrec.data.schema import ReadStats
+from musicrec.data.schema import COLUMN_ALIASES, COLUMN_KEYS, COLUMNS_HINT, ReadStats, header_key
 from musicrec.errors import DataError
 
 RATINGS_CSV_NAMES = ["item_id", "user_id", "rating", "timestamp"]  # the headerless ratings-only layout
@@ -25,6 +26,7 @@ def read_csv_table(path: str | Path, stats: ReadStats, *, headerless: bool = Fal
 
     pandas silently truncates rows when the first data row is the long one, so such rows are skipped first."""
     base: dict[str, object] = {"header": None, "names": RATINGS_CSV_NAMES} if headerless else {}
+    base["encoding"] = stats.encoding
     leading: list[int] = []
     candidates: list[int] = []
     while True:
@@ -92,15 +94,47 @@ def read_parquet_table(path: str | Path, stats: ReadStats) -> pd.DataFrame:
     return df
 
 
-def named_columns(path: str | Path, df: pd.DataFrame, needed: tuple[str, ...], optional: tuple[str, ...]) -> pd.DataFrame:
-    """Normalise header names; a missing needed column is an error that lists what was found."""
-    df = df.rename(columns=lambda c: str(c).strip().lower())
-    missing = [c for c in needed if c not in df.columns]
+def named_columns(path: str | Path, df: pd.DataFrame, needed: tuple[str, ...], optional: tuple[str, ...],
+                  columns: Mapping[str, str] | None = None, stats: ReadStats | None = None) -> pd.DataFrame:
+    """The needed and optional columns under their canonical names, nothing else: those columns= maps first,
+    then header names matched case-insensitively with their aliases. A needed column not found lists what was."""
+    found = [str(c) for c in df.columns]
+    chosen = mapped_columns(path, found, columns)
+    for canon in (c for c in needed + optional if c not in chosen):
+        aliases = COLUMN_ALIASES.get(canon, (canon,))
+        free = [c for c in found if c not in chosen.values()]
+        rank = {c: aliases.index(header_key(c)) for c in free if header_key(c) in aliases}
+        if rank:
+            chosen[canon] = min(rank, key=rank.__getitem__)
+        if len(rank) > 1 and stats is not None:
+            stats.notes.append(f"columns {', '.join(rank)} all name {canon}: used {chosen[canon]} "
+                               "(--columns chooses another)")
+    missing = [c for c in needed if c not in chosen]
     if missing:
-        raise DataError(path, f"missing column(s) {', '.join(missing)}; found: {', '.join(df.columns) or 'none'}; "
-                        f"needed: {', '.join(needed)} (optional: {', '.join(optional)})",
-                        hint="rename the columns (the first row must be a header) or convert the file")
-    return df
+        accepted = "; ".join(f"{c}: {', '.join(COLUMN_ALIASES.get(c, (c,)))}" for c in missing)
+        hint = (COLUMNS_HINT if "rating" in needed else "rename the columns (the first row must be a header)")
+        raise DataError(path, f"missing column(s) {', '.join(missing)}; found: {', '.join(found) or 'none'}; "
+                        f"needed: {', '.join(needed)} (optional: {', '.join(optional)}); names accepted "
+                        f"(any case): {accepted}", hint=f"{hint}; rename the columns or convert the file")
+    return pd.DataFrame({canon: df[column] for canon, column in chosen.items()}, index=df.index)
+
+
+def mapped_columns(path: str | Path, found: list[str], columns: Mapping[str, str] | None) -> dict[str, str]:
+    """columns= ({"user": "listener", "item": "track", ...}) as canonical name -> the file's column (matched
+    exactly, else ignoring case); a key that is no canonical name, or a column the file lacks, is an error."""
+    chosen: dict[str, str] = {}
+    for key, name in (columns or {}).items():
+        canon = COLUMN_KEYS.get(key.strip().lower())
+        if canon is None or canon in chosen:
+            why = "is given twice" if canon else "is not one of user, item, rating, timestamp"
+            raise DataError(path, f"columns= key {key!r} {why}", hint=COLUMNS_HINT)
+        column = name if name in found else next((c for c in found if header_key(c) == header_key(name)), None)
+        if column is None:
+            raise DataError(path, f"the column {name!r} given for {canon} is not in the file; its columns: "
+                            f"{', '.join(found) or 'none'}",
+                            hint="fix --columns (names match ignoring case; the first row must be a header)")
+        chosen[canon] = column
+    return chosen
 
 
 def split_ids(value: object) -> list[str]:

@@ -207,11 +207,21 @@ def all_ratings_identical(d: Path) -> Case:
 
 
 def non_utf8_review_text(d: Path) -> Case:
+    """A UTF-8 file (it holds UTF-8 text) with damaged bytes on 3 lines: those bytes are replaced, not guessed."""
     rows = lines(reviews())
+    rows[5] = rows[5].replace(b"fine record", "naïve café record".encode())
     for k in (20, 21, 250):
         rows[k] = rows[k].replace(b"fine record", b"caf\xe9 \xff\xfe record")
     return Case([write(d / "reviews.json", rows)], outcome="repair",
                 says=("3 line(s) had non-UTF-8 bytes, replaced with U+FFFD",))
+
+
+def latin1_reviews(d: Path) -> Case:
+    """A file exported in Latin-1 (Windows-1252): not UTF-8 and no UTF-8 text in it, so it is decoded as such."""
+    rows = [ln.replace(b"fine record", "café crème".encode("cp1252")) if k % 3 == 0 else ln
+            for k, ln in enumerate(lines(reviews()))]
+    return Case([write(d / "reviews.json", rows)], outcome="repair",
+                says=("not UTF-8: 134 line(s) hold bytes that are not UTF-8", "decoded as Windows-1252 (Latin-1)"))
 
 
 def enormous_review_text(d: Path) -> Case:
@@ -257,8 +267,8 @@ CASES: dict[str, Callable[[Path], Case]] = {f.__name__: f for f in [
     empty_file, blank_lines_only, truncated_gz, gzip_named_json, plain_named_gz, invalid_json_line,
     invalid_json_many_lines, meta_2014_not_literal, meta_2014_calls_function_line, meta_2014_calls_function,
     missing_rating_column_csv, missing_rating_field_json, duplicate_pairs, all_ratings_identical,
-    non_utf8_review_text, enormous_review_text, wrong_delimiter_csv, meta_matches_no_review, too_small_to_split,
-    missing_file, zip_compressed, metadata_given_as_reviews,
+    non_utf8_review_text, latin1_reviews, enormous_review_text, wrong_delimiter_csv, meta_matches_no_review,
+    too_small_to_split, missing_file, zip_compressed, metadata_given_as_reviews,
 ]}
 CASES.update({"rating_zero": rating_zero, "rating_six": rating_six, "rating_negative": rating_negative,
               "rating_nan": rating_nan, "rating_text": rating_text, "user_null": user_null, "user_empty": user_empty,

@@ -73,6 +73,10 @@ def test_bad_utf8_is_replaced_and_huge_text_kept(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     _, ws = _ingest_and_split(CASES["non_utf8_review_text"](tmp_path / "a"), tmp_path / "a")
     assert pd.read_parquet(ws.ratings)["review_text"].str.contains("\ufffd").sum() == 3
+    (tmp_path / "c").mkdir()
+    _, ws = _ingest_and_split(CASES["latin1_reviews"](tmp_path / "c"), tmp_path / "c")
+    text = pd.read_parquet(ws.ratings)["review_text"]
+    assert text.str.contains("café crème").sum() == 134 and not text.str.contains("\ufffd").any()
     _, ws = _ingest_and_split(CASES["enormous_review_text"](tmp_path / "b"), tmp_path / "b")
     assert pd.read_parquet(ws.ratings)["review_text"].str.len().max() >= 10_000_000
 
@@ -127,7 +131,8 @@ def _repaired_case(root: Path) -> Case:
     rows = gzip.decompress((root / "sample" / "reviews.json.gz").read_bytes()).split(b"\n")
     rows[99] = b'{"overall": 5.0, "reviewerID": '  # line 100: cut off
     rows[199] = rows[199].replace(b'"reviewText":"', b'"reviewText":"caf\xe9 \xff ', 1)
-    assert b"\xff" in rows[199]
+    rows[198] = rows[198].replace(b'"reviewText":"', '"reviewText":"naïve '.encode(), 1)  # UTF-8 text: so
+    assert b"\xff" in rows[199] and "ï".encode() in rows[198]  # the file is UTF-8 with one damaged line
     (root / "reviews.json.gz").write_bytes(b"\n".join(rows))
     meta = [meta_2014(f"X{i:04d}", f"other {i}") for i in range(10)]
     meta.insert(4, _attack(root))
