@@ -95,7 +95,9 @@ def _train(args: argparse.Namespace) -> int:
     champion = report["champion"]
     print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
     print("\n" + promotion_summary(report))
-    print(f"bundle: {champion.get('uri')}\nreport: {report['report_uri']}")
+    if champion.get("uri"):
+        print(f"bundle: {champion['uri']}")
+    print(f"report: {report['report_uri']}")
     if report.get("stage_seconds"):
         print(format_stages(report["stage_seconds"]))
     card = report.get("sample_card") or {}
