@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from musicrec.data.schema import RATING_MAX, RATING_MIN
 from musicrec.errors import MusicrecError, ValidationFailed
 from musicrec.settings import get_settings
 
@@ -117,17 +118,22 @@ def load_suite(suite: str) -> dict[str, Any]:
     return {**data, "name": suite}
 
 
-def suite_parameters(now: float | None = None) -> dict[str, Any]:
-    """Run-time values the JSON suites refer to as {"$PARAMETER": name}: the newest plausible timestamp."""
+def suite_parameters(now: float | None = None,
+                     rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> dict[str, Any]:
+    """Run-time values the JSON suites refer to as {"$PARAMETER": name}: the newest plausible timestamp and
+    the run's rating scale (musicrec.data.scales)."""
     now = time.time() if now is None else now
-    return {"max_timestamp": int(now) + ONE_DAY}
+    return {"max_timestamp": int(now) + ONE_DAY, "rating_min": float(rating_range[0]),
+            "rating_max": float(rating_range[1])}
 
 
-def validate_table(df: pd.DataFrame, suite: str) -> ValidationReport:
-    """Run the named suite (loaded from its JSON file) on the whole frame and summarise every expectation."""
+def validate_table(df: pd.DataFrame, suite: str,
+                   rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> ValidationReport:
+    """Run the named suite (loaded from its JSON file) on the whole frame and summarise every expectation;
+    ratings are checked against rating_range, the run's scale (default 1-5)."""
     start = time.perf_counter()
     suite_dict = load_suite(suite)
-    gx_result, ordered_ids = _run_gx(df, suite_dict)
+    gx_result, ordered_ids = _run_gx(df, suite_dict, suite_parameters(rating_range=rating_range))
     rows = len(df)
     by_id = {r.expectation_config.id: r for r in gx_result.results}
     integers = {c for c in df.columns if pd.api.types.is_integer_dtype(df[c].dtype)}
@@ -136,14 +142,15 @@ def validate_table(df: pd.DataFrame, suite: str) -> ValidationReport:
                             seconds=round(time.perf_counter() - start, 3))
 
 
-def check(df: pd.DataFrame, suite: str) -> ValidationReport:
+def check(df: pd.DataFrame, suite: str,
+          rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> ValidationReport:
     """validate_table, raising ValidationFailed (listing each broken expectation) unless everything passed."""
-    report = validate_table(df, suite)
+    report = validate_table(df, suite, rating_range)
     report.raise_if_failed()
     return report
 
 
-def _run_gx(df: pd.DataFrame, suite_dict: dict[str, Any]) -> tuple[Any, list[str]]:
+def _run_gx(df: pd.DataFrame, suite_dict: dict[str, Any], parameters: dict[str, Any]) -> tuple[Any, list[str]]:
     """Validate df with a fresh ephemeral GX context; return the GX result and the expectation ids in suite order."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -160,7 +167,7 @@ def _run_gx(df: pd.DataFrame, suite_dict: dict[str, Any]) -> tuple[Any, list[str
     with _no_fingerprint():
         result = definition.run(
             batch_parameters={"dataframe": _numpy_numbers(df)},
-            expectation_parameters=suite_parameters(),
+            expectation_parameters=parameters,
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": MAX_EXAMPLES},
         )
     return result, [e.id for e in suite.expectations]

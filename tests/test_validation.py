@@ -252,3 +252,15 @@ def test_failed_expectations_carry_their_own_advice(tiny):
     assert "give at least 50 ratings" in message
     assert "every row has the same value" in message
     assert "fix or drop the offending rows" not in message
+
+
+def test_rating_bounds_are_the_runs_scale(good):
+    ten = good.assign(rating=[float(1 + i % 10) for i in range(N)])
+    assert _failed(validate_table(ten, "ratings")) == {(BETWEEN, "rating")}  # default 1-5
+    assert validate_table(ten, "ratings", rating_range=(1, 10)).success
+    half = good.copy()
+    half.loc[[0, 1], "rating"] = [0.5, 0.0]
+    with pytest.raises(ValidationFailed) as info:
+        check(half, "ratings", rating_range=(0.5, 5))
+    assert f"{BETWEEN}: rating between 0.5 and 5: 1 of 200 rows (0.50%) unexpected" in str(info.value)
+    assert "e.g. [0.0]" in str(info.value) and "--rating-range MIN,MAX" in info.value.hint

@@ -10,6 +10,8 @@ from typing import Any
 import pandas as pd
 
 from musicrec.data.readers import load_dataset
+from musicrec.data.scales import RatingScale, UnknownRatingScale, infer_scale
+from musicrec.errors import DataError
 from musicrec.hashing import sha256_bytes
 from musicrec.pipeline.workspace import Workspace
 from musicrec.validation import validate_table
@@ -21,16 +23,24 @@ def fingerprint(ratings: pd.DataFrame) -> str:
     return "sha256:" + sha256_bytes(rows.to_numpy().tobytes())
 
 
-def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Path] = ()) -> dict[str, Any]:
-    """Load and validate; on success write ratings/items parquet. Raises ValidationFailed (with the report
-    saved as validation.json) before anything is written for training."""
-    ds = load_dataset(list(reviews), list(meta))
-    reports = {"ratings": validate_table(ds.ratings, "ratings"), "items": validate_table(ds.items, "items")}
+def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Path] = (),
+           columns: dict[str, str] | None = None,
+           rating_range: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Load, find the rating scale (rating_range, else from the data) and validate; on success write
+    ratings/items parquet and rating_scale.json. Raises ValidationFailed (with the report saved as
+    validation.json) or DataError before anything is written for training.
+
+    columns maps user, item, rating[, timestamp] to the review tables' own column names."""
+    ds = load_dataset(list(reviews), list(meta), columns)
+    scale = _rating_scale(ds.ratings, rating_range, reviews)
+    reports = {"ratings": validate_table(ds.ratings, "ratings", scale.range),
+               "items": validate_table(ds.items, "items")}
     ws.write_json("validation.json", {k: r.to_dict() for k, r in reports.items()})
     for name, report in reports.items():
         report.raise_if_failed(source=", ".join(map(str, reviews if name == "ratings" else meta)))
     ds.ratings.to_parquet(ws.ratings, index=False)
     ds.items.to_parquet(ws.items, index=False)
+    ws.write_json("rating_scale.json", scale.to_dict())
     summary = ds.summary()
     return {
         "ratings": len(ds.ratings),
@@ -41,7 +51,18 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
         "inputs": [str(p) for p in [*reviews, *meta]],
         "read": {**summary, "notes": ds.notes()},
         "sample_card": sample_card(reviews),
+        "rating_range": [scale.min, scale.max],
+        "rating_scale": scale.to_dict(),
     }
+
+
+def _rating_scale(ratings: pd.DataFrame, rating_range: Sequence[float] | None,
+                  reviews: Sequence[str | Path]) -> RatingScale:
+    """infer_scale, with its error naming the review files the ratings came from."""
+    try:
+        return infer_scale(ratings["rating"], tuple(rating_range) if rating_range is not None else None)
+    except UnknownRatingScale as e:
+        raise DataError(", ".join(map(str, reviews)), e.message, hint=e.hint) from None
 
 
 def sample_card(reviews: Sequence[str | Path]) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ class Case:
     says: tuple[str, ...] = ()
     culprit: Path | None = None
     stage: str = "read"  # where a failure is caught: read (DataError), validate (ValidationFailed), split
+    rating_range: tuple[float, float] | None = None  # --rating-range, when the case gives one
 
 
 def review(k: int, **changes: object) -> dict[str, object]:
@@ -158,21 +159,36 @@ def missing_rating_column_csv(d: Path) -> Case:
     return Case([p], says=("missing column(s) rating", "rename the columns"), culprit=p)
 
 
+def unknown_header_csv(d: Path) -> Case:
+    """A header naming no known column: an error listing what it found, never read as a headerless data row."""
+    p = d / "ratings.csv"
+    p.write_text("listener,track,grade,when\n" + "".join(f"U{k % USERS},B{k % ITEMS},{1 + k % 5},{T0 + k}\n"
+                                                         for k in range(ROWS)))
+    return Case([p], culprit=p, says=("line 1", "names none of the known columns", "found: listener, track, grade, "
+                                      "when", "--columns user=...,item=...,rating=..."))
+
+
 def missing_rating_field_json(d: Path) -> Case:
     p = write(d / "reviews.json", lines([review(k, overall=_DROP) for k in range(ROWS)]))
     return Case([p], stage="validate", culprit=p, says=("expect_column_values_to_not_be_null", "rating not null"))
 
 
-def _bad_rating(value: object, shown: str) -> Callable[[Path], Case]:
+def _bad_rating(value: object, shown: str, stage: str = "validate",
+                rating_range: tuple[float, float] | None = None) -> Callable[[Path], Case]:
     def build(d: Path) -> Case:
         p = write(d / "reviews.json", lines(reviews(k7={"overall": value}, k300={"overall": value})))
-        return Case([p], stage="validate", culprit=p, says=shown.split("|"))
+        return Case([p], stage=stage, culprit=p, says=tuple(shown.split("|")), rating_range=rating_range)
     return build
 
 
-rating_zero = _bad_rating(0, "expect_column_values_to_be_between|rating between 1 and 5|2 of 400 rows|e.g. [0")
-rating_six = _bad_rating(6, "expect_column_values_to_be_between|rating between 1 and 5|e.g. [6")
-rating_negative = _bad_rating(-1, "expect_column_values_to_be_between|rating between 1 and 5|e.g. [-1")
+# Without --rating-range the scale comes from the data (musicrec.data.scales): a stray 0, 6 or -1 fits no known
+# scale (two 6s are too few to make a 1-10 scale); with the range given, validation counts the rows outside it.
+_NO_SCALE = "fit none of the known rating scales|2 of 400 ratings lie off the closest, 1-5 stars|--rating-range"
+rating_zero = _bad_rating(0, f"{_NO_SCALE}|(e.g. 0, 0)", stage="read")
+rating_six = _bad_rating(6, f"{_NO_SCALE}|(e.g. 6, 6)|all fit 1-10, but only 0.50%", stage="read")
+rating_negative = _bad_rating(-1, f"{_NO_SCALE}|(e.g. -1, -1)", stage="read")
+rating_outside_given_range = _bad_rating(
+    6, "expect_column_values_to_be_between|rating between 1 and 5|2 of 400 rows|e.g. [6", rating_range=(1, 5))
 rating_nan = _bad_rating(float("nan"), "expect_column_values_to_not_be_null|rating not null|2 of 400 rows")
 rating_text = _bad_rating("five", "expect_column_values_to_not_be_null|rating not null|2 of 400 rows")
 
@@ -266,10 +282,11 @@ def metadata_given_as_reviews(d: Path) -> Case:
 CASES: dict[str, Callable[[Path], Case]] = {f.__name__: f for f in [
     empty_file, blank_lines_only, truncated_gz, gzip_named_json, plain_named_gz, invalid_json_line,
     invalid_json_many_lines, meta_2014_not_literal, meta_2014_calls_function_line, meta_2014_calls_function,
-    missing_rating_column_csv, missing_rating_field_json, duplicate_pairs, all_ratings_identical,
+    missing_rating_column_csv, unknown_header_csv, missing_rating_field_json, duplicate_pairs, all_ratings_identical,
     non_utf8_review_text, latin1_reviews, enormous_review_text, wrong_delimiter_csv, meta_matches_no_review,
     too_small_to_split, missing_file, zip_compressed, metadata_given_as_reviews,
 ]}
 CASES.update({"rating_zero": rating_zero, "rating_six": rating_six, "rating_negative": rating_negative,
+              "rating_outside_given_range": rating_outside_given_range,
               "rating_nan": rating_nan, "rating_text": rating_text, "user_null": user_null, "user_empty": user_empty,
               "item_null": item_null, "item_empty": item_empty})

@@ -29,7 +29,7 @@ REPO = Path(__file__).parents[2]
 def _ingest_and_split(case: Case, tmp: Path) -> tuple[dict, Workspace]:
     """What the flow does before training: read + validate (ingest), then split."""
     ws = Workspace.create(tmp / "work", "run")
-    run = ingest(ws, case.reviews, case.meta)
+    run = ingest(ws, case.reviews, case.meta, rating_range=case.rating_range)
     split_ratings(pd.read_parquet(ws.ratings), seed=0)
     return run, ws
 
@@ -46,7 +46,8 @@ def test_case_follows_its_policy(name: str, tmp_path: Path) -> None:
         assert str(case.culprit) in message and "what to do: " in message
         for fragment in case.says:
             assert fragment in message, message
-        assert not (tmp_path / "work" / "run" / "ratings.parquet").exists()  # nothing written for training
+        written = [n for n in ("ratings.parquet", "rating_scale.json") if (tmp_path / "work" / "run" / n).exists()]
+        assert written == []  # nothing written for training
     else:
         run, _ = _ingest_and_split(case, tmp_path)
         notes = run["read"]["notes"]
@@ -109,6 +110,7 @@ def _train(case: Case, root: Path, store: Path, *extra: str) -> subprocess.Popen
     args = [sys.executable, "-m", "musicrec", "train", "--store", store.as_uri()]
     args += [a for p in case.reviews for a in ("--reviews", str(p))]
     args += [a for p in case.meta for a in ("--meta", str(p))]
+    args += ["--rating-range", ",".join(map(str, case.rating_range))] if case.rating_range else []
     with (root / "stdout.txt").open("wb") as out, (root / "stderr.txt").open("wb") as err:
         return subprocess.Popen([*args, *extra], stdout=out, stderr=err, env=_env(root / "prefect_home"), cwd=root)
 
