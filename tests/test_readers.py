@@ -186,6 +186,27 @@ def test_detection_ignores_file_names(tmp_path: Path) -> None:
     assert read_ratings(plain_named_gz)[0].item_id.tolist() == ["B00PARENT"]
 
 
+def test_header_names_are_matched_with_aliases_for_ratings_and_items(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.csv", ["user_id,parent_asin,asin,rating,timestamp", "u1,P1,C1,4,100"])
+    df, stats = read_ratings(path)  # a 2023-style export: parent_asin is the item, as in the 2023 JSON reader
+    assert stats.format == "generic-csv" and df.item_id.tolist() == ["P1"] and df.user_id.tolist() == ["u1"]
+    assert stats.notes == ["columns parent_asin, asin all name item_id: used parent_asin (--columns chooses another)"]
+    items, stats = read_items(write(tmp_path / "i.csv", ["ASIN,Title", "B1,Abbey Road"]))
+    assert stats.format == "items-csv" and items.item_id.tolist() == ["B1"] and items.title.tolist() == ["Abbey Road"]
+
+
+def test_columns_apply_to_tables_only(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.json", jsonl([R2018]))
+    with pytest.raises(DataError, match="columns= .* CSV and Parquet tables; this file is reviews-2018"):
+        read_ratings(path, {"user": "reviewerID", "item": "asin", "rating": "overall"})
+    with pytest.raises(DataError, match="'colour' is not one of user, item, rating, timestamp"):
+        read_ratings(write(tmp_path / "r.csv", ["a,b,c", "u,i,5"]), {"colour": "a"})
+    pq = tmp_path / "r.parquet"
+    pd.DataFrame({"who": ["u1", "u2"], "what": ["i1", "i2"], "stars": [4.0, 5.0]}).to_parquet(pq)
+    df, stats = read_ratings(pq, {"user": "who", "item": "what"})  # rating found by its alias
+    assert stats.format == "generic-parquet" and df.user_id.tolist() == ["u1", "u2"] and df.rating.tolist() == [4, 5]
+
+
 # --- bad input -------------------------------------------------------------------------------------------------
 
 
