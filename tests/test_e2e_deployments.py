@@ -5,89 +5,24 @@ musicrec.champion.promoted event and wrote its output. Every process started her
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import pytest
+from prefect_server import BIN, REPO, Processes, free_port, server_env, start_server
+from prefect_server import wait_until as _wait_until
 
 from musicrec.scoring.output import read_output
 from musicrec.store import open_store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 TIMEZONE = "Europe/Berlin"  # not the default, so the test sees MUSICREC_TIMEZONE applied
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, n: int = 60) -> str:
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return f"--- last lines of {path.name} ---\n" + "\n".join(lines[-n:])
-
-
-class Processes:
-    """Starts subprocesses in their own process groups and stops every group (SIGTERM, then SIGKILL)."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = self.logs / f"{name}.log"
-        with log.open("wb") as fh:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        self.started.append((proc, log))
-        return proc
-
-    def log_tails(self) -> str:
-        return "\n".join(_tail(log) for _, log in self.started)
-
-    def stop_all(self) -> None:
-        """Newest first (the server last), so clients never see their server vanish under them."""
-        for proc, _ in reversed(self.started):
-            _signal_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_group(proc, signal.SIGKILL)  # also reaps children left behind in the group
-            proc.wait(timeout=10)
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _wait_until(what: str, check: Callable[[], Any], timeout: float, procs: Processes, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc, log in procs.started:
-            if proc.poll() is not None:
-                pytest.fail(f"{log.stem} exited with {proc.returncode} while waiting for {what}\n{_tail(log)}")
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{procs.log_tails()}")
 
 
 @pytest.fixture
@@ -96,34 +31,21 @@ def e2e(tmp_path: Path, small_sample) -> Iterator[dict[str, Any]]:
     sample, _ = small_sample
     logs = tmp_path / "logs"
     logs.mkdir()
-    api_url = f"http://127.0.0.1:{_free_port()}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MUSICREC_"))}
+    api_url = f"http://127.0.0.1:{free_port()}/api"
+    env = server_env(tmp_path / "prefect_home", api_url, ui=False)
     env.update({
-        "PREFECT_HOME": str(tmp_path / "prefect_home"), "PREFECT_API_URL": api_url,
-        "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
         "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "5", "PREFECT_CLI_COLORS": "false", "GX_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_API_KEEPALIVE_TIMEOUT": "30",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
         "MUSICREC_REVIEWS": str(sample / "reviews.json.gz"), "MUSICREC_META": str(sample / "meta.json.gz"),
         "MUSICREC_STORE_URI": (tmp_path / "store").as_uri(), "MUSICREC_WORK_DIR": str(tmp_path / "work"),
         "MUSICREC_TIMEZONE": TIMEZONE, "PWD": str(REPO),
     })
     procs = Processes(logs)
     try:
-        procs.start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", api_url.split(":")[2].split("/")[0], "--no-ui"], env)
-        _wait_until("the server's /api/health", lambda: _healthy(api_url), 180, procs)
+        start_server(procs, env)
         yield {"api_url": api_url, "env": env, "procs": procs, "store": tmp_path / "store"}
     finally:
         procs.stop_all()
-
-
-def _healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def _client(api_url: str):

@@ -51,7 +51,8 @@ def test_ui_table_cells_have_fixed_decimals_and_a_star():
     gmf = table["gmf"]
     assert (gmf["champion"], gmf["val_rmse"], gmf["test_mae"], gmf["fit_s"]) == ("★", "0.8500", "0.6600", "12.3")
     assert gmf["val_gain_vs_bias"] == "+5.56%" and table["bias"]["val_gain_vs_bias"] == "+0.00%"
-    assert table["nnmf"]["val_rmse"] == "-" and table["nnmf"]["test_rmse"] == "-" and table["mlp"]["champion"] == ""
+    assert table["nnmf"]["val_rmse"] == "n/a" and table["nnmf"]["test_rmse"] == "n/a"
+    assert table["mlp"]["champion"] == "" and list(gmf) == rep.UI_COLUMNS and "train_rmse" not in gmf
     assert all(isinstance(v, str) for row in table.values() for v in row.values())
 
 

@@ -20,6 +20,9 @@ LEADERBOARD_COLUMNS = ["model", "kind", "champion", "val_rmse", "val_gain_vs_bia
                        "cold_user", "cold_item", "train_rmse", "best_epoch", "epochs", "fit_s"]
 _SOURCE = {"model": "name", "cold_user": "test_cold_user_rmse", "cold_item": "test_cold_item_rmse",
            "fit_s": "fit_seconds"}
+# The UI table leaves out train_rmse and epochs (in the model card and report.json) so that it fits a 1920 px
+# wide window without a horizontal scroll bar.
+UI_COLUMNS = [c for c in LEADERBOARD_COLUMNS if c not in ("train_rmse", "epochs")]
 UNTRAINED = "untrained"  # kind of a model whose best_epoch is 0: no epoch beat its starting point
 CHAMPION_MARK = "★"
 
@@ -90,20 +93,22 @@ def _round(column: str, v: Any) -> Any:
     return round(v, _digits(column)) if isinstance(v, float) and math.isfinite(v) else v
 
 
-def display(column: str, v: Any) -> str:
-    """A leaderboard cell as text with fixed decimals ("-" when unknown): the UI table and the terminal agree."""
+def display(column: str, v: Any, missing: str = "-") -> str:
+    """A leaderboard cell as text with fixed decimals (`missing` when unknown): the UI table and the terminal
+    agree."""
     if column == "champion":
         return CHAMPION_MARK if v else ""
     if column == "val_gain_vs_bias":
-        return f"{v:+.2f}%" if _number(v) else "-"
+        return f"{v:+.2f}%" if _number(v) else missing
     if isinstance(v, float):
-        return f"{v:.{_digits(column)}f}" if math.isfinite(v) else "-"
-    return "-" if v is None else str(v)
+        return f"{v:.{_digits(column)}f}" if math.isfinite(v) else missing
+    return missing if v is None else str(v)
 
 
 def leaderboard_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """The rows as the UI table artifact shows them: every cell text with fixed decimals."""
-    return [{c: display(c, r.get(c)) for c in LEADERBOARD_COLUMNS} for r in rows]
+    """The rows as the UI table artifact shows them: UI_COLUMNS, every cell text with fixed decimals; unknown
+    cells are "n/a" (the UI renders cells as markdown, where a lone "-" becomes a bullet)."""
+    return [{c: display(c, r.get(c), missing="n/a") for c in UI_COLUMNS} for r in rows]
 
 
 _TEXT_COLUMNS = [("model", 16), ("val_rmse", 9), ("val_gain_vs_bias", 17), ("test_rmse", 10), ("test_mae", 9),
@@ -132,6 +137,7 @@ def learning_curves_png(histories: dict[str, list[dict[str, float]]],
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=90)
     for name, hist in sorted(histories.items()):
@@ -139,6 +145,7 @@ def learning_curves_png(histories: dict[str, list[dict[str, float]]],
         if start and _number(start.get(name)):
             points.insert(0, (0, start[name]))
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation RMSE")
     ax.set_title("Learning curves")
