@@ -56,4 +56,4 @@ def test_unknown_run_is_a_clear_error(trained, tmp_path, monkeypatch, capsys):
     store_uri, _ = trained
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--run", "no-such-run", "--store", store_uri]) == 2
-    assert "no split" in capsys.readouterr().err
+    assert "no run 'no-such-run'" in capsys.readouterr().err

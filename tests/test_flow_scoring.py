@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from musicrec.errors import StoreError
-from musicrec.pipeline.prepare import load_train_data
+from musicrec.pipeline.refit import REFIT_DIR, full_data
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
 from musicrec.scoring.output import read_output
@@ -52,8 +52,8 @@ def test_pairs_match_torch_and_flag_unknown_ids(trained, tmp_path):
     assert out["row"].tolist() == list(range(len(pairs)))  # input order, input columns kept
     assert out[["user_id", "item_id"]].equals(pairs[["user_id", "item_id"]])
 
-    data = load_train_data(ws)
-    model = load_model(ws, "gmf_logistic", data)
+    data = full_data(ws)  # the bundle serves the champion refit on every rating
+    model = load_model(ws, "gmf_logistic", data, directory=REFIT_DIR)
     with torch.inference_mode():
         expected = model(torch.from_numpy(data.users.lookup(pairs["user_id"])),
                          torch.from_numpy(data.items.lookup(pairs["item_id"]))).numpy()

@@ -22,13 +22,13 @@ class TrainConfig(BaseModel):
     epochs: int = Field(30, ge=1, le=1000, description="maximum epochs; early stopping on validation RMSE")
     patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
     batch_size: int = Field(0, ge=0, description="rows per step; 0 = about 64 steps per epoch in [256, 4096]")
-    lr: float = Field(0.2, gt=0, description="row-wise AdaGrad step of the embedding tables")
+    lr: float = Field(0.3, gt=0, description="row-wise AdaGrad step of the embedding tables")
     dense_lr: float = Field(0.003, gt=0, description="Adam step of dense layers")
     bias_lr: float = Field(0.01, ge=0, description="AdaGrad step of the bias tables (0 = biases frozen)")
     bias_decay: float | None = Field(None, ge=0, description="L2 on user/item biases per row and epoch; "
                                      "empty = the run's bias baseline's, chosen on validation")
-    weight_decay: float = Field(1.0, ge=0, description="L2 on user/item factor rows, per row and epoch")
-    init_std: float = Field(0.1, ge=0, description="standard deviation of the initial factor rows")
+    weight_decay: float = Field(4.0, ge=0, description="L2 on user/item factor rows, per row and epoch")
+    init_std: float = Field(0.02, ge=0, description="standard deviation of the initial factor rows")
     dense_decay: float = Field(0.0, ge=0, description="Adam weight decay of the dense layers")
     id_dropout: float = Field(0.02, ge=0, lt=1, description="share of rows whose id is replaced by 'unknown'")
     seed: int = 0
@@ -38,6 +38,13 @@ class FactorConfig(TrainConfig):
     """gmf, gmf_regression, nnmf: user and item factor tables of one size."""
 
     factors: int = Field(32, ge=1, le=1024)
+
+
+class NNMFConfig(FactorConfig):
+    """nnmf: non-negative factors need a larger all-positive start and a lighter penalty to leave zero."""
+
+    init_std: float = Field(0.1, ge=0)
+    weight_decay: float = Field(1.0, ge=0)
 
 
 class LogisticConfig(FactorConfig):
@@ -51,6 +58,8 @@ class MLPConfig(TrainConfig):
     item_dim: int = Field(5, ge=1, le=1024, description="item embedding size (the seed's 5)")
     hidden: list[int] = Field(default_factory=lambda: [64, 32], min_length=1)
     dense_decay: float = 1e-5
+    dense_lr: float = Field(0.01, gt=0)
+    init_std: float = Field(0.1, ge=0)
 
 
 class W2VMLPConfig(MLPConfig):
@@ -61,7 +70,7 @@ FAMILY: dict[str, type[TrainConfig]] = {
     "gmf": FactorConfig,
     "gmf_regression": FactorConfig,
     "gmf_logistic": LogisticConfig,
-    "nnmf": FactorConfig,
+    "nnmf": NNMFConfig,
     "mlp": MLPConfig,
     "w2v_mlp": W2VMLPConfig,
 }

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from musicrec.models.configs import FactorConfig
+from musicrec.models.configs import NNMFConfig
 from musicrec.models.gmf import GMF
 
 
@@ -15,12 +15,22 @@ class NNMF(GMF):
     """GMF's dot product (and closed-form gradients), with factors that start and stay non-negative."""
 
     name = "nnmf"
+    config_class = NNMFConfig
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: FactorConfig, **kw: Any) -> None:
+    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: NNMFConfig, **kw: Any) -> None:
         super().__init__(n_users, n_items, global_mean, cfg, **kw)
-        with torch.no_grad():  # |N(0, s)| / sqrt(k): an all-positive start whose dot product stays ~0
-            self.user_factors.weight.abs_().div_(cfg.factors ** 0.5)
-            self.item_factors.weight.abs_().div_(cfg.factors ** 0.5)
+        with torch.no_grad():  # |N(0, s)|: an all-positive start (dot product about k * 0.64 s^2, ~0.01 stars)
+            self.user_factors.weight.abs_()
+            self.item_factors.weight.abs_()
+
+    @torch.no_grad()
+    def start_from(self, data: Any, user_bias: Any, item_bias: Any) -> None:
+        """The tuned biases, with the all-positive start's mean dot product over the training rows taken off
+        the global term, so the model starts at the bias baseline rather than ~0.2 stars above it."""
+        super().start_from(data, user_bias, item_bias)
+        train = data.parts["train"]
+        dot = (self.user_factors(train.user_idx) * self.item_factors(train.item_idx)).sum(-1)
+        self.global_mean -= dot.mean()
 
     @torch.no_grad()
     def after_step(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> None:

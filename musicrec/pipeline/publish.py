@@ -14,6 +14,7 @@ from musicrec.dataset import TrainData
 from musicrec.errors import ConflictError, StoreError
 from musicrec.export import export_onnx, verify_onnx
 from musicrec.hashing import sha256_bytes, sha256_file
+from musicrec.metrics import rmse
 from musicrec.pipeline.promotion import compare_with_incumbent
 from musicrec.pipeline.refit import REFIT_DIR, all_rows, full_data
 from musicrec.pipeline.train import load_model
@@ -49,7 +50,8 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
                 metadata={"musicrec_model": name, "musicrec_version": musicrec.__version__, "run_id": ws.run_id})
     users, items = _parity_sample(ws, data)
     parity = verify_onnx(onnx_path, model, users, items, user_ids=data.users.ids, item_ids=data.items.ids)
-    write_tables(ws.bundle, all_rows(ws)[["user_id", "item_id", "rating"]],
+    fitted_rows = all_rows(ws) if refit else pd.read_parquet(ws.splits / "train.parquet")  # the model's users
+    write_tables(ws.bundle, fitted_rows[["user_id", "item_id", "rating"]],
                  pd.read_parquet(ws.items, columns=["item_id", "also_bought"]), data.items.ids, ws.item_vectors)
     fitted_on = refit or {"rows": len(data.parts["train"]), "run_id": ws.run_id, "splits": ["train"], "epochs": None,
                           "fingerprint": None}
@@ -152,6 +154,7 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, b
         if not decision["promoted"]:
             return decision
         body = {"version": published["version"], "sha256": published["metadata_sha256"],
+                "test_rmse": rmse(challenger["rating"].to_numpy(float), challenger["pred"].to_numpy(float)),
                 "compared_rows": decision["compared_rows"], "challenger_rmse": decision["challenger_rmse"],
                 "updated_at": datetime.now(UTC).isoformat()}
         if decision["replaced_damaged"]:
