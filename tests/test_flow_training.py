@@ -91,8 +91,8 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
 
 def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harness, small_sample, tmp_path):
     """The issue's nightly case: a run on the oldest 80% of the sample, then a run on all of it."""
-    from musicrec.data.readers import load_dataset
     from flows.training import training
+    from musicrec.data.readers import load_dataset
 
     sample, _ = small_sample
     ratings = load_dataset([str(sample / "reviews.json.gz")], []).ratings.sort_values("timestamp", kind="stable")
