@@ -43,7 +43,7 @@ class FactorConfig(TrainConfig):
 class NNMFConfig(FactorConfig):
     """nnmf: non-negative factors need a larger all-positive start and a lighter penalty to leave zero."""
 
-    init_std: float = Field(0.1, ge=0)
+    init_std: float = Field(0.05, ge=0)
     weight_decay: float = Field(1.0, ge=0)
 
 
