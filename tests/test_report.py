@@ -82,6 +82,8 @@ def test_model_card_shows_promotion_refit_best_epoch_and_gains():
     assert "refit on all data: 19,940 rows, 6 epochs" in card
     assert "best epoch: 6 of 9" in card and "gain over the bias baseline: val +5.56%, test +4.44%" in card
     assert "| val_rmse | 0.8500 | 0.9000 |" in card and "0.87654321" not in card
+    assert "- split (random, seed 0): train 15,952, validation 1,994, test 1,994; test rows with unseen user 3, " \
+           "unseen item 4" in card
 
 
 def test_model_card_survives_an_older_report_without_promotion_or_refit():

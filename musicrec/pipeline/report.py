@@ -224,11 +224,15 @@ def _data_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"- data: {_count(data.get('ratings'))} ratings, {_count(data.get('users'))} users, "
                      f"{_count(data.get('items'))} items; fingerprint `{str(data.get('fingerprint', ''))[:23]}…`")
     if split:
-        lines.append(f"- split ({split.get('method')}, seed {split.get('seed')}): train {_count(split.get('train'))}, "
-                     f"validation {_count(split.get('validation'))}, test {_count(split.get('test'))}; test rows "
-                     f"with unseen user {_count(split.get('test_unseen_user'))}, unseen item "
-                     f"{_count(split.get('test_unseen_item'))}")
+        lines.append(f"- {format_split(split)}")
     return lines
+
+
+def format_split(split: dict[str, Any]) -> str:
+    """One line for people (log and model card) instead of the split record's dict repr."""
+    return (f"split ({split.get('method')}, seed {split.get('seed')}): train {_count(split.get('train'))}, "
+            f"validation {_count(split.get('validation'))}, test {_count(split.get('test'))}; test rows with unseen "
+            f"user {_count(split.get('test_unseen_user'))}, unseen item {_count(split.get('test_unseen_item'))}")
 
 
 def _count(v: Any) -> str:
