@@ -129,7 +129,9 @@ def test_train_on_invalid_data_exits_nonzero_without_traceback(tmp_path):
     bad = tmp_path / "ratings.csv"
     bad.write_text("\n".join(f"I{k % 25},U{k % 40},{7 if k % 10 == 0 else 4},1400000000" for k in range(400)))
     store = tmp_path / "store"
-    proc = _musicrec("train", "--reviews", str(bad), "--store", store.as_uri(), home=tmp_path / "ph")
+    # 10% sevens alone would read as a 1-10 scale; with the scale fixed to 1-5 they break validation
+    proc = _musicrec("train", "--reviews", str(bad), "--store", store.as_uri(), "--rating-range", "1,5",
+                     home=tmp_path / "ph")
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     last = proc.stderr[proc.stderr.index("error: "):]

@@ -137,8 +137,8 @@ def test_failed_validation_stops_the_run_and_leaves_the_store_untouched(prefect_
     store.put_bytes("models/champion.json", b'{"version": "kept"}')
     from flows.training import TrainingParams
 
-    state = training(TrainingParams(reviews=[str(bad)], store_uri=store_uri, work_dir=str(tmp_path / "w")),
-                     return_state=True)
+    state = training(TrainingParams(reviews=[str(bad)], store_uri=store_uri, work_dir=str(tmp_path / "w"),
+                                    rating_range=[1, 5]), return_state=True)
     assert state.is_failed()
     with pytest.raises(ValidationFailed, match="expect_column_values_to_be_between"):
         state.result()
