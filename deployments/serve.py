@@ -4,7 +4,9 @@
     batch-scoring/nightly     event trigger: runs whenever a training run emits musicrec.champion.promoted
     batch-scoring/on-demand   no schedule: run it from the UI (or `prefect deployment run`)
 
-Default parameters (shown pre-filled in the UI forms) come from the environment when this script starts:
+Default parameters (shown pre-filled in the UI forms) come from the environment when this script starts, and
+every field of each form is filled (full_form): a field whose default comes from a factory has no default in
+the JSON schema the UI renders, so without a value there the form would show e.g. "Models: 0 selected".
 MUSICREC_REVIEWS / MUSICREC_META (comma-separated files; default: the `make run` sample under .musicrec/demo),
 MUSICREC_STORE_URI (default file://<repo>/.musicrec/store), MUSICREC_WORK_DIR (default <repo>/.musicrec/work),
 MUSICREC_TASK_RUNNER (threads | processes | dask) and MUSICREC_DASK_ADDRESS (empty = a local Dask cluster).
@@ -26,8 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere: flows/ and tasks/ live at the repo root
     sys.path.insert(0, str(REPO))
 
-from flows.scoring import batch_scoring
-from flows.training import CHAMPION_EVENT, training
+from pydantic import BaseModel
+
+from flows.scoring import ScoringParams, batch_scoring
+from flows.training import CHAMPION_EVENT, TrainingParams, training
 from musicrec.settings import get_settings
 
 DEMO_DATA = REPO / ".musicrec" / "demo" / "data"
@@ -66,13 +70,18 @@ def scoring_defaults() -> dict[str, Any]:
     return {"store_uri": _store_uri(), "all_users": True, "top_n": 10, "work_dir": _work_dir()}
 
 
+def full_form(params: type[BaseModel], values: dict[str, Any]) -> dict[str, Any]:
+    """Every field of the flow's parameter model, `values` applied: what the UI form shows pre-filled."""
+    return params(**values).model_dump(mode="json")
+
+
 def champion_trigger() -> DeploymentEventTrigger:
     """Fire once per musicrec.champion.promoted event; score exactly the promoted version in its store.
 
     Trigger parameters replace the deployment's whole `params` value (Prefect merges top-level keys only),
     so they repeat the defaults and template the two fields that come from the event.
     """
-    params = {**scoring_defaults(), "store_uri": "{{ event.payload.store_uri }}",
+    params = {**full_form(ScoringParams, scoring_defaults()), "store_uri": "{{ event.payload.store_uri }}",
               "version": "{{ event.payload.version }}"}
     return DeploymentEventTrigger(name="score-new-champion", expect={CHAMPION_EVENT},
                                   match={"prefect.resource.id": "musicrec.champion.*"},
@@ -84,13 +93,16 @@ def build_deployments() -> list[RunnerDeployment]:
     env = get_settings()
     schedule = Cron(env.training_cron, timezone=env.timezone, slug="nightly")
     return [
-        training.to_deployment(name="nightly", schedule=schedule, parameters={"params": training_defaults()},
+        training.to_deployment(name="nightly", schedule=schedule,
+                               parameters={"params": full_form(TrainingParams, training_defaults())},
                                tags=["musicrec", "nightly"],
                                description="Retrain every model on the configured data; promote the champion."),
         batch_scoring.to_deployment(name="nightly", triggers=[champion_trigger()],
-                                    parameters={"params": scoring_defaults()}, tags=["musicrec", "nightly"],
+                                    parameters={"params": full_form(ScoringParams, scoring_defaults())},
+                                    tags=["musicrec", "nightly"],
                                     description="Top-N lists for all users, after each newly promoted champion."),
-        batch_scoring.to_deployment(name="on-demand", parameters={"params": scoring_defaults()},
+        batch_scoring.to_deployment(name="on-demand",
+                                    parameters={"params": full_form(ScoringParams, scoring_defaults())},
                                     tags=["musicrec"],
                                     description="Score pairs or rank users on demand; edit the form before running."),
     ]

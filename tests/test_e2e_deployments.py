@@ -17,10 +17,11 @@ import pytest
 from prefect_server import BIN, REPO, Processes, free_port, server_env, start_server
 from prefect_server import wait_until as _wait_until
 
+from musicrec.models.registry import MODELS
+from musicrec.results import promotion
 from musicrec.scoring.output import read_output
 from musicrec.store import open_store
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 TIMEZONE = "Europe/Berlin"  # not the default, so the test sees MUSICREC_TIMEZONE applied
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -76,8 +77,8 @@ def _state(client, run_id: UUID) -> str:
 def _run_chain(e2e: dict[str, Any], then_no_promotion: bool = False) -> None:
     """Trigger training/nightly like the UI's "Run" form, then follow the chain to the scoring output.
 
-    then_no_promotion: afterwards run a training that does not promote (one epoch of plain gmf: published, but
-    worse than the champion on its test split) and check that no second scoring run follows it.
+    then_no_promotion: afterwards run a training that does not promote (one epoch of plain gmf with the form's
+    "promote" unticked: published only) and check that no second scoring run follows it.
     """
     procs = e2e["procs"]
     with _client(e2e["api_url"]) as client:
@@ -96,18 +97,18 @@ def _run_chain(e2e: dict[str, Any], then_no_promotion: bool = False) -> None:
         scored = client.read_flow_run(scoring[0].id).parameters["params"]
         _check_output(e2e["store"], scored)
         if then_no_promotion:
-            _train(client, train_dep, "gmf", 1, procs)
+            _train(client, train_dep, "gmf", 1, procs, promote=False)
             time.sleep(15)  # the trigger fired ~4 s after the promoting run; give a stray one time to show
             reports = [json.loads(p.read_text()) for p in e2e["store"].glob("runs/*/report.json")]
-            assert [r["promoted"] for r in reports].count(True) == 1, [r["champion"] for r in reports]
+            assert [promotion(r)["promoted"] for r in reports].count(True) == 1, [promotion(r) for r in reports]
             assert len(_runs_of(client, score_dep.id)) == 1
 
 
-def _train(client, train_dep, model: str, epochs: int, procs: Processes) -> None:
+def _train(client, train_dep, model: str, epochs: int, procs: Processes, promote: bool = True) -> None:
     """Run training/nightly with one quick model; the UI posts the whole form (defaults + edits) the same way,
     because a run's parameters replace the deployment's on top-level keys only."""
     params = {**train_dep.parameters["params"], "models": [model], "overrides": {model: {"epochs": epochs}},
-              "threads": 2}
+              "threads": 2, "promote": promote}
     run = client.create_flow_run_from_deployment(train_dep.id, parameters={"params": params})
     _wait_until(f"the training run ({model})", lambda: _state(client, run.id) in TERMINAL, 300, procs, every=2)
     assert _state(client, run.id) == "COMPLETED", procs.log_tails()
@@ -121,9 +122,12 @@ def _check_registered(train_dep, score_dep, on_demand, e2e: dict[str, Any]) -> N
     assert train_dep.parameters["params"]["store_uri"] == e2e["env"]["MUSICREC_STORE_URI"]
     assert "params" in train_dep.parameter_openapi_schema["properties"]
     assert "TrainingParams" in json.dumps(train_dep.parameter_openapi_schema["definitions"])
+    assert train_dep.parameters["params"]["models"] == list(MODELS)  # the form shows all six selected
+    assert _unfilled(train_dep.parameter_openapi_schema, train_dep.parameters) == []
     for dep in (score_dep, on_demand):
-        assert dep.parameters["params"]["all_users"] is True and dep.parameters["params"]["top_n"] == 10
+        assert dep.parameters["params"]["job"] == "all_users" and dep.parameters["params"]["top_n"] == 10
         assert "ScoringParams" in json.dumps(dep.parameter_openapi_schema["definitions"])
+        assert _unfilled(dep.parameter_openapi_schema, dep.parameters) == []
         assert not dep.schedules
 
 
@@ -140,12 +144,16 @@ def _check_output(store_dir: Path, scored: dict[str, Any]) -> None:
     assert len(recs) > 0 and recs.groupby("user_id").size().max() == 10
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_serve_process_runs_training_then_scoring(e2e):
     """Serve-style: one `python deployments/serve.py` process, no worker."""
     e2e["procs"].start("serve", [sys.executable, "deployments/serve.py"], e2e["env"])
     _run_chain(e2e, then_no_promotion=True)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_process_work_pool_runs_training_then_scoring(e2e):
     """Team-server style: `prefect deploy --all` from deployments/prefect.yaml and a process worker."""
     env, prefect = e2e["env"], str(BIN / "prefect")
@@ -155,3 +163,50 @@ def test_process_work_pool_runs_training_then_scoring(e2e):
         assert done.returncode == 0, f"{' '.join(cmd[1:4])}\n{done.stdout}\n{done.stderr}"
     e2e["procs"].start("worker", [prefect, "worker", "start", "--pool", "musicrec", "--limit", "2"], env)
     _run_chain(e2e)
+
+
+def _fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The properties of the `params` model in a flow's parameter schema (what the UI renders as the form)."""
+    ref = schema["properties"]["params"]["$ref"].rsplit("/", 1)[1]
+    return schema["definitions"][ref]["properties"]
+
+
+def _unfilled(schema: dict[str, Any], parameters: dict[str, Any]) -> list[str]:
+    """List and object fields with neither a schema default nor a deployment value: the UI shows them empty
+    ("Models: 0 selected") and posts them empty."""
+    values = parameters.get("params", {})
+    return [name for name, prop in _fields(schema).items() if "default" not in prop and name not in values
+            and (prop.get("type") in ("array", "object") or "$ref" in prop or "allOf" in prop)]
+
+
+def test_serve_deployments_fill_every_field_of_their_forms():
+    from deployments.serve import build_deployments
+
+    deps = build_deployments()
+    for dep in deps:
+        assert set(_fields(dep._parameter_openapi_schema.model_dump())) <= set(dep.parameters["params"]), dep.name
+    assert deps[0].parameters["params"]["models"] == list(MODELS)
+    assert deps[0].parameters["params"]["split"] == {"method": "random", "train": 0.8, "validation": 0.1, "test": 0.1}
+    assert all(d.parameters["params"]["job"] == "all_users" for d in deps[1:])
+    (trigger,) = deps[1].triggers
+    assert trigger.parameters["params"]["version"] == "{{ event.payload.version }}"
+    assert set(_fields(deps[1]._parameter_openapi_schema.model_dump())) <= set(trigger.parameters["params"])
+
+
+def test_prefect_yaml_fills_every_list_and_object_field_and_names_all_models():
+    import yaml
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.scoring import batch_scoring
+    from flows.training import training
+
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    schemas = {"flows/training.py:training": parameter_schema(training).model_dump(),
+               "flows/scoring.py:batch_scoring": parameter_schema(batch_scoring).model_dump()}
+    for dep in spec["deployments"]:
+        schema = schemas[dep["entrypoint"]]
+        assert _unfilled(schema, dep["parameters"]) == [], dep["name"]
+        for trigger in dep.get("triggers", []):
+            assert _unfilled(schema, trigger["parameters"]) == [], trigger["name"]
+    training_params = spec["deployments"][0]["parameters"]["params"]
+    assert training_params["models"] == list(MODELS)
