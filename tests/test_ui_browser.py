@@ -1,12 +1,12 @@
 """What a newcomer sees in the Prefect UI after a training run, checked in a real browser: a real `prefect server`
 (with its UI), one small training run against it, then headless Chromium (Debian's chromium + chromium-driver,
 installed by .ci/run) on the flow run's page: the leaderboard with the champion starred and no cut-off column,
-the model card, and the learning curves drawn as an image (a base64 data URI the UI must not strip)."""
+the model card, and the learning curves drawn as an image (a base64 data URI the UI must not strip); and the
+training deployment's Run form with its models selected."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,8 +22,13 @@ WINDOW = (1920, 1080)  # a common desktop window: the leaderboard must fit it wi
 TRAIN = """
 import json, sys
 from flows.training import TrainingParams, training
-report = training(TrainingParams(**json.loads(sys.argv[1])))
-print("CHAMPION=" + json.dumps(report["champion"].get("name")))
+state = training(TrainingParams(**json.loads(sys.argv[1])), return_state=True)
+print("RUN=" + json.dumps([str(state.state_details.flow_run_id), state.result()["champion"].get("name")]))
+"""
+REGISTER = """
+from deployments.serve import build_deployments
+for deployment in build_deployments():
+    print(f"DEPLOYMENT={deployment.flow_name}/{deployment.name}={deployment.apply()}")
 """
 
 
@@ -52,20 +57,15 @@ def _train(tmp_path: Path, tiny, env: dict[str, str]) -> tuple[str, str]:
     done = subprocess.run([sys.executable, "-c", TRAIN, json.dumps(params)], cwd=REPO, env=env, text=True,
                           capture_output=True, timeout=600, check=False)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    champion = json.loads(done.stdout.split("CHAMPION=")[-1].splitlines()[0])
+    run_id, champion = json.loads(done.stdout.split("RUN=")[-1].splitlines()[0])
     assert champion == "gmf", done.stdout[-2000:]
-    from prefect.client.orchestration import SyncPrefectClient
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
-
-    with SyncPrefectClient(env["PREFECT_API_URL"]) as client:
-        (run,) = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["training"])))
-    return str(run.id), champion
+    return run_id, champion
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless Chromium through chromedriver. A missing browser fails the test: .ci/run installs it."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists() and not shutil.which(p.name)]
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.fail(f"{', '.join(missing)} not found: apt-get install -y chromium chromium-driver (.ci/run does)")
     from selenium import webdriver
@@ -109,13 +109,31 @@ def _open_artifact(driver, run_page: str, key: str) -> None:
     _wait(driver, f"the {key} artifact page", lambda d: "/artifacts/artifact/" in d.current_url)
 
 
+def _check_training_form(driver, ui: str, env: dict[str, str]) -> None:
+    """Register serve.py's deployments; the training/nightly Run form shows all six models selected (a
+    default_factory list without a value there showed "Models: 0 selected")."""
+    done = subprocess.run([sys.executable, "-c", REGISTER], cwd=REPO, env=env, text=True, capture_output=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ids = dict(line.split("=")[1:] for line in done.stdout.splitlines() if line.startswith("DEPLOYMENT="))
+    driver.get(f"{ui}/deployments/deployment/{ids['training/nightly']}/run")
+    field = ("//span[text()='Models (Optional)']/ancestor::div[contains(concat(' ', @class, ' '), "
+             "' schema-form-property ')][1]//select[option]")
+    select = _wait(driver, "the Models field of the training form", lambda d: _visible(d, field))[0]
+    chosen = _wait(driver, "the models selected in the form", lambda d: d.execute_script(
+        "return [...arguments[0].options].filter(o => o.selected).map(o => o.value)", select))
+    assert chosen == ["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"], chosen
+
+
 def _table_row(driver, first_cell: str) -> list[str]:
     cells = _wait(driver, f"the table row of {first_cell}",
                   lambda d: _visible(d, f"//tr[td[1][normalize-space(.)='{first_cell}']]/td"))
     return [c.text.strip() for c in cells]
 
 
-def test_flow_run_page_shows_leaderboard_model_card_and_learning_curves(ui_server, browser, tmp_path, tiny):
+def test_ui_shows_leaderboard_model_card_learning_curves_and_a_filled_training_form(ui_server, browser,
+                                                                                    tmp_path, tiny):
+    _check_training_form(browser, ui_server["ui"], ui_server["env"])
     run_id, champion = _train(tmp_path, tiny, ui_server["env"])
     run_page = f"{ui_server['ui']}/runs/flow-run/{run_id}"
 
