@@ -14,6 +14,7 @@ from musicrec.evaluation import choose_champion
 from musicrec.models.registry import MODELS
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.workspace import Workspace, new_run_id
+from musicrec.quiet import quiet_third_party
 from musicrec.settings import get_settings
 from tasks import reporting
 from tasks import training as t
@@ -34,20 +35,20 @@ class TrainingParams(BaseModel):
     """Everything a training run needs; the Prefect UI renders this as a form."""
 
     reviews: list[str] = Field(..., description="review files (Amazon 2014/2018/2023 JSON lines, ratings CSV, ...)")
-    meta: list[str] = Field(default_factory=list, description="optional metadata files")
+    meta: list[str] = Field(default=[], description="optional metadata files")
     store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI or ./.musicrec/store")
     models: list[ModelName] = Field(default=list(MODELS), description="which models to train")
     seed: int = 0
-    split: SplitParams = Field(default_factory=SplitParams)
-    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
+    split: SplitParams = Field(default=SplitParams())
+    overrides: dict[str, dict[str, Any]] = Field(default={},
                                                  description='per-model hyperparameters, e.g. {"gmf": {"epochs": 5}}')
     task_runner: Literal["threads", "processes", "dask"] = "threads"
     dask_address: str = Field("", description="existing Dask scheduler; empty = a LocalCluster")
-    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, description="CPU threads for the whole run")
+    threads: int = Field(0, ge=0, description="CPU threads for the whole run; 0 = every core")
     work_dir: str = ".musicrec/work"
     promote: bool = Field(True, description="move the champion pointer if the new champion wins; off = publish only")
     refit: bool = Field(True, description="serve the champion refit on all ratings (train + validation + test)")
-    columns: dict[str, str] = Field(default_factory=dict,
+    columns: dict[str, str] = Field(default={},
                                     description="file column for user, item, rating, timestamp (headers not matched)")
     rating_range: list[float] | None = Field(None, min_length=2, max_length=2,
                                              description="[min, max] stars; empty = read from the data")
@@ -81,8 +82,10 @@ def _run_id() -> str:
 @flow(name="training", flow_run_name=_run_name)
 def training(params: TrainingParams) -> dict[str, Any]:
     """Train all models on fresh data and publish the champion if it is at least as good as the current one."""
+    quiet_third_party()
     logger = get_run_logger()
     store_uri = params.store_uri or get_settings().store_uri
+    threads = params.threads or os.cpu_count() or 1
     ws = Workspace.create(params.work_dir, _run_id())
     workdir = str(ws.root)
     clock = StageClock()
@@ -92,11 +95,11 @@ def training(params: TrainingParams) -> dict[str, Any]:
     fractions = (params.split.train, params.split.validation, params.split.test)
     with clock("split-and-embed"):
         prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
-    runner, parallel = make_task_runner(params.task_runner, params.dask_address, params.threads, len(params.models))
+    runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, len(params.models))
     overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})} for m in params.models}
     with clock("train-models"):
         trained = train_models.with_options(task_runner=runner)(
-            workdir, list(params.models), overrides, max(1, params.threads // parallel))
+            workdir, list(params.models), overrides, max(1, threads // parallel))
     rows, baselines = trained["models"], trained["baselines"]
     bias = next(b for b in baselines if b["name"] == "bias")
     champion = choose_champion(rows, bias["val_rmse"])
@@ -115,7 +118,7 @@ def training(params: TrainingParams) -> dict[str, Any]:
         refit_info = None
         if params.refit:
             with clock("refit-champion"):
-                refit_info = t.refit_champion(workdir, row, params.threads)
+                refit_info = t.refit_champion(workdir, row, threads)
             report["refit"] = refit_info
         with clock("build-bundle"):
             meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info)

@@ -217,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
     pre.prefect_defaults()
+    from musicrec.quiet import quiet_third_party
+
+    quiet_third_party()
     try:
         return COMMANDS[args.command](args)
     except MusicrecError as e:

@@ -38,11 +38,13 @@ def _cold_slices(truth: np.ndarray, pred: np.ndarray, unseen_user: np.ndarray,
 
 
 def choose_champion(rows: list[dict[str, Any]], bias_val_rmse: float) -> str | None:
-    """Lowest validation RMSE wins (ties by name); only models that beat the bias baseline are eligible.
+    """Lowest validation RMSE wins (ties by name); only trained models (best epoch >= 1: some epoch beat the
+    starting point) that beat the bias baseline are eligible.
 
     The test split is reported, never used to choose.
     """
-    eligible = [r for r in rows if np.isfinite(r["val_rmse"]) and r["val_rmse"] < bias_val_rmse]
+    eligible = [r for r in rows if np.isfinite(r["val_rmse"]) and r["val_rmse"] < bias_val_rmse
+                and r.get("best_epoch", 1) >= 1]
     if not eligible:
         return None
     return min(eligible, key=lambda r: (round(r["val_rmse"], 10), r["name"]))["name"]

@@ -12,6 +12,7 @@ from prefect.tasks import exponential_backoff
 
 from musicrec.errors import ValidationFailed
 from musicrec.pipeline import ingest, prepare, publish, refit, train
+from musicrec.pipeline.report import format_split
 from musicrec.pipeline.workspace import Workspace
 from musicrec.validation import failure_markdown
 from tasks.retries import io_retries, retry_transient
@@ -43,7 +44,9 @@ def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns
 def split_and_embed(workdir: str, seed: int, fractions: tuple[float, float, float], method: str) -> dict[str, Any]:
     """Write the splits and train Word2Vec on the training split's text."""
     out = prepare.prepare(Workspace(Path(workdir)), seed, fractions, method)
-    get_run_logger().info("split %s; word2vec vocabulary %s", out["split"], out["word2vec"]["vocabulary"])
+    get_run_logger().info("%s; word2vec vocabulary %s", format_split(out["split"]), f"{out['word2vec']['vocabulary']:,}")
+    if out["word2vec"].get("note"):
+        get_run_logger().warning(out["word2vec"]["note"])
     return out
 
 

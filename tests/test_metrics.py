@@ -32,3 +32,9 @@ def test_champion_lowest_validation_rmse_ties_by_name():
 def test_champion_must_beat_bias_baseline():
     rows = [{"name": "a", "val_rmse": 0.9}, {"name": "b", "val_rmse": float("nan")}]
     assert choose_champion(rows, bias_val_rmse=0.85) is None
+
+
+def test_an_untrained_model_is_never_champion():
+    """best_epoch 0: no epoch beat its starting point; it is the bias solution relabelled, not a result."""
+    rows = [{"name": "a", "val_rmse": 0.80, "best_epoch": 0}, {"name": "b", "val_rmse": 0.84, "best_epoch": 3}]
+    assert choose_champion(rows, bias_val_rmse=0.85) == "b"
