@@ -103,12 +103,13 @@ def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harnes
     ratings[cols].to_csv(full, index=False)
     store_uri = (tmp_path / "store").as_uri()
     store = open_store(store_uri)
-    quick: dict = {}  # gmf at its defaults: fast on 16K ratings, and it must beat the bias baseline
-    first = training(_params(sample, store_uri, tmp_path / "work", models=["gmf"], overrides=quick)
+    models = ["gmf", "gmf_logistic", "nnmf"]  # at their defaults: fast on 16K ratings; one must beat the baseline
+    first = training(_params(sample, store_uri, tmp_path / "work", models=models)
                      .model_copy(update={"reviews": [str(old)], "meta": []}))
     assert first["promoted"]
-    second = training(_params(sample, store_uri, tmp_path / "work", models=["gmf"], overrides=quick, seed=1)
+    second = training(_params(sample, store_uri, tmp_path / "work", models=models, seed=1)
                       .model_copy(update={"reviews": [str(full)], "meta": []}))
+    assert second["champion"].get("version"), second["promotion"]
     promo = second["promotion"]
     run1 = f"runs/{first['run_id']}/splits"
     seen = pd.concat([pd.read_parquet(store.url_for(f"{run1}/{n}.parquet").removeprefix("file://"))
