@@ -50,8 +50,9 @@ def run_command(args: list[str], env: dict[str, str], log: Path) -> dict[str, An
 
 
 def score_manifest(stdout: str) -> dict[str, Any]:
-    """`musicrec score` prints the manifest summary as the JSON object that ends its output."""
-    return json.loads(stdout[stdout.index("{"):stdout.rindex("}") + 1])
+    """The job's _manifest.json, from the `manifest: <uri>` line `musicrec score` prints (file:// stores)."""
+    uri = next(ln.split(" ", 1)[1] for ln in stdout.splitlines() if ln.startswith("manifest: "))
+    return json.loads(Path(uri.removeprefix("file://")).read_text())
 
 
 def write_inputs(store_uri: str, work: Path, pairs: int, users: int) -> tuple[Path, Path]:

@@ -57,9 +57,15 @@ def prepare(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] 
 
 
 def has_vocabulary(docs: pd.Series, cfg: Word2VecConfig) -> bool:
-    """True if some word occurs at least min_count times: gensim refuses to train on less."""
-    counts = pd.Series([t for doc in docs for t in doc], dtype="str").value_counts()
-    return bool(len(counts) and counts.iloc[0] >= cfg.min_count)
+    """True if some word occurs at least min_count times (gensim refuses to train on less). Stops at the
+    first such word, so a corpus with text costs next to nothing; only a text-free one is scanned whole."""
+    seen: dict[str, int] = {}
+    for doc in docs:
+        for token in doc:
+            seen[token] = seen.get(token, 0) + 1
+            if seen[token] >= cfg.min_count:
+                return True
+    return False
 
 
 def rating_range(ws: Workspace) -> tuple[float, float]:
