@@ -160,7 +160,6 @@ def _recommend(args: argparse.Namespace) -> int:
     pre.check_version(store, args.version)
     version, out = recommend(store, args.user_id, top_n, args.version)
     print(format_recommendations(args.user_id, version, out))
-    print("(titles are not in the model bundle: items are shown by id)")
     return 0
 
 

@@ -141,7 +141,8 @@ def recommend(store: Store, user_id: str, top_n: int, version: str = "") -> tupl
         bundle = load_bundle(Path(tmp), threads=1)
         out = rank_users(bundle, build_index(bundle), [user_id], top_n)
         stats = bundle.item_stats.set_index("item_id")
-    out = out.join(stats[["n_ratings", "mean_rating"]], on="item_id")
+    cols = [c for c in ("n_ratings", "mean_rating", "title") if c in stats]  # bundles before titles: no title
+    out = out.join(stats[cols], on="item_id")
     return version, out
 
 
@@ -149,9 +150,13 @@ def format_recommendations(user_id: str, version: str, out: pd.DataFrame) -> str
     known = not (out["source"] == "fallback").all()
     head = (f"top {len(out)} for {user_id} from {version}" if known else
             f"{user_id} is not known to {version}: the popular, diverse fallback list")
-    lines = [head, f"{'rank':>4}  {'item':<16}{'score':>7}  {'source':<12}{'ratings':>8}{'mean':>6}"]
+    lines = [head, f"{'rank':>4}  {'item':<16}{'score':>7}  {'source':<12}{'ratings':>8}{'mean':>6}  title"]
     for r in out.itertuples():
-        lines.append(f"{r.rank:>4}  {r.item_id:<16}{r.score:>7.3f}  {r.source:<12}{r.n_ratings:>8}{r.mean_rating:>6.2f}")
+        title = str(getattr(r, "title", "") or "")[:60]
+        lines.append(f"{r.rank:>4}  {r.item_id:<16}{r.score:>7.3f}  {r.source:<12}{r.n_ratings:>8}{r.mean_rating:>6.2f}"
+                     f"  {title}")
+    if "title" not in out:
+        lines.append("(this bundle predates titles: items are shown by id)")
     return "\n".join(lines)
 
 

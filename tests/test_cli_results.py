@@ -41,8 +41,12 @@ def test_runs_champion_and_recommend_read_the_store(champion_store, capsys):
     assert main(["recommend", str(user), "--top-n", "5", "--store", store_uri]) == 0
     out = capsys.readouterr().out
     assert f"top 5 for {user} from {version}" in out
-    ranks = [line.split()[0] for line in out.splitlines() if re.match(r"^\s+\d+\s", line)]
-    assert ranks == ["1", "2", "3", "4", "5"]
+    listed = [line for line in out.splitlines() if re.match(r"^\s+\d+\s", line)]
+    assert [line.split()[0] for line in listed] == ["1", "2", "3", "4", "5"]
+    items = pd.read_parquet(root / "work" / report["run_id"] / "items.parquet").set_index("item_id")["title"]
+    for line in listed:  # each item with its title from the metadata
+        item = line.split()[1]
+        assert line.rstrip().endswith(items[item][:60].rstrip())
     assert main(["recommend", "NOBODY", "--top-n", "3", "--store", store_uri]) == 0
     assert "NOBODY is not known to" in capsys.readouterr().out
 

@@ -52,7 +52,7 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
     parity = verify_onnx(onnx_path, model, users, items, user_ids=data.users.ids, item_ids=data.items.ids)
     fitted_rows = all_rows(ws) if refit else pd.read_parquet(ws.splits / "train.parquet")  # the model's users
     write_tables(ws.bundle, fitted_rows[["user_id", "item_id", "rating"]],
-                 pd.read_parquet(ws.items, columns=["item_id", "also_bought"]), data.items.ids, ws.item_vectors)
+                 pd.read_parquet(ws.items, columns=["item_id", "title", "also_bought"]), data.items.ids, ws.item_vectors)
     fitted_on = refit or {"rows": len(data.parts["train"]), "run_id": ws.run_id, "splits": ["train"], "epochs": None,
                           "fingerprint": None}
     meta = {

@@ -3,7 +3,7 @@
 Besides model.onnx a bundle carries four small Parquet tables (no pickles), all hashed in metadata.json:
 - user_history.parquet: user_id, item_id of the training split; its users are the model's known users, and
   it tells the top-N job which items a user already rated;
-- item_stats.parquet: item_id (the model's known items, index order), n_ratings, mean_rating;
+- item_stats.parquet: item_id (the model's known items, index order), n_ratings, mean_rating, title (may be empty);
 - also_bought.parquet: item_id, other_id pairs from the items table (other_id restricted to known items);
 - item_vectors.parquet: the run's Word2Vec item vectors (item_id, v0..vD).
 The id lists are checked against the id hashes baked into the ONNX graph when the bundle is loaded.
@@ -42,6 +42,8 @@ def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids:
     stats = train.groupby("item_id")["rating"].agg(n_ratings="size", mean_rating="mean")
     stats = stats.reindex(pd.Index(item_ids, name="item_id"))
     stats = stats.assign(n_ratings=stats["n_ratings"].fillna(0).astype(np.int64)).reset_index()
+    titles = items.set_index("item_id")["title"] if "title" in items else pd.Series(dtype="str")
+    stats["title"] = stats["item_id"].map(titles).fillna("").astype(str)  # for people reading a list
     stats.to_parquet(dest / TABLES[1], index=False)
     pairs = items[["item_id", "also_bought"]].explode("also_bought").dropna()
     pairs = pairs.rename(columns={"also_bought": "other_id"}).astype(str)
