@@ -39,8 +39,10 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
     model's test predictions are kept for the promotion decision (challenger_test.parquet)."""
     name = row["name"]
     write_challenger_test(ws, load_model(ws, name, data), data)
+    # the model's rows: every rating for a refit, else the training split (its users are the model's users)
+    fitted_rows = all_rows(ws) if refit else pd.read_parquet(ws.splits / "train.parquet")
     if refit:
-        data = full_data(ws)
+        data = full_data(ws, fitted_rows)
         model = load_model(ws, name, data, directory=REFIT_DIR)
     else:
         model = load_model(ws, name, data)
@@ -50,7 +52,6 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
                 metadata={"musicrec_model": name, "musicrec_version": musicrec.__version__, "run_id": ws.run_id})
     users, items = _parity_sample(ws, data)
     parity = verify_onnx(onnx_path, model, users, items, user_ids=data.users.ids, item_ids=data.items.ids)
-    fitted_rows = all_rows(ws) if refit else pd.read_parquet(ws.splits / "train.parquet")  # the model's users
     write_tables(ws.bundle, fitted_rows[["user_id", "item_id", "rating"]],
                  pd.read_parquet(ws.items, columns=["item_id", "title", "also_bought"]), data.items.ids, ws.item_vectors)
     fitted_on = refit or {"rows": len(data.parts["train"]), "run_id": ws.run_id, "splits": ["train"], "epochs": None,

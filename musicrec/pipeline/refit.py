@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import torch
 
 from musicrec.data.split import Split, read_splits
 from musicrec.dataset import TrainData, prepare_data
@@ -31,9 +30,10 @@ def all_rows(ws: Workspace) -> pd.DataFrame:
     return pd.concat([split.train, split.validation, split.test], ignore_index=True)
 
 
-def full_data(ws: Workspace) -> TrainData:
-    """TrainData whose training part is every rating of the run (validation and test parts empty)."""
-    rows = all_rows(ws)
+def full_data(ws: Workspace, rows: pd.DataFrame | None = None) -> TrainData:
+    """TrainData whose training part is every rating of the run (validation and test parts empty); pass
+    `rows` (all_rows) when the caller already read them."""
+    rows = all_rows(ws) if rows is None else rows
     empty = rows.iloc[:0]
     ids, vectors = load_item_vectors(ws.item_vectors)
     return prepare_data(Split(rows, empty, empty), ids, vectors, rating_range(ws))
@@ -41,14 +41,12 @@ def full_data(ws: Workspace) -> TrainData:
 
 def refit_champion(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     """Refit `row`'s model on all rows for its best epoch count; save it under models/refit/."""
-    name, held_out = row["name"], load_train_data(ws)
-    data = full_data(ws)
+    name, held_out, rows = row["name"], load_train_data(ws), all_rows(ws)
+    data = full_data(ws, rows)
     data.derived["bias_regs"] = bias_regs(held_out)  # chosen on validation by the held-out fit
     epochs = max(1, int(row.get("best_epoch") or 1))
-    torch.set_num_threads(max(1, threads))
     result = fit_model(name, data, row.get("hyperparameters") or {}, threads=threads, fixed_epochs=epochs)
     save_model(ws, REFIT_DIR, result.model, result.config)
-    rows = all_rows(ws)
     info = {"model": name, "rows": len(rows), "users": int(data.users.size - 1), "items": int(data.items.size - 1),
             "epochs": epochs, "fingerprint": fingerprint(rows), "run_id": ws.run_id,
             "splits": ["train", "validation", "test"], "seconds": round(result.fit_seconds, 2)}
