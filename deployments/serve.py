@@ -1,6 +1,8 @@
 """Serve musicrec's deployments from one long-running process (no work pool, no worker): `python deployments/serve.py`.
 
     training/nightly          cron MUSICREC_TRAINING_CRON (default "0 2 * * *") in MUSICREC_TIMEZONE (default UTC)
+    tuning/weekly             cron MUSICREC_TUNING_CRON (default "0 1 * * 0", Sundays 01:00): an Optuna search per
+                              model (MUSICREC_TUNING_TRIALS trials each) whose tuning/<model>.json nightly training uses
     batch-scoring/nightly     event trigger: runs whenever a training run emits musicrec.champion.promoted
     batch-scoring/on-demand   no schedule: run it from the UI (or `prefect deployment run`)
 
@@ -32,6 +34,7 @@ from pydantic import BaseModel
 
 from flows.scoring import ScoringParams, batch_scoring
 from flows.training import CHAMPION_EVENT, TrainingParams, training
+from flows.tuning import TuningParams, tuning
 from musicrec.settings import get_settings
 
 DEMO_DATA = REPO / ".musicrec" / "demo" / "data"
@@ -65,6 +68,11 @@ def training_defaults() -> dict[str, Any]:
             "task_runner": env.task_runner, "dask_address": env.dask_address}
 
 
+def tuning_defaults() -> dict[str, Any]:
+    """The weekly search: the nightly run's data, store and runner; MUSICREC_TUNING_TRIALS trials per model."""
+    return {**training_defaults(), "trials": get_settings().tuning_trials}
+
+
 def scoring_defaults() -> dict[str, Any]:
     """Top-10 lists for every user the champion knows, written to <store>/scores/<run id>/topn."""
     return {"store_uri": _store_uri(), "all_users": True, "top_n": 10, "work_dir": _work_dir()}
@@ -89,14 +97,19 @@ def champion_trigger() -> DeploymentEventTrigger:
 
 
 def build_deployments() -> list[RunnerDeployment]:
-    """The three deployments; the flows' pydantic parameters give the UI its forms."""
+    """The four deployments; the flows' pydantic parameters give the UI its forms."""
     env = get_settings()
     schedule = Cron(env.training_cron, timezone=env.timezone, slug="nightly")
+    weekly = Cron(env.tuning_cron, timezone=env.timezone, slug="weekly")
     return [
         training.to_deployment(name="nightly", schedule=schedule,
                                parameters={"params": full_form(TrainingParams, training_defaults())},
                                tags=["musicrec", "nightly"],
                                description="Retrain every model on the configured data; promote the champion."),
+        tuning.to_deployment(name="weekly", schedule=weekly,
+                             parameters={"params": full_form(TuningParams, tuning_defaults())},
+                             tags=["musicrec", "weekly"],
+                             description="Search each model's hyperparameters; nightly training starts from them."),
         batch_scoring.to_deployment(name="nightly", triggers=[champion_trigger()],
                                     parameters={"params": full_form(ScoringParams, scoring_defaults())},
                                     tags=["musicrec", "nightly"],

@@ -2,56 +2,30 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 from prefect.futures import wait
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from flows.inputs import RunInputs, begin_run, load_and_prepare, run_name
 from musicrec.evaluation import choose_champion
-from musicrec.models.registry import MODELS
 from musicrec.pipeline.report import StageClock, format_stages
-from musicrec.pipeline.workspace import Workspace, new_run_id
-from musicrec.quiet import quiet_third_party
-from musicrec.settings import get_settings
 from tasks import reporting
 from tasks import training as t
 from tasks.runners import make_task_runner
 
 CHAMPION_EVENT = "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
-ModelName = Literal[tuple(MODELS)]  # the registry's names: the UI form offers exactly these
-
-
-class SplitParams(BaseModel):
-    method: Literal["random", "temporal"] = "random"
-    train: float = Field(0.8, gt=0, lt=1)
-    validation: float = Field(0.1, gt=0, lt=1)
-    test: float = Field(0.1, gt=0, lt=1)
-
-
-class TrainingParams(BaseModel):
+class TrainingParams(RunInputs):
     """Everything a training run needs; the Prefect UI renders this as a form."""
 
-    reviews: list[str] = Field(..., description="review files (Amazon 2014/2018/2023 JSON lines, ratings CSV, ...)")
-    meta: list[str] = Field(default=[], description="optional metadata files")
-    store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI or ./.musicrec/store")
-    models: list[ModelName] = Field(default=list(MODELS), description="which models to train")
-    seed: int = 0
-    split: SplitParams = Field(default=SplitParams())
     overrides: dict[str, dict[str, Any]] = Field(default={},
-                                                 description='per-model hyperparameters, e.g. {"gmf": {"epochs": 5}}')
-    task_runner: Literal["threads", "processes", "dask"] = "threads"
-    dask_address: str = Field("", description="existing Dask scheduler; empty = a LocalCluster")
-    threads: int = Field(0, ge=0, description="CPU threads for the whole run; 0 = every core")
-    work_dir: str = ".musicrec/work"
+                                                 description='per-model hyperparameters, e.g. {"gmf": {"epochs": 5}}; '
+                                                 "they win over tuned ones")
+    use_tuning: bool = Field(True, description="start each model from its latest tuning/<model>.json in the store")
     promote: bool = Field(True, description="move the champion pointer if the new champion wins; off = publish only")
     refit: bool = Field(True, description="serve the champion refit on all ratings (train + validation + test)")
-    columns: dict[str, str] = Field(default={},
-                                    description="file column for user, item, rating, timestamp (headers not matched)")
-    rating_range: list[float] | None = Field(None, min_length=2, max_length=2,
-                                             description="[min, max] stars; empty = read from the data")
 
 
 @flow(name="train-models")
@@ -69,34 +43,22 @@ RUN_NAME_PREFIX = "training-"
 
 def _run_name() -> str:
     """The Prefect flow run is named after the musicrec run id it creates (the flow reads it back)."""
-    return RUN_NAME_PREFIX + new_run_id()
-
-
-def _run_id() -> str:
-    from prefect.runtime import flow_run
-
-    name = flow_run.name or ""
-    return name[len(RUN_NAME_PREFIX):] if name.startswith(RUN_NAME_PREFIX) else new_run_id()
+    return run_name(RUN_NAME_PREFIX)
 
 
 @flow(name="training", flow_run_name=_run_name)
 def training(params: TrainingParams) -> dict[str, Any]:
     """Train all models on fresh data and publish the champion if it is at least as good as the current one."""
-    quiet_third_party()
+    ws, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
     logger = get_run_logger()
-    store_uri = params.store_uri or get_settings().store_uri
-    threads = params.threads or os.cpu_count() or 1
-    ws = Workspace.create(params.work_dir, _run_id())
     workdir = str(ws.root)
     clock = StageClock()
-    with clock("load-and-validate"):
-        run = t.load_and_validate(workdir, params.reviews, params.meta, params.columns,
-                                  tuple(params.rating_range) if params.rating_range else None)
-    fractions = (params.split.train, params.split.validation, params.split.test)
-    with clock("split-and-embed"):
-        prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
+    run, prep = load_and_prepare(params, workdir, clock)
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, len(params.models))
     overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})} for m in params.models}
+    tuning: dict[str, Any] = {}
+    if params.use_tuning:
+        overrides, tuning = t.load_tuning(store_uri, list(params.models), overrides, run["fingerprint"])
     with clock("train-models"):
         trained = train_models.with_options(task_runner=runner)(
             workdir, list(params.models), overrides, max(1, threads // parallel))
@@ -107,7 +69,7 @@ def training(params: TrainingParams) -> dict[str, Any]:
         "run_id": ws.run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
         "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
         "baselines": baselines, "champion": {"name": champion}, "promoted": False, "previous_test_rmse": None,
-        "task_runner": params.task_runner, "sample_card": run.get("sample_card"), "stage_seconds": clock.seconds,
+        "task_runner": params.task_runner, "tuning": tuning, "sample_card": run.get("sample_card"), "stage_seconds": clock.seconds,
     }
     if champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")

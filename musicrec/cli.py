@@ -30,16 +30,26 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", choices=["small", "medium", "seed"], default="small")
     s.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("train", help="run the training flow (Prefect; ephemeral server if none is configured)")
-    t.add_argument("--reviews", action="append", required=True, help="review file; repeat for several")
-    t.add_argument("--meta", action="append", default=[], help="metadata file; repeat for several")
-    t.add_argument("--models", default=",".join(MODEL_NAMES), help="comma-separated subset of " + ",".join(MODEL_NAMES))
-    t.add_argument("--task-runner", choices=["threads", "processes", "dask"], help="default MUSICREC_TASK_RUNNER, threads")
-    t.add_argument("--dask-address", default="", help="Dask scheduler (default MUSICREC_DASK_ADDRESS, else a local cluster)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\'')
-    t.add_argument("--columns", default="", help="input column names, e.g. user=listener,item=track,rating=stars[,timestamp=ts]")
-    t.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
+    u = sub.add_parser("tune", help="run the tuning flow: an Optuna search per model; training then starts from it")
+    for cmd in (t, u):
+        cmd.add_argument("--reviews", action="append", required=True, help="review file; repeat for several")
+        cmd.add_argument("--meta", action="append", default=[], help="metadata file; repeat for several")
+        cmd.add_argument("--models", default=",".join(MODEL_NAMES),
+                         help="comma-separated subset of " + ",".join(MODEL_NAMES))
+        cmd.add_argument("--task-runner", choices=["threads", "processes", "dask"],
+                         help="default MUSICREC_TASK_RUNNER, threads")
+        cmd.add_argument("--dask-address", default="",
+                         help="Dask scheduler (default MUSICREC_DASK_ADDRESS, else a local cluster)")
+        cmd.add_argument("--seed", type=int, default=0)
+        cmd.add_argument("--columns", default="",
+                         help="input column names, e.g. user=listener,item=track,rating=stars[,timestamp=ts]")
+        cmd.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
+    t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\' (wins over tuned values)')
+    t.add_argument("--no-tuning", action="store_true", help="ignore the store's tuning/<model>.json: family defaults")
     t.add_argument("--no-promote", action="store_true", help="publish the bundle but leave the champion as it is")
+    u.add_argument("--trials", type=int, default=20, help="trials per model, the default configuration first (20)")
+    u.add_argument("--timeout", type=float, default=1800.0, help="wall-clock seconds per model's search (1800)")
+    u.add_argument("--total-timeout", type=float, default=14400.0, help="wall-clock seconds for all searches (14400)")
     t.add_argument("--report", help="copy report.json here")
     c = sub.add_parser("score", help="run the batch scoring flow with the champion (or --version)")
     job = c.add_mutually_exclusive_group(required=True)
@@ -56,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--top-n", type=int, default=10)
     sub.add_parser("runs", help="the training runs in the store, their champions and promotion decisions")
     sub.add_parser("champion", help="the current champion and its metadata")
-    for cmd in (t, c, e, r, *(sub.choices[n] for n in ("runs", "champion"))):
+    for cmd in (t, u, c, e, r, *(sub.choices[n] for n in ("runs", "champion"))):
         cmd.add_argument("--store", default="", help=STORE_HELP)
     for cmd in (c, e, r):
         cmd.add_argument("--version", default="", help="published model version (default: the champion)")
@@ -72,18 +82,40 @@ def _sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _run_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields train and tune share, each checked before Prefect starts."""
     models = pre.parse_models(args.models)
     columns, rating_range = pre.parse_columns(args.columns), pre.parse_rating_range(args.rating_range)
     env = get_settings()
     fields = {"reviews": args.reviews, "meta": args.meta, "models": models, "seed": args.seed,
-              "overrides": pre.parse_overrides(args.overrides, models), "store_uri": pre.check_store(args.store).uri,
-              "task_runner": args.task_runner or env.task_runner, "dask_address": args.dask_address or env.dask_address,
-              "work_dir": env.work_dir}
+              "store_uri": pre.check_store(args.store).uri, "task_runner": args.task_runner or env.task_runner,
+              "dask_address": args.dask_address or env.dask_address, "work_dir": env.work_dir}
     pre.check_inputs(args.reviews, args.meta, columns)
-    # only what the user asked for: a training flow without these fields refuses them instead of ignoring them
-    fields |= {k: v for k, v in (("columns", columns), ("rating_range", rating_range)) if v}
+    # only what the user asked for: a flow without these fields refuses them instead of ignoring them
+    return fields | {k: v for k, v in (("columns", columns), ("rating_range", rating_range)) if v}
+
+
+def _tune(args: argparse.Namespace) -> int:
+    fields = _run_inputs(args) | {"trials": pre.check_positive("--trials", args.trials),
+                                  "timeout_per_model": pre.check_seconds("--timeout", args.timeout),
+                                  "timeout_total": pre.check_seconds("--total-timeout", args.total_timeout)}
+    from flows.tuning import TuningParams, tuning
+    from musicrec.tuning.records import format_records
+
+    out = _run_flow(args, tuning, TuningParams, fields)
+    print("\n" + format_records(out["records"]))
+    print("\nvalidation RMSE on this run's split; trial 0 of each search is the default configuration")
+    for record in out["records"]:
+        print(f"{record['model']}: {record['uri']}")
+    print("the next `musicrec train` on this store starts each model from these (--no-tuning: defaults)")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    fields = _run_inputs(args)
+    fields["overrides"] = pre.parse_overrides(args.overrides, fields["models"])
     fields |= {"promote": False} if args.no_promote else {}
+    fields |= {"use_tuning": False} if args.no_tuning else {}
     from flows.training import TrainingParams, training
 
     report = _run_flow(args, training, TrainingParams, fields, bars=True)
@@ -94,6 +126,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"input: {note}")
     champion = report["champion"]
     print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
+    for name, used in (report.get("tuning") or {}).items():
+        differs = " (tuned on other data: re-run musicrec tune)" if used.get("fingerprint_differs") else ""
+        print(f"tuning: {name} starts from tuning run {used['run_id']}{differs}")
     print("\n" + promotion_summary(report))
     if champion.get("uri"):
         print(f"bundle: {champion['uri']}")
@@ -178,6 +213,10 @@ def _champion(args: argparse.Namespace) -> int:
     return 0
 
 
+FLAGS = {"promote": "--no-promote", "use_tuning": "--no-tuning", "timeout_per_model": "--timeout",
+         "timeout_total": "--total-timeout"}
+
+
 def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: Any, fields: dict[str, Any],
               bars: bool = False) -> Any:
     """Build the flow's parameters (a pydantic error becomes one UsageError) and run the flow."""
@@ -187,7 +226,7 @@ def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: 
 
     unknown = sorted(set(fields) - set(params_cls.model_fields))
     if unknown:
-        flags = ", ".join("--no-promote" if f == "promote" else "--" + f.replace("_", "-") for f in unknown)
+        flags = ", ".join(FLAGS.get(f, "--" + f.replace("_", "-")) for f in unknown)
         raise pre.UsageError(f"{flags}: not supported by this version of the {args.command} flow",
                              hint="leave the option out, or update musicrec")
     try:
@@ -208,7 +247,7 @@ def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: 
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "sample-data": _sample_data, "train": _train, "score": _score, "evaluate": _evaluate,
+    "sample-data": _sample_data, "train": _train, "tune": _tune, "score": _score, "evaluate": _evaluate,
     "recommend": _recommend, "runs": _runs, "champion": _champion}
 
 

@@ -135,6 +135,12 @@ def check_positive(flag: str, value: int) -> int:
     return value
 
 
+def check_seconds(flag: str, value: float) -> float:
+    if not value > 0:
+        raise UsageError(f"{flag} must be a positive number of seconds, got {value:g}", hint=f"e.g. {flag} 600")
+    return value
+
+
 def check_inputs(reviews: list[str], meta: list[str], columns: dict[str, str]) -> None:
     """Every input exists and is in a format the readers know (or, with --columns, holds those columns)."""
     from musicrec.data.detect import ITEM_FORMATS, RATING_FORMATS

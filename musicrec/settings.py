@@ -34,8 +34,10 @@ class Settings(BaseSettings):
         "threads", description="task runner of the training deployments and of musicrec train without --task-runner")
     dask_address: str = Field("", description="Dask scheduler for task_runner dask (deployments, musicrec train); "
                                             "empty = a local cluster")
-    timezone: str = Field("UTC", description="deployments: timezone of the nightly training cron")
+    timezone: str = Field("UTC", description="deployments: timezone of the training and tuning crons")
     training_cron: str = Field("0 2 * * *", description="deployments: cron of training/nightly")
+    tuning_cron: str = Field("0 1 * * 0", description="deployments: cron of tuning/weekly (Sundays 01:00)")
+    tuning_trials: int = Field(30, ge=1, description="deployments: trials per model of tuning/weekly")
     serve_limit: int = Field(2, ge=1, description="deployments/serve.py: flow runs at once in the serve process")
     s3_endpoint_url: str = Field("", description="S3 endpoint (MinIO, Ceph, R2); empty = AWS_ENDPOINT_URL or AWS")
     s3_addressing_style: Literal["auto", "path", "virtual"] = Field(

@@ -69,6 +69,26 @@ def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int
     return row
 
 
+@task(name="load-tuning", **io_retries([2, 5]), cache_policy=NO_CACHE)
+def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str, Any]],
+                fingerprint: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Each model's latest tuning/<model>.json under the run's overrides (which win); what came from where."""
+    from musicrec.store import open_store
+    from musicrec.tuning.records import apply_records, read_records
+
+    records, notes = read_records(open_store(store_uri), models)
+    merged, info = apply_records(records, overrides, fingerprint)
+    logger = get_run_logger()
+    for note in notes:
+        logger.warning(note)
+    for model, used in info.items():
+        logger.info("%s starts from tuning run %s: %s", model, used["run_id"],
+                    ", ".join(f"{k}={v}" for k, v in used["params"].items()) or "(every tuned value overridden)")
+        if used["fingerprint_differs"]:
+            logger.warning("%s was tuned on other data than this run's (fingerprint differs): re-run tuning", model)
+    return merged, info
+
+
 @task(name="refit-champion", cache_policy=NO_CACHE)
 def refit_champion(workdir: str, row: dict[str, Any], threads: int) -> dict[str, Any]:
     """Refit the champion on every rating of the run for its best epoch count (the model that is served)."""

@@ -82,11 +82,12 @@ def _run_chain(e2e: dict[str, Any], then_no_promotion: bool = False) -> None:
     """
     procs = e2e["procs"]
     with _client(e2e["api_url"]) as client:
-        names = ("training/nightly", "batch-scoring/nightly", "batch-scoring/on-demand")
-        deps = _wait_until("the three deployments", lambda: all(_deployment(client, n) for n in names) and
+        names = ("training/nightly", "batch-scoring/nightly", "batch-scoring/on-demand", "tuning/weekly")
+        deps = _wait_until("the four deployments", lambda: all(_deployment(client, n) for n in names) and
                            [_deployment(client, n) for n in names], 120, procs)
-        train_dep, score_dep, on_demand = deps
+        train_dep, score_dep, on_demand, tune_dep = deps
         _check_registered(train_dep, score_dep, on_demand, e2e)
+        _check_tuning_registered(tune_dep, e2e)
 
         _train(client, train_dep, "gmf_logistic", 2, procs)
 
@@ -112,6 +113,16 @@ def _train(client, train_dep, model: str, epochs: int, procs: Processes, promote
     run = client.create_flow_run_from_deployment(train_dep.id, parameters={"params": params})
     _wait_until(f"the training run ({model})", lambda: _state(client, run.id) in TERMINAL, 300, procs, every=2)
     assert _state(client, run.id) == "COMPLETED", procs.log_tails()
+
+
+def _check_tuning_registered(tune_dep, e2e: dict[str, Any]) -> None:
+    """tuning/weekly: Sundays 01:00 in the configured timezone, the nightly run's data, a filled form."""
+    (schedule,) = tune_dep.schedules
+    assert schedule.schedule.cron == "0 1 * * 0" and schedule.schedule.timezone == TIMEZONE
+    assert tune_dep.parameters["params"]["reviews"] == [e2e["env"]["MUSICREC_REVIEWS"]]
+    assert tune_dep.parameters["params"]["trials"] == 30
+    assert "TuningParams" in json.dumps(tune_dep.parameter_openapi_schema["definitions"])
+    assert _unfilled(tune_dep.parameter_openapi_schema, tune_dep.parameters) == []
 
 
 def _check_registered(train_dep, score_dep, on_demand, e2e: dict[str, Any]) -> None:

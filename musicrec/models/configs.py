@@ -3,7 +3,8 @@ before anything slow starts). A key that does not belong to a family is an error
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,8 +15,41 @@ class ConfigError(MusicrecError):
     """An override that no model of that family can take (unknown key, wrong type, out of range)."""
 
 
+@dataclass(frozen=True)
+class Dim:
+    """One tuned hyperparameter: a float or int range (log-uniform when log) or a list of choices. Declared
+    as data beside each family's config; musicrec.tuning turns it into Optuna suggestions."""
+
+    kind: Literal["float", "int", "choice"]
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = True
+    choices: tuple[Any, ...] = ()
+
+
+def real(low: float, high: float, log: bool = True) -> Dim:
+    return Dim("float", low, high, log)
+
+
+def integer(low: int, high: int, log: bool = True) -> Dim:
+    return Dim("int", low, high, log)
+
+
+def choice(*options: Any) -> Dim:
+    return Dim("choice", choices=tuple(options))
+
+
+# what every family has: step sizes, penalties, start scale, batch size (0 = the automatic ~64 steps per epoch)
+COMMON_SPACE: dict[str, Dim] = {
+    "lr": real(0.03, 1.0), "bias_lr": real(0.001, 0.1), "weight_decay": real(0.1, 64.0),
+    "init_std": real(0.005, 0.2), "batch_size": choice(0, 1024, 8192),
+}
+
+
 class TrainConfig(BaseModel):
     """What every family's trainer reads."""
+
+    search_space: ClassVar[dict[str, Dim]] = COMMON_SPACE
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -38,6 +72,7 @@ class FactorConfig(TrainConfig):
     """gmf, gmf_regression, nnmf: user and item factor tables of one size."""
 
     factors: int = Field(32, ge=1, le=1024)
+    search_space: ClassVar[dict[str, Dim]] = {**COMMON_SPACE, "factors": integer(4, 256)}
 
 
 class NNMFConfig(FactorConfig):
@@ -60,6 +95,10 @@ class MLPConfig(TrainConfig):
     dense_decay: float = 1e-5
     dense_lr: float = Field(0.01, gt=0)
     init_std: float = Field(0.1, ge=0)
+    search_space: ClassVar[dict[str, Dim]] = {
+        **COMMON_SPACE, "user_dim": integer(2, 64), "item_dim": integer(2, 64),
+        "hidden": choice([32], [64, 32], [128, 64], [256, 128, 64]),
+        "dense_lr": real(0.001, 0.03), "dense_decay": real(1e-7, 1e-3), "init_std": real(0.01, 0.3)}
 
 
 class W2VMLPConfig(MLPConfig):
@@ -81,6 +120,11 @@ def config_class(name: str) -> type[TrainConfig]:
     if name not in FAMILY:
         raise ConfigError(f"unknown model {name!r}", hint=f"choose from {', '.join(FAMILY)}")
     return FAMILY[name]
+
+
+def search_space(name: str) -> dict[str, Dim]:
+    """The hyperparameters the tuning flow searches for a model, with their ranges."""
+    return dict(config_class(name).search_space)
 
 
 def parse_config(name: str, overrides: dict[str, Any] | None = None,

@@ -130,25 +130,21 @@ def format_leaderboard(rows: list[dict[str, Any]], champion: str | None) -> str:
     return "\n".join(lines)
 
 
-def learning_curves_png(histories: dict[str, list[dict[str, float]]],
-                        start: dict[str, float] | None = None) -> bytes:
-    """Validation RMSE per epoch for every model (epoch 0 = its starting point, when known), as PNG bytes."""
+def new_figure() -> tuple[Any, Any]:
+    """A (figure, axes) pair for a report plot, on the headless backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=90)
-    for name, hist in sorted(histories.items()):
-        points = [(h["epoch"], h.get("val_rmse")) for h in hist]
-        if start and _number(start.get(name)):
-            points.insert(0, (0, start[name]))
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=name)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation RMSE")
-    ax.set_title("Learning curves")
+    return plt.subplots(figsize=(7, 4), dpi=90)
+
+
+def figure_png(fig: Any, ax: Any, xlabel: str, title: str) -> bytes:
+    """Label, grid and legend a report plot; return it as PNG bytes and free it."""
+    from matplotlib import pyplot as plt
+
+    ax.set(xlabel=xlabel, ylabel="validation RMSE", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     buf = io.BytesIO()
@@ -156,6 +152,21 @@ def learning_curves_png(histories: dict[str, list[dict[str, float]]],
     fig.savefig(buf, format="png")
     plt.close(fig)
     return buf.getvalue()
+
+
+def learning_curves_png(histories: dict[str, list[dict[str, float]]],
+                        start: dict[str, float] | None = None) -> bytes:
+    """Validation RMSE per epoch for every model (epoch 0 = its starting point, when known), as PNG bytes."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = new_figure()
+    for name, hist in sorted(histories.items()):
+        points = [(h["epoch"], h.get("val_rmse")) for h in hist]
+        if start and _number(start.get(name)):
+            points.insert(0, (0, start[name]))
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=name)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return figure_png(fig, ax, "epoch", "Learning curves")
 
 
 def image_markdown(png: bytes, title: str, caption: str = "") -> str:
@@ -173,7 +184,8 @@ def model_card(report: dict[str, Any]) -> str:
     bias = {b.get("name"): b for b in report.get("baselines", [])}.get("bias", {})
     lines = [f"# Champion: {ch.get('name')}", "", f"- run: `{report.get('run_id')}`; version: `{ch.get('version')}`",
              f"- bundle: `{ch.get('uri')}`", *_promotion_lines(report), *_training_lines(row, bias),
-             *_refit_lines(report.get("refit")), *_data_lines(report), "", "| metric | champion | bias |",
+             *tuning_lines((report.get("tuning") or {}).get(ch.get("name"))), *_refit_lines(report.get("refit")),
+             *_data_lines(report), "", "| metric | champion | bias |",
              "|---|---|---|"]
     for k in ("train_rmse", "val_rmse", "test_rmse", "test_mae", "test_warm_rmse", "test_cold_user_rmse",
               "test_cold_item_rmse"):
@@ -208,6 +220,19 @@ def _training_lines(row: dict[str, Any], bias: dict[str, Any]) -> list[str]:
     gains = [f"{split} {display('val_gain_vs_bias', gain_vs_bias(row.get(f'{split}_rmse'), bias.get(f'{split}_rmse')))}"
              for split in ("val", "test")]
     return [*lines, f"- RMSE gain over the bias baseline: {', '.join(gains)}"]
+
+
+def tuning_lines(used: Any) -> list[str]:
+    """Which hyperparameters came from a tuning run (and whether it tuned on other data than this run's)."""
+    if not isinstance(used, dict):
+        return ["- hyperparameters: the family's defaults (no tuning record in the store)"]
+    params = ", ".join(f"{k}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in used.get("params", {}).items())
+    lines = [f"- hyperparameters from tuning run `{used.get('run_id')}`: {params or 'none (all overridden)'}"]
+    if used.get("overridden"):
+        lines.append(f"- overridden by this run: {', '.join(used['overridden'])}")
+    if used.get("fingerprint_differs"):
+        lines.append("- warning: tuned on other data than this run's (fingerprint differs); re-run tuning")
+    return lines
 
 
 def _refit_lines(refit: Any) -> list[str]:

@@ -1,0 +1,76 @@
+"""What the training and tuning flows share: their input parameters (one pydantic model, so both UI forms
+ask the same way) and their first two stages, read + validate and split + Word2Vec."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from musicrec.models.registry import MODELS
+from musicrec.pipeline.report import StageClock
+from musicrec.pipeline.workspace import Workspace, new_run_id
+from musicrec.quiet import quiet_third_party
+from musicrec.settings import get_settings
+from tasks import training as t
+
+ModelName = Literal[tuple(MODELS)]  # the registry's names: the UI form offers exactly these
+
+
+class SplitParams(BaseModel):
+    method: Literal["random", "temporal"] = "random"
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+
+class RunInputs(BaseModel):
+    """The data a run reads, where it publishes, and how it runs."""
+
+    reviews: list[str] = Field(..., description="review files (Amazon 2014/2018/2023 JSON lines, ratings CSV, ...)")
+    meta: list[str] = Field(default=[], description="optional metadata files")
+    store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI or ./.musicrec/store")
+    models: list[ModelName] = Field(default=list(MODELS), description="which models to train")
+    seed: int = 0
+    split: SplitParams = Field(default=SplitParams())
+    task_runner: Literal["threads", "processes", "dask"] = "threads"
+    dask_address: str = Field("", description="existing Dask scheduler; empty = a LocalCluster")
+    threads: int = Field(0, ge=0, description="CPU threads for the whole run; 0 = every core")
+    work_dir: str = ".musicrec/work"
+    columns: dict[str, str] = Field(default={},
+                                    description="file column for user, item, rating, timestamp (headers not matched)")
+    rating_range: list[float] | None = Field(None, min_length=2, max_length=2,
+                                             description="[min, max] stars; empty = read from the data")
+
+
+def begin_run(params: RunInputs, prefix: str) -> tuple[Workspace, str, int]:
+    """A run's workspace (named after the flow run), its store URI and its thread budget."""
+    quiet_third_party()
+    store_uri = params.store_uri or get_settings().store_uri
+    threads = params.threads or os.cpu_count() or 1
+    return Workspace.create(params.work_dir, run_id_from_name(prefix)), store_uri, threads
+
+
+def load_and_prepare(params: RunInputs, workdir: str, clock: StageClock) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stages 1 and 2 of both flows: read + validate the inputs, then split and train Word2Vec."""
+    with clock("load-and-validate"):
+        run = t.load_and_validate(workdir, params.reviews, params.meta, params.columns,
+                                  tuple(params.rating_range) if params.rating_range else None)
+    fractions = (params.split.train, params.split.validation, params.split.test)
+    with clock("split-and-embed"):
+        prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
+    return run, prep
+
+
+def run_name(prefix: str) -> str:
+    """A flow run name that carries a new musicrec run id (the flow reads it back with run_id_from_name)."""
+    return prefix + new_run_id()
+
+
+def run_id_from_name(prefix: str) -> str:
+    """The run id in the current flow run's name; a new one when the run was named otherwise."""
+    from prefect.runtime import flow_run
+
+    name = flow_run.name or ""
+    return name[len(prefix):] if name.startswith(prefix) else new_run_id()

@@ -1,0 +1,85 @@
+"""The `tuning` flow: validate -> split + Word2Vec (the training flow's stages) -> one Optuna search per model,
+its trials as parallel task runs -> tuning/<model>.json in the store, which training starts from."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from flows.inputs import RunInputs, begin_run, load_and_prepare, run_name
+from musicrec.pipeline.report import StageClock, format_stages
+from tasks import tuning as tt
+from tasks.runners import make_task_runner
+
+RUN_NAME_PREFIX = "tuning-"
+
+
+class TuningParams(RunInputs):
+    """A search per model; the Prefect UI renders this as a form."""
+
+    trials: int = Field(20, ge=1, le=10000, description="trials per model (trial 0 is the default)")
+    timeout_per_model: float = Field(1800, gt=0, description="wall-clock seconds per model's search")
+    timeout_total: float = Field(14400, gt=0, description="wall-clock seconds for all searches")
+    parallel: int = Field(0, ge=0, description="trials at once; 0 = one per core")
+
+
+def _run_name() -> str:
+    """The Prefect flow run is named after the musicrec run id it creates (the flow reads it back)."""
+    return run_name(RUN_NAME_PREFIX)
+
+
+@flow(name="tune-model", flow_run_name="tune-{model}")
+def tune_model(workdir: str, model: str, trials: int, budget_seconds: float, seed: int, parallel: int,
+               threads_per_trial: int) -> list[dict[str, Any]]:
+    """One model's search: batches of `parallel` trials as task runs on the parent's runner."""
+    from musicrec.tuning.search import run_search
+
+    logger = get_run_logger()
+
+    def run_batch(specs: list[Any]) -> list[dict[str, Any]]:
+        futures = [tt.run_trial.submit(workdir, s.as_dict(), threads_per_trial, seed) for s in specs]
+        return [f.result() for f in futures]
+
+    def on_trial(o: dict[str, Any]) -> None:
+        logger.info("%s: trial %d/%d %s val_rmse %.4f, best %.4f (%d epochs, %.1fs)", model, o["number"] + 1,
+                    o["trials"], o["state"], o["val_rmse"], o["best_val_rmse"] or float("nan"), o["epochs"],
+                    o["seconds"])
+
+    journal = Path(workdir) / "tuning" / f"{model}.journal"
+    return run_search(journal, model, trials=trials, parallel=parallel, budget_seconds=budget_seconds, seed=seed,
+                      run_batch=run_batch, on_trial=on_trial)
+
+
+@flow(name="tuning", flow_run_name=_run_name)
+def tuning(params: TuningParams) -> dict[str, Any]:
+    """Search each model's hyperparameters on validation RMSE and store the best as tuning/<model>.json."""
+    from musicrec.tuning.records import build_record
+
+    ws, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
+    logger = get_run_logger()
+    clock = StageClock()
+    run, prep = load_and_prepare(params, str(ws.root), clock)
+    parallel = params.parallel or max(1, min(threads, params.trials))
+    runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, parallel)
+    end, records = time.time() + params.timeout_total, []
+    for model in params.models:
+        budget = min(params.timeout_per_model, end - time.time())
+        if budget <= 0:
+            logger.warning("total budget spent: %s not tuned (its previous record, if any, stays)", model)
+            continue
+        t0 = time.time()
+        with clock(f"tune-{model}"):
+            outcomes = tune_model.with_options(task_runner=runner)(
+                str(ws.root), model, params.trials, budget, params.seed, parallel, max(1, threads // parallel))
+            record = build_record(model, outcomes, run_id=ws.run_id, run={**run, "split": prep["split"]},
+                                  seed=params.seed, seconds=time.time() - t0, budget_seconds=budget,
+                                  trials_asked=params.trials)
+            record["uri"] = tt.publish_tuning(store_uri, record)
+        records.append(record)
+    logger.info(format_stages(clock.seconds))
+    return {"run_id": ws.run_id, "store_uri": store_uri, "data": {k: run[k] for k in ("ratings", "fingerprint")},
+            "records": records, "stage_seconds": clock.seconds}

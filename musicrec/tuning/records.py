@@ -1,0 +1,148 @@
+"""tuning/<model>.json: what a search found (best params, best and default validation RMSE on one split, the
+trials, the search space, the data fingerprint). Training starts each model from its record; CLI overrides
+still win. No Optuna or torch import here: the CLI and the training flow read records cheaply."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import musicrec
+from musicrec.errors import MusicrecError
+from musicrec.models.configs import ConfigError, parse_config, search_space
+from musicrec.store import MissingKeyError, Store
+
+PREFIX = "tuning"
+
+
+def record_key(model: str) -> str:
+    return f"{PREFIX}/{model}.json"
+
+
+def build_record(model: str, outcomes: list[dict[str, Any]], *, run_id: str, run: dict[str, Any], seed: int,
+                 seconds: float, budget_seconds: float, trials_asked: int) -> dict[str, Any]:
+    """The stored summary of one model's search. Trial 0 is the default, so default_val_rmse is measured on
+    the same split as the best; best_params is the default's when nothing beat it."""
+    done = [o for o in outcomes if o["state"] == "complete"]
+    best = min(done, key=lambda o: o["val_rmse"]) if done else None
+    default = next((o for o in outcomes if o["number"] == 0 and o["state"] == "complete"), None)
+    counts = {s: sum(o["state"] == s for o in outcomes) for s in ("complete", "pruned", "failed")}
+    return {
+        "model": model, "run_id": run_id, "created_at": datetime.now(UTC).isoformat(),
+        "code_version": musicrec.__version__,
+        "data": {"fingerprint": run.get("fingerprint"), "ratings": run.get("ratings"), "split": run.get("split")},
+        "best_params": best["params"] if best else None, "best_trial": best["number"] if best else None,
+        "best_val_rmse": best["val_rmse"] if best else None, "best_epoch": best["best_epoch"] if best else None,
+        "default_val_rmse": default["val_rmse"] if default else None,
+        "trials": len(outcomes), "trials_asked": trials_asked, **counts,
+        "stopped_by": "trials" if len(outcomes) >= trials_asked else "budget",
+        "seconds": round(seconds, 1), "budget_seconds": budget_seconds,
+        "sampler": f"TPE (seed {seed})", "pruner": "median of earlier trials at the same epoch",
+        "search_space": {k: asdict(v) for k, v in search_space(model).items()},
+        "history": outcomes,
+    }
+
+
+def gain(record: dict[str, Any]) -> float | None:
+    """How much lower the tuned validation RMSE is than the default's, in percent."""
+    best, default = record.get("best_val_rmse"), record.get("default_val_rmse")
+    return None if best is None or not default else (default - best) / default * 100
+
+
+def write_record(store: Store, record: dict[str, Any]) -> str:
+    """Replace tuning/<model>.json in one put (a local store renames a finished temp file; an S3 PUT is
+    atomic), so an interrupted run or a failing store leaves the previous record as it was."""
+    key = record_key(record["model"])
+    store.put_bytes(key, json.dumps(record, indent=2, default=str).encode(), content_type="application/json")
+    return store.url_for(key)
+
+
+def read_records(store: Store, models: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The latest record of each model that has one, and notes on records that could not be used."""
+    found, notes = {}, []
+    for model in models:
+        key = record_key(model)
+        try:
+            record = json.loads(store.get_bytes(key))
+        except MissingKeyError:
+            continue
+        except (ValueError, MusicrecError) as e:
+            notes.append(f"{store.url_for(key)} unreadable ({e}): {model} starts from its defaults")
+            continue
+        if not record.get("best_params"):
+            notes.append(f"{store.url_for(key)} has no completed trial: {model} starts from its defaults")
+            continue
+        try:
+            parse_config(model, record["best_params"])
+        except ConfigError as e:
+            notes.append(f"{store.url_for(key)} does not fit this version's {model} ({e}): defaults used")
+            continue
+        found[model] = record
+    return found, notes
+
+
+def apply_records(records: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]],
+                  fingerprint: str | None) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Per model: tuned params under the user's overrides (which win), and what the report says about it:
+    which params came from tuning, from which run, and whether the tuning data differs from today's."""
+    merged, info = {m: dict(v) for m, v in overrides.items()}, {}
+    for model, record in records.items():
+        user = overrides.get(model, {})
+        tuned = {k: v for k, v in record["best_params"].items() if k not in user}
+        merged[model] = {**tuned, **user}
+        info[model] = {"run_id": record.get("run_id"), "created_at": record.get("created_at"), "params": tuned,
+                       "overridden": sorted(set(record["best_params"]) & set(user) - {"seed"}),
+                       "best_val_rmse": record.get("best_val_rmse"), "default_val_rmse": record.get("default_val_rmse"),
+                       "fingerprint_differs": (record.get("data") or {}).get("fingerprint") != fingerprint}
+    return merged, info
+
+
+def format_records(records: list[dict[str, Any]]) -> str:
+    """Default vs tuned validation RMSE per model, for the terminal."""
+    lines = ["model            default val   tuned val    gain   trials (pruned)   seconds  stopped by"]
+    for r in records:
+        g = gain(r)
+        lines.append(f"{r['model']:<16} {_f(r.get('default_val_rmse')):>11} {_f(r.get('best_val_rmse')):>11} "
+                     f"{(f'{g:+.2f}%' if g is not None else '-'):>7}   {r['trials']:>3} ({r['pruned']:>3})       "
+                     f"{r['seconds']:>8.1f}  {r['stopped_by']}")
+    return "\n".join(lines)
+
+
+def _f(v: Any) -> str:
+    return f"{v:.4f}" if isinstance(v, int | float) else "-"
+
+
+def trial_table(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the UI's trials table: params, validation RMSE, epochs, pruned or not, seconds."""
+    return [{"trial": o["number"], "state": o["state"], "val_rmse": _f(o.get("val_rmse")), "epochs": o.get("epochs"),
+             "best_epoch": o.get("best_epoch"), "seconds": o.get("seconds"),
+             "params": ", ".join(f"{k}={_short(v)}" for k, v in o["params"].items())}
+            for o in record["history"]]
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def history_png(record: dict[str, Any]) -> bytes:
+    """The optimisation history: each trial's validation RMSE (pruned ones marked), the best so far, the default."""
+    from musicrec.pipeline.report import figure_png, new_figure
+
+    fig, ax = new_figure()
+    hist = sorted(record["history"], key=lambda o: o["number"])
+    for state, marker in (("complete", "o"), ("pruned", "x")):
+        pts = [(o["number"], o["val_rmse"]) for o in hist if o["state"] == state]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, s=18, label=state)
+    best, run = [], float("inf")
+    for o in hist:
+        run = min(run, o["val_rmse"]) if o["state"] == "complete" else run
+        best.append((o["number"], run))
+    ax.step([b[0] for b in best], [b[1] for b in best], where="post", label="best so far")
+    default = record.get("default_val_rmse")
+    if default is not None:
+        ax.axhline(default, ls="--", color="grey", label="default")
+        low = min([b[1] for b in best if b[1] < float("inf")], default=default)
+        ax.set_ylim(low - 0.2 * (default - low) - 1e-4, default + 2 * (default - low) + 1e-3)  # far-off trials clip
+    return figure_png(fig, ax, "trial", f"Tuning {record['model']}")
