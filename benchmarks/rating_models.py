@@ -38,15 +38,22 @@ def inputs(name: str, tmp: Path) -> tuple[list[str], list[str]]:
     return [str(MI / "reviews_Musical_Instruments_5.partial.json.gz")], meta
 
 
-def surprise_rows(data_split) -> list[dict]:
-    from surprise import SVD, BaselineOnly, Dataset, Reader
+def default_algorithms() -> list[tuple[str, object]]:
+    from surprise import SVD, BaselineOnly
+
+    return [("surprise BaselineOnly", BaselineOnly(verbose=False)), ("surprise SVD (defaults)", SVD(random_state=0)),
+            ("surprise SVD (100 f, reg 0.05)", SVD(n_factors=100, reg_all=0.05, random_state=0))]
+
+
+def surprise_rows(data_split, algorithms: list[tuple[str, object]] | None = None) -> list[dict]:
+    """Fit each Surprise algorithm on the split's training part; RMSE on validation and test."""
+    from surprise import Dataset, Reader
 
     train = data_split.train
     scale = (float(train["rating"].min()), float(train["rating"].max()))
     trainset = Dataset.load_from_df(train[["user_id", "item_id", "rating"]], Reader(rating_scale=scale)).build_full_trainset()
     rows = []
-    for label, algo in [("surprise BaselineOnly", BaselineOnly(verbose=False)), ("surprise SVD (defaults)", SVD(random_state=0)),
-                        ("surprise SVD (100 f, reg 0.05)", SVD(n_factors=100, reg_all=0.05, random_state=0))]:
+    for label, algo in algorithms or default_algorithms():
         t0 = time.perf_counter()
         algo.fit(trainset)
         row = {"name": label, "fit_seconds": round(time.perf_counter() - t0, 2)}
