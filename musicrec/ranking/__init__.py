@@ -1,0 +1,1 @@
+"""Top-N evaluation: the temporal leave-last-out protocol and full-ranking metrics (numpy, no torch)."""

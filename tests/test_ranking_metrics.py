@@ -1,0 +1,94 @@
+"""Full-ranking metrics at their limits: perfect ranker, known ranks, exclusions, ties, empty inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from musicrec.ranking.metrics import (
+    evaluate_scorer,
+    heldout_ranks,
+    interaction_matrix,
+    sample_users,
+    top_k,
+    topk_ranks,
+    user_metrics,
+)
+
+
+def _csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
+    users = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+    return interaction_matrix(users, np.concatenate([np.asarray(r, int) for r in rows] or [[]]), len(rows), n_items)
+
+
+def test_perfect_ranker_scores_one() -> None:
+    rng = np.random.default_rng(0)
+    held = _csr([[int(i)] for i in rng.integers(0, 50, 20)], 50)
+    excl = _csr([[] for _ in range(20)], 50)
+    res = evaluate_scorer(lambda u: held[u].toarray() + rng.random((len(u), 50)) * 0.1, None, held, excl, 50)
+    assert res["hr@10"] == res["ndcg@10"] == res["recall@50"] == 1.0
+    assert res["users"] == 20
+
+
+@pytest.mark.parametrize("rank", [1, 2, 5, 10, 11, 50])
+def test_item_at_rank_r_gives_ndcg_one_over_log2_r_plus_1(rank: int) -> None:
+    n = 60
+    scores = np.arange(n, 0, -1, dtype=np.float32)[None, :]  # item j at 1-based rank j + 1
+    held = _csr([[rank - 1]], n)
+    m = user_metrics(heldout_ranks(scores, held, _csr([[]], n)), held)
+    assert m["ndcg@10"][0] == pytest.approx(1 / np.log2(rank + 1) if rank <= 10 else 0.0)
+    assert m["hr@10"][0] == float(rank <= 10)
+    assert m["recall@50"][0] == float(rank <= 50)
+
+
+def test_excluded_items_never_count() -> None:
+    scores = np.array([[9, 8, 7, 6, 5]], np.float32)
+    held = _csr([[3]], 5)
+    assert heldout_ranks(scores, held, _csr([[]], 5))[0] == 3
+    assert heldout_ranks(scores, held, _csr([[0, 2]], 5))[0] == 1
+    assert heldout_ranks(scores, held, _csr([[3]], 5))[0] == 3  # the held-out item itself is always ranked
+    assert top_k(scores, _csr([[0, 2]], 5), 3).tolist() == [[1, 3, 4]]
+    assert top_k(scores, _csr([[0, 1, 2]], 5), 3).tolist() == [[3, 4, -1]]  # fewer candidates than k
+
+
+def test_ties_are_broken_by_item_index_whatever_the_input_order() -> None:
+    scores = np.zeros((1, 8), np.float32)
+    scores[0, [2, 5, 7]] = 1.0
+    assert top_k(scores, _csr([[]], 8), 4).tolist() == [[2, 5, 7, 0]]
+    ranks = heldout_ranks(scores, _csr([[0, 5, 7]], 8), _csr([[]], 8))
+    assert ranks.tolist() == [3, 1, 2]
+    perm = np.random.default_rng(1).permutation(8)  # same scores listed in another order: same ranks per item
+    inv = np.argsort(perm)
+    assert heldout_ranks(scores[:, perm][:, inv], _csr([[0, 5, 7]], 8), _csr([[]], 8)).tolist() == [3, 1, 2]
+
+
+def test_several_heldout_items_and_topk_input() -> None:
+    scores = np.array([[5, 4, 3, 2, 1]], np.float32)
+    held = _csr([[0, 4]], 5)
+    m = user_metrics(heldout_ranks(scores, held, _csr([[]], 5)), held, k=2, recall_k=3)
+    assert m["ndcg@2"][0] == pytest.approx(1.0 / (1 + 1 / np.log2(3)))
+    assert m["recall@3"][0] == 0.5
+    assert topk_ranks(np.array([[4, 0, 1]]), held).tolist() == [1, 0]
+
+
+def test_empty_inputs_and_nan() -> None:
+    empty = sp.csr_matrix((0, 10), dtype=np.float32)
+    res = evaluate_scorer(lambda u: np.zeros((len(u), 10), np.float32), None, empty, empty, 10)
+    assert res["users"] == 0 and res["hr@10"] == 0.0 and res["coverage@10"] == 0.0
+    assert top_k(np.zeros((0, 10), np.float32), empty, 10).shape == (0, 10)
+    with pytest.raises(ValueError, match="NaN"):
+        heldout_ranks(np.full((1, 3), np.nan, np.float32), _csr([[1]], 3), _csr([[]], 3))
+
+
+def test_batches_and_user_sample_are_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items = 300, 40
+    held = interaction_matrix(np.arange(n_users), rng.integers(0, n_items, n_users), n_users, n_items)
+    excl = interaction_matrix(rng.integers(0, n_users, 900), rng.integers(0, n_items, 900), n_users, n_items)
+    table = rng.standard_normal((n_users, n_items)).astype(np.float32)
+    whole = evaluate_scorer(lambda u: table[u], None, held, excl, n_items, batch=n_users)
+    assert evaluate_scorer(lambda u: table[u], None, held, excl, n_items, batch=7) == pytest.approx(whole)
+    assert 0.0 < whole["coverage@10"] <= 1.0
+    a, b = sample_users(np.arange(n_users), 50, seed=3), sample_users(np.arange(n_users)[::-1], 50, seed=3)
+    assert a.tolist() == b.tolist() and len(a) == 50
