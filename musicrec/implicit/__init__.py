@@ -1,0 +1,1 @@
+"""Implicit-feedback models: dot-product embeddings trained on interactions with sampled negatives."""

@@ -1,0 +1,73 @@
+"""Typed hyperparameters of the implicit models (pydantic, no torch import, so overrides are checked early)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from musicrec.errors import MusicrecError
+
+
+class ImplicitConfigError(MusicrecError):
+    """An override that the implicit model cannot take (unknown key, wrong type, out of range)."""
+
+
+class ImplicitConfig(BaseModel):
+    """Shared by the three losses; each loss's class only changes defaults."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    factors: int = Field(64, ge=1, le=1024, description="embedding size of users and items")
+    lr: float = Field(1.0, gt=0, description="row-wise AdaGrad step of the embedding and bias tables")
+    weight_decay: float = Field(0.05, ge=0, description="L2 per touched row and occurrence (lazy, sparse)")
+    epochs: int = Field(100, ge=1, le=1000, description="maximum epochs; early stopping on validation NDCG@10")
+    patience: int = Field(8, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    batch_size: int = Field(0, ge=0, description="positives per step; 0 = rows / 100 within [64, 4096]")
+    negatives: int = Field(1, ge=1, le=1024, description="sampled negatives per positive")
+    neg_sampling: Literal["uniform", "popularity"] = "uniform"
+    neg_exponent: float = Field(0.75, ge=0, le=2, description="popularity sampling: p(item) ~ count^exponent")
+    resample_positives: bool = Field(True, description="re-draw (once) negatives that are positives of the user")
+    negative_pick: Literal["mean", "max"] = Field("mean", description="average the loss over the negatives, "
+                                                  "or take the highest-scoring one (adaptive, WARP-like)")
+    margin: float = Field(1.0, ge=0, description="hinge margin")
+    init_std: float = Field(0.1, ge=0, description="standard deviation of the initial embedding rows")
+    use_text: bool = Field(False, description="add a learnt projection of the item's text vector to its row")
+    val_users: int = Field(5000, ge=1, description="fixed seeded sample of validation users per epoch")
+    seed: int = 0
+
+
+class PointwiseConfig(ImplicitConfig):
+    """implicit_pointwise: logistic loss on positives (label 1) and sampled negatives (label 0)."""
+
+
+class BPRConfig(ImplicitConfig):
+    """implicit_bpr: -log sigmoid(s_pos - s_neg)."""
+
+
+class HingeConfig(ImplicitConfig):
+    """implicit_hinge: max(0, margin - s_pos + s_neg) on the highest-scoring of several negatives."""
+
+    negatives: int = Field(8, ge=1, le=1024)
+    negative_pick: Literal["mean", "max"] = "max"
+    lr: float = Field(0.5, gt=0)
+    weight_decay: float = Field(0.2, ge=0)
+
+
+CONFIGS: dict[str, type[ImplicitConfig]] = {
+    "implicit_pointwise": PointwiseConfig,
+    "implicit_bpr": BPRConfig,
+    "implicit_hinge": HingeConfig,
+}
+
+
+def make_config(name: str, overrides: dict[str, Any] | None = None) -> ImplicitConfig:
+    """The model's config with overrides applied; an unknown model or a bad override is an ImplicitConfigError."""
+    if name not in CONFIGS:
+        raise ImplicitConfigError(f"unknown implicit model '{name}'", hint=f"use one of: {', '.join(CONFIGS)}")
+    try:
+        return CONFIGS[name](**(overrides or {}))
+    except ValidationError as e:
+        keys = ", ".join(CONFIGS[name].model_fields)
+        raise ImplicitConfigError(f"bad override for {name}: {e.errors()[0]['msg']} "
+                                  f"({'.'.join(map(str, e.errors()[0]['loc']))})", hint=f"valid keys: {keys}") from e

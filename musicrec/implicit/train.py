@@ -1,0 +1,187 @@
+"""Training of the implicit models: sampled negatives, row-wise sparse AdaGrad on the touched rows only,
+early stopping on validation NDCG@10 (full ranking over a fixed seeded sample of users), best epoch restored."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from musicrec.implicit.configs import ImplicitConfig, make_config
+from musicrec.implicit.losses import LOSSES, batch_loss
+from musicrec.implicit.model import ImplicitMF
+from musicrec.implicit.sampling import NegativeSampler
+from musicrec.optim import coalesce_rows
+from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix, sample_users
+
+IMPLICIT_MODELS: dict[str, str] = {  # model name -> loss
+    "implicit_pointwise": "pointwise",
+    "implicit_bpr": "bpr",
+    "implicit_hinge": "hinge",
+}
+EpochCallback = Callable[[dict[str, float]], None]
+ACC_START = 1.0  # AdaGrad accumulator start: small gradients take plain SGD steps of rate lr
+
+
+@dataclass
+class ImplicitResult:
+    """The fitted model at its best epoch, with the per-epoch history (epoch 0 = untrained)."""
+
+    name: str
+    config: ImplicitConfig
+    model: ImplicitMF
+    best_epoch: int
+    best: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    fit_seconds: float = 0.0
+
+
+class RowAdagrad:
+    """One accumulator per row: with g the row's gradient summed over the batch (duplicates coalesced first,
+    so a popular item's step stays bounded by lr), acc[r] += mean(g^2); w[r] -= lr * g / sqrt(acc[r])."""
+
+    def __init__(self, tables: dict[str, torch.Tensor], lr: float) -> None:
+        self.lr = lr
+        self.acc = {name: torch.full((t.shape[0],), ACC_START) for name, t in tables.items()}
+
+    @torch.no_grad()
+    def update(self, name: str, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
+        rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1))
+        acc = self.acc[name]
+        acc.index_add_(0, rows, g.pow(2).mean(1))
+        step = g * acc.index_select(0, rows).rsqrt().unsqueeze(1) * -self.lr
+        table.view(table.shape[0], -1).index_add_(0, rows, step)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with n intra-op threads, restoring the previous count afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class Trainer:
+    """One model, its optimiser state and its negative sampler; train_epoch runs one shuffled pass."""
+
+    def __init__(self, name: str, cfg: ImplicitConfig, model: ImplicitMF, users: np.ndarray, items: np.ndarray,
+                 n_items: int) -> None:
+        self.cfg, self.model, self.loss = cfg, model, LOSSES[IMPLICIT_MODELS[name]]
+        self.users = torch.as_tensor(np.asarray(users, np.int64))
+        self.items = torch.as_tensor(np.asarray(items, np.int64))
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        counts = np.bincount(items, minlength=n_items) if cfg.neg_sampling == "popularity" else None
+        self.sampler = NegativeSampler(n_items, self.gen, counts, cfg.neg_exponent,
+                                       (users, items) if cfg.resample_positives else None)
+        self.opt = RowAdagrad(model.tables(), cfg.lr)
+        self.proj_acc = None if model.text_proj is None else torch.full_like(model.text_proj, ACC_START)
+
+    def train_epoch(self) -> float:
+        """Mean loss per positive over one pass in a seeded random order."""
+        order = torch.randperm(len(self.users), generator=self.gen)
+        size = self.cfg.batch_size or min(4096, max(64, len(order) // 100))
+        total = 0.0
+        for start in range(0, len(order), size):
+            idx = order[start:start + size]
+            u, i = self.users[idx], self.items[idx]
+            total += self.step(u, i, self.sampler.sample(u, self.cfg.negatives))
+        return total / max(1, len(order))
+
+    def hardest(self, u: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """The highest-scoring of each row's negatives, (b, 1)."""
+        with torch.no_grad():
+            m = self.model
+            s = torch.einsum("bf,bmf->bm", m.user[u], m.item_rows(neg)) + m.item_bias[neg]
+        return neg.gather(1, s.argmax(1, keepdim=True))
+
+    def step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor) -> float:
+        """One AdaGrad step on the summed batch loss; returns that sum."""
+        cfg, m = self.cfg, self.model
+        if cfg.negative_pick == "max" and neg.shape[1] > 1:
+            neg = self.hardest(u, neg)
+        items = torch.cat([i, neg.T.reshape(-1)])  # block k holds every row's k-th negative
+        p = m.user[u].requires_grad_()
+        q = m.item[items].requires_grad_()
+        b = m.item_bias[items].requires_grad_()
+        proj = None if m.text_proj is None else m.text_proj.detach().clone().requires_grad_()
+        s = (m.item_rows(items, q, proj).view(-1, len(u), q.shape[1]) * p).sum(-1) + b.view(-1, len(u))
+        loss = batch_loss(self.loss, s[0], s[1:].T, "mean", cfg.margin).sum()
+        loss.backward()
+        wd = cfg.weight_decay
+        self.opt.update("user", m.user, u, p.grad + wd * p.detach())
+        self.opt.update("item", m.item, items, q.grad + wd * q.detach())
+        self.opt.update("item_bias", m.item_bias, items, b.grad + wd * b.detach())
+        if proj is not None and self.proj_acc is not None:
+            self.proj_acc.add_(proj.grad.pow(2))
+            m.text_proj.sub_(cfg.lr * proj.grad / self.proj_acc.sqrt())
+        return float(loss.detach())
+
+
+def score_fn(model: ImplicitMF) -> Callable[[np.ndarray], np.ndarray]:
+    """Full-catalogue scores for a batch of users (for ranking.metrics.evaluate_scorer)."""
+    table = model.item_table()
+
+    def scores(users: np.ndarray) -> np.ndarray:
+        return (model.user_table(torch.as_tensor(users, dtype=torch.int64)) @ table.T).numpy()
+
+    return scores
+
+
+def validate(model: ImplicitMF, users: np.ndarray, validation: sp.csr_matrix,
+             exclude: sp.csr_matrix) -> dict[str, float]:
+    """HR@10, NDCG@10 and Recall@50 on the fixed validation users, full ranking over non-excluded items."""
+    return evaluate_scorer(score_fn(model), users, validation, exclude, validation.shape[1], coverage=False)
+
+
+def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users: int, n_items: int,
+                 validation: sp.csr_matrix, exclude: sp.csr_matrix | None = None,
+                 overrides: dict[str, Any] | None = None, threads: int = 1, on_epoch: EpochCallback | None = None,
+                 text: np.ndarray | None = None) -> ImplicitResult:
+    """Train model `name` on (user index, item index) pairs; stop early on validation NDCG@10.
+
+    validation: CSR (n_users x n_items) of each user's validation item(s); exclude: items not ranked for
+    validation (default: the training interactions); text: (n_items, d) item vectors, used when use_text."""
+    cfg = make_config(name, overrides)
+    users, items = (np.asarray(a, np.int64) for a in interactions)
+    exclude = interaction_matrix(users, items, n_users, n_items) if exclude is None else exclude
+    with torch_threads(threads):
+        torch.manual_seed(cfg.seed)
+        vector = torch.as_tensor(text) if cfg.use_text and text is not None else None
+        model = ImplicitMF(n_users, n_items, cfg.factors, cfg.init_std, cfg.seed, vector)
+        trainer = Trainer(name, cfg, model, users, items, n_items)
+        val_users = sample_users(np.flatnonzero(np.diff(validation.indptr)), cfg.val_users, cfg.seed)
+        return _run(name, cfg, trainer, lambda: validate(model, val_users, validation, exclude), on_epoch)
+
+
+def _run(name: str, cfg: ImplicitConfig, trainer: Trainer, evaluate: Callable[[], dict[str, float]],
+         on_epoch: EpochCallback | None) -> ImplicitResult:
+    """Epoch loop with patience; keeps a copy of the best state and restores it at the end."""
+    t0 = time.perf_counter()
+    history = [{"epoch": 0, "loss": float("nan"), **evaluate(), "seconds": 0.0}]
+    best, best_epoch = history[0], 0
+    best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for epoch in range(1, cfg.epochs + 1):
+        t = time.perf_counter()
+        loss = trainer.train_epoch()
+        train_s = time.perf_counter() - t
+        row = {"epoch": epoch, "loss": loss, **evaluate(), "seconds": train_s,
+               "eval_seconds": time.perf_counter() - t - train_s}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row)
+        if row["ndcg@10"] > best["ndcg@10"]:
+            best, best_epoch = row, epoch
+            best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    trainer.model.load_state_dict(best_state)
+    return ImplicitResult(name, cfg, trainer.model, best_epoch, best, history, time.perf_counter() - t0)

@@ -1,0 +1,115 @@
+"""Implicit models: losses against hand-computed values, negative sampling, configs, and learning at defaults."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from musicrec.implicit.configs import ImplicitConfigError, make_config
+from musicrec.implicit.losses import batch_loss, bpr, hinge, pointwise
+from musicrec.implicit.sampling import NegativeSampler
+from musicrec.implicit.train import IMPLICIT_MODELS, fit_implicit
+from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix
+
+
+def _sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_losses_match_hand_computed_values() -> None:
+    pos, neg = torch.tensor([2.0, -1.0]), torch.tensor([[0.5], [1.0]])
+    assert pointwise(pos, neg)[:, 0].tolist() == pytest.approx(
+        [-math.log(_sig(2.0)) - math.log(1 - _sig(0.5)), -math.log(_sig(-1.0)) - math.log(1 - _sig(1.0))], rel=1e-5)
+    assert bpr(pos, neg)[:, 0].tolist() == pytest.approx([-math.log(_sig(1.5)), -math.log(_sig(-2.0))], rel=1e-5)
+    assert hinge(pos, neg, 1.0)[:, 0].tolist() == pytest.approx([0.0, 3.0])
+    assert hinge(pos, neg, 2.0)[:, 0].tolist() == pytest.approx([0.5, 4.0])
+    many = torch.tensor([[0.0, 1.5, -1.0]])
+    assert batch_loss(hinge, torch.tensor([2.0]), many, "max", 1.0).item() == pytest.approx(0.5)  # adaptive
+    assert batch_loss(hinge, torch.tensor([2.0]), many, "mean", 1.0).item() == pytest.approx(0.5 / 3)
+
+
+def test_uniform_and_popularity_negatives_follow_their_distribution() -> None:
+    counts = np.array([1000, 100, 10, 1, 0], float)
+    n = 200_000
+    uni = NegativeSampler(5, torch.Generator().manual_seed(0)).draw((n,))
+    assert np.bincount(uni.numpy(), minlength=5) / n == pytest.approx(np.full(5, 0.2), abs=0.005)
+    pop = NegativeSampler(5, torch.Generator().manual_seed(0), counts, 0.75).draw((n,))
+    expected = counts ** 0.75 / (counts ** 0.75).sum()
+    assert np.bincount(pop.numpy(), minlength=5) / n == pytest.approx(expected, abs=0.005)
+    assert (pop == 4).sum() == 0  # a never-seen item is never a popularity negative
+
+
+def test_sampling_is_seeded_and_redraws_positives() -> None:
+    users, items = np.repeat(np.arange(50), 9), np.tile(np.arange(9), 50)  # every user has items 0..8 of 10
+    s = NegativeSampler(10, torch.Generator().manual_seed(3), positives=(users, items))
+    t = NegativeSampler(10, torch.Generator().manual_seed(3), positives=(users, items))
+    u = torch.arange(50)
+    a, b = s.sample(u, 20), t.sample(u, 20)
+    assert torch.equal(a, b)
+    assert (a == 9).float().mean() > 0.15  # plain uniform draws give 0.1; one redraw of the 90% hits adds 0.09
+    assert s.is_positive(torch.tensor([0]), torch.tensor([[3, 9]])).tolist() == [[True, False]]
+
+
+def test_configs_are_typed_and_closed() -> None:
+    assert make_config("implicit_hinge").negative_pick == "max"
+    with pytest.raises(ImplicitConfigError, match="valid keys"):
+        make_config("implicit_bpr", {"factor": 8})
+    with pytest.raises(ImplicitConfigError):
+        make_config("implicit_bpr", {"neg_sampling": "zipf"})
+    with pytest.raises(ImplicitConfigError, match="unknown implicit model"):
+        make_config("implicit_warp")
+
+
+def _clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray, object, int, int]:
+    """Users in 6 clusters, each preferring one item cluster 8:1, under a Zipf-like popularity."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items, c = 500, 240, 6
+    uc, ic = rng.integers(0, c, n_users), np.arange(n_items) % c
+    pop = 1.0 / (np.arange(n_items) + 10.0) ** 0.5
+    rows = []
+    for u in range(n_users):
+        p = pop * np.where(ic == uc[u], 8.0, 1.0)
+        rows.append(rng.choice(n_items, 12, replace=False, p=p / p.sum()))
+    items = np.array(rows)
+    val = interaction_matrix(np.arange(n_users), items[:, 11], n_users, n_items)
+    return np.repeat(np.arange(n_users), 11), items[:, :11].ravel(), val, n_users, n_items
+
+
+@pytest.mark.parametrize("name", list(IMPLICIT_MODELS))
+def test_each_loss_learns_beyond_most_popular_at_its_defaults(name: str) -> None:
+    users, items, val, n_users, n_items = _clusters()
+    excl = interaction_matrix(users, items, n_users, n_items)
+    counts = np.bincount(items, minlength=n_items).astype(np.float32)
+    popular = evaluate_scorer(lambda u: np.tile(counts, (len(u), 1)), None, val, excl, n_items)["ndcg@10"]
+    r = fit_implicit(name, (users, items), n_users, n_items, val, overrides={"epochs": 30})
+    assert r.best_epoch >= 1
+    assert r.best["ndcg@10"] > 1.5 * r.history[0]["ndcg@10"]
+    assert r.best["ndcg@10"] > 1.2 * popular
+    assert {"loss", "ndcg@10", "hr@10", "seconds"} <= set(r.history[1])
+
+
+def test_fit_is_deterministic_on_one_thread_and_restores_the_best_epoch() -> None:
+    users, items, val, n_users, n_items = _clusters(1)
+    over = {"epochs": 4, "factors": 8}
+    a = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
+    b = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
+    assert torch.equal(a.model.item, b.model.item) and a.history[-1]["loss"] == b.history[-1]["loss"]
+    from musicrec.implicit.train import validate
+    again = validate(a.model, np.arange(n_users), val, interaction_matrix(users, items, n_users, n_items))
+    assert again["ndcg@10"] == pytest.approx(a.best["ndcg@10"])
+
+
+def test_text_vectors_give_items_without_interactions_a_row() -> None:
+    users, items, val, n_users, n_items = _clusters(2)
+    text = np.eye(6, dtype=np.float32)[np.arange(n_items) % 6]
+    r = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
+                     overrides={"epochs": 3, "use_text": True}, text=text)
+    assert r.model.text_proj is not None and float(r.model.text_proj.abs().sum()) > 0
+    table = r.model.item_table()
+    assert table.shape == (n_items, r.config.factors + 1)
+    u = r.model.user_table(torch.tensor([0, 1]))
+    assert torch.allclose(u @ table[:5].T, torch.stack([r.model(torch.tensor([k] * 5), torch.arange(5))
+                                                        for k in (0, 1)]), atol=1e-5)
