@@ -181,3 +181,19 @@ def test_reports_progress_prints_nothing_and_rejects_unknown_scales(tmp_path: Pa
     generate_sample(tmp_path / "out", "small", seed=3, progress=messages.append)
     assert len(messages) >= 3 and capsys.readouterr() == ("", "")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(FILES)
+
+
+def test_also_buy_never_learns_from_a_users_latest_two_or_from_after_the_cutoff():
+    from musicrec.data.generate import ALSO_BUY_CUTOFF, history_before_cutoff
+
+    rng = np.random.default_rng(4)
+    user, day = rng.integers(0, 300, 5000), rng.integers(0, 400, 5000)
+    keep = history_before_cutoff(user, day)
+    assert not keep[day >= np.quantile(day, ALSO_BUY_CUTOFF)].any()
+    for u in np.unique(user):
+        rows = np.flatnonzero(user == u)
+        latest_two = rows[np.argsort(-day[rows], kind="stable")[:2]]
+        assert not keep[latest_two].any()  # whichever way ties are broken, neither held-out item is used
+        tied = rows[day[rows] >= day[latest_two].min()]
+        assert not keep[tied].any()
+    assert 0.3 < keep.mean() < 0.8  # most of the earlier history still counts

@@ -30,8 +30,9 @@ from musicrec.data.world import (
 from musicrec.errors import MusicrecError
 from musicrec.hashing import sha256_file
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: also_buy from interactions before a cut-off, never a user's latest two
 NO_META_SHARE, EMPTY_TITLE_SHARE = 0.15, 0.03  # rated items without a meta line; meta lines with title ""
+ALSO_BUY_CUTOFF = 0.8  # also_buy learns only from reviews before this quantile of review days
 ALSO_BUY, ALSO_VIEW = 10, 5  # list lengths: top co-purchased items; other items of the same artist
 CHUNK = 50_000  # JSON lines built and compressed at a time
 VERIFIED_FROM = 13_500  # Dec 2006: most reviews after it are verified purchases
@@ -79,6 +80,7 @@ def make_card(scale: str, seed: int, truth: Reviews, dups: Reviews, meta: dict[s
         "users": len(np.unique(truth.user)), "items": len(np.unique(truth.item)),
         "ratings": len(stars),
         "items_with_meta": meta["items_with_meta"], "cold_items_with_text": meta["cold_items_with_text"],
+        "also_buy_cutoff_day": meta["also_buy_cutoff_day"], "also_buy_rows": meta["also_buy_rows"],
         "duplicates": len(dups.rating),
         "rating_distribution": {str(k + 1): int(c) for k, c in enumerate(dist)},
         "mean_rating": round(float(stars.mean()), 4), "rating_std": round(float(stars.std()), 4),
@@ -128,7 +130,9 @@ def write_meta(path: Path, world: World, truth: Reviews, asins: np.ndarray, seed
     rank[np.lexsort((rng.random(n_items), -pop))] = np.arange(1, n_items + 1)  # sales rank: popular first
     rows = np.flatnonzero(has_meta)
     rows = rows[np.argsort(asins[rows], kind="stable")]
-    buy, view, ids = _co_purchases(truth.user, truth.item, n_items), _same_brand(brands), asins.tolist()
+    before = history_before_cutoff(truth.user, truth.day)
+    buy, view = _co_purchases(truth.user[before], truth.item[before], n_items), _same_brand(brands)
+    ids = asins.tolist()
     genre, ranks = world.item_genre.tolist(), rank.tolist()
 
     def chunks() -> Iterator[bytes]:
@@ -148,7 +152,21 @@ def write_meta(path: Path, world: World, truth: Reviews, asins: np.ndarray, seed
             yield textgen.json_lines(cols, list(cols))
 
     textgen.write_gz(path, chunks())
-    return {"items_with_meta": int(has_meta[:n_rated].sum()), "cold_items_with_text": n_items - n_rated}
+    return {"items_with_meta": int(has_meta[:n_rated].sum()), "cold_items_with_text": n_items - n_rated,
+            "also_buy_cutoff_day": int(np.quantile(truth.day, ALSO_BUY_CUTOFF)), "also_buy_rows": int(before.sum())}
+
+
+def history_before_cutoff(user: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Rows also_buy may learn from: before the cut-off day (the ALSO_BUY_CUTOFF quantile of review days) and
+    never one of a user's latest two (the validation and test items of a temporal leave-last-out), so a
+    temporal evaluation never finds its held-out items in also_buy (the leak that made lists look good)."""
+    order = np.lexsort((-day, user))  # per user, newest first
+    u, d = user[order], day[order]
+    first = np.searchsorted(u, np.arange(int(user.max()) + 1))
+    count = np.bincount(user, minlength=len(first))
+    second = d[np.minimum(first + 1, first + np.maximum(count, 1) - 1).clip(max=len(d) - 1)]
+    # a row on the day of the user's second-newest row could be either held-out item once ties are broken
+    return (day < np.quantile(day, ALSO_BUY_CUTOFF)) & (day < second[user])
 
 
 def _co_purchases(user: np.ndarray, item: np.ndarray, n_items: int) -> list[list[int]]:
