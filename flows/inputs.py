@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from musicrec.implicit.configs import CONFIGS
 from musicrec.models.registry import MODELS
 from musicrec.pipeline.report import StageClock
 from musicrec.pipeline.workspace import Workspace, new_run_id
@@ -16,6 +17,8 @@ from musicrec.settings import get_settings
 from tasks import training as t
 
 ModelName = Literal[tuple(MODELS)]  # the registry's names: the UI form offers exactly these
+RETRIEVAL_MODELS = list(CONFIGS)  # the implicit-feedback models (musicrec.implicit)
+RetrievalName = Literal[tuple(RETRIEVAL_MODELS)]
 
 
 class SplitParams(BaseModel):

@@ -9,7 +9,7 @@ from prefect.events import emit_event
 from prefect.futures import wait
 from pydantic import Field
 
-from flows.inputs import RunInputs, begin_run, load_and_prepare, run_name
+from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec.evaluation import choose_champion
 from musicrec.pipeline.report import StageClock, format_stages
 from tasks import reporting
@@ -23,6 +23,8 @@ class TrainingParams(RunInputs):
     overrides: dict[str, dict[str, Any]] = Field(default={},
                                                  description='per-model hyperparameters, e.g. {"gmf": {"epochs": 5}}; '
                                                  "they win over tuned ones")
+    retrieval_models: list[RetrievalName] = Field(default=list(RETRIEVAL_MODELS),
+                                                  description="implicit-feedback models (top-N retrieval); [] = none")
     use_tuning: bool = Field(True, description="start each model from its latest tuning/<model>.json in the store")
     promote: bool = Field(True, description="move the champion pointer if the new champion wins; off = publish only")
     refit: bool = Field(True, description="serve the champion refit on all ratings (train + validation + test)")
@@ -30,12 +32,17 @@ class TrainingParams(RunInputs):
 
 @flow(name="train-models")
 def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str, Any]],
-                 threads_per_model: int) -> dict[str, list[dict[str, Any]]]:
-    """The parallel stage: one task run per model (and one for the baselines) on the parent's runner."""
+                 threads_per_model: int, retrieval_models: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The parallel stage: one task run per rating model and per retrieval model (and one for each family's
+    baselines) on the parent's runner."""
     futures = [t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model) for m in models]
+    ranked = [t.train_retrieval.submit(workdir, m, overrides.get(m, {}), threads_per_model)
+              for m in retrieval_models or []]
     baselines = t.evaluate_baselines.submit(workdir)
-    wait([*futures, baselines])
-    return {"models": [f.result() for f in futures], "baselines": baselines.result()}
+    ranking = t.ranking_baselines.submit(workdir) if ranked else None
+    wait([*futures, *ranked, baselines, *([ranking] if ranking else [])])
+    return {"models": [f.result() for f in futures], "baselines": baselines.result(),
+            "retrieval": [f.result() for f in ranked], "ranking_baselines": ranking.result() if ranking else []}
 
 
 RUN_NAME_PREFIX = "training-"
@@ -54,21 +61,25 @@ def training(params: TrainingParams) -> dict[str, Any]:
     workdir = str(ws.root)
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock)
-    runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, len(params.models))
-    overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})} for m in params.models}
+    n_tasks = len(params.models) + len(params.retrieval_models)
+    runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, n_tasks)
+    overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})}
+                 for m in (*params.models, *params.retrieval_models)}
     tuning: dict[str, Any] = {}
     if params.use_tuning:
         overrides, tuning = t.load_tuning(store_uri, list(params.models), overrides, run["fingerprint"])
     with clock("train-models"):
         trained = train_models.with_options(task_runner=runner)(
-            workdir, list(params.models), overrides, max(1, threads // parallel))
+            workdir, list(params.models), overrides, max(1, threads // parallel), list(params.retrieval_models))
     rows, baselines = trained["models"], trained["baselines"]
     bias = next(b for b in baselines if b["name"] == "bias")
     champion = choose_champion(rows, bias["val_rmse"])
+    retrieval = retrieval_summary(trained["retrieval"], trained["ranking_baselines"])
+    retrieval_row = next((r for r in retrieval["models"] if r["name"] == retrieval["champion"]), None)
     report: dict[str, Any] = {
         "run_id": ws.run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
         "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
-        "baselines": baselines, "champion": {"name": champion}, "promoted": False, "previous_test_rmse": None,
+        "baselines": baselines, "champion": {"name": champion}, "retrieval": retrieval, "promoted": False, "previous_test_rmse": None,
         "task_runner": params.task_runner, "tuning": tuning, "sample_card": run.get("sample_card"), "stage_seconds": clock.seconds,
     }
     if champion is None:
@@ -83,7 +94,8 @@ def training(params: TrainingParams) -> dict[str, Any]:
                 refit_info = t.refit_champion(workdir, row, threads)
             report["refit"] = refit_info
         with clock("build-bundle"):
-            meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info)
+            meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info,
+                                  retrieval_row)
         with clock("publish-and-promote"):
             published = t.publish_bundle(workdir, store_uri, meta["version"])
             report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
@@ -102,6 +114,17 @@ def training(params: TrainingParams) -> dict[str, Any]:
     if out["promoted"]:
         announce_champion(store_uri, out)
     return out
+
+
+def retrieval_summary(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The retrieval models' rows, their baselines and the retrieval champion (None if none beat most-popular)."""
+    from musicrec.pipeline.retrieval import choose_retrieval_champion
+
+    if not rows:
+        return {"models": [], "baselines": [], "champion": None}
+    popular = next(b for b in baselines if b["name"] == "most_popular")
+    name = choose_retrieval_champion(rows, popular["val_ndcg_at_10"])
+    return {"models": rows, "baselines": baselines, "champion": name}
 
 
 def announce_champion(store_uri: str, report: dict[str, Any]) -> None:

@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="input column names, e.g. user=listener,item=track,rating=stars[,timestamp=ts]")
         cmd.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
     t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\' (wins over tuned values)')
+    t.add_argument("--retrieval-models", default="implicit_pointwise,implicit_bpr,implicit_hinge",
+                   help="implicit-feedback models for top-N retrieval (comma-separated), or none")
     t.add_argument("--no-tuning", action="store_true", help="ignore the store's tuning/<model>.json: family defaults")
     t.add_argument("--no-promote", action="store_true", help="publish the bundle but leave the champion as it is")
     u.add_argument("--trials", type=int, default=20, help="trials per model, the default configuration first (20)")
@@ -113,19 +115,23 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     fields = _run_inputs(args)
-    fields["overrides"] = pre.parse_overrides(args.overrides, fields["models"])
+    retrieval = pre.parse_retrieval_models(args.retrieval_models)
+    fields["overrides"] = pre.parse_overrides(args.overrides, [*fields["models"], *retrieval])
+    fields["retrieval_models"] = retrieval
     fields |= {"promote": False} if args.no_promote else {}
     fields |= {"use_tuning": False} if args.no_tuning else {}
     from flows.training import TrainingParams, training
 
     report = _run_flow(args, training, TrainingParams, fields, bars=True)
-    from musicrec.pipeline.report import format_leaderboard, format_stages, leaderboard
+    from musicrec.pipeline.report import format_leaderboard, format_ranking, format_stages, leaderboard
     from musicrec.results import promotion_summary
 
     for note in report.get("read", {}).get("notes", []):  # what the readers repaired or warn about
         print(f"input: {note}")
     champion = report["champion"]
     print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
+    if report.get("retrieval", {}).get("models"):
+        print("\n" + format_ranking(report["retrieval"]))
     for name, used in (report.get("tuning") or {}).items():
         differs = " (tuned on other data: re-run musicrec tune)" if used.get("fingerprint_differs") else ""
         print(f"tuning: {name} starts from tuning run {used['run_id']}{differs}")

@@ -91,7 +91,7 @@ def export_onnx(
         "musicrec.exporter": used,
     }
     helper.set_model_props(proto, meta)
-    _save_checked(proto, path)
+    save_checked(proto, path)
 
 
 def _unique_ids(ids: Sequence[str], what: str) -> list[str]:
@@ -224,7 +224,7 @@ def _splice_id_encoders(proto: onnx.ModelProto, user_ids: list[str], item_ids: l
         proto.opset_import.append(helper.make_opsetid(ML_DOMAIN, ML_OPSET))
 
 
-def _save_checked(proto: onnx.ModelProto, path: Path) -> None:
+def save_checked(proto: onnx.ModelProto, path: Path) -> None:
     """Serialize to a temp file next to path, run the full checker, then os.replace: path is never half-written."""
     if proto.ByteSize() > _MAX_PROTO_BYTES:
         raise OnnxModelError(f"model is {proto.ByteSize()} bytes, over the 2 GB single-file protobuf limit")

@@ -81,6 +81,20 @@ def parse_models(text: str) -> list[str]:
     return models
 
 
+def parse_retrieval_models(text: str) -> list[str]:
+    """--retrieval-models: comma-separated implicit models, or "none"."""
+    from musicrec.implicit.configs import CONFIGS
+
+    if text.strip().lower() == "none":
+        return []
+    models = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = [m for m in models if m not in CONFIGS]
+    if unknown or not models:
+        raise UsageError(f"--retrieval-models: unknown model(s) {unknown or [text]}",
+                         hint=f"choose from {', '.join(CONFIGS)}, or none")
+    return models
+
+
 def parse_overrides(text: str, models: list[str]) -> dict[str, dict[str, Any]]:
     """--overrides as JSON, every model named trained and every key and value valid for its family."""
     try:

@@ -63,6 +63,11 @@ def publish_report(workdir: str, store_uri: str, report: dict[str, Any]) -> dict
     board = rep.leaderboard(report["models"], report["baselines"], champion.get("name"))
     create_table_artifact(rep.leaderboard_table(board), key="leaderboard",
                           description=f"Run {ws.run_id}: models and baselines by validation RMSE. {LEADERBOARD_NOTE}")
+    ranking = rep.ranking_table(report.get("retrieval"))
+    if ranking:
+        create_table_artifact(ranking, key="ranking-leaderboard",
+                              description=f"Run {ws.run_id}: retrieval models and baselines by validation NDCG@10 "
+                              "(temporal leave-last-out, full ranking over unrated items); * retrieval champion")
     if champion.get("name"):
         create_markdown_artifact(rep.model_card(report), key="model-card",
                                  description=f"Champion {champion['name']}: promotion decision, metrics, data")

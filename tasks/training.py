@@ -89,6 +89,33 @@ def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str
     return merged, info
 
 
+@task(name="train-retrieval", task_run_name="train-{name}", cache_policy=NO_CACHE)
+def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Train one implicit model on the run's leave-last-out split; one log line per epoch (val NDCG@10)."""
+    from musicrec.implicit.configs import make_config
+    from musicrec.pipeline import retrieval
+
+    logger = get_run_logger()
+    epochs = make_config(name, overrides).epochs
+
+    def on_epoch(e: dict[str, Any]) -> None:
+        logger.info("%s: epoch %d/%d loss %.4f val_ndcg@10 %.4f (%.1fs)", name, e["epoch"], epochs, e["loss"],
+                    e["ndcg@10"], e["seconds"])
+
+    row = retrieval.train_implicit(Workspace(Path(workdir)), name, overrides, threads=threads, on_epoch=on_epoch)
+    logger.info("%s: val_ndcg@10 %.4f test_ndcg@10 %.4f in %.1fs", name, row["val_ndcg_at_10"],
+                row["test_ndcg_at_10"], row["fit_seconds"])
+    return row
+
+
+@task(name="ranking-baselines", cache_policy=NO_CACHE)
+def ranking_baselines(workdir: str) -> list[dict[str, Any]]:
+    """Most-popular and random on the leave-last-out split: the bar every retrieval model must clear."""
+    from musicrec.pipeline import retrieval
+
+    return retrieval.ranking_baselines(Workspace(Path(workdir)))
+
+
 @task(name="refit-champion", cache_policy=NO_CACHE)
 def refit_champion(workdir: str, row: dict[str, Any], threads: int) -> dict[str, Any]:
     """Refit the champion on every rating of the run for its best epoch count (the model that is served)."""
@@ -104,11 +131,12 @@ def evaluate_baselines(workdir: str) -> list[dict[str, Any]]:
 
 
 @task(name="build-bundle", cache_policy=NO_CACHE)
-def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any],
-                 refit_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch)."""
+def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any], refit_info: dict[str, Any] | None = None,
+                 retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch), and the
+    retrieval champion's user tower and item table beside it."""
     ws = Workspace(Path(workdir))
-    return publish.build_bundle(ws, row, prepare.load_train_data(ws), run, refit_info)
+    return publish.build_bundle(ws, row, prepare.load_train_data(ws), run, refit_info, retrieval_row)
 
 
 @task(name="publish-bundle", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),

@@ -152,7 +152,18 @@ def check_overrides(models: list[str], overrides: dict[str, Any]) -> None:
     if not isinstance(overrides, dict):
         raise ConfigError("--overrides must be a JSON object of model -> {key: value}",
                           hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'')
+    from musicrec.implicit.configs import CONFIGS, ImplicitConfigError, make_config
+
     for name, values in overrides.items():
+        if name in CONFIGS:  # an implicit (retrieval) model
+            if name not in models:
+                raise ConfigError(f"--overrides names {name!r}, which is not among the retrieval models trained",
+                                  hint="add it to --retrieval-models or remove its overrides")
+            try:
+                make_config(name, values)
+            except ImplicitConfigError as e:
+                raise ConfigError(e.message, hint=e.hint) from None
+            continue
         config_class(name)
         if name not in models:
             raise ConfigError(f"--overrides names {name!r}, which is not among the models trained ({', '.join(models)})",

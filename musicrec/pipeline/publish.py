@@ -33,7 +33,7 @@ CHALLENGER_TEST = "challenger_test.parquet"
 
 
 def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any],
-                 refit: dict[str, Any] | None = None) -> dict[str, Any]:
+                 refit: dict[str, Any] | None = None, retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the champion (its refit on all rows when `refit` says so), verify ONNX against torch (unknown
     ids included), write the candidate tables over every rating of the run and metadata.json. The held-out
     model's test predictions are kept for the promotion decision (challenger_test.parquet)."""
@@ -64,8 +64,15 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
         "fitted_on": fitted_on, "rating_range": list(data.rating_range),
         "data": {"fingerprint": run["fingerprint"], "ratings": run["ratings"], "split": run["split"]},
         "code_version": musicrec.__version__, "created_at": datetime.now(UTC).isoformat(),
-        "onnx_check": parity, "files": {f: sha256_file(ws.bundle / f) for f in BUNDLE_FILES},
+        "onnx_check": parity,
     }
+    files = list(BUNDLE_FILES)
+    if retrieval_row:
+        from musicrec.pipeline.retrieval import export_retrieval
+
+        meta["retrieval"] = export_retrieval(ws, retrieval_row)
+        files += meta["retrieval"]["files"]
+    meta["files"] = {f: sha256_file(ws.bundle / f) for f in files}
     (ws.bundle / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     return meta
 
@@ -91,9 +98,9 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
     (metadata.json first), so a failed publish leaves nothing behind; a version that was already published
     whole before this call is never touched."""
     prefix = f"models/{safe_key_part(version)}"
-    files = [*BUNDLE_FILES, "metadata.json"]
     meta_path = ws.bundle / "metadata.json"  # build_bundle already hashed every other file into it
     sums = {**json.loads(meta_path.read_bytes())["files"], "metadata.json": sha256_file(meta_path)}
+    files = [*(f for f in sums if f != "metadata.json"), "metadata.json"]
     if _already_published(store, f"{prefix}/metadata.json", sums["metadata.json"]):
         keys = []  # a retry after a whole upload: nothing of ours to remove if the check below fails
     else:

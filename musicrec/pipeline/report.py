@@ -154,6 +154,35 @@ def figure_png(fig: Any, ax: Any, xlabel: str, title: str) -> bytes:
     return buf.getvalue()
 
 
+RANKING_COLUMNS = ("val_ndcg_at_10", "test_hr_at_10", "test_ndcg_at_10", "test_recall_at_50", "test_coverage_at_10")
+
+
+def ranking_table(retrieval: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The retrieval models and their baselines by validation NDCG@10 (leave-last-out, full ranking)."""
+    if not retrieval or not retrieval.get("models"):
+        return []
+    rows = sorted([*retrieval["models"], *retrieval.get("baselines", [])], key=lambda r: -r.get("val_ndcg_at_10", 0))
+    champion = retrieval.get("champion")
+    return [{"model": r["name"] + (" *" if r["name"] == champion else ""),
+             **{c.replace("_at_", "@"): f"{r.get(c, float('nan')):.4f}" for c in RANKING_COLUMNS},
+             "best_epoch": str(r.get("best_epoch", "-")), "fit_s": f"{r.get('fit_seconds', 0):.1f}"} for r in rows]
+
+
+def format_ranking(retrieval: dict[str, Any] | None) -> str:
+    """The ranking table for the terminal, with what the columns mean."""
+    table = ranking_table(retrieval)
+    if not table:
+        return ""
+    cols = list(table[0])
+    widths = {c: max(len(c), *(len(r[c]) for r in table)) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) if c == "model" else c.rjust(widths[c]) for c in cols)]
+    lines += ["  ".join(r[c].ljust(widths[c]) if c == "model" else r[c].rjust(widths[c]) for c in cols) for r in table]
+    users = int((retrieval["models"][0]).get("test_users", 0))
+    lines.append(f"* retrieval champion: the highest val_ndcg@10 among the models that beat most_popular; "
+                 f"temporal leave-last-out, full ranking over unrated items, {users:,} test users")
+    return "\n".join(lines)
+
+
 def learning_curves_png(histories: dict[str, list[dict[str, float]]],
                         start: dict[str, float] | None = None) -> bytes:
     """Validation RMSE per epoch for every model (epoch 0 = its starting point, when known), as PNG bytes."""
@@ -194,9 +223,23 @@ def model_card(report: dict[str, Any]) -> str:
     if _number(card.get("noise_rmse")) and _number(row.get("test_rmse")):
         lines += ["", f"Generated sample: noise_rmse {card['noise_rmse']:.4f} (the best possible predictor); "
                   f"the champion is {row['test_rmse'] - card['noise_rmse']:.4f} above it on test."]
+    lines += _retrieval_lines(report.get("retrieval"))
     if report.get("learning_curves_uri"):
         lines += ["", f"Learning curves: `{report['learning_curves_uri']}` (shown in the learning-curves artifact)"]
     return "\n".join(lines)
+
+
+def _retrieval_lines(retrieval: Any) -> list[str]:
+    """The retrieval champion and the ranking table (it orders the top-N lists of this bundle)."""
+    table = ranking_table(retrieval)
+    if not table:
+        return []
+    name = retrieval.get("champion")
+    head = (f"## Retrieval champion: {name}" if name else
+            "## No retrieval champion (no implicit model beat most-popular on validation NDCG@10)")
+    cols = list(table[0])
+    return ["", head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
+            *("| " + " | ".join(r[c] for c in cols) + " |" for r in table)]
 
 
 def _promotion_lines(report: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ class CandidateIndex:
     vec_row: np.ndarray  # position -> row in unit, or -1
     history: Mapping[str, np.ndarray]  # user id -> rated item positions
     buckets: Buckets | None = None  # coarse clusters of unit rows for large catalogues (None: exact search)
+    retriever: Any = None  # musicrec.scoring.retrieve.Retriever when the bundle has a retrieval champion
 
 
 @dataclass
@@ -47,8 +49,9 @@ class Buckets:
     probes: np.ndarray  # bucket -> buckets to search, [n_buckets, n_probe]
 
 
-def build_index(bundle: Bundle) -> CandidateIndex:
-    """Turn the bundle's tables into arrays (one pass; shared by every chunk of a job)."""
+def build_index(bundle: Bundle, with_retrieval: bool = True) -> CandidateIndex:
+    """Turn the bundle's tables into arrays (one pass; shared by every chunk of a job); with_retrieval=False
+    leaves the retrieval champion out (the rating champion then ranks the candidates, as before it existed)."""
     items = bundle.items
     popularity = bundle.item_stats["n_ratings"].to_numpy(np.int64)
     order = np.lexsort((np.arange(len(items)), -popularity))
@@ -64,8 +67,11 @@ def build_index(bundle: Bundle) -> CandidateIndex:
     vec_row[vec_pos] = np.arange(len(vec_pos))
     history = positions_by_user(bundle.history["user_id"], id_positions(known, bundle.history["item_id"]))
     buckets = build_buckets(unit) if len(unit) > EXACT_LIMIT else None
+    from musicrec.scoring.retrieve import load_retriever
+
+    retriever = load_retriever(bundle.directory, bundle.meta, items) if with_retrieval else None
     return CandidateIndex(np.asarray(items, dtype=object), popularity, order, indptr, dst[by_src],
-                          vec_pos, unit, vec_row, history, buckets)
+                          vec_pos, unit, vec_row, history, buckets, retriever)
 
 
 class History(Mapping[str, np.ndarray]):

@@ -20,6 +20,7 @@ from musicrec.scoring.candidates import (
     id_positions,
     nearest_items,
 )
+from musicrec.scoring.retrieve import retrieve_and_rank
 
 TOPN_COLUMNS = ["user_id", "rank", "item_id", "score", "source"]
 
@@ -77,6 +78,9 @@ def _rank_known(bundle: Bundle, index: CandidateIndex, rated: dict[str, np.ndarr
     if not rated:
         return pd.DataFrame(columns=TOPN_COLUMNS)
     owner, pos, src = batch_candidates(index, list(rated.values()), neighbours, n, n_popular)
+    if index.retriever is not None:  # retrieve-then-rank: the retrieval champion's inner product orders the list
+        return retrieve_and_rank(index.retriever, index.item_ids, list(rated), list(rated.values()), owner, pos, src,
+                                 SOURCES, n)
     cand = pd.DataFrame({"user_id": np.asarray(list(rated), dtype=object)[owner], "item_id": index.item_ids[pos],
                          "source": np.asarray(SOURCES, dtype=object)[src]})
     cand["score"] = predict(bundle.session, cand["user_id"].to_numpy(object), cand["item_id"].to_numpy(object),
