@@ -1,0 +1,85 @@
+"""The retrieval champion's serving side: the ONNX user tower, the inner-product index, retrieve-then-rank."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from musicrec.retrieval.export import build_user_tower, verify_retrieval, write_retrieval
+from musicrec.retrieval.index import build_index, recall_at
+from musicrec.retrieval.runtime import load_tower, read_item_table, user_vectors
+from musicrec.runtime import OnnxModelError
+from musicrec.scoring.retrieve import Retriever, retrieve_and_rank
+
+
+def _tables(n_users: int = 50, n_items: int = 40, dim: int = 5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    users = rng.normal(size=(n_users + 1, dim)).astype(np.float32)
+    users[0] = 0.0
+    users[0, -1] = 1.0
+    return [f"u{k:03d}" for k in range(n_users)], users, [f"i{k:03d}" for k in range(n_items)], \
+        rng.normal(size=(n_items, dim)).astype(np.float32)
+
+
+def test_the_tower_maps_raw_ids_to_their_rows_and_unknown_ids_to_the_unknown_row(tmp_path):
+    user_ids, users, item_ids, items = _tables()
+    assert write_retrieval(tmp_path, user_ids, users, item_ids, items) == ["retrieval.onnx", "retrieval_items.parquet"]
+    vec, unknown = user_vectors(load_tower(tmp_path / "retrieval.onnx"), ["u007", "nobody", "u000"])
+    assert np.array_equal(vec, users[[8, 0, 1]]) and unknown.tolist() == [False, True, False]
+    ids, rows = read_item_table(tmp_path / "retrieval_items.parquet")
+    assert ids.tolist() == item_ids and np.array_equal(rows, items)
+    check = verify_retrieval(tmp_path, user_ids, users, [*user_ids, "x"])
+    assert check["max_abs_diff"] == 0.0 and check["unknown_users"] == 1
+
+
+def test_a_tower_whose_rows_do_not_match_fails_verification(tmp_path):
+    user_ids, users, item_ids, items = _tables()
+    write_retrieval(tmp_path, user_ids, users, item_ids, items)
+    with pytest.raises(OnnxModelError, match="parity"):
+        verify_retrieval(tmp_path, user_ids, users + 0.01, user_ids[:5])
+    with pytest.raises(OnnxModelError, match="rows"):
+        build_user_tower(user_ids, users[:-1])
+
+
+def test_exact_index_returns_the_true_top_k_and_ivf_keeps_most_of_it():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(20, 8))
+    items = (centres[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 8))).astype(np.float32)
+    queries = rng.normal(size=(50, 8)).astype(np.float32)
+    exact = build_index(items)
+    assert exact.kind == "exact"
+    _, got = exact.search(queries, 10)
+    truth = np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :10]
+    assert np.array_equal(np.sort(got, 1), np.sort(truth, 1))
+    ivf = build_index(items, exact_below=1000)
+    assert ivf.kind.startswith("ivf")
+    assert recall_at(ivf, items, queries, k=10) > 0.8
+
+
+def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rated_item():
+    _, users, item_ids, items = _tables(n_users=3, n_items=30)
+    table = np.vstack([items, np.zeros((1, items.shape[1]), np.float32)])  # a bundle item the model does not know
+    known = np.r_[np.ones(30, bool), False]
+    table[~known, -1] = -1e30
+    ids = np.asarray([*item_ids, "cold"], dtype=object)
+
+    class Tower:  # the user tower of three users
+        def run(self, _outputs, feeds):
+            rows = [int(u[1:]) + 1 for u in feeds["user_id"]]
+            return users[rows], np.zeros(len(rows), bool)
+
+    r = Retriever(Tower(), table, known, build_index(table), "m")
+    rated = [np.array([0, 1, 2]), np.array([5]), np.array([], np.int64)]
+    out = retrieve_and_rank(r, ids, ["u000", "u001", "u002"], rated, np.array([0, 1]), np.array([30, 7]),
+                            np.array([0, 1]), ("also_bought", "word2vec", "popular"), 5)
+    for k, user in enumerate(["u000", "u001", "u002"]):
+        mine = out[out["user_id"] == user]
+        assert len(mine) == 5 and mine["rank"].tolist() == [1, 2, 3, 4, 5]
+        positions = pd.Index(ids).get_indexer(mine["item_id"])
+        assert not set(positions) & set(rated[k].tolist()) and "cold" not in set(mine["item_id"])
+        scores = table[positions] @ users[k + 1]
+        assert np.allclose(mine["score"], scores, atol=1e-5) and np.all(np.diff(scores) <= 1e-6)
+        unrated = np.setdiff1d(np.arange(30), rated[k])
+        best = unrated[np.argsort(-(items[unrated] @ users[k + 1]), kind="stable")[:5]]
+        assert set(positions) == set(best)
