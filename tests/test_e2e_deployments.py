@@ -109,7 +109,7 @@ def _train(client, train_dep, model: str, epochs: int, procs: Processes, promote
     """Run training/nightly with one quick model; the UI posts the whole form (defaults + edits) the same way,
     because a run's parameters replace the deployment's on top-level keys only."""
     params = {**train_dep.parameters["params"], "models": [model], "overrides": {model: {"epochs": epochs}},
-              "threads": 2, "promote": promote}
+              "threads": 2, "promote": promote, "retrieval_models": []}
     run = client.create_flow_run_from_deployment(train_dep.id, parameters={"params": params})
     _wait_until(f"the training run ({model})", lambda: _state(client, run.id) in TERMINAL, 300, procs, every=2)
     assert _state(client, run.id) == "COMPLETED", procs.log_tails()

@@ -30,8 +30,15 @@ def test_cli_evaluate_writes_ranking_json_next_to_the_report(trained, tmp_path, 
     got = json.loads(store.get_bytes(f"{prefix}/ranking.json"))
     assert got["version"] == report["champion"]["version"] and got["bundle_from_this_run"]
     assert got["k"] == 10 and got["test_users"] > 0
-    methods = {m["method"].split(" ")[0]: m for m in got["methods"]}
-    assert set(methods) == {"champion", "most_popular", "random"}
+    methods = {m["method"].split(" (")[0]: m for m in got["methods"]}
+    assert set(methods) == {"served: retrieve-then-rank", "served without also_bought", "retrieval champion alone",
+                            "most_popular", "random"}
+    assert got["protocol"].startswith("temporal leave-last-out")
+    # the same held-out items as the training run's retrieval metrics (its stored leave-last-out), so the two
+    # measurements of the champion agree: nothing it trained on is counted as a hit
+    champion = next(r for r in report["retrieval"]["models"] if r["name"] == report["retrieval"]["champion"])
+    assert methods["retrieval champion alone"]["hr@10"] == pytest.approx(champion["test_hr_at_10"], abs=0.01)
+    assert methods["served: retrieve-then-rank"]["hr@10"] > methods["random"]["hr@10"]
     for m in methods.values():
         assert 0.0 <= m["hr@10"] <= 1.0 and 0.0 <= m["ndcg@10"] <= m["hr@10"]
         assert 0.0 < m["catalogue_coverage"] <= 1.0 and m["mean_popularity"] >= 0

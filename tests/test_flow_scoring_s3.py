@@ -29,7 +29,7 @@ def s3_trained(prefect_harness, small_sample, tmp_path_factory):
         report = training(TrainingParams(reviews=[str(sample / "reviews.json.gz")],
                                          meta=[str(sample / "meta.json.gz")], store_uri=store_uri,
                                          work_dir=str(root / "work"), models=["gmf_logistic"],
-                                         overrides={"gmf_logistic": {"epochs": 3}}))
+                                         overrides={"gmf_logistic": {"epochs": 3}}, retrieval_models=[]))
         assert report["promoted"], f"the training run published no champion: {report['champion']}"
         yield s3, store_uri, Workspace(root / "work" / report["run_id"]), report
 

@@ -22,6 +22,7 @@ QUICK = {m: {"epochs": 3} for m in ["gmf", "gmf_regression", "gmf_logistic", "nn
 def _params(sample: Path, store_uri: str, work: Path, **kw):
     from flows.training import TrainingParams
 
+    kw.setdefault("retrieval_models", [])  # the retrieval models are trained where a test checks them
     return TrainingParams(reviews=[str(sample / "reviews.json.gz")], meta=[str(sample / "meta.json.gz")],
                           store_uri=store_uri, work_dir=str(work), **kw)
 
@@ -46,7 +47,8 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
 
     sample, card = small_sample
     store_uri = (tmp_path / "store").as_uri()
-    report = training(_params(sample, store_uri, tmp_path / "work"))
+    report = training(_params(sample, store_uri, tmp_path / "work",
+                              retrieval_models=["implicit_pointwise", "implicit_bpr", "implicit_hinge"]))
     store = open_store(store_uri)
 
     names = sorted(m["name"] for m in report["models"])
@@ -87,6 +89,17 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     val_users = parts["validation"]["user_id"].to_numpy(object)
     pred = predict(session, val_users, parts["validation"]["item_id"].to_numpy(object))
     assert rmse(parts["validation"]["rating"].to_numpy(np.float64), pred) < champ["val_rmse"]  # it learned them
+
+    # the implicit models: each improved on its untrained start, the champion beat most-popular on validation
+    retrieval = report["retrieval"]
+    assert {r["name"] for r in retrieval["models"]} == {"implicit_pointwise", "implicit_bpr", "implicit_hinge"}
+    assert all(r["best_epoch"] >= 1 for r in retrieval["models"])
+    popular = next(b for b in retrieval["baselines"] if b["name"] == "most_popular")
+    best = next(r for r in retrieval["models"] if r["name"] == retrieval["champion"])
+    assert best["val_ndcg_at_10"] == max(r["val_ndcg_at_10"] for r in retrieval["models"]) > popular["val_ndcg_at_10"]
+    assert meta["retrieval"]["model"] == retrieval["champion"]
+    assert {"retrieval.onnx", "retrieval_items.parquet"} <= set(meta["files"])  # hashed and checked above
+    assert meta["retrieval"]["onnx_check"]["max_abs_diff"] == 0.0 and meta["retrieval"]["onnx_check"]["unknown_users"] == 1
 
 
 def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harness, small_sample, tmp_path):

@@ -83,3 +83,5 @@ def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rate
         unrated = np.setdiff1d(np.arange(30), rated[k])
         best = unrated[np.argsort(-(items[unrated] @ users[k + 1]), kind="stable")[:5]]
         assert set(positions) == set(best)
+    mine = out[(out["user_id"] == "u001") & (out["item_id"] == ids[7])]
+    assert mine["source"].tolist() in ([], ["word2vec"])  # found by another source too: that label wins

@@ -424,7 +424,7 @@ def _training_params(sample: Path, store_uri: str, work: Path):
 
     return TrainingParams(reviews=[str(sample / "reviews.json.gz")], meta=[str(sample / "meta.json.gz")],
                           store_uri=store_uri, work_dir=str(work), models=["gmf_logistic"],
-                          overrides={"gmf_logistic": {"epochs": EPOCHS}}, threads=2)
+                          overrides={"gmf_logistic": {"epochs": EPOCHS}}, threads=2, retrieval_models=[])
 
 
 DAMAGED_CHAMPION: dict[str, tuple[Callable[[Store], None], str]] = {

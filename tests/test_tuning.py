@@ -148,7 +148,8 @@ def test_tuning_flow_writes_records_that_the_next_training_run_starts_from(prefe
         record = json.loads(store.get_bytes(f"tuning/{model}.json"))
         assert record["run_id"] == out["run_id"] and record["trials"] == 4
         assert record["best_val_rmse"] <= record["default_val_rmse"]
-    report = training(TrainingParams(**data, models=["gmf"], overrides={"gmf": {"epochs": 3}}, refit=False))
+    report = training(TrainingParams(**data, models=["gmf"], overrides={"gmf": {"epochs": 3}}, refit=False,
+                                     retrieval_models=[]))
     used = report["tuning"]["gmf"]
     assert used["run_id"] == out["run_id"] and used["fingerprint_differs"] is False
     gmf = next(m for m in report["models"] if m["name"] == "gmf")

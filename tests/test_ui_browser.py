@@ -52,7 +52,7 @@ def _train(tmp_path: Path, tiny, env: dict[str, str]) -> tuple[str, str]:
     ratings, _ = tiny
     csv = tmp_path / "ratings.csv"
     ratings[["user_id", "item_id", "rating", "timestamp"]].to_csv(csv, index=False)
-    params = {"reviews": [str(csv)], "models": ["gmf"], "overrides": {"gmf": {"epochs": 2}}, "threads": 1,
+    params = {"reviews": [str(csv)], "models": ["gmf"], "overrides": {"gmf": {"epochs": 2}}, "threads": 1, "retrieval_models": [],
               "store_uri": (tmp_path / "store").as_uri(), "work_dir": str(tmp_path / "work")}
     done = subprocess.run([sys.executable, "-c", TRAIN, json.dumps(params)], cwd=REPO, env=env, text=True,
                           capture_output=True, timeout=600, check=False)

@@ -312,6 +312,9 @@ def publish_run(store: Store, ws: Workspace, report: dict[str, Any], png: bytes)
     prefix = run_prefix(ws.run_id)
     for name in ("train", "validation", "test"):
         store.put_file(f"{prefix}/splits/{name}.parquet", ws.splits / f"{name}.parquet")
+        ranking = ws.root / "ranking_splits" / f"{name}.parquet"  # written when implicit models were trained
+        if ranking.exists():
+            store.put_file(f"{prefix}/ranking_splits/{name}.parquet", ranking)
     store.put_bytes(f"{prefix}/learning_curves.png", png, content_type="image/png")
     store.put_file(f"{prefix}/report.json", ws.write_json("report.json", report), content_type="application/json")
     return {"report_uri": store.url_for(f"{prefix}/report.json")}

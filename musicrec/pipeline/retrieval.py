@@ -53,6 +53,7 @@ def _cached(root: str, _stamp: int) -> RankingData:
     ws = Workspace(Path(root))
     cols = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in pd.read_parquet(ws.ratings).columns else [])
     split = leave_last_out(pd.read_parquet(ws.ratings, columns=cols))
+    write_ranking_splits(ws, split)
     users = IdIndex(pd.concat([split.train["user_id"], split.test["user_id"]]).unique())
     items = IdIndex(pd.concat([split.train["item_id"], split.validation["item_id"], split.test["item_id"]]).unique())
     nu, ni = users.size, items.size
@@ -67,6 +68,20 @@ def _cached(root: str, _stamp: int) -> RankingData:
     u, i = users.lookup(split.train["user_id"]), items.lookup(split.train["item_id"])
     return RankingData(users, items, (u, i), matrix(split.validation), matrix(split.test), seen_train, seen_val,
                        len(split.single_users), np.bincount(i, minlength=ni))
+
+
+RANKING_SPLITS = "ranking_splits"  # the leave-last-out parts, published beside the rating splits
+
+
+def write_ranking_splits(ws: Workspace, split: Any) -> None:
+    """(user_id, item_id) of each leave-last-out part: evaluation reads these rather than re-deriving them
+    (ties in time are broken by file order, which the rating splits do not keep)."""
+    folder = ws.root / RANKING_SPLITS
+    folder.mkdir(exist_ok=True)
+    for name in ("train", "validation", "test"):
+        path = folder / f"{name}.parquet"
+        if not path.exists():
+            getattr(split, name)[["user_id", "item_id"]].astype(str).to_parquet(path, index=False)
 
 
 def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = None, threads: int = 1,

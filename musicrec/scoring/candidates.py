@@ -95,6 +95,11 @@ class History(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self._row)
 
+    @property
+    def positions(self) -> np.ndarray:
+        """Every (user, item) position of the history, flat (unique per user)."""
+        return self._positions
+
 
 def positions_by_user(user_ids: pd.Series, positions: np.ndarray) -> History:
     """User id -> sorted unique item positions (negative positions, unknown items, dropped), users in id order."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,10 @@ def fetch_splits(store: Store, run_id: str, dest: Path) -> dict[str, str]:
     dest.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in SPLITS:
+        ranking = f"{run_prefix(run_id)}/ranking_splits/{name}.parquet"
+        if store.exists(ranking):  # the leave-last-out parts the run's implicit models used
+            store.get_file(ranking, dest / f"ranking_{name}.parquet")
+            paths[f"ranking_{name}"] = str(dest / f"ranking_{name}.parquet")
         key = f"{run_prefix(run_id)}/splits/{name}.parquet"
         try:
             store.get_file(key, dest / f"{name}.parquet")
@@ -64,47 +67,79 @@ def fetch_splits(store: Store, run_id: str, dest: Path) -> dict[str, str]:
 
 def evaluate_ranking(bundle: Bundle, index: CandidateIndex, splits: dict[str, pd.DataFrame], k: int = 10,
                      seed: int = 0, max_users: int = 0) -> dict[str, Any]:
-    """HR@k, NDCG@k, coverage and mean popularity for the champion, most-popular and random lists."""
-    test = splits["test"][["user_id", "item_id"]].astype(str)
+    """HR@k, NDCG@k, coverage and mean popularity of the lists batch scoring writes and of references, on the
+    temporal leave-last-out of the run's ratings (per user the latest is held out; train and the one before
+    it are excluded). With a retrieval champion: the served retrieve-then-rank lists, the same without
+    also_bought, and the retrieval champion's nearest items alone; without one, the rating champion ranking
+    the candidates. Most-popular and random always. Every method excludes the same items."""
+    from musicrec.ranking.protocol import leave_last_out
+
+    if "ranking_test" in splits:  # the run's own leave-last-out (the retrieval champion never saw its test)
+        seen = pd.concat([splits["ranking_train"], splits["ranking_validation"]])
+        test = splits["ranking_test"]
+    else:  # a run without implicit models: derive it (ties in time fall in the rating splits' row order)
+        ratings = pd.concat([splits[s] for s in SPLITS], ignore_index=True).astype({"user_id": str, "item_id": str})
+        llo = leave_last_out(ratings)
+        seen, test = pd.concat([llo.train, llo.validation]), llo.test
+    test = test[["user_id", "item_id"]].astype(str)
     users = sorted(set(test["user_id"]) & set(bundle.users))
     if max_users and len(users) > max_users:
         users = sorted(np.random.default_rng(seed).choice(np.asarray(users, dtype=object), max_users,
                                                           replace=False))
     relevant = test[test["user_id"].isin(users)]
-    index = dataclasses.replace(index, history=_seen(bundle, splits))
+    index = dataclasses.replace(index, history=positions_by_user(seen["user_id"].astype(str),
+                                                                 bundle.items.get_indexer(seen["item_id"].astype(str))))
+    # popularity from what every method may see (the bundle's counts include the held-out items of a refit)
+    counts = np.bincount(index.history.positions, minlength=len(index.item_ids))
+    index = dataclasses.replace(index, popularity=counts,
+                                popular_order=np.lexsort((np.arange(len(counts)), -counts)))
     pop = pd.Series(index.popularity, index=index.item_ids)
-    makers = {f"champion ({bundle.meta.get('model')})": lambda: rank_users(bundle, index, users, k),
-              "most_popular": lambda: most_popular_lists(users, index.popular_order, index.item_ids,
-                                                         index.history, k),
-              f"random (seed {seed})": lambda: random_lists(users, len(index.item_ids), index.item_ids,
-                                                            index.history, k, seed)}
     methods = []
-    for name, make in makers.items():
+    for name, make in _makers(bundle, index, users, k, seed).items():
         t0 = time.perf_counter()
         lists = make()
         seconds = time.perf_counter() - t0
         methods.append({"method": name, **list_summary(lists, relevant, k, pop, len(index.item_ids)),
                         "seconds": round(seconds, 3)})
+    fitted = (bundle.meta.get("fitted_on") or {}).get("splits") or ["train"]
     return {"k": k, "seed": seed, "test_users": len(users), "relevant_items": len(relevant.drop_duplicates()),
             "relevant_known_share": round(float(relevant["item_id"].isin(bundle.items).mean()), 4)
-            if len(relevant) else None,
-            "excluded": "items the user rated in the training or validation split", "methods": methods}
+            if len(relevant) else None, "protocol": "temporal leave-last-out, full ranking over unrated items",
+            "excluded": "each user's items before the held-out one (leave-last-out train and validation)",
+            "note": "the rating champion was refit on every rating (held-out items included): its ranking is "
+                    "not a fair measurement" if "test" in fitted and not index.retriever else "",
+            "methods": methods}
+
+
+def _makers(bundle: Bundle, index: CandidateIndex, users: list[str], k: int, seed: int) -> dict[str, Any]:
+    """The list makers to compare: what scoring serves, its variants, and the references."""
+    out: dict[str, Any] = {}
+    if index.retriever is not None:
+        name = index.retriever.model
+        no_also = dataclasses.replace(index, also_indptr=np.zeros_like(index.also_indptr))
+        alone = dataclasses.replace(no_also, vec_pos=no_also.vec_pos[:0], unit=no_also.unit[:0],
+                                    vec_row=np.full_like(no_also.vec_row, -1), popular_order=no_also.popular_order[:0])
+        out[f"served: retrieve-then-rank ({name})"] = lambda: rank_users(bundle, index, users, k)
+        out["served without also_bought"] = lambda: rank_users(bundle, no_also, users, k)
+        out[f"retrieval champion alone ({name})"] = lambda: rank_users(bundle, alone, users, k)
+    else:
+        out[f"rating champion ranks candidates ({bundle.meta.get('model')})"] = lambda: rank_users(bundle, index,
+                                                                                                   users, k)
+    out["most_popular"] = lambda: most_popular_lists(users, index.popular_order, index.item_ids, index.history, k)
+    out[f"random (seed {seed})"] = lambda: random_lists(users, len(index.item_ids), index.item_ids, index.history,
+                                                         k, seed)
+    return out
 
 
 def evaluate_paths(directory: str, split_paths: dict[str, str], k: int = 10, seed: int = 0,
                    max_users: int = 0, threads: int = 1) -> dict[str, Any]:
     """evaluate_ranking on a downloaded bundle directory and local split files (what a task passes around)."""
     bundle = load_bundle(Path(directory), threads=threads)
-    splits = {s: pd.read_parquet(p, columns=["user_id", "item_id"]) for s, p in split_paths.items()}
+    splits = {s: pd.read_parquet(p, columns=["user_id", "item_id", *(["timestamp"] if s in SPLITS else [])])
+              for s, p in split_paths.items()}
     result = evaluate_ranking(bundle, build_index(bundle), splits, k, seed, max_users)
     return {"version": bundle.meta.get("version"), "model": bundle.meta.get("model"),
             "bundle_run_id": bundle.meta.get("run_id"), **result}
-
-
-def _seen(bundle: Bundle, splits: dict[str, pd.DataFrame]) -> Mapping[str, np.ndarray]:
-    """User id -> positions of known items rated in train or validation (the exclusions and candidate seeds)."""
-    seen = pd.concat([splits[s][["user_id", "item_id"]] for s in ("train", "validation")]).astype(str)
-    return positions_by_user(seen["user_id"], bundle.items.get_indexer(seen["item_id"]))
 
 
 def write_ranking(store: Store, run_id: str, result: dict[str, Any]) -> str:
@@ -123,9 +158,9 @@ def table_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def format_table(result: dict[str, Any]) -> str:
     k = result["k"]
-    head = f"{'method':<28}{'hr@' + str(k):>9}{'ndcg@' + str(k):>10}{'coverage':>10}{'mean_pop':>10}"
+    head = f"{'method':<44}{'hr@' + str(k):>9}{'ndcg@' + str(k):>10}{'coverage':>10}{'mean_pop':>10}"
     lines = [head, "-" * len(head)]
     for r in table_rows(result):
-        lines.append(f"{r['method']:<28}{r[f'hr@{k}']:>9.4f}{r[f'ndcg@{k}']:>10.4f}"
+        lines.append(f"{r['method']:<44}{r[f'hr@{k}']:>9.4f}{r[f'ndcg@{k}']:>10.4f}"
                      f"{r['catalogue_coverage']:>10.4f}{r['mean_popularity']:>10.2f}")
     return "\n".join(lines)

@@ -54,8 +54,9 @@ def retrieve_and_rank(retriever: Retriever, item_ids: np.ndarray, users: list[st
     _, near = retriever.index.search(vec, fetch)
     owner = np.concatenate([np.repeat(np.arange(len(users)), near.shape[1]), cand_owner])
     pos = np.concatenate([near.ravel(), cand_pos])
-    src = np.concatenate([np.zeros(near.size, np.int8), cand_src.astype(np.int8) + 1])
-    labels = np.asarray((RETRIEVAL, *sources), dtype=object)
+    # an item found by another source too keeps that source's label (it says why the item is there)
+    src = np.concatenate([np.full(near.size, len(sources), np.int8), cand_src.astype(np.int8)])
+    labels = np.asarray((*sources, RETRIEVAL), dtype=object)
     ok = pos >= 0
     owner, pos, src = owner[ok], pos[ok].astype(np.int64), src[ok]
     n_items = len(item_ids)
