@@ -28,14 +28,21 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rating_models import inputs, surprise_rows
 
+KNN_MAX_ITEMS = 20_000  # item-based KNN holds an n_items^2 float64 similarity matrix (57.7K items: 27 GB)
 
-def surprise_algorithms() -> list[tuple[str, object]]:
+
+def surprise_algorithms(n_items: int) -> list[tuple[str, object]]:
     from surprise import SVD, BaselineOnly, KNNBaseline, SVDpp
 
-    return [("surprise BaselineOnly", BaselineOnly(verbose=False)), ("surprise SVD", SVD(random_state=0)),
-            ("surprise SVD++", SVDpp(random_state=0, cache_ratings=True)),
-            ("surprise KNNBaseline", KNNBaseline(sim_options={"name": "pearson_baseline", "user_based": False},
-                                                 verbose=False))]
+    algos = [("surprise BaselineOnly", BaselineOnly(verbose=False)), ("surprise SVD", SVD(random_state=0)),
+             ("surprise SVD++", SVDpp(random_state=0, cache_ratings=True))]
+    if n_items <= KNN_MAX_ITEMS:
+        algos.append(("surprise KNNBaseline", KNNBaseline(sim_options={"name": "pearson_baseline",
+                                                                       "user_based": False}, verbose=False)))
+    else:
+        print(f"surprise KNNBaseline skipped: {n_items:,} items need a {n_items ** 2 * 8 / 1e9:.0f} GB "
+              "similarity matrix", flush=True)
+    return algos
 
 
 def search(ws, data, model: str, trials: int, budget: float, parallel: int, seed: int) -> tuple[list, float]:
@@ -115,7 +122,9 @@ def main() -> None:
         base = {b["name"]: b for b in train.evaluate_baselines(ws, data)}
         rows.append(base["bias"])
         if not args.no_surprise:
-            rows += surprise_rows(read_splits(ws.splits), surprise_algorithms())
+            Path(args.out).mkdir(parents=True, exist_ok=True)  # the searches' results, before Surprise runs
+            (Path(args.out) / f"tuning_{args.data}_searches.json").write_text(json.dumps(tuned, indent=2, default=str))
+            rows += surprise_rows(read_splits(ws.splits), surprise_algorithms(run["items"]))
     write(args, run, rows, tuned, models)
 
 
