@@ -101,7 +101,8 @@ def training(params: TrainingParams) -> dict[str, Any]:
             report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
                                   "onnx_check": meta["onnx_check"]}
             if params.promote:
-                decision = t.promote_champion(workdir, store_uri, published, row["val_rmse"] < bias["val_rmse"])
+                decision = t.promote_champion(workdir, store_uri, published, row["val_rmse"] < bias["val_rmse"],
+                                              retrieval["champion"])
             else:
                 decision = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None, "promoted": False,
                             "reason": "promotion off (--no-promote): bundle published, pointer untouched",

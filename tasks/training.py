@@ -149,15 +149,19 @@ def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]
 
 
 @task(name="promote-champion", **io_retries([5, 5]), cache_policy=NO_CACHE)
-def promote_champion(workdir: str, store_uri: str, published: dict[str, str], beats_own_baseline: bool) -> dict[str, Any]:
+def promote_champion(workdir: str, store_uri: str, published: dict[str, str], beats_own_baseline: bool,
+                     retrieval_champion: str | None = None) -> dict[str, Any]:
     """Compare with the published champion on this run's test rows it never fitted on; move the pointer only
     if not worse (or, with too few such rows, by the documented policy)."""
     import pandas as pd
 
+    from musicrec.pipeline.retrieval import retrieval_check
     from musicrec.store import open_store
 
-    challenger = pd.read_parquet(Workspace(Path(workdir)).root / publish.CHALLENGER_TEST)
-    decision = publish.promote(open_store(store_uri), published, challenger, beats_own_baseline)
+    ws = Workspace(Path(workdir))
+    challenger = pd.read_parquet(ws.root / publish.CHALLENGER_TEST)
+    decision = publish.promote(open_store(store_uri), published, challenger, beats_own_baseline,
+                               retrieval_check=retrieval_check(ws, retrieval_champion))
     logger = get_run_logger()
     if decision["replaced_damaged"]:
         logger.warning("the published champion %s is damaged and was replaced: %s",

@@ -117,10 +117,11 @@ def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harnes
     store_uri = (tmp_path / "store").as_uri()
     store = open_store(store_uri)
     models = ["gmf", "gmf_logistic", "nnmf"]  # at their defaults: fast on 16K ratings; one must beat the baseline
-    first = training(_params(sample, store_uri, tmp_path / "work", models=models)
+    quick = {"retrieval_models": ["implicit_bpr"], "overrides": {"implicit_bpr": {"epochs": 8}}}
+    first = training(_params(sample, store_uri, tmp_path / "work", models=models, **quick)
                      .model_copy(update={"reviews": [str(old)], "meta": []}))
     assert first["promoted"]
-    second = training(_params(sample, store_uri, tmp_path / "work", models=models, seed=1)
+    second = training(_params(sample, store_uri, tmp_path / "work", models=models, seed=1, **quick)
                       .model_copy(update={"reviews": [str(full)], "meta": []}))
     assert second["champion"].get("version"), second["promotion"]
     promo = second["promotion"]
@@ -135,7 +136,18 @@ def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harnes
     inc = predict(session, unseen["user_id"].to_numpy(object), unseen["item_id"].to_numpy(object))
     assert promo["incumbent_rmse"] == pytest.approx(rmse(unseen["rating"].to_numpy(np.float64), inc), abs=1e-9)
     assert isinstance(promo["challenger_rmse"], float) and isinstance(promo["reason"], str)
-    assert promo["promoted"] == (promo["challenger_rmse"] <= promo["incumbent_rmse"])
+    # the retrieval champions: NDCG@10 on the second run's leave-last-out test users whose held-out pair the
+    # incumbent never fitted on, both ranking over the same items with the same exclusions
+    ranking = promo.get("retrieval") or {}
+    if promo["challenger_rmse"] <= promo["incumbent_rmse"]:
+        test_llo = pd.read_parquet(store.url_for(f"runs/{second['run_id']}/ranking_splits/test.parquet")
+                                   .removeprefix("file://"))
+        fair = ~pd.MultiIndex.from_frame(test_llo).isin(pd.MultiIndex.from_frame(seen[["user_id", "item_id"]]))
+        assert ranking["comparable"] and ranking["users"] == int(fair.sum()) < len(test_llo)
+        assert 0 <= ranking["incumbent_ndcg"] <= 1 and 0 <= ranking["challenger_ndcg"] <= 1
+        assert promo["promoted"] == (ranking["challenger_ndcg"] >= ranking["incumbent_ndcg"])
+    else:
+        assert not promo["promoted"]
     pointer = json.loads(store.get_bytes("models/champion.json"))
     assert pointer["version"] == (second if promo["promoted"] else first)["champion"]["version"]
 

@@ -147,7 +147,7 @@ def _already_published(store: Store, metadata_key: str, metadata_sha256: str) ->
 
 
 def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, beats_own_baseline: bool,
-            attempts: int = 5) -> dict[str, Any]:
+            attempts: int = 5, retrieval_check: Any = None) -> dict[str, Any]:
     """Move the pointer if the new champion is at least as good as the published one on fair rows.
 
     `challenger`: this run's test rows with the held-out champion's predictions (pred). The rows compared are
@@ -158,7 +158,7 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, b
         pointer, token = read_pointer(store)
         if decision is not None and _names(pointer, published):
             return decision  # our write went through but its answer was lost: the retry saw our own pointer
-        decision = compare_with_incumbent(store, pointer, challenger, beats_own_baseline)
+        decision = compare_with_incumbent(store, pointer, challenger, beats_own_baseline, retrieval_check)
         if not decision["promoted"]:
             return decision
         body = {"version": published["version"], "sha256": published["metadata_sha256"],

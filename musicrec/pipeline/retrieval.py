@@ -142,6 +142,50 @@ def export_retrieval(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
             "score_rule": "inner product of the user tower's vector and the item row (item bias included)"}
 
 
+MIN_USERS = 100  # fewer fair test users: the retrieval champions are "not comparable" (the rating rule decides)
+
+
+def retrieval_check(ws: Workspace, name: str | None) -> Any:
+    """The promotion's retrieval comparison for this run's retrieval champion `name` (None: nothing to check)."""
+    def check(incumbent_dir: Path, meta: dict[str, Any], fitted: pd.DataFrame | None) -> dict[str, Any]:
+        if name is None or "retrieval.onnx" not in meta.get("files", {}):
+            return {"comparable": False, "reason": "only one of the two bundles has a retrieval champion"}
+        return compare_retrieval(ws, name, incumbent_dir, fitted)
+    return check
+
+
+def compare_retrieval(ws: Workspace, name: str, incumbent_dir: Path, fitted: pd.DataFrame | None) -> dict[str, Any]:
+    """NDCG@10 of this run's held-out retrieval champion and of the incumbent's published one, on this run's
+    leave-last-out test users whose held-out (user, item) the incumbent never fitted on, with the same items
+    excluded for both (each user's earlier interactions) and the same full ranking over this run's items."""
+    from musicrec.retrieval.runtime import load_tower, read_item_table, user_vectors
+
+    data = ranking_data(ws)
+    rows, items = sp.find(data.test)[:2]
+    if fitted is not None:
+        seen = pd.MultiIndex.from_frame(fitted[["user_id", "item_id"]].astype(str))
+        pairs = pd.MultiIndex.from_arrays([np.asarray(data.users.ids)[rows - 1], np.asarray(data.items.ids)[items - 1]])
+        rows = rows[~pairs.isin(seen)]
+    users = np.sort(rows)[:TEST_USERS] if fitted is not None else np.empty(0, np.int64)
+    if len(users) < MIN_USERS:
+        return {"comparable": False, "users": len(users), "reason": f"fewer than {MIN_USERS} fair test users"}
+    tower = load_tower(incumbent_dir / "retrieval.onnx")
+    inc_ids, inc_rows = read_item_table(incumbent_dir / "retrieval_items.parquet")
+    aligned = np.full((data.items.size, inc_rows.shape[1]), 0.0, np.float32)
+    aligned[:, -1] = -1e30  # items the incumbent does not know: ranked last
+    pos = data.items.lookup(inc_ids)
+    aligned[pos[pos > 0]] = inc_rows[pos > 0]
+    ids = np.asarray(["", *data.users.ids], dtype=object)
+
+    def incumbent(u: np.ndarray) -> np.ndarray:
+        return user_vectors(tower, ids[u])[0] @ aligned.T
+
+    ours = evaluate_scorer(score_fn(load_implicit(ws, name)), users, data.test, data.seen_val, data.items.size)
+    theirs = evaluate_scorer(incumbent, users, data.test, data.seen_val, data.items.size)
+    return {"comparable": True, "users": len(users), "challenger_ndcg": ours["ndcg@10"],
+            "incumbent_ndcg": theirs["ndcg@10"], "challenger_hr": ours["hr@10"], "incumbent_hr": theirs["hr@10"]}
+
+
 def test_metrics(score: Any, data: RankingData, seed: int = 0) -> dict[str, float]:
     """HR@10, NDCG@10, Recall@50, coverage@10 on test (train + validation excluded), sampled users at scale."""
     out = evaluate_scorer(score, None, data.test, data.seen_val, data.items.size, max_users=TEST_USERS, seed=seed)
