@@ -91,7 +91,7 @@ def training(params: TrainingParams) -> dict[str, Any]:
         refit_info = None
         if params.refit:
             with clock("refit-champion"):
-                refit_info = t.refit_champion(workdir, row, threads)
+                refit_info = t.refit_champion(workdir, row, threads, retrieval_row)
             report["refit"] = refit_info
         with clock("build-bundle"):
             meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info,

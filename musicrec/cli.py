@@ -183,6 +183,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                        {"run_id": args.run, "store_uri": store.uri, "version": args.version})
     print(f"{result['version']} ({_champion_note(result)}) on {result['test_users']:,} test users of run {args.run}\n")
     print(format_table(result) + f"\n\nranking: {result['uri']}")
+    if result.get("note") and result.get("bundle_run_id") == args.run:
+        print(f"note: {result['note']}")
     return 0
 
 

@@ -117,11 +117,21 @@ def ranking_baselines(workdir: str) -> list[dict[str, Any]]:
 
 
 @task(name="refit-champion", cache_policy=NO_CACHE)
-def refit_champion(workdir: str, row: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Refit the champion on every rating of the run for its best epoch count (the model that is served)."""
-    info = refit.refit_champion(Workspace(Path(workdir)), row, threads)
-    get_run_logger().info("refit %s on all %s ratings for %s epoch(s) in %.1f s", row["name"], f"{info['rows']:,}",
-                          info["epochs"], info["seconds"])
+def refit_champion(workdir: str, row: dict[str, Any], threads: int,
+                   retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Refit the champion on every rating of the run for its best epoch count (the model that is served),
+    and the retrieval champion on every interaction."""
+    ws = Workspace(Path(workdir))
+    info = refit.refit_champion(ws, row, threads)
+    logger = get_run_logger()
+    logger.info("refit %s on all %s ratings for %s epoch(s) in %.1f s", row["name"], f"{info['rows']:,}",
+                info["epochs"], info["seconds"])
+    if retrieval_row:
+        from musicrec.pipeline.retrieval import refit_implicit
+
+        info["retrieval"] = again = refit_implicit(ws, retrieval_row, threads)
+        logger.info("refit %s on all %s interactions for %s epoch(s) in %.1f s", retrieval_row["name"],
+                    f"{again['rows']:,}", again["epochs"], again["seconds"])
     return info
 
 

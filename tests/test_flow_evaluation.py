@@ -34,10 +34,8 @@ def test_cli_evaluate_writes_ranking_json_next_to_the_report(trained, tmp_path, 
     assert set(methods) == {"served: retrieve-then-rank", "served without also_bought", "retrieval champion alone",
                             "most_popular", "random"}
     assert got["protocol"].startswith("temporal leave-last-out")
-    # the same held-out items as the training run's retrieval metrics (its stored leave-last-out), so the two
-    # measurements of the champion agree: nothing it trained on is counted as a hit
-    champion = next(r for r in report["retrieval"]["models"] if r["name"] == report["retrieval"]["champion"])
-    assert methods["retrieval champion alone"]["hr@10"] == pytest.approx(champion["test_hr_at_10"], abs=0.01)
+    # the served retrieval model is the refit on every interaction, these held-out items included: said so
+    assert "refit" in got["note"] and "note: the served models were refit" in printed
     assert methods["served: retrieve-then-rank"]["hr@10"] > methods["random"]["hr@10"]
     for m in methods.values():
         assert 0.0 <= m["hr@10"] <= 1.0 and 0.0 <= m["ndcg@10"] <= m["hr@10"]

@@ -70,7 +70,7 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
     if retrieval_row:
         from musicrec.pipeline.retrieval import export_retrieval
 
-        meta["retrieval"] = export_retrieval(ws, retrieval_row)
+        meta["retrieval"] = export_retrieval(ws, retrieval_row, (refit or {}).get("retrieval"))
         files += meta["retrieval"]["files"]
     meta["files"] = {f: sha256_file(ws.bundle / f) for f in files}
     (ws.bundle / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
