@@ -85,3 +85,11 @@ def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rate
         assert set(positions) == set(best)
     mine = out[(out["user_id"] == "u001") & (out["item_id"] == ids[7])]
     assert mine["source"].tolist() in ([], ["word2vec"])  # found by another source too: that label wins
+
+
+def test_validation_sample_shrinks_with_the_catalogue_so_an_epoch_stays_cheap():
+    from musicrec.pipeline.retrieval import VALIDATION_CELLS, validation_users
+
+    assert validation_users(900) == 5000  # small catalogues: the config's sample (or every user)
+    assert validation_users(456_992) * 456_992 <= VALIDATION_CELLS  # the seed's catalogue: about 1,094 users
+    assert validation_users(10**8) == 1000  # never fewer than 1,000 users (standard error stays usable)
