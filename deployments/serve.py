@@ -106,10 +106,6 @@ def build_deployments() -> list[RunnerDeployment]:
                                parameters={"params": full_form(TrainingParams, training_defaults())},
                                tags=["musicrec", "nightly"],
                                description="Retrain every model on the configured data; promote the champion."),
-        tuning.to_deployment(name="weekly", schedule=weekly,
-                             parameters={"params": full_form(TuningParams, tuning_defaults())},
-                             tags=["musicrec", "weekly"],
-                             description="Search each model's hyperparameters; nightly training starts from them."),
         batch_scoring.to_deployment(name="nightly", triggers=[champion_trigger()],
                                     parameters={"params": full_form(ScoringParams, scoring_defaults())},
                                     tags=["musicrec", "nightly"],
@@ -118,6 +114,10 @@ def build_deployments() -> list[RunnerDeployment]:
                                     parameters={"params": full_form(ScoringParams, scoring_defaults())},
                                     tags=["musicrec"],
                                     description="Score pairs or rank users on demand; edit the form before running."),
+        tuning.to_deployment(name="weekly", schedule=weekly,
+                             parameters={"params": full_form(TuningParams, tuning_defaults())},
+                             tags=["musicrec", "weekly"],
+                             description="Search each model's hyperparameters; nightly training starts from them."),
     ]
 
 

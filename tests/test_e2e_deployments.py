@@ -198,7 +198,8 @@ def test_serve_deployments_fill_every_field_of_their_forms():
         assert set(_fields(dep._parameter_openapi_schema.model_dump())) <= set(dep.parameters["params"]), dep.name
     assert deps[0].parameters["params"]["models"] == list(MODELS)
     assert deps[0].parameters["params"]["split"] == {"method": "random", "train": 0.8, "validation": 0.1, "test": 0.1}
-    assert all(d.parameters["params"]["job"] == "all_users" for d in deps[1:])
+    assert all(d.parameters["params"]["job"] == "all_users" for d in deps[1:3])
+    assert deps[3].name == "weekly" and deps[3].parameters["params"]["trials"] == 30
     (trigger,) = deps[1].triggers
     assert trigger.parameters["params"]["version"] == "{{ event.payload.version }}"
     assert set(_fields(deps[1]._parameter_openapi_schema.model_dump())) <= set(trigger.parameters["params"])
@@ -210,10 +211,12 @@ def test_prefect_yaml_fills_every_list_and_object_field_and_names_all_models():
 
     from flows.scoring import batch_scoring
     from flows.training import training
+    from flows.tuning import tuning
 
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     schemas = {"flows/training.py:training": parameter_schema(training).model_dump(),
-               "flows/scoring.py:batch_scoring": parameter_schema(batch_scoring).model_dump()}
+               "flows/scoring.py:batch_scoring": parameter_schema(batch_scoring).model_dump(),
+               "flows/tuning.py:tuning": parameter_schema(tuning).model_dump()}
     for dep in spec["deployments"]:
         schema = schemas[dep["entrypoint"]]
         assert _unfilled(schema, dep["parameters"]) == [], dep["name"]
