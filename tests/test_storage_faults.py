@@ -219,7 +219,8 @@ def test_racing_promotions_keep_exactly_the_best_champion(s3_or_file, built, tmp
     uri = s3_or_file(kind)
     rmses = {"run0": 0.91, "run1": 0.87, "run2": 0.95, "run3": 0.86, "run4": 0.89}
 
-    def compare(store: Store, pointer: dict[str, Any] | None, challenger: pd.DataFrame, _: bool) -> dict[str, Any]:
+    def compare(store: Store, pointer: dict[str, Any] | None, challenger: pd.DataFrame, _: bool,
+                _retrieval: Any = None) -> dict[str, Any]:
         time.sleep(0.05)
         mine = float(np.sqrt(np.mean((challenger["pred"] - challenger["rating"]) ** 2)))
         theirs = rmses[pointer["version"]] if pointer else None
