@@ -38,6 +38,18 @@ def inputs(name: str, tmp: Path) -> tuple[list[str], list[str]]:
     return [str(MI / "reviews_Musical_Instruments_5.partial.json.gz")], meta
 
 
+def prepared(name: str, tmp: Path, seed: int):
+    """(workspace, ingest summary, indexed data) of a data set through musicrec's own stages."""
+    from musicrec.pipeline import ingest, prepare
+    from musicrec.pipeline.workspace import Workspace
+
+    reviews, meta = inputs(name, tmp)
+    ws = Workspace.create(tmp / "work", "bench")
+    run = ingest.ingest(ws, reviews, meta)
+    prepare.prepare(ws, seed)
+    return ws, run, prepare.load_train_data(ws)
+
+
 def default_algorithms() -> list[tuple[str, object]]:
     from surprise import SVD, BaselineOnly
 
@@ -72,15 +84,10 @@ def main() -> None:
     args = ap.parse_args()
     from musicrec.data.split import read_splits
     from musicrec.models.registry import MODELS
-    from musicrec.pipeline import ingest, prepare, train
-    from musicrec.pipeline.workspace import Workspace
+    from musicrec.pipeline import train
 
     with tempfile.TemporaryDirectory() as tmp:
-        reviews, meta = inputs(args.data, Path(tmp))
-        ws = Workspace.create(Path(tmp) / "work", "bench")
-        run = ingest.ingest(ws, reviews, meta)
-        prepare.prepare(ws, args.seed)
-        data = prepare.load_train_data(ws)
+        ws, run, data = prepared(args.data, Path(tmp), args.seed)
         rows = [train.train_one(ws, m, {"seed": args.seed}, data=data) for m in MODELS]
         base = {b["name"]: b for b in train.evaluate_baselines(ws, data)}
         rows += [base["bias"], base["global_mean"], *surprise_rows(read_splits(ws.splits))]

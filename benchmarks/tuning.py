@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from rating_models import inputs, surprise_rows
+from rating_models import prepared, surprise_rows
 
 KNN_MAX_ITEMS = 20_000  # item-based KNN holds an n_items^2 float64 similarity matrix (57.7K items: 27 GB)
 
@@ -95,19 +95,14 @@ def main() -> None:
     args = ap.parse_args()
     from musicrec.data.split import read_splits
     from musicrec.models.registry import MODELS
-    from musicrec.pipeline import ingest, prepare, train
-    from musicrec.pipeline.workspace import Workspace
+    from musicrec.pipeline import train
     from musicrec.tuning.search import default_params
 
     models = list(MODELS) if args.models == "all" else args.models.split(",")
     threads = os.cpu_count() or 1
     rows, tuned = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        reviews, meta = inputs(args.data, Path(tmp))
-        ws = Workspace.create(Path(tmp) / "work", "bench")
-        run = ingest.ingest(ws, reviews, meta)
-        prepare.prepare(ws, args.seed)
-        data = prepare.load_train_data(ws)
+        ws, run, data = prepared(args.data, Path(tmp), args.seed)
         for model in models:
             outcomes, secs = search(ws, data, model, args.trials, args.budget, args.parallel, args.seed)
             done = [o for o in outcomes if o["state"] == "complete"]

@@ -12,6 +12,7 @@ from pydantic import Field
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec.evaluation import choose_champion
 from musicrec.pipeline.report import StageClock, format_stages
+from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from tasks import reporting
 from tasks import training as t
 from tasks.runners import make_task_runner
@@ -74,7 +75,7 @@ def training(params: TrainingParams) -> dict[str, Any]:
     rows, baselines = trained["models"], trained["baselines"]
     bias = next(b for b in baselines if b["name"] == "bias")
     champion = choose_champion(rows, bias["val_rmse"])
-    retrieval = retrieval_summary(trained["retrieval"], trained["ranking_baselines"])
+    retrieval = summarize_retrieval(trained["retrieval"], trained["ranking_baselines"])
     retrieval_row = next((r for r in retrieval["models"] if r["name"] == retrieval["champion"]), None)
     report: dict[str, Any] = {
         "run_id": ws.run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
@@ -115,17 +116,6 @@ def training(params: TrainingParams) -> dict[str, Any]:
     if out["promoted"]:
         announce_champion(store_uri, out)
     return out
-
-
-def retrieval_summary(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> dict[str, Any]:
-    """The retrieval models' rows, their baselines and the retrieval champion (None if none beat most-popular)."""
-    from musicrec.pipeline.retrieval import choose_retrieval_champion
-
-    if not rows:
-        return {"models": [], "baselines": [], "champion": None}
-    popular = next(b for b in baselines if b["name"] == "most_popular")
-    name = choose_retrieval_champion(rows, popular["val_ndcg_at_10"])
-    return {"models": rows, "baselines": baselines, "champion": name}
 
 
 def announce_champion(store_uri: str, report: dict[str, Any]) -> None:

@@ -51,7 +51,9 @@ def ranking_data(ws: Workspace) -> RankingData:
 @functools.lru_cache(maxsize=2)
 def _cached(root: str, _stamp: int) -> RankingData:
     ws = Workspace(Path(root))
-    cols = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in pd.read_parquet(ws.ratings).columns else [])
+    import pyarrow.parquet as pq
+
+    cols = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in pq.read_schema(ws.ratings).names else [])
     split = leave_last_out(pd.read_parquet(ws.ratings, columns=cols))
     write_ranking_splits(ws, split)
     users = IdIndex(pd.concat([split.train["user_id"], split.test["user_id"]]).unique())
@@ -253,6 +255,15 @@ def ranking_baselines(ws: Workspace, seed: int = 0) -> list[dict[str, Any]]:
                               seed=seed)
         rows.append({"name": name, "kind": "baseline", **_prefixed("val", val), **test_metrics(fn, data, seed)})
     return rows
+
+
+def summarize(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The retrieval models' rows, their baselines and the retrieval champion (None if none beat most-popular)."""
+    if not rows:
+        return {"models": [], "baselines": [], "champion": None}
+    popular = next(b for b in baselines if b["name"] == "most_popular")
+    return {"models": rows, "baselines": baselines,
+            "champion": choose_retrieval_champion(rows, popular["val_ndcg_at_10"])}
 
 
 def choose_retrieval_champion(rows: list[dict[str, Any]], popular_val_ndcg: float) -> str | None:

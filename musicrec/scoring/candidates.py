@@ -224,11 +224,17 @@ def batch_candidates(index: CandidateIndex, rated: list[np.ndarray], neighbours:
     key = owner * n_items + pos
     keep = ~np.isin(key, owner_of_rated * n_items + flat)
     key, src = key[keep], src[keep]
-    first = np.lexsort((src, key))  # by (owner, position), the highest-priority source first
-    key, src = key[first], src[first]
-    fresh = np.ones(len(key), dtype=bool)
-    fresh[1:] = key[1:] != key[:-1]
-    return key[fresh] // n_items, key[fresh] % n_items, src[fresh]
+    pick = first_source(key, src)
+    return key[pick] // n_items, key[pick] % n_items, src[pick]
+
+
+def first_source(key: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """Indices of one row per distinct key, sorted by key, keeping the row of the highest-priority (lowest)
+    source: how candidates found by several sources are merged."""
+    order = np.lexsort((src, key))
+    fresh = np.ones(len(order), dtype=bool)
+    fresh[1:] = key[order][1:] != key[order][:-1]
+    return order[fresh]
 
 
 def _neighbour_rows(neighbours: dict[int, np.ndarray], flat: np.ndarray,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from musicrec.retrieval.index import ItemIndex, build_index
 from musicrec.retrieval.runtime import ITEM_TABLE, load_tower, read_item_table, user_vectors
+from musicrec.scoring.candidates import first_source
 
 RETRIEVAL = "retrieval"
 EXTRA_MAX = 200  # nearest items fetched beyond n, to survive the exclusion of rated items
@@ -64,11 +65,8 @@ def retrieve_and_rank(retriever: Retriever, item_ids: np.ndarray, users: list[st
     key = owner * n_items + pos
     keep = ~np.isin(key, rated_keys) & retriever.known[pos]
     owner, pos, src, key = owner[keep], pos[keep], src[keep], key[keep]
-    first = np.lexsort((src, key))
-    owner, pos, src, key = owner[first], pos[first], src[first], key[first]
-    fresh = np.ones(len(key), dtype=bool)
-    fresh[1:] = key[1:] != key[:-1]
-    owner, pos, src = owner[fresh], pos[fresh], src[fresh]
+    pick = first_source(key, src)
+    owner, pos, src = owner[pick], pos[pick], src[pick]
     score = np.einsum("ij,ij->i", vec[owner], retriever.table[pos])
     cand = pd.DataFrame({"user_id": np.asarray(users, dtype=object)[owner], "item_id": item_ids[pos],
                          "score": score, "source": labels[src]})
