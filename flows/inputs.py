@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from musicrec.implicit.configs import CONFIGS
 from musicrec.models.registry import MODELS
 from musicrec.pipeline.report import StageClock
-from musicrec.pipeline.workspace import Workspace, new_run_id
+from musicrec.pipeline.workspace import new_run_id, run_ref
 from musicrec.quiet import quiet_third_party
 from musicrec.settings import get_settings
 from tasks import training as t
@@ -41,18 +41,23 @@ class RunInputs(BaseModel):
     dask_address: str = Field("", description="existing Dask scheduler; empty = a LocalCluster")
     threads: int = Field(0, ge=0, description="CPU threads for the whole run; 0 = every core")
     work_dir: str = ".musicrec/work"
+    work_uri: str = Field("", description="s3://bucket/prefix: keep the run's workspace in the object store (Dask "
+                                          "workers without a shared filesystem); empty = MUSICREC_WORK_URI or work_dir")
     columns: dict[str, str] = Field(default={},
                                     description="file column for user, item, rating, timestamp (headers not matched)")
     rating_range: list[float] | None = Field(None, min_length=2, max_length=2,
                                              description="[min, max] stars; empty = read from the data")
 
 
-def begin_run(params: RunInputs, prefix: str) -> tuple[Workspace, str, int]:
-    """A run's workspace (named after the flow run), its store URI and its thread budget."""
+def begin_run(params: RunInputs, prefix: str) -> tuple[str, str, str, int]:
+    """A run's workspace reference (a local folder or an s3:// prefix, named after the flow run), its run id,
+    its store URI and its thread budget."""
     quiet_third_party()
-    store_uri = params.store_uri or get_settings().store_uri
+    settings = get_settings()
+    store_uri = params.store_uri or settings.store_uri
     threads = params.threads or os.cpu_count() or 1
-    return Workspace.create(params.work_dir, run_id_from_name(prefix)), store_uri, threads
+    run_id = run_id_from_name(prefix)
+    return run_ref(params.work_uri or settings.work_uri or params.work_dir, run_id), run_id, store_uri, threads
 
 
 def load_and_prepare(params: RunInputs, workdir: str, clock: StageClock) -> tuple[dict[str, Any], dict[str, Any]]:

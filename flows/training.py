@@ -13,9 +13,10 @@ from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, 
 from musicrec.evaluation import choose_champion
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
+from musicrec.pipeline.workspace import drop_cache
 from tasks import reporting
 from tasks import training as t
-from tasks.runners import make_task_runner
+from tasks.runners import make_task_runner, release_worker_caches
 
 CHAMPION_EVENT = "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
 class TrainingParams(RunInputs):
@@ -42,6 +43,7 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     baselines = t.evaluate_baselines.submit(workdir)
     ranking = t.ranking_baselines.submit(workdir) if ranked else None
     wait([*futures, *ranked, baselines, *([ranking] if ranking else [])])
+    release_worker_caches(workdir)
     return {"models": [f.result() for f in futures], "baselines": baselines.result(),
             "retrieval": [f.result() for f in ranked], "ranking_baselines": ranking.result() if ranking else []}
 
@@ -57,9 +59,15 @@ def _run_name() -> str:
 @flow(name="training", flow_run_name=_run_name)
 def training(params: TrainingParams) -> dict[str, Any]:
     """Train all models on fresh data and publish the champion if it is at least as good as the current one."""
-    ws, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
+    workdir, run_id, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
+    try:
+        return _training(params, workdir, run_id, store_uri, threads)
+    finally:
+        drop_cache(workdir)  # this machine's copy of a remote workspace (workers drop theirs in train_models)
+
+
+def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str, threads: int) -> dict[str, Any]:
     logger = get_run_logger()
-    workdir = str(ws.root)
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock)
     n_tasks = len(params.models) + len(params.retrieval_models)
@@ -78,7 +86,7 @@ def training(params: TrainingParams) -> dict[str, Any]:
     retrieval = summarize_retrieval(trained["retrieval"], trained["ranking_baselines"])
     retrieval_row = next((r for r in retrieval["models"] if r["name"] == retrieval["champion"]), None)
     report: dict[str, Any] = {
-        "run_id": ws.run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
+        "run_id": run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
         "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
         "baselines": baselines, "champion": {"name": champion}, "retrieval": retrieval, "promoted": False, "previous_test_rmse": None,
         "task_runner": params.task_runner, "tuning": tuning, "sample_card": run.get("sample_card"), "stage_seconds": clock.seconds,

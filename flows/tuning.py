@@ -12,6 +12,7 @@ from pydantic import Field
 
 from flows.inputs import RunInputs, begin_run, load_and_prepare, run_name
 from musicrec.pipeline.report import StageClock, format_stages
+from musicrec.pipeline.workspace import is_remote
 from tasks import tuning as tt
 from tasks.runners import make_task_runner
 
@@ -59,10 +60,13 @@ def tuning(params: TuningParams) -> dict[str, Any]:
     """Search each model's hyperparameters on validation RMSE and store the best as tuning/<model>.json."""
     from musicrec.tuning.records import build_record
 
-    ws, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
+    workdir, run_id, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
+    if is_remote(workdir):
+        raise ValueError(f"tuning needs its workspace on a filesystem its trials share (the Optuna journal is a "
+                         f"file): unset MUSICREC_WORK_URI / work_uri ({workdir}) for musicrec tune")
     logger = get_run_logger()
     clock = StageClock()
-    run, prep = load_and_prepare(params, str(ws.root), clock)
+    run, prep = load_and_prepare(params, workdir, clock)
     parallel = params.parallel or max(1, min(threads, params.trials))
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, parallel)
     end, records = time.time() + params.timeout_total, []
@@ -74,12 +78,12 @@ def tuning(params: TuningParams) -> dict[str, Any]:
         t0 = time.time()
         with clock(f"tune-{model}"):
             outcomes = tune_model.with_options(task_runner=runner)(
-                str(ws.root), model, params.trials, budget, params.seed, parallel, max(1, threads // parallel))
-            record = build_record(model, outcomes, run_id=ws.run_id, run={**run, "split": prep["split"]},
+                workdir, model, params.trials, budget, params.seed, parallel, max(1, threads // parallel))
+            record = build_record(model, outcomes, run_id=run_id, run={**run, "split": prep["split"]},
                                   seed=params.seed, seconds=time.time() - t0, budget_seconds=budget,
                                   trials_asked=params.trials)
             record["uri"] = tt.publish_tuning(store_uri, record)
         records.append(record)
     logger.info(format_stages(clock.seconds))
-    return {"run_id": ws.run_id, "store_uri": store_uri, "data": {k: run[k] for k in ("ratings", "fingerprint")},
+    return {"run_id": run_id, "store_uri": store_uri, "data": {k: run[k] for k in ("ratings", "fingerprint")},
             "records": records, "stage_seconds": clock.seconds}

@@ -91,16 +91,22 @@ def _run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     env = get_settings()
     fields = {"reviews": args.reviews, "meta": args.meta, "models": models, "seed": args.seed,
               "store_uri": pre.check_store(args.store).uri, "task_runner": args.task_runner or env.task_runner,
-              "dask_address": args.dask_address or env.dask_address, "work_dir": env.work_dir}
+              "dask_address": args.dask_address or env.dask_address, "work_dir": env.work_dir,
+              "work_uri": pre.check_work_uri(env.work_uri)}
     pre.check_inputs(args.reviews, args.meta, columns)
     # only what the user asked for: a flow without these fields refuses them instead of ignoring them
     return fields | {k: v for k, v in (("columns", columns), ("rating_range", rating_range)) if v}
 
 
 def _tune(args: argparse.Namespace) -> int:
-    fields = _run_inputs(args) | {"trials": pre.check_positive("--trials", args.trials),
-                                  "timeout_per_model": pre.check_seconds("--timeout", args.timeout),
-                                  "timeout_total": pre.check_seconds("--total-timeout", args.total_timeout)}
+    fields = _run_inputs(args)
+    if fields["work_uri"]:
+        raise pre.UsageError(f"musicrec tune keeps its workspace on a filesystem its trials share (the Optuna "
+                             f"journal is a file), and MUSICREC_WORK_URI is {fields['work_uri']}",
+                             hint="unset MUSICREC_WORK_URI for musicrec tune (musicrec train keeps using it)")
+    fields |= {"trials": pre.check_positive("--trials", args.trials),
+               "timeout_per_model": pre.check_seconds("--timeout", args.timeout),
+               "timeout_total": pre.check_seconds("--total-timeout", args.total_timeout)}
     from flows.tuning import TuningParams, tuning
     from musicrec.tuning.records import format_records
 

@@ -70,6 +70,19 @@ def check_store(uri: str) -> Store:
     return open_store(uri or get_settings().store_uri)
 
 
+def check_work_uri(uri: str) -> str:
+    """MUSICREC_WORK_URI: empty (local workspaces under work_dir) or an s3:// prefix whose bucket exists."""
+    if not uri:
+        return ""
+    from musicrec.pipeline.workspace import is_remote
+
+    if not is_remote(uri):
+        raise UsageError(f"MUSICREC_WORK_URI={uri!r} is not an s3:// URI",
+                         hint="use s3://bucket/prefix, or unset it and set MUSICREC_WORK_DIR for a local folder")
+    open_store(uri).list("manifests")  # a missing bucket or bad credentials fail here, before Prefect starts
+    return uri
+
+
 def parse_models(text: str) -> list[str]:
     """The comma-separated model names, at least one, each a registered model."""
     models = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))

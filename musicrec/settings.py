@@ -27,7 +27,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_ignore_empty=True)
 
     store_uri: str = Field("", description="s3://bucket/prefix, file:///path or a plain path; empty = ./.musicrec/store")
-    work_dir: str = Field(".musicrec/work", description="run workspaces; must be shared by Dask workers")
+    work_dir: str = Field(".musicrec/work", description="run workspaces when work_uri is empty (a local folder)")
+    work_uri: str = Field("", description="s3://bucket/prefix: run workspaces in the object store, for Dask "
+                                          "workers that share no filesystem; empty = work_dir")
+    cache_dir: str = Field("", description="local cache of remote workspaces off Dask workers (deleted at the "
+                                           "end of a run); empty = the system temp folder")
     reviews: str = Field("", description="deployments: comma-separated review files (empty = the demo sample)")
     meta: str = Field("", description="deployments: comma-separated metadata files (empty = the demo sample)")
     task_runner: Literal["threads", "processes", "dask"] = Field(

@@ -8,7 +8,6 @@ embedded as a data URI (see musicrec.pipeline.report.image_markdown): they rende
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -18,7 +17,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from musicrec.pipeline import report as rep
-from musicrec.pipeline.workspace import Workspace
+from musicrec.pipeline.workspace import Workspace, open_workspace
+from musicrec.store import Store, open_store
 
 LEADERBOARD_NOTE = ("★ = champion (lowest val_rmse of the models that beat the bias baseline); val_gain_vs_bias = "
                     "% lower val_rmse than bias; kind untrained = no epoch beat the starting point")
@@ -50,10 +50,11 @@ def publish_image(png: bytes, title: str, key: str, description: str, caption: s
 @task(name="publish-report", retries=3, retry_delay_seconds=[2, 5, 10], cache_policy=NO_CACHE)
 def publish_report(workdir: str, store_uri: str, report: dict[str, Any]) -> dict[str, Any]:
     """Upload splits, learning curves and report.json; create the UI artifacts."""
-    from musicrec.store import open_store
+    with open_workspace(workdir) as ws:
+        return _publish_report(ws, open_store(store_uri), report)
 
-    ws = Workspace(Path(workdir))
-    store = open_store(store_uri)
+
+def _publish_report(ws: Workspace, store: Store, report: dict[str, Any]) -> dict[str, Any]:
     histories = {m["name"]: ws.read_json(f"models/{m['name']}/history.json") for m in report["models"]}
     curves_uri = store.url_for(f"{rep.run_prefix(ws.run_id)}/learning_curves.png")
     report = {**report, "learning_curves_uri": curves_uri}

@@ -25,3 +25,20 @@ def make_task_runner(kind: str, dask_address: str, threads: int, n_tasks: int) -
         return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None}), workers
     raise ValueError(f"unknown task runner {kind!r}: use threads, processes or dask")
+
+
+def release_worker_caches(workdir: str) -> None:
+    """When the parallel stage ran on Dask with a remote workspace, delete every worker's cache of it (the
+    stage is over; the flow's own steps keep theirs until the run ends)."""
+    from musicrec.pipeline.workspace import drop_cache, is_remote
+
+    if not is_remote(workdir):
+        return
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner, get_dask_client
+
+    ctx = FlowRunContext.get()
+    if ctx is None or not isinstance(ctx.task_runner, DaskTaskRunner):
+        return  # threads or processes: the caches are this machine's, which the flow drops at the end
+    with get_dask_client() as client:
+        client.run(drop_cache, workdir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -13,7 +12,7 @@ from prefect.tasks import exponential_backoff
 from musicrec.errors import ValidationFailed
 from musicrec.pipeline import ingest, prepare, publish, refit, train
 from musicrec.pipeline.report import format_split
-from musicrec.pipeline.workspace import Workspace
+from musicrec.pipeline.workspace import open_workspace
 from musicrec.validation import failure_markdown
 from tasks.retries import io_retries, retry_transient
 
@@ -22,19 +21,19 @@ from tasks.retries import io_retries, retry_transient
 def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns: dict[str, str] | None = None,
                       rating_range: tuple[float, float] | None = None) -> dict[str, Any]:
     """Read and validate the inputs; a failed validation is published as an artifact and fails the run."""
-    ws = Workspace(Path(workdir))
     kw: dict[str, Any] = {}
     if columns:
         kw["columns"] = columns
     if rating_range:
         kw["rating_range"] = tuple(rating_range)
-    try:
-        run = ingest.ingest(ws, reviews, meta, **kw)
-    except ValidationFailed as e:
-        report = ws.read_json("validation.json")
-        create_markdown_artifact(failure_markdown(report, str(e)), key="validation-report",
-                                 description="Data validation failed: nothing was trained")
-        raise
+    with open_workspace(workdir) as ws:
+        try:
+            run = ingest.ingest(ws, reviews, meta, **kw)
+        except ValidationFailed as e:
+            report = ws.read_json("validation.json")
+            create_markdown_artifact(failure_markdown(report, str(e)), key="validation-report",
+                                     description="Data validation failed: nothing was trained")
+            raise
     get_run_logger().info("loaded %s ratings, %s users, %s items (%s)", f"{run['ratings']:,}",
                           f"{run['users']:,}", f"{run['items']:,}", run["fingerprint"][:19])
     return run
@@ -43,7 +42,8 @@ def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns
 @task(name="split-and-embed", cache_policy=NO_CACHE)
 def split_and_embed(workdir: str, seed: int, fractions: tuple[float, float, float], method: str) -> dict[str, Any]:
     """Write the splits and train Word2Vec on the training split's text."""
-    out = prepare.prepare(Workspace(Path(workdir)), seed, fractions, method)
+    with open_workspace(workdir) as ws:
+        out = prepare.prepare(ws, seed, fractions, method)
     get_run_logger().info("%s; word2vec vocabulary %s", format_split(out["split"]), f"{out['word2vec']['vocabulary']:,}")
     if out["word2vec"].get("note"):
         get_run_logger().warning(out["word2vec"]["note"])
@@ -62,7 +62,8 @@ def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int
         log_line(e)
         update_progress_artifact(progress_id, 100.0 * e["epoch"] / e["epochs"])
 
-    row = train.train_one(Workspace(Path(workdir)), name, overrides, threads=threads, on_epoch=on_epoch)
+    with open_workspace(workdir) as ws:
+        row = train.train_one(ws, name, overrides, threads=threads, on_epoch=on_epoch)
     update_progress_artifact(progress_id, 100.0)
     logger.info("%s: val_rmse %.4f test_rmse %.4f in %.1fs", name, row["val_rmse"], row["test_rmse"],
                 row["fit_seconds"])
@@ -102,7 +103,8 @@ def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads:
         logger.info("%s: epoch %d/%d loss %.4f val_ndcg@10 %.4f (%.1fs)", name, e["epoch"], epochs, e["loss"],
                     e["ndcg@10"], e["seconds"])
 
-    row = retrieval.train_implicit(Workspace(Path(workdir)), name, overrides, threads=threads, on_epoch=on_epoch)
+    with open_workspace(workdir) as ws:
+        row = retrieval.train_implicit(ws, name, overrides, threads=threads, on_epoch=on_epoch)
     logger.info("%s: val_ndcg@10 %.4f test_ndcg@10 %.4f in %.1fs", name, row["val_ndcg_at_10"],
                 row["test_ndcg_at_10"], row["fit_seconds"])
     return row
@@ -113,7 +115,8 @@ def ranking_baselines(workdir: str) -> list[dict[str, Any]]:
     """Most-popular and random on the leave-last-out split: the bar every retrieval model must clear."""
     from musicrec.pipeline import retrieval
 
-    return retrieval.ranking_baselines(Workspace(Path(workdir)))
+    with open_workspace(workdir) as ws:
+        return retrieval.ranking_baselines(ws)
 
 
 @task(name="refit-champion", cache_policy=NO_CACHE)
@@ -121,23 +124,24 @@ def refit_champion(workdir: str, row: dict[str, Any], threads: int,
                    retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
     """Refit the champion on every rating of the run for its best epoch count (the model that is served),
     and the retrieval champion on every interaction."""
-    ws = Workspace(Path(workdir))
-    info = refit.refit_champion(ws, row, threads)
-    logger = get_run_logger()
-    logger.info("refit %s on all %s ratings for %s epoch(s) in %.1f s", row["name"], f"{info['rows']:,}",
-                info["epochs"], info["seconds"])
-    if retrieval_row:
-        from musicrec.pipeline.retrieval import refit_implicit
+    from musicrec.pipeline.retrieval import refit_implicit
 
-        info["retrieval"] = again = refit_implicit(ws, retrieval_row, threads)
-        logger.info("refit %s on all %s interactions for %s epoch(s) in %.1f s", retrieval_row["name"],
-                    f"{again['rows']:,}", again["epochs"], again["seconds"])
+    logger = get_run_logger()
+    with open_workspace(workdir) as ws:
+        info = refit.refit_champion(ws, row, threads)
+        logger.info("refit %s on all %s ratings for %s epoch(s) in %.1f s", row["name"], f"{info['rows']:,}",
+                    info["epochs"], info["seconds"])
+        if retrieval_row:
+            info["retrieval"] = again = refit_implicit(ws, retrieval_row, threads)
+            logger.info("refit %s on all %s interactions for %s epoch(s) in %.1f s", retrieval_row["name"],
+                        f"{again['rows']:,}", again["epochs"], again["seconds"])
     return info
 
 
 @task(name="evaluate-baselines", cache_policy=NO_CACHE)
 def evaluate_baselines(workdir: str) -> list[dict[str, Any]]:
-    return train.evaluate_baselines(Workspace(Path(workdir)))
+    with open_workspace(workdir) as ws:
+        return train.evaluate_baselines(ws)
 
 
 @task(name="build-bundle", cache_policy=NO_CACHE)
@@ -145,8 +149,11 @@ def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any], refit_i
                  retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch), and the
     retrieval champion's user tower and item table beside it."""
-    ws = Workspace(Path(workdir))
-    return publish.build_bundle(ws, row, prepare.load_train_data(ws), run, refit_info, retrieval_row)
+    from musicrec.pipeline.retrieval import REFIT_DIR as RETRIEVAL_REFIT
+
+    needed = [row["name"], refit.REFIT_DIR, *([retrieval_row["name"], RETRIEVAL_REFIT] if retrieval_row else [])]
+    with open_workspace(workdir, models=needed) as ws:
+        return publish.build_bundle(ws, row, prepare.load_train_data(ws), run, refit_info, retrieval_row)
 
 
 @task(name="publish-bundle", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
@@ -155,7 +162,8 @@ def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]
     """Upload the bundle and verify every file; retried on transient store errors."""
     from musicrec.store import open_store
 
-    return publish.publish_bundle(open_store(store_uri), Workspace(Path(workdir)), version)
+    with open_workspace(workdir) as ws:
+        return publish.publish_bundle(open_store(store_uri), ws, version)
 
 
 @task(name="promote-champion", **io_retries([5, 5]), cache_policy=NO_CACHE)
@@ -165,13 +173,14 @@ def promote_champion(workdir: str, store_uri: str, published: dict[str, str], be
     if not worse (or, with too few such rows, by the documented policy)."""
     import pandas as pd
 
+    from musicrec.pipeline.retrieval import REFIT_DIR as RETRIEVAL_REFIT
     from musicrec.pipeline.retrieval import retrieval_check
     from musicrec.store import open_store
 
-    ws = Workspace(Path(workdir))
-    challenger = pd.read_parquet(ws.root / publish.CHALLENGER_TEST)
-    decision = publish.promote(open_store(store_uri), published, challenger, beats_own_baseline,
-                               retrieval_check=retrieval_check(ws, retrieval_champion))
+    with open_workspace(workdir, models=[retrieval_champion, RETRIEVAL_REFIT] if retrieval_champion else []) as ws:
+        challenger = pd.read_parquet(ws.root / publish.CHALLENGER_TEST)
+        decision = publish.promote(open_store(store_uri), published, challenger, beats_own_baseline,
+                                   retrieval_check=retrieval_check(ws, retrieval_champion))
     logger = get_run_logger()
     if decision["replaced_damaged"]:
         logger.warning("the published champion %s is damaged and was replaced: %s",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from musicrec.pipeline.workspace import Workspace
+from musicrec.pipeline.workspace import open_workspace
 from tasks.reporting import publish_image
 from tasks.retries import io_retries
 
@@ -20,7 +19,8 @@ def run_trial(workdir: str, spec: dict[str, Any], threads: int, seed: int) -> di
     from musicrec.tuning.search import TrialSpec
     from musicrec.tuning.trial import run_trial as fit_trial
 
-    return fit_trial(Workspace(Path(workdir)), TrialSpec(**spec), threads=threads, seed=seed)
+    with open_workspace(workdir) as ws:
+        return fit_trial(ws, TrialSpec(**spec), threads=threads, seed=seed)
 
 
 @task(name="publish-tuning", task_run_name="publish-tuning-{record[model]}", **io_retries([2, 5, 10]),
