@@ -30,7 +30,7 @@ def make_task_runner(kind: str, dask_address: str, threads: int, n_tasks: int) -
 def release_worker_caches(workdir: str) -> None:
     """When the parallel stage ran on Dask with a remote workspace, delete every worker's cache of it (the
     stage is over; the flow's own steps keep theirs until the run ends)."""
-    from musicrec.pipeline.workspace import drop_cache, is_remote
+    from musicrec.pipeline.workspace import is_remote
 
     if not is_remote(workdir):
         return
@@ -41,4 +41,11 @@ def release_worker_caches(workdir: str) -> None:
     if ctx is None or not isinstance(ctx.task_runner, DaskTaskRunner):
         return  # threads or processes: the caches are this machine's, which the flow drops at the end
     with get_dask_client() as client:
-        client.run(drop_cache, workdir)
+        client.run(_drop_worker_cache, workdir)
+
+
+def _drop_worker_cache(workdir: str, dask_worker: Any) -> bool:
+    """On one Dask worker (client.run passes it): delete its cache of the run."""
+    from musicrec.pipeline.workspace import drop_cache, worker_cache_root
+
+    return drop_cache(workdir, worker_cache_root(dask_worker.local_directory))

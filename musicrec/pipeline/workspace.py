@@ -93,13 +93,18 @@ def run_ref(work: str, run_id: str) -> str:
     return str(Workspace.create(path, run_id).root)
 
 
+def worker_cache_root(local_directory: str) -> Path:
+    """The cache folder of remote workspaces inside a Dask worker's own directory."""
+    return Path(local_directory) / "musicrec-cache"
+
+
 def cache_root() -> Path:
-    """Where remote workspaces are cached on this machine: the Dask worker's own directory on a worker, else
-    MUSICREC_CACHE_DIR, else the system temp folder."""
+    """Where remote workspaces are cached on this machine: the Dask worker's own directory when a task runs on
+    one, else MUSICREC_CACHE_DIR, else the system temp folder."""
     try:
         from distributed import get_worker
 
-        return Path(get_worker().local_directory) / "musicrec-cache"
+        return worker_cache_root(get_worker().local_directory)
     except (ImportError, ValueError):
         pass
     from musicrec.settings import get_settings
@@ -108,9 +113,9 @@ def cache_root() -> Path:
     return Path(configured) if configured else Path(tempfile.gettempdir()) / f"musicrec-cache-{os.getuid()}"
 
 
-def cache_dir(ref: str) -> Path:
+def cache_dir(ref: str, root: Path | None = None) -> Path:
     run_id = ref.rstrip("/").rsplit("/", 1)[-1]
-    return cache_root() / f"{safe_key_part(run_id)}-{sha256_bytes(ref.encode())[:12]}"
+    return (root or cache_root()) / f"{safe_key_part(run_id)}-{sha256_bytes(ref.encode())[:12]}"
 
 
 @contextlib.contextmanager
@@ -127,11 +132,11 @@ def open_workspace(ref: str, models: Iterable[str] = ()) -> Iterator[Workspace]:
     remote.push()
 
 
-def drop_cache(ref: str) -> bool:
+def drop_cache(ref: str, root: Path | None = None) -> bool:
     """Delete this machine's cache of a remote workspace (at the end of a run); True if there was one."""
     if not is_remote(ref):
         return False
-    path = cache_dir(ref)
+    path = cache_dir(ref, root)
     existed = path.exists()
     shutil.rmtree(path, ignore_errors=True)
     return existed
