@@ -60,14 +60,19 @@ def begin_run(params: RunInputs, prefix: str) -> tuple[str, str, str, int]:
     return run_ref(params.work_uri or settings.work_uri or params.work_dir, run_id), run_id, store_uri, threads
 
 
-def load_and_prepare(params: RunInputs, workdir: str, clock: StageClock) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Stages 1 and 2 of both flows: read + validate the inputs, then split and train Word2Vec."""
+def load_and_prepare(params: RunInputs, workdir: str, clock: StageClock,
+                     embed: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Stages 1 and 2 of both flows: read + validate the inputs, split, and (embed=True) train Word2Vec; the
+    training flow passes embed=False and trains Word2Vec beside the models that need no text."""
     with clock("load-and-validate"):
         run = t.load_and_validate(workdir, params.reviews, params.meta, params.columns,
                                   tuple(params.rating_range) if params.rating_range else None)
     fractions = (params.split.train, params.split.validation, params.split.test)
-    with clock("split-and-embed"):
-        prep = t.split_and_embed(workdir, params.seed, fractions, params.split.method)
+    with clock("split"):
+        prep = t.split_data(workdir, params.seed, fractions, params.split.method)
+    if embed:
+        with clock("embed-text"):
+            prep["word2vec"] = t.embed_text(workdir, params.seed)
     return run, prep
 
 

@@ -1,4 +1,4 @@
-"""The `training` flow: validate -> split + Word2Vec -> six models in parallel -> champion -> ONNX -> publish."""
+"""The `training` flow: validate -> split -> Word2Vec beside the models in parallel -> champion -> ONNX -> publish."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pydantic import Field
 
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec.evaluation import choose_champion
+from musicrec.models.registry import model_class
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache
@@ -34,17 +35,20 @@ class TrainingParams(RunInputs):
 
 @flow(name="train-models")
 def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str, Any]],
-                 threads_per_model: int, retrieval_models: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """The parallel stage: one task run per rating model and per retrieval model (and one for each family's
-    baselines) on the parent's runner."""
-    futures = [t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model) for m in models]
+                 threads_per_model: int, retrieval_models: list[str] | None = None,
+                 seed: int = 0) -> dict[str, Any]:
+    """The parallel stage on the parent's runner: Word2Vec, and beside it one task run per rating model and
+    per retrieval model (and one for each family's baselines); the models that use text wait for Word2Vec."""
+    embed = t.embed_text.submit(workdir, seed)
+    futures = [t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model,
+                                    wait_for=[embed] if model_class(m).uses_text else None) for m in models]
     ranked = [t.train_retrieval.submit(workdir, m, overrides.get(m, {}), threads_per_model)
               for m in retrieval_models or []]
     baselines = t.evaluate_baselines.submit(workdir)
     ranking = t.ranking_baselines.submit(workdir) if ranked else None
-    wait([*futures, *ranked, baselines, *([ranking] if ranking else [])])
+    wait([embed, *futures, *ranked, baselines, *([ranking] if ranking else [])])
     release_worker_caches(workdir)
-    return {"models": [f.result() for f in futures], "baselines": baselines.result(),
+    return {"models": [f.result() for f in futures], "baselines": baselines.result(), "word2vec": embed.result(),
             "retrieval": [f.result() for f in ranked], "ranking_baselines": ranking.result() if ranking else []}
 
 
@@ -69,8 +73,8 @@ def training(params: TrainingParams) -> dict[str, Any]:
 def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str, threads: int) -> dict[str, Any]:
     logger = get_run_logger()
     clock = StageClock()
-    run, prep = load_and_prepare(params, workdir, clock)
-    n_tasks = len(params.models) + len(params.retrieval_models)
+    run, prep = load_and_prepare(params, workdir, clock, embed=False)
+    n_tasks = len(params.models) + len(params.retrieval_models) + 1  # + Word2Vec
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, n_tasks)
     overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})}
                  for m in (*params.models, *params.retrieval_models)}
@@ -79,8 +83,10 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
         overrides, tuning = t.load_tuning(store_uri, list(params.models), overrides, run["fingerprint"])
     with clock("train-models"):
         trained = train_models.with_options(task_runner=runner)(
-            workdir, list(params.models), overrides, max(1, threads // parallel), list(params.retrieval_models))
+            workdir, list(params.models), overrides, max(1, threads // parallel), list(params.retrieval_models),
+            params.seed)
     rows, baselines = trained["models"], trained["baselines"]
+    prep["word2vec"] = trained["word2vec"]
     bias = next(b for b in baselines if b["name"] == "bias")
     champion = choose_champion(rows, bias["val_rmse"])
     retrieval = summarize_retrieval(trained["retrieval"], trained["ranking_baselines"])

@@ -43,11 +43,13 @@ class TrainData:
 
 
 def prepare_data(split: Split, text_ids: list[str] | None = None, text_vectors: np.ndarray | None = None,
-                 rating_range: tuple[float, float] = (1.0, 5.0)) -> TrainData:
-    """Users: those in train. Items: those in train plus items with a non-zero text vector (cold items)."""
+                 rating_range: tuple[float, float] = (1.0, 5.0), cold_items: list[str] | None = None) -> TrainData:
+    """Users: those in train. Items: those in train plus the cold items that have text: `cold_items` when
+    given (the run's text items, known before Word2Vec, so models with and without text share one item index),
+    else the items with a non-zero text vector. Without text_ids/text_vectors the item text table is None."""
     users = IdIndex(split.train["user_id"].unique())
-    text_known: list[str] = []
-    if text_ids is not None and text_vectors is not None:
+    text_known: list[str] = list(cold_items or [])
+    if cold_items is None and text_ids is not None and text_vectors is not None:
         text_known = [i for i, nz in zip(text_ids, np.abs(text_vectors).sum(1) > 0) if nz]
     items = IdIndex(pd.concat([split.train["item_id"], pd.Series(text_known, dtype="str")]).unique())
     trained = np.zeros(items.size, dtype=bool)

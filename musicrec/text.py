@@ -61,6 +61,16 @@ def item_documents(train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig
     return docs[docs.map(len) > 0]
 
 
+def text_item_ids(train: pd.DataFrame, items: pd.DataFrame) -> list[str]:
+    """The items item_documents() may give text: some non-blank title, brand or description, or a non-blank
+    TRAINING review. Known before Word2Vec trains, so the models' item index does not wait for it (an item
+    whose words all fall out of the vocabulary gets a zero vector)."""
+    meta = items[["item_id"]].copy()
+    meta["text"] = (items["title"] + items["brand"] + items["description"]).str.strip().str.len() > 0
+    reviewed = train.loc[train["review_text"].str.strip().str.len() > 0, "item_id"]
+    return sorted(set(meta.loc[meta["text"], "item_id"]) | set(reviewed))
+
+
 def _stable_hash(s: str) -> int:
     return zlib.crc32(s.encode("utf-8"))
 

@@ -12,7 +12,7 @@ def make_task_runner(kind: str, dask_address: str, threads: int, n_tasks: int) -
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=n_tasks + 1), n_tasks
+        return ThreadPoolTaskRunner(max_workers=n_tasks + 2), n_tasks  # + the two baseline tasks
     if kind == "processes":
         from prefect.task_runners import ProcessPoolTaskRunner
 

@@ -39,14 +39,24 @@ def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns
     return run
 
 
-@task(name="split-and-embed", cache_policy=NO_CACHE)
-def split_and_embed(workdir: str, seed: int, fractions: tuple[float, float, float], method: str) -> dict[str, Any]:
-    """Write the splits and train Word2Vec on the training split's text."""
+@task(name="split", cache_policy=NO_CACHE)
+def split_data(workdir: str, seed: int, fractions: tuple[float, float, float], method: str) -> dict[str, Any]:
+    """Write the splits (and the list of items with text, which fixes the item index)."""
     with open_workspace(workdir) as ws:
-        out = prepare.prepare(ws, seed, fractions, method)
-    get_run_logger().info("%s; word2vec vocabulary %s", format_split(out["split"]), f"{out['word2vec']['vocabulary']:,}")
-    if out["word2vec"].get("note"):
-        get_run_logger().warning(out["word2vec"]["note"])
+        out = prepare.split(ws, seed, fractions, method)
+    get_run_logger().info(format_split(out["split"]))
+    return out
+
+
+@task(name="embed-text", cache_policy=NO_CACHE)
+def embed_text(workdir: str, seed: int) -> dict[str, Any]:
+    """Train Word2Vec on the training split's text and write the item vectors (w2v_mlp waits for it)."""
+    with open_workspace(workdir) as ws:
+        out = prepare.embed(ws, seed)
+    get_run_logger().info("word2vec: vocabulary %s, %s items with text, %.1f s", f"{out['vocabulary']:,}",
+                          f"{out['items_with_text']:,}", out["seconds"])
+    if out.get("note"):
+        get_run_logger().warning(out["note"])
     return out
 
 

@@ -65,8 +65,10 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     assert report["champion"]["onnx_check"]["unknown_users"] > 0
     meta = _check_published(store, report)
     stages = report["stage_seconds"]
-    assert list(stages) == ["load-and-validate", "split-and-embed", "train-models", "refit-champion", "build-bundle",
+    assert list(stages) == ["load-and-validate", "split", "train-models", "refit-champion", "build-bundle",
                             "publish-and-promote"]
+    # Word2Vec trained inside train-models, beside the models that use no text; w2v_mlp started after it
+    assert report["word2vec"]["vocabulary"] > 0 and 0 < report["word2vec"]["seconds"] < stages["train-models"]
     assert all(v > 0 for v in stages.values())
     assert stages["train-models"] >= max(m["fit_seconds"] for m in report["models"])
 

@@ -61,3 +61,26 @@ def test_the_file_trains(tmp_path: Path, case: str) -> None:
     if case == "real ratings-only csv":
         assert (run["users"], run["items"]) == (1_429, 900)
         assert prep["word2vec"]["vocabulary"] == 0 and "all-zero text vectors" in prep["word2vec"]["note"]
+
+
+def test_models_without_text_train_before_word2vec_on_the_same_item_index(tmp_path: Path, small_sample) -> None:
+    """The training flow runs Word2Vec beside the models that use no text: they need only the split, and the
+    item index they are saved with is the one the bundle later loads them with (text included)."""
+    sample, _ = small_sample
+    ws = Workspace.create(tmp_path / "work", "run")
+    ingest(ws, [sample / "reviews.json.gz"], [sample / "meta.json.gz"])
+    prepare.split(ws, seed=0)
+    assert not ws.item_vectors.exists()
+    early = prepare.load_train_data(ws, text=False)
+    assert early.item_text is None
+    row = train.train_one(ws, "gmf", {"epochs": 2})  # gmf uses no text: it does not wait for the vectors
+    assert row["best_epoch"] >= 1
+    with pytest.raises(FileNotFoundError):
+        train.train_one(ws, "w2v_mlp", {"epochs": 1})  # w2v_mlp does
+    info = prepare.embed(ws, seed=0)
+    assert info["items_with_text"] > 0
+    full = prepare.load_train_data(ws)
+    assert list(full.items.ids) == list(early.items.ids) and full.item_text.shape[0] == full.items.size
+    cold = set(full.items.ids) - set(prepare.read_splits(ws.splits).train["item_id"])
+    assert cold  # items with text but no training rating are in the index before Word2Vec ran
+    train.load_model(ws, "gmf", full)  # the saved weights fit the text-included index

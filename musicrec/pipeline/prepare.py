@@ -1,4 +1,4 @@
-"""Stage 2: split the ratings, write the splits, train Word2Vec on the training split's text."""
+"""Stage 2: split the ratings and write the splits (split), train Word2Vec on the training split's text (embed)."""
 
 from __future__ import annotations
 
@@ -15,45 +15,63 @@ import pandas as pd
 from musicrec.data.split import read_splits, split_ratings, split_summary, write_splits
 from musicrec.dataset import TrainData, prepare_data
 from musicrec.pipeline.workspace import Workspace
+from musicrec.store import atomic_write
 from musicrec.text import (
     Word2VecConfig,
     item_documents,
     item_vectors,
     load_item_vectors,
     save_item_vectors,
+    text_item_ids,
     train_word2vec,
 )
 
 
+TEXT_ITEMS = "text_items.parquet"
+
+
 def prepare(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
             method: str = "random", w2v: Word2VecConfig | None = None) -> dict[str, Any]:
-    """Write splits/{train,validation,test}.parquet and item_vectors.parquet; return sizes and timings."""
+    """Both halves of stage 2 in turn (the training flow runs embed() beside the models that need no text)."""
+    out = split(ws, seed, fractions, method)
+    return {**out, "word2vec": embed(ws, seed, w2v)}
+
+
+def split(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+          method: str = "random") -> dict[str, Any]:
+    """Write splits/{train,validation,test}.parquet and text_items.parquet (the items that have text, which
+    fixes the item index before Word2Vec trains); return the split's sizes."""
     t0 = time.perf_counter()
-    split = split_ratings(pd.read_parquet(ws.ratings), fractions, seed, method)
-    write_splits(split, ws.splits)
+    parts = split_ratings(pd.read_parquet(ws.ratings), fractions, seed, method)
+    write_splits(parts, ws.splits)
+    items = pd.read_parquet(ws.items, columns=["item_id", "title", "brand", "description"])
+    ids = text_item_ids(parts.train, items)
+    atomic_write(ws.root / TEXT_ITEMS, lambda fh: pd.DataFrame({"item_id": pd.Series(ids, dtype="str")}).to_parquet(fh))
+    return {"split": split_summary(parts, seed, method), "split_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> dict[str, Any]:
+    """Train Word2Vec on the training split's text; write item_vectors.parquet and word2vec.txt."""
     t1 = time.perf_counter()
     cfg = w2v or Word2VecConfig(seed=seed)
+    train = pd.read_parquet(ws.splits / "train.parquet", columns=["item_id", "review_text"])
     items = pd.read_parquet(ws.items)
-    docs = item_documents(split.train, items, cfg)
+    docs = item_documents(train, items, cfg)
     wv = train_word2vec(docs, cfg) if has_vocabulary(docs, cfg) else None
     if wv is None:  # ratings without any text (the ratings-only CSV, no metadata): zero vectors, said so
         ids, vectors = [], np.zeros((0, cfg.vector_size), dtype=np.float32)
         ws.word_vectors.write_text(f"0 {cfg.vector_size}\n")
     else:
-        profiles = docs if cfg.profile_reviews else item_documents(split.train, items, cfg, include_reviews=False)
+        profiles = docs if cfg.profile_reviews else item_documents(train, items, cfg, include_reviews=False)
         ids = sorted(profiles.index)
         vectors = item_vectors(profiles, wv, ids, cfg)
         wv.save_word2vec_format(str(ws.word_vectors))
     save_item_vectors(ids, vectors, ws.item_vectors, cfg.vector_size)
     note = "" if wv is not None else ("no review or metadata text: w2v_mlp trains on all-zero text vectors, "
                                       "so it learns what mlp learns")
-    return {
-        "split": split_summary(split, seed, method),
-        "word2vec": {"vocabulary": 0 if wv is None else len(wv.index_to_key),
-                     "items_with_text": int((np.abs(vectors).sum(1) > 0).sum()), "note": note,
-                     "vector_size": cfg.vector_size, "seconds": round(time.perf_counter() - t1, 2)},
-        "split_seconds": round(t1 - t0, 2),
-    }
+    return {"vocabulary": 0 if wv is None else len(wv.index_to_key),
+            "items_with_text": int((np.abs(vectors).sum(1) > 0).sum()), "note": note,
+            "vector_size": cfg.vector_size, "seconds": round(time.perf_counter() - t1, 2)}
 
 
 def has_vocabulary(docs: pd.Series, cfg: Word2VecConfig) -> bool:
@@ -77,19 +95,28 @@ def rating_range(ws: Workspace) -> tuple[float, float]:
     return float(scale["min"]), float(scale["max"])
 
 
-def load_train_data(ws: Workspace) -> TrainData:
+def load_train_data(ws: Workspace, text: bool = True) -> TrainData:
     """The indexed training data of a workspace, built once per process and shared by every model
-    trained there (read-only), so six models on the threads runner don't hold six copies."""
-    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(ws.splits.glob("*.parquet")))
+    trained there (read-only), so six models on the threads runner don't hold six copies. text=False: without
+    the item text table, for models that use none (they can start before Word2Vec is done); the item index is
+    the same either way."""
+    files = [*sorted(ws.splits.glob("*.parquet")), ws.root / TEXT_ITEMS, *([ws.item_vectors] if text else [])]
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in files if p.exists())
     with _CACHE_LOCK:
-        return _cached_train_data(str(ws.root), stamp + ((ws.item_vectors.name, ws.item_vectors.stat().st_mtime_ns),))
+        return _cached_train_data(str(ws.root), stamp, text)
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_train_data(root: str, stamp: tuple[tuple[str, int], ...]) -> TrainData:
+def text_items(ws: Workspace) -> list[str] | None:
+    """The run's text items (None for a workspace written before they were recorded)."""
+    path = ws.root / TEXT_ITEMS
+    return pd.read_parquet(path)["item_id"].astype(str).tolist() if path.exists() else None
+
+
+@functools.lru_cache(maxsize=3)
+def _cached_train_data(root: str, stamp: tuple[tuple[str, int], ...], text: bool) -> TrainData:
     ws = Workspace(Path(root))
-    ids, vectors = load_item_vectors(ws.item_vectors)
-    return prepare_data(read_splits(ws.splits), ids, vectors, rating_range(ws))
+    ids, vectors = load_item_vectors(ws.item_vectors) if text else (None, None)
+    return prepare_data(read_splits(ws.splits), ids, vectors, rating_range(ws), text_items(ws))
 
 
 _CACHE_LOCK = threading.Lock()

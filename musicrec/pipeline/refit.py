@@ -15,7 +15,7 @@ from musicrec.data.split import Split, read_splits
 from musicrec.dataset import TrainData, prepare_data
 from musicrec.models.baselines import bias_regs
 from musicrec.pipeline.ingest import fingerprint
-from musicrec.pipeline.prepare import load_train_data, rating_range
+from musicrec.pipeline.prepare import load_train_data, rating_range, text_items
 from musicrec.pipeline.train import save_model
 from musicrec.pipeline.workspace import Workspace
 from musicrec.text import load_item_vectors
@@ -36,7 +36,7 @@ def full_data(ws: Workspace, rows: pd.DataFrame | None = None) -> TrainData:
     rows = all_rows(ws) if rows is None else rows
     empty = rows.iloc[:0]
     ids, vectors = load_item_vectors(ws.item_vectors)
-    return prepare_data(Split(rows, empty, empty), ids, vectors, rating_range(ws))
+    return prepare_data(Split(rows, empty, empty), ids, vectors, rating_range(ws), text_items(ws))
 
 
 def refit_champion(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from musicrec.evaluation import evaluate
 from musicrec.models.base import RatingModel
 from musicrec.models.baselines import BASELINES
 from musicrec.models.configs import TrainConfig
-from musicrec.models.registry import build_model, model_config
+from musicrec.models.registry import build_model, model_class, model_config
 from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace
 from musicrec.training import EpochCallback, fit_model
@@ -22,8 +22,9 @@ from musicrec.training import EpochCallback, fit_model
 
 def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None, threads: int = 1,
               on_epoch: EpochCallback | None = None, data: TrainData | None = None) -> dict[str, Any]:
-    """Fit, evaluate and save one model; return its leaderboard row."""
-    data = data or load_train_data(ws)
+    """Fit, evaluate and save one model; return its leaderboard row. A model that uses no text needs no item
+    vectors, so it can train while Word2Vec does."""
+    data = data or load_train_data(ws, text=model_class(name).uses_text)
     result = fit_model(name, data, overrides, threads=threads, on_epoch=on_epoch)
     row = {"name": name, **evaluate(result.model, data), "fit_seconds": round(result.fit_seconds, 2),
            "epochs": len(result.history), "best_epoch": result.best_epoch,
@@ -36,7 +37,7 @@ def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None,
 
 def evaluate_baselines(ws: Workspace, data: TrainData | None = None) -> list[dict[str, Any]]:
     """Global mean and bias baseline rows, in the same shape as the models' rows."""
-    data = data or load_train_data(ws)
+    data = data or load_train_data(ws, text=False)
     return [{"name": name, **evaluate(fit(data), data), "fit_seconds": 0.0, "epochs": 0}
             for name, fit in BASELINES.items()]
 
