@@ -26,7 +26,6 @@ from musicrec.text import (
     train_word2vec,
 )
 
-
 TEXT_ITEMS = "text_items.parquet"
 
 
