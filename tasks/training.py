@@ -103,15 +103,13 @@ def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str
 @task(name="train-retrieval", task_run_name="train-{name}", cache_policy=NO_CACHE)
 def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads: int) -> dict[str, Any]:
     """Train one implicit model on the run's leave-last-out split; one log line per epoch (val NDCG@10)."""
-    from musicrec.implicit.configs import make_config
     from musicrec.pipeline import retrieval
 
     logger = get_run_logger()
-    epochs = make_config(name, overrides).epochs
 
     def on_epoch(e: dict[str, Any]) -> None:
-        logger.info("%s: epoch %d/%d loss %.4f val_ndcg@10 %.4f (%.1fs)", name, e["epoch"], epochs, e["loss"],
-                    e["ndcg@10"], e["seconds"])
+        logger.info("%s: epoch %d/%d loss %.4f val_ndcg@10 %.4f, validation %.1fs (%.1fs)", name, e["epoch"],
+                    e["max_epochs"], e["loss"], e["ndcg@10"], e["eval_seconds"], e["seconds"])
 
     with open_workspace(workdir) as ws:
         row = retrieval.train_implicit(ws, name, overrides, threads=threads, on_epoch=on_epoch)

@@ -113,3 +113,17 @@ def test_text_vectors_give_items_without_interactions_a_row() -> None:
     u = r.model.user_table(torch.tensor([0, 1]))
     assert torch.allclose(u @ table[:5].T, torch.stack([r.model(torch.tensor([k] * 5), torch.arange(5))
                                                         for k in (0, 1)]), atol=1e-5)
+
+
+def test_the_epoch_cap_shrinks_with_the_data_and_the_fit_keeps_to_it():
+    from musicrec.implicit.configs import make_config, max_epochs
+
+    cfg = make_config("implicit_bpr")
+    assert max_epochs(cfg, 10_000) == cfg.epochs  # small data: the configured maximum
+    assert max_epochs(cfg, 1_263_464) == 19  # the seed's training interactions
+    assert max_epochs(make_config("implicit_bpr", {"max_epoch_rows": 0}), 1_263_464) == cfg.epochs
+    assert max_epochs(make_config("implicit_bpr", {"max_epoch_rows": 1}), 1_263_464) == 1
+    users, items, val, n_users, n_items = _clusters()
+    r = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
+                     overrides={"epochs": 50, "patience": 50, "max_epoch_rows": 3 * len(users)})
+    assert len(r.history) - 1 == 3 and r.history[-1]["max_epochs"] == 3

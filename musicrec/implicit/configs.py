@@ -23,6 +23,8 @@ class ImplicitConfig(BaseModel):
     weight_decay: float = Field(0.05, ge=0, description="L2 per touched row and occurrence (lazy, sparse)")
     epochs: int = Field(100, ge=1, le=1000, description="maximum epochs; early stopping on validation NDCG@10")
     patience: int = Field(8, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    max_epoch_rows: int = Field(25_000_000, ge=0, description="cap on epochs x training interactions, so the "
+                                "maximum epochs shrink on large data (seed size: 19); 0 = no cap")
     batch_size: int = Field(0, ge=0, description="positives per step; 0 = rows / 100 within [64, 4096]")
     negatives: int = Field(1, ge=1, le=1024, description="sampled negatives per positive")
     neg_sampling: Literal["uniform", "popularity"] = "uniform"
@@ -59,6 +61,13 @@ CONFIGS: dict[str, type[ImplicitConfig]] = {
     "implicit_bpr": BPRConfig,
     "implicit_hinge": HingeConfig,
 }
+
+
+def max_epochs(cfg: ImplicitConfig, n_rows: int) -> int:
+    """The most epochs a fit on n_rows interactions runs: cfg.epochs, fewer where max_epoch_rows says so."""
+    if cfg.max_epoch_rows <= 0 or n_rows <= 0:
+        return cfg.epochs
+    return max(1, min(cfg.epochs, cfg.max_epoch_rows // n_rows))
 
 
 def make_config(name: str, overrides: dict[str, Any] | None = None) -> ImplicitConfig:

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from musicrec.implicit.configs import ImplicitConfig, make_config
+from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs
 from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitMF
 from musicrec.implicit.sampling import NegativeSampler
@@ -51,8 +51,14 @@ class RowAdagrad:
         self.acc = {name: torch.full((t.shape[0],), ACC_START) for name, t in tables.items()}
 
     @torch.no_grad()
-    def update(self, name: str, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor) -> None:
-        rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1))
+    def update(self, name: str, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
+               unique: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """unique: (unique rows, inverse) of `rows` when the caller already has them (tables indexed alike)."""
+        if unique is None:
+            rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1))
+        else:
+            rows, g = unique[0], torch.zeros((len(unique[0]), grad[0].numel()), dtype=grad.dtype).index_add_(
+                0, unique[1], grad.reshape(len(unique[1]), -1))
         acc = self.acc[name]
         acc.index_add_(0, rows, g.pow(2).mean(1))
         step = g * acc.index_select(0, rows).rsqrt().unsqueeze(1) * -self.lr
@@ -92,7 +98,7 @@ class Trainer:
         total = 0.0
         for start in range(0, len(order), size):
             idx = order[start:start + size]
-            u, i = self.users[idx], self.items[idx]
+            u, i = self.users.index_select(0, idx), self.items.index_select(0, idx)
             total += self.step(u, i, self.sampler.sample(u, self.cfg.negatives))
         return total / max(1, len(order))
 
@@ -100,7 +106,10 @@ class Trainer:
         """The highest-scoring of each row's negatives, (b, 1)."""
         with torch.no_grad():
             m = self.model
-            s = torch.einsum("bf,bmf->bm", m.user[u], m.item_rows(neg)) + m.item_bias[neg]
+            flat = neg.reshape(-1)
+            rows = m.item_rows(flat, m.item.index_select(0, flat)).view(*neg.shape, -1)
+            s = torch.bmm(rows, m.user.index_select(0, u).unsqueeze(2)).squeeze(2)
+            s += m.item_bias.index_select(0, flat).view(neg.shape)
         return neg.gather(1, s.argmax(1, keepdim=True))
 
     def step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor) -> float:
@@ -109,17 +118,18 @@ class Trainer:
         if cfg.negative_pick == "max" and neg.shape[1] > 1:
             neg = self.hardest(u, neg)
         items = torch.cat([i, neg.T.reshape(-1)])  # block k holds every row's k-th negative
-        p = m.user[u].requires_grad_()
-        q = m.item[items].requires_grad_()
-        b = m.item_bias[items].requires_grad_()
+        p = m.user.index_select(0, u).requires_grad_()  # index_select: a row copy, faster than [] on CPU
+        q = m.item.index_select(0, items).requires_grad_()
+        b = m.item_bias.index_select(0, items).requires_grad_()
         proj = None if m.text_proj is None else m.text_proj.detach().clone().requires_grad_()
         s = (m.item_rows(items, q, proj).view(-1, len(u), q.shape[1]) * p).sum(-1) + b.view(-1, len(u))
         loss = batch_loss(self.loss, s[0], s[1:].T, "mean", cfg.margin).sum()
         loss.backward()
         wd = cfg.weight_decay
         self.opt.update("user", m.user, u, p.grad + wd * p.detach())
-        self.opt.update("item", m.item, items, q.grad + wd * q.detach())
-        self.opt.update("item_bias", m.item_bias, items, b.grad + wd * b.detach())
+        same = torch.unique(items, return_inverse=True)  # the item table and its bias share the rows
+        self.opt.update("item", m.item, items, q.grad + wd * q.detach(), same)
+        self.opt.update("item_bias", m.item_bias, items, b.grad + wd * b.detach(), same)
         if proj is not None and self.proj_acc is not None:
             self.proj_acc.add_(proj.grad.pow(2))
             m.text_proj.sub_(cfg.lr * proj.grad / self.proj_acc.sqrt())
@@ -159,21 +169,22 @@ def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users
         model = ImplicitMF(n_users, n_items, cfg.factors, cfg.init_std, cfg.seed, vector)
         trainer = Trainer(name, cfg, model, users, items, n_items)
         val_users = sample_users(np.flatnonzero(np.diff(validation.indptr)), cfg.val_users, cfg.seed)
-        return _run(name, cfg, trainer, lambda: validate(model, val_users, validation, exclude), on_epoch)
+        return _run(name, cfg, trainer, lambda: validate(model, val_users, validation, exclude), on_epoch,
+                    max_epochs(cfg, len(users)))
 
 
 def _run(name: str, cfg: ImplicitConfig, trainer: Trainer, evaluate: Callable[[], dict[str, float]],
-         on_epoch: EpochCallback | None) -> ImplicitResult:
+         on_epoch: EpochCallback | None, epochs: int) -> ImplicitResult:
     """Epoch loop with patience; keeps a copy of the best state and restores it at the end."""
     t0 = time.perf_counter()
     history = [{"epoch": 0, "loss": float("nan"), **evaluate(), "seconds": 0.0}]
     best, best_epoch = history[0], 0
     best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, epochs + 1):
         t = time.perf_counter()
         loss = trainer.train_epoch()
         train_s = time.perf_counter() - t
-        row = {"epoch": epoch, "loss": loss, **evaluate(), "seconds": train_s,
+        row = {"epoch": epoch, "max_epochs": epochs, "loss": loss, **evaluate(), "seconds": train_s,
                "eval_seconds": time.perf_counter() - t - train_s}
         history.append(row)
         if on_epoch is not None:
