@@ -39,7 +39,9 @@ class RowWiseAdagrad(torch.optim.Optimizer):
 
     @staticmethod
     def _update(p: torch.Tensor, acc: torch.Tensor, lr: float, eps: float) -> None:
-        rows, values = coalesce_rows(p.grad._indices()[0], p.grad._values())  # sparse embedding gradients only
+        rows, values = p.grad._indices()[0], p.grad._values()  # sparse embedding gradients only
+        if not p.grad.is_coalesced():  # (manual gradients arrive coalesced)
+            rows, values = coalesce_rows(rows, values)
         acc.index_add_(0, rows, values.pow(2).mean(1))
         step = values * (acc.index_select(0, rows) + eps).rsqrt_().unsqueeze(1) * -lr
         p.index_add_(0, rows, step)

@@ -147,7 +147,7 @@ def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Opti
     p_drop = model.cfg.id_dropout
     for start in range(0, n, batch):
         idx = perm[start:start + batch]
-        u, i, r = part.user_idx[idx], part.item_idx[idx], part.rating[idx]
+        u, i, r = part.user_idx.index_select(0, idx), part.item_idx.index_select(0, idx), part.rating.index_select(0, idx)
         if p_drop > 0:  # teach the reserved unknown rows what an unseen user / item looks like
             u = u.masked_fill(torch.rand(len(u), generator=gen) < p_drop, 0)
             i = i.masked_fill(torch.rand(len(i), generator=gen) < p_drop, 0)

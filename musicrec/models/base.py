@@ -151,21 +151,30 @@ class DotProductGradients:
                          user_weight: torch.Tensor, item_weight: torch.Tensor) -> float | None:
         m: Any = self
         (lam_bu, lam_bi, lam_p, lam_q) = (pen.lam for pen in m.penalties())
-        bu, bi = m.user_bias.weight[user_idx], m.item_bias.weight[item_idx]
-        p, q = m.user_factors.weight[user_idx], m.item_factors.weight[item_idx]
+        # index_select copies rows faster than [] on CPU; a side's bias and factors share one gather of ids
+        bu, bi = m.user_bias.weight.index_select(0, user_idx), m.item_bias.weight.index_select(0, item_idx)
+        p, q = m.user_factors.weight.index_select(0, user_idx), m.item_factors.weight.index_select(0, item_idx)
         err = m.global_mean + bu.squeeze(1) + bi.squeeze(1) + (p * q).sum(1) - rating
         scale = 2.0  # gradients of the summed batch loss (the trainer's convention, see RowWiseAdagrad)
         e, wu, wi = err.unsqueeze(1), user_weight.unsqueeze(1), item_weight.unsqueeze(1)
-        _set_sparse_grad(m.user_bias.weight, user_idx, scale * (e + lam_bu * bu * wu))
-        _set_sparse_grad(m.item_bias.weight, item_idx, scale * (e + lam_bi * bi * wi))
-        _set_sparse_grad(m.user_factors.weight, user_idx, scale * (e * q + lam_p * p * wu))
-        _set_sparse_grad(m.item_factors.weight, item_idx, scale * (e * p + lam_q * q * wi))
+        _set_side_grads(m.user_bias.weight, m.user_factors.weight, user_idx,
+                        scale * (e + lam_bu * bu * wu), scale * (e * q + lam_p * p * wu))
+        _set_side_grads(m.item_bias.weight, m.item_factors.weight, item_idx,
+                        scale * (e + lam_bi * bi * wi), scale * (e * p + lam_q * q * wi))
         return float(err.pow(2).mean())
 
 
-def _set_sparse_grad(weight: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
-    if weight.requires_grad:
-        weight.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), values, weight.shape, check_invariants=False)
+def _set_side_grads(bias: torch.Tensor, factors: torch.Tensor, rows: torch.Tensor, bias_grad: torch.Tensor,
+                    factor_grad: torch.Tensor) -> None:
+    """Sparse gradients of one side's bias and factor tables, coalesced once for both (one sort of the ids,
+    one summing pass): RowWiseAdagrad then skips its own coalescing."""
+    unique, inverse = torch.unique(rows, return_inverse=True)
+    summed = torch.zeros((len(unique), 1 + factor_grad.shape[1]), dtype=factor_grad.dtype)
+    summed.index_add_(0, inverse, torch.cat([bias_grad, factor_grad], 1))
+    for weight, values in ((bias, summed[:, :1]), (factors, summed[:, 1:])):
+        if weight.requires_grad:
+            weight.grad = torch.sparse_coo_tensor(unique.unsqueeze(0), values.contiguous(), weight.shape,
+                                                  is_coalesced=True, check_invariants=False)
 
 
 _CONSTRUCTION = threading.Lock()
