@@ -47,9 +47,11 @@ class RowWiseAdagrad(torch.optim.Optimizer):
         p.index_add_(0, rows, step)
 
 
-def coalesce_rows(rows: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unique row ids and the sum of each row's gradient values (what a coalesced sparse tensor holds)."""
-    unique, inverse = torch.unique(rows, return_inverse=True)
+def coalesce_rows(rows: torch.Tensor, values: torch.Tensor,
+                  unique: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique row ids and the sum of each row's gradient values (what a coalesced sparse tensor holds).
+    unique: torch.unique(rows, return_inverse=True) when the caller has it already (tables indexed alike)."""
+    unique, inverse = unique if unique is not None else torch.unique(rows, return_inverse=True)
     if len(unique) == len(rows):
         return rows, values
     summed = torch.zeros((len(unique), values.shape[1]), dtype=values.dtype)

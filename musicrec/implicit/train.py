@@ -54,11 +54,7 @@ class RowAdagrad:
     def update(self, name: str, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
                unique: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """unique: (unique rows, inverse) of `rows` when the caller already has them (tables indexed alike)."""
-        if unique is None:
-            rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1))
-        else:
-            rows, g = unique[0], torch.zeros((len(unique[0]), grad[0].numel()), dtype=grad.dtype).index_add_(
-                0, unique[1], grad.reshape(len(unique[1]), -1))
+        rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1), unique)
         acc = self.acc[name]
         acc.index_add_(0, rows, g.pow(2).mean(1))
         step = g * acc.index_select(0, rows).rsqrt().unsqueeze(1) * -self.lr

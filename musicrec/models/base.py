@@ -22,6 +22,7 @@ from torch import nn
 
 from musicrec.data.schema import RATING_MAX, RATING_MIN
 from musicrec.models.configs import TrainConfig
+from musicrec.optim import coalesce_rows
 
 RatingRange = tuple[float, float]
 
@@ -168,9 +169,7 @@ def _set_side_grads(bias: torch.Tensor, factors: torch.Tensor, rows: torch.Tenso
                     factor_grad: torch.Tensor) -> None:
     """Sparse gradients of one side's bias and factor tables, coalesced once for both (one sort of the ids,
     one summing pass): RowWiseAdagrad then skips its own coalescing."""
-    unique, inverse = torch.unique(rows, return_inverse=True)
-    summed = torch.zeros((len(unique), 1 + factor_grad.shape[1]), dtype=factor_grad.dtype)
-    summed.index_add_(0, inverse, torch.cat([bias_grad, factor_grad], 1))
+    unique, summed = coalesce_rows(rows, torch.cat([bias_grad, factor_grad], 1))
     for weight, values in ((bias, summed[:, :1]), (factors, summed[:, 1:])):
         if weight.requires_grad:
             weight.grad = torch.sparse_coo_tensor(unique.unsqueeze(0), values.contiguous(), weight.shape,
