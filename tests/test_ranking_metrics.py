@@ -7,7 +7,10 @@ import pytest
 import scipy.sparse as sp
 
 from musicrec.ranking.metrics import (
+    _random_list,
+    evaluate_random,
     evaluate_scorer,
+    evaluate_static,
     heldout_ranks,
     interaction_matrix,
     sample_users,
@@ -92,3 +95,53 @@ def test_batches_and_user_sample_are_deterministic() -> None:
     assert 0.0 < whole["coverage@10"] <= 1.0
     a, b = sample_users(np.arange(n_users), 50, seed=3), sample_users(np.arange(n_users)[::-1], 50, seed=3)
     assert a.tolist() == b.tolist() and len(a) == 50
+
+
+def _case(seed: int, n_users: int = 400, n_items: int = 60) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    rng = np.random.default_rng(seed)
+    extra = rng.integers(0, n_users, 40)  # a few users with two held-out items
+    held = interaction_matrix(np.r_[np.arange(n_users), extra], rng.integers(0, n_items, n_users + 40), n_users,
+                              n_items)
+    excl = interaction_matrix(rng.integers(0, n_users, 4000), rng.integers(0, n_items, 4000), n_users, n_items)
+    return held, excl
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_static_scores_give_what_scoring_every_user_gives(seed: int) -> None:
+    held, excl = _case(seed)
+    rng = np.random.default_rng(seed)
+    pop = rng.integers(0, 6, held.shape[1]).astype(np.float32)  # many ties: the index rule decides
+    pop[3] = np.nan
+    pop[7] = -np.inf
+    keep = np.ones(held.shape[1], np.float32)
+    keep[[3, 7]] = 0.0  # a held-out item's score must be a number
+    held = sp.csr_matrix(held.multiply(keep[None, :]))
+    held.eliminate_zeros()
+    users = np.arange(0, held.shape[0], 3)
+    generic = evaluate_scorer(lambda u: np.tile(pop, (len(u), 1)), users, held, excl, held.shape[1], batch=17)
+    static = evaluate_static(pop, users, held, excl)
+    assert static == pytest.approx(generic)
+    assert evaluate_static(pop, None, held, excl, max_users=50, seed=4) == pytest.approx(
+        evaluate_scorer(lambda u: np.tile(pop, (len(u), 1)), None, held, excl, held.shape[1], max_users=50, seed=4))
+
+
+def test_random_ranking_matches_scoring_with_random_numbers() -> None:
+    held, excl = _case(5, n_users=3000, n_items=40)
+    rng = np.random.default_rng(0)
+    drawn = evaluate_random(None, held, excl, seed=1)
+    scored = evaluate_scorer(lambda u: rng.random((len(u), 40)), None, held, excl, 40)
+    cands = 40 - np.diff(excl.indptr) + np.asarray(held.multiply(excl).sum(1)).ravel()
+    expected_hr = np.mean(np.minimum(1.0, 10 / cands[np.diff(held.indptr) == 1]))
+    for result in (drawn, scored):  # both near the expectation (one held-out item: P(hit) = 10 / candidates)
+        assert result["hr@10"] == pytest.approx(expected_hr, abs=0.03)
+    assert drawn["users"] == scored["users"]
+    assert drawn["coverage@10"] == 1.0  # 3,000 random lists of 10 cover 40 items
+    assert drawn == evaluate_random(None, held, excl, seed=1)  # seeded
+
+
+def test_random_lists_are_distinct_unexcluded_items() -> None:
+    excl = _csr([[0, 1, 2, 3, 4, 5], list(range(1, 1000))], 1000)
+    rng = np.random.default_rng(0)
+    lst = _random_list(rng, excl, 0, 10, 1000)
+    assert len(set(lst.tolist())) == 10 and min(lst) >= 6
+    assert _random_list(rng, excl, 1, 10, 1000).tolist() == [0]  # fewer candidates than k: all of them

@@ -51,14 +51,21 @@ def _dense_ranks(scores: np.ndarray, rows: np.ndarray, items: np.ndarray, target
 def _excluded_above(scores: np.ndarray, heldout: sp.csr_matrix, exclude: sp.csr_matrix, rows: np.ndarray,
                     items: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per held-out cell, how many excluded items of its row ranked ahead of it (to be taken back)."""
+    pair_held, erow, eitem = _pairs(heldout, exclude)
+    es = scores[erow, eitem]
+    t, it = target[pair_held], items[pair_held]
+    ahead = (es > t) | ((es == t) & (eitem < it))
+    return np.bincount(pair_held, ahead, minlength=len(rows)).astype(np.int64)
+
+
+def _pairs(heldout: sp.csr_matrix, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every (held-out cell, excluded cell of the same row) pair: the held-out cell's position in CSR order,
+    and the excluded cell's row and item."""
     erows, eitems = cells(exclude)
     per_row = np.diff(heldout.indptr)[erows]  # pair each excluded cell with each held-out cell of its row
     pair_ex = np.repeat(np.arange(len(erows)), per_row)
     pair_held = heldout.indptr[erows[pair_ex]] + _ranges(per_row)
-    es = scores[erows[pair_ex], eitems[pair_ex]]
-    t, it = target[pair_held], items[pair_held]
-    ahead = (es > t) | ((es == t) & (eitems[pair_ex] < it))
-    return np.bincount(pair_held, ahead, minlength=len(rows)).astype(np.int64)
+    return pair_held, erows[pair_ex], eitems[pair_ex]
 
 
 def _ranges(lengths: np.ndarray) -> np.ndarray:
@@ -72,28 +79,35 @@ def cells(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr)), matrix.indices.astype(np.int64)
 
 
-def top_k(scores: np.ndarray, exclude: sp.csr_matrix, k: int) -> np.ndarray:
-    """The k best non-excluded items per row, best first, ties to the smaller index; -1 pads rows with fewer."""
-    s = np.array(scores, dtype=np.float32, copy=True)
-    s[np.isnan(s)] = -np.inf
-    s[cells(exclude)] = -np.inf
+def top_k(scores: np.ndarray, exclude: sp.csr_matrix, k: int, inplace: bool = False) -> np.ndarray:
+    """The k best non-excluded items per row, best first, ties to the smaller index; -1 pads rows with fewer.
+
+    inplace: the scores (float32, writable) may be overwritten (excluded and NaN cells set to -inf)."""
+    import torch  # topk: numpy's partition is ~25x slower on masses of equal scores
+
+    arr = np.asarray(scores, dtype=np.float32)
+    s = torch.from_numpy(arr) if inplace and arr.flags.writeable else torch.from_numpy(arr).clone()
+    if torch.isnan(s).any():
+        s.nan_to_num_(nan=-np.inf, posinf=np.inf, neginf=-np.inf)
+    r, c = cells(exclude)
+    s[torch.from_numpy(r), torch.from_numpy(c)] = -np.inf
     k_eff = min(k, s.shape[1])
     if s.shape[0] == 0 or k_eff == 0:
         return np.full((s.shape[0], k), -1, np.int64)
-    import torch  # topk for the k-th value: numpy's partition is ~25x slower on masses of equal scores
-
-    kth = torch.topk(torch.from_numpy(s), k_eff, dim=1, sorted=False).values.min(1).values.numpy()[:, None]
-    chosen = s >= kth
-    tied = chosen.sum(1) > k_eff
-    if tied.any():  # keep the smallest indices among the items equal to the k-th score
-        sub, kt = s[tied], kth[tied]
+    vals, cols = (t.numpy() for t in torch.topk(s, min(k_eff + 1, s.shape[1]), dim=1, sorted=True))
+    kth = vals[:, k_eff - 1:k_eff]
+    # the (k+1)-th score equal to the k-th: an item tied with the k-th was left out, maybe the wrong one
+    tied = np.flatnonzero(vals[:, k_eff:].ravel() == kth.ravel()) if vals.shape[1] > k_eff else np.empty(0, int)
+    vals, cols = vals[:, :k_eff].copy(), cols[:, :k_eff].copy()
+    if len(tied):  # keep the smallest indices among the items equal to the k-th score
+        sub, kt = s[torch.from_numpy(tied)].numpy(), kth[tied]
         need = k_eff - (sub > kt).sum(1, keepdims=True)
         equal = sub == kt
-        chosen[tied] = (sub > kt) | (equal & (np.cumsum(equal, axis=1) <= need))
-    cols = np.nonzero(chosen)[1].reshape(len(s), k_eff)
-    vals = np.take_along_axis(s, cols, 1)
-    order = np.lexsort((cols, -vals), axis=1)
-    best = np.take_along_axis(cols, order, 1)
+        chosen = (sub > kt) | (equal & (np.cumsum(equal, axis=1) <= need))
+        cols[tied] = np.nonzero(chosen)[1].reshape(len(tied), k_eff)
+        vals[tied] = np.take_along_axis(sub, cols[tied], 1)
+    order = np.lexsort((cols, -vals), axis=1)  # best first, equal scores by index
+    best = np.take_along_axis(cols, order, 1).astype(np.int64)
     best[np.take_along_axis(vals, order, 1) == -np.inf] = -1
     return np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-1)
 
@@ -134,8 +148,7 @@ def evaluate_scorer(score_fn: ScoreFn, users: np.ndarray | None, heldout: sp.csr
 
     heldout and exclude are CSR matrices indexed by user (rows) and item; users defaults to every row with a
     held-out item; rows without one are skipped. batch defaults to SCORE_BUDGET // n_items users."""
-    rows = np.flatnonzero(np.diff(heldout.indptr)) if users is None else np.asarray(users, dtype=np.int64)
-    rows = sample_users(rows[np.diff(heldout.indptr)[rows] > 0], max_users, seed)
+    rows = _eval_rows(heldout, users, max_users, seed)
     step = batch or max(1, SCORE_BUDGET // max(1, n_items))
     sums = {f"hr@{k}": 0.0, f"ndcg@{k}": 0.0, f"recall@{recall_k}": 0.0}
     seen = np.zeros(n_items, bool)
@@ -147,12 +160,121 @@ def evaluate_scorer(score_fn: ScoreFn, users: np.ndarray | None, heldout: sp.csr
         for name, values in user_metrics(heldout_ranks(scores, held, excl), held, k, recall_k).items():
             sums[name] += float(values.sum())
         if coverage:
-            lists = top_k(scores, excl, k)
+            lists = top_k(scores, excl, k, inplace=True)  # the batch's scores are not used after
             seen[lists[lists >= 0]] = True
     out = {name: total / max(1, len(rows)) for name, total in sums.items()}
     if coverage:
         out[f"coverage@{k}"] = float(seen.sum()) / max(1, n_items)
     out["users"] = float(len(rows))
+    return out
+
+
+def _eval_rows(heldout: sp.csr_matrix, users: np.ndarray | None, max_users: int | None, seed: int) -> np.ndarray:
+    """The rows an evaluation covers: the given users (default: all) that have a held-out item, sampled."""
+    rows = np.flatnonzero(np.diff(heldout.indptr)) if users is None else np.asarray(users, dtype=np.int64)
+    return sample_users(rows[np.diff(heldout.indptr)[rows] > 0], max_users, seed)
+
+
+def _summary(per_row: dict[str, np.ndarray], n_rows: int, seen: np.ndarray | None) -> dict[str, float]:
+    out = {name: float(values.sum()) / max(1, n_rows) for name, values in per_row.items()}
+    if seen is not None:
+        out[next(n for n in per_row if n.startswith("hr@")).replace("hr@", "coverage@")] = \
+            float(seen.sum()) / max(1, len(seen))
+    out["users"] = float(n_rows)
+    return out
+
+
+def evaluate_static(item_scores: np.ndarray, users: np.ndarray | None, heldout: sp.csr_matrix,
+                    exclude: sp.csr_matrix, k: int = 10, recall_k: int = 50, max_users: int | None = None,
+                    seed: int = 0, coverage: bool = True) -> dict[str, float]:
+    """evaluate_scorer for a scorer that gives every user the same item scores (most-popular), exactly, by
+    one global order instead of a users x items score matrix: an item's rank is its position in the order
+    (same tie rule) less the user's excluded items ahead of it; a top-k list is the first k of the order that
+    the user did not interact with."""
+    scores = np.asarray(item_scores, dtype=np.float32)
+    n_items = len(scores)
+    rows = _eval_rows(heldout, users, max_users, seed)
+    held, excl = heldout[rows], exclude[rows]
+    _, items = cells(held)
+    if not np.isfinite(scores[items]).all():
+        raise ValueError("a held-out item has a NaN or infinite score: its rank is undefined")
+    nan = np.isnan(scores)
+    order = np.lexsort((np.arange(n_items), -np.where(nan, 0.0, scores), nan))  # NaN last, then by index
+    pos = np.empty(n_items, np.int64)
+    pos[order] = np.arange(n_items)
+    pair_held, _, eitem = _pairs(held, excl)
+    ahead = np.bincount(pair_held, pos[eitem] < pos[items[pair_held]], minlength=len(items)).astype(np.int64)
+    per_row = user_metrics(pos[items] - ahead, held, k, recall_k)
+    seen = None
+    if coverage:
+        seen = np.zeros(n_items, bool)
+        listed = order[np.isfinite(scores[order]) | (scores[order] == np.inf)]  # -inf and NaN are never listed
+        per = np.diff(excl.indptr)
+        for a, b in _row_batches(per + k, SCORE_BUDGET):
+            head = listed[:k + int(per[a:b].max(initial=0))]
+            ok = excl[a:b][:, head].toarray() == 0
+            keep = ok & (np.cumsum(ok, axis=1) <= k)
+            seen[head[keep.any(0)]] = True
+    return _summary(per_row, len(rows), seen)
+
+
+def evaluate_random(users: np.ndarray | None, heldout: sp.csr_matrix, exclude: sp.csr_matrix, k: int = 10,
+                    recall_k: int = 50, max_users: int | None = None, seed: int = 0,
+                    coverage: bool = True) -> dict[str, float]:
+    """A uniformly random ranking per user, drawn directly rather than by scoring every item: a row's held-out
+    items take a uniformly random set of the positions 0..C-1 (C: its candidates, every item not excluded plus
+    the held-out ones) and its top-k list is k distinct candidates drawn uniformly."""
+    n_items = heldout.shape[1]
+    rows = _eval_rows(heldout, users, max_users, seed)
+    held, excl = heldout[rows], exclude[rows]
+    rng = np.random.default_rng(seed)
+    hrows, items = cells(held)
+    excluded_held = _member(excl, hrows, items)
+    n_held = np.diff(held.indptr)
+    cands = n_items - np.diff(excl.indptr) + np.bincount(hrows, excluded_held, minlength=len(rows)).astype(np.int64)
+    ranks = (rng.random(len(items)) * cands[hrows]).astype(np.int64)  # one held-out item: uniform position
+    for r in np.flatnonzero(n_held > 1):  # several: distinct positions
+        a = held.indptr[r]
+        ranks[a:a + n_held[r]] = rng.choice(cands[r], n_held[r], replace=False)
+    per_row = user_metrics(ranks, held, k, recall_k)
+    seen = None
+    if coverage:
+        seen = np.zeros(n_items, bool)
+        for r in range(len(rows)):
+            seen[_random_list(rng, excl, r, k, n_items)] = True
+    return _summary(per_row, len(rows), seen)
+
+
+def _random_list(rng: np.random.Generator, excl: sp.csr_matrix, r: int, k: int, n_items: int) -> np.ndarray:
+    """k distinct items drawn uniformly among those row r of excl does not hold (all of them when fewer)."""
+    banned = excl.indices[excl.indptr[r]:excl.indptr[r + 1]]
+    if n_items - len(banned) <= 4 * k:
+        return rng.permutation(np.setdiff1d(np.arange(n_items), banned))[:k]
+    while True:  # rejection: uniform draws, excluded and repeated ones dropped, keep the first k
+        draw = rng.integers(0, n_items, 4 * k)
+        draw = draw[~np.isin(draw, banned)]
+        _, first = np.unique(draw, return_index=True)
+        if len(first) >= k:
+            return draw[np.sort(first)[:k]]
+
+
+def _member(matrix: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Whether each (row, item) pair is a stored cell of the CSR matrix (its indices sorted)."""
+    r, c = cells(matrix)
+    keys, probe = r * matrix.shape[1] + c, rows * matrix.shape[1] + items
+    at = np.minimum(np.searchsorted(keys, probe), max(0, len(keys) - 1))
+    return (keys[at] == probe) if len(keys) else np.zeros(len(probe), bool)
+
+
+def _row_batches(cost: np.ndarray, budget: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges whose summed cost (at the widest row) stays within budget (at least one row)."""
+    out, a = [], 0
+    while a < len(cost):
+        b, widest = a + 1, int(cost[a])
+        while b < len(cost) and max(widest, int(cost[b])) * (b + 1 - a) <= budget:
+            widest, b = max(widest, int(cost[b])), b + 1
+        out.append((a, b))
+        a = b
     return out
 
 
