@@ -1,6 +1,9 @@
-"""How the pipeline's cost grows with the data: every stage at small, medium and seed size.
+"""How the pipeline's cost grows with the data: every stage at small, medium and seed size, and past it.
 
-    .venv/bin/python benchmarks/scale.py [--scales small,medium,seed] [--out benchmarks/out/scale]
+    .venv/bin/python benchmarks/scale.py [--scales small,medium,seed,seed2x,seed4x] [--out benchmarks/out/scale]
+
+seed2x and seed4x are the seed's user, item and rating counts times 2 and 4 (musicrec.data.world.SCALES): the
+same ratings per user and per item, so the curves show growth in size, not a change of shape.
 
 Per scale, each stage runs in a FRESH SUBPROCESS, so its peak RSS (VmHWM of that process image) is its own:
 generate (timed only when the sample is not reused), ingest (read + validate), prepare (split + Word2Vec),

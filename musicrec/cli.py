@@ -18,6 +18,7 @@ from musicrec.models.configs import FAMILY
 from musicrec.settings import get_settings
 
 MODEL_NAMES = list(FAMILY)  # torch-free: parsing arguments must not import torch
+SAMPLE_SCALES = ["small", "medium", "seed", "seed2x", "seed4x"]  # musicrec.data.world.SCALES, without numpy/scipy
 STORE_HELP = "s3://bucket/prefix, file:///path or a folder (default MUSICREC_STORE_URI, else ./.musicrec/store)"
 
 
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("sample-data", help="generate a dataset in the Amazon 2018 format")
     s.add_argument("out_dir")
-    s.add_argument("--scale", choices=["small", "medium", "seed"], default="small")
+    s.add_argument("--scale", choices=SAMPLE_SCALES, default="small")
     s.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("train", help="run the training flow (Prefect; ephemeral server if none is configured)")
     u = sub.add_parser("tune", help="run the tuning flow: an Optuna search per model; training then starts from it")

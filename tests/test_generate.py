@@ -69,9 +69,12 @@ def test_counts_match_the_card_and_the_scale(sample: tuple, reviews: pd.DataFram
 
 
 def test_scales_keep_the_real_ratios() -> None:
+    from musicrec.cli import SAMPLE_SCALES
+
+    assert SAMPLE_SCALES == list(SCALES)
     seed = SCALES["seed"]
     assert (seed.users, seed.items, seed.ratings) == (840_372, 456_992, 1_584_082)
-    for name, target in (("small", 20_000), ("medium", 200_000)):
+    for name, target in (("small", 20_000), ("medium", 200_000), ("seed2x", 3_168_164), ("seed4x", 6_336_328)):
         spec = SCALES[name]
         assert spec.ratings == target
         assert spec.users / spec.ratings == pytest.approx(seed.users / seed.ratings, rel=1e-3)

@@ -28,6 +28,10 @@ SCALES = {  # the same ratings per user and per item as the real 2018 release ("
     "small": Scale(10_610, 5_770, 20_000),
     "medium": Scale(106_102, 57_698, 200_000),
     "seed": Scale(840_372, 456_992, 1_584_082),
+    # Past the seed, for cost curves (benchmarks/scale.py): the seed's counts times 2 and 4, so ratings per user
+    # and per item (and every share below) stay those of the real release.
+    "seed2x": Scale(2 * 840_372, 2 * 456_992, 2 * 1_584_082),
+    "seed4x": Scale(4 * 840_372, 4 * 456_992, 4 * 1_584_082),
 }
 DIM = 8
 SINGLE_SHARE = 0.70  # users with exactly one rating
