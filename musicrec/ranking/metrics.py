@@ -87,7 +87,7 @@ def top_k(scores: np.ndarray, exclude: sp.csr_matrix, k: int, inplace: bool = Fa
 
     arr = np.asarray(scores, dtype=np.float32)
     s = torch.from_numpy(arr) if inplace and arr.flags.writeable else torch.from_numpy(arr).clone()
-    if torch.isnan(s).any():
+    if torch.isnan(s).any():  # posinf/neginf given: nan_to_num would otherwise clamp the infinities
         s.nan_to_num_(nan=-np.inf, posinf=np.inf, neginf=-np.inf)
     r, c = cells(exclude)
     s[torch.from_numpy(r), torch.from_numpy(c)] = -np.inf
@@ -150,23 +150,20 @@ def evaluate_scorer(score_fn: ScoreFn, users: np.ndarray | None, heldout: sp.csr
     held-out item; rows without one are skipped. batch defaults to SCORE_BUDGET // n_items users."""
     rows = _eval_rows(heldout, users, max_users, seed)
     step = batch or max(1, SCORE_BUDGET // max(1, n_items))
-    sums = {f"hr@{k}": 0.0, f"ndcg@{k}": 0.0, f"recall@{recall_k}": 0.0}
-    seen = np.zeros(n_items, bool)
+    parts: list[dict[str, np.ndarray]] = []
+    seen = np.zeros(n_items, bool) if coverage else None
     for a in range(0, len(rows), step):
         part = rows[a:a + step]
         scores, held, excl = score_fn(part), heldout[part], exclude[part]
         if scores.shape != (len(part), n_items):
             raise ValueError(f"score_fn returned {scores.shape}, expected {(len(part), n_items)}")
-        for name, values in user_metrics(heldout_ranks(scores, held, excl), held, k, recall_k).items():
-            sums[name] += float(values.sum())
-        if coverage:
+        parts.append(user_metrics(heldout_ranks(scores, held, excl), held, k, recall_k))
+        if seen is not None:
             lists = top_k(scores, excl, k, inplace=True)  # the batch's scores are not used after
             seen[lists[lists >= 0]] = True
-    out = {name: total / max(1, len(rows)) for name, total in sums.items()}
-    if coverage:
-        out[f"coverage@{k}"] = float(seen.sum()) / max(1, n_items)
-    out["users"] = float(len(rows))
-    return out
+    names = (f"hr@{k}", f"ndcg@{k}", f"recall@{recall_k}")
+    per_row = {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names}
+    return _summary(per_row, len(rows), seen, k)
 
 
 def _eval_rows(heldout: sp.csr_matrix, users: np.ndarray | None, max_users: int | None, seed: int) -> np.ndarray:
@@ -175,11 +172,11 @@ def _eval_rows(heldout: sp.csr_matrix, users: np.ndarray | None, max_users: int 
     return sample_users(rows[np.diff(heldout.indptr)[rows] > 0], max_users, seed)
 
 
-def _summary(per_row: dict[str, np.ndarray], n_rows: int, seen: np.ndarray | None) -> dict[str, float]:
+def _summary(per_row: dict[str, np.ndarray], n_rows: int, seen: np.ndarray | None, k: int) -> dict[str, float]:
+    """Means over the rows of the per-row metrics, coverage@k of the items seen in the lists, and the row count."""
     out = {name: float(values.sum()) / max(1, n_rows) for name, values in per_row.items()}
     if seen is not None:
-        out[next(n for n in per_row if n.startswith("hr@")).replace("hr@", "coverage@")] = \
-            float(seen.sum()) / max(1, len(seen))
+        out[f"coverage@{k}"] = float(seen.sum()) / max(1, len(seen))
     out["users"] = float(n_rows)
     return out
 
@@ -215,7 +212,7 @@ def evaluate_static(item_scores: np.ndarray, users: np.ndarray | None, heldout: 
             ok = excl[a:b][:, head].toarray() == 0
             keep = ok & (np.cumsum(ok, axis=1) <= k)
             seen[head[keep.any(0)]] = True
-    return _summary(per_row, len(rows), seen)
+    return _summary(per_row, len(rows), seen, k)
 
 
 def evaluate_random(users: np.ndarray | None, heldout: sp.csr_matrix, exclude: sp.csr_matrix, k: int = 10,
@@ -242,7 +239,7 @@ def evaluate_random(users: np.ndarray | None, heldout: sp.csr_matrix, exclude: s
         seen = np.zeros(n_items, bool)
         for r in range(len(rows)):
             seen[_random_list(rng, excl, r, k, n_items)] = True
-    return _summary(per_row, len(rows), seen)
+    return _summary(per_row, len(rows), seen, k)
 
 
 def _random_list(rng: np.random.Generator, excl: sp.csr_matrix, r: int, k: int, n_items: int) -> np.ndarray:
