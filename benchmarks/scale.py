@@ -7,7 +7,9 @@ same ratings per user and per item, so the curves show growth in size, not a cha
 
 Per scale, each stage runs in a FRESH SUBPROCESS, so its peak RSS (VmHWM of that process image) is its own:
 generate (timed only when the sample is not reused), ingest (read + validate), prepare (split + Word2Vec),
-each of the six models with threads=1 (train_models.py's child) + the baselines, bundle (ONNX export + verify of
+each of the six rating models with threads=1 (train_models.py's child) + the baselines, each of the three
+implicit models (fit with validation NDCG@10 each epoch, then test) + the ranking baselines (--no-retrieval skips
+them), bundle (ONNX export + verify of
 the best model by validation RMSE), publish (publish_bundle + promote into a file store), score pairs (1M random
 pairs of known and unknown ids through the bundle with onnxruntime) and rank (top-10 for 100K users, or all).
 Samples live in benchmarks/out/<scale> (shared with the other scripts; a seed sample at /tmp/seed/data with the
@@ -37,7 +39,7 @@ from train_models import code_state, ensure_sample, machine, peak_rss_mb, run_ch
 SAMPLES = ROOT / "benchmarks" / "out"
 SEED_SAMPLE = Path("/tmp/seed/data")
 MARK = "@@STAGE@@"
-FLOW = ["ingest", "prepare", "train", "bundle", "publish", "score_pairs", "rank"]  # generate goes first if timed
+FLOW = ["ingest", "prepare", "train", "retrieval", "bundle", "publish", "score_pairs", "rank"]  # generate goes first if timed
 
 
 # ---------------------------------------------------------------- children (one stage per fresh process)
@@ -95,7 +97,7 @@ def stage_bundle(ctx: dict[str, Any]) -> dict[str, Any]:
 def stage_publish(ctx: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
-    from musicrec.pipeline.publish import promote, publish_bundle
+    from musicrec.pipeline.publish import CHALLENGER_TEST, promote, publish_bundle
     from musicrec.pipeline.workspace import Workspace
     from musicrec.store import open_store
 
@@ -105,7 +107,8 @@ def stage_publish(ctx: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     published = publish_bundle(store, ws, b["version"])
     t1 = time.perf_counter()
-    decision = promote(store, published, b["test_rmse"], pd.read_parquet(ws.splits / "test.parquet"))
+    challenger = pd.read_parquet(ws.root / CHALLENGER_TEST)  # build_bundle wrote the champion's test predictions
+    decision = promote(store, published, challenger, beats_own_baseline=True)
     t2 = time.perf_counter()
     return {"seconds": t2 - t0, "publish_seconds": round(t1 - t0, 2), "promote_seconds": round(t2 - t1, 2),
             "promoted": decision["promoted"]}
@@ -223,6 +226,7 @@ def link_seed_sample(samples: Path) -> bool:
 
 def run_scale(scale: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
     from musicrec.evaluation import choose_champion
+    from musicrec.implicit.train import IMPLICIT_MODELS
     from musicrec.models.registry import MODELS
 
     res: dict[str, Any] = {"scale": scale, "machine": machine(), "code_start": code_state(), "stages": []}
@@ -253,26 +257,32 @@ def run_scale(scale: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
     res["ratings"] = record(run_stage("ingest", ctx, a.timeout))["ratings"]
     record(run_stage("prepare", ctx, a.timeout))
     models = []
-    for name in list(MODELS) + ["baselines"]:
+    retrieval = list(IMPLICIT_MODELS) + ["ranking_baselines"] if a.retrieval else []
+    for name in [*MODELS, "baselines", *retrieval]:
+        kind = "retrieval" if name in retrieval else "train"
         load = round(os.getloadavg()[0], 2)
         t0 = time.perf_counter()
         try:
             r = run_child(ws_root, name)
         except RuntimeError as e:
-            record({"stage": f"train:{name}", "error": str(e)[-1000:], "process_seconds": 0, "load_before": load})
+            record({"stage": f"{kind}:{name}", "error": str(e)[-1000:], "process_seconds": 0, "load_before": load})
             continue
-        row = {"stage": f"train:{name}", "seconds": round(r["load_seconds"] + r["wall_seconds"], 2),
+        row = {"stage": f"{kind}:{name}", "seconds": round(r["load_seconds"] + r["wall_seconds"], 2),
                "load_seconds": r["load_seconds"], "peak_rss_mb": r["peak_rss_mb"], "load_after": r["loadavg_after"],
                "process_seconds": round(time.perf_counter() - t0, 2), "load_before": load}
-        if name == "baselines":
+        if name in ("baselines", "ranking_baselines"):
             row["result"] = r["result"]
+        elif kind == "retrieval":
+            row.update({k: r["result"][k] for k in ("fit_seconds", "epochs", "best_epoch", "val_ndcg_at_10",
+                                                    "test_ndcg_at_10")}, n_train=r["result"]["n_train"])
         else:
             res["n_train"] = r["result"]["n_train"]
             row.update({k: r["result"][k] for k in ("fit_seconds", "epochs", "ratings_per_second", "val_rmse",
                                                     "test_rmse")})
             models.append(r["result"])
         record(row)
-    bias = next(b for b in res["stages"][-1].get("result", []) if b["name"] == "bias") if models else None
+    base = next((r for r in res["stages"] if r["stage"] == "train:baselines" and "result" in r), None)
+    bias = next(b for b in base["result"] if b["name"] == "bias") if models and base else None
     res["champion"] = choose_champion(models, bias["val_rmse"]) if bias else None
     ctx["champion"] = res["champion"] or min(models, key=lambda m: m["val_rmse"])["name"]
     for stage in ("bundle", "publish", "score_pairs", "rank"):
@@ -306,7 +316,7 @@ def totals(res: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Seconds and peak RSS per pipeline stage, the six models and the baselines summed into `train`."""
     agg: dict[str, dict[str, float]] = {}
     for r in res["stages"]:
-        key = "train" if r["stage"].startswith("train:") else r["stage"]
+        key = r["stage"].split(":")[0]  # train:<model> -> train, retrieval:<model> -> retrieval
         if r.get("seconds") is None:
             continue
         a = agg.setdefault(key, {"seconds": 0.0, "peak_rss_mb": 0.0, "process_seconds": 0.0})
@@ -327,6 +337,8 @@ def dominant(res: dict[str, Any], flow_only: bool = False) -> tuple[str, float, 
 def _rate(r: dict[str, Any], ratings: int) -> str:
     if "error" in r:
         return "-"
+    if r["stage"].startswith("retrieval:"):
+        return f"{round(r['n_train'] * r['epochs'] / max(r['fit_seconds'], 1e-9)):,} (model)" if "n_train" in r else "-"
     if r["stage"].startswith("train:"):
         return f"{r['ratings_per_second']:,} (model)" if "ratings_per_second" in r else "-"
     if r["stage"] == "score_pairs":
@@ -344,6 +356,10 @@ def _note(r: dict[str, Any]) -> str:
         return f"read {r['read_seconds']} s + validate {r['validate_seconds']} s"
     if s == "prepare":
         return f"split {r['split_seconds']} s + Word2Vec {r['word2vec_seconds']} s"
+    if s.startswith("retrieval:") and "fit_seconds" in r:
+        return (f"fit {r['fit_seconds']} s (validation included), {r['epochs']} epochs (best {r['best_epoch']}), "
+                f"split+index load {r['load_seconds']} s, val NDCG@10 {r['val_ndcg_at_10']:.4f}, "
+                f"test {r['test_ndcg_at_10']:.4f}")
     if s.startswith("train:") and "fit_seconds" in r:
         return f"fit {r['fit_seconds']} s, {r['epochs']} epochs, TrainData load {r['load_seconds']} s, val {r['val_rmse']:.4f}"
     if s == "bundle":
@@ -377,7 +393,7 @@ def markdown(res: dict[str, Any]) -> str:
     agg = totals(res)
     flow = sum(v["seconds"] for k, v in agg.items() if k not in ("generate", "score_pairs", "rank"))
     cs, ce = res["code_start"], res["code_end"]
-    lines += ["", "Per stage (train = six models + baselines): " + ", ".join(
+    lines += ["", "Per stage (train = six rating models + baselines, retrieval = three implicit models + ranking baselines): " + ", ".join(
         f"{k} {v['seconds']:.1f} s / {v['peak_rss_mb']:.0f} MB" for k, v in agg.items()) + ".",
         (f"Training flow stages (ingest..publish) sum to {flow:.1f} s; peak RSS of any stage "
          f"{max(v['peak_rss_mb'] for v in agg.values()):.0f} MB."),
@@ -407,8 +423,10 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         pts = [(xi, y) for xi, y in zip(x, ys) if y]
         if pts:
             ax.plot(*zip(*pts), marker="o", linewidth=2.5 if name == "train" else 1.5,
-                    label="train (6 models + baselines)" if name == "train" else name)
-    models = sorted({r["stage"] for res in results for r in res["stages"] if r["stage"].startswith("train:")})
+                    label={"train": "train (6 rating models + baselines)",
+                           "retrieval": "retrieval (3 implicit models + baselines)"}.get(name, name))
+    models = sorted({r["stage"] for res in results for r in res["stages"]
+                     if r["stage"].startswith(("train:", "retrieval:"))})
     for name in models:
         pts = [(res["ratings"], r["seconds"]) for res in results for r in res["stages"]
                if r["stage"] == name and r.get("seconds")]
@@ -434,6 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", type=int, default=1_000_000)
     p.add_argument("--rank-users", type=int, default=100_000)
     p.add_argument("--score-threads", default="1,2", help="onnxruntime threads for the pair scoring; first = row")
+    p.add_argument("--no-retrieval", dest="retrieval", action="store_false",
+                   help="skip the three implicit models and the ranking baselines")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per stage process")
     p.add_argument("--only", default="", help="rerun these post-training stages of an earlier run of each scale")
     p.add_argument("--report-only", action="store_true", help="only re-render scale.md and the plot from the JSON")

@@ -115,6 +115,8 @@ def run_prepare(ws: Any, seed: int) -> dict[str, Any]:
 
 def child(ws_root: str, name: str) -> None:
     """One measurement in this (fresh) process; prints one JSON line on stdout."""
+    from musicrec.implicit.train import IMPLICIT_MODELS
+    from musicrec.pipeline import retrieval
     from musicrec.pipeline.prepare import load_train_data
     from musicrec.pipeline.train import evaluate_baselines, train_one
     from musicrec.pipeline.workspace import Workspace
@@ -122,11 +124,18 @@ def child(ws_root: str, name: str) -> None:
     ws = Workspace(Path(ws_root))
     rss_start = peak_rss_mb()
     t0 = time.perf_counter()
-    data = load_train_data(ws)
+    ranking = name in IMPLICIT_MODELS or name == "ranking_baselines"  # these read the ratings, not TrainData
+    # ranking_data is cached per process: loading it here times it apart from the fit that reuses it
+    data = retrieval.ranking_data(ws) if ranking else load_train_data(ws)
     load_s, rss_data = time.perf_counter() - t0, peak_rss_mb()
     t1 = time.perf_counter()
-    if name == "baselines":
-        result: Any = evaluate_baselines(ws, data)
+    if name == "ranking_baselines":
+        result: Any = retrieval.ranking_baselines(ws)
+    elif name in IMPLICIT_MODELS:
+        result = retrieval.train_implicit(ws, name, {}, threads=1)
+        result["n_train"] = len(data.train[0])
+    elif name == "baselines":
+        result = evaluate_baselines(ws, data)
     else:
         result = train_one(ws, name, threads=1, data=data)
         result["n_train"] = len(data.parts["train"])
