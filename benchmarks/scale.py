@@ -8,8 +8,8 @@ same ratings per user and per item, so the curves show growth in size, not a cha
 Per scale, each stage runs in a FRESH SUBPROCESS, so its peak RSS (VmHWM of that process image) is its own:
 generate (timed only when the sample is not reused), ingest (read + validate), prepare (split + Word2Vec),
 each of the six rating models with threads=1 (train_models.py's child) + the baselines, each of the three
-implicit models (fit with validation NDCG@10 each epoch, then test) + the ranking baselines (--no-retrieval skips
-them), bundle (ONNX export + verify of
+implicit models (fit with validation NDCG@10 each epoch, then test) + the ranking baselines (--retrieval-models
+picks which), bundle (ONNX export + verify of
 the best model by validation RMSE), publish (publish_bundle + promote into a file store), score pairs (1M random
 pairs of known and unknown ids through the bundle with onnxruntime) and rank (top-10 for 100K users, or all).
 Samples live in benchmarks/out/<scale> (shared with the other scripts; a seed sample at /tmp/seed/data with the
@@ -270,7 +270,11 @@ def run_scale(scale: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
     res["ratings"] = record(run_stage("ingest", ctx, a.timeout))["ratings"]
     record(run_stage("prepare", ctx, a.timeout))
     models = []
-    retrieval = list(IMPLICIT_MODELS) + ["ranking_baselines"] if a.retrieval else []
+    picked = {"all": list(IMPLICIT_MODELS), "none": []}.get(a.retrieval_models, a.retrieval_models.split(","))
+    unknown = set(picked) - set(IMPLICIT_MODELS)
+    if unknown:
+        raise SystemExit(f"--retrieval-models: unknown {sorted(unknown)}; use some of {', '.join(IMPLICIT_MODELS)}")
+    retrieval = [*picked, "ranking_baselines"] if picked else []
     for name in [*MODELS, "baselines", *retrieval]:
         kind = "retrieval" if name in retrieval else "train"
         load = round(os.getloadavg()[0], 2)
@@ -467,8 +471,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pairs", type=int, default=1_000_000)
     p.add_argument("--rank-users", type=int, default=100_000)
     p.add_argument("--score-threads", default="1,2", help="onnxruntime threads for the pair scoring; first = row")
-    p.add_argument("--no-retrieval", dest="retrieval", action="store_false",
-                   help="skip the three implicit models and the ranking baselines")
+    p.add_argument("--retrieval-models", default="all",
+                   help="implicit models to time (comma-separated), all, or none (then no ranking baselines)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per stage process")
     p.add_argument("--only", default="", help="rerun these post-training stages of an earlier run of each scale")
     p.add_argument("--report-only", action="store_true", help="only re-render scale.md and the plot from the JSON")
