@@ -439,6 +439,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     names = ["generate", *FLOW]
     for name in names:
         ys = [totals(r).get(name, {}).get("seconds") for r in results]
+        if name == "retrieval":  # the sum only where all three implicit models ran (--retrieval-models)
+            ys = [y if sum(s["stage"].startswith("retrieval:implicit") for s in r["stages"]) == 3 else None
+                  for r, y in zip(results, ys)]
         pts = [(xi, y) for xi, y in zip(x, ys) if y]
         if pts:
             ax.plot(*zip(*pts), marker="o", linewidth=2.5 if name == "train" else 1.5,
