@@ -91,12 +91,17 @@ def test_each_loss_learns_beyond_most_popular_at_its_defaults(name: str) -> None
     assert {"loss", "ndcg@10", "hr@10", "seconds"} <= set(r.history[1])
 
 
-def test_fit_is_deterministic_on_one_thread_and_restores_the_best_epoch() -> None:
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_fit_is_deterministic_on_one_thread_and_restores_the_best_epoch(where: str, monkeypatch) -> None:
+    if where == "disk":  # the seed-size path: the best epoch is kept in files (musicrec.checkpoint)
+        monkeypatch.setattr("musicrec.checkpoint.SPILL_BYTES", 0)
     users, items, val, n_users, n_items = _clusters(1)
-    over = {"epochs": 4, "factors": 8}
+    over = {"epochs": 40, "factors": 8, "patience": 2}
     a = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
     b = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
     assert torch.equal(a.model.item, b.model.item) and a.history[-1]["loss"] == b.history[-1]["loss"]
+    assert 1 <= a.best_epoch < len(a.history) - 1  # it trained past its best epoch: the restore is what is tested
+    assert a.history[-1]["ndcg@10"] < a.best["ndcg@10"]
     from musicrec.implicit.train import validate
     again = validate(a.model, np.arange(n_users), val, interaction_matrix(users, items, n_users, n_items))
     assert again["ndcg@10"] == pytest.approx(a.best["ndcg@10"])

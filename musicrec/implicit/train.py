@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from musicrec.checkpoint import BestState
 from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs
 from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitMF
@@ -171,24 +172,25 @@ def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users
 
 def _run(name: str, cfg: ImplicitConfig, trainer: Trainer, evaluate: Callable[[], dict[str, float]],
          on_epoch: EpochCallback | None, epochs: int) -> ImplicitResult:
-    """Epoch loop with patience; keeps a copy of the best state and restores it at the end."""
+    """Epoch loop with patience; keeps the best state (musicrec.checkpoint) and restores it at the end."""
     t0 = time.perf_counter()
     history = [{"epoch": 0, "loss": float("nan"), **evaluate(), "seconds": 0.0}]
     best, best_epoch = history[0], 0
-    best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    for epoch in range(1, epochs + 1):
-        t = time.perf_counter()
-        loss = trainer.train_epoch()
-        train_s = time.perf_counter() - t
-        row = {"epoch": epoch, "max_epochs": epochs, "loss": loss, **evaluate(), "seconds": train_s,
-               "eval_seconds": time.perf_counter() - t - train_s}
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if row["ndcg@10"] > best["ndcg@10"]:
-            best, best_epoch = row, epoch
-            best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        elif epoch - best_epoch >= cfg.patience:
-            break
-    trainer.model.load_state_dict(best_state)
+    with BestState(trainer.model) as kept:  # on disk at the seed's size: the tables are held once, not twice
+        kept.keep()
+        for epoch in range(1, epochs + 1):
+            t = time.perf_counter()
+            loss = trainer.train_epoch()
+            train_s = time.perf_counter() - t
+            row = {"epoch": epoch, "max_epochs": epochs, "loss": loss, **evaluate(), "seconds": train_s,
+                   "eval_seconds": time.perf_counter() - t - train_s}
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            if row["ndcg@10"] > best["ndcg@10"]:
+                best, best_epoch = row, epoch
+                kept.keep()
+            elif epoch - best_epoch >= cfg.patience:
+                break
+        kept.restore()
     return ImplicitResult(name, cfg, trainer.model, best_epoch, best, history, time.perf_counter() - t0)
