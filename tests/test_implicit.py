@@ -132,3 +132,16 @@ def test_the_epoch_cap_shrinks_with_the_data_and_the_fit_keeps_to_it():
     r = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
                      overrides={"epochs": 50, "patience": 50, "max_epoch_rows": 3 * len(users)})
     assert len(r.history) - 1 == 3 and r.history[-1]["max_epochs"] == 3
+
+
+def test_score_fn_scores_every_batch_right_while_reusing_its_buffer() -> None:
+    from musicrec.implicit.model import ImplicitMF
+    from musicrec.implicit.train import score_fn
+
+    model = ImplicitMF(30, 12, 4, 0.5, 0)
+    torch.nn.init.normal_(model.item_bias)
+    scores = score_fn(model)
+    for users in ([0, 5, 7], [1, 2, 3], [29]):  # same size twice (the buffer is reused), then another size
+        got = scores(np.array(users)).copy()
+        want = model(torch.tensor(users).repeat_interleave(12), torch.arange(12).repeat(len(users)))
+        np.testing.assert_allclose(got, want.detach().numpy().reshape(len(users), 12), rtol=1e-5, atol=1e-6)
