@@ -19,6 +19,7 @@ from tasks import reporting
 from tasks import training as t
 from tasks.runners import make_task_runner, release_worker_caches
 
+PARALLEL_TASKS = 4  # at the seed's size: Word2Vec and the three retrieval models first, then the rest
 CHAMPION_EVENT = "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
 class TrainingParams(RunInputs):
     """Everything a training run needs; the Prefect UI renders this as a form."""
@@ -31,6 +32,9 @@ class TrainingParams(RunInputs):
     use_tuning: bool = Field(True, description="start each model from its latest tuning/<model>.json in the store")
     promote: bool = Field(True, description="move the champion pointer if the new champion wins; off = publish only")
     refit: bool = Field(True, description="serve the champion refit on all ratings (train + validation + test)")
+    parallel_tasks: int = Field(PARALLEL_TASKS, ge=0,
+                                description="threads runner: tasks of the parallel stage alive at once (each holds "
+                                "its model in memory: fewer = a lower peak; 0 = all at once)")
 
 
 @flow(name="train-models")
@@ -38,12 +42,18 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
                  threads_per_model: int, retrieval_models: list[str] | None = None,
                  seed: int = 0) -> dict[str, Any]:
     """The parallel stage on the parent's runner: Word2Vec, and beside it one task run per rating model and
-    per retrieval model (and one for each family's baselines); the models that use text wait for Word2Vec."""
+    per retrieval model (and one for each family's baselines); the models that use text wait for Word2Vec.
+
+    Submission order is start order when the runner caps how many run at once (parallel_tasks): Word2Vec
+    first (so a model waiting for it never holds the last free slot), then the longest fits (the retrieval
+    models), the rating models without text, those with text, and the baselines."""
     embed = t.embed_text.submit(workdir, seed)
-    futures = [t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model,
-                                    wait_for=[embed] if model_class(m).uses_text else None) for m in models]
     ranked = [t.train_retrieval.submit(workdir, m, overrides.get(m, {}), threads_per_model)
               for m in retrieval_models or []]
+    order = sorted(models, key=lambda m: model_class(m).uses_text)  # stable: text-free ones first
+    submitted = {m: t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model,
+                                         wait_for=[embed] if model_class(m).uses_text else None) for m in order}
+    futures = [submitted[m] for m in models]  # results in the caller's order
     baselines = t.evaluate_baselines.submit(workdir)
     ranking = t.ranking_baselines.submit(workdir) if ranked else None
     wait([embed, *futures, *ranked, baselines, *([ranking] if ranking else [])])
@@ -75,7 +85,8 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock, embed=False)
     n_tasks = len(params.models) + len(params.retrieval_models) + 1  # + Word2Vec
-    runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, n_tasks)
+    runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, n_tasks,
+                                        params.parallel_tasks)
     overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})}
                  for m in (*params.models, *params.retrieval_models)}
     tuning: dict[str, Any] = {}

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\' (wins over tuned values)')
     t.add_argument("--retrieval-models", default="implicit_pointwise,implicit_bpr,implicit_hinge",
                    help="implicit-feedback models for top-N retrieval (comma-separated), or none")
+    t.add_argument("--parallel-tasks", type=int, default=None,
+                   help="threads runner: models trained at once (default 4; each holds its model in memory, so "
+                   "fewer means a lower peak; 0 = all at once)")
     t.add_argument("--no-tuning", action="store_true", help="ignore the store's tuning/<model>.json: family defaults")
     t.add_argument("--no-promote", action="store_true", help="publish the bundle but leave the champion as it is")
     u.add_argument("--trials", type=int, default=20, help="trials per model, the default configuration first (20)")
@@ -127,6 +130,8 @@ def _train(args: argparse.Namespace) -> int:
     fields["retrieval_models"] = retrieval
     fields |= {"promote": False} if args.no_promote else {}
     fields |= {"use_tuning": False} if args.no_tuning else {}
+    if args.parallel_tasks is not None:
+        fields["parallel_tasks"] = pre.check_at_least("--parallel-tasks", args.parallel_tasks, 0, 4)
     from flows.training import TrainingParams, training
 
     report = _run_flow(args, training, TrainingParams, fields, bars=True)

@@ -157,8 +157,12 @@ def parse_rating_range(text: str) -> list[float] | None:
 
 
 def check_positive(flag: str, value: int) -> int:
-    if value < 1:
-        raise UsageError(f"{flag} {value}: must be at least 1", hint=f"e.g. {flag} 10")
+    return check_at_least(flag, value, 1, 10)
+
+
+def check_at_least(flag: str, value: int, least: int, example: int) -> int:
+    if value < least:
+        raise UsageError(f"{flag} {value}: must be at least {least}", hint=f"e.g. {flag} {example}")
     return value
 
 

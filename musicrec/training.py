@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from musicrec.checkpoint import BestState
 from musicrec.dataset import Part, TrainData
 from musicrec.metrics import rmse
 from musicrec.models.base import RatingModel
@@ -60,22 +61,25 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
     train, start = data.parts["train"], time.perf_counter()
     row_weights = _row_weights(model, cfg, train)
     best = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
-    result.initial_val_rmse, best_state, waited = best, _snapshot(model), 0
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights)
-        val = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
-        row = {"epoch": epoch, "train_loss": loss, "val_rmse": val, "seconds": time.perf_counter() - t0}
-        result.history.append(row)
-        if on_epoch:
-            on_epoch({"model": name, "epochs": cfg.epochs, **row})
-        if val < best - 1e-5:
-            best, best_state, waited, result.best_epoch = val, _snapshot(model), 0, epoch
-        else:
-            waited += 1
-            if waited >= cfg.patience:
-                break
-    model.load_state_dict(best_state)
+    result.initial_val_rmse, waited = best, 0
+    with BestState(model) as kept:  # on disk at the seed's size: one copy of the tables in memory, not two
+        kept.keep()
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights)
+            val = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
+            row = {"epoch": epoch, "train_loss": loss, "val_rmse": val, "seconds": time.perf_counter() - t0}
+            result.history.append(row)
+            if on_epoch:
+                on_epoch({"model": name, "epochs": cfg.epochs, **row})
+            if val < best - 1e-5:
+                best, waited, result.best_epoch = val, 0, epoch
+                kept.keep()
+            else:
+                waited += 1
+                if waited >= cfg.patience:
+                    break
+        kept.restore()
     return _finish(result, data, start)
 
 
@@ -172,10 +176,6 @@ def predict(model: nn.Module, part: Part, batch: int = 262144) -> np.ndarray:
     model.eval()
     out = [model(part.user_idx[s:s + batch], part.item_idx[s:s + batch]) for s in range(0, len(part), batch)]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
-
-
-def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 @torch.no_grad()

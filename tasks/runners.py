@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def make_task_runner(kind: str, dask_address: str, threads: int, n_tasks: int) -> tuple[Any, int]:
-    """Return (runner, how many tasks run at once). threads: a thread pool; processes: Prefect's
+def make_task_runner(kind: str, dask_address: str, threads: int, n_tasks: int,
+                     at_once: int = 0) -> tuple[Any, int]:
+    """Return (runner, how many tasks run at once). threads: a thread pool of `at_once` threads (0: one per
+    task, the two baseline tasks included), tasks beyond it queue in submission order; processes: Prefect's
     ProcessPoolTaskRunner with one worker per core; dask: prefect-dask on an existing cluster or a LocalCluster."""
     workers = max(1, min(threads, n_tasks))
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=n_tasks + 2), n_tasks  # + the two baseline tasks
+        pool = n_tasks + 2 if at_once <= 0 else min(at_once, n_tasks + 2)
+        return ThreadPoolTaskRunner(max_workers=pool), min(pool, n_tasks)
     if kind == "processes":
         from prefect.task_runners import ProcessPoolTaskRunner
 

@@ -62,6 +62,8 @@ MISTAKES = {
     "missing-reviews": (["train", "--reviews", "{d}/nope.json"], "nope.json: does not exist"),
     "bad-columns": (["train", "--reviews", "{d}/ratings.csv", "--columns", "user=a,item=b"], "--columns lacks rating"),
     "bad-rating-range": (["train", "--reviews", "{d}/ratings.csv", "--rating-range", "5"], "is not MIN,MAX"),
+    "parallel-tasks-negative": (["train", "--reviews", "{d}/ratings.csv", "--parallel-tasks", "-1"],
+                                "--parallel-tasks -1: must be at least 0"),
     "tune-trials-0": (["tune", "--reviews", "{d}/ratings.csv", "--trials", "0"], "--trials 0: must be at least 1"),
     "tune-negative-timeout": (["tune", "--reviews", "{d}/ratings.csv", "--timeout", "-5"], "--timeout must be"),
     "tune-unknown-model": (["tune", "--reviews", "{d}/ratings.csv", "--models", "svd"], "svd"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,40 @@ def _check_published(store, report) -> dict:
     return meta
 
 
+def _check_parallel_stage_is_capped(since: datetime, cap: int) -> None:
+    """From the server's task runs: never more than `cap` of the parallel stage ran at once, and the queue
+    started in submission order: Word2Vec and the first retrieval models, the rest only as those ended."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since)))
+    models = {f"train-{m}" for m in [*QUICK, "implicit_pointwise", "implicit_bpr", "implicit_hinge"]}
+    # (not "train-models-...": the parent flow's task run that stands for the subflow)
+    stage = [r for r in runs if r.name in models or r.name.startswith(("embed-text", "evaluate-baselines",
+                                                                        "ranking-baselines"))]
+    assert len(stage) == 1 + 6 + 3 + 2, sorted(r.name for r in stage)
+    assert all(r.end_time is not None for r in stage)
+    edges = sorted([(r.start_time, 1) for r in stage] + [(r.end_time, -1) for r in stage])  # an end sorts first
+    alive = np.cumsum([d for _, d in edges])
+    assert 2 <= alive.max() <= cap
+    first = sorted(stage, key=lambda r: r.start_time)[:cap]
+    assert {r.name for r in first} <= {"train-implicit_pointwise", "train-implicit_bpr", "train-implicit_hinge"} | {
+        r.name for r in stage if r.name.startswith("embed-text")}
+    later = [r for r in stage if r.name.startswith("train-") and not r.name.startswith("train-implicit")]
+    assert min(r.start_time for r in later) >= min(r.end_time for r in first)
+
+
 def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     from flows.training import training
 
     sample, card = small_sample
     store_uri = (tmp_path / "store").as_uri()
-    report = training(_params(sample, store_uri, tmp_path / "work",
+    since = datetime.now(UTC)
+    report = training(_params(sample, store_uri, tmp_path / "work", parallel_tasks=3,
                               retrieval_models=["implicit_pointwise", "implicit_bpr", "implicit_hinge"]))
     store = open_store(store_uri)
+    _check_parallel_stage_is_capped(since, 3)
 
     names = sorted(m["name"] for m in report["models"])
     assert names == sorted(QUICK)

@@ -91,12 +91,17 @@ def test_each_loss_learns_beyond_most_popular_at_its_defaults(name: str) -> None
     assert {"loss", "ndcg@10", "hr@10", "seconds"} <= set(r.history[1])
 
 
-def test_fit_is_deterministic_on_one_thread_and_restores_the_best_epoch() -> None:
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_fit_is_deterministic_on_one_thread_and_restores_the_best_epoch(where: str, monkeypatch) -> None:
+    if where == "disk":  # the seed-size path: the best epoch is kept in files (musicrec.checkpoint)
+        monkeypatch.setattr("musicrec.checkpoint.SPILL_BYTES", 0)
     users, items, val, n_users, n_items = _clusters(1)
-    over = {"epochs": 4, "factors": 8}
+    over = {"epochs": 40, "factors": 8, "patience": 2}
     a = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
     b = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
     assert torch.equal(a.model.item, b.model.item) and a.history[-1]["loss"] == b.history[-1]["loss"]
+    assert 1 <= a.best_epoch < len(a.history) - 1  # it trained past its best epoch: the restore is what is tested
+    assert a.history[-1]["ndcg@10"] < a.best["ndcg@10"]
     from musicrec.implicit.train import validate
     again = validate(a.model, np.arange(n_users), val, interaction_matrix(users, items, n_users, n_items))
     assert again["ndcg@10"] == pytest.approx(a.best["ndcg@10"])
@@ -127,3 +132,16 @@ def test_the_epoch_cap_shrinks_with_the_data_and_the_fit_keeps_to_it():
     r = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
                      overrides={"epochs": 50, "patience": 50, "max_epoch_rows": 3 * len(users)})
     assert len(r.history) - 1 == 3 and r.history[-1]["max_epochs"] == 3
+
+
+def test_score_fn_scores_every_batch_right_while_reusing_its_buffer() -> None:
+    from musicrec.implicit.model import ImplicitMF
+    from musicrec.implicit.train import score_fn
+
+    model = ImplicitMF(30, 12, 4, 0.5, 0)
+    torch.nn.init.normal_(model.item_bias)
+    scores = score_fn(model)
+    for users in ([0, 5, 7], [1, 2, 3], [29]):  # same size twice (the buffer is reused), then another size
+        got = scores(np.array(users)).copy()
+        want = model(torch.tensor(users).repeat_interleave(12), torch.arange(12).repeat(len(users)))
+        np.testing.assert_allclose(got, want.detach().numpy().reshape(len(users), 12), rtol=1e-5, atol=1e-6)

@@ -126,7 +126,10 @@ def test_training_is_seeded(data):
     torch.testing.assert_close(a.user_factors.weight, b.user_factors.weight)
 
 
-def test_early_stopping_restores_best_epoch(data):
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_early_stopping_restores_best_epoch(data, where, monkeypatch):
+    if where == "disk":  # the seed-size path: the best epoch is kept in files (musicrec.checkpoint)
+        monkeypatch.setattr("musicrec.checkpoint.SPILL_BYTES", 0)
     result = fit_model("gmf", data, {"epochs": 30, "patience": 2, "weight_decay": 0.0, "lr": 0.2})
     curve = [result.initial_val_rmse] + [h["val_rmse"] for h in result.history]
     best = min(curve)

@@ -55,6 +55,16 @@ def test_excluded_items_never_count() -> None:
     assert top_k(scores, _csr([[0, 1, 2]], 5), 3).tolist() == [[3, 4, -1]]  # fewer candidates than k
 
 
+def test_top_k_drops_nan_and_minus_inf_and_keeps_plus_inf() -> None:
+    scores = np.array([[1, np.nan, np.inf, -np.inf, 2],  # NaN: never listed
+                       [1, 3, np.inf, -np.inf, 2],  # no NaN, but inf - inf makes the sum NaN: same answer
+                       [np.nan, np.nan, 0, np.nan, np.nan]], np.float32)
+    none = _csr([[], [], []], 5)
+    # -inf and NaN are no candidates (as excluded items are): -1 pads
+    assert top_k(scores, none, 5).tolist() == [[2, 4, 0, -1, -1], [2, 1, 4, 0, -1], [2, -1, -1, -1, -1]]
+    assert top_k(scores[:2], _csr([[2], [1]], 5), 2).tolist() == [[4, 0], [2, 4]]
+
+
 def test_ties_are_broken_by_item_index_whatever_the_input_order() -> None:
     scores = np.zeros((1, 8), np.float32)
     scores[0, [2, 5, 7]] = 1.0

@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from musicrec.checkpoint import BestState
 from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs
 from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitMF
@@ -133,11 +134,18 @@ class Trainer:
 
 
 def score_fn(model: ImplicitMF) -> Callable[[np.ndarray], np.ndarray]:
-    """Full-catalogue scores for a batch of users (for ranking.metrics.evaluate_scorer)."""
+    """Full-catalogue scores for a batch of users (for ranking.metrics.evaluate_scorer).
+
+    The returned array is a buffer that the next call of the same function overwrites (a fresh 64 MB score
+    matrix per batch spent about a third of the matmul's time on page faults): use it before calling again."""
     table = model.item_table()
+    buffer: list[torch.Tensor] = []
 
     def scores(users: np.ndarray) -> np.ndarray:
-        return (model.user_table(torch.as_tensor(users, dtype=torch.int64)) @ table.T).numpy()
+        query = model.user_table(torch.as_tensor(users, dtype=torch.int64))
+        if not buffer or buffer[0].shape[0] != len(query):
+            buffer[:] = [torch.empty(len(query), table.shape[0])]
+        return torch.matmul(query, table.T, out=buffer[0]).numpy()
 
     return scores
 
@@ -171,24 +179,25 @@ def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users
 
 def _run(name: str, cfg: ImplicitConfig, trainer: Trainer, evaluate: Callable[[], dict[str, float]],
          on_epoch: EpochCallback | None, epochs: int) -> ImplicitResult:
-    """Epoch loop with patience; keeps a copy of the best state and restores it at the end."""
+    """Epoch loop with patience; keeps the best state (musicrec.checkpoint) and restores it at the end."""
     t0 = time.perf_counter()
     history = [{"epoch": 0, "loss": float("nan"), **evaluate(), "seconds": 0.0}]
     best, best_epoch = history[0], 0
-    best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    for epoch in range(1, epochs + 1):
-        t = time.perf_counter()
-        loss = trainer.train_epoch()
-        train_s = time.perf_counter() - t
-        row = {"epoch": epoch, "max_epochs": epochs, "loss": loss, **evaluate(), "seconds": train_s,
-               "eval_seconds": time.perf_counter() - t - train_s}
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        if row["ndcg@10"] > best["ndcg@10"]:
-            best, best_epoch = row, epoch
-            best_state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        elif epoch - best_epoch >= cfg.patience:
-            break
-    trainer.model.load_state_dict(best_state)
+    with BestState(trainer.model) as kept:  # on disk at the seed's size: the tables are held once, not twice
+        kept.keep()
+        for epoch in range(1, epochs + 1):
+            t = time.perf_counter()
+            loss = trainer.train_epoch()
+            train_s = time.perf_counter() - t
+            row = {"epoch": epoch, "max_epochs": epochs, "loss": loss, **evaluate(), "seconds": train_s,
+                   "eval_seconds": time.perf_counter() - t - train_s}
+            history.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            if row["ndcg@10"] > best["ndcg@10"]:
+                best, best_epoch = row, epoch
+                kept.keep()
+            elif epoch - best_epoch >= cfg.patience:
+                break
+        kept.restore()
     return ImplicitResult(name, cfg, trainer.model, best_epoch, best, history, time.perf_counter() - t0)

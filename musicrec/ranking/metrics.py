@@ -87,7 +87,9 @@ def top_k(scores: np.ndarray, exclude: sp.csr_matrix, k: int, inplace: bool = Fa
 
     arr = np.asarray(scores, dtype=np.float32)
     s = torch.from_numpy(arr) if inplace and arr.flags.writeable else torch.from_numpy(arr).clone()
-    if torch.isnan(s).any():  # posinf/neginf given: nan_to_num would otherwise clamp the infinities
+    # a NaN anywhere makes the sum NaN (so does inf - inf, which only costs the repair): one pass and no mask,
+    # where isnan().any() took as long as topk itself on a 457K-item catalogue
+    if torch.isnan(s.sum()):  # posinf/neginf given: nan_to_num would otherwise clamp the infinities
         s.nan_to_num_(nan=-np.inf, posinf=np.inf, neginf=-np.inf)
     r, c = cells(exclude)
     s[torch.from_numpy(r), torch.from_numpy(c)] = -np.inf
