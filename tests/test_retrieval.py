@@ -10,7 +10,7 @@ from musicrec.retrieval.export import build_user_tower, verify_retrieval, write_
 from musicrec.retrieval.index import build_index, recall_at
 from musicrec.retrieval.runtime import load_tower, read_item_table, user_vectors
 from musicrec.runtime import OnnxModelError
-from musicrec.scoring.retrieve import Retriever, retrieve_and_rank
+from musicrec.scoring.retrieve import EXTRA_MAX, Retriever, fetch_sizes, id_ranks, retrieve_and_rank
 
 
 def _tables(n_users: int = 50, n_items: int = 40, dim: int = 5, seed: int = 0):
@@ -85,6 +85,46 @@ def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rate
         assert set(positions) == set(best)
     mine = out[(out["user_id"] == "u001") & (out["item_id"] == ids[7])]
     assert mine["source"].tolist() in ([], ["word2vec"])  # found by another source too: that label wins
+
+
+class _Fixed:
+    """A user tower that gives every user the same query vector."""
+
+    def __init__(self, vec: np.ndarray) -> None:
+        self.vec = vec
+
+    def run(self, _outputs, feeds):
+        return np.tile(self.vec, (len(feeds["user_id"]), 1)), np.zeros(len(feeds["user_id"]), bool)
+
+
+def test_equal_scores_are_ordered_by_item_id_not_by_position():
+    ids = np.asarray(["i09", "i03", "i10", "i01", "i05", "i02"], dtype=object)  # positions not in id order
+    table = np.ones((6, 3), np.float32)  # i10 and i05 score 3
+    table[[0, 1, 3]] = 1.5  # i09, i03 and i01 tie at 4.5
+    table[5] = 2.0  # i02 scores highest (6)
+    r = Retriever(_Fixed(np.ones(3, np.float32)), table, np.ones(6, bool), build_index(table), "m", id_ranks(ids))
+    out = retrieve_and_rank(r, ids, ["a", "b"], [np.array([1]), np.array([], np.int64)], np.empty(0, np.int64),
+                            np.empty(0, np.int64), np.empty(0, np.int8), ("popular",), 4)
+    assert out[out.user_id == "b"]["item_id"].tolist() == ["i02", "i01", "i03", "i09"]
+    assert out[out.user_id == "b"]["rank"].tolist() == [1, 2, 3, 4]
+    assert out[out.user_id == "a"]["item_id"].tolist() == ["i02", "i01", "i09", "i05"]  # a rated i03
+
+
+def test_a_user_who_rated_the_nearest_items_still_gets_n_and_light_users_fetch_little():
+    assert fetch_sizes([np.arange(0), np.arange(3), np.arange(40), np.arange(10_000)], 10).tolist() == [
+        16, 16, 64, 10 + EXTRA_MAX]
+    rng = np.random.default_rng(3)
+    table = rng.normal(size=(500, 4)).astype(np.float32)
+    q = rng.normal(size=4).astype(np.float32)
+    best = np.argsort(-(table @ q), kind="stable")
+    heavy, light = best[:60], np.array([], np.int64)  # the heavy user rated the 60 nearest items
+    r = Retriever(_Fixed(q), table, np.ones(500, bool), build_index(table), "m", id_ranks(np.arange(500)))
+    out = retrieve_and_rank(r, np.asarray([f"x{k:03d}" for k in range(500)], dtype=object), ["h", "l"],
+                            [heavy, light], np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8),
+                            ("popular",), 10)
+    got = {u: pd.Index([f"x{k:03d}" for k in range(500)]).get_indexer(out[out.user_id == u]["item_id"]) for u in "hl"}
+    assert got["h"].tolist() == best[60:70].tolist()
+    assert got["l"].tolist() == best[:10].tolist()
 
 
 def test_validation_sample_shrinks_with_the_catalogue_so_an_epoch_stays_cheap():

@@ -29,6 +29,15 @@ class Retriever:
     known: np.ndarray  # bool per bundle position
     index: ItemIndex
     model: str
+    id_rank: np.ndarray | None = None  # per bundle position, the rank of its item id in string order (ties)
+
+
+def id_ranks(item_ids: Any) -> np.ndarray:
+    """Per position, the rank of its id among all ids sorted as strings: ties are broken by id with integers."""
+    ids = np.asarray(item_ids, dtype=object).astype(str)
+    rank = np.empty(len(ids), np.int64)
+    rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))
+    return rank
 
 
 def load_retriever(directory: Any, meta: dict[str, Any], items: pd.Index, threads: int = 1) -> Retriever | None:
@@ -43,33 +52,58 @@ def load_retriever(directory: Any, meta: dict[str, Any], items: pd.Index, thread
     table[~known, -1] = -1e30  # never retrieved: the bias column carries the "unknown item" penalty
     index = build_index(table, threads=threads)
     return Retriever(load_tower(directory / "retrieval.onnx", threads), table, known, index,
-                     str(meta.get("retrieval", {}).get("model", RETRIEVAL)))
+                     str(meta.get("retrieval", {}).get("model", RETRIEVAL)), id_ranks(items))
+
+
+def fetch_sizes(rated: list[np.ndarray], n: int) -> np.ndarray:
+    """Nearest items to fetch per user: n plus enough to survive the exclusion of the user's rated items
+    (at most EXTRA_MAX more), rounded up to a power of two so that users share few search calls."""
+    need = n + np.minimum(EXTRA_MAX, np.fromiter((len(r) for r in rated), np.int64, len(rated)))
+    return np.minimum(1 << np.ceil(np.log2(np.maximum(need, 1))).astype(np.int64), n + EXTRA_MAX)
+
+
+def _nearest(retriever: Retriever, vec: np.ndarray, fetch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, position) of every nearest item found, one search per distinct fetch size."""
+    owners, found = [], []
+    for k in np.unique(fetch):
+        who = np.flatnonzero(fetch == k)
+        _, near = retriever.index.search(vec[who], int(k))
+        owners.append(np.repeat(who, near.shape[1]))
+        found.append(near.ravel())
+    if not owners:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(owners), np.concatenate(found)
 
 
 def retrieve_and_rank(retriever: Retriever, item_ids: np.ndarray, users: list[str], rated: list[np.ndarray],
                       cand_owner: np.ndarray, cand_pos: np.ndarray, cand_src: np.ndarray,
                       sources: tuple[str, ...], n: int) -> pd.DataFrame:
-    """Top-n per user from the nearest items plus the other candidates, ordered by the retrieval score."""
+    """Top-n per user from the nearest items plus the other candidates, ordered by the retrieval score.
+
+    All of it on integer arrays (owner, position, source): only the final n rows per user become strings,
+    so 100K users with up to 200 fetched items each stay in arrays of a few hundred MB."""
     vec, _ = user_vectors(retriever.session, users)
-    fetch = n + min(EXTRA_MAX, max((len(r) for r in rated), default=0))
-    _, near = retriever.index.search(vec, fetch)
-    owner = np.concatenate([np.repeat(np.arange(len(users)), near.shape[1]), cand_owner])
-    pos = np.concatenate([near.ravel(), cand_pos])
+    near_owner, near_pos = _nearest(retriever, vec, fetch_sizes(rated, n))
+    owner = np.concatenate([near_owner, cand_owner]).astype(np.int64)
+    pos = np.concatenate([near_pos, cand_pos]).astype(np.int64)
     # an item found by another source too keeps that source's label (it says why the item is there)
-    src = np.concatenate([np.full(near.size, len(sources), np.int8), cand_src.astype(np.int8)])
+    src = np.concatenate([np.full(len(near_pos), len(sources), np.int8), cand_src.astype(np.int8)])
     labels = np.asarray((*sources, RETRIEVAL), dtype=object)
     ok = pos >= 0
-    owner, pos, src = owner[ok], pos[ok].astype(np.int64), src[ok]
+    owner, pos, src = owner[ok], pos[ok], src[ok]
     n_items = len(item_ids)
     rated_keys = np.concatenate([k * n_items + r.astype(np.int64) for k, r in enumerate(rated)]) if rated else []
     key = owner * n_items + pos
     keep = ~np.isin(key, rated_keys) & retriever.known[pos]
-    owner, pos, src, key = owner[keep], pos[keep], src[keep], key[keep]
+    key, src = key[keep], src[keep]
     pick = first_source(key, src)
-    owner, pos, src = owner[pick], pos[pick], src[pick]
+    owner, pos, src = key[pick] // n_items, key[pick] % n_items, src[pick]
     score = np.einsum("ij,ij->i", vec[owner], retriever.table[pos])
-    cand = pd.DataFrame({"user_id": np.asarray(users, dtype=object)[owner], "item_id": item_ids[pos],
-                         "score": score, "source": labels[src]})
-    cand = cand.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
-    top = cand.groupby("user_id", sort=False).head(n)
-    return top.assign(rank=top.groupby("user_id", sort=False).cumcount() + 1)
+    rank_of_id = retriever.id_rank if retriever.id_rank is not None else id_ranks(item_ids)
+    order = np.lexsort((rank_of_id[pos], -score, owner))  # per user: best score first, ties by item id
+    owner, pos, src, score = owner[order], pos[order], src[order], score[order]
+    first = np.searchsorted(owner, owner, side="left")  # owner is sorted: where each user's rows start
+    rank = np.arange(len(owner)) - first
+    top = rank < n
+    return pd.DataFrame({"user_id": np.asarray(users, dtype=object)[owner[top]], "item_id": item_ids[pos[top]],
+                         "score": score[top], "source": labels[src[top]], "rank": rank[top] + 1})
