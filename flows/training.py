@@ -17,7 +17,7 @@ from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache
 from tasks import reporting
 from tasks import training as t
-from tasks.runners import make_task_runner, release_worker_caches
+from tasks.runners import fair_threads, make_task_runner, release_worker_caches
 
 PARALLEL_TASKS = 4  # at the seed's size: Word2Vec and the three retrieval models first, then the rest
 CHAMPION_EVENT = "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
@@ -92,7 +92,7 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
     tuning: dict[str, Any] = {}
     if params.use_tuning:
         overrides, tuning = t.load_tuning(store_uri, list(params.models), overrides, run["fingerprint"])
-    with clock("train-models"):
+    with clock("train-models"), fair_threads(params.task_runner):
         trained = train_models.with_options(task_runner=runner)(
             workdir, list(params.models), overrides, max(1, threads // parallel), list(params.retrieval_models),
             params.seed)

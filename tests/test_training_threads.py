@@ -57,3 +57,18 @@ def test_initial_weights_do_not_depend_on_what_other_threads_build():
         stop.set()
         other.join()
     assert together == [alone] * 8
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes", "dask"])
+def test_fair_threads_shortens_the_gil_switch_interval_only_for_the_threads_runner_and_restores_it(kind):
+    import sys
+
+    from tasks.runners import SWITCH_INTERVAL, fair_threads
+
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError), fair_threads(kind):
+        inside = sys.getswitchinterval()
+        raise RuntimeError("a task failed")
+    assert sys.getswitchinterval() == before
+    assert inside == pytest.approx(min(before, SWITCH_INTERVAL) if kind == "threads" else before)
+    assert before > SWITCH_INTERVAL  # CPython's 5 ms default: the setting changes something
