@@ -427,6 +427,28 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def growth(results: list[dict[str, Any]]) -> str:
+    """One row per stage: seconds and peak RSS at each scale, and the log-log slope of seconds against ratings
+    between consecutive scales (1 = linear, 2 = quadratic); implicit models and the rating models apart."""
+    import itertools
+    import math
+
+    results = sorted(results, key=lambda r: r["ratings"])
+    names = [*FLOW[:2], *sorted({s["stage"] for r in results for s in r["stages"] if ":" in s["stage"]}), *FLOW[2:]]
+    head = " | ".join(f"{r['scale']} ({r['ratings']:,})" for r in results)
+    lines = [f"| stage | {head} | slope |", "|---|" + "---:|" * len(results) + "---|"]
+    for name in names:
+        rows = [next((s for s in r["stages"] if s["stage"] == name), None) if ":" in name else totals(r).get(name)
+                for r in results]
+        if all(x is None for x in rows):
+            continue
+        cells = [f"{x['seconds']:.1f} s / {x['peak_rss_mb']:,.0f} MB" if x and x.get("seconds") else "-" for x in rows]
+        pts = [(r["ratings"], x["seconds"]) for r, x in zip(results, rows) if x and x.get("seconds")]
+        slopes = [math.log(b[1] / a[1]) / math.log(b[0] / a[0]) for a, b in itertools.pairwise(pts)]
+        lines.append(f"| {name} | {' | '.join(cells)} | {', '.join(f'{v:.2f}' for v in slopes) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -493,7 +515,9 @@ def main(argv: list[str] | None = None) -> None:
         (out / f"scale_{scale}.md").write_text(markdown(res))
         print(markdown(res), flush=True)
     done = [_load_json(f) for f in sorted(out.glob("scale_*.json"))]  # earlier runs of other scales too
-    (out / "scale.md").write_text("\n".join(markdown(r) for r in sorted(done, key=lambda r: r["ratings"])))
+    (out / "scale.md").write_text("### Growth per stage\n\n" + growth(done) + "\n"
+                                  + "\n".join(markdown(r) for r in sorted(done, key=lambda r: r["ratings"])))
+    print(growth(done), flush=True)
     plot(done, Path(a.plot))
     for r in sorted(done, key=lambda r: r["ratings"]):
         stage, sec, share = dominant(r)
