@@ -69,7 +69,7 @@ def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rate
             rows = [int(u[1:]) + 1 for u in feeds["user_id"]]
             return users[rows], np.zeros(len(rows), bool)
 
-    r = Retriever(Tower(), table, known, build_index(table), "m")
+    r = Retriever(Tower(), table, known, build_index(table), "m", id_ranks(ids))
     rated = [np.array([0, 1, 2]), np.array([5]), np.array([], np.int64)]
     out = retrieve_and_rank(r, ids, ["u000", "u001", "u002"], rated, np.array([0, 1]), np.array([30, 7]),
                             np.array([0, 1]), ("also_bought", "word2vec", "popular"), 5)

@@ -29,7 +29,7 @@ class Retriever:
     known: np.ndarray  # bool per bundle position
     index: ItemIndex
     model: str
-    id_rank: np.ndarray | None = None  # per bundle position, the rank of its item id in string order (ties)
+    id_rank: np.ndarray  # per bundle position, the rank of its item id in string order (ties), see id_ranks
 
 
 def id_ranks(item_ids: Any) -> np.ndarray:
@@ -99,8 +99,7 @@ def retrieve_and_rank(retriever: Retriever, item_ids: np.ndarray, users: list[st
     pick = first_source(key, src)
     owner, pos, src = key[pick] // n_items, key[pick] % n_items, src[pick]
     score = np.einsum("ij,ij->i", vec[owner], retriever.table[pos])
-    rank_of_id = retriever.id_rank if retriever.id_rank is not None else id_ranks(item_ids)
-    order = np.lexsort((rank_of_id[pos], -score, owner))  # per user: best score first, ties by item id
+    order = np.lexsort((retriever.id_rank[pos], -score, owner))  # per user: best score first, ties by item id
     owner, pos, src, score = owner[order], pos[order], src[order], score[order]
     first = np.searchsorted(owner, owner, side="left")  # owner is sorted: where each user's rows start
     rank = np.arange(len(owner)) - first
