@@ -145,3 +145,36 @@ def test_score_fn_scores_every_batch_right_while_reusing_its_buffer() -> None:
         got = scores(np.array(users)).copy()
         want = model(torch.tensor(users).repeat_interleave(12), torch.arange(12).repeat(len(users)))
         np.testing.assert_allclose(got, want.detach().numpy().reshape(len(users), 12), rtol=1e-5, atol=1e-6)
+
+
+def test_a_user_is_the_weighted_sum_of_their_items_context_rows_and_training_leaves_the_target_out() -> None:
+    from musicrec.implicit.model import ImplicitMF
+    from musicrec.implicit.train import Trainer, user_histories
+
+    users, items = np.array([0, 0, 0, 1, 3]), np.array([2, 5, 7, 4, 2])  # user 2 has no history
+    model = ImplicitMF(4, 9, 3, 0.5, 0, history=user_histories(users, items, 4, 9), history_alpha=0.5)
+    torch.nn.init.normal_(model.context)
+    torch.nn.init.normal_(model.item_bias)
+    y, p = model.context.detach(), model.user.detach()
+    want = torch.stack([p[0] + (y[2] + y[5] + y[7]) / 3 ** 0.5, p[1] + y[4], p[2], p[3] + y[2]])
+    assert torch.allclose(model.query(torch.arange(4)), want, atol=1e-6)
+    # the retrieval export: user table . item table == the model's score, history included
+    table = model.item_table()
+    assert torch.allclose(model.user_table(torch.arange(4)) @ table.T,
+                          torch.stack([model(torch.full((9,), u), torch.arange(9)) for u in range(4)]), atol=1e-5)
+    # in training, the positive being predicted is not part of its own user's context
+    trainer = Trainer("implicit_bpr", make_config("implicit_bpr"), model, users, items, 9)
+    query, _, _ = trainer.queries(torch.tensor([0, 1]), torch.tensor([5, 4]))
+    assert torch.allclose(query[0], p[0] + (y[2] + y[7]) / 2 ** 0.5, atol=1e-6)
+    assert torch.allclose(query[1], p[1], atol=1e-6)  # a one-item user has no other item to borrow from
+
+
+def test_item_history_users_beat_free_user_rows_on_few_interactions_per_user() -> None:
+    """The default (a user is their items' context rows) against one free row per user, both at the default
+    step sizes, on the clustered data: 11 interactions per user, too few to learn a free row as well."""
+    users, items, val, n_users, n_items = _clusters(3)
+    fism = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides={"epochs": 30})
+    free = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
+                        overrides={"epochs": 30, "user_history": False, "free_user": True})
+    assert fism.config.user_history and not fism.config.free_user
+    assert fism.best["ndcg@10"] > 1.1 * free.best["ndcg@10"]

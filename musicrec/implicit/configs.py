@@ -19,8 +19,8 @@ class ImplicitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     factors: int = Field(64, ge=1, le=1024, description="embedding size of users and items")
-    lr: float = Field(1.0, gt=0, description="row-wise AdaGrad step of the embedding and bias tables")
-    weight_decay: float = Field(0.05, ge=0, description="L2 per touched row and occurrence (lazy, sparse)")
+    lr: float = Field(0.3, gt=0, description="row-wise AdaGrad step of the embedding and bias tables")
+    weight_decay: float = Field(0.03, ge=0, description="L2 per touched row and occurrence (lazy, sparse)")
     epochs: int = Field(100, ge=1, le=1000, description="maximum epochs; early stopping on validation NDCG@10")
     patience: int = Field(8, ge=1, description="epochs without a better validation NDCG@10 before stopping")
     max_epoch_rows: int = Field(25_000_000, ge=0, description="cap on epochs x training interactions, so the "
@@ -35,6 +35,12 @@ class ImplicitConfig(BaseModel):
     margin: float = Field(1.0, ge=0, description="hinge margin")
     init_std: float = Field(0.1, ge=0, description="standard deviation of the initial embedding rows")
     use_text: bool = Field(False, description="add a learnt projection of the item's text vector to its row")
+    user_history: bool = Field(True, description="describe a user by learnt vectors of the items they interacted "
+                               "with (FISM): a row learnt from a handful of interactions over-fits")
+    free_user: bool = Field(False, description="also learn a free row per user (always on without user_history)")
+    history_limit: int = Field(16, ge=0, description="history items summed per user and training step; a longer "
+                               "history is sampled and scaled (the served vector uses all of it); 0 = all")
+    history_alpha: float = Field(0.5, ge=0, le=1, description="user history: sum of item vectors x count^-alpha")
     val_users: int = Field(5000, ge=1, description="fixed seeded sample of validation users per epoch")
     seed: int = 0
 
@@ -52,8 +58,7 @@ class HingeConfig(ImplicitConfig):
 
     negatives: int = Field(8, ge=1, le=1024)
     negative_pick: Literal["mean", "max"] = "max"
-    lr: float = Field(0.5, gt=0)
-    weight_decay: float = Field(0.2, ge=0)
+    lr: float = Field(0.1, gt=0)
 
 
 CONFIGS: dict[str, type[ImplicitConfig]] = {

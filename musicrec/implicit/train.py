@@ -16,7 +16,7 @@ import torch
 from musicrec.checkpoint import BestState
 from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs
 from musicrec.implicit.losses import LOSSES, batch_loss
-from musicrec.implicit.model import ImplicitMF
+from musicrec.implicit.model import ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.optim import coalesce_rows
 from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix, sample_users
@@ -99,31 +99,55 @@ class Trainer:
             total += self.step(u, i, self.sampler.sample(u, self.cfg.negatives))
         return total / max(1, len(order))
 
-    def hardest(self, u: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """The highest-scoring of each row's negatives, (b, 1)."""
+    def hardest(self, query: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """The highest-scoring of each row's negatives for the users' query vectors (b, f), (b, 1)."""
         with torch.no_grad():
             m = self.model
             flat = neg.reshape(-1)
             rows = m.item_rows(flat, m.item.index_select(0, flat)).view(*neg.shape, -1)
-            s = torch.bmm(rows, m.user.index_select(0, u).unsqueeze(2)).squeeze(2)
+            s = torch.bmm(rows, query.unsqueeze(2)).squeeze(2)
             s += m.item_bias.index_select(0, flat).view(neg.shape)
         return neg.gather(1, s.argmax(1, keepdim=True))
+
+    def queries(self, u: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                  tuple[torch.Tensor, torch.Tensor] | None]:
+        """(query, p, context): each row's user vector p_u + h_u with the positive i left out of the history
+        (it is the item being predicted), the gathered p rows (None without free rows), and (rows, gathered y)
+        of the context table (None without history)."""
+        m = self.model
+        p = m.user.index_select(0, u).requires_grad_() if m.free_user else None  # a row copy: faster than []
+        if m.context is None:
+            return p, p, None
+        # each distinct user's history is summed once per batch: a heavy user's positives share one sum
+        # (per row it cost the sum of squared history lengths, 6.7 s an epoch at the seed's shape)
+        distinct, inverse = torch.unique(u, return_inverse=True)
+        segment, hist, weight, count = m.history_of(distinct, self.cfg.history_limit, self.gen)
+        rows = torch.cat([hist, i])
+        y = m.context.index_select(0, rows).requires_grad_()
+        summed = torch.zeros(len(distinct), y.shape[1]).index_add(0, segment, y[:len(hist)] * weight[:, None])
+        context = summed.index_select(0, inverse) - y[len(hist):]
+        h = context * history_norm(count.index_select(0, inverse) - 1, m.history_alpha)[:, None]
+        return (h if p is None else p + h), p, (rows, y)
 
     def step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor) -> float:
         """One AdaGrad step on the summed batch loss; returns that sum."""
         cfg, m = self.cfg, self.model
+        query, p, context = self.queries(u, i)
         if cfg.negative_pick == "max" and neg.shape[1] > 1:
-            neg = self.hardest(u, neg)
+            neg = self.hardest(query.detach(), neg)
         items = torch.cat([i, neg.T.reshape(-1)])  # block k holds every row's k-th negative
-        p = m.user.index_select(0, u).requires_grad_()  # index_select: a row copy, faster than [] on CPU
         q = m.item.index_select(0, items).requires_grad_()
         b = m.item_bias.index_select(0, items).requires_grad_()
         proj = None if m.text_proj is None else m.text_proj.detach().clone().requires_grad_()
-        s = (m.item_rows(items, q, proj).view(-1, len(u), q.shape[1]) * p).sum(-1) + b.view(-1, len(u))
+        s = (m.item_rows(items, q, proj).view(-1, len(u), q.shape[1]) * query).sum(-1) + b.view(-1, len(u))
         loss = batch_loss(self.loss, s[0], s[1:].T, "mean", cfg.margin).sum()
         loss.backward()
         wd = cfg.weight_decay
-        self.opt.update("user", m.user, u, p.grad + wd * p.detach())
+        if p is not None:
+            self.opt.update("user", m.user, u, p.grad + wd * p.detach())
+        if context is not None:
+            rows, y = context
+            self.opt.update("context", m.context, rows, y.grad + wd * y.detach())
         same = torch.unique(items, return_inverse=True)  # the item table and its bias share the rows
         self.opt.update("item", m.item, items, q.grad + wd * q.detach(), same)
         self.opt.update("item_bias", m.item_bias, items, b.grad + wd * b.detach(), same)
@@ -146,7 +170,7 @@ def score_fn(model: ImplicitMF) -> Callable[[np.ndarray], np.ndarray]:
 
     def scores(users: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            query = model.user.index_select(0, torch.as_tensor(users, dtype=torch.int64))
+            query = model.query(torch.as_tensor(users, dtype=torch.int64))
             if not buffer or buffer[0].shape[0] != len(query):
                 buffer[:] = [torch.empty(len(query), rows.shape[0])]
             return torch.addmm(bias, query, rows.T, out=buffer[0]).numpy()  # <p_u, q_i> + b_i
@@ -158,6 +182,21 @@ def validate(model: ImplicitMF, users: np.ndarray, validation: sp.csr_matrix,
              exclude: sp.csr_matrix) -> dict[str, float]:
     """HR@10, NDCG@10 and Recall@50 on the fixed validation users, full ranking over non-excluded items."""
     return evaluate_scorer(score_fn(model), users, validation, exclude, validation.shape[1], coverage=False)
+
+
+def user_histories(users: np.ndarray, items: np.ndarray, n_users: int,
+                   n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indptr, items): each user's distinct interacted items as CSR, the model's history."""
+    csr = interaction_matrix(users, items, n_users, n_items)
+    return torch.as_tensor(csr.indptr.astype(np.int64)), torch.as_tensor(csr.indices.astype(np.int64))
+
+
+def new_model(cfg: ImplicitConfig, n_users: int, n_items: int, users: np.ndarray, items: np.ndarray,
+              text: torch.Tensor | None = None) -> ImplicitMF:
+    """An untrained model for cfg; with user_history, its history is the given (user, item) interactions."""
+    history = user_histories(users, items, n_users, n_items) if cfg.user_history else None
+    return ImplicitMF(n_users, n_items, cfg.factors, cfg.init_std, cfg.seed, text, history, cfg.history_alpha,
+                      cfg.free_user)
 
 
 def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users: int, n_items: int,
@@ -174,7 +213,7 @@ def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users
     with torch_threads(threads):
         torch.manual_seed(cfg.seed)
         vector = torch.as_tensor(text) if cfg.use_text and text is not None else None
-        model = ImplicitMF(n_users, n_items, cfg.factors, cfg.init_std, cfg.seed, vector)
+        model = new_model(cfg, n_users, n_items, users, items, vector)
         trainer = Trainer(name, cfg, model, users, items, n_items)
         val_users = sample_users(np.flatnonzero(np.diff(validation.indptr)), cfg.val_users, cfg.seed)
         return _run(name, cfg, trainer, lambda: validate(model, val_users, validation, exclude), on_epoch,

@@ -19,7 +19,7 @@ import torch
 from musicrec.data.ids import IdIndex
 from musicrec.implicit.configs import make_config
 from musicrec.implicit.model import ImplicitMF
-from musicrec.implicit.train import EpochCallback, fit_implicit, score_fn
+from musicrec.implicit.train import EpochCallback, fit_implicit, new_model, score_fn
 from musicrec.pipeline.workspace import Workspace
 from musicrec.ranking.metrics import evaluate_random, evaluate_scorer, evaluate_static, interaction_matrix
 from musicrec.ranking.protocol import leave_last_out
@@ -122,7 +122,7 @@ def refit_implicit(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict
     users, items = users[keep], items[keep]
     t0 = time.perf_counter()
     with torch_threads(threads):
-        model = ImplicitMF(data.users.size, data.items.size, cfg.factors, cfg.init_std, cfg.seed)
+        model = new_model(cfg, data.users.size, data.items.size, users, items)
         trainer = Trainer(row["name"], cfg, model, users, items, data.items.size)
         for _ in range(max(1, int(row.get("best_epoch") or 1))):
             trainer.train_epoch()
@@ -148,8 +148,9 @@ def load_implicit(ws: Workspace, name: str, directory: str = "") -> ImplicitMF:
     cfg = make_config(name, json.loads((d / "config.json").read_text()))
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
         state = {k: torch.from_numpy(npz[k]) for k in npz.files}
+    history = (state["history_ptr"], state["history_items"]) if "history_ptr" in state else None
     model = ImplicitMF(data.users.size, data.items.size, cfg.factors, cfg.init_std, cfg.seed,
-                       state.get("text"))
+                       state.get("text"), history, cfg.history_alpha, cfg.free_user)
     model.load_state_dict(state)
     return model.eval()
 
