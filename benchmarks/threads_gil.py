@@ -33,8 +33,7 @@ def main() -> None:
     import torch
 
     from musicrec.implicit.configs import make_config
-    from musicrec.implicit.model import ImplicitMF
-    from musicrec.implicit.train import Trainer
+    from musicrec.implicit.train import Trainer, new_model
     from tasks.runners import fair_threads
 
     torch.set_num_threads(1)
@@ -42,7 +41,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     u, i = rng.integers(0, nu, args.rows), rng.integers(0, ni, args.rows)
     cfg = make_config("implicit_bpr", {"batch_size": 4096})
-    trainer = Trainer("implicit_bpr", cfg, ImplicitMF(nu, ni, cfg.factors, cfg.init_std, 0), u, i, ni)
+    trainer = Trainer("implicit_bpr", cfg, new_model(cfg, nu, ni, u, i), u, i, ni)
     stop = threading.Event()
 
     def python_bound() -> None:

@@ -56,10 +56,13 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     futures = [submitted[m] for m in models]  # results in the caller's order
     baselines = t.evaluate_baselines.submit(workdir)
     ranking = t.ranking_baselines.submit(workdir) if ranked else None
-    wait([embed, *futures, *ranked, baselines, *([ranking] if ranking else [])])
+    summed = t.ensemble_retrieval.submit(workdir, ranked) if len(ranked) >= 2 else None  # after them all
+    wait([embed, *futures, *ranked, baselines, *([ranking] if ranking else []), *([summed] if summed else [])])
     release_worker_caches(workdir)
+    ensemble = [summed.result()] if summed is not None and summed.result() is not None else []
     return {"models": [f.result() for f in futures], "baselines": baselines.result(), "word2vec": embed.result(),
-            "retrieval": [f.result() for f in ranked], "ranking_baselines": ranking.result() if ranking else []}
+            "retrieval": [*(f.result() for f in ranked), *ensemble],
+            "ranking_baselines": ranking.result() if ranking else []}
 
 
 RUN_NAME_PREFIX = "training-"
@@ -128,7 +131,7 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
                                   "onnx_check": meta["onnx_check"]}
             if params.promote:
                 decision = t.promote_champion(workdir, store_uri, published, row["val_rmse"] < bias["val_rmse"],
-                                              retrieval["champion"])
+                                              retrieval_row)
             else:
                 decision = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None, "promoted": False,
                             "reason": "promotion off (--no-promote): bundle published, pointer untouched",

@@ -118,6 +118,20 @@ def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads:
     return row
 
 
+@task(name="ensemble-retrieval", cache_policy=NO_CACHE)
+def ensemble_retrieval(workdir: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sum of the trained implicit models' scores, measured like one of them (None: fewer than two)."""
+    from musicrec.pipeline import retrieval
+
+    with open_workspace(workdir, models=[r["name"] for r in rows]) as ws:
+        row = retrieval.ensemble_implicit(ws, rows)
+    if row is not None:
+        get_run_logger().info("%s of %s: val_ndcg@10 %.4f test_ndcg@10 %.4f", row["name"],
+                              ", ".join(m["name"] for m in row["members"]), row["val_ndcg_at_10"],
+                              row["test_ndcg_at_10"])
+    return row
+
+
 @task(name="ranking-baselines", cache_policy=NO_CACHE)
 def ranking_baselines(workdir: str) -> list[dict[str, Any]]:
     """Most-popular and random on the leave-last-out split: the bar every retrieval model must clear."""
@@ -157,9 +171,9 @@ def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any], refit_i
                  retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch), and the
     retrieval champion's user tower and item table beside it."""
-    from musicrec.pipeline.retrieval import REFIT_DIR as RETRIEVAL_REFIT
+    from musicrec.pipeline.retrieval import model_folders
 
-    needed = [row["name"], refit.REFIT_DIR, *([retrieval_row["name"], RETRIEVAL_REFIT] if retrieval_row else [])]
+    needed = [row["name"], refit.REFIT_DIR, *model_folders(retrieval_row)]
     with open_workspace(workdir, models=needed) as ws:
         return publish.build_bundle(ws, row, prepare.load_train_data(ws), run, refit_info, retrieval_row)
 
@@ -176,19 +190,18 @@ def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]
 
 @task(name="promote-champion", **io_retries([5, 5]), cache_policy=NO_CACHE)
 def promote_champion(workdir: str, store_uri: str, published: dict[str, str], beats_own_baseline: bool,
-                     retrieval_champion: str | None = None) -> dict[str, Any]:
+                     retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare with the published champion on this run's test rows it never fitted on; move the pointer only
     if not worse (or, with too few such rows, by the documented policy)."""
     import pandas as pd
 
-    from musicrec.pipeline.retrieval import REFIT_DIR as RETRIEVAL_REFIT
-    from musicrec.pipeline.retrieval import retrieval_check
+    from musicrec.pipeline.retrieval import model_folders, retrieval_check
     from musicrec.store import open_store
 
-    with open_workspace(workdir, models=[retrieval_champion, RETRIEVAL_REFIT] if retrieval_champion else []) as ws:
+    with open_workspace(workdir, models=model_folders(retrieval_row)) as ws:
         challenger = pd.read_parquet(ws.root / publish.CHALLENGER_TEST)
         decision = publish.promote(open_store(store_uri), published, challenger, beats_own_baseline,
-                                   retrieval_check=retrieval_check(ws, retrieval_champion))
+                                   retrieval_check=retrieval_check(ws, retrieval_row and retrieval_row["name"]))
     logger = get_run_logger()
     if decision["replaced_damaged"]:
         logger.warning("the published champion %s is damaged and was replaced: %s",

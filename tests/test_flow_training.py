@@ -121,8 +121,13 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
 
     # the implicit models: each improved on its untrained start, the champion beat most-popular on validation
     retrieval = report["retrieval"]
-    assert {r["name"] for r in retrieval["models"]} == {"implicit_pointwise", "implicit_bpr", "implicit_hinge"}
-    assert all(r["best_epoch"] >= 1 for r in retrieval["models"])
+    singles = [r for r in retrieval["models"] if not r.get("members")]
+    assert {r["name"] for r in singles} == {"implicit_pointwise", "implicit_bpr", "implicit_hinge"}
+    assert all(r["best_epoch"] >= 1 for r in singles)
+    # the sum of the three is measured like them, on the same validation and test users
+    summed = next(r for r in retrieval["models"] if r["name"] == "implicit_ensemble")
+    assert [m["name"] for m in summed["members"]] == [r["name"] for r in singles]
+    assert 0 < summed["val_ndcg_at_10"] and summed["test_users"] == singles[0]["test_users"] > 0
     popular = next(b for b in retrieval["baselines"] if b["name"] == "most_popular")
     best = next(r for r in retrieval["models"] if r["name"] == retrieval["champion"])
     assert best["val_ndcg_at_10"] == max(r["val_ndcg_at_10"] for r in retrieval["models"]) > popular["val_ndcg_at_10"]

@@ -178,3 +178,19 @@ def test_item_history_users_beat_free_user_rows_on_few_interactions_per_user() -
                         overrides={"epochs": 30, "user_history": False, "free_user": True})
     assert fism.config.user_history and not fism.config.free_user
     assert fism.best["ndcg@10"] > 1.1 * free.best["ndcg@10"]
+
+
+def test_the_ensemble_scores_the_sum_of_its_members_as_one_inner_product() -> None:
+    from musicrec.implicit.model import ImplicitEnsemble
+    from musicrec.implicit.train import score_fn
+
+    users, items, val, n_users, n_items = _clusters(4)
+    members = [fit_implicit(name, (users, items), n_users, n_items, val, overrides={"epochs": 2}).model
+               for name in ("implicit_bpr", "implicit_hinge")]
+    ensemble = ImplicitEnsemble(members)
+    some = np.array([0, 3, 17, 499])
+    summed = sum(score_fn(m)(some).copy() for m in members)
+    np.testing.assert_allclose(score_fn(ensemble)(some), summed, rtol=1e-5, atol=1e-5)
+    tables = ensemble.user_table(torch.as_tensor(some)) @ ensemble.item_table().T
+    np.testing.assert_allclose(tables.numpy(), summed, rtol=1e-5, atol=1e-4)
+    assert ensemble.item_table().shape == (n_items, 2 * members[0].item.shape[1] + 1)

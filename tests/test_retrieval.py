@@ -133,3 +133,36 @@ def test_validation_sample_shrinks_with_the_catalogue_so_an_epoch_stays_cheap():
     assert validation_users(900) == 5000  # small catalogues: the config's sample (or every user)
     assert validation_users(456_992) * 456_992 <= VALIDATION_CELLS  # the seed's catalogue: about 1,094 users
     assert validation_users(10**8) == 1000  # never fewer than 1,000 users (standard error stays usable)
+
+
+def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp_path, tiny):
+    """The library path of a run whose retrieval champion is the sum of two implicit models: measured on the
+    members' validation and test users, each member refit on every interaction, exported as one tower and
+    item table (parity checked), and reloaded from its members for the promotion's fair comparison."""
+    from musicrec.pipeline.retrieval import (
+        ENSEMBLE,
+        compare_retrieval,
+        ensemble_implicit,
+        export_retrieval,
+        refit_implicit,
+        train_implicit,
+    )
+    from musicrec.pipeline.workspace import Workspace
+
+    ratings, _ = tiny
+    ws = Workspace.create(tmp_path / "work", "run")
+    ratings.to_parquet(ws.ratings, index=False)
+    rows = [train_implicit(ws, name, {"epochs": 4}) for name in ("implicit_bpr", "implicit_pointwise")]
+    row = ensemble_implicit(ws, rows)
+    assert row is not None and row["name"] == ENSEMBLE and [m["name"] for m in row["members"]] == [r["name"] for r in rows]
+    assert row["test_users"] == rows[0]["test_users"] > 100
+    assert ensemble_implicit(ws, rows[:1]) is None  # one model is not an ensemble
+
+    refit = refit_implicit(ws, row)
+    assert set(refit["epochs"]) == {"implicit_bpr", "implicit_pointwise"} and refit["rows"] == len(ratings)
+    ws.bundle.mkdir(exist_ok=True)
+    meta = export_retrieval(ws, row, refit)
+    assert meta["model"] == ENSEMBLE and meta["onnx_check"]["score_max_abs_diff"] <= 1e-4
+    # the held-out ensemble against the exported (refit) one, on every test user (none was fitted on)
+    fair = compare_retrieval(ws, ENSEMBLE, ws.bundle, pd.DataFrame({"user_id": [], "item_id": []}))
+    assert fair["comparable"] and fair["challenger_ndcg"] == pytest.approx(row["test_ndcg_at_10"])

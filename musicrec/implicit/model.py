@@ -11,7 +11,30 @@ import torch
 from torch import nn
 
 
-class ImplicitMF(nn.Module):
+class InnerProductTables:
+    """The retrieval export of a model with query(users), item_vectors() and item_bias: score = [u, 1] . [q_i, b_i]."""
+
+    item_bias: torch.Tensor
+
+    def query(self, users: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def item_vectors(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def item_table(self) -> torch.Tensor:
+        """(n_items, d + 1): [q_i, b_i], so that [u, 1] . row = <u, q_i> + b_i (inner-product retrieval)."""
+        return torch.cat([self.item_vectors(), self.item_bias.detach()[:, None]], 1)
+
+    @torch.no_grad()
+    def user_table(self, users: torch.Tensor) -> torch.Tensor:
+        """(len(users), d + 1): [u, 1], the query side of item_table."""
+        q = self.query(users)
+        return torch.cat([q, torch.ones(len(q), 1)], 1)
+
+
+class ImplicitMF(InnerProductTables, nn.Module):
     """User and item tables plus an item bias; the trainer updates the tables itself (sparse AdaGrad).
 
     history: (indptr, items) CSR of each user's interactions, for h_u (stored as buffers, saved with the model)."""
@@ -94,15 +117,35 @@ class ImplicitMF(nn.Module):
         return (self.query(user_idx) * self.item_rows(item_idx)).sum(-1) + self.item_bias[item_idx]
 
     @torch.no_grad()
-    def item_table(self) -> torch.Tensor:
-        """(n_items, factors + 1): [q_i, b_i], so that [p_u + h_u, 1] . row = score (inner-product retrieval)."""
-        rows = self.item_rows(torch.arange(self.item.shape[0]))
-        return torch.cat([rows, self.item_bias[:, None]], 1)
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items, factors): every q_i; the stored table itself when there is no text (no copy)."""
+        return self.item if self.text_proj is None else self.item_rows(torch.arange(self.item.shape[0]))
+
+
+class ImplicitEnsemble(InnerProductTables, nn.Module):
+    """The sum of several implicit models' scores. Still one inner product: the members' user vectors side by
+    side against their item vectors side by side, with the item biases summed. On the real MI data the sum
+    of the three losses' models is better on validation than each of them on every seed."""
+
+    def __init__(self, members: list[ImplicitMF]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.item_bias = torch.stack([m.item_bias.detach() for m in members]).sum(0)
+
+    def query(self, users: torch.Tensor) -> torch.Tensor:
+        """The members' user vectors side by side."""
+        return torch.cat([m.query(users) for m in self.members], 1)
 
     @torch.no_grad()
-    def user_table(self, users: torch.Tensor) -> torch.Tensor:
-        """(len(users), factors + 1): [p_u + h_u, 1], the query side of item_table."""
-        return torch.cat([self.query(users), torch.ones(len(users), 1)], 1)
+    def item_vectors(self) -> torch.Tensor:
+        """The members' item vectors side by side."""
+        return torch.cat([m.item_vectors() for m in self.members], 1)
+
+    def forward(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
+        """The sum of the members' scores of each (user, item) pair."""
+        return torch.stack([m(user_idx, item_idx) for m in self.members]).sum(0)
 
 
 def history_norm(count: torch.Tensor, alpha: float) -> torch.Tensor:

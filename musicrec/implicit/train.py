@@ -16,7 +16,7 @@ import torch
 from musicrec.checkpoint import BestState
 from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs
 from musicrec.implicit.losses import LOSSES, batch_loss
-from musicrec.implicit.model import ImplicitMF, history_norm
+from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.optim import coalesce_rows
 from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix, sample_users
@@ -157,14 +157,13 @@ class Trainer:
         return float(loss.detach())
 
 
-def score_fn(model: ImplicitMF) -> Callable[[np.ndarray], np.ndarray]:
+def score_fn(model: ImplicitMF | ImplicitEnsemble) -> Callable[[np.ndarray], np.ndarray]:
     """Full-catalogue scores for a batch of users (for ranking.metrics.evaluate_scorer).
 
     The returned array is a buffer that the next call of the same function overwrites (a fresh 64 MB score
     matrix per batch spent about a third of the matmul's time on page faults): use it before calling again.
     The item rows are read in place (at seed size the [q_i, b_i] table was a 119 MB copy per evaluation)."""
-    with torch.no_grad():  # the stored table itself when there is no text: no (items x factors) copy
-        rows = model.item if model.text_proj is None else model.item_rows(torch.arange(model.item.shape[0]))
+    rows = model.item_vectors()  # the stored table itself for one model without text: no (items x factors) copy
     bias = model.item_bias.detach()
     buffer: list[torch.Tensor] = []
 
@@ -173,12 +172,12 @@ def score_fn(model: ImplicitMF) -> Callable[[np.ndarray], np.ndarray]:
             query = model.query(torch.as_tensor(users, dtype=torch.int64))
             if not buffer or buffer[0].shape[0] != len(query):
                 buffer[:] = [torch.empty(len(query), rows.shape[0])]
-            return torch.addmm(bias, query, rows.T, out=buffer[0]).numpy()  # <p_u, q_i> + b_i
+            return torch.addmm(bias, query, rows.T, out=buffer[0]).numpy()  # <u, q_i> + b_i
 
     return scores
 
 
-def validate(model: ImplicitMF, users: np.ndarray, validation: sp.csr_matrix,
+def validate(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray, validation: sp.csr_matrix,
              exclude: sp.csr_matrix) -> dict[str, float]:
     """HR@10, NDCG@10 and Recall@50 on the fixed validation users, full ranking over non-excluded items."""
     return evaluate_scorer(score_fn(model), users, validation, exclude, validation.shape[1], coverage=False)

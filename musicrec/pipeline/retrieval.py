@@ -18,10 +18,16 @@ import torch
 
 from musicrec.data.ids import IdIndex
 from musicrec.implicit.configs import make_config
-from musicrec.implicit.model import ImplicitMF
-from musicrec.implicit.train import EpochCallback, fit_implicit, new_model, score_fn
+from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
+from musicrec.implicit.train import EpochCallback, fit_implicit, new_model, score_fn, validate
 from musicrec.pipeline.workspace import Workspace
-from musicrec.ranking.metrics import evaluate_random, evaluate_scorer, evaluate_static, interaction_matrix
+from musicrec.ranking.metrics import (
+    evaluate_random,
+    evaluate_scorer,
+    evaluate_static,
+    interaction_matrix,
+    sample_users,
+)
 from musicrec.ranking.protocol import leave_last_out
 
 TEST_USERS = 20_000  # a fixed seeded sample of test users at large sizes (standard error of HR@10 ~0.0015)
@@ -110,7 +116,16 @@ REFIT_DIR = "retrieval_refit"
 def refit_implicit(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict[str, Any]:
     """The retrieval champion refit on every interaction of the run (train + validation + test of the
     leave-last-out) for its best epoch count, with its hyperparameters: the model that is served (its
-    reported metrics stay the held-out fit's). Saved under models/retrieval_refit/."""
+    reported metrics stay the held-out fit's). Saved under models/retrieval_refit/ (an ensemble: each
+    member under models/retrieval_refit/<member>/)."""
+    if not row.get("members"):
+        return _refit_one(ws, row, REFIT_DIR, threads)
+    done = [_refit_one(ws, m, f"{REFIT_DIR}/{m['name']}", threads) for m in row["members"]]
+    return {"rows": done[0]["rows"], "epochs": {m["name"]: d["epochs"] for m, d in zip(row["members"], done)},
+            "seconds": round(sum(d["seconds"] for d in done), 2), "splits": done[0]["splits"]}
+
+
+def _refit_one(ws: Workspace, row: dict[str, Any], folder: str, threads: int) -> dict[str, Any]:
     import time
 
     from musicrec.implicit.train import Trainer, torch_threads
@@ -126,11 +141,43 @@ def refit_implicit(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict
         trainer = Trainer(row["name"], cfg, model, users, items, data.items.size)
         for _ in range(max(1, int(row.get("best_epoch") or 1))):
             trainer.train_epoch()
-    d = ws.model_dir(REFIT_DIR)
+    d = ws.model_dir(folder)
     np.savez(d / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     (d / "config.json").write_text(cfg.model_dump_json())
     return {"rows": len(users), "epochs": max(1, int(row.get("best_epoch") or 1)),
             "seconds": round(time.perf_counter() - t0, 2), "splits": ["train", "validation", "test"]}
+
+
+ENSEMBLE = "implicit_ensemble"  # the sum of the trained implicit models' scores (one inner product)
+
+
+def ensemble_implicit(ws: Workspace, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sum of the trained implicit models (those with best_epoch >= 1; at least two), measured like one of
+    them: validation NDCG@10 on the same sampled users, test on the same sample. None if fewer than two."""
+    import time
+
+    members = [r for r in rows if r.get("best_epoch", 0) >= 1 and not r.get("members")]
+    if len(members) < 2:
+        return None
+    t0 = time.perf_counter()
+    data, cfg = ranking_data(ws), make_config(members[0]["name"], members[0].get("hyperparameters"))
+    model = ImplicitEnsemble([load_implicit(ws, m["name"]) for m in members])
+    users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
+    row = {"name": ENSEMBLE, "kind": "retrieval",
+           **_prefixed("val", validate(model, users, data.validation, data.seen_train)),
+           **test_metrics(score_fn(model), data),
+           "members": [{k: m.get(k) for k in ("name", "hyperparameters", "best_epoch")} for m in members],
+           "fit_seconds": round(sum(m.get("fit_seconds", 0.0) for m in members) + time.perf_counter() - t0, 2)}
+    ws.write_json(f"models/{ENSEMBLE}/members.json", [m["name"] for m in members])
+    ws.write_json(f"models/{ENSEMBLE}/metrics.json", row)
+    return row
+
+
+def model_folders(row: dict[str, Any] | None) -> list[str]:
+    """The workspace model folders a retrieval champion needs (its members' too, and the refits)."""
+    if row is None:
+        return []
+    return [row["name"], *(m["name"] for m in row.get("members", [])), REFIT_DIR]
 
 
 VALIDATION_CELLS = 500_000_000  # users x items scored per epoch's validation (about 1.5 s on 2 cores)
@@ -142,8 +189,13 @@ def validation_users(n_items: int) -> int:
     return int(min(5000, max(1000, VALIDATION_CELLS // max(1, n_items))))
 
 
-def load_implicit(ws: Workspace, name: str, directory: str = "") -> ImplicitMF:
-    """Rebuild a saved implicit model from <directory or name>/weights.npz and config.json (no pickle)."""
+def load_implicit(ws: Workspace, name: str, directory: str = "") -> ImplicitMF | ImplicitEnsemble:
+    """Rebuild a saved implicit model from <directory or name>/weights.npz and config.json (no pickle); the
+    ensemble from its members.json, each member from <directory>/<member> (refit) or its own folder."""
+    if name == ENSEMBLE:
+        members = json.loads((ws.model_dir(ENSEMBLE) / "members.json").read_text())
+        return ImplicitEnsemble([load_implicit(ws, m, f"{directory}/{m}" if directory else "")
+                                 for m in members]).eval()
     d, data = ws.model_dir(directory or name), ranking_data(ws)
     cfg = make_config(name, json.loads((d / "config.json").read_text()))
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
@@ -271,7 +323,7 @@ def summarize(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> di
 
 def choose_retrieval_champion(rows: list[dict[str, Any]], popular_val_ndcg: float) -> str | None:
     """Highest validation NDCG@10 among trained models that beat most-popular on validation (else None)."""
-    ok = [r for r in rows if r.get("best_epoch", 0) >= 1 and r["val_ndcg_at_10"] > popular_val_ndcg]
+    ok = [r for r in rows if (r.get("members") or r.get("best_epoch", 0) >= 1) and r["val_ndcg_at_10"] > popular_val_ndcg]
     return max(ok, key=lambda r: (r["val_ndcg_at_10"], r["name"]))["name"] if ok else None
 
 
