@@ -121,10 +121,10 @@ def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads:
 @task(name="ensemble-retrieval", cache_policy=NO_CACHE)
 def ensemble_retrieval(workdir: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The sum of the trained implicit models' scores, measured like one of them (None: fewer than two)."""
-    from musicrec.pipeline import retrieval
+    from musicrec.pipeline.champion_retrieval import ensemble_implicit
 
     with open_workspace(workdir, models=[r["name"] for r in rows]) as ws:
-        row = retrieval.ensemble_implicit(ws, rows)
+        row = ensemble_implicit(ws, rows)
     if row is not None:
         get_run_logger().info("%s of %s: val_ndcg@10 %.4f test_ndcg@10 %.4f", row["name"],
                               ", ".join(m["name"] for m in row["members"]), row["val_ndcg_at_10"],
@@ -146,7 +146,7 @@ def refit_champion(workdir: str, row: dict[str, Any], threads: int,
                    retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
     """Refit the champion on every rating of the run for its best epoch count (the model that is served),
     and the retrieval champion on every interaction."""
-    from musicrec.pipeline.retrieval import refit_implicit
+    from musicrec.pipeline.champion_retrieval import refit_implicit
 
     logger = get_run_logger()
     with open_workspace(workdir) as ws:
@@ -171,7 +171,7 @@ def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any], refit_i
                  retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch), and the
     retrieval champion's user tower and item table beside it."""
-    from musicrec.pipeline.retrieval import model_folders
+    from musicrec.pipeline.champion_retrieval import model_folders
 
     needed = [row["name"], refit.REFIT_DIR, *model_folders(retrieval_row)]
     with open_workspace(workdir, models=needed) as ws:
@@ -195,7 +195,7 @@ def promote_champion(workdir: str, store_uri: str, published: dict[str, str], be
     if not worse (or, with too few such rows, by the documented policy)."""
     import pandas as pd
 
-    from musicrec.pipeline.retrieval import model_folders, retrieval_check
+    from musicrec.pipeline.champion_retrieval import model_folders, retrieval_check
     from musicrec.store import open_store
 
     with open_workspace(workdir, models=model_folders(retrieval_row)) as ws:

@@ -139,14 +139,14 @@ def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp
     """The library path of a run whose retrieval champion is the sum of two implicit models: measured on the
     members' validation and test users, each member refit on every interaction, exported as one tower and
     item table (parity checked), and reloaded from its members for the promotion's fair comparison."""
-    from musicrec.pipeline.retrieval import (
+    from musicrec.pipeline.champion_retrieval import (
         ENSEMBLE,
         compare_retrieval,
         ensemble_implicit,
         export_retrieval,
         refit_implicit,
-        train_implicit,
     )
+    from musicrec.pipeline.retrieval import train_implicit
     from musicrec.pipeline.workspace import Workspace
 
     ratings, _ = tiny

@@ -68,7 +68,7 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
     }
     files = list(BUNDLE_FILES)
     if retrieval_row:
-        from musicrec.pipeline.retrieval import export_retrieval
+        from musicrec.pipeline.champion_retrieval import export_retrieval
 
         meta["retrieval"] = export_retrieval(ws, retrieval_row, (refit or {}).get("retrieval"))
         files += meta["retrieval"]["files"]

@@ -1,11 +1,11 @@
 """Stage 3b: the implicit (retrieval) models of a run. Their own split is the temporal leave-last-out of the
 run's ratings (musicrec.ranking.protocol): every rating is an interaction, per user the latest is test and
-the one before validation; full ranking over every item the user has not interacted with. Weights are .npz."""
+the one before validation; full ranking over every item the user has not interacted with. Weights are .npz.
+What happens to the retrieval champion after training is in musicrec.pipeline.champion_retrieval."""
 
 from __future__ import annotations
 
 import functools
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,20 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import torch
 
 from musicrec.data.ids import IdIndex
-from musicrec.implicit.configs import make_config
-from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
-from musicrec.implicit.train import EpochCallback, fit_implicit, new_model, score_fn, validate
+from musicrec.implicit.train import EpochCallback, fit_implicit, score_fn
 from musicrec.pipeline.workspace import Workspace
-from musicrec.ranking.metrics import (
-    evaluate_random,
-    evaluate_scorer,
-    evaluate_static,
-    interaction_matrix,
-    sample_users,
-)
+from musicrec.ranking.metrics import evaluate_random, evaluate_scorer, evaluate_static, interaction_matrix
 from musicrec.ranking.protocol import leave_last_out
 
 TEST_USERS = 20_000  # a fixed seeded sample of test users at large sizes (standard error of HR@10 ~0.0015)
@@ -99,7 +90,7 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     overrides = {"val_users": validation_users(data.items.size), **(overrides or {})}
     result = fit_implicit(name, data.train, data.users.size, data.items.size, data.validation, data.seen_train,
                           overrides, threads=threads, on_epoch=on_epoch)
-    row = {"name": name, "kind": "retrieval", **_prefixed("val", result.best), **test_metrics(score_fn(result.model), data),
+    row = {"name": name, "kind": "retrieval", **prefixed("val", result.best), **test_metrics(score_fn(result.model), data),
            "best_epoch": result.best_epoch, "epochs": len(result.history) - 1,
            "fit_seconds": round(result.fit_seconds, 2), "hyperparameters": result.config.model_dump()}
     d = ws.model_dir(name)
@@ -108,76 +99,6 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     ws.write_json(f"models/{name}/history.json", result.history)
     ws.write_json(f"models/{name}/metrics.json", row)
     return row
-
-
-REFIT_DIR = "retrieval_refit"
-
-
-def refit_implicit(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict[str, Any]:
-    """The retrieval champion refit on every interaction of the run (train + validation + test of the
-    leave-last-out) for its best epoch count, with its hyperparameters: the model that is served (its
-    reported metrics stay the held-out fit's). Saved under models/retrieval_refit/ (an ensemble: each
-    member under models/retrieval_refit/<member>/)."""
-    if not row.get("members"):
-        return _refit_one(ws, row, REFIT_DIR, threads)
-    done = [_refit_one(ws, m, f"{REFIT_DIR}/{m['name']}", threads) for m in row["members"]]
-    return {"rows": done[0]["rows"], "epochs": {m["name"]: d["epochs"] for m, d in zip(row["members"], done)},
-            "seconds": round(sum(d["seconds"] for d in done), 2), "splits": done[0]["splits"]}
-
-
-def _refit_one(ws: Workspace, row: dict[str, Any], folder: str, threads: int) -> dict[str, Any]:
-    import time
-
-    from musicrec.implicit.train import Trainer, torch_threads
-
-    data, cfg = ranking_data(ws), make_config(row["name"], row.get("hyperparameters"))
-    every = (data.seen_val + data.test) > 0
-    users, items = (np.asarray(a, np.int64) for a in every.nonzero())
-    keep = items > 0  # the unknown-item column of the exclusion mask is not an interaction
-    users, items = users[keep], items[keep]
-    t0 = time.perf_counter()
-    with torch_threads(threads):
-        model = new_model(cfg, data.users.size, data.items.size, users, items)
-        trainer = Trainer(row["name"], cfg, model, users, items, data.items.size)
-        for _ in range(max(1, int(row.get("best_epoch") or 1))):
-            trainer.train_epoch()
-    d = ws.model_dir(folder)
-    np.savez(d / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
-    (d / "config.json").write_text(cfg.model_dump_json())
-    return {"rows": len(users), "epochs": max(1, int(row.get("best_epoch") or 1)),
-            "seconds": round(time.perf_counter() - t0, 2), "splits": ["train", "validation", "test"]}
-
-
-ENSEMBLE = "implicit_ensemble"  # the sum of the trained implicit models' scores (one inner product)
-
-
-def ensemble_implicit(ws: Workspace, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The sum of the trained implicit models (those with best_epoch >= 1; at least two), measured like one of
-    them: validation NDCG@10 on the same sampled users, test on the same sample. None if fewer than two."""
-    import time
-
-    members = [r for r in rows if r.get("best_epoch", 0) >= 1 and not r.get("members")]
-    if len(members) < 2:
-        return None
-    t0 = time.perf_counter()
-    data, cfg = ranking_data(ws), make_config(members[0]["name"], members[0].get("hyperparameters"))
-    model = ImplicitEnsemble([load_implicit(ws, m["name"]) for m in members])
-    users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
-    row = {"name": ENSEMBLE, "kind": "retrieval",
-           **_prefixed("val", validate(model, users, data.validation, data.seen_train)),
-           **test_metrics(score_fn(model), data),
-           "members": [{k: m.get(k) for k in ("name", "hyperparameters", "best_epoch")} for m in members],
-           "fit_seconds": round(sum(m.get("fit_seconds", 0.0) for m in members) + time.perf_counter() - t0, 2)}
-    ws.write_json(f"models/{ENSEMBLE}/members.json", [m["name"] for m in members])
-    ws.write_json(f"models/{ENSEMBLE}/metrics.json", row)
-    return row
-
-
-def model_folders(row: dict[str, Any] | None) -> list[str]:
-    """The workspace model folders a retrieval champion needs (its members' too, and the refits)."""
-    if row is None:
-        return []
-    return [row["name"], *(m["name"] for m in row.get("members", [])), REFIT_DIR]
 
 
 VALIDATION_CELLS = 500_000_000  # users x items scored per epoch's validation (about 1.5 s on 2 cores)
@@ -189,107 +110,13 @@ def validation_users(n_items: int) -> int:
     return int(min(5000, max(1000, VALIDATION_CELLS // max(1, n_items))))
 
 
-def load_implicit(ws: Workspace, name: str, directory: str = "") -> ImplicitMF | ImplicitEnsemble:
-    """Rebuild a saved implicit model from <directory or name>/weights.npz and config.json (no pickle); the
-    ensemble from its members.json, each member from <directory>/<member> (refit) or its own folder."""
-    if name == ENSEMBLE:
-        members = json.loads((ws.model_dir(ENSEMBLE) / "members.json").read_text())
-        return ImplicitEnsemble([load_implicit(ws, m, f"{directory}/{m}" if directory else "")
-                                 for m in members]).eval()
-    d, data = ws.model_dir(directory or name), ranking_data(ws)
-    cfg = make_config(name, json.loads((d / "config.json").read_text()))
-    with np.load(d / "weights.npz", allow_pickle=False) as npz:
-        state = {k: torch.from_numpy(npz[k]) for k in npz.files}
-    history = (state["history_ptr"], state["history_items"]) if "history_ptr" in state else None
-    model = ImplicitMF(data.users.size, data.items.size, cfg.factors, cfg.init_std, cfg.seed,
-                       state.get("text"), history, cfg.history_alpha, cfg.free_user)
-    model.load_state_dict(state)
-    return model.eval()
-
-
-def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the retrieval champion (its refit on every interaction when `refit` says so) beside the rating
-    champion in the bundle (retrieval.onnx + item table) and check it: tower rows equal the model's, and
-    tower . item table equals the torch scores on test pairs."""
-    from musicrec.retrieval.export import verify_retrieval, write_retrieval
-
-    data = ranking_data(ws)
-    model = load_implicit(ws, row["name"], REFIT_DIR if refit else "")
-    users = model.user_table(torch.arange(data.users.size)).numpy()
-    users[0] = 0.0
-    users[0, -1] = 1.0  # the unknown user scores items by their bias alone
-    items = model.item_table().numpy()
-    files = write_retrieval(ws.bundle, data.users.ids, users, data.items.ids, items[1:],
-                            metadata={"musicrec_model": row["name"], "run_id": ws.run_id})
-    check = verify_retrieval(ws.bundle, data.users.ids, users, [*data.users.ids[:2000], "UNKNOWN-USER"])
-    u, i = sp.find(data.test)[:2]
-    with torch.no_grad():
-        expected = model(torch.from_numpy(u[:2000]), torch.from_numpy(i[:2000])).numpy()
-    got = (users[u[:2000]] * items[i[:2000]]).sum(1)
-    check["score_max_abs_diff"] = float(np.max(np.abs(got - expected))) if len(u) else 0.0
-    if not check["score_max_abs_diff"] <= 1e-4:
-        from musicrec.runtime import OnnxModelError
-
-        raise OnnxModelError(f"retrieval scores differ from torch by {check['score_max_abs_diff']:.3g}")
-    metrics = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
-    return {"model": row["name"], "files": files, "onnx_check": check, "metrics": metrics,
-            "hyperparameters": row.get("hyperparameters", {}), "best_epoch": row.get("best_epoch"),
-            "fitted_on": refit or {"splits": ["train"], "rows": len(data.train[0]), "epochs": None},
-            "metrics_from": "the held-out fit (leave-last-out train); the exported model is described by fitted_on",
-            "score_rule": "inner product of the user tower's vector and the item row (item bias included)"}
-
-
-MIN_USERS = 100  # fewer fair test users: the retrieval champions are "not comparable" (the rating rule decides)
-
-
-def retrieval_check(ws: Workspace, name: str | None) -> Any:
-    """The promotion's retrieval comparison for this run's retrieval champion `name` (None: nothing to check)."""
-    def check(incumbent_dir: Path, meta: dict[str, Any], fitted: pd.DataFrame | None) -> dict[str, Any]:
-        if name is None or "retrieval.onnx" not in meta.get("files", {}):
-            return {"comparable": False, "reason": "only one of the two bundles has a retrieval champion"}
-        return compare_retrieval(ws, name, incumbent_dir, fitted)
-    return check
-
-
-def compare_retrieval(ws: Workspace, name: str, incumbent_dir: Path, fitted: pd.DataFrame | None) -> dict[str, Any]:
-    """NDCG@10 of this run's held-out retrieval champion and of the incumbent's published one, on this run's
-    leave-last-out test users whose held-out (user, item) the incumbent never fitted on, with the same items
-    excluded for both (each user's earlier interactions) and the same full ranking over this run's items."""
-    from musicrec.retrieval.runtime import load_tower, read_item_table, user_vectors
-
-    data = ranking_data(ws)
-    rows, items = sp.find(data.test)[:2]
-    if fitted is not None:
-        seen = pd.MultiIndex.from_frame(fitted[["user_id", "item_id"]].astype(str))
-        pairs = pd.MultiIndex.from_arrays([np.asarray(data.users.ids)[rows - 1], np.asarray(data.items.ids)[items - 1]])
-        rows = rows[~pairs.isin(seen)]
-    users = np.sort(rows)[:TEST_USERS] if fitted is not None else np.empty(0, np.int64)
-    if len(users) < MIN_USERS:
-        return {"comparable": False, "users": len(users), "reason": f"fewer than {MIN_USERS} fair test users"}
-    tower = load_tower(incumbent_dir / "retrieval.onnx")
-    inc_ids, inc_rows = read_item_table(incumbent_dir / "retrieval_items.parquet")
-    aligned = np.full((data.items.size, inc_rows.shape[1]), 0.0, np.float32)
-    aligned[:, -1] = -1e30  # items the incumbent does not know: ranked last
-    pos = data.items.lookup(inc_ids)
-    aligned[pos[pos > 0]] = inc_rows[pos > 0]
-    ids = np.asarray(["", *data.users.ids], dtype=object)
-
-    def incumbent(u: np.ndarray) -> np.ndarray:
-        return user_vectors(tower, ids[u])[0] @ aligned.T
-
-    ours = evaluate_scorer(score_fn(load_implicit(ws, name)), users, data.test, data.seen_val, data.items.size)
-    theirs = evaluate_scorer(incumbent, users, data.test, data.seen_val, data.items.size)
-    return {"comparable": True, "users": len(users), "challenger_ndcg": ours["ndcg@10"],
-            "incumbent_ndcg": theirs["ndcg@10"], "challenger_hr": ours["hr@10"], "incumbent_hr": theirs["hr@10"]}
-
-
 def test_metrics(score: Any, data: RankingData, seed: int = 0) -> dict[str, float]:
     """HR@10, NDCG@10, Recall@50, coverage@10 on test (train + validation excluded), sampled users at scale."""
     out = evaluate_scorer(score, None, data.test, data.seen_val, data.items.size, max_users=TEST_USERS, seed=seed)
-    return _prefixed("test", out)
+    return prefixed("test", out)
 
 
-def _prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
+def prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{split}_{k.replace('@', '_at_')}": v for k, v in metrics.items() if k not in ("epoch", "loss", "seconds",
                                                                                        "eval_seconds")}
 
@@ -308,7 +135,7 @@ def ranking_baselines(ws: Workspace, seed: int = 0) -> list[dict[str, Any]]:
     for name, fn in fns.items():
         val = fn(None, data.validation, data.seen_train, max_users=TEST_USERS, seed=seed)
         test = fn(None, data.test, data.seen_val, max_users=TEST_USERS, seed=seed)
-        rows.append({"name": name, "kind": "baseline", **_prefixed("val", val), **_prefixed("test", test)})
+        rows.append({"name": name, "kind": "baseline", **prefixed("val", val), **prefixed("test", test)})
     return rows
 
 
