@@ -53,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
                    "fewer means a lower peak; 0 = all at once)")
     t.add_argument("--no-tuning", action="store_true", help="ignore the store's tuning/<model>.json: family defaults")
     t.add_argument("--no-promote", action="store_true", help="publish the bundle but leave the champion as it is")
+    t.add_argument("--no-refit", action="store_true",
+                   help="serve the models fitted on the training split, not refit on every rating: `musicrec "
+                   "evaluate` can then measure the served lists on the run's own held-out items")
     u.add_argument("--trials", type=int, default=20, help="trials per model, the default configuration first (20)")
     u.add_argument("--timeout", type=float, default=1800.0, help="wall-clock seconds per model's search (1800)")
     u.add_argument("--total-timeout", type=float, default=14400.0, help="wall-clock seconds for all searches (14400)")
@@ -130,6 +133,7 @@ def _train(args: argparse.Namespace) -> int:
     fields["retrieval_models"] = retrieval
     fields |= {"promote": False} if args.no_promote else {}
     fields |= {"use_tuning": False} if args.no_tuning else {}
+    fields |= {"refit": False} if args.no_refit else {}
     if args.parallel_tasks is not None:
         fields["parallel_tasks"] = pre.check_at_least("--parallel-tasks", args.parallel_tasks, 0, 4)
     from flows.training import TrainingParams, training
@@ -233,8 +237,8 @@ def _champion(args: argparse.Namespace) -> int:
     return 0
 
 
-FLAGS = {"promote": "--no-promote", "use_tuning": "--no-tuning", "timeout_per_model": "--timeout",
-         "timeout_total": "--total-timeout"}
+FLAGS = {"promote": "--no-promote", "use_tuning": "--no-tuning", "refit": "--no-refit",
+         "timeout_per_model": "--timeout", "timeout_total": "--total-timeout"}
 
 
 def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: Any, fields: dict[str, Any],
