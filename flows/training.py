@@ -56,7 +56,7 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     futures = [submitted[m] for m in models]  # results in the caller's order
     baselines = t.evaluate_baselines.submit(workdir)
     ranking = t.ranking_baselines.submit(workdir) if ranked else None
-    summed = t.ensemble_retrieval.submit(workdir, ranked) if len(ranked) >= 2 else None  # after them all
+    summed = t.ensemble_retrieval.submit(workdir, ranked, ranking) if ranking is not None and len(ranked) >= 2 else None
     wait([embed, *futures, *ranked, baselines, *([ranking] if ranking else []), *([summed] if summed else [])])
     release_worker_caches(workdir)
     ensemble = [summed.result()] if summed is not None and summed.result() is not None else []

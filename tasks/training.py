@@ -119,12 +119,15 @@ def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads:
 
 
 @task(name="ensemble-retrieval", cache_policy=NO_CACHE)
-def ensemble_retrieval(workdir: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The sum of the trained implicit models' scores, measured like one of them (None: fewer than two)."""
+def ensemble_retrieval(workdir: str, rows: list[dict[str, Any]],
+                       baselines: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sum of the implicit models that beat most-popular on validation, measured like one of them (None:
+    fewer than two)."""
     from musicrec.pipeline.champion_retrieval import ensemble_implicit
 
+    popular = next((b["val_ndcg_at_10"] for b in baselines if b["name"] == "most_popular"), None)
     with open_workspace(workdir, models=[r["name"] for r in rows]) as ws:
-        row = ensemble_implicit(ws, rows)
+        row = ensemble_implicit(ws, rows, popular)
     if row is not None:
         get_run_logger().info("%s of %s: val_ndcg@10 %.4f test_ndcg@10 %.4f", row["name"],
                               ", ".join(m["name"] for m in row["members"]), row["val_ndcg_at_10"],
