@@ -59,9 +59,9 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     summed = t.ensemble_retrieval.submit(workdir, ranked, ranking) if ranking is not None and len(ranked) >= 2 else None
     wait([embed, *futures, *ranked, baselines, *([ranking] if ranking else []), *([summed] if summed else [])])
     release_worker_caches(workdir)
-    ensemble = [summed.result()] if summed is not None and summed.result() is not None else []
+    ensemble = summed.result() if summed is not None else None
     return {"models": [f.result() for f in futures], "baselines": baselines.result(), "word2vec": embed.result(),
-            "retrieval": [*(f.result() for f in ranked), *ensemble],
+            "retrieval": [*(f.result() for f in ranked), *([ensemble] if ensemble else [])],
             "ranking_baselines": ranking.result() if ranking else []}
 
 

@@ -125,9 +125,8 @@ def ensemble_retrieval(workdir: str, rows: list[dict[str, Any]],
     fewer than two)."""
     from musicrec.pipeline.champion_retrieval import ensemble_implicit
 
-    popular = next((b["val_ndcg_at_10"] for b in baselines if b["name"] == "most_popular"), None)
     with open_workspace(workdir, models=[r["name"] for r in rows]) as ws:
-        row = ensemble_implicit(ws, rows, popular)
+        row = ensemble_implicit(ws, rows, baselines)
     if row is not None:
         get_run_logger().info("%s of %s: val_ndcg@10 %.4f test_ndcg@10 %.4f", row["name"],
                               ", ".join(m["name"] for m in row["members"]), row["val_ndcg_at_10"],

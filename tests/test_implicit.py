@@ -194,3 +194,15 @@ def test_the_ensemble_scores_the_sum_of_its_members_as_one_inner_product() -> No
     tables = ensemble.user_table(torch.as_tensor(some)) @ ensemble.item_table().T
     np.testing.assert_allclose(tables.numpy(), summed, rtol=1e-5, atol=1e-4)
     assert ensemble.item_table().shape == (n_items, 2 * members[0].item.shape[1] + 1)
+
+
+def test_a_model_without_free_user_rows_holds_no_user_table() -> None:
+    """The default model's users are their items: its user table holds no memory (at seed size it would be
+    840K x 64 floats per model), not even the storage of the rows drawn to keep the item rows seeded."""
+    from musicrec.implicit.train import new_model
+
+    users, items = np.array([0, 1, 2]), np.array([3, 4, 5])
+    model = new_model(make_config("implicit_bpr"), 5000, 10, users, items)
+    assert model.user.shape == (0, 64) and model.user.untyped_storage().nbytes() == 0
+    free = new_model(make_config("implicit_bpr", {"free_user": True}), 5000, 10, users, items)
+    assert torch.equal(model.item, free.item)  # the same seeded item rows either way

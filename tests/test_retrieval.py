@@ -158,8 +158,10 @@ def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp
     assert row["test_users"] == rows[0]["test_users"] > 100
     assert ensemble_implicit(ws, rows[:1]) is None  # one model is not an ensemble
     weaker = min(r["val_ndcg_at_10"] for r in rows)  # a most-popular bar that only one model clears
-    assert ensemble_implicit(ws, rows, popular_val_ndcg=weaker) is None
-    assert ensemble_implicit(ws, rows, popular_val_ndcg=weaker - 1e-9)["members"] == row["members"]
+    def bar(v: float) -> list[dict]:
+        return [{"name": "most_popular", "val_ndcg_at_10": v}]
+    assert ensemble_implicit(ws, rows, bar(weaker)) is None
+    assert ensemble_implicit(ws, rows, bar(weaker - 1e-9))["members"] == row["members"]
 
     refit = refit_implicit(ws, row)
     assert set(refit["epochs"]) == {"implicit_bpr", "implicit_pointwise"} and refit["rows"] == len(ratings)

@@ -45,8 +45,9 @@ class ImplicitMF(InnerProductTables, nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         rows = torch.randn(n_users, factors, generator=g) * init_std  # drawn either way: same item rows per seed
-        # without free rows (a user is only their history) the table is empty: 215 MB less per model at seed size
-        self.user = nn.Parameter(rows if free_user or history is None else rows[:0], requires_grad=False)
+        if not free_user and history is not None:  # a user is only their history: no table (215 MB at seed size)
+            rows = torch.empty(0, factors)  # not rows[:0], a view that would keep the drawn table's storage alive
+        self.user = nn.Parameter(rows, requires_grad=False)
         self.item = nn.Parameter(torch.randn(n_items, factors, generator=g) * init_std, requires_grad=False)
         self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=False)
         self.text_proj: nn.Parameter | None = None

@@ -17,7 +17,7 @@ import torch
 from musicrec.implicit.configs import make_config
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.implicit.train import Trainer, new_model, score_fn, torch_threads, validate
-from musicrec.pipeline.retrieval import TEST_USERS, prefixed, ranking_data, test_metrics
+from musicrec.pipeline.retrieval import TEST_USERS, popular_val_ndcg, prefixed, ranking_data, test_metrics
 from musicrec.pipeline.workspace import Workspace
 from musicrec.ranking.metrics import evaluate_scorer, sample_users
 
@@ -29,42 +29,47 @@ def refit_implicit(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict
     leave-last-out) for its best epoch count, with its hyperparameters: the model that is served (its
     reported metrics stay the held-out fit's). Saved under models/retrieval_refit/ (an ensemble: each
     member under models/retrieval_refit/<member>/)."""
+    data = ranking_data(ws)
+    every = (data.seen_val + data.test) > 0
+    users, items = (np.asarray(a, np.int64) for a in every.nonzero())
+    keep = items > 0  # the unknown-item column of the exclusion mask is not an interaction
+    pairs = (users[keep], items[keep])
     if not row.get("members"):
-        return _refit_one(ws, row, REFIT_DIR, threads)
-    done = [_refit_one(ws, m, f"{REFIT_DIR}/{m['name']}", threads) for m in row["members"]]
+        return _refit_one(ws, row, pairs, REFIT_DIR, threads)
+    done = [_refit_one(ws, m, pairs, f"{REFIT_DIR}/{m['name']}", threads) for m in row["members"]]
     return {"rows": done[0]["rows"], "epochs": {m["name"]: d["epochs"] for m, d in zip(row["members"], done)},
             "seconds": round(sum(d["seconds"] for d in done), 2), "splits": done[0]["splits"]}
 
 
-def _refit_one(ws: Workspace, row: dict[str, Any], folder: str, threads: int) -> dict[str, Any]:
+def _refit_one(ws: Workspace, row: dict[str, Any], pairs: tuple[np.ndarray, np.ndarray], folder: str,
+               threads: int) -> dict[str, Any]:
+    """One model refit on the (user, item) pairs, saved under models/<folder>/."""
     data, cfg = ranking_data(ws), make_config(row["name"], row.get("hyperparameters"))
-    every = (data.seen_val + data.test) > 0
-    users, items = (np.asarray(a, np.int64) for a in every.nonzero())
-    keep = items > 0  # the unknown-item column of the exclusion mask is not an interaction
-    users, items = users[keep], items[keep]
+    users, items = pairs
+    epochs = max(1, int(row.get("best_epoch") or 1))
     t0 = time.perf_counter()
     with torch_threads(threads):
         model = new_model(cfg, data.users.size, data.items.size, users, items)
         trainer = Trainer(row["name"], cfg, model, users, items, data.items.size)
-        for _ in range(max(1, int(row.get("best_epoch") or 1))):
+        for _ in range(epochs):
             trainer.train_epoch()
     d = ws.model_dir(folder)
     np.savez(d / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     (d / "config.json").write_text(cfg.model_dump_json())
-    return {"rows": len(users), "epochs": max(1, int(row.get("best_epoch") or 1)),
-            "seconds": round(time.perf_counter() - t0, 2), "splits": ["train", "validation", "test"]}
+    return {"rows": len(users), "epochs": epochs, "seconds": round(time.perf_counter() - t0, 2),
+            "splits": ["train", "validation", "test"]}
 
 
 ENSEMBLE = "implicit_ensemble"  # the sum of the trained implicit models' scores (one inner product)
 
 
 def ensemble_implicit(ws: Workspace, rows: list[dict[str, Any]],
-                      popular_val_ndcg: float | None = None) -> dict[str, Any] | None:
-    """The sum of the trained implicit models that beat most-popular on validation (popular_val_ndcg; at least
+                      baselines: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    """The sum of the trained implicit models that beat most-popular on validation (from `baselines`; at least
     two, each with best_epoch >= 1), measured like one of them: validation NDCG@10 on the same sampled users,
     test on the same sample. None if fewer than two qualify (a member below the bar only drags the sum down:
     at the seed's size bpr at 0.0046 against most-popular's 0.0059 made the sum worse than hinge alone)."""
-    bar = -1.0 if popular_val_ndcg is None else popular_val_ndcg
+    bar = popular_val_ndcg(baselines) if baselines else -1.0
     members = [r for r in rows if r.get("best_epoch", 0) >= 1 and not r.get("members") and r["val_ndcg_at_10"] > bar]
     if len(members) < 2:
         return None

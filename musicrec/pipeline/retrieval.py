@@ -143,9 +143,13 @@ def summarize(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> di
     """The retrieval models' rows, their baselines and the retrieval champion (None if none beat most-popular)."""
     if not rows:
         return {"models": [], "baselines": [], "champion": None}
-    popular = next(b for b in baselines if b["name"] == "most_popular")
     return {"models": rows, "baselines": baselines,
-            "champion": choose_retrieval_champion(rows, popular["val_ndcg_at_10"])}
+            "champion": choose_retrieval_champion(rows, popular_val_ndcg(baselines))}
+
+
+def popular_val_ndcg(baselines: list[dict[str, Any]]) -> float:
+    """Most-popular's validation NDCG@10: the bar a retrieval model must clear."""
+    return next(b["val_ndcg_at_10"] for b in baselines if b["name"] == "most_popular")
 
 
 def choose_retrieval_champion(rows: list[dict[str, Any]], popular_val_ndcg: float) -> str | None:
