@@ -11,6 +11,7 @@ from pydantic import Field
 
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec.evaluation import choose_champion
+from musicrec.implicit.configs import uses_text as implicit_uses_text
 from musicrec.models.registry import model_class
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
@@ -45,15 +46,19 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     per retrieval model (and one for each family's baselines); the models that use text wait for Word2Vec.
 
     Submission order is start order when the runner caps how many run at once (parallel_tasks): Word2Vec
-    first (so a model waiting for it never holds the last free slot), then the longest fits (the retrieval
-    models), the rating models without text, those with text, and the baselines."""
+    first, then the models without text (the retrieval models, the longest fits, before the rating models),
+    then those that use text (a task waiting for Word2Vec holds its slot, so they come after every model
+    that can run meanwhile), and the baselines."""
     embed = t.embed_text.submit(workdir, seed)
-    ranked = [t.train_retrieval.submit(workdir, m, overrides.get(m, {}), threads_per_model)
-              for m in retrieval_models or []]
-    order = sorted(models, key=lambda m: model_class(m).uses_text)  # stable: text-free ones first
-    submitted = {m: t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model,
-                                         wait_for=[embed] if model_class(m).uses_text else None) for m in order}
+    texts = {m: implicit_uses_text(m, overrides.get(m)) for m in retrieval_models or []}
+    texts.update({m: model_class(m).uses_text for m in models})
+    submitted = {}
+    for m in sorted([*(retrieval_models or []), *models], key=lambda m: texts[m]):  # stable: text-free first
+        task = t.train_retrieval if m in (retrieval_models or []) else t.train_model
+        submitted[m] = task.submit(workdir, m, overrides.get(m, {}), threads_per_model,
+                                   wait_for=[embed] if texts[m] else None)
     futures = [submitted[m] for m in models]  # results in the caller's order
+    ranked = [submitted[m] for m in retrieval_models or []]
     baselines = t.evaluate_baselines.submit(workdir)
     ranking = t.ranking_baselines.submit(workdir) if ranked else None
     summed = t.ensemble_retrieval.submit(workdir, ranked, ranking) if ranking is not None and len(ranked) >= 2 else None

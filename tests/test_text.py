@@ -50,3 +50,54 @@ def test_item_vectors_round_trip_without_pickle(tiny, tmp_path):
     assert back_ids == ids
     np.testing.assert_array_equal(back, vec)
     assert b"pickle" not in (tmp_path / "v.parquet").read_bytes()[:64]
+
+
+def _run_with_marked_reviews(tmp_path, tiny):
+    """A workspace whose latest review of each user says `heldoutword` x3 and whose oldest says `trainword` x3."""
+    from musicrec.pipeline import prepare
+    from musicrec.pipeline.workspace import Workspace
+    from musicrec.ranking.protocol import recency_rank
+
+    ratings, items = (t.copy() for t in tiny)
+    rank, count = recency_rank(ratings["user_id"].to_numpy(), ratings["timestamp"])
+    ratings.loc[(rank == 0) & (count >= 2), "review_text"] = "heldoutword heldoutword heldoutword"
+    ratings.loc[(rank == count - 1) & (count >= 3), "review_text"] = "trainword trainword trainword"
+    ws = Workspace.create(tmp_path / "work", "run")
+    ratings.to_parquet(ws.ratings, index=False)
+    items.to_parquet(ws.items, index=False)
+    prepare.split(ws, 0)
+    return ws, prepare.embed(ws, 0), int(((rank == 0) & (count >= 2)).sum())
+
+
+def test_word2vec_reads_no_review_that_the_leave_last_out_holds_out(tmp_path, tiny):
+    """The text vectors feed the rating models (random split) and the retrieval models (leave-last-out): a
+    review of a user's latest interaction, the retrieval models' test item, is in the rating split's training
+    part four times in five, and must still not reach Word2Vec; the oldest interactions' words do."""
+    ws, out, latest = _run_with_marked_reviews(tmp_path, tiny)
+    vocabulary = {line.split(" ", 1)[0] for line in ws.word_vectors.read_text().splitlines()[1:]}
+    assert "trainword" in vocabulary and "heldoutword" not in vocabulary
+    assert 0.6 * latest < out["held_out_reviews_left_out"]  # validation items' reviews too, at the random split's 80%
+
+
+def test_retrieval_models_use_the_runs_text_vectors_with_training_reviews(tmp_path, tiny):
+    """retrieval_item_vectors.parquet averages metadata and training reviews (item_vectors.parquet, the rating
+    models' input, metadata only); an implicit model at its defaults reads it in the ranking item index, does
+    not save it with its weights, and is rebuilt with it."""
+    import torch
+
+    from musicrec.pipeline.champion_retrieval import load_implicit
+    from musicrec.pipeline.retrieval import ranking_data, ranking_text, train_implicit
+
+    ws, _, _ = _run_with_marked_reviews(tmp_path, tiny)
+    ids, vectors = load_item_vectors(ws.retrieval_vectors)
+    meta_ids, meta = load_item_vectors(ws.item_vectors)
+    assert ids == meta_ids and not np.allclose(vectors, meta)  # the same items, different words
+    text, items = ranking_text(ws), ranking_data(ws).items
+    assert text.shape == (items.size, 50) and not text[0].any()
+    assert np.array_equal(text[items.lookup([ids[7]])[0]], vectors[7])
+    row = train_implicit(ws, "implicit_bpr", {"epochs": 2})
+    assert row["hyperparameters"]["use_text"]
+    with np.load(ws.model_dir("implicit_bpr") / "weights.npz") as npz:
+        assert "text_proj" in npz.files and "text" not in npz.files
+    model = load_implicit(ws, "implicit_bpr")
+    assert torch.equal(model.text, torch.from_numpy(text)) and float(model.text_proj.abs().sum()) > 0

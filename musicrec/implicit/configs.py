@@ -34,7 +34,8 @@ class ImplicitConfig(BaseModel):
                                                   "or take the highest-scoring one (adaptive, WARP-like)")
     margin: float = Field(1.0, ge=0, description="hinge margin")
     init_std: float = Field(0.1, ge=0, description="standard deviation of the initial embedding rows")
-    use_text: bool = Field(False, description="add a learnt projection of the item's text vector to its row")
+    use_text: bool = Field(True, description="add a learnt projection of the item's text vector (the run's "
+                           "Word2Vec, waited for) to its row; no effect when the run has no text")
     user_history: bool = Field(True, description="describe a user by learnt vectors of the items they interacted "
                                "with (FISM): a row learnt from a handful of interactions over-fits")
     free_user: bool = Field(False, description="also learn a free row per user (always on without user_history)")
@@ -85,3 +86,8 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> ImplicitC
         keys = ", ".join(CONFIGS[name].model_fields)
         raise ImplicitConfigError(f"bad override for {name}: {e.errors()[0]['msg']} "
                                   f"({'.'.join(map(str, e.errors()[0]['loc']))})", hint=f"valid keys: {keys}") from e
+
+
+def uses_text(name: str, overrides: dict[str, Any] | None = None) -> bool:
+    """Whether model `name` with these overrides reads the run's text vectors (so it waits for Word2Vec)."""
+    return make_config(name, overrides).use_text

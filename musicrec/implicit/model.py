@@ -54,7 +54,8 @@ class ImplicitMF(InnerProductTables, nn.Module):
         if text is not None:
             if text.shape[0] != n_items:
                 raise ValueError(f"text has {text.shape[0]} rows for {n_items} items")
-            self.register_buffer("text", text.to(torch.float32))
+            # not saved with the weights: the run's text vectors are a file of their own, shared by its models
+            self.register_buffer("text", text.to(torch.float32), persistent=False)
             self.text_proj = nn.Parameter(torch.zeros(factors, text.shape[1]), requires_grad=False)
         self.context: nn.Parameter | None = None
         self.history_alpha = history_alpha

@@ -16,10 +16,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from musicrec.data.ids import IdIndex
+from musicrec.implicit.configs import make_config
 from musicrec.implicit.train import EpochCallback, fit_implicit, score_fn
+from musicrec.pipeline.prepare import ranking_split
 from musicrec.pipeline.workspace import Workspace
 from musicrec.ranking.metrics import evaluate_random, evaluate_scorer, evaluate_static, interaction_matrix
-from musicrec.ranking.protocol import leave_last_out
+from musicrec.text import load_item_vectors
 
 TEST_USERS = 20_000  # a fixed seeded sample of test users at large sizes (standard error of HR@10 ~0.0015)
 
@@ -48,10 +50,7 @@ def ranking_data(ws: Workspace) -> RankingData:
 @functools.lru_cache(maxsize=2)
 def _cached(root: str, _stamp: int) -> RankingData:
     ws = Workspace(Path(root))
-    import pyarrow.parquet as pq
-
-    cols = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in pq.read_schema(ws.ratings).names else [])
-    split = leave_last_out(pd.read_parquet(ws.ratings, columns=cols))
+    split = ranking_split(ws)
     write_ranking_splits(ws, split)
     users = IdIndex(pd.concat([split.train["user_id"], split.test["user_id"]]).unique())
     items = IdIndex(pd.concat([split.train["item_id"], split.validation["item_id"], split.test["item_id"]]).unique())
@@ -67,6 +66,30 @@ def _cached(root: str, _stamp: int) -> RankingData:
     u, i = users.lookup(split.train["user_id"]), items.lookup(split.train["item_id"])
     return RankingData(users, items, (u, i), matrix(split.validation), matrix(split.test), seen_train, seen_val,
                        len(split.single_users), np.bincount(i, minlength=ni))
+
+
+def ranking_text(ws: Workspace) -> np.ndarray | None:
+    """(n_items, d) text vectors of the ranking items (retrieval_item_vectors.parquet, written by Word2Vec;
+    zeros for the unknown row and for items without text), one array per process that the run's implicit
+    models share; None when the run has no text (a ratings-only file without metadata)."""
+    path = ws.retrieval_vectors
+    if not path.exists():
+        return None
+    with _TEXT_LOCK:  # not _LOCK: the text needs ranking_data(), which takes that one
+        return _cached_text(str(ws.root), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_text(root: str, _stamp: int) -> np.ndarray | None:
+    ws = Workspace(Path(root))
+    ids, vectors = load_item_vectors(ws.retrieval_vectors)
+    if not np.abs(vectors).sum():
+        return None
+    items = ranking_data(ws).items
+    out = np.zeros((items.size, vectors.shape[1]), np.float32)
+    out[items.lookup(pd.Series(ids))] = vectors  # an id outside the ranking items lands on the unknown row
+    out[0] = 0.0
+    return out
 
 
 RANKING_SPLITS = "ranking_splits"  # the leave-last-out parts, published beside the rating splits
@@ -88,8 +111,9 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     """Fit one implicit model (early stopping on validation NDCG@10), evaluate it on test, save it."""
     data = ranking_data(ws)
     overrides = {"val_users": validation_users(data.items.size), **(overrides or {})}
+    text = ranking_text(ws) if make_config(name, overrides).use_text else None
     result = fit_implicit(name, data.train, data.users.size, data.items.size, data.validation, data.seen_train,
-                          overrides, threads=threads, on_epoch=on_epoch)
+                          overrides, threads=threads, on_epoch=on_epoch, text=text)
     row = {"name": name, "kind": "retrieval", **prefixed("val", result.best), **test_metrics(score_fn(result.model), data),
            "best_epoch": result.best_epoch, "epochs": len(result.history) - 1,
            "fit_seconds": round(result.fit_seconds, 2), "hyperparameters": result.config.model_dump()}
@@ -158,4 +182,4 @@ def choose_retrieval_champion(rows: list[dict[str, Any]], popular_val_ndcg: floa
     return max(ok, key=lambda r: (r["val_ndcg_at_10"], r["name"]))["name"] if ok else None
 
 
-_LOCK = threading.Lock()
+_LOCK, _TEXT_LOCK = threading.Lock(), threading.Lock()

@@ -46,6 +46,7 @@ class Workspace:
     items = property(lambda self: self.root / "items.parquet")
     splits = property(lambda self: self.root / "splits")
     item_vectors = property(lambda self: self.root / "item_vectors.parquet")
+    retrieval_vectors = property(lambda self: self.root / "retrieval_item_vectors.parquet")  # with reviews
     word_vectors = property(lambda self: self.root / "word2vec.txt")
     bundle = property(lambda self: self.root / "bundle")
 
