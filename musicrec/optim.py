@@ -13,6 +13,8 @@ from collections.abc import Iterable
 
 import torch
 
+EPS = 1e-12  # added to G under the square root
+
 
 class RowWiseAdagrad(torch.optim.Optimizer):
     """For each touched row r with summed gradient g_r: G[r] += mean(g_r^2); w[r] -= lr * g_r / sqrt(G[r]).
@@ -32,10 +34,16 @@ class RowWiseAdagrad(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if "sum" not in state:
-                    state["sum"] = torch.full((p.shape[0],), float(group["initial"]), dtype=p.dtype)
-                self._update(p, state["sum"], group["lr"], 1e-12)
+                self._update(p, self.accumulator(p, group), group["lr"], EPS)
+
+    def accumulator(self, p: torch.Tensor, group: dict | None = None) -> torch.Tensor:
+        """The row accumulator G of parameter p, created at `initial` on first use (the fused kernel of
+        musicrec.fused updates the same tensor in place, so both paths share the optimiser's state)."""
+        group = group or next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        state = self.state[p]
+        if "sum" not in state:
+            state["sum"] = torch.full((p.shape[0],), float(group["initial"]), dtype=p.dtype)
+        return state["sum"]
 
     @staticmethod
     def _update(p: torch.Tensor, acc: torch.Tensor, lr: float, eps: float) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 from musicrec.checkpoint import BestState
 from musicrec.dataset import Part, TrainData
 from musicrec.metrics import rmse
-from musicrec.models.base import RatingModel
+from musicrec.models.base import DotProductGradients, RatingModel
 from musicrec.models.baselines import bias_regs, fit_biases
 from musicrec.models.configs import TrainConfig
 from musicrec.models.registry import build_model, model_config
@@ -55,7 +55,7 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
     model.start_from(data, *fit_biases(data, regs))
     optimizers = _optimizers(model, cfg)
     if fixed_epochs is not None:
-        return _fit_fixed(name, model, cfg, data, optimizers, fixed_epochs, on_epoch)
+        return _fit_fixed(name, model, cfg, data, optimizers, fixed_epochs, on_epoch, threads)
     gen = torch.Generator().manual_seed(cfg.seed)
     result = FitResult(name, model, cfg)
     train, start = data.parts["train"], time.perf_counter()
@@ -66,7 +66,7 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
         kept.keep()
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights)
+            loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights, threads)
             val = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
             row = {"epoch": epoch, "train_loss": loss, "val_rmse": val, "seconds": time.perf_counter() - t0}
             result.history.append(row)
@@ -84,14 +84,15 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
 
 
 def _fit_fixed(name: str, model: RatingModel, cfg: TrainConfig, data: TrainData,
-               optimizers: list[torch.optim.Optimizer], epochs: int, on_epoch: EpochCallback | None) -> FitResult:
+               optimizers: list[torch.optim.Optimizer], epochs: int, on_epoch: EpochCallback | None,
+               threads: int = 1) -> FitResult:
     """Exactly `epochs` epochs on the training part, no validation: the refit of a chosen model on all data."""
     gen = torch.Generator().manual_seed(cfg.seed)
     result, train, start = FitResult(name, model, cfg, best_epoch=epochs), data.parts["train"], time.perf_counter()
     row_weights = _row_weights(model, cfg, train)
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
-        loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights)
+        loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights, threads)
         row = {"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - t0}
         result.history.append(row)
         if on_epoch:
@@ -142,7 +143,12 @@ def _inverse_counts(idx: torch.Tensor, size: int, unknown: float) -> torch.Tenso
 
 
 def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Optimizer], batch: int,
-               gen: torch.Generator, row_weights: tuple[torch.Tensor, torch.Tensor]) -> float:
+               gen: torch.Generator, row_weights: tuple[torch.Tensor, torch.Tensor], threads: int = 1) -> float:
+    if model.cfg.fused and isinstance(model, DotProductGradients):
+        from musicrec import fused  # numba: imported only by the models it trains
+
+        if fused.applies(model, optimizers):  # the same updates as below, on `threads` threads
+            return fused.run_epoch(model, part, optimizers, batch, gen, row_weights, threads)
     model.train()
     n = len(part)
     inv_u, inv_i = row_weights

@@ -145,7 +145,12 @@ class FactorTables:
 class DotProductGradients:
     """Closed-form gradients for mu + b_u + b_i + p_u . q_i under MSE and the penalties() above. Autograd's
     sparse embedding backward and the second lookup the penalty needs were half of every step at seed size;
-    this computes the same gradients from one lookup and hands them to the optimiser as sparse tensors."""
+    this computes the same gradients from one lookup and hands them to the optimiser as sparse tensors.
+    These are also the models the fused numba kernel trains (musicrec.fused): it computes the same update."""
+
+    # after each step, factor rows the batch touched are clamped to at least this (nnmf: 0.0); None: no floor.
+    # Declared as data, not code, so the fused kernel applies the same projection as after_step below.
+    factor_floor: ClassVar[float | None] = None
 
     @torch.no_grad()
     def manual_gradients(self, user_idx: torch.Tensor, item_idx: torch.Tensor, rating: torch.Tensor,
@@ -163,6 +168,15 @@ class DotProductGradients:
         _set_side_grads(m.item_bias.weight, m.item_factors.weight, item_idx,
                         scale * (e + lam_bi * bi * wi), scale * (e * p + lam_q * q * wi))
         return float(err.pow(2).mean())
+
+    @torch.no_grad()
+    def after_step(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> None:
+        m: Any = self
+        if self.factor_floor is None:
+            return
+        for table, idx in ((m.user_factors, user_idx), (m.item_factors, item_idx)):
+            rows = torch.unique(idx)
+            table.weight.index_copy_(0, rows, table.weight.index_select(0, rows).clamp_(min=self.factor_floor))
 
 
 def _set_side_grads(bias: torch.Tensor, factors: torch.Tensor, rows: torch.Tensor, bias_grad: torch.Tensor,

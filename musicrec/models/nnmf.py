@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from musicrec.models.configs import NNMFConfig
 from musicrec.models.gmf import GMF
@@ -16,19 +15,10 @@ class NNMF(GMF):
 
     name = "nnmf"
     config_class = NNMFConfig
+    factor_floor = 0.0  # factors projected onto >= 0 after every step (DotProductGradients.after_step)
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: NNMFConfig, **kw: Any) -> None:
         super().__init__(n_users, n_items, global_mean, cfg, **kw)
         with torch.no_grad():  # |N(0, s)|: an all-positive start (dot product about k * 0.64 s^2: 0.05 stars at the defaults, which the biases absorb)
             self.user_factors.weight.abs_()
             self.item_factors.weight.abs_()
-
-    @torch.no_grad()
-    def after_step(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> None:
-        _project(self.user_factors, user_idx)
-        _project(self.item_factors, item_idx)
-
-
-def _project(table: nn.Embedding, idx: torch.Tensor) -> None:
-    rows = torch.unique(idx)
-    table.weight.index_copy_(0, rows, table.weight.index_select(0, rows).clamp_(min=0.0))
