@@ -43,11 +43,14 @@ def test_initial_weights_do_not_depend_on_what_other_threads_build():
     alone = built()
     stop = threading.Event()
 
-    big = SimpleNamespace(users=SimpleNamespace(size=200_000), items=SimpleNamespace(size=50_000), global_mean=4.0)
+    big = SimpleNamespace(users=SimpleNamespace(size=200_000), items=SimpleNamespace(size=50_000), global_mean=4.0,
+                          rating_range=(1.0, 5.0))
+    built_baselines = []
 
     def keep_building_baselines() -> None:
         while not stop.is_set():
             fit_global_mean(big)
+            built_baselines.append(1)
 
     other = threading.Thread(target=keep_building_baselines)
     other.start()
@@ -57,6 +60,7 @@ def test_initial_weights_do_not_depend_on_what_other_threads_build():
         stop.set()
         other.join()
     assert together == [alone] * 8
+    assert built_baselines  # the other thread really built baselines meanwhile (it used to die at once, silently)
 
 
 @pytest.mark.parametrize("kind", ["threads", "processes", "dask"])
