@@ -206,3 +206,41 @@ def test_a_model_without_free_user_rows_holds_no_user_table() -> None:
     assert model.user.shape == (0, 64) and model.user.untyped_storage().nbytes() == 0
     free = new_model(make_config("implicit_bpr", {"free_user": True}), 5000, 10, users, items)
     assert torch.equal(model.item, free.item)  # the same seeded item rows either way
+
+
+@pytest.mark.parametrize("name,text,limit", [("implicit_pointwise", False, 0), ("implicit_bpr", True, 0),
+                                             ("implicit_hinge", True, 0), ("implicit_bpr", False, 4)])
+def test_the_fused_step_is_the_torch_step(name: str, text: bool, limit: int) -> None:
+    """Two steps of the compiled kernel change every table (context, item, bias, text projection, AdaGrad
+    accumulators) as the torch step does, with the same loss: hardest-negative picks, the positive left out
+    of its own user's history, decay per occurrence, duplicates summed. With limit 4 the 11-item histories
+    are sampled (the draws differ, so only the shapes of the update are compared: the same rows change)."""
+    from musicrec.implicit.train import Trainer, new_model
+
+    users, items, _, n_users, n_items = _clusters()
+    vectors = torch.from_numpy(np.random.default_rng(1).normal(size=(n_items, 6)).astype(np.float32)) if text else None
+    trainers = []
+    for fused in (True, False):
+        cfg = make_config(name, {"fused": fused, "history_limit": limit, "use_text": text})
+        model = new_model(cfg, n_users, n_items, users, items, vectors)
+        if model.text_proj is not None:
+            model.text_proj.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
+        model.context.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))  # zeros: no query, no signal
+        trainers.append(Trainer(name, cfg, model, users, items, n_items))
+    assert trainers[0].fused and not trainers[1].fused
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        rows = torch.from_numpy(rng.choice(len(users), 300, replace=False))
+        u, i = torch.from_numpy(users)[rows], torch.from_numpy(items)[rows]
+        neg = trainers[1].sampler.sample(u, trainers[1].cfg.negatives)
+        losses = [t.fused_step(u, i, neg.clone()) if t.fused else t.step(u, i, neg.clone()) for t in trainers]
+    (a, b) = (dict(t.model.named_parameters()) | {f"acc_{k}": v for k, v in t.opt.acc.items()} for t in trainers)
+    before = new_model(trainers[1].cfg, n_users, n_items, users, items, vectors).item
+    if limit == 0:
+        assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+        for key in b:
+            assert torch.allclose(a[key], b[key], atol=2e-5, rtol=1e-4), key
+    else:
+        changed = [(t.model.item != before).any(1) for t in trainers]
+        assert torch.equal(changed[0], changed[1]) and int(changed[0].sum()) > 50
+        assert losses[0] == pytest.approx(losses[1], rel=0.2)

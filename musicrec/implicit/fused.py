@@ -1,0 +1,257 @@
+"""One training step of the default implicit model (a user is their history, FISM; no free user rows) as one
+compiled kernel (numba, no GIL held): the same update as Trainer.step's torch path, without its chain of
+gathers, sorts and scatters (2.8 s an epoch at the seed's shape, most of it per-op overhead).
+
+Per batch, from the parameters as they were before it:
+1. each distinct user's history sum, sum_k w_k y_k (histories longer than `limit` are drawn uniformly with
+   replacement from `draws` and weighted count / limit, an unbiased estimate); the query of a row (u, i) is
+   (that sum - y_i) * (count_u - 1)^-alpha: the item being predicted is left out of its own user's history;
+2. scores <query, q_j> + b_j of the positive and the negatives (q_j = item row + projected text vector), the
+   hardest negative picked first when `pick_max`; the loss (0 pointwise, 1 BPR, 2 hinge) averaged over the
+   negatives, summed over rows;
+3. gradients, weight decay `wd` per occurrence of a row, duplicates summed, and one row-wise AdaGrad step per
+   distinct row of the context, item and bias tables (acc += mean(g^2); w -= lr g / sqrt(acc)); the text
+   projection takes an element-wise AdaGrad step on its loss gradient.
+The slot arrays are scratch maps of row id -> batch position, -1 between calls (the kernel resets them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from musicrec.fused import _FASTMATH, AHEAD, _prefetch, _prefetch_row
+
+LOSS_CODES = {"pointwise": 0, "bpr": 1, "hinge": 2}
+
+
+@njit(nogil=True, cache=True)
+def _softplus(x: float) -> float:
+    return max(x, 0.0) + np.log1p(np.exp(-abs(x)))
+
+
+@njit(nogil=True, cache=True)
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + np.exp(-x))
+    e = np.exp(x)
+    return e / (1.0 + e)
+
+
+@njit(nogil=True, cache=True)
+def _slots(ids, slot):
+    """Batch position of each id (first occurrence order) and the distinct ids; sets slot[id]."""
+    where = np.empty(len(ids), np.int64)
+    distinct = np.empty(len(ids), np.int64)
+    n = 0
+    for r in range(len(ids)):
+        s = slot[ids[r]]
+        if s < 0:
+            s = n
+            slot[ids[r]] = n
+            distinct[n] = ids[r]
+            n += 1
+        where[r] = s
+    return where, distinct[:n]
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _project(text_row, proj, out):
+    """out += proj @ text_row (the item's projected text vector)."""
+    for c in range(proj.shape[0]):
+        s = np.float32(0.0)
+        for e in range(proj.shape[1]):
+            s += proj[c, e] * text_row[e]
+        out[c] += s
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def _adagrad_rows(table, acc, rows, grad, count, wd, lr):
+    """Row-wise AdaGrad on the distinct rows: g = loss gradient + count * wd * row (decay per occurrence)."""
+    f = table.shape[1]
+    for k in range(len(rows)):
+        if k + AHEAD < len(rows):
+            _prefetch_row(table, rows[k + AHEAD])
+            _prefetch(acc, rows[k + AHEAD], 0)
+        if count[k] == 0:
+            continue
+        r = rows[k]
+        sq = 0.0
+        for c in range(f):
+            g = grad[k, c] + count[k] * wd * table[r, c]
+            grad[k, c] = g
+            sq += g * g
+        acc[r] += sq / f
+        scale = lr / np.sqrt(acc[r])
+        for c in range(f):
+            table[r, c] -= scale * grad[k, c]
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, proj_acc,
+              users, pos, neg, draws, hptr, hitems, limit, alpha, loss_kind, pick_max, margin, lr, wd, text_lr,
+              user_slot, item_slot, context_slot):
+    """One step on rows (users[r], pos[r]) with negatives neg[r]; returns the summed loss. text has 0 rows
+    when the model has none. Updates context, item, bias, the accumulators and proj in place."""
+    b, f, m = len(users), item.shape[1], neg.shape[1]
+    has_text = text.shape[0] > 0
+    # 1. history sums of the distinct users, then each row's query
+    inv, distinct = _slots(users, user_slot)
+    nd = len(distinct)
+    total = 0
+    for d in range(nd):
+        c = hptr[distinct[d] + 1] - hptr[distinct[d]]
+        total += c if (limit <= 0 or c <= limit) else limit
+    h_seg = np.empty(total, np.int64)
+    h_row = np.empty(total, np.int64)
+    h_w = np.empty(total, np.float32)
+    k, di = 0, 0
+    for d in range(nd):
+        start = hptr[distinct[d]]
+        c = hptr[distinct[d] + 1] - start
+        if limit > 0 and c > limit:
+            for _ in range(limit):
+                off = min(int(draws[di] * c), c - 1)
+                di += 1
+                h_seg[k], h_row[k], h_w[k] = d, hitems[start + off], c / limit
+                k += 1
+        else:
+            for t in range(c):
+                h_seg[k], h_row[k], h_w[k] = d, hitems[start + t], 1.0
+                k += 1
+    summed = np.zeros((nd, f), np.float32)
+    for k in range(total):
+        if k + AHEAD < total:
+            _prefetch_row(context, h_row[k + AHEAD])
+        d, r, w = h_seg[k], h_row[k], h_w[k]
+        for c in range(f):
+            summed[d, c] += w * context[r, c]
+    query = np.empty((b, f), np.float32)
+    norm = np.zeros(b, np.float32)
+    for r in range(b):
+        if r + AHEAD < b:
+            _prefetch_row(context, pos[r + AHEAD])
+        n = hptr[users[r] + 1] - hptr[users[r]] - 1
+        if n > 0:
+            norm[r] = n ** -alpha
+        for c in range(f):
+            query[r, c] = (summed[inv[r], c] - context[pos[r], c]) * norm[r]
+    # 2. item rows of every candidate (positives and all negatives), their text part projected once
+    candidates = np.empty(b * (1 + m), np.int64)
+    candidates[:b] = pos
+    candidates[b:] = neg.ravel()
+    where, items = _slots(candidates, item_slot)
+    n_items = len(items)
+    rows = np.empty((n_items, f), np.float32)
+    for k in range(n_items):
+        if k + AHEAD < n_items:
+            _prefetch_row(item, items[k + AHEAD])
+            _prefetch(bias, items[k + AHEAD], 0)
+            if has_text:
+                _prefetch_row(text, items[k + AHEAD])
+        rows[k] = item[items[k]]
+        if has_text:
+            _project(text[items[k]], proj, rows[k])
+    chosen = np.empty((b, 1 if pick_max and m > 1 else m), np.int64)  # batch positions of the used negatives
+    for r in range(b):
+        if pick_max and m > 1:
+            best, best_s = 0, -np.inf
+            for j in range(m):
+                kk = where[b + r * m + j]
+                s = bias[items[kk]]
+                for c in range(f):
+                    s += rows[kk, c] * query[r, c]
+                if s > best_s:
+                    best, best_s = kk, s
+            chosen[r, 0] = best
+        else:
+            for j in range(m):
+                chosen[r, j] = where[b + r * m + j]
+    mm = chosen.shape[1]
+    # 3. loss and gradients: items (loss part; decay added at the update), the queries
+    g_item = np.zeros((n_items, f), np.float32)
+    g_bias = np.zeros(n_items, np.float32)
+    n_occ = np.zeros(n_items, np.int64)
+    g_query = np.zeros((b, f), np.float32)
+    d_neg = np.empty(mm, np.float32)
+    loss = 0.0
+    for r in range(b):
+        kp = where[r]
+        s_pos = bias[items[kp]]
+        for c in range(f):
+            s_pos += rows[kp, c] * query[r, c]
+        d_pos = 0.0
+        if loss_kind == 0:
+            loss += _softplus(-s_pos)
+            d_pos = _sigmoid(s_pos) - 1.0
+        for j in range(mm):
+            kn = chosen[r, j]
+            s = bias[items[kn]]
+            for c in range(f):
+                s += rows[kn, c] * query[r, c]
+            if loss_kind == 0:
+                loss += _softplus(s) / mm
+                d_neg[j] = _sigmoid(s) / mm
+            elif loss_kind == 1:
+                loss += _softplus(s - s_pos) / mm
+                d_neg[j] = _sigmoid(s - s_pos) / mm
+                d_pos -= d_neg[j]
+            else:
+                x = margin - s_pos + s
+                loss += max(x, 0.0) / mm
+                d_neg[j] = (1.0 if x > 0 else 0.0) / mm
+                d_pos -= d_neg[j]
+        n_occ[kp] += 1
+        g_bias[kp] += d_pos
+        for c in range(f):
+            g_item[kp, c] += d_pos * query[r, c]
+            g_query[r, c] += d_pos * rows[kp, c]
+        for j in range(mm):
+            kn = chosen[r, j]
+            n_occ[kn] += 1
+            g_bias[kn] += d_neg[j]
+            for c in range(f):
+                g_item[kn, c] += d_neg[j] * query[r, c]
+                g_query[r, c] += d_neg[j] * rows[kn, c]
+    # 4. context gradients: the left-out positives, then each history occurrence through its user's sum
+    context_ids = np.empty(total + b, np.int64)
+    context_ids[:total] = h_row
+    context_ids[total:] = pos
+    c_where, c_rows = _slots(context_ids, context_slot)
+    g_context = np.zeros((len(c_rows), f), np.float32)
+    c_occ = np.zeros(len(c_rows), np.int64)
+    g_sum = np.zeros((nd, f), np.float32)
+    for r in range(b):
+        kc = c_where[total + r]
+        c_occ[kc] += 1
+        for c in range(f):
+            g = g_query[r, c] * norm[r]
+            g_sum[inv[r], c] += g
+            g_context[kc, c] -= g
+    for k in range(total):
+        kc = c_where[k]
+        c_occ[kc] += 1
+        for c in range(f):
+            g_context[kc, c] += h_w[k] * g_sum[h_seg[k], c]
+    # 5. updates, from the gradients of the parameters as they were before the step
+    if has_text:  # loops, not np.dot: BLAS's own threads stalled on a busy machine (10 ms for this product)
+        g_proj = np.zeros_like(proj)
+        for k in range(n_items):
+            if n_occ[k] == 0:  # a negative that was not the hardest: no gradient
+                continue
+            r = items[k]
+            for c in range(f):
+                g = g_item[k, c]
+                for e in range(text.shape[1]):
+                    g_proj[c, e] += g * text[r, e]
+        for a in range(g_proj.shape[0]):
+            for c in range(g_proj.shape[1]):
+                proj_acc[a, c] += g_proj[a, c] ** 2
+                proj[a, c] -= text_lr * g_proj[a, c] / np.sqrt(proj_acc[a, c])
+    _adagrad_rows(context, acc_context, c_rows, g_context, c_occ, wd, lr)
+    _adagrad_rows(item, acc_item, items, g_item, n_occ, wd, lr)
+    _adagrad_rows(bias.reshape(-1, 1), acc_bias, items, g_bias.reshape(-1, 1), n_occ, wd, lr)
+    for ids, slot in ((distinct, user_slot), (items, item_slot), (c_rows, context_slot)):
+        for k in range(len(ids)):
+            slot[ids[k]] = -1
+    return loss
