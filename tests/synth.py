@@ -33,3 +33,19 @@ def tiny_tables(n_users: int = 300, n_items: int = 120, n_ratings: int = 4000,
         "also_bought": [[] for _ in range(n_items)], "description": [""] * n_items,
     })
     return ratings, items
+
+
+def clustered_ratings(n_users: int = 400, n_items: int = 150, per_user: int = 12, seed: int = 0) -> pd.DataFrame:
+    """Interactions with implicit structure (what the ranking models learn): users in 5 clusters, each
+    preferring one item cluster 8:1 under a Zipf-like popularity; timestamps in drawing order."""
+    rng = np.random.default_rng(seed)
+    uc, ic = rng.integers(0, 5, n_users), np.arange(n_items) % 5
+    pop = 1.0 / (np.arange(n_items) + 10.0) ** 0.5
+    rows = []
+    for u in range(n_users):
+        p = pop * np.where(ic == uc[u], 8.0, 1.0)
+        rows += [(u, i) for i in rng.choice(n_items, per_user, replace=False, p=p / p.sum())]
+    u, i = np.array(rows).T
+    return pd.DataFrame({"user_id": [f"U{x:04d}" for x in u], "item_id": [f"I{x:04d}" for x in i],
+                         "rating": rng.integers(1, 6, len(u)).astype(float),
+                         "timestamp": pd.array(1_400_000_000 + np.arange(len(u)) * 60, dtype="Int64")})

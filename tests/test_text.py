@@ -99,5 +99,7 @@ def test_retrieval_models_use_the_runs_text_vectors_with_training_reviews(tmp_pa
     assert row["hyperparameters"]["use_text"]
     with np.load(ws.model_dir("implicit_bpr") / "weights.npz") as npz:
         assert "text_proj" in npz.files and "text" not in npz.files
+        proj = torch.from_numpy(npz["text_proj"])
     model = load_implicit(ws, "implicit_bpr")
-    assert torch.equal(model.text, torch.from_numpy(text)) and float(model.text_proj.abs().sum()) > 0
+    assert torch.equal(model.text, torch.from_numpy(text)) and torch.equal(model.text_proj, proj)
+    assert model.text_proj.shape == (row["hyperparameters"]["factors"], 50)
