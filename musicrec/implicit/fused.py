@@ -56,13 +56,14 @@ def _slots(ids, slot):
 
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def _project(text_row, proj, out):
-    """out += proj @ text_row (the item's projected text vector)."""
-    for c in range(proj.shape[0]):
-        s = np.float32(0.0)
-        for e in range(proj.shape[1]):
-            s += proj[c, e] * text_row[e]
-        out[c] += s
+def _score(row, query, bias, text_row, z):
+    """<query, item row + proj text_row> + bias, the text part as <text_row, z> with z = proj^T query."""
+    s = bias
+    for c in range(len(row)):
+        s += row[c] * query[c]
+    for e in range(len(text_row)):
+        s += text_row[e] * z[e]
+    return s
 
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
@@ -143,6 +144,7 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
     where, items = _slots(candidates, item_slot)
     n_items = len(items)
     rows = np.empty((n_items, f), np.float32)
+    trows = np.empty((n_items, text.shape[1] if has_text else 0), np.float32)  # candidates' text, gathered once
     for k in range(n_items):
         if k + AHEAD < n_items:
             _prefetch_row(item, items[k + AHEAD])
@@ -151,16 +153,22 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
                 _prefetch_row(text, items[k + AHEAD])
         rows[k] = item[items[k]]
         if has_text:
-            _project(text[items[k]], proj, rows[k])
+            trows[k] = text[items[k]]
+    # the text part of a score, <q_r, proj t_j> = <proj^T q_r, t_j>: projected once per row, not per candidate
+    dt = text.shape[1] if has_text else 0
+    z = np.zeros((b, dt), np.float32)
+    for r in range(b):
+        for c in range(f):
+            qc = query[r, c]
+            for e in range(dt):
+                z[r, e] += qc * proj[c, e]
     chosen = np.empty((b, 1 if pick_max and m > 1 else m), np.int64)  # batch positions of the used negatives
     for r in range(b):
         if pick_max and m > 1:
             best, best_s = 0, -np.inf
             for j in range(m):
                 kk = where[b + r * m + j]
-                s = bias[items[kk]]
-                for c in range(f):
-                    s += rows[kk, c] * query[r, c]
+                s = _score(rows[kk], query[r], bias[items[kk]], trows[kk], z[r])
                 if s > best_s:
                     best, best_s = kk, s
             chosen[r, 0] = best
@@ -174,21 +182,19 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
     n_occ = np.zeros(n_items, np.int64)
     g_query = np.zeros((b, f), np.float32)
     d_neg = np.empty(mm, np.float32)
+    g_proj = np.zeros((f, dt), np.float32)
+    u = np.zeros(dt, np.float32)  # sum of d_score * t_j over a row's scored items
     loss = 0.0
     for r in range(b):
         kp = where[r]
-        s_pos = bias[items[kp]]
-        for c in range(f):
-            s_pos += rows[kp, c] * query[r, c]
+        s_pos = _score(rows[kp], query[r], bias[items[kp]], trows[kp], z[r])
         d_pos = 0.0
         if loss_kind == 0:
             loss += _softplus(-s_pos)
             d_pos = _sigmoid(s_pos) - 1.0
         for j in range(mm):
             kn = chosen[r, j]
-            s = bias[items[kn]]
-            for c in range(f):
-                s += rows[kn, c] * query[r, c]
+            s = _score(rows[kn], query[r], bias[items[kn]], trows[kn], z[r])
             if loss_kind == 0:
                 loss += _softplus(s) / mm
                 d_neg[j] = _sigmoid(s) / mm
@@ -213,6 +219,19 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
             for c in range(f):
                 g_item[kn, c] += d_neg[j] * query[r, c]
                 g_query[r, c] += d_neg[j] * rows[kn, c]
+        if has_text:  # through the projected text: d q_r += proj u, d proj += q_r u^T
+            for e in range(dt):
+                u[e] = d_pos * trows[kp, e]
+            for j in range(mm):
+                for e in range(dt):
+                    u[e] += d_neg[j] * trows[chosen[r, j], e]
+            for c in range(f):
+                acc = np.float32(0.0)
+                qc = query[r, c]
+                for e in range(dt):
+                    acc += proj[c, e] * u[e]
+                    g_proj[c, e] += qc * u[e]
+                g_query[r, c] += acc
     # 4. context gradients: the left-out positives, then each history occurrence through its user's sum
     context_ids = np.empty(total + b, np.int64)
     context_ids[:total] = h_row
@@ -234,16 +253,7 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
         for c in range(f):
             g_context[kc, c] += h_w[k] * g_sum[h_seg[k], c]
     # 5. updates, from the gradients of the parameters as they were before the step
-    if has_text:  # loops, not np.dot: BLAS's own threads stalled on a busy machine (10 ms for this product)
-        g_proj = np.zeros_like(proj)
-        for k in range(n_items):
-            if n_occ[k] == 0:  # a negative that was not the hardest: no gradient
-                continue
-            r = items[k]
-            for c in range(f):
-                g = g_item[k, c]
-                for e in range(text.shape[1]):
-                    g_proj[c, e] += g * text[r, e]
+    if has_text:
         for a in range(g_proj.shape[0]):
             for c in range(g_proj.shape[1]):
                 proj_acc[a, c] += g_proj[a, c] ** 2
