@@ -136,7 +136,7 @@ def test_validation_sample_shrinks_with_the_catalogue_so_an_epoch_stays_cheap():
     assert validation_users(10**8) == 1000  # never fewer than 1,000 users (standard error stays usable)
 
 
-def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp_path):
+def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp_path, monkeypatch):
     """The library path of a run whose retrieval champion is the sum of two implicit models: measured on the
     members' validation and test users, each member refit on every interaction, exported as one tower and
     item table (parity checked), and reloaded from its members for the promotion's fair comparison."""
@@ -163,6 +163,13 @@ def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp
         return [{"name": "most_popular", "val_ndcg_at_10": v}]
     assert ensemble_implicit(ws, rows, bar(weaker)) is None
     assert ensemble_implicit(ws, rows, bar(weaker - 1e-9))["members"] == row["members"]
+    from musicrec.pipeline import champion_retrieval
+
+    monkeypatch.setattr(champion_retrieval, "ENSEMBLE_CELLS", 151 * 130)  # items x (65 + 65): at the budget
+    assert ensemble_implicit(ws, rows) is not None
+    monkeypatch.setattr(champion_retrieval, "ENSEMBLE_CELLS", 151 * 130 - 1)  # one cell over: serving costs too much
+    assert ensemble_implicit(ws, rows) is None
+    monkeypatch.undo()
 
     refit = refit_implicit(ws, row)
     assert set(refit["epochs"]) == {"implicit_bpr", "implicit_pointwise"} and refit["rows"] == len(ratings)
