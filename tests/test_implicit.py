@@ -128,6 +128,21 @@ def test_the_epoch_cap_shrinks_with_the_data_and_the_fit_keeps_to_it():
     assert max_epochs(cfg, 1_263_464) == 19  # the seed's training interactions
     assert max_epochs(make_config("implicit_bpr", {"max_epoch_rows": 0}), 1_263_464) == cfg.epochs
     assert max_epochs(make_config("implicit_bpr", {"max_epoch_rows": 1}), 1_263_464) == 1
+
+
+def test_patience_shrinks_on_large_data_and_the_fit_stops_by_it():
+    from musicrec.implicit.configs import patience_for
+
+    cfg = make_config("implicit_bpr")
+    assert patience_for(cfg, 10_000) == cfg.patience == 8  # MI and the medium sample: the configured patience
+    assert patience_for(cfg, 1_263_464) == 3  # the seed's training interactions
+    assert patience_for(make_config("implicit_bpr", {"max_patience_rows": 0}), 1_263_464) == 8
+    assert patience_for(make_config("implicit_bpr", {"max_patience_rows": 1}), 1_263_464) == 2  # never below 2
+    users, items, val, n_users, n_items = _clusters()
+    over = {"epochs": 40, "factors": 8, "lr": 2.0}  # a step this large peaks early and then only gets worse
+    runs = [fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
+                         overrides={**over, "max_patience_rows": rows}) for rows in (0, 2 * len(users))]
+    assert [len(r.history) - 1 - r.best_epoch for r in runs] == [8, 2]
     users, items, val, n_users, n_items = _clusters()
     r = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
                      overrides={"epochs": 50, "patience": 50, "max_epoch_rows": 3 * len(users)})

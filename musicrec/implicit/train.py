@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from musicrec.checkpoint import BestState
-from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs
+from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs, patience_for
 from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
@@ -239,11 +239,11 @@ def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users
         trainer = Trainer(name, cfg, model, users, items, n_items)
         val_users = sample_users(np.flatnonzero(np.diff(validation.indptr)), cfg.val_users, cfg.seed)
         return _run(name, cfg, trainer, lambda: validate(model, val_users, validation, exclude), on_epoch,
-                    max_epochs(cfg, len(users)))
+                    max_epochs(cfg, len(users)), patience_for(cfg, len(users)))
 
 
 def _run(name: str, cfg: ImplicitConfig, trainer: Trainer, evaluate: Callable[[], dict[str, float]],
-         on_epoch: EpochCallback | None, epochs: int) -> ImplicitResult:
+         on_epoch: EpochCallback | None, epochs: int, patience: int) -> ImplicitResult:
     """Epoch loop with patience; keeps the best state (musicrec.checkpoint) and restores it at the end."""
     t0 = time.perf_counter()
     history = [{"epoch": 0, "loss": float("nan"), **evaluate(), "seconds": 0.0}]
@@ -262,7 +262,7 @@ def _run(name: str, cfg: ImplicitConfig, trainer: Trainer, evaluate: Callable[[]
             if row["ndcg@10"] > best["ndcg@10"]:
                 best, best_epoch = row, epoch
                 kept.keep()
-            elif epoch - best_epoch >= cfg.patience:
+            elif epoch - best_epoch >= patience:
                 break
         kept.restore()
     return ImplicitResult(name, cfg, trainer.model, best_epoch, best, history, time.perf_counter() - t0)
