@@ -11,7 +11,7 @@ from pydantic import Field
 
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec.evaluation import choose_champion
-from musicrec.implicit.configs import uses_text as implicit_uses_text
+from musicrec.implicit.configs import make_config as implicit_config
 from musicrec.models.registry import model_class
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
@@ -50,15 +50,16 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     then those that use text (a task waiting for Word2Vec holds its slot, so they come after every model
     that can run meanwhile), and the baselines."""
     embed = t.embed_text.submit(workdir, seed)
-    texts = {m: implicit_uses_text(m, overrides.get(m)) for m in retrieval_models or []}
-    texts.update({m: model_class(m).uses_text for m in models})
+    retrieval_models = list(retrieval_models or [])
+    texts = {**{m: implicit_config(m, overrides.get(m)).use_text for m in retrieval_models},
+             **{m: model_class(m).uses_text for m in models}}
     submitted = {}
-    for m in sorted([*(retrieval_models or []), *models], key=lambda m: texts[m]):  # stable: text-free first
-        task = t.train_retrieval if m in (retrieval_models or []) else t.train_model
+    for m in sorted([*retrieval_models, *models], key=lambda m: texts[m]):  # stable: text-free first
+        task = t.train_retrieval if m in retrieval_models else t.train_model
         submitted[m] = task.submit(workdir, m, overrides.get(m, {}), threads_per_model,
                                    wait_for=[embed] if texts[m] else None)
     futures = [submitted[m] for m in models]  # results in the caller's order
-    ranked = [submitted[m] for m in retrieval_models or []]
+    ranked = [submitted[m] for m in retrieval_models]
     baselines = t.evaluate_baselines.submit(workdir)
     ranking = t.ranking_baselines.submit(workdir) if ranked else None
     summed = t.ensemble_retrieval.submit(workdir, ranked, ranking) if ranking is not None and len(ranked) >= 2 else None

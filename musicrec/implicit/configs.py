@@ -103,7 +103,3 @@ def make_config(name: str, overrides: dict[str, Any] | None = None) -> ImplicitC
         raise ImplicitConfigError(f"bad override for {name}: {e.errors()[0]['msg']} "
                                   f"({'.'.join(map(str, e.errors()[0]['loc']))})", hint=f"valid keys: {keys}") from e
 
-
-def uses_text(name: str, overrides: dict[str, Any] | None = None) -> bool:
-    """Whether model `name` with these overrides reads the run's text vectors (so it waits for Word2Vec)."""
-    return make_config(name, overrides).use_text

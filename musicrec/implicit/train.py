@@ -79,7 +79,7 @@ class Trainer:
 
     def __init__(self, name: str, cfg: ImplicitConfig, model: ImplicitMF, users: np.ndarray, items: np.ndarray,
                  n_items: int) -> None:
-        self.name, self.cfg, self.model, self.loss = name, cfg, model, LOSSES[IMPLICIT_MODELS[name]]
+        self.cfg, self.model, self.loss = cfg, model, LOSSES[IMPLICIT_MODELS[name]]
         self.users = torch.as_tensor(np.asarray(users, np.int64))
         self.items = torch.as_tensor(np.asarray(items, np.int64))
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -89,6 +89,10 @@ class Trainer:
         self.opt = RowAdagrad(model.tables(), cfg.lr)
         self.proj_acc = None if model.text_proj is None else torch.full_like(model.text_proj, ACC_START)
         self.fused = cfg.fused and model.context is not None and not model.free_user
+        if self.fused:  # numba: imported only when a model trains with it
+            from musicrec.implicit.fused import LOSS_CODES, fism_step
+
+            self.kernel, self.loss_code = fism_step, LOSS_CODES[IMPLICIT_MODELS[name]]
         # the fused step's scratch maps of user / item / context row id -> batch position, -1 between steps
         self.scratch = [np.full(n, -1, np.int64) for n in (model.history_ptr.shape[0] - 1,
                                                            n_items, n_items)] if self.fused else []
@@ -96,18 +100,16 @@ class Trainer:
     def fused_step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor) -> float:
         """Trainer.step as one compiled kernel (musicrec.implicit.fused): the same update, histories longer
         than history_limit drawn from this trainer's generator."""
-        from musicrec.implicit.fused import LOSS_CODES, fism_step
-
         cfg, m = self.cfg, self.model
         draws = torch.rand(len(u) * max(cfg.history_limit, 0), generator=self.gen).numpy()
         text, proj, acc = ((m.text.numpy(), m.text_proj.detach().numpy(), self.proj_acc.numpy())
                            if m.text_proj is not None and self.proj_acc is not None else (_EMPTY, _EMPTY, _EMPTY))
         a = self.opt.acc
-        return float(fism_step(
+        return float(self.kernel(
             m.context.detach().numpy(), m.item.detach().numpy(), m.item_bias.detach().numpy(), a["context"].numpy(),
             a["item"].numpy(), a["item_bias"].numpy(), text, proj, acc, u.numpy(), i.numpy(), neg.numpy(), draws,
             m.history_ptr.numpy(), m.history_items.numpy(), cfg.history_limit, m.history_alpha,
-            LOSS_CODES[IMPLICIT_MODELS[self.name]], cfg.negative_pick == "max", cfg.margin, cfg.lr,
+            self.loss_code, cfg.negative_pick == "max", cfg.margin, cfg.lr,
             cfg.weight_decay, cfg.text_lr, *self.scratch))
 
     def train_epoch(self) -> float:

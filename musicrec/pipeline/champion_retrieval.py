@@ -14,15 +14,15 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from musicrec.implicit.configs import ImplicitConfig, make_config
+from musicrec.implicit.configs import make_config
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.implicit.train import Trainer, new_model, score_fn, torch_threads, validate
 from musicrec.pipeline.retrieval import (
     TEST_USERS,
+    model_text,
     popular_val_ndcg,
     prefixed,
     ranking_data,
-    ranking_text,
     test_metrics,
 )
 from musicrec.pipeline.workspace import Workspace
@@ -56,7 +56,7 @@ def _refit_one(ws: Workspace, row: dict[str, Any], pairs: tuple[np.ndarray, np.n
     epochs = max(1, int(row.get("best_epoch") or 1))
     t0 = time.perf_counter()
     with torch_threads(threads):
-        model = new_model(cfg, data.users.size, data.items.size, users, items, text_of(ws, cfg))
+        model = new_model(cfg, data.users.size, data.items.size, users, items, _tensor(model_text(ws, cfg)))
         trainer = Trainer(row["name"], cfg, model, users, items, data.items.size)
         for _ in range(epochs):
             trainer.train_epoch()
@@ -124,17 +124,15 @@ def load_implicit(ws: Workspace, name: str, directory: str = "") -> ImplicitMF |
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
         state = {k: torch.from_numpy(npz[k]) for k in npz.files}
     history = (state["history_ptr"], state["history_items"]) if "history_ptr" in state else None
-    text = text_of(ws, cfg) if "text_proj" in state else None
+    text = _tensor(model_text(ws, cfg)) if "text_proj" in state else None
     model = ImplicitMF(data.users.size, data.items.size, cfg.factors, cfg.init_std, cfg.seed, text, history,
                        cfg.history_alpha, cfg.free_user)
     model.load_state_dict(state)
     return model.eval()
 
 
-def text_of(ws: Workspace, cfg: ImplicitConfig) -> torch.Tensor | None:
-    """The run's ranking text vectors as a tensor when the model uses them (and the run has text)."""
-    text = ranking_text(ws) if cfg.use_text else None
-    return None if text is None else torch.from_numpy(text)
+def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
+    return None if array is None else torch.from_numpy(array)
 
 
 def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] | None = None) -> dict[str, Any]:

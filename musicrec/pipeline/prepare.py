@@ -62,6 +62,7 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
     docs = item_documents(train, items, cfg)
     wv = train_word2vec(docs, cfg) if has_vocabulary(docs, cfg) else None
     ids: list[str] = []
+    retrieval_ids: list[str] = []
     vectors = retrieval = np.zeros((0, cfg.vector_size), dtype=np.float32)
     if wv is None:  # ratings without any text (the ratings-only CSV, no metadata): zero vectors, said so
         ws.word_vectors.write_text(f"0 {cfg.vector_size}\n")
@@ -69,13 +70,14 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
         profiles = docs if cfg.profile_reviews else item_documents(train, items, cfg, include_reviews=False)
         ids = sorted(profiles.index)
         vectors = item_vectors(profiles, wv, ids, cfg)
-        retrieval = item_vectors(docs, wv, sorted(docs.index), cfg)
+        retrieval_ids = sorted(docs.index)
+        retrieval = item_vectors(docs, wv, retrieval_ids, cfg)
         wv.save_word2vec_format(str(ws.word_vectors))
     save_item_vectors(ids, vectors, ws.item_vectors, cfg.vector_size)
     # The retrieval models' item text also averages the item's training reviews (medium sample, test NDCG@10
     # of implicit_pointwise: 0.0229 with them, 0.0162 with metadata alone); a rating model reads a training
     # row's own rating off such words (profile_reviews), a ranking model is measured on held-out items only.
-    save_item_vectors(sorted(docs.index) if wv is not None else [], retrieval, ws.retrieval_vectors, cfg.vector_size)
+    save_item_vectors(retrieval_ids, retrieval, ws.retrieval_vectors, cfg.vector_size)
     note = "" if wv is not None else ("no review or metadata text: w2v_mlp trains on all-zero text vectors, "
                                       "so it learns what mlp learns")
     return {"vocabulary": 0 if wv is None else len(wv.index_to_key), "held_out_reviews_left_out": dropped,

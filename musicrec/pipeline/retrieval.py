@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from musicrec.data.ids import IdIndex
-from musicrec.implicit.configs import make_config
+from musicrec.implicit.configs import ImplicitConfig, make_config
 from musicrec.implicit.train import EpochCallback, fit_implicit, score_fn
 from musicrec.pipeline.prepare import ranking_split
 from musicrec.pipeline.workspace import Workspace
@@ -68,6 +68,11 @@ def _cached(root: str, _stamp: int) -> RankingData:
                        len(split.single_users), np.bincount(i, minlength=ni))
 
 
+def model_text(ws: Workspace, cfg: ImplicitConfig) -> np.ndarray | None:
+    """The run's ranking text vectors when the model uses them (use_text) and the run has text, else None."""
+    return ranking_text(ws) if cfg.use_text else None
+
+
 def ranking_text(ws: Workspace) -> np.ndarray | None:
     """(n_items, d) text vectors of the ranking items (retrieval_item_vectors.parquet, written by Word2Vec;
     zeros for the unknown row and for items without text), one array per process that the run's implicit
@@ -111,7 +116,7 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     """Fit one implicit model (early stopping on validation NDCG@10), evaluate it on test, save it."""
     data = ranking_data(ws)
     overrides = {"val_users": validation_users(data.items.size), **(overrides or {})}
-    text = ranking_text(ws) if make_config(name, overrides).use_text else None
+    text = model_text(ws, make_config(name, overrides))
     result = fit_implicit(name, data.train, data.users.size, data.items.size, data.validation, data.seen_train,
                           overrides, threads=threads, on_epoch=on_epoch, text=text)
     row = {"name": name, "kind": "retrieval", **prefixed("val", result.best), **test_metrics(score_fn(result.model), data),
