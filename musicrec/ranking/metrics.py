@@ -20,42 +20,30 @@ SCORE_BUDGET = 1 << 24  # score cells per batch (64 MB of float32)
 
 
 def heldout_ranks(scores: np.ndarray, heldout: sp.csr_matrix, exclude: sp.csr_matrix) -> np.ndarray:
-    """0-based rank of every held-out (row, item) cell, in heldout's CSR order (tie rule: module docstring).
+    """0-based rank of every held-out (row, item) cell, in heldout's CSR order (tie rule: module docstring)."""
+    return scan(scores, heldout, exclude, 0)[0]
 
-    Counts over the dense rows, then takes back the excluded cells that were counted (they are few)."""
-    scores = np.asarray(scores, dtype=np.float32)  # one precision for the targets and the rows they meet
-    rows, items = cells(heldout)
-    target = scores[rows, items]
+
+def scan(scores: np.ndarray, heldout: sp.csr_matrix, exclude: sp.csr_matrix, k: int,
+         inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(ranks of the held-out cells in CSR order, (rows, k) top-k lists) in one compiled pass over the scores
+    (musicrec.ranking.scan). inplace: the scores (float32, C order, writable) may be overwritten."""
+    from musicrec.ranking.scan import scan_rows  # numba: compiled on first use, cached on disk
+
+    arr = np.asarray(scores, dtype=np.float32)
+    if not (inplace and arr.flags.writeable and arr.flags.c_contiguous):
+        arr = np.array(arr, dtype=np.float32, order="C")
+    if heldout.shape[0] != arr.shape[0] or exclude.shape[0] != arr.shape[0]:
+        raise ValueError(f"scores have {arr.shape[0]} rows, held-out {heldout.shape[0]}, exclusions {exclude.shape[0]}")
+    _, items = cells(heldout)
+    target = arr[np.repeat(np.arange(arr.shape[0]), np.diff(heldout.indptr)), items]
     if not np.isfinite(target).all():
         raise ValueError("a held-out item has a NaN or infinite score: its rank is undefined")
-    ranks = np.empty(len(rows), np.int64)
-    step = max(1, SCORE_BUDGET // max(1, scores.shape[1]))
-    for a in range(0, len(rows), step):
-        ranks[a:a + step] = _dense_ranks(scores, rows[a:a + step], items[a:a + step], target[a:a + step])
-    return ranks - _excluded_above(scores, heldout, exclude, rows, items, target)
-
-
-def _dense_ranks(scores: np.ndarray, rows: np.ndarray, items: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Rank among all items of a row; the index tie-break is only computed for rows that have ties."""
-    whole = len(rows) == len(scores) and bool((rows == np.arange(len(scores))).all())
-    block = scores if whole else scores[rows]
-    t = target[:, None]
-    higher = np.count_nonzero(block > t, 1)
-    tied = np.count_nonzero(block >= t, 1) - higher > 1
-    if tied.any():
-        sub = block[tied]
-        higher[tied] += np.count_nonzero((sub == t[tied]) & (np.arange(sub.shape[1]) < items[tied, None]), 1)
-    return higher
-
-
-def _excluded_above(scores: np.ndarray, heldout: sp.csr_matrix, exclude: sp.csr_matrix, rows: np.ndarray,
-                    items: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per held-out cell, how many excluded items of its row ranked ahead of it (to be taken back)."""
-    pair_held, erow, eitem = _pairs(heldout, exclude)
-    es = scores[erow, eitem]
-    t, it = target[pair_held], items[pair_held]
-    ahead = (es > t) | ((es == t) & (eitem < it))
-    return np.bincount(pair_held, ahead, minlength=len(rows)).astype(np.int64)
+    ranks = np.empty(len(items), np.int64)
+    top = np.empty((arr.shape[0], max(k, 0)), np.int64)
+    scan_rows(arr, heldout.indptr.astype(np.int64), items, target, exclude.indptr.astype(np.int64),
+              exclude.indices.astype(np.int64), k, ranks, top)
+    return ranks, top
 
 
 def _pairs(heldout: sp.csr_matrix, exclude: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,38 +68,12 @@ def cells(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
 
 
 def top_k(scores: np.ndarray, exclude: sp.csr_matrix, k: int, inplace: bool = False) -> np.ndarray:
-    """The k best non-excluded items per row, best first, ties to the smaller index; -1 pads rows with fewer.
+    """The k best non-excluded items per row, best first, ties to the smaller index; -1 pads rows with fewer
+    (NaN and -inf scores are never listed).
 
-    inplace: the scores (float32, writable) may be overwritten (excluded and NaN cells set to -inf)."""
-    import torch  # topk: numpy's partition is ~25x slower on masses of equal scores
-
-    arr = np.asarray(scores, dtype=np.float32)
-    s = torch.from_numpy(arr) if inplace and arr.flags.writeable else torch.from_numpy(arr).clone()
-    # a NaN anywhere makes the sum NaN (so does inf - inf, which only costs the repair): one pass and no mask,
-    # where isnan().any() took as long as topk itself on a 457K-item catalogue
-    if torch.isnan(s.sum()):  # posinf/neginf given: nan_to_num would otherwise clamp the infinities
-        s.nan_to_num_(nan=-np.inf, posinf=np.inf, neginf=-np.inf)
-    r, c = cells(exclude)
-    s[torch.from_numpy(r), torch.from_numpy(c)] = -np.inf
-    k_eff = min(k, s.shape[1])
-    if s.shape[0] == 0 or k_eff == 0:
-        return np.full((s.shape[0], k), -1, np.int64)
-    vals, cols = (t.numpy() for t in torch.topk(s, min(k_eff + 1, s.shape[1]), dim=1, sorted=True))
-    kth = vals[:, k_eff - 1:k_eff]
-    # the (k+1)-th score equal to the k-th: an item tied with the k-th was left out, maybe the wrong one
-    tied = np.flatnonzero(vals[:, k_eff:].ravel() == kth.ravel()) if vals.shape[1] > k_eff else np.empty(0, int)
-    vals, cols = vals[:, :k_eff].copy(), cols[:, :k_eff].copy()
-    if len(tied):  # keep the smallest indices among the items equal to the k-th score
-        sub, kt = s[torch.from_numpy(tied)].numpy(), kth[tied]
-        need = k_eff - (sub > kt).sum(1, keepdims=True)
-        equal = sub == kt
-        chosen = (sub > kt) | (equal & (np.cumsum(equal, axis=1) <= need))
-        cols[tied] = np.nonzero(chosen)[1].reshape(len(tied), k_eff)
-        vals[tied] = np.take_along_axis(sub, cols[tied], 1)
-    order = np.lexsort((cols, -vals), axis=1)  # best first, equal scores by index
-    best = np.take_along_axis(cols, order, 1).astype(np.int64)
-    best[np.take_along_axis(vals, order, 1) == -np.inf] = -1
-    return np.pad(best, ((0, 0), (0, k - k_eff)), constant_values=-1)
+    inplace: the scores (float32, C order, writable) may be overwritten (excluded cells set to -inf)."""
+    empty = sp.csr_matrix((exclude.shape[0], exclude.shape[1]), dtype=np.float32)
+    return scan(scores, empty, exclude, k, inplace)[1]
 
 
 def user_metrics(ranks: np.ndarray, heldout: sp.csr_matrix, k: int = 10, recall_k: int = 50) -> dict[str, np.ndarray]:
@@ -159,9 +121,9 @@ def evaluate_scorer(score_fn: ScoreFn, users: np.ndarray | None, heldout: sp.csr
         scores, held, excl = score_fn(part), heldout[part], exclude[part]
         if scores.shape != (len(part), n_items):
             raise ValueError(f"score_fn returned {scores.shape}, expected {(len(part), n_items)}")
-        parts.append(user_metrics(heldout_ranks(scores, held, excl), held, k, recall_k))
+        ranks, lists = scan(scores, held, excl, k if seen is not None else 0, inplace=True)  # not used after
+        parts.append(user_metrics(ranks, held, k, recall_k))
         if seen is not None:
-            lists = top_k(scores, excl, k, inplace=True)  # the batch's scores are not used after
             seen[lists[lists >= 0]] = True
     names = (f"hr@{k}", f"ndcg@{k}", f"recall@{recall_k}")
     per_row = {n: np.concatenate([p[n] for p in parts]) if parts else np.zeros(0) for n in names}
