@@ -137,14 +137,41 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
             norm[r] = n ** -alpha
         for c in range(f):
             query[r, c] = (summed[inv[r], c] - context[pos[r], c]) * norm[r]
-    # 2. item rows of every candidate (positives and all negatives), their text part projected once
-    candidates = np.empty(b * (1 + m), np.int64)
+    # 2. the negatives that enter the loss: all of them, or each row's hardest, scored straight from the
+    # tables (the other m - 1 are neither gathered nor updated). The text part of a score, <q_r, proj t_j> =
+    # <proj^T q_r, t_j>: projected once per row, not per candidate.
+    dt = text.shape[1] if has_text else 0
+    z = np.dot(query, proj) if has_text else np.zeros((b, 0), np.float32)  # BLAS: 3x the loops' speed
+    hard = pick_max and m > 1
+    used = np.empty((b, 1 if hard else m), np.int64)
+    if hard:
+        ahead = max(1, AHEAD // m)
+        for r in range(b):
+            if r + ahead < b:
+                for j in range(m):
+                    _prefetch_row(item, neg[r + ahead, j])
+                    _prefetch(bias, neg[r + ahead, j], 0)
+                    if has_text:
+                        _prefetch_row(text, neg[r + ahead, j])
+            best, best_s = neg[r, 0], -np.inf
+            for j in range(m):
+                it = neg[r, j]
+                trow = text[it] if has_text else z[r]  # z[r] is empty without text
+                s = _score(item[it], query[r], bias[it], trow, z[r])
+                if s > best_s:
+                    best, best_s = it, s
+            used[r, 0] = best
+    else:
+        used[:] = neg
+    mm = used.shape[1]
+    # 3. item rows of the positives and the used negatives, gathered once per distinct item
+    candidates = np.empty(b * (1 + mm), np.int64)
     candidates[:b] = pos
-    candidates[b:] = neg.ravel()
+    candidates[b:] = used.ravel()
     where, items = _slots(candidates, item_slot)
     n_items = len(items)
     rows = np.empty((n_items, f), np.float32)
-    trows = np.empty((n_items, text.shape[1] if has_text else 0), np.float32)  # candidates' text, gathered once
+    trows = np.empty((n_items, dt), np.float32)
     for k in range(n_items):
         if k + AHEAD < n_items:
             _prefetch_row(item, items[k + AHEAD])
@@ -154,24 +181,8 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
         rows[k] = item[items[k]]
         if has_text:
             trows[k] = text[items[k]]
-    # the text part of a score, <q_r, proj t_j> = <proj^T q_r, t_j>: projected once per row, not per candidate
-    dt = text.shape[1] if has_text else 0
-    z = np.dot(query, proj) if has_text else np.zeros((b, 0), np.float32)  # BLAS: 3x the loops' speed
-    chosen = np.empty((b, 1 if pick_max and m > 1 else m), np.int64)  # batch positions of the used negatives
-    for r in range(b):
-        if pick_max and m > 1:
-            best, best_s = 0, -np.inf
-            for j in range(m):
-                kk = where[b + r * m + j]
-                s = _score(rows[kk], query[r], bias[items[kk]], trows[kk], z[r])
-                if s > best_s:
-                    best, best_s = kk, s
-            chosen[r, 0] = best
-        else:
-            for j in range(m):
-                chosen[r, j] = where[b + r * m + j]
-    mm = chosen.shape[1]
-    # 3. loss and gradients: items (loss part; decay added at the update), the queries
+    chosen = where[b:].reshape(b, mm)  # batch positions of the used negatives
+    # 4. loss and gradients: items (loss part; decay added at the update), the queries
     g_item = np.zeros((n_items, f), np.float32)
     g_bias = np.zeros(n_items, np.float32)
     n_occ = np.zeros(n_items, np.int64)
@@ -223,7 +234,7 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
     if has_text:  # through the projected text, for all rows at once: d query += t_grad proj^T, d proj = query^T t_grad
         g_query += np.dot(t_grad, np.ascontiguousarray(proj.T))
         g_proj = np.dot(query.T, t_grad)
-    # 4. context gradients: the left-out positives, then each history occurrence through its user's sum
+    # 5. context gradients: the left-out positives, then each history occurrence through its user's sum
     context_ids = np.empty(total + b, np.int64)
     context_ids[:total] = h_row
     context_ids[total:] = pos
@@ -243,7 +254,7 @@ def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, 
         c_occ[kc] += 1
         for c in range(f):
             g_context[kc, c] += h_w[k] * g_sum[h_seg[k], c]
-    # 5. updates, from the gradients of the parameters as they were before the step
+    # 6. updates, from the gradients of the parameters as they were before the step
     if has_text:
         for a in range(g_proj.shape[0]):
             for c in range(g_proj.shape[1]):
