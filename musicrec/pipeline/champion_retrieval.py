@@ -16,7 +16,7 @@ import torch
 
 from musicrec.implicit.configs import make_config
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
-from musicrec.implicit.train import Trainer, new_model, score_fn, torch_threads, validate
+from musicrec.implicit.train import Trainer, cpu_threads, new_model, score_fn, validate
 from musicrec.pipeline.retrieval import (
     TEST_USERS,
     model_text,
@@ -55,7 +55,7 @@ def _refit_one(ws: Workspace, row: dict[str, Any], pairs: tuple[np.ndarray, np.n
     users, items = pairs
     epochs = max(1, int(row.get("best_epoch") or 1))
     t0 = time.perf_counter()
-    with torch_threads(threads):
+    with cpu_threads(threads):
         model = new_model(cfg, data.users.size, data.items.size, users, items, _tensor(model_text(ws, cfg)))
         trainer = Trainer(row["name"], cfg, model, users, items, data.items.size)
         for _ in range(epochs):
