@@ -1,9 +1,11 @@
 import numpy as np
+import pandas as pd
 
 from musicrec.data.split import split_ratings
 from musicrec.text import (
     Word2VecConfig,
     item_documents,
+    item_documents_with_and_without_reviews,
     item_vectors,
     load_item_vectors,
     save_item_vectors,
@@ -103,3 +105,22 @@ def test_retrieval_models_use_the_runs_text_vectors_with_training_reviews(tmp_pa
     model = load_implicit(ws, "implicit_bpr")
     assert torch.equal(model.text, torch.from_numpy(text)) and torch.equal(model.text_proj, proj)
     assert model.text_proj.shape == (row["hyperparameters"]["factors"], 50)
+
+
+def test_documents_are_the_metadata_then_the_first_training_reviews_tokenized_and_cut():
+    """Per item: tokenize(title brand description + its first N non-empty training reviews, in row order),
+    cut at max_tokens_per_doc; an item with reviews but no metadata row keeps its reviews; an item without
+    any token is left out. The pair function gives the same two series as two calls."""
+    items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "title": ["Blue Train", "", "the of", "Kind of Blue"],
+                          "brand": ["Coltrane", "", "", "Davis"], "description": ["", "", "", "modal jazz " * 5]})
+    train = pd.DataFrame({"item_id": ["a", "z", "a", "b", "a", "d", "a"],
+                          "review_text": ["great horns", "only reviews here", "", "the", "second review", "x", "third"]})
+    cfg = Word2VecConfig(max_reviews_per_item=2, max_tokens_per_doc=6)
+    with_reviews, without = item_documents_with_and_without_reviews(train, items, cfg)
+    assert with_reviews.to_dict() == {"a": ["blue", "train", "coltrane", "great", "horns", "second"],
+                                      "d": ["kind", "blue", "davis", "modal", "jazz", "modal"],
+                                      "z": ["only", "reviews", "here"]}
+    assert without.to_dict() == {"a": ["blue", "train", "coltrane"], "d": ["kind", "blue", "davis", "modal", "jazz",
+                                                                        "modal"]}
+    assert item_documents(train, items, cfg).to_dict() == with_reviews.to_dict()
+    assert item_documents(train, items, cfg, include_reviews=False).to_dict() == without.to_dict()

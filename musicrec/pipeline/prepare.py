@@ -20,7 +20,7 @@ from musicrec.ranking.protocol import LeaveLastOut, leave_last_out
 from musicrec.store import atomic_write
 from musicrec.text import (
     Word2VecConfig,
-    item_documents,
+    item_documents_with_and_without_reviews,
     item_vectors,
     load_item_vectors,
     save_item_vectors,
@@ -59,7 +59,7 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
     train = pd.read_parquet(ws.splits / "train.parquet", columns=["user_id", "item_id", "review_text"])
     train, dropped = training_under_both(ws, train)
     items = pd.read_parquet(ws.items)
-    docs = item_documents(train, items, cfg)
+    docs, metadata_docs = item_documents_with_and_without_reviews(train, items, cfg)
     wv = train_word2vec(docs, cfg) if has_vocabulary(docs, cfg) else None
     ids: list[str] = []
     retrieval_ids: list[str] = []
@@ -67,7 +67,7 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
     if wv is None:  # ratings without any text (the ratings-only CSV, no metadata): zero vectors, said so
         ws.word_vectors.write_text(f"0 {cfg.vector_size}\n")
     else:
-        profiles = docs if cfg.profile_reviews else item_documents(train, items, cfg, include_reviews=False)
+        profiles = docs if cfg.profile_reviews else metadata_docs
         ids = sorted(profiles.index)
         vectors = item_vectors(profiles, wv, ids, cfg)
         retrieval_ids = sorted(docs.index)
