@@ -123,14 +123,21 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
                                "promoted": False, "reason": "no model beat the bias baseline on validation"}
     else:
         row = next(r for r in rows if r["name"] == champion)
-        refit_info = None
+        refit_info = again = None
+        # the retrieval champion's refit (one core: its step is one compiled thread) runs beside the rating
+        # champion's refit and export, and its own export waits for it
+        pending = (t.refit_retrieval.submit(workdir, retrieval_row, 1)
+                   if params.refit and retrieval_row is not None else None)
         if params.refit:
             with clock("refit-champion"):
-                refit_info = t.refit_champion(workdir, row, threads, retrieval_row)
+                refit_info = t.refit_champion(workdir, row, threads)
             report["refit"] = refit_info
         with clock("build-bundle"):
-            meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info,
-                                  retrieval_row)
+            meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info)
+            if retrieval_row is not None:
+                if pending is not None:
+                    again = refit_info["retrieval"] = pending.result()
+                meta = t.bundle_retrieval(workdir, meta, retrieval_row, again)
         with clock("publish-and-promote"):
             published = t.publish_bundle(workdir, store_uri, meta["version"])
             report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],

@@ -144,21 +144,25 @@ def ranking_baselines(workdir: str) -> list[dict[str, Any]]:
 
 
 @task(name="refit-champion", cache_policy=NO_CACHE)
-def refit_champion(workdir: str, row: dict[str, Any], threads: int,
-                   retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Refit the champion on every rating of the run for its best epoch count (the model that is served),
-    and the retrieval champion on every interaction."""
-    from musicrec.pipeline.champion_retrieval import refit_implicit
-
+def refit_champion(workdir: str, row: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Refit the champion on every rating of the run for its best epoch count (the model that is served)."""
     logger = get_run_logger()
     with open_workspace(workdir) as ws:
         info = refit.refit_champion(ws, row, threads)
-        logger.info("refit %s on all %s ratings for %s epoch(s) in %.1f s", row["name"], f"{info['rows']:,}",
-                    info["epochs"], info["seconds"])
-        if retrieval_row:
-            info["retrieval"] = again = refit_implicit(ws, retrieval_row, threads)
-            logger.info("refit %s on all %s interactions for %s epoch(s) in %.1f s", retrieval_row["name"],
-                        f"{again['rows']:,}", again["epochs"], again["seconds"])
+    logger.info("refit %s on all %s ratings for %s epoch(s) in %.1f s", row["name"], f"{info['rows']:,}",
+                info["epochs"], info["seconds"])
+    return info
+
+
+@task(name="refit-retrieval", cache_policy=NO_CACHE)
+def refit_retrieval(workdir: str, retrieval_row: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Refit the retrieval champion on every interaction of the run for its best epoch count."""
+    from musicrec.pipeline.champion_retrieval import refit_implicit
+
+    with open_workspace(workdir) as ws:
+        info = refit_implicit(ws, retrieval_row, threads)
+    get_run_logger().info("refit %s on all %s interactions for %s epoch(s) in %.1f s", retrieval_row["name"],
+                          f"{info['rows']:,}", info["epochs"], info["seconds"])
     return info
 
 
@@ -169,15 +173,21 @@ def evaluate_baselines(workdir: str) -> list[dict[str, Any]]:
 
 
 @task(name="build-bundle", cache_policy=NO_CACHE)
-def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any], refit_info: dict[str, Any] | None = None,
-                 retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch), and the
-    retrieval champion's user tower and item table beside it."""
+def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any],
+                 refit_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch)."""
+    with open_workspace(workdir, models=[row["name"], refit.REFIT_DIR]) as ws:
+        return publish.build_rating_bundle(ws, row, prepare.load_train_data(ws), run, refit_info)
+
+
+@task(name="bundle-retrieval", cache_policy=NO_CACHE)
+def bundle_retrieval(workdir: str, meta: dict[str, Any], retrieval_row: dict[str, Any],
+                     refit_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Add the retrieval champion's user tower and item table to the bundle, checked against torch."""
     from musicrec.pipeline.champion_retrieval import model_folders
 
-    needed = [row["name"], refit.REFIT_DIR, *model_folders(retrieval_row)]
-    with open_workspace(workdir, models=needed) as ws:
-        return publish.build_bundle(ws, row, prepare.load_train_data(ws), run, refit_info, retrieval_row)
+    with open_workspace(workdir, models=model_folders(retrieval_row)) as ws:
+        return publish.add_retrieval(ws, meta, retrieval_row, refit_info)
 
 
 @task(name="publish-bundle", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),

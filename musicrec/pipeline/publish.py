@@ -34,6 +34,14 @@ CHALLENGER_TEST = "challenger_test.parquet"
 
 def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any],
                  refit: dict[str, Any] | None = None, retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole bundle: build_rating_bundle, then add_retrieval when there is a retrieval champion (its refit
+    described by refit["retrieval"])."""
+    meta = build_rating_bundle(ws, row, data, run, refit)
+    return add_retrieval(ws, meta, retrieval_row, (refit or {}).get("retrieval")) if retrieval_row else meta
+
+
+def build_rating_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any],
+                        refit: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the champion (its refit on all rows when `refit` says so), verify ONNX against torch (unknown
     ids included), write the candidate tables over every rating of the run and metadata.json. The held-out
     model's test predictions are kept for the promotion decision (challenger_test.parquet)."""
@@ -66,13 +74,22 @@ def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[
         "code_version": musicrec.__version__, "created_at": datetime.now(UTC).isoformat(),
         "onnx_check": parity,
     }
-    files = list(BUNDLE_FILES)
-    if retrieval_row:
-        from musicrec.pipeline.champion_retrieval import export_retrieval
+    return _write_metadata(ws, meta, list(BUNDLE_FILES))
 
-        meta["retrieval"] = export_retrieval(ws, retrieval_row, (refit or {}).get("retrieval"))
-        files += meta["retrieval"]["files"]
-    meta["files"] = {f: sha256_file(ws.bundle / f) for f in files}
+
+def add_retrieval(ws: Workspace, meta: dict[str, Any], retrieval_row: dict[str, Any],
+                  refit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Add the retrieval champion (its refit on every interaction when `refit` describes one) to the bundle
+    build_rating_bundle wrote, and rewrite metadata.json over both."""
+    from musicrec.pipeline.champion_retrieval import export_retrieval
+
+    meta = {**meta, "retrieval": export_retrieval(ws, retrieval_row, refit)}  # its fitted_on: this refit
+    return _write_metadata(ws, meta, [*meta["files"], *meta["retrieval"]["files"]])
+
+
+def _write_metadata(ws: Workspace, meta: dict[str, Any], files: list[str]) -> dict[str, Any]:
+    """metadata.json with the sha256 of each of the bundle's files."""
+    meta = {**meta, "files": {f: sha256_file(ws.bundle / f) for f in files}}
     (ws.bundle / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
     return meta
 
