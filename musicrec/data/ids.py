@@ -20,7 +20,7 @@ class IdIndex:
     @property
     def ids(self) -> list[str]:
         """Known ids in index order: ids[k] has index k + 1."""
-        return [str(x) for x in self._index]
+        return self._index.to_numpy(dtype=object).tolist()  # 10x a str() per element on Arrow strings
 
     def __len__(self) -> int:
         return len(self._index)
@@ -32,5 +32,9 @@ class IdIndex:
 
     def lookup(self, ids: Sequence[str] | pd.Series | np.ndarray) -> np.ndarray:
         """Dense int64 indices for ids; unknown ids get UNKNOWN."""
-        pos = self._index.get_indexer(pd.Index(np.asarray(ids, dtype=object)))
+        if isinstance(ids, pd.Series) and ids.dtype == self._index.dtype:
+            target = pd.Index(ids)  # already the index's string type: no round trip through Python objects
+        else:
+            target = pd.Index(np.asarray(ids, dtype=object))
+        pos = self._index.get_indexer(target)
         return (pos + 1).astype(np.int64)  # -1 (missing) becomes 0 == UNKNOWN
