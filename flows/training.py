@@ -41,27 +41,32 @@ class TrainingParams(RunInputs):
 @flow(name="train-models")
 def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str, Any]],
                  threads_per_model: int, retrieval_models: list[str] | None = None,
-                 seed: int = 0) -> dict[str, Any]:
+                 seed: int = 0, threads: int | None = None) -> dict[str, Any]:
     """The parallel stage on the parent's runner: Word2Vec, and beside it one task run per rating model and
     per retrieval model (and one for each family's baselines); the models that use text wait for Word2Vec.
 
     Submission order is start order when the runner caps how many run at once (parallel_tasks): Word2Vec
-    first, then the models without text (the retrieval models, the longest fits, before the rating models),
-    then those that use text (a task waiting for Word2Vec holds its slot, so they come after every model
-    that can run meanwhile), and the baselines."""
+    first; then the retrieval baselines, which build the leave-last-out split (cached per process) while
+    Word2Vec trains rather than while the retrieval models wait for it; then the models without text; then
+    those that use text (a task waiting for Word2Vec holds its slot, so they come after every model that can
+    run meanwhile); then the rating baselines. A retrieval model's test evaluation may use every thread of the run (`threads`)."""
     embed = t.embed_text.submit(workdir, seed)
     retrieval_models = list(retrieval_models or [])
+    ranking = t.ranking_baselines.submit(workdir) if retrieval_models else None
     texts = {**{m: implicit_config(m, overrides.get(m)).use_text for m in retrieval_models},
              **{m: model_class(m).uses_text for m in models}}
     submitted = {}
     for m in sorted([*retrieval_models, *models], key=lambda m: texts[m]):  # stable: text-free first
-        task = t.train_retrieval if m in retrieval_models else t.train_model
-        submitted[m] = task.submit(workdir, m, overrides.get(m, {}), threads_per_model,
-                                   wait_for=[embed] if texts[m] else None)
+        wait_for = [embed] if texts[m] else None
+        if m in retrieval_models:
+            submitted[m] = t.train_retrieval.submit(workdir, m, overrides.get(m, {}), threads_per_model,
+                                                    threads or threads_per_model, wait_for=wait_for)
+        else:
+            submitted[m] = t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model,
+                                                wait_for=wait_for)
     futures = [submitted[m] for m in models]  # results in the caller's order
     ranked = [submitted[m] for m in retrieval_models]
     baselines = t.evaluate_baselines.submit(workdir)
-    ranking = t.ranking_baselines.submit(workdir) if ranked else None
     summed = t.ensemble_retrieval.submit(workdir, ranked, ranking) if ranking is not None and len(ranked) >= 2 else None
     wait([embed, *futures, *ranked, baselines, *([ranking] if ranking else []), *([summed] if summed else [])])
     release_worker_caches(workdir)
@@ -104,7 +109,7 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
     with clock("train-models"), fair_threads(params.task_runner):
         trained = train_models.with_options(task_runner=runner)(
             workdir, list(params.models), overrides, max(1, threads // parallel), list(params.retrieval_models),
-            params.seed)
+            params.seed, threads)
     rows, baselines = trained["models"], trained["baselines"]
     prep["word2vec"] = trained["word2vec"]
     bias = next(b for b in baselines if b["name"] == "bias")

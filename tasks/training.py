@@ -101,7 +101,8 @@ def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str
 
 
 @task(name="train-retrieval", task_run_name="train-{name}", cache_policy=NO_CACHE)
-def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads: int) -> dict[str, Any]:
+def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads: int,
+                    test_threads: int | None = None) -> dict[str, Any]:
     """Train one implicit model on the run's leave-last-out split; one log line per epoch (val NDCG@10)."""
     from musicrec.pipeline import retrieval
 
@@ -112,7 +113,8 @@ def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads:
                     e["max_epochs"], e["loss"], e["ndcg@10"], e["eval_seconds"], e["seconds"])
 
     with open_workspace(workdir) as ws:
-        row = retrieval.train_implicit(ws, name, overrides, threads=threads, on_epoch=on_epoch)
+        row = retrieval.train_implicit(ws, name, overrides, threads=threads, on_epoch=on_epoch,
+                                       test_threads=test_threads)
     logger.info("%s: val_ndcg@10 %.4f test_ndcg@10 %.4f in %.1fs", name, row["val_ndcg_at_10"],
                 row["test_ndcg_at_10"], row["fit_seconds"])
     return row
