@@ -30,6 +30,10 @@ class Word2VecConfig:
     seed: int = 0
     max_reviews_per_item: int = 10
     max_tokens_per_doc: int = 200
+    # Cap on epochs x corpus words: a large corpus trains fewer epochs (the seed's size, 13.2M words: 2 epochs,
+    # each word of its vocabulary seen thousands of times an epoch; gensim's 5 took 29 s on the one worker that
+    # keeps it deterministic). 0 = always `epochs`.
+    max_epoch_words: int = 30_000_000
     # Item vectors average metadata words only. Reviews train the word vectors, but a training row's own
     # review inside its item's vector lets a model read the rating off the words: it memorised the
     # training split (train RMSE 0.50, validation 0.94) instead of learning about the item.
@@ -115,6 +119,13 @@ def _stable_hash(s: str) -> int:
     return zlib.crc32(s.encode("utf-8"))
 
 
+def word2vec_epochs(cfg: Word2VecConfig, words: int) -> int:
+    """Epochs over a corpus of `words` tokens: cfg.epochs, fewer where max_epoch_words says so (at least 1)."""
+    if cfg.max_epoch_words <= 0:
+        return cfg.epochs
+    return max(1, min(cfg.epochs, cfg.max_epoch_words // max(1, words)))
+
+
 def train_word2vec(docs: pd.Series, cfg: Word2VecConfig):  # -> gensim KeyedVectors
     """Train Word2Vec with one worker and a fixed seed, so vectors are identical run to run."""
     from gensim.models import Word2Vec
@@ -122,7 +133,8 @@ def train_word2vec(docs: pd.Series, cfg: Word2VecConfig):  # -> gensim KeyedVect
     sentences = list(docs.sort_index().to_list())
     model = Word2Vec(
         sentences=sentences, vector_size=cfg.vector_size, window=cfg.window, min_count=cfg.min_count,
-        epochs=cfg.epochs, sg=cfg.sg, negative=cfg.negative, seed=cfg.seed, workers=1, hashfxn=_stable_hash,
+        epochs=word2vec_epochs(cfg, sum(map(len, sentences))), sg=cfg.sg, negative=cfg.negative, seed=cfg.seed,
+        workers=1, hashfxn=_stable_hash,
     )
     return model.wv
 

@@ -124,3 +124,13 @@ def test_documents_are_the_metadata_then_the_first_training_reviews_tokenized_an
                                                                         "modal"]}
     assert item_documents(train, items, cfg).to_dict() == with_reviews.to_dict()
     assert item_documents(train, items, cfg, include_reviews=False).to_dict() == without.to_dict()
+
+
+def test_word2vec_epochs_shrink_on_large_corpora_only():
+    from musicrec.text import word2vec_epochs
+
+    cfg = Word2VecConfig()
+    assert word2vec_epochs(cfg, 13_190_908) == 2  # the seed's size (its documents after the held-out reviews)
+    assert word2vec_epochs(cfg, 1_300_000) == cfg.epochs == 5  # the medium sample and smaller: all epochs
+    assert word2vec_epochs(cfg, 10**9) == 1
+    assert word2vec_epochs(Word2VecConfig(max_epoch_words=0), 10**9) == 5

@@ -26,6 +26,7 @@ from musicrec.text import (
     save_item_vectors,
     text_item_ids,
     train_word2vec,
+    word2vec_epochs,
 )
 
 TEXT_ITEMS = "text_items.parquet"
@@ -82,7 +83,8 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
                                       "so it learns what mlp learns")
     return {"vocabulary": 0 if wv is None else len(wv.index_to_key), "held_out_reviews_left_out": dropped,
             "items_with_text": int((np.abs(vectors).sum(1) > 0).sum()), "note": note,
-            "vector_size": cfg.vector_size, "seconds": round(time.perf_counter() - t1, 2)}
+            "vector_size": cfg.vector_size, "epochs": word2vec_epochs(cfg, int(docs.map(len).sum())),
+            "seconds": round(time.perf_counter() - t1, 2)}
 
 
 def ranking_split(ws: Workspace) -> LeaveLastOut:
