@@ -260,3 +260,20 @@ def test_the_fused_step_is_the_torch_step(name: str, text: bool, limit: int) -> 
         changed = [(t.model.item != before).any(1) for t in trainers]
         assert torch.equal(changed[0], changed[1]) and int(changed[0].sum()) > 50
         assert losses[0] == pytest.approx(losses[1], rel=0.2)
+
+
+def test_the_untrained_start_is_validated_as_one_global_order_with_the_same_numbers() -> None:
+    """Every context row zero: each user's scores are the item bias, so validation takes the static path;
+    its numbers equal the full users x items scoring's, with ties (equal biases) broken by index alike."""
+    from musicrec.implicit.train import bias_only, new_model, score_fn, validate
+
+    users, items, val, n_users, n_items = _clusters()
+    model = new_model(make_config("implicit_bpr"), n_users, n_items, users, items)
+    model.item_bias.copy_(torch.from_numpy(np.random.default_rng(5).integers(0, 4, n_items).astype(np.float32)))
+    exclude = interaction_matrix(users, items, n_users, n_items)
+    rows = np.arange(n_users)
+    assert bias_only(model)
+    full = evaluate_scorer(score_fn(model), rows, val, exclude, n_items, coverage=False)
+    assert validate(model, rows, val, exclude) == full and full["ndcg@10"] > 0
+    model.context[3, 0] = 0.5  # one trained row: the full scoring again
+    assert not bias_only(model)
