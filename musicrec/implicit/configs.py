@@ -24,8 +24,8 @@ class ImplicitConfig(BaseModel):
     epochs: int = Field(100, ge=1, le=1000, description="maximum epochs; early stopping on validation NDCG@10")
     patience: int = Field(8, ge=1, description="epochs without a better validation NDCG@10 before stopping (on MI in "
                           "the flow 4 stopped pointwise and bpr at epoch 7, 8 found better ones at 14-17)")
-    max_patience_rows: int = Field(4_000_000, ge=0, description="cap on patience x training interactions, so large "
-                                   "data waits fewer epochs for a better one (seed size: 3); 0 = no cap")
+    max_patience_rows: int = Field(5_000_000, ge=0, description="cap on patience x training interactions, so large "
+                                   "data waits fewer epochs for a better one (seed size: 4); 0 = no cap")
     max_epoch_rows: int = Field(25_000_000, ge=0, description="cap on epochs x training interactions, so the "
                                 "maximum epochs shrink on large data (seed size: 19); 0 = no cap")
     batch_size: int = Field(0, ge=0, description="positives per step; 0 = rows / 100 within [64, 4096]")
