@@ -135,8 +135,8 @@ def test_patience_shrinks_on_large_data_and_the_fit_stops_by_it():
 
     cfg = make_config("implicit_bpr")
     assert patience_for(cfg, 10_000) == cfg.patience == 8  # MI and the medium sample: the configured patience
-    assert patience_for(cfg, 1_263_464) == 3  # the seed's rating split, and its leave-last-out train (1.21M)
-    assert patience_for(cfg, 1_210_000) == 3 and patience_for(cfg, 160_000) == 8  # the medium sample keeps 8
+    assert patience_for(cfg, 1_263_464) == 3  # the seed's rating split; its leave-last-out train (1.21M): 4
+    assert patience_for(cfg, 1_210_000) == 4 and patience_for(cfg, 160_000) == 8  # the medium sample keeps 8
     assert patience_for(make_config("implicit_bpr", {"max_patience_rows": 0}), 1_263_464) == 8
     assert patience_for(make_config("implicit_bpr", {"max_patience_rows": 1}), 1_263_464) == 2  # never below 2
     users, items, val, n_users, n_items = _clusters()

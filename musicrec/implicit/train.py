@@ -66,15 +66,16 @@ class RowAdagrad:
 
 @contextmanager
 def cpu_threads(n: int) -> Iterator[None]:
-    """Run with n torch intra-op threads and n BLAS threads, restoring both afterwards.
+    """Run with n torch intra-op threads and one BLAS thread, restoring both afterwards.
 
-    BLAS: the fused step's matrix products go to scipy's OpenBLAS. With its default of one thread per core,
-    the calls of the tasks training side by side (threads of one process) queued behind one another: an
-    epoch at the seed's size took 14 s in the flow instead of 7-10."""
+    BLAS: the fused step's small matrix products (a batch x 64 x 50) go to scipy's OpenBLAS. With its
+    default of one thread per core the calls of the tasks training side by side (threads of one process)
+    queued behind one another (an epoch at the seed's size took 14 s in the flow instead of 7-10), and even
+    alone two threads spent more on waking each other than they saved (4.7 s an epoch against 2.4 s)."""
     old = torch.get_num_threads()
     torch.set_num_threads(max(1, n))
     try:
-        with threadpool_limits(max(1, n), user_api="blas"):
+        with threadpool_limits(1, user_api="blas"):
             yield
     finally:
         torch.set_num_threads(old)
