@@ -49,14 +49,15 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     first; then the retrieval baselines, which build the leave-last-out split (cached per process) while
     Word2Vec trains rather than while the retrieval models wait for it; then the models without text; then
     those that use text (a task waiting for Word2Vec holds its slot, so they come after every model that can
-    run meanwhile; hinge, the longest fit, first among them); then the rating baselines. A retrieval model's test evaluation may use every thread of the run (`threads`)."""
+    run meanwhile; hinge, the longest fit, first among them); then the rating baselines. A retrieval model's
+    test evaluation may use every thread of the run (`threads`)."""
     embed = t.embed_text.submit(workdir, seed)
     retrieval_models = list(retrieval_models or [])
     ranking = t.ranking_baselines.submit(workdir) if retrieval_models else None
-    texts = {**{m: implicit_config(m, overrides.get(m)).use_text for m in retrieval_models},
-             **{m: model_class(m).uses_text for m in models}}
+    configs = {m: implicit_config(m, overrides.get(m)) for m in retrieval_models}
+    texts = {**{m: c.use_text for m, c in configs.items()}, **{m: model_class(m).uses_text for m in models}}
+    negatives = {m: c.negatives for m, c in configs.items()}
     submitted = {}
-    negatives = {m: implicit_config(m, overrides.get(m)).negatives for m in retrieval_models}
     # stable: text-free first; among equals the retrieval models scoring the most negatives a row (hinge,
     # the longest fit) first, so that the last to start is not the last to end
     for m in sorted([*retrieval_models, *models], key=lambda m: (texts[m], -negatives.get(m, 0))):
@@ -131,7 +132,7 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
                                "promoted": False, "reason": "no model beat the bias baseline on validation"}
     else:
         row = next(r for r in rows if r["name"] == champion)
-        refit_info = again = None
+        refit_info = None
         # the retrieval champion's refit (one core: its step is one compiled thread) runs beside the rating
         # champion's refit and export, and its own export waits for it
         pending = (t.refit_retrieval.submit(workdir, retrieval_row, 1)
@@ -143,9 +144,10 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
         with clock("build-bundle"):
             meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info)
             if retrieval_row is not None:
-                if pending is not None:
-                    again = refit_info["retrieval"] = pending.result()
-                meta = t.bundle_retrieval(workdir, meta, retrieval_row, again)
+                retrieval_refit = pending.result() if pending is not None else None
+                if refit_info is not None and retrieval_refit is not None:
+                    refit_info["retrieval"] = retrieval_refit
+                meta = t.bundle_retrieval(workdir, meta, retrieval_row, retrieval_refit)
         with clock("publish-and-promote"):
             published = t.publish_bundle(workdir, store_uri, meta["version"])
             report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],

@@ -52,15 +52,14 @@ def item_documents(train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig
 
     Validation and test reviews are never read here: they would leak the answer into the text vectors.
     """
-    meta = _metadata_tokens(items)
-    return _documents(meta, _review_tokens(train, cfg) if include_reviews else meta.iloc[:0], cfg)
+    return _documents(_metadata_tokens(items), _review_tokens(train, cfg) if include_reviews else None, cfg)
 
 
 def item_documents_with_and_without_reviews(train: pd.DataFrame, items: pd.DataFrame,
                                             cfg: Word2VecConfig) -> tuple[pd.Series, pd.Series]:
     """item_documents(include_reviews=True) and (include_reviews=False), the metadata tokenized once."""
     meta = _metadata_tokens(items)
-    return _documents(meta, _review_tokens(train, cfg), cfg), _documents(meta, meta.iloc[:0], cfg)
+    return _documents(meta, _review_tokens(train, cfg), cfg), _documents(meta, None, cfg)
 
 
 def _metadata_tokens(items: pd.DataFrame) -> pd.Series:
@@ -86,11 +85,12 @@ def _review_tokens(train: pd.DataFrame, cfg: Word2VecConfig) -> pd.Series:
     return pd.Series(joined, index=pd.Index(keys[starts], dtype="str"), dtype=object)
 
 
-def _documents(meta: pd.Series, reviews: pd.Series, cfg: Word2VecConfig) -> pd.Series:
-    """Per item, its metadata tokens then its review tokens, cut at max_tokens_per_doc; items without any
-    token are left out (the same tokens as tokenizing the joined text: a token never spans a space)."""
+def _documents(meta: pd.Series, reviews: pd.Series | None, cfg: Word2VecConfig) -> pd.Series:
+    """Per item, its metadata tokens then its review tokens (none: metadata only), cut at max_tokens_per_doc;
+    items without any token are left out (the same tokens as tokenizing the joined text: a token never spans
+    a space)."""
     cut = cfg.max_tokens_per_doc
-    extra = dict(zip(reviews.index.tolist(), reviews.tolist()))
+    extra = {} if reviews is None else dict(zip(reviews.index.tolist(), reviews.tolist()))
     ids, docs = [], []
     for item, tokens in zip(meta.index.tolist(), meta.tolist()):
         more = extra.pop(item, None)

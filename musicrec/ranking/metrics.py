@@ -35,8 +35,8 @@ def scan(scores: np.ndarray, heldout: sp.csr_matrix, exclude: sp.csr_matrix, k: 
         arr = np.array(arr, dtype=np.float32, order="C")
     if heldout.shape[0] != arr.shape[0] or exclude.shape[0] != arr.shape[0]:
         raise ValueError(f"scores have {arr.shape[0]} rows, held-out {heldout.shape[0]}, exclusions {exclude.shape[0]}")
-    _, items = cells(heldout)
-    target = arr[np.repeat(np.arange(arr.shape[0]), np.diff(heldout.indptr)), items]
+    rows, items = cells(heldout)
+    target = arr[rows, items]
     if not np.isfinite(target).all():
         raise ValueError("a held-out item has a NaN or infinite score: its rank is undefined")
     ranks = np.empty(len(items), np.int64)
