@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -277,3 +280,44 @@ def test_the_untrained_start_is_validated_as_one_global_order_with_the_same_numb
     assert validate(model, rows, val, exclude) == full and full["ndcg@10"] > 0
     model.context[3, 0] = 0.5  # one trained row: the full scoring again
     assert not bias_only(model)
+
+
+def test_fits_side_by_side_train_with_one_blas_thread_from_a_fresh_process_until_the_last_ends() -> None:
+    """The fused step's np.dot runs on scipy's OpenBLAS, which numba loads only at the kernel's first call: the
+    limit must hold for that library in a process that has not loaded it yet, and a fit that ends must not
+    lift it under fits still running in other threads."""
+    script = """
+import threading
+from threadpoolctl import threadpool_info
+from musicrec.implicit.train import cpu_threads
+
+def blas():
+    libs = [x for x in threadpool_info() if x["user_api"] == "blas"]
+    return len(libs), sorted({x["num_threads"] for x in libs})
+
+seen, first_in, second_in, first_out = [], threading.Event(), threading.Event(), threading.Event()
+
+def first():
+    with cpu_threads(1):
+        seen.append(("first", blas()))
+        first_in.set()
+        second_in.wait()
+    first_out.set()
+
+def second():
+    first_in.wait()
+    with cpu_threads(1):
+        second_in.set()
+        first_out.wait()
+        seen.append(("second after first ended", blas()))
+
+threads = [threading.Thread(target=f) for f in (first, second)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+import scipy.linalg.cython_blas
+print(seen, blas())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "OPENBLAS_NUM_THREADS": "2"}, check=True).stdout
+    # numpy's OpenBLAS and scipy's, both at one thread while a fit runs; back to two after the last one
+    assert out.strip() == "[('first', (2, [1])), ('second after first ended', (2, [1]))] (2, [2])"
