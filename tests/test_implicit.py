@@ -314,10 +314,9 @@ def second():
 threads = [threading.Thread(target=f) for f in (first, second)]
 [t.start() for t in threads]
 [t.join() for t in threads]
-import scipy.linalg.cython_blas
-print(seen, blas())
+print(seen)
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "OPENBLAS_NUM_THREADS": "2"}, check=True).stdout
-    # numpy's OpenBLAS and scipy's, both at one thread while a fit runs; back to two after the last one
-    assert out.strip() == "[('first', (2, [1])), ('second after first ended', (2, [1]))] (2, [2])"
+    # numpy's OpenBLAS and scipy's (loaded by the first fit), both at one thread while any fit runs
+    assert out.strip() == "[('first', (2, [1])), ('second after first ended', (2, [1]))]"
