@@ -3,7 +3,6 @@ early stopping on validation NDCG@10 (full ranking over a fixed seeded sample of
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,7 +12,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
-from threadpoolctl import threadpool_limits
 
 from musicrec.checkpoint import BestState
 from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs, patience_for
@@ -22,6 +20,7 @@ from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.optim import coalesce_rows
 from musicrec.ranking.metrics import evaluate_scorer, evaluate_static, interaction_matrix, sample_users
+from musicrec.threads import one_blas_thread
 
 IMPLICIT_MODELS: dict[str, str] = {  # model name -> loss
     "implicit_pointwise": "pointwise",
@@ -65,42 +64,9 @@ class RowAdagrad:
         table.view(table.shape[0], -1).index_add_(0, rows, step)
 
 
-class _OneBlasThread:
-    """One BLAS thread for as long as any implicit fit runs in the process (fits run side by side in threads of
-    one flow process, and the limit is process-wide: a fit that restored the old limit on finishing would give
-    the ones still running two spinning BLAS threads again). The limit is set when the first fit enters and
-    lifted when the last one leaves.
-
-    The BLAS that the fused step's np.dot calls (scipy's OpenBLAS, through numba) is loaded first: threadpoolctl
-    limits only the libraries already loaded, and numba loads it at the kernel's first call, inside the fit. A
-    fit that entered before it was loaded (the first of a process) trained with two BLAS threads spinning beside
-    it: 4.3 s an epoch of hinge at the seed's shape against 2.6 s."""
-
-    def __init__(self) -> None:
-        self.lock, self.users, self.limiter = threading.Lock(), 0, None
-
-    def __enter__(self) -> None:
-        with self.lock:
-            if self.users == 0:
-                import scipy.linalg.cython_blas  # noqa: F401 (loads the library numba's np.dot uses)
-
-                self.limiter = threadpool_limits(1, user_api="blas")
-            self.users += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self.lock:
-            self.users -= 1
-            if self.users == 0 and self.limiter is not None:
-                self.limiter.restore_original_limits()
-                self.limiter = None
-
-
-_ONE_BLAS_THREAD = _OneBlasThread()
-
-
 @contextmanager
 def cpu_threads(n: int) -> Iterator[None]:
-    """Run with n torch intra-op threads and one BLAS thread, restoring the torch threads afterwards.
+    """Run with n torch intra-op threads and one BLAS thread (musicrec.threads), restoring the torch threads.
 
     BLAS: the fused step's small matrix products (a batch x 64 x 50) go to scipy's OpenBLAS. With its
     default of one thread per core the calls of the tasks training side by side (threads of one process)
@@ -109,7 +75,7 @@ def cpu_threads(n: int) -> Iterator[None]:
     old = torch.get_num_threads()
     torch.set_num_threads(max(1, n))
     try:
-        with _ONE_BLAS_THREAD:
+        with one_blas_thread():
             yield
     finally:
         torch.set_num_threads(old)

@@ -3,17 +3,14 @@ commit the parts. Everything takes and returns paths and small dicts so any task
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from threadpoolctl import threadpool_limits
 
 from musicrec.scoring.bundle import Bundle, download_bundle, load_bundle, resolve_version
 from musicrec.scoring.candidates import CandidateIndex, build_index
@@ -21,6 +18,7 @@ from musicrec.scoring.output import commit_parts
 from musicrec.scoring.rank import rank_users, read_table, score_pairs
 from musicrec.scoring.summary import merge_summaries, summarize_pairs, summarize_topn
 from musicrec.store import open_store
+from musicrec.threads import one_blas_thread
 
 
 def fetch_bundle(store_uri: str, version: str, workdir: str | Path) -> dict[str, Any]:
@@ -111,34 +109,11 @@ def rank_users_chunk(directory: str, users: list[str], top_n: int, out_path: str
     """Top-N lists for these users, written to out_path."""
     bundle, index = _loaded(directory)
     t0 = time.perf_counter()
-    with _single_threaded_blas():
+    with one_blas_thread():  # the chunks run side by side on the task runner's threads
         out = rank_users(bundle, index, users, top_n, batch_size=batch_size)
     summary = summarize_topn(out, index, time.perf_counter() - t0)
     out.to_parquet(out_path, index=False)
     return summary
-
-
-_BLAS_LOCK = threading.Lock()
-_blas_state: dict[str, Any] = {"users": 0, "limiter": None}
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """One BLAS thread while any ranking chunk runs in this process. The chunks already run side by side on
-    the task runner's threads; BLAS spawning its own threads under each of them oversubscribes the cores
-    (seed size, two chunks at once: 2.26 s for four chunks with BLAS threads, 1.71 s without). The limit is
-    process-wide, so it is counted: the last chunk to finish restores it."""
-    with _BLAS_LOCK:
-        if _blas_state["users"] == 0:
-            _blas_state["limiter"] = threadpool_limits(limits=1, user_api="blas")
-        _blas_state["users"] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _blas_state["users"] -= 1
-            if _blas_state["users"] == 0:
-                _blas_state["limiter"].restore_original_limits()
 
 
 def commit_job(out_uri: str, prefix: str, parts: list[str], chunk_summaries: list[dict[str, Any]],

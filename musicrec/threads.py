@@ -1,0 +1,42 @@
+"""One BLAS thread while any of musicrec's side-by-side workers runs (implicit fits, ranking chunks).
+
+The workers run on the threads of one process (the flow's task runner), and a BLAS library's thread count is
+process-wide: each worker spawning BLAS threads under itself oversubscribes the cores, and a worker that restored
+the old count on finishing would hand the ones still running their spinning BLAS threads back. So the limit is
+counted: set when the first worker enters, lifted when the last one leaves.
+
+threadpoolctl limits only the libraries already loaded. numba's np.dot (the fused implicit step) calls scipy's
+OpenBLAS, which numba loads at a kernel's first call, inside the first fit: it is loaded here first. Without it,
+the first fit of a process trained beside two spinning BLAS threads (hinge at the seed's shape: 4.3 s an epoch of
+kernel against 2.6 s)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from threadpoolctl import threadpool_limits
+
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {"users": 0, "limiter": None}
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Every loaded BLAS (scipy's included) at one thread until the last concurrent user leaves."""
+    with _LOCK:
+        if _STATE["users"] == 0:
+            import scipy.linalg.cython_blas  # noqa: F401 (loads the library numba's np.dot uses)
+
+            _STATE["limiter"] = threadpool_limits(limits=1, user_api="blas")
+        _STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _STATE["users"] -= 1
+            if _STATE["users"] == 0:
+                _STATE["limiter"].restore_original_limits()
+                _STATE["limiter"] = None
