@@ -5,9 +5,11 @@ great_expectations is imported inside the functions (about 3 s), so importing th
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -148,6 +150,15 @@ def check(df: pd.DataFrame, suite: str,
     report = validate_table(df, suite, rating_range)
     report.raise_if_failed()
     return report
+
+
+def import_gx_in_background() -> threading.Thread:
+    """Start importing great_expectations (about 3 s of Python) on a daemon thread, for a caller that has other
+    work first (ingest reads the files meanwhile); the later import waits for it, or raises its error."""
+    thread = threading.Thread(target=importlib.import_module, args=("great_expectations",), daemon=True,
+                              name="musicrec-import-gx")
+    thread.start()
+    return thread
 
 
 def _run_gx(df: pd.DataFrame, suite_dict: dict[str, Any], parameters: dict[str, Any]) -> tuple[Any, list[str]]:

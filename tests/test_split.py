@@ -1,6 +1,7 @@
 import pandas as pd
 import pytest
 
+from musicrec.data.schema import drop_duplicate_ratings
 from musicrec.data.split import read_splits, split_ratings, split_summary, write_splits
 from musicrec.errors import DataError
 from musicrec.text import Word2VecConfig, item_documents
@@ -30,8 +31,23 @@ def test_summary_counts_unseen(tiny):
     s = split_ratings(ratings, seed=0)
     s.test = pd.concat([s.test, extra], ignore_index=True)
     summary = split_summary(s, 0, "random")
-    assert summary["test_unseen_user"] >= 1
     assert summary["test"] == len(s.test)
+    seen_u, seen_i = set(s.train["user_id"]), set(s.train["item_id"])
+    for name, part in (("validation", s.validation), ("test", s.test)):  # the counts, element by element
+        cold = [(u not in seen_u, i not in seen_i) for u, i in zip(part["user_id"], part["item_id"])]
+        assert summary[f"{name}_unseen_user"] == sum(u for u, _ in cold) >= (name == "test")
+        assert summary[f"{name}_unseen_item"] == sum(i for _, i in cold)
+        assert summary[f"{name}_unseen_both"] == sum(u and i for u, i in cold)
+
+
+def test_duplicate_reviews_keep_the_latest_then_the_last_in_file_order():
+    df = pd.DataFrame({"user_id": ["u", "u", "u", "v", "u", "v", "w"],
+                       "item_id": ["x", "x", "y", "x", "x", "x", "x"],
+                       "timestamp": pd.array([5, 9, 1, None, 9, 2, None], dtype="Int64"),
+                       "rating": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}).astype({"user_id": "str", "item_id": "str"})
+    kept, dropped = drop_duplicate_ratings(df)
+    assert dropped == 3  # (u, x) three times: the two at 9 tie, the later line wins; (v, x): 2 beats no time
+    assert kept["rating"].tolist() == [3.0, 5.0, 6.0, 7.0]  # file order kept
 
 
 def test_too_small_to_split():

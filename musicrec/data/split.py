@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from musicrec.data.ids import contained
 from musicrec.errors import DataError
 from musicrec.store import atomic_write
 
@@ -55,14 +56,14 @@ def split_ratings(
 
 def split_summary(split: Split, seed: int, method: str) -> dict[str, object]:
     """Sizes and how many validation/test rows have a user or item unseen in training."""
-    users, items = set(split.train["user_id"]), set(split.train["item_id"])
+    users, items = split.train["user_id"], split.train["item_id"]
     out: dict[str, object] = {"seed": seed, "method": method}
     for name, part in split.parts().items():
         out[name] = len(part)
     for name in ("validation", "test"):
         part = split.parts()[name]
-        cold_u = ~part["user_id"].isin(users)
-        cold_i = ~part["item_id"].isin(items)
+        cold_u = ~contained(part["user_id"], users)
+        cold_i = ~contained(part["item_id"], items)
         out[f"{name}_unseen_user"] = int(cold_u.sum())
         out[f"{name}_unseen_item"] = int(cold_i.sum())
         out[f"{name}_unseen_both"] = int((cold_u & cold_i).sum())

@@ -14,7 +14,7 @@ from musicrec.data.scales import RatingScale, UnknownRatingScale, infer_scale
 from musicrec.errors import DataError
 from musicrec.hashing import sha256_bytes
 from musicrec.pipeline.workspace import Workspace
-from musicrec.validation import validate_table
+from musicrec.validation import import_gx_in_background, validate_table
 
 
 def fingerprint(ratings: pd.DataFrame) -> str:
@@ -31,6 +31,7 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
     validation.json) or DataError before anything is written for training.
 
     columns maps user, item, rating[, timestamp] to the review tables' own column names."""
+    import_gx_in_background()  # overlaps the files' reading
     ds = load_dataset(list(reviews), list(meta), columns)
     scale = _rating_scale(ds.ratings, rating_range, reviews)
     reports = {"ratings": validate_table(ds.ratings, "ratings", scale.range),
