@@ -54,6 +54,14 @@ def test_sampling_is_seeded_and_redraws_positives() -> None:
     assert torch.equal(a, b)
     assert (a == 9).float().mean() > 0.15  # plain uniform draws give 0.1; one redraw of the 90% hits adds 0.09
     assert s.is_positive(torch.tensor([0]), torch.tensor([[3, 9]])).tolist() == [[True, False]]
+    # against the pairs themselves: uneven histories, repeated pairs, users with none, one past the last user
+    rng = np.random.default_rng(0)
+    pu, pi = rng.integers(0, 30, 400) * (rng.random(400) < 0.8), rng.integers(0, 40, 400)
+    known = set(zip(pu.tolist(), pi.tolist()))
+    r = NegativeSampler(40, torch.Generator(), positives=(pu, pi))
+    qu, qi = torch.as_tensor(rng.integers(0, 31, 500)), torch.as_tensor(rng.integers(0, 40, (500, 6)))
+    expected = [[(u, x) in known for x in row] for u, row in zip(qu.tolist(), qi.tolist())]
+    assert r.is_positive(qu, qi).tolist() == expected and sum(map(sum, expected)) > 100
 
 
 def test_configs_are_typed_and_closed() -> None:

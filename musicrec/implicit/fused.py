@@ -55,6 +55,33 @@ def _slots(ids, slot):
     return where, distinct[:n]
 
 
+@njit(nogil=True, cache=True)
+def in_rows(users, items, indptr, indices):
+    """(b, m) bools: items[r, j] is among indices[indptr[u]:indptr[u + 1]] (sorted) for u = users[r]; a user
+    past the end of indptr has none."""
+    out = np.zeros(items.shape, np.bool_)
+    n = items.shape[0]
+    for r in range(n):
+        if r + 2 * AHEAD < n and users[r + 2 * AHEAD] + 1 < len(indptr):
+            _prefetch(indptr, users[r + 2 * AHEAD], 0)
+        if r + AHEAD < n and 0 <= users[r + AHEAD] < len(indptr) - 1 and indptr[users[r + AHEAD]] < len(indices):
+            _prefetch(indices, indptr[users[r + AHEAD]], 0)
+        u = users[r]
+        if u < 0 or u + 1 >= len(indptr):
+            continue
+        first, end = indptr[u], indptr[u + 1]
+        for j in range(items.shape[1]):
+            x, lo, hi = items[r, j], first, end
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if indices[mid] < x:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[r, j] = lo < end and indices[lo] == x
+    return out
+
+
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
 def _score(row, query, bias, text_row, z):
     """<query, item row + proj text_row> + bias, the text part as <text_row, z> with z = proj^T query."""

@@ -19,10 +19,14 @@ class NegativeSampler:
             if weights.sum() <= 0:
                 raise ValueError("popularity sampling needs at least one item with a positive count")
             self.cdf = torch.cumsum(weights, 0) / weights.sum()
-        self.keys: torch.Tensor | None = None
-        if positives is not None:
-            users, items = (torch.as_tensor(np.asarray(a, np.int64)) for a in positives)
-            self.keys = torch.unique(users * n_items + items)  # sorted
+        self.positives: tuple[np.ndarray, np.ndarray] | None = None
+        if positives is not None:  # each user's distinct positive items, sorted, as CSR (indptr, items)
+            users, items = (np.asarray(a, np.int64) for a in positives)
+            keys = np.unique(users * n_items + items)
+            rows = keys // n_items
+            indptr = np.zeros(int(rows.max(initial=-1)) + 2, np.int64)
+            np.cumsum(np.bincount(rows, minlength=len(indptr) - 1), out=indptr[1:])
+            self.positives = indptr, keys % n_items
 
     def draw(self, size: tuple[int, ...]) -> torch.Tensor:
         """Item indices of the given shape, from the sampler's distribution."""
@@ -32,17 +36,20 @@ class NegativeSampler:
         return torch.searchsorted(self.cdf, u, right=True).clamp_(max=self.n_items - 1)
 
     def is_positive(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Whether each (user, item) pair (users broadcast over items' columns) is a known positive."""
-        if self.keys is None or len(self.keys) == 0:
+        """Whether each (user, item) pair (users[r] with every item of items' row r) is a known positive: a
+        binary search in the user's own sorted items (compiled; a search over every pair's key cost 0.5 s an
+        epoch of hinge's 8 negatives at the seed's size)."""
+        if self.positives is None:
             return torch.zeros(items.shape, dtype=torch.bool)
-        q = users.reshape(-1, *([1] * (items.dim() - 1))) * self.n_items + items
-        at = torch.searchsorted(self.keys, q).clamp_(max=len(self.keys) - 1)
-        return self.keys[at] == q
+        from musicrec.implicit.fused import in_rows  # numba: imported only when positives are checked
+
+        rows = items.reshape(len(users), -1).numpy()
+        return torch.from_numpy(in_rows(users.numpy(), rows, *self.positives)).reshape(items.shape)
 
     def sample(self, users: torch.Tensor, m: int) -> torch.Tensor:
         """(len(users), m) negatives; those that hit a positive of their user are re-drawn once."""
         neg = self.draw((len(users), m))
-        if self.keys is not None:
+        if self.positives is not None:
             hit = self.is_positive(users, neg)
             if hit.any():
                 neg[hit] = self.draw((int(hit.sum()),))
