@@ -328,3 +328,26 @@ print(seen)
                          env={**os.environ, "OPENBLAS_NUM_THREADS": "2"}, check=True).stdout
     # numpy's OpenBLAS and scipy's (loaded by the first fit), both at one thread while any fit runs
     assert out.strip() == "[('first', (2, [1])), ('second after first ended', (2, [1]))]"
+
+
+@pytest.mark.parametrize("name,text,limit", [("implicit_hinge", True, 4), ("implicit_pointwise", False, 0)])
+def test_the_fused_step_on_two_threads_is_the_one_thread_step(name: str, text: bool, limit: int) -> None:
+    """The two-thread step (history sums split by user, queries and hardest negatives by row, the updates on
+    one thread) changes every table as the one-thread step does, sampled histories included."""
+    from musicrec.implicit.train import Trainer, new_model
+
+    users, items, _, n_users, n_items = _clusters()
+    vectors = torch.from_numpy(np.random.default_rng(1).normal(size=(n_items, 6)).astype(np.float32)) if text else None
+    trainers = []
+    for threads in (1, 2):
+        cfg = make_config(name, {"history_limit": limit, "use_text": text, "batch_size": 200})
+        model = new_model(cfg, n_users, n_items, users, items, vectors)
+        model.context.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
+        trainers.append(Trainer(name, cfg, model, users, items, n_items, threads=threads))
+    losses = [[t.train_epoch() for _ in range(2)] for t in trainers]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    (a, b) = (dict(t.model.named_parameters()) | {f"acc_{k}": v for k, v in t.opt.acc.items()} for t in trainers)
+    start = new_model(trainers[0].cfg, n_users, n_items, users, items, vectors)
+    assert not torch.allclose(a["item"], start.item)  # it trained
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key

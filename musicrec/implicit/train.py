@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -85,8 +87,9 @@ class Trainer:
     """One model, its optimiser state and its negative sampler; train_epoch runs one shuffled pass."""
 
     def __init__(self, name: str, cfg: ImplicitConfig, model: ImplicitMF, users: np.ndarray, items: np.ndarray,
-                 n_items: int) -> None:
+                 n_items: int, threads: int = 1) -> None:
         self.cfg, self.model, self.loss = cfg, model, LOSSES[IMPLICIT_MODELS[name]]
+        self.threads = max(1, threads)  # of the fused step (the flow's side-by-side fits use one each)
         self.users = torch.as_tensor(np.asarray(users, np.int64))
         self.items = torch.as_tensor(np.asarray(items, np.int64))
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -96,39 +99,109 @@ class Trainer:
         self.opt = RowAdagrad(model.tables(), cfg.lr)
         self.proj_acc = None if model.text_proj is None else torch.full_like(model.text_proj, ACC_START)
         self.fused = cfg.fused and model.context is not None and not model.free_user
+        self.pool: ThreadPoolExecutor | None = None
         if self.fused:  # numba: imported only when a model trains with it
-            from musicrec.implicit.fused import LOSS_CODES, fism_step
+            from musicrec.implicit import fused
 
-            self.kernel, self.loss_code = fism_step, LOSS_CODES[IMPLICIT_MODELS[name]]
+            self.kernel, self.loss_code = fused.fism_step, fused.LOSS_CODES[IMPLICIT_MODELS[name]]
+            if self.threads > 1:
+                self.pool = ThreadPoolExecutor(self.threads - 1, "musicrec-fism")
         # the fused step's scratch maps of user / item / context row id -> batch position, -1 between steps
         self.scratch = [np.full(n, -1, np.int64) for n in (model.history_ptr.shape[0] - 1,
                                                            n_items, n_items)] if self.fused else []
 
-    def fused_step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor) -> float:
+    def fused_step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor,
+                   meanwhile: Callable[[], None] | None = None) -> float:
         """Trainer.step as one compiled kernel (musicrec.implicit.fused): the same update, histories longer
-        than history_limit drawn from this trainer's generator."""
+        than history_limit drawn from this trainer's generator. meanwhile (no generator use before the
+        history draws): run beside the step's one-thread part on more than one thread, else after the step;
+        done when the step returns."""
         cfg, m = self.cfg, self.model
         draws = torch.rand(len(u) * max(cfg.history_limit, 0), generator=self.gen).numpy()
         text, proj, acc = ((m.text.numpy(), m.text_proj.detach().numpy(), self.proj_acc.numpy())
                            if m.text_proj is not None and self.proj_acc is not None else (_EMPTY, _EMPTY, _EMPTY))
         a = self.opt.acc
-        return float(self.kernel(
-            m.context.detach().numpy(), m.item.detach().numpy(), m.item_bias.detach().numpy(), a["context"].numpy(),
-            a["item"].numpy(), a["item_bias"].numpy(), text, proj, acc, u.numpy(), i.numpy(), neg.numpy(), draws,
-            m.history_ptr.numpy(), m.history_items.numpy(), cfg.history_limit, m.history_alpha,
-            self.loss_code, cfg.negative_pick == "max", cfg.margin, cfg.lr,
-            cfg.weight_decay, cfg.text_lr, *self.scratch))
+        tables = (m.context.detach().numpy(), m.item.detach().numpy(), m.item_bias.detach().numpy(),
+                  a["context"].numpy(), a["item"].numpy(), a["item_bias"].numpy(), text, proj, acc)
+        users, pos, negs, hptr = u.numpy(), i.numpy(), neg.numpy(), m.history_ptr.numpy()
+        pick, hyper = cfg.negative_pick == "max", (self.loss_code, cfg.margin, cfg.lr, cfg.weight_decay, cfg.text_lr)
+        if self.pool is None:
+            loss = self.kernel(*tables, users, pos, negs, draws, hptr, m.history_items.numpy(), cfg.history_limit,
+                               m.history_alpha, hyper[0], pick, *hyper[1:], *self.scratch)
+            if meanwhile is not None:
+                meanwhile()
+            return float(loss)
+        return self.parallel_step(tables, users, pos, negs, draws, pick, hyper, meanwhile)
+
+    def parallel_step(self, tables: tuple[np.ndarray, ...], users: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+                      draws: np.ndarray, pick: bool, hyper: tuple[Any, ...],
+                      meanwhile: Callable[[], None] | None = None) -> float:
+        """fism_step on self.threads threads: the parameter reads of steps 1-2 (history sums, queries, the
+        hardest negatives) split by distinct user and by row, the gradients on this thread, the updates split by
+        distinct row. The same arithmetic as one thread, row by row."""
+        from musicrec.implicit import fused
+
+        m, cfg = self.model, self.cfg
+        context, item, bias, text = tables[0], tables[1], tables[2], tables[6]
+        hptr = m.history_ptr.numpy()
+        inv, distinct, h_start, h_seg, h_row, h_w = fused.batch_histories(
+            users, draws, hptr, m.history_items.numpy(), cfg.history_limit, self.scratch[0])
+        query, norm, z, used = fused.step_buffers(len(users), item.shape[1], text.shape[1] if len(text) else 0,
+                                                  neg.shape[1], pick)
+        summed = np.zeros((len(distinct), item.shape[1]), np.float32)
+        self._each_thread(fused.sum_histories, context, h_start, h_row, h_w, summed)
+        self._each_thread(fused.queries_and_negatives, context, item, bias, text, tables[7], users, pos, neg, hptr,
+                          m.history_alpha, inv, summed, pick, query, norm, z, used)
+        assert self.pool is not None
+        beside = self.pool.submit(meanwhile) if meanwhile is not None else None  # e.g. the next batch's draws
+        loss, grads = fused.step_gradients(context, item, bias, text, tables[7], users, pos, used, query, norm, z,
+                                           inv, distinct, h_seg, h_row, h_w, hyper[0], hyper[1], *self.scratch[1:])
+        if beside is not None:
+            beside.result()
+        self._each_thread(fused.apply_updates, *tables[:6], tables[7], tables[8], grads, *hyper[2:])
+        return float(loss)
+
+    def close(self) -> None:
+        """Stop the fused step's worker threads; further steps run on one thread."""
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+    def _each_thread(self, kernel: Callable[..., None], *args: Any) -> None:
+        """kernel(t, threads, *args) for every thread t: t = 0 here, the others on the pool (nogil kernels)."""
+        n = self.threads
+        assert self.pool is not None
+        others = [self.pool.submit(kernel, t, n, *args) for t in range(1, n)]
+        kernel(0, n, *args)
+        for f in others:
+            f.result()
 
     def train_epoch(self) -> float:
-        """Mean loss per positive over one pass in a seeded random order."""
+        """Mean loss per positive over one pass in a seeded random order. With a fused step on more than one
+        thread, each batch's negatives are drawn on the pool's thread while the step before computes its
+        gradients on this one (the generator is used in the same order, so the draws are the same)."""
         order = torch.randperm(len(self.users), generator=self.gen)
         size = self.cfg.batch_size or min(4096, max(64, len(order) // 100))
-        total = 0.0
-        for start in range(0, len(order), size):
+        starts = range(0, len(order), size)
+        ready: list[tuple[torch.Tensor, ...]] = []
+
+        def batch(start: int) -> None:
             idx = order[start:start + size]
-            u, i = self.users.index_select(0, idx), self.items.index_select(0, idx)
-            step = self.fused_step if self.fused else self.step
-            total += step(u, i, self.sampler.sample(u, self.cfg.negatives))
+            u = self.users.index_select(0, idx)
+            ready.append((u, self.items.index_select(0, idx), self.sampler.sample(u, self.cfg.negatives)))
+
+        total = 0.0
+        if len(starts):
+            batch(starts[0])
+        for n in range(len(starts)):
+            u, i, neg = ready.pop()
+            ahead = partial(batch, starts[n + 1]) if n + 1 < len(starts) else None
+            if self.fused:
+                total += self.fused_step(u, i, neg, meanwhile=ahead)
+            else:
+                total += self.step(u, i, neg)
+                if ahead is not None:
+                    ahead()
         return total / max(1, len(order))
 
     def hardest(self, query: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -256,10 +329,13 @@ def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users
         torch.manual_seed(cfg.seed)
         vector = torch.as_tensor(text) if cfg.use_text and text is not None else None
         model = new_model(cfg, n_users, n_items, users, items, vector)
-        trainer = Trainer(name, cfg, model, users, items, n_items)
+        trainer = Trainer(name, cfg, model, users, items, n_items, threads)
         val_users = sample_users(np.flatnonzero(np.diff(validation.indptr)), cfg.val_users, cfg.seed)
-        return _run(name, cfg, trainer, lambda: validate(model, val_users, validation, exclude), on_epoch,
-                    max_epochs(cfg, len(users)), patience_for(cfg, len(users)))
+        try:
+            return _run(name, cfg, trainer, lambda: validate(model, val_users, validation, exclude), on_epoch,
+                        max_epochs(cfg, len(users)), patience_for(cfg, len(users)))
+        finally:
+            trainer.close()
 
 
 def _run(name: str, cfg: ImplicitConfig, trainer: Trainer, evaluate: Callable[[], dict[str, float]],
