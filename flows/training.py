@@ -133,9 +133,10 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
     else:
         row = next(r for r in rows if r["name"] == champion)
         refit_info = None
-        # the retrieval champion's refit (one core: its step is one compiled thread) runs beside the rating
-        # champion's refit and export, and its own export waits for it
-        pending = (t.refit_retrieval.submit(workdir, retrieval_row, 1)
+        # the retrieval champion's refit runs beside the rating champion's refit and export (on every thread:
+        # its step's threads share the cores with them, and have them to itself once they are done), and its
+        # own export waits for it
+        pending = (t.refit_retrieval.submit(workdir, retrieval_row, threads)
                    if params.refit and retrieval_row is not None else None)
         if params.refit:
             with clock("refit-champion"):

@@ -57,9 +57,12 @@ def _refit_one(ws: Workspace, row: dict[str, Any], pairs: tuple[np.ndarray, np.n
     t0 = time.perf_counter()
     with cpu_threads(threads):
         model = new_model(cfg, data.users.size, data.items.size, users, items, _tensor(model_text(ws, cfg)))
-        trainer = Trainer(row["name"], cfg, model, users, items, data.items.size)
-        for _ in range(epochs):
-            trainer.train_epoch()
+        trainer = Trainer(row["name"], cfg, model, users, items, data.items.size, threads)
+        try:
+            for _ in range(epochs):
+                trainer.train_epoch()
+        finally:
+            trainer.close()
     d = ws.model_dir(folder)
     np.savez(d / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
     (d / "config.json").write_text(cfg.model_dump_json())
