@@ -60,13 +60,10 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     submitted = {}
     # stable: text-free first; among equals the retrieval models scoring the most negatives a row (hinge,
     # the longest fit) first, so that the last to start is not the last to end
-    order = sorted([*retrieval_models, *models], key=lambda m: (texts[m], -negatives.get(m, 0)))
-    longest = next((m for m in order if m in retrieval_models), None)
-    for m in order:
+    for m in sorted([*retrieval_models, *models], key=lambda m: (texts[m], -negatives.get(m, 0))):
         wait_for = [embed] if texts[m] else None
-        if m in retrieval_models:  # the longest fit is the run's critical path: its step gets every thread
-            fit_threads = (threads or threads_per_model) if m == longest else threads_per_model
-            submitted[m] = t.train_retrieval.submit(workdir, m, overrides.get(m, {}), fit_threads,
+        if m in retrieval_models:
+            submitted[m] = t.train_retrieval.submit(workdir, m, overrides.get(m, {}), threads_per_model,
                                                     threads or threads_per_model, wait_for=wait_for)
         else:
             submitted[m] = t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model,
