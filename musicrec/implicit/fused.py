@@ -262,15 +262,23 @@ def finish_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
 def step_gradients(context, item, bias, text, proj, users, pos, used, query, norm, z, inv, distinct, h_seg, h_row,
                    h_w, loss_kind, margin, item_slot, context_slot):
-    """Steps 3-5: (summed loss, (context rows, their gradients and occurrences, item rows, their gradients,
-    bias gradients and occurrences, the projection's gradient)), the loss parts only (decay is added at the
-    update). The slot maps are left at -1."""
-    b, f = len(users), item.shape[1]
+    """Steps 3-5 on one thread: (summed loss, (context rows, their gradients and occurrences, item rows, their
+    gradients, bias gradients and occurrences, the projection's gradient)), the loss parts only (decay is added
+    at the update). The slot maps are left at -1."""
+    where, items, rows, trows = gather_items(item, bias, text, pos, used, item_slot)
+    per_row = row_buffers(len(users), item.shape[1], trows.shape[1], used.shape[1])
+    row_gradients(0, 1, rows, trows, items, where, bias, proj, query, z, loss_kind, margin, per_row)
+    return finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w, where, items,
+                            per_row, item_slot, context_slot)
+
+
+@njit(nogil=True, cache=True)
+def gather_items(item, bias, text, pos, used, item_slot):
+    """Step 3: the item rows (and text rows) of the positives and the used negatives, once per distinct item:
+    (batch position of each candidate, the distinct items, their rows, their text rows); item_slot is set."""
+    b, f, mm = len(pos), item.shape[1], used.shape[1]
     has_text = text.shape[0] > 0
     dt = text.shape[1] if has_text else 0
-    nd, total = len(distinct), len(h_row)
-    mm = used.shape[1]
-    # 3. item rows of the positives and the used negatives, gathered once per distinct item
     candidates = np.empty(b * (1 + mm), np.int64)
     candidates[:b] = pos
     candidates[b:] = used.ravel()
@@ -287,60 +295,88 @@ def step_gradients(context, item, bias, text, proj, users, pos, used, query, nor
         rows[k] = item[items[k]]
         if has_text:
             trows[k] = text[items[k]]
-    chosen = where[b:].reshape(b, mm)  # batch positions of the used negatives
-    # 4. loss and gradients: items (loss part; decay added at the update), the queries
-    g_item = np.zeros((n_items, f), np.float32)
-    g_bias = np.zeros(n_items, np.float32)
-    n_occ = np.zeros(n_items, np.int64)
-    g_query = np.zeros((b, f), np.float32)
-    d_neg = np.empty(mm, np.float32)
-    t_grad = np.zeros((b, dt), np.float32)  # per row, sum of d_score * t_j over its scored items
-    g_proj = np.zeros((f, dt), np.float32)
-    loss = 0.0
-    for r in range(b):
+    return where, items, rows, trows
+
+
+@njit(nogil=True, cache=True)
+def row_buffers(b, f, dt, mm):
+    """Per row: d loss / d score of the positive and of each used negative, the loss, the query's gradient and
+    t_grad (sum of d_score * text row over the row's scored items)."""
+    return (np.empty(b, np.float32), np.empty((b, mm), np.float32), np.empty(b, np.float64),
+            np.zeros((b, f), np.float32), np.zeros((b, dt), np.float32))
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def row_gradients(t, threads, rows, trows, items, where, bias, proj, query, z, loss_kind, margin, per_row):
+    """Step 4 for thread t's share of the rows: each row's loss, its d loss / d score, and its query's gradient
+    (through the item rows, then through the projected text: t_grad proj^T, BLAS)."""
+    d_pos_all, d_neg_all, row_loss, g_query, t_grad = per_row
+    b, f, mm, dt = len(query), rows.shape[1], d_neg_all.shape[1], trows.shape[1]
+    lo, hi = share(b, t, threads)
+    for r in range(lo, hi):
         kp = where[r]
         s_pos = _score(rows[kp], query[r], bias[items[kp]], trows[kp], z[r])
-        d_pos = 0.0
+        d_pos, loss = 0.0, 0.0
         if loss_kind == 0:
             loss += _softplus(-s_pos)
             d_pos = _sigmoid(s_pos) - 1.0
         for j in range(mm):
-            kn = chosen[r, j]
+            kn = where[b + r * mm + j]
             s = _score(rows[kn], query[r], bias[items[kn]], trows[kn], z[r])
             if loss_kind == 0:
                 loss += _softplus(s) / mm
-                d_neg[j] = _sigmoid(s) / mm
+                d_neg_all[r, j] = _sigmoid(s) / mm
             elif loss_kind == 1:
                 loss += _softplus(s - s_pos) / mm
-                d_neg[j] = _sigmoid(s - s_pos) / mm
-                d_pos -= d_neg[j]
+                d_neg_all[r, j] = _sigmoid(s - s_pos) / mm
+                d_pos -= d_neg_all[r, j]
             else:
                 x = margin - s_pos + s
                 loss += max(x, 0.0) / mm
-                d_neg[j] = (1.0 if x > 0 else 0.0) / mm
-                d_pos -= d_neg[j]
-        n_occ[kp] += 1
-        g_bias[kp] += d_pos
+                d_neg_all[r, j] = (1.0 if x > 0 else 0.0) / mm
+                d_pos -= d_neg_all[r, j]
+        d_pos_all[r], row_loss[r] = d_pos, loss
         for c in range(f):
-            g_item[kp, c] += d_pos * query[r, c]
-            g_query[r, c] += d_pos * rows[kp, c]
+            g_query[r, c] = d_pos * rows[kp, c]
+        for e in range(dt):
+            t_grad[r, e] = d_pos * trows[kp, e]
         for j in range(mm):
-            kn = chosen[r, j]
-            n_occ[kn] += 1
-            g_bias[kn] += d_neg[j]
+            kn, d = where[b + r * mm + j], d_neg_all[r, j]
             for c in range(f):
-                g_item[kn, c] += d_neg[j] * query[r, c]
-                g_query[r, c] += d_neg[j] * rows[kn, c]
-        if has_text:
+                g_query[r, c] += d * rows[kn, c]
             for e in range(dt):
-                t_grad[r, e] = d_pos * trows[kp, e]
-            for j in range(mm):
-                for e in range(dt):
-                    t_grad[r, e] += d_neg[j] * trows[chosen[r, j], e]
-    if has_text:  # through the projected text, for all rows at once: d query += t_grad proj^T, d proj = query^T t_grad
-        g_query += np.dot(t_grad, np.ascontiguousarray(proj.T))
-        g_proj = np.dot(query.T, t_grad)
-    # 5. context gradients: the left-out positives, then each history occurrence through its user's sum
+                t_grad[r, e] += d * trows[kn, e]
+    if dt > 0 and hi > lo:  # d query += t_grad proj^T
+        g_query[lo:hi] += np.dot(t_grad[lo:hi], np.ascontiguousarray(proj.T))
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w, where, items, per_row,
+                     item_slot, context_slot):
+    """The rest of steps 4-5 on one thread: the item and bias gradients summed over the rows in row order, the
+    projection's gradient (query^T t_grad), and the context gradients (the left-out positives, then each
+    history occurrence through its user's sum); resets the slot maps."""
+    d_pos, d_neg, row_loss, g_query, t_grad = per_row
+    b, f, mm = len(users), context.shape[1], d_neg.shape[1]
+    nd, total, n_items = len(distinct), len(h_row), len(items)
+    g_item = np.zeros((n_items, f), np.float32)
+    g_bias = np.zeros(n_items, np.float32)
+    n_occ = np.zeros(n_items, np.int64)
+    loss = 0.0
+    for r in range(b):
+        loss += row_loss[r]
+        kp = where[r]
+        n_occ[kp] += 1
+        g_bias[kp] += d_pos[r]
+        for c in range(f):
+            g_item[kp, c] += d_pos[r] * query[r, c]
+        for j in range(mm):
+            kn = where[b + r * mm + j]
+            n_occ[kn] += 1
+            g_bias[kn] += d_neg[r, j]
+            for c in range(f):
+                g_item[kn, c] += d_neg[r, j] * query[r, c]
+    g_proj = np.dot(query.T, t_grad) if t_grad.shape[1] > 0 else np.zeros((f, 0), np.float32)
     context_ids = np.empty(total + b, np.int64)
     context_ids[:total] = h_row
     context_ids[total:] = pos

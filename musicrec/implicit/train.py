@@ -136,9 +136,10 @@ class Trainer:
     def parallel_step(self, tables: tuple[np.ndarray, ...], users: np.ndarray, pos: np.ndarray, neg: np.ndarray,
                       draws: np.ndarray, pick: bool, hyper: tuple[Any, ...],
                       meanwhile: Callable[[], None] | None = None) -> float:
-        """fism_step on self.threads threads: the parameter reads of steps 1-2 (history sums, queries, the
-        hardest negatives) split by distinct user and by row, the gradients on this thread, the updates split by
-        distinct row. The same arithmetic as one thread, row by row."""
+        """fism_step on self.threads threads: the history sums split by distinct user; the queries, the hardest
+        negatives and each row's loss and gradients split by row; their sums over the rows and the context
+        gradients on this thread (the next batch's negatives drawn beside it); the updates split by distinct
+        row. The same arithmetic as one thread, row by row."""
         from musicrec.implicit import fused
 
         m, cfg = self.model, self.cfg
@@ -153,9 +154,13 @@ class Trainer:
         self._each_thread(fused.queries_and_negatives, context, item, bias, text, tables[7], users, pos, neg, hptr,
                           m.history_alpha, inv, summed, pick, query, norm, z, used)
         assert self.pool is not None
+        where, items, rows, trows = fused.gather_items(item, bias, text, pos, used, self.scratch[1])
+        per_row = fused.row_buffers(len(users), item.shape[1], trows.shape[1], used.shape[1])
+        self._each_thread(fused.row_gradients, rows, trows, items, where, bias, tables[7], query, z, hyper[0],
+                          hyper[1], per_row)
         beside = self.pool.submit(meanwhile) if meanwhile is not None else None  # e.g. the next batch's draws
-        loss, grads = fused.step_gradients(context, item, bias, text, tables[7], users, pos, used, query, norm, z,
-                                           inv, distinct, h_seg, h_row, h_w, hyper[0], hyper[1], *self.scratch[1:])
+        loss, grads = fused.finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w,
+                                             where, items, per_row, *self.scratch[1:])
         if beside is not None:
             beside.result()
         self._each_thread(fused.apply_updates, *tables[:6], tables[7], tables[8], grads, *hyper[2:])
