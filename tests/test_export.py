@@ -267,3 +267,17 @@ def test_predict_batches_and_input_kinds(exported: tuple[nn.Module, Path]) -> No
     assert predict(sess, [], []).shape == (0,)
     with pytest.raises(ValueError, match="aligned"):
         predict(sess, users[:3], items[:2])
+
+
+def test_the_id_hash_is_the_sha256_of_the_newline_terminated_ids_whatever_the_container() -> None:
+    """Published bundles carry this hash: it must stay the digest of "id\\n" per id, across block boundaries
+    and for pandas' Arrow strings, lists, generators and numpy arrays alike."""
+    import hashlib
+
+    import pandas as pd
+
+    ids = [f"u{i}é" for i in range(70_000)]  # more than one block, non-ASCII
+    expected = hashlib.sha256("".join(f"{x}\n" for x in ids).encode("utf-8")).hexdigest()
+    for form in (ids, iter(ids), np.array(ids, dtype=object), pd.Index(ids, dtype="str"), pd.Series(ids, dtype="str")):
+        assert ids_sha256(form) == expected
+    assert ids_sha256([]) == hashlib.sha256(b"").hexdigest()
