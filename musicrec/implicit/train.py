@@ -142,8 +142,9 @@ class Trainer:
         row. The same arithmetic as one thread, row by row."""
         from musicrec.implicit import fused
 
+        assert self.pool is not None
         m, cfg = self.model, self.cfg
-        context, item, bias, text = tables[0], tables[1], tables[2], tables[6]
+        context, item, bias, text, proj = tables[0], tables[1], tables[2], tables[6], tables[7]
         hptr = m.history_ptr.numpy()
         inv, distinct, h_start, h_seg, h_row, h_w = fused.batch_histories(
             users, draws, hptr, m.history_items.numpy(), cfg.history_limit, self.scratch[0])
@@ -151,19 +152,18 @@ class Trainer:
                                                   neg.shape[1], pick)
         summed = np.zeros((len(distinct), item.shape[1]), np.float32)
         self._each_thread(fused.sum_histories, context, h_start, h_row, h_w, summed)
-        self._each_thread(fused.queries_and_negatives, context, item, bias, text, tables[7], users, pos, neg, hptr,
+        self._each_thread(fused.queries_and_negatives, context, item, bias, text, proj, users, pos, neg, hptr,
                           m.history_alpha, inv, summed, pick, query, norm, z, used)
-        assert self.pool is not None
         where, items, rows, trows = fused.gather_items(item, bias, text, pos, used, self.scratch[1])
         per_row = fused.row_buffers(len(users), item.shape[1], trows.shape[1], used.shape[1])
-        self._each_thread(fused.row_gradients, rows, trows, items, where, bias, tables[7], query, z, hyper[0],
-                          hyper[1], per_row)
+        self._each_thread(fused.row_gradients, rows, trows, items, where, bias, proj, query, z, hyper[0], hyper[1],
+                          per_row)
         beside = self.pool.submit(meanwhile) if meanwhile is not None else None  # e.g. the next batch's draws
         loss, grads = fused.finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w,
                                              where, items, per_row, *self.scratch[1:])
         if beside is not None:
             beside.result()
-        self._each_thread(fused.apply_updates, *tables[:6], tables[7], tables[8], grads, *hyper[2:])
+        self._each_thread(fused.apply_updates, *tables[:6], proj, tables[8], grads, *hyper[2:])  # [8]: proj's acc
         return float(loss)
 
     def close(self) -> None:
