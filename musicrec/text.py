@@ -126,14 +126,15 @@ def word2vec_epochs(cfg: Word2VecConfig, words: int) -> int:
     return max(1, min(cfg.epochs, cfg.max_epoch_words // max(1, words)))
 
 
-def train_word2vec(docs: pd.Series, cfg: Word2VecConfig):  # -> gensim KeyedVectors
-    """Train Word2Vec with one worker and a fixed seed, so vectors are identical run to run."""
+def train_word2vec(docs: pd.Series, cfg: Word2VecConfig, epochs: int | None = None):  # -> gensim KeyedVectors
+    """Train Word2Vec with one worker and a fixed seed, so vectors are identical run to run; epochs: the
+    caller's word2vec_epochs for these docs when it has them (the corpus is counted once)."""
     from gensim.models import Word2Vec
 
     sentences = list(docs.sort_index().to_list())
     model = Word2Vec(
         sentences=sentences, vector_size=cfg.vector_size, window=cfg.window, min_count=cfg.min_count,
-        epochs=word2vec_epochs(cfg, sum(map(len, sentences))), sg=cfg.sg, negative=cfg.negative, seed=cfg.seed,
+        epochs=epochs or word2vec_epochs(cfg, sum(map(len, sentences))), sg=cfg.sg, negative=cfg.negative, seed=cfg.seed,
         workers=1, hashfxn=_stable_hash,
     )
     return model.wv

@@ -1,5 +1,5 @@
-"""One training step of the default implicit model (a user is their history, FISM; no free user rows) as one
-compiled kernel (numba, no GIL held): the same update as Trainer.step's torch path, without its chain of
+"""One training step of the default implicit model (a user is their history, FISM; no free user rows) as
+compiled kernels (numba, no GIL held): the same update as Trainer.step's torch path, without its chain of
 gathers, sorts and scatters (2.8 s an epoch at the seed's shape, most of it per-op overhead).
 
 Per batch, from the parameters as they were before it:
@@ -12,16 +12,16 @@ Per batch, from the parameters as they were before it:
 3. gradients, weight decay `wd` per occurrence of a row, duplicates summed, and one row-wise AdaGrad step per
    distinct row of the context, item and bias tables (acc += mean(g^2); w -= lr g / sqrt(acc)); the text
    projection takes an element-wise AdaGrad step on its loss gradient.
-The slot arrays are scratch maps of row id -> batch position, -1 between calls (the kernel resets them).
+The slot arrays are scratch maps of row id -> batch position, -1 between calls (the kernels reset them).
 
-fism_step runs it on one thread. Its parts also run on several (Trainer.parallel_step, nogil kernels on a small
-thread pool as musicrec.fused does; no numba prange, which the flow's side-by-side fits could not share):
-batch_histories (no parameter read), then per thread t sum_histories (a share of the distinct users) and
-queries_and_negatives (a share of the rows: queries, z, the hardest negatives), gather_items on one thread,
-row_gradients per thread (a share of the rows: each row's loss and its query's gradient), finish_gradients on
-one thread (the sums over the rows in row order, the context gradients), then per thread apply_updates (a
-share of the distinct rows of each table). Every value is computed as on one thread, so the two give the same
-model (hinge at the seed's shape: about 1.75 s an epoch on 2 threads, 2.4 s on one).
+A step is a sequence of nogil kernels that Trainer.fused_step calls in order, the ones taking (t, threads) once
+per thread (on a small thread pool as musicrec.fused does; no numba prange, which the flow's side-by-side fits
+could not share): batch_histories (no parameter read), per thread sum_histories (a share of the distinct users)
+and queries_and_negatives (a share of the rows: queries, z, the hardest negatives), gather_items, per thread
+row_gradients (a share of the rows: each row's loss and its query's gradient), finish_gradients (the sums over
+the rows in row order, the context gradients), per thread apply_updates (a share of the distinct rows of each
+table). Every value is computed as on one thread, so any thread count gives the same model (hinge at the
+seed's shape: about 1.75 s an epoch on 2 threads, 2.4 s on one).
 """
 
 from __future__ import annotations
@@ -222,55 +222,11 @@ def queries_and_negatives(t, threads, context, item, bias, text, proj, users, po
         used[r, 0] = best
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def fism_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, proj_acc,
-              users, pos, neg, draws, hptr, hitems, limit, alpha, loss_kind, pick_max, margin, lr, wd, text_lr,
-              user_slot, item_slot, context_slot):
-    """One step on rows (users[r], pos[r]) with negatives neg[r] on one thread; returns the summed loss. text
-    has 0 rows when the model has none. Updates context, item, bias, the accumulators and proj in place."""
-    inv, distinct, h_start, h_seg, h_row, h_w = batch_histories(users, draws, hptr, hitems, limit, user_slot)
-    query, norm, z, used = step_buffers(len(users), item.shape[1], text.shape[1] if text.shape[0] > 0 else 0,
-                                        neg.shape[1], pick_max)
-    summed = np.zeros((len(distinct), item.shape[1]), np.float32)
-    sum_histories(0, 1, context, h_start, h_row, h_w, summed)
-    queries_and_negatives(0, 1, context, item, bias, text, proj, users, pos, neg, hptr, alpha, inv, summed,
-                          pick_max, query, norm, z, used)
-    return finish_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, proj_acc, users, pos,
-                       used, query, norm, z, inv, distinct, h_seg, h_row, h_w, loss_kind, margin, lr, wd, text_lr,
-                       item_slot, context_slot)
-
-
 @njit(nogil=True, cache=True)
 def step_buffers(b, f, dt, m, pick_max):
     """query (b, f), norm (b), z (b, dt) and used (b, 1 if the hardest negative is picked else m)."""
     return (np.empty((b, f), np.float32), np.zeros(b, np.float32), np.empty((b, dt), np.float32),
             np.empty((b, 1 if (pick_max and m > 1) else m), np.int64))
-
-
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def finish_step(context, item, bias, acc_context, acc_item, acc_bias, text, proj, proj_acc, users, pos, used,
-                query, norm, z, inv, distinct, h_seg, h_row, h_w, loss_kind, margin, lr, wd, text_lr,
-                item_slot, context_slot):
-    """Steps 3-6 from the queries and the used negatives on one thread: gather, loss and gradients, the
-    updates; returns the summed loss."""
-    loss, grads = step_gradients(context, item, bias, text, proj, users, pos, used, query, norm, z, inv, distinct,
-                                 h_seg, h_row, h_w, loss_kind, margin, item_slot, context_slot)
-    apply_updates(0, 1, context, item, bias, acc_context, acc_item, acc_bias, proj, proj_acc, grads, lr, wd,
-                  text_lr)
-    return loss
-
-
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def step_gradients(context, item, bias, text, proj, users, pos, used, query, norm, z, inv, distinct, h_seg, h_row,
-                   h_w, loss_kind, margin, item_slot, context_slot):
-    """Steps 3-5 on one thread: (summed loss, (context rows, their gradients and occurrences, item rows, their
-    gradients, bias gradients and occurrences, the projection's gradient)), the loss parts only (decay is added
-    at the update). The slot maps are left at -1."""
-    where, items, rows, trows = gather_items(item, bias, text, pos, used, item_slot)
-    per_row = row_buffers(len(users), item.shape[1], trows.shape[1], used.shape[1])
-    row_gradients(0, 1, rows, trows, items, where, bias, proj, query, z, loss_kind, margin, per_row)
-    return finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w, where, items,
-                            per_row, item_slot, context_slot)
 
 
 @njit(nogil=True, cache=True)

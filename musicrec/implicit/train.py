@@ -103,7 +103,7 @@ class Trainer:
         if self.fused:  # numba: imported only when a model trains with it
             from musicrec.implicit import fused
 
-            self.kernel, self.loss_code = fused.fism_step, fused.LOSS_CODES[IMPLICIT_MODELS[name]]
+            self.kernels, self.loss_code = fused, fused.LOSS_CODES[IMPLICIT_MODELS[name]]
             if self.threads > 1:
                 self.pool = ThreadPoolExecutor(self.threads - 1, "musicrec-fism")
         # the fused step's scratch maps of user / item / context row id -> batch position, -1 between steps
@@ -112,58 +112,40 @@ class Trainer:
 
     def fused_step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor,
                    meanwhile: Callable[[], None] | None = None) -> float:
-        """Trainer.step as one compiled kernel (musicrec.implicit.fused): the same update, histories longer
-        than history_limit drawn from this trainer's generator. meanwhile (no generator use before the
-        history draws): run beside the step's one-thread part on more than one thread, else after the step;
-        done when the step returns."""
-        cfg, m = self.cfg, self.model
+        """Trainer.step as compiled kernels (musicrec.implicit.fused) on self.threads threads: the same update,
+        histories longer than history_limit drawn from this trainer's generator. The history sums are split by
+        distinct user; the queries, the hardest negatives and each row's loss and gradients by row; their sums
+        over the rows and the context gradients run on this thread; the updates are split by distinct row. The
+        same arithmetic whatever the thread count, row by row. meanwhile (no generator use): run on the pool
+        beside this thread's sums when there is a pool, else after the step; done when the step returns."""
+        k, cfg, m = self.kernels, self.cfg, self.model
         draws = torch.rand(len(u) * max(cfg.history_limit, 0), generator=self.gen).numpy()
-        text, proj, acc = ((m.text.numpy(), m.text_proj.detach().numpy(), self.proj_acc.numpy())
-                           if m.text_proj is not None and self.proj_acc is not None else (_EMPTY, _EMPTY, _EMPTY))
-        a = self.opt.acc
-        tables = (m.context.detach().numpy(), m.item.detach().numpy(), m.item_bias.detach().numpy(),
-                  a["context"].numpy(), a["item"].numpy(), a["item_bias"].numpy(), text, proj, acc)
-        users, pos, negs, hptr = u.numpy(), i.numpy(), neg.numpy(), m.history_ptr.numpy()
-        pick, hyper = cfg.negative_pick == "max", (self.loss_code, cfg.margin, cfg.lr, cfg.weight_decay, cfg.text_lr)
-        if self.pool is None:
-            loss = self.kernel(*tables, users, pos, negs, draws, hptr, m.history_items.numpy(), cfg.history_limit,
-                               m.history_alpha, hyper[0], pick, *hyper[1:], *self.scratch)
-            if meanwhile is not None:
-                meanwhile()
-            return float(loss)
-        return self.parallel_step(tables, users, pos, negs, draws, pick, hyper, meanwhile)
-
-    def parallel_step(self, tables: tuple[np.ndarray, ...], users: np.ndarray, pos: np.ndarray, neg: np.ndarray,
-                      draws: np.ndarray, pick: bool, hyper: tuple[Any, ...],
-                      meanwhile: Callable[[], None] | None = None) -> float:
-        """fism_step on self.threads threads: the history sums split by distinct user; the queries, the hardest
-        negatives and each row's loss and gradients split by row; their sums over the rows and the context
-        gradients on this thread (the next batch's negatives drawn beside it); the updates split by distinct
-        row. The same arithmetic as one thread, row by row."""
-        from musicrec.implicit import fused
-
-        assert self.pool is not None
-        m, cfg = self.model, self.cfg
-        context, item, bias, text, proj = tables[0], tables[1], tables[2], tables[6], tables[7]
-        hptr = m.history_ptr.numpy()
-        inv, distinct, h_start, h_seg, h_row, h_w = fused.batch_histories(
+        text, proj, proj_acc = ((m.text.numpy(), m.text_proj.detach().numpy(), self.proj_acc.numpy())
+                                if m.text_proj is not None and self.proj_acc is not None else (_EMPTY,) * 3)
+        context, item, bias = m.context.detach().numpy(), m.item.detach().numpy(), m.item_bias.detach().numpy()
+        users, pos, negs = u.numpy(), i.numpy(), neg.numpy()
+        hptr, pick, f = m.history_ptr.numpy(), cfg.negative_pick == "max", item.shape[1]
+        inv, distinct, h_start, h_seg, h_row, h_w = k.batch_histories(
             users, draws, hptr, m.history_items.numpy(), cfg.history_limit, self.scratch[0])
-        query, norm, z, used = fused.step_buffers(len(users), item.shape[1], text.shape[1] if len(text) else 0,
-                                                  neg.shape[1], pick)
-        summed = np.zeros((len(distinct), item.shape[1]), np.float32)
-        self._each_thread(fused.sum_histories, context, h_start, h_row, h_w, summed)
-        self._each_thread(fused.queries_and_negatives, context, item, bias, text, proj, users, pos, neg, hptr,
+        query, norm, z, used = k.step_buffers(len(users), f, text.shape[1] if len(text) else 0, negs.shape[1], pick)
+        summed = np.zeros((len(distinct), f), np.float32)
+        self._each_thread(k.sum_histories, context, h_start, h_row, h_w, summed)
+        self._each_thread(k.queries_and_negatives, context, item, bias, text, proj, users, pos, negs, hptr,
                           m.history_alpha, inv, summed, pick, query, norm, z, used)
-        where, items, rows, trows = fused.gather_items(item, bias, text, pos, used, self.scratch[1])
-        per_row = fused.row_buffers(len(users), item.shape[1], trows.shape[1], used.shape[1])
-        self._each_thread(fused.row_gradients, rows, trows, items, where, bias, proj, query, z, hyper[0], hyper[1],
-                          per_row)
-        beside = self.pool.submit(meanwhile) if meanwhile is not None else None  # e.g. the next batch's draws
-        loss, grads = fused.finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w,
-                                             where, items, per_row, *self.scratch[1:])
+        where, items, rows, trows = k.gather_items(item, bias, text, pos, used, self.scratch[1])
+        per_row = k.row_buffers(len(users), f, trows.shape[1], used.shape[1])
+        self._each_thread(k.row_gradients, rows, trows, items, where, bias, proj, query, z, self.loss_code,
+                          cfg.margin, per_row)
+        beside = self.pool.submit(meanwhile) if self.pool is not None and meanwhile is not None else None
+        loss, grads = k.finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w, where,
+                                         items, per_row, *self.scratch[1:])
         if beside is not None:
             beside.result()
-        self._each_thread(fused.apply_updates, *tables[:6], proj, tables[8], grads, *hyper[2:])  # [8]: proj's acc
+        a = self.opt.acc
+        self._each_thread(k.apply_updates, context, item, bias, a["context"].numpy(), a["item"].numpy(),
+                          a["item_bias"].numpy(), proj, proj_acc, grads, cfg.lr, cfg.weight_decay, cfg.text_lr)
+        if meanwhile is not None and beside is None:
+            meanwhile()
         return float(loss)
 
     def close(self) -> None:
@@ -174,9 +156,8 @@ class Trainer:
 
     def _each_thread(self, kernel: Callable[..., None], *args: Any) -> None:
         """kernel(t, threads, *args) for every thread t: t = 0 here, the others on the pool (nogil kernels)."""
-        n = self.threads
-        assert self.pool is not None
-        others = [self.pool.submit(kernel, t, n, *args) for t in range(1, n)]
+        n = self.threads if self.pool is not None else 1
+        others = [self.pool.submit(kernel, t, n, *args) for t in range(1, n)] if self.pool is not None else []
         kernel(0, n, *args)
         for f in others:
             f.result()

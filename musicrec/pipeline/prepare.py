@@ -61,7 +61,8 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
     train, dropped = training_under_both(ws, train)
     items = pd.read_parquet(ws.items)
     docs, metadata_docs = item_documents_with_and_without_reviews(train, items, cfg)
-    wv = train_word2vec(docs, cfg) if has_vocabulary(docs, cfg) else None
+    epochs = word2vec_epochs(cfg, int(docs.map(len).sum()))
+    wv = train_word2vec(docs, cfg, epochs) if has_vocabulary(docs, cfg) else None
     ids: list[str] = []
     retrieval_ids: list[str] = []
     vectors = retrieval = np.zeros((0, cfg.vector_size), dtype=np.float32)
@@ -83,7 +84,7 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
                                       "so it learns what mlp learns")
     return {"vocabulary": 0 if wv is None else len(wv.index_to_key), "held_out_reviews_left_out": dropped,
             "items_with_text": int((np.abs(vectors).sum(1) > 0).sum()), "note": note,
-            "vector_size": cfg.vector_size, "epochs": word2vec_epochs(cfg, int(docs.map(len).sum())),
+            "vector_size": cfg.vector_size, "epochs": epochs,
             "seconds": round(time.perf_counter() - t1, 2)}
 
 
