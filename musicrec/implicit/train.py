@@ -21,7 +21,8 @@ from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.optim import coalesce_rows
-from musicrec.ranking.metrics import evaluate_scorer, evaluate_static, interaction_matrix, sample_users
+from musicrec.ranking.bounded import evaluate_inner_product
+from musicrec.ranking.metrics import evaluate_static, interaction_matrix, sample_users
 from musicrec.threads import one_blas_thread
 
 IMPLICIT_MODELS: dict[str, str] = {  # model name -> loss
@@ -274,10 +275,14 @@ def validate(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray, validation
 
     A model whose users are their items, with every context row still zero (the untrained start), scores
     every user's items by the item bias alone: that is measured exactly as one global order, without the
-    users x items product (about 2 s an epoch-0 validation at the seed's size)."""
+    users x items product (about 2 s an epoch-0 validation at the seed's size). A trained one is measured by
+    musicrec.ranking.bounded: the same numbers, each user's scores computed only until their held-out item's
+    rank is known to be past 50."""
     if isinstance(model, ImplicitMF) and bias_only(model):
         return evaluate_static(model.item_bias.detach().numpy(), users, validation, exclude, coverage=False)
-    return evaluate_scorer(score_fn(model), users, validation, exclude, validation.shape[1], coverage=False)
+    with torch.no_grad():
+        return evaluate_inner_product(lambda rows: model.query(torch.as_tensor(rows)).numpy(),
+                                      model.item_vectors().numpy(), model.item_bias.numpy(), users, validation, exclude)
 
 
 def bias_only(model: ImplicitMF) -> bool:
