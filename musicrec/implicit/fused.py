@@ -16,12 +16,14 @@ The slot arrays are scratch maps of row id -> batch position, -1 between calls (
 
 A step is a sequence of nogil kernels that Trainer.fused_step calls in order, the ones taking (t, threads) once
 per thread (on a small thread pool as musicrec.fused does; no numba prange, which the flow's side-by-side fits
-could not share): batch_histories (no parameter read), per thread sum_histories (a share of the distinct users)
-and queries_and_negatives (a share of the rows: queries, z, the hardest negatives), gather_items, per thread
-row_gradients (a share of the rows: each row's loss and its query's gradient), finish_gradients (the sums over
-the rows in row order, the context gradients), per thread apply_updates (a share of the distinct rows of each
-table). Every value is computed as on one thread, so any thread count gives the same model (hinge at the
-seed's shape: about 1.75 s an epoch on 2 threads, 2.4 s on one).
+could not share): batch_histories (no parameter read), sum_histories (a share of the distinct users; on one
+thread while the pool draws the next batch's negatives), per thread queries_and_negatives (a share of the
+rows: queries, z, the hardest negatives) and row_gradients (a share of the rows: each row's loss and its
+query's gradient, item rows read in place), gradient_slots (the distinct rows), per thread row_sums (every
+row read in row order, each thread adding only to its share of the distinct items, users and context rows)
+and apply_updates (the history occurrences' sums and the AdaGrad steps of its share). Every value is computed
+as on one thread, in the same order, so any thread count gives the same model (hinge at the seed's shape:
+about 1.6 s an epoch on 2 threads, 2.4 s on one).
 """
 
 from __future__ import annotations
@@ -230,32 +232,6 @@ def step_buffers(b, f, dt, m, pick_max):
 
 
 @njit(nogil=True, cache=True)
-def gather_items(item, bias, text, pos, used, item_slot):
-    """Step 3: the item rows (and text rows) of the positives and the used negatives, once per distinct item:
-    (batch position of each candidate, the distinct items, their rows, their text rows); item_slot is set."""
-    b, f, mm = len(pos), item.shape[1], used.shape[1]
-    has_text = text.shape[0] > 0
-    dt = text.shape[1] if has_text else 0
-    candidates = np.empty(b * (1 + mm), np.int64)
-    candidates[:b] = pos
-    candidates[b:] = used.ravel()
-    where, items = _slots(candidates, item_slot)
-    n_items = len(items)
-    rows = np.empty((n_items, f), np.float32)
-    trows = np.empty((n_items, dt), np.float32)
-    for k in range(n_items):
-        if k + AHEAD < n_items:
-            _prefetch_row(item, items[k + AHEAD])
-            _prefetch(bias, items[k + AHEAD], 0)
-            if has_text:
-                _prefetch_row(text, items[k + AHEAD])
-        rows[k] = item[items[k]]
-        if has_text:
-            trows[k] = text[items[k]]
-    return where, items, rows, trows
-
-
-@njit(nogil=True, cache=True)
 def row_buffers(b, f, dt, mm):
     """Per row: d loss / d score of the positive and of each used negative, the loss, the query's gradient and
     t_grad (sum of d_score * text row over the row's scored items)."""
@@ -264,22 +240,35 @@ def row_buffers(b, f, dt, mm):
 
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def row_gradients(t, threads, rows, trows, items, where, bias, proj, query, z, loss_kind, margin, per_row):
-    """Step 4 for thread t's share of the rows: each row's loss, its d loss / d score, and its query's gradient
-    (through the item rows, then through the projected text: t_grad proj^T, BLAS)."""
+def row_gradients(t, threads, item, bias, text, proj, pos, used, query, norm, z, loss_kind, margin, per_row):
+    """Step 3 for thread t's share of the rows: each row's loss, its d loss / d score, and its query's gradient
+    (through the item rows, then through the projected text: t_grad proj^T, BLAS), scaled by the history's
+    norm (the gradient of the user's history sum). Item rows are read from the tables, which no kernel
+    changes before apply_updates."""
     d_pos_all, d_neg_all, row_loss, g_query, t_grad = per_row
-    b, f, mm, dt = len(query), rows.shape[1], d_neg_all.shape[1], trows.shape[1]
+    b, f, mm = len(query), item.shape[1], used.shape[1]
+    has_text = text.shape[0] > 0
+    dt = text.shape[1] if has_text else 0
     lo, hi = share(b, t, threads)
+    ahead = max(1, AHEAD // (1 + mm))
     for r in range(lo, hi):
-        kp = where[r]
-        s_pos = _score(rows[kp], query[r], bias[items[kp]], trows[kp], z[r])
+        if r + ahead < hi:
+            for j in range(-1, mm):
+                it = pos[r + ahead] if j < 0 else used[r + ahead, j]
+                _prefetch_row(item, it)
+                _prefetch(bias, it, 0)
+                if has_text:
+                    _prefetch_row(text, it)
+        p = pos[r]
+        tp = text[p] if has_text else z[r]  # z[r] is empty without text
+        s_pos = _score(item[p], query[r], bias[p], tp, z[r])
         d_pos, loss = 0.0, 0.0
         if loss_kind == 0:
             loss += _softplus(-s_pos)
             d_pos = _sigmoid(s_pos) - 1.0
         for j in range(mm):
-            kn = where[b + r * mm + j]
-            s = _score(rows[kn], query[r], bias[items[kn]], trows[kn], z[r])
+            n = used[r, j]
+            s = _score(item[n], query[r], bias[n], text[n] if has_text else z[r], z[r])
             if loss_kind == 0:
                 loss += _softplus(s) / mm
                 d_neg_all[r, j] = _sigmoid(s) / mm
@@ -294,84 +283,119 @@ def row_gradients(t, threads, rows, trows, items, where, bias, proj, query, z, l
                 d_pos -= d_neg_all[r, j]
         d_pos_all[r], row_loss[r] = d_pos, loss
         for c in range(f):
-            g_query[r, c] = d_pos * rows[kp, c]
+            g_query[r, c] = d_pos * item[p, c]
         for e in range(dt):
-            t_grad[r, e] = d_pos * trows[kp, e]
+            t_grad[r, e] = d_pos * text[p, e]
         for j in range(mm):
-            kn, d = where[b + r * mm + j], d_neg_all[r, j]
+            n, d = used[r, j], d_neg_all[r, j]
             for c in range(f):
-                g_query[r, c] += d * rows[kn, c]
+                g_query[r, c] += d * item[n, c]
             for e in range(dt):
-                t_grad[r, e] += d * trows[kn, e]
+                t_grad[r, e] += d * text[n, e]
     if dt > 0 and hi > lo:  # d query += t_grad proj^T
         g_query[lo:hi] += np.dot(t_grad[lo:hi], np.ascontiguousarray(proj.T))
-
-
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w, where, items, per_row,
-                     item_slot, context_slot):
-    """The rest of steps 4-5 on one thread: the item and bias gradients summed over the rows in row order, the
-    projection's gradient (query^T t_grad), and the context gradients (the left-out positives, then each
-    history occurrence through its user's sum); resets the slot maps."""
-    d_pos, d_neg, row_loss, g_query, t_grad = per_row
-    b, f, mm = len(users), context.shape[1], d_neg.shape[1]
-    nd, total, n_items = len(distinct), len(h_row), len(items)
-    g_item = np.zeros((n_items, f), np.float32)
-    g_bias = np.zeros(n_items, np.float32)
-    n_occ = np.zeros(n_items, np.int64)
-    loss = 0.0
-    for r in range(b):
-        loss += row_loss[r]
-        kp = where[r]
-        n_occ[kp] += 1
-        g_bias[kp] += d_pos[r]
+    for r in range(lo, hi):
         for c in range(f):
-            g_item[kp, c] += d_pos[r] * query[r, c]
-        for j in range(mm):
-            kn = where[b + r * mm + j]
-            n_occ[kn] += 1
-            g_bias[kn] += d_neg[r, j]
-            for c in range(f):
-                g_item[kn, c] += d_neg[r, j] * query[r, c]
-    g_proj = np.dot(query.T, t_grad) if t_grad.shape[1] > 0 else np.zeros((f, 0), np.float32)
+            g_query[r, c] *= norm[r]
+
+
+@njit(nogil=True, cache=True)
+def gradient_slots(row_loss, pos, used, h_row, item_slot, context_slot):
+    """The loss (summed in row order) and the step's distinct rows: (loss, where: batch position of each
+    positive then of each used negative (row by row), items, c_where: of each history occurrence then of each
+    row's left-out positive, c_rows); the slot maps are set."""
+    loss = 0.0
+    for r in range(len(row_loss)):
+        loss += row_loss[r]
+    b = len(pos)
+    candidates = np.empty(b * (1 + used.shape[1]), np.int64)
+    candidates[:b] = pos
+    candidates[b:] = used.ravel()
+    where, items = _slots(candidates, item_slot)
+    total = len(h_row)
     context_ids = np.empty(total + b, np.int64)
     context_ids[:total] = h_row
     context_ids[total:] = pos
     c_where, c_rows = _slots(context_ids, context_slot)
-    g_context = np.zeros((len(c_rows), f), np.float32)
-    c_occ = np.zeros(len(c_rows), np.int64)
-    g_sum = np.zeros((nd, f), np.float32)
-    for r in range(b):
-        kc = c_where[total + r]
-        c_occ[kc] += 1
-        for c in range(f):
-            g = g_query[r, c] * norm[r]
-            g_sum[inv[r], c] += g
-            g_context[kc, c] -= g
-    for k in range(total):
-        kc = c_where[k]
-        c_occ[kc] += 1
-        for c in range(f):
-            g_context[kc, c] += h_w[k] * g_sum[h_seg[k], c]
-    for ids, slot in ((items, item_slot), (c_rows, context_slot)):
-        for k in range(len(ids)):
-            slot[ids[k]] = -1
-    return loss, (c_rows, g_context, c_occ, items, g_item, g_bias, n_occ, g_proj)
+    return loss, where, items, c_where, c_rows
+
+
+@njit(nogil=True, cache=True)
+def gradient_buffers(n_items, n_users, n_context, f):
+    """Zeroed sums: item rows, biases and occurrence counts; users' query gradients; context rows and counts."""
+    return (np.zeros((n_items, f), np.float32), np.zeros(n_items, np.float32), np.zeros(n_items, np.int64),
+            np.zeros((n_users, f), np.float32), np.zeros((n_context, f), np.float32), np.zeros(n_context, np.int64))
 
 
 @njit(nogil=True, cache=True, fastmath=_FASTMATH)
-def apply_updates(t, threads, context, item, bias, acc_context, acc_item, acc_bias, proj, proj_acc, grads, lr, wd,
-                  text_lr):
-    """Step 6, from the gradients of the parameters as they were before the step, for thread t's share of the
-    distinct rows (each row is stepped by one thread); thread 0 steps the text projection."""
-    c_rows, g_context, c_occ, items, g_item, g_bias, n_occ, g_proj = grads
-    if t == 0:
+def row_sums(t, threads, query, where, c_where, per_row, inv, sums):
+    """Step 5's sums over the rows, in row order, for thread t's share of the distinct items (their row and
+    bias gradients), of the distinct users (their summed query gradients) and of the distinct context rows
+    (minus each left-out positive's query gradient). Every thread reads every row and adds only to its own."""
+    d_pos, d_neg, g_query = per_row[0], per_row[1], per_row[3]
+    g_item, g_bias, n_occ, g_sum, g_context, c_occ = sums
+    b, f, mm = len(query), query.shape[1], d_neg.shape[1]
+    total = len(c_where) - b
+    ilo, ihi = share(len(g_bias), t, threads)
+    ulo, uhi = share(len(g_sum), t, threads)
+    clo, chi = share(len(c_occ), t, threads)
+    for r in range(b):
+        kp = where[r]
+        if ilo <= kp < ihi:
+            n_occ[kp] += 1
+            g_bias[kp] += d_pos[r]
+            for c in range(f):
+                g_item[kp, c] += d_pos[r] * query[r, c]
+        for j in range(mm):
+            kn = where[b + r * mm + j]
+            if ilo <= kn < ihi:
+                n_occ[kn] += 1
+                g_bias[kn] += d_neg[r, j]
+                for c in range(f):
+                    g_item[kn, c] += d_neg[r, j] * query[r, c]
+        d = inv[r]
+        if ulo <= d < uhi:
+            for c in range(f):
+                g_sum[d, c] += g_query[r, c]
+        kc = c_where[total + r]
+        if clo <= kc < chi:
+            c_occ[kc] += 1
+            for c in range(f):
+                g_context[kc, c] -= g_query[r, c]
+
+
+@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+def apply_updates(t, threads, context, item, bias, acc_context, acc_item, acc_bias, proj, proj_acc, query, t_grad,
+                  c_where, c_rows, items, h_seg, h_w, sums, lr, wd, text_lr):
+    """Step 5's history sums and step 6 for thread t's share of the distinct context rows (each history
+    occurrence adds its user's summed gradient, in occurrence order) and of the distinct items: one row-wise
+    AdaGrad step per row, from the gradients of the parameters as they were before the step; thread 0
+    computes the projection's gradient (query^T t_grad) and steps it."""
+    g_item, g_bias, n_occ, g_sum, g_context, c_occ = sums
+    f = context.shape[1]
+    if t == 0 and t_grad.shape[1] > 0:
+        g_proj = np.dot(query.T, t_grad)
         for a in range(g_proj.shape[0]):
             for c in range(g_proj.shape[1]):
                 proj_acc[a, c] += g_proj[a, c] ** 2
                 proj[a, c] -= text_lr * g_proj[a, c] / np.sqrt(proj_acc[a, c])
     lo, hi = share(len(c_rows), t, threads)
+    for k in range(len(h_seg)):
+        kc = c_where[k]
+        if lo <= kc < hi:
+            c_occ[kc] += 1
+            for c in range(f):
+                g_context[kc, c] += h_w[k] * g_sum[h_seg[k], c]
     _adagrad_rows(context, acc_context, c_rows[lo:hi], g_context[lo:hi], c_occ[lo:hi], wd, lr)
     lo, hi = share(len(items), t, threads)
     _adagrad_rows(item, acc_item, items[lo:hi], g_item[lo:hi], n_occ[lo:hi], wd, lr)
     _adagrad_rows(bias.reshape(-1, 1), acc_bias, items[lo:hi], g_bias.reshape(-1, 1)[lo:hi], n_occ[lo:hi], wd, lr)
+
+
+@njit(nogil=True, cache=True)
+def reset_slots(items, item_slot, c_rows, context_slot):
+    """Sets the slot maps back to -1 for the step's items and context rows."""
+    for k in range(len(items)):
+        item_slot[items[k]] = -1
+    for k in range(len(c_rows)):
+        context_slot[c_rows[k]] = -1

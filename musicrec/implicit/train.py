@@ -114,37 +114,43 @@ class Trainer:
     def fused_step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor,
                    meanwhile: Callable[[], None] | None = None) -> float:
         """Trainer.step as compiled kernels (musicrec.implicit.fused) on self.threads threads: the same update,
-        histories longer than history_limit drawn from this trainer's generator. The history sums are split by
-        distinct user; the queries, the hardest negatives and each row's loss and gradients by row; their sums
-        over the rows and the context gradients run on this thread; the updates are split by distinct row. The
-        same arithmetic whatever the thread count, row by row. meanwhile (no generator use): run on the pool
-        beside this thread's sums when there is a pool, else after the step; done when the step returns."""
+        histories longer than history_limit drawn from this trainer's generator. The queries, the hardest
+        negatives and each row's loss and gradients are split by row; the sums over the rows and the updates by
+        distinct row (each thread reads every row in row order and adds only to its own rows). The same
+        arithmetic in the same order whatever the thread count. meanwhile (no generator use; the next batch's
+        negatives): on the pool beside this step's history sums when there is a pool, else after the step;
+        done when the step returns."""
         k, cfg, m = self.kernels, self.cfg, self.model
         draws = torch.rand(len(u) * max(cfg.history_limit, 0), generator=self.gen).numpy()
+        beside = self.pool.submit(meanwhile) if self.pool is not None and meanwhile is not None else None
         text, proj, proj_acc = ((m.text.numpy(), m.text_proj.detach().numpy(), self.proj_acc.numpy())
                                 if m.text_proj is not None and self.proj_acc is not None else (_EMPTY,) * 3)
         context, item, bias = m.context.detach().numpy(), m.item.detach().numpy(), m.item_bias.detach().numpy()
         users, pos, negs = u.numpy(), i.numpy(), neg.numpy()
         hptr, pick, f = m.history_ptr.numpy(), cfg.negative_pick == "max", item.shape[1]
+        dt = text.shape[1] if len(text) else 0
         inv, distinct, h_start, h_seg, h_row, h_w = k.batch_histories(
             users, draws, hptr, m.history_items.numpy(), cfg.history_limit, self.scratch[0])
-        query, norm, z, used = k.step_buffers(len(users), f, text.shape[1] if len(text) else 0, negs.shape[1], pick)
+        query, norm, z, used = k.step_buffers(len(users), f, dt, negs.shape[1], pick)
         summed = np.zeros((len(distinct), f), np.float32)
-        self._each_thread(k.sum_histories, context, h_start, h_row, h_w, summed)
+        if beside is not None:  # the pool is drawing the next batch: the history sums on this thread alone
+            k.sum_histories(0, 1, context, h_start, h_row, h_w, summed)
+            beside.result()
+        else:
+            self._each_thread(k.sum_histories, context, h_start, h_row, h_w, summed)
         self._each_thread(k.queries_and_negatives, context, item, bias, text, proj, users, pos, negs, hptr,
                           m.history_alpha, inv, summed, pick, query, norm, z, used)
-        where, items, rows, trows = k.gather_items(item, bias, text, pos, used, self.scratch[1])
-        per_row = k.row_buffers(len(users), f, trows.shape[1], used.shape[1])
-        self._each_thread(k.row_gradients, rows, trows, items, where, bias, proj, query, z, self.loss_code,
+        per_row = k.row_buffers(len(users), f, dt, used.shape[1])
+        self._each_thread(k.row_gradients, item, bias, text, proj, pos, used, query, norm, z, self.loss_code,
                           cfg.margin, per_row)
-        beside = self.pool.submit(meanwhile) if self.pool is not None and meanwhile is not None else None
-        loss, grads = k.finish_gradients(context, users, pos, query, norm, inv, distinct, h_seg, h_row, h_w, where,
-                                         items, per_row, *self.scratch[1:])
-        if beside is not None:
-            beside.result()
+        loss, where, items, c_where, c_rows = k.gradient_slots(per_row[2], pos, used, h_row, *self.scratch[1:])
+        sums = k.gradient_buffers(len(items), len(distinct), len(c_rows), f)
+        self._each_thread(k.row_sums, query, where, c_where, per_row, inv, sums)
         a = self.opt.acc
         self._each_thread(k.apply_updates, context, item, bias, a["context"].numpy(), a["item"].numpy(),
-                          a["item_bias"].numpy(), proj, proj_acc, grads, cfg.lr, cfg.weight_decay, cfg.text_lr)
+                          a["item_bias"].numpy(), proj, proj_acc, query, per_row[4], c_where, c_rows, items, h_seg,
+                          h_w, sums, cfg.lr, cfg.weight_decay, cfg.text_lr)
+        k.reset_slots(items, self.scratch[1], c_rows, self.scratch[2])
         if meanwhile is not None and beside is None:
             meanwhile()
         return float(loss)
