@@ -56,7 +56,8 @@ def main() -> None:
         r = fit_implicit(name, (users, items), N_USERS, N_ITEMS, val, overrides=over, threads=args.threads,
                          text=text)
         h = r.history[1:]
-        print(f"{name}: train {np.mean([x['seconds'] for x in h]):.2f} s/epoch, validation "
+        train = [x["seconds"] for x in h]
+        print(f"{name}: train {np.mean(train):.2f} s/epoch ({min(train):.2f}-{max(train):.2f}), validation "
               f"{np.mean([x['eval_seconds'] for x in h]):.2f} s/epoch ({int(h[0]['users'])} users), "
               f"fit {time.perf_counter() - t:.1f} s for {len(h)} epochs, {over}", flush=True)
 
