@@ -1,5 +1,5 @@
-"""The bounded evaluation of an inner-product scorer gives evaluate_scorer's numbers exactly, and settles most
-users without their full score row when the scores have a common order."""
+"""The bounded evaluation of an inner-product scorer gives evaluate_scorer's numbers exactly (ranks, lists and
+coverage), and ranks most users over a short prefix of the items when the scores have a common order."""
 
 from __future__ import annotations
 
@@ -36,19 +36,21 @@ def _full(q: np.ndarray, x: np.ndarray, b: np.ndarray):
 def test_same_numbers_as_scoring_every_item(seed: int, n_items: int, f: int, integer: bool, bias_scale: float) -> None:
     q, x, b, held, excl = _case(seed, 300, n_items, f, integer, bias_scale)
     users = np.arange(0, 300, 2)
-    want = evaluate_scorer(_full(q, x, b), users, held, excl, n_items, coverage=False)
-    got = evaluate_inner_product(lambda r: q[r], x, b, users, held, excl)
-    assert got == want
-    assert evaluate_inner_product(lambda r: q[r], x, b, None, held, excl, k=5, recall_k=20) == evaluate_scorer(
-        _full(q, x, b), None, held, excl, n_items, k=5, recall_k=20, coverage=False)
+    for coverage in (False, True):
+        want = evaluate_scorer(_full(q, x, b), users, held, excl, n_items, coverage=coverage)
+        assert evaluate_inner_product(lambda r: q[r], x, b, users, held, excl, coverage=coverage) == want
+    assert evaluate_inner_product(lambda r: q[r], x, b, None, held, excl, k=5, recall_k=20, max_users=100, seed=3,
+                                  coverage=True) == evaluate_scorer(_full(q, x, b), None, held, excl, n_items, k=5,
+                                                                    recall_k=20, max_users=100, seed=3)
 
 
 def test_a_held_out_item_that_is_also_excluded_is_still_ranked() -> None:
     q, x, b, held, excl = _case(5, 200, 10_000, 8, False, 2.0)
     both = (excl + held).tocsr()
     both.data[:] = 1.0
-    assert evaluate_inner_product(lambda r: q[r], x, b, None, held, both) == evaluate_scorer(
-        _full(q, x, b), None, held, both, 10_000, coverage=False)
+    for coverage in (False, True):
+        assert evaluate_inner_product(lambda r: q[r], x, b, None, held, both, coverage=coverage) == evaluate_scorer(
+            _full(q, x, b), None, held, both, 10_000, coverage=coverage)
 
 
 def test_a_nan_held_out_score_is_an_error_as_in_full_scoring() -> None:
@@ -58,21 +60,30 @@ def test_a_nan_held_out_score_is_an_error_as_in_full_scoring() -> None:
         evaluate_inner_product(lambda r: q[r], x, b, None, held, excl)
 
 
-def test_users_whose_item_ranks_far_down_never_get_a_full_score_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A strong bias puts most users' higher items in the first block: only the few whose held-out item is
-    near the top go to the exact path."""
+@pytest.mark.parametrize("coverage", [False, True])
+def test_most_users_are_ranked_over_a_short_prefix(monkeypatch: pytest.MonkeyPatch, coverage: bool) -> None:
+    """A strong, popularity-like bias puts every user's top items and most held-out items' betters early in
+    the bias order: the cells scored exactly are a small part of users x items, and the numbers still agree."""
     rng = np.random.default_rng(7)
     n_users, n_items = 400, 60_000
     q = rng.normal(size=(n_users, 8)).astype(np.float32) * 0.1
     x = rng.normal(size=(n_items, 8)).astype(np.float32)
-    b = -np.log1p(np.arange(n_items, dtype=np.float32))  # popularity-like
+    b = -np.log1p(np.arange(n_items, dtype=np.float32))
     items = np.where(rng.random(n_users) < 0.1, rng.integers(0, 20, n_users), rng.integers(0, n_items, n_users))
     held = interaction_matrix(np.arange(n_users), items, n_users, n_items)
     excl = interaction_matrix(rng.integers(0, n_users, 4000), rng.integers(0, 200, 4000), n_users, n_items)
-    exact_rows: list[int] = []
-    real = bounded._exact_ranks
-    monkeypatch.setattr(bounded, "_exact_ranks", lambda q_, *a: exact_rows.append(len(q_)) or real(q_, *a))
-    got = evaluate_inner_product(lambda r: q[r], x, b, None, held, excl)
-    assert got == evaluate_scorer(_full(q, x, b), None, held, excl, n_items, coverage=False)
+    scored: list[int] = []
+    real = bounded._ranks_over
+    monkeypatch.setattr(bounded, "_ranks_over", lambda q_, x_, b_, cols, *a: scored.append(len(q_) * len(cols))
+                        or real(q_, x_, b_, cols, *a))
+    got = evaluate_inner_product(lambda r: q[r], x, b, None, held, excl, coverage=coverage)
+    assert got == evaluate_scorer(_full(q, x, b), None, held, excl, n_items, coverage=coverage)
     assert got["hr@10"] > 0  # the near-top users are measured, exactly
-    assert 0 < sum(exact_rows) < n_users // 4
+    assert 0 < sum(scored) < n_users * n_items // 10
+
+
+def test_users_are_scored_in_batches_within_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    q, x, b, held, excl = _case(8, 300, 20_000, 8, False, 3.0)
+    want = evaluate_scorer(_full(q, x, b), None, held, excl, 20_000)
+    monkeypatch.setattr(bounded, "SCORE_BUDGET", 3 * bounded.FIRST_BLOCK)  # 3 users a block, 1 a full row
+    assert evaluate_inner_product(lambda r: q[r], x, b, None, held, excl, coverage=True) == want

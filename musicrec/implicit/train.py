@@ -286,9 +286,17 @@ def validate(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray, validation
     rank is known to be past 50."""
     if isinstance(model, ImplicitMF) and bias_only(model):
         return evaluate_static(model.item_bias.detach().numpy(), users, validation, exclude, coverage=False)
+    return evaluate_model(model, users, validation, exclude)
+
+
+def evaluate_model(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray | None, heldout: sp.csr_matrix,
+                   exclude: sp.csr_matrix, **options: Any) -> dict[str, float]:
+    """musicrec.ranking.bounded.evaluate_inner_product of the model's scores (options: max_users, seed,
+    coverage, k, recall_k): evaluate_scorer's numbers, each user ranked over the items that can matter to them."""
     with torch.no_grad():
         return evaluate_inner_product(lambda rows: model.query(torch.as_tensor(rows)).numpy(),
-                                      model.item_vectors().numpy(), model.item_bias.numpy(), users, validation, exclude)
+                                      model.item_vectors().numpy(), model.item_bias.numpy(), users, heldout, exclude,
+                                      **options)
 
 
 def bias_only(model: ImplicitMF) -> bool:

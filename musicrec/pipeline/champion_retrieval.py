@@ -100,7 +100,7 @@ def ensemble_implicit(ws: Workspace, rows: list[dict[str, Any]],
     users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
     row = {"name": ENSEMBLE, "kind": "retrieval",
            **prefixed("val", validate(model, users, data.validation, data.seen_train)),
-           **test_metrics(score_fn(model), data),
+           **test_metrics(model, data),
            "members": [{k: m.get(k) for k in ("name", "hyperparameters", "best_epoch")} for m in members],
            "fit_seconds": round(sum(m.get("fit_seconds", 0.0) for m in members) + time.perf_counter() - t0, 2)}
     ws.write_json(f"models/{ENSEMBLE}/members.json", [m["name"] for m in members])
