@@ -72,7 +72,7 @@ def _prefixes(q: np.ndarray, x: torch.Tensor, b: torch.Tensor, held: sp.csr_matr
     them) and whether it needs that ranking (not when its item is surely past cap and no list is wanted)."""
     n_rows, n_items, f = len(q), x.shape[0], x.shape[1]
     xn, bias = x.numpy(), b.numpy()
-    norms = np.linalg.norm(xn.astype(np.float64), axis=1)
+    norms = torch.linalg.vector_norm(x, dim=1, dtype=torch.float64).numpy()  # no float64 copy of the table
     q64 = q.astype(np.float64)
     qnorm_all = np.linalg.norm(q64, axis=1)
     typical = float(np.median(qnorm_all)) if n_rows else 0.0
