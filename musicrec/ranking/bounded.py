@@ -99,7 +99,6 @@ def _prefixes(q: np.ndarray, x: torch.Tensor, b: torch.Tensor, held: sp.csr_matr
     by_pos = np.argsort(epos, kind="stable")
     erow, epos = erow[by_pos], epos[by_pos]
     counts = np.zeros(len(single), np.int64)
-    kth = np.full(len(single), -np.inf, np.float32)
     top = np.full((len(single), max(k, 1)), -np.inf, np.float32)
     active = np.arange(len(single))
     local = np.full(len(single), -1, np.int64)
@@ -124,10 +123,9 @@ def _prefixes(q: np.ndarray, x: torch.Tensor, b: torch.Tensor, held: sp.csr_matr
                 idx = top_k(scores, sp.csr_matrix(scores.shape, dtype=np.float32), width, inplace=True)  # compiled
                 best = np.where(idx >= 0, np.take_along_axis(scores, np.maximum(idx, 0), 1), -np.inf)
                 top[part] = -np.partition(-np.concatenate([top[part], best], axis=1), k - 1, axis=1)[:, :k]
-        kth[active] = top[active, k - 1] if k else -np.inf
         reach = reach_at[g_row[active], e + 1]  # the best score any item after the prefix can have
         placed = (counts[active] >= cap) | (reach + eps[active] < t[active])
-        listed = (reach + eps[active] < kth[active]) if k else True
+        listed = (reach + eps[active] < top[active, k - 1]) if k else True  # top: the k best so far
         done = placed & listed
         settled = active[done]
         prefix[single[settled]] = hi
@@ -167,7 +165,7 @@ def _ranks_over(q: np.ndarray, x: torch.Tensor, b: torch.Tensor, cols: np.ndarra
     over the items cols (sorted), from their score rows in batches (metrics.scan's tie rule)."""
     full = len(cols) == x.shape[0]
     xs, bs = (x, b) if full else (x.index_select(0, torch.from_numpy(cols)), b.index_select(0, torch.from_numpy(cols)))
-    hs, es = (held, excl) if full else (_columns(held, cols), _columns(excl, cols))
+    hs, es = (held, excl) if full else (held[:, cols], excl[:, cols])  # columns renumbered in cols' order
     inside = np.ones(held.nnz, bool) if full else _member(held, cols)
     step = max(1, SCORE_BUDGET // max(1, len(cols)))
     ranks, lists = [], []
@@ -186,12 +184,3 @@ def _member(m: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
     at = np.minimum(np.searchsorted(cols, m.indices), len(cols) - 1)
     return cols[at] == m.indices
 
-
-def _columns(m: sp.csr_matrix, cols: np.ndarray) -> sp.csr_matrix:
-    """m restricted to the columns cols (sorted), renumbered 0..len(cols)-1 in that order."""
-    keep = _member(m, cols)
-    rows, _ = cells(m)
-    new = np.searchsorted(cols, m.indices[keep])
-    out = sp.csr_matrix((m.data[keep], (rows[keep], new)), shape=(m.shape[0], len(cols)))
-    out.sort_indices()
-    return out
