@@ -22,7 +22,8 @@ def main() -> None:
     ap.add_argument("--workspace", required=True, type=Path)
     ap.add_argument("--models", default="implicit_hinge,implicit_bpr,implicit_pointwise")
     args = ap.parse_args()
-    from musicrec.implicit.train import cpu_threads, evaluate_model, score_fn
+    from musicrec.fit.threads import cpu_threads
+    from musicrec.implicit.train import evaluate_model, score_fn
     from musicrec.pipeline.champion_retrieval import load_implicit
     from musicrec.pipeline.retrieval import TEST_USERS, ranking_data
     from musicrec.pipeline.workspace import Workspace

@@ -238,9 +238,9 @@ def link_seed_sample(samples: Path) -> bool:
 
 
 def run_scale(scale: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
-    from musicrec.evaluation import choose_champion
+    from musicrec.rating.evaluate import choose_champion
     from musicrec.implicit.train import IMPLICIT_MODELS
-    from musicrec.models.registry import MODELS
+    from musicrec.rating.registry import MODELS
 
     res: dict[str, Any] = {"scale": scale, "machine": machine(), "code_start": code_state(), "stages": []}
     root = out / scale

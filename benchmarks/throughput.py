@@ -6,7 +6,7 @@ process, and the ratio.
 --data seed reads /tmp/seed/data (musicrec sample-data /tmp/seed/data --scale seed) when it is there, else
 generates the sample under benchmarks/out/. The ratings go through musicrec's ingest and split; then, on the
 training split: gmf with `--factors` factors for `--epochs` epochs without validation (the refit path, so the
-seconds are training only) on the torch path (fused=false) and on the fused numba kernel (musicrec.fused, the
+seconds are training only) on the torch path (fused=false) and on the fused numba kernel (musicrec.rating.fused, the
 default), each on 1 and on 2 threads, and Surprise's SVD (Cython SGD, single-threaded) with the same factors and
 epochs. Ratings per second = training rows x epochs / seconds; the ratio is the fused path on 2 threads over
 Surprise. RMSE: each at its defaults on the same validation and test rows (gmf early-stopped on both paths,
@@ -48,7 +48,7 @@ def split_data(sample: Path, tmp: Path) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def gmf_rate(data: Any, factors: int, epochs: int, threads: int, fused: bool) -> dict[str, Any]:
-    from musicrec.training import fit_model
+    from musicrec.rating.train import fit_model
 
     overrides = {"factors": factors, "seed": 0, "fused": fused}
     fit_model("gmf", data, overrides, threads=threads, fixed_epochs=1)  # warm-up (and numba's compile or cache load)
@@ -59,8 +59,8 @@ def gmf_rate(data: Any, factors: int, epochs: int, threads: int, fused: bool) ->
 
 
 def gmf_accuracy(data: Any, factors: int, threads: int, fused: bool) -> dict[str, Any]:
-    from musicrec.evaluation import evaluate
-    from musicrec.training import fit_model
+    from musicrec.rating.evaluate import evaluate
+    from musicrec.rating.train import fit_model
 
     result = fit_model("gmf", data, {"factors": factors, "seed": 0, "fused": fused}, threads=threads)
     return {**{k: round(v, 4) for k, v in evaluate(result.model, data).items() if k.endswith("rmse")},

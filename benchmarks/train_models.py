@@ -193,8 +193,8 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from musicrec.evaluation import choose_champion
-    from musicrec.models.registry import MODELS
+    from musicrec.rating.evaluate import choose_champion
+    from musicrec.rating.registry import MODELS
     from musicrec.pipeline.workspace import Workspace
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from musicrec.implicit.configs import CONFIGS
-from musicrec.models.registry import MODELS
+from musicrec.rating.registry import MODELS
 from musicrec.pipeline.report import StageClock
 from musicrec.pipeline.workspace import new_run_id, run_ref
 from musicrec.quiet import quiet_third_party

@@ -10,9 +10,9 @@ from prefect.futures import wait
 from pydantic import Field
 
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
-from musicrec.evaluation import choose_champion
+from musicrec.rating.evaluate import choose_champion
 from musicrec.implicit.configs import make_config as implicit_config
-from musicrec.models.registry import model_class
+from musicrec.rating.registry import model_class
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache

@@ -14,7 +14,7 @@ from typing import Any
 
 from musicrec import preflight as pre
 from musicrec.errors import MusicrecError
-from musicrec.models.configs import FAMILY
+from musicrec.rating.configs import FAMILY
 from musicrec.settings import get_settings
 
 MODEL_NAMES = list(FAMILY)  # torch-free: parsing arguments must not import torch

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from musicrec.errors import DataError, MusicrecError
-from musicrec.models.configs import FAMILY, ConfigError, check_overrides
+from musicrec.rating.configs import FAMILY, ConfigError, check_overrides
 from musicrec.settings import get_settings
 from musicrec.store import Store, open_store, safe_key_part
 

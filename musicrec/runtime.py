@@ -1,6 +1,6 @@
 """onnxruntime sessions and batched prediction for musicrec's ONNX models, without importing torch.
 
-Training (musicrec.export) and scoring (musicrec.scoring) both use these, so there is one loader with one
+Training (musicrec.rating.export) and scoring (musicrec.scoring) both use these, so there is one loader with one
 thread policy and one way to feed string ids.
 """
 

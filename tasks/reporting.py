@@ -58,7 +58,7 @@ def _publish_report(ws: Workspace, store: Store, report: dict[str, Any]) -> dict
     histories = {m["name"]: ws.read_json(f"models/{m['name']}/history.json") for m in report["models"]}
     curves_uri = store.url_for(f"{rep.run_prefix(ws.run_id)}/learning_curves.png")
     report = {**report, "learning_curves_uri": curves_uri}
-    png = rep.learning_curves_png(histories, {m["name"]: m.get("initial_val_rmse") for m in report["models"]})
+    png = rep.learning_curves_png(histories)
     out = rep.publish_run(store, ws, report, png)
     champion = report.get("champion") or {}
     board = rep.leaderboard(report["models"], report["baselines"], champion.get("name"))

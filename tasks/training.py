@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from musicrec.errors import ValidationFailed
+from musicrec.fit.loop import format_epoch
 from musicrec.pipeline import ingest, prepare, publish, refit, train
 from musicrec.pipeline.report import format_split
 from musicrec.pipeline.workspace import open_workspace
@@ -109,8 +110,7 @@ def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads:
     logger = get_run_logger()
 
     def on_epoch(e: dict[str, Any]) -> None:
-        logger.info("%s: epoch %d/%d loss %.4f val_ndcg@10 %.4f, validation %.1fs (%.1fs)", name, e["epoch"],
-                    e["max_epochs"], e["loss"], e["ndcg@10"], e["eval_seconds"], e["seconds"])
+        logger.info("%s", format_epoch(e))
 
     with open_workspace(workdir) as ws:
         row = retrieval.train_implicit(ws, name, overrides, threads=threads, on_epoch=on_epoch,

@@ -1,4 +1,4 @@
-"""musicrec.checkpoint.BestState: the best epoch's weights come back exactly, from memory or from disk."""
+"""musicrec.fit.checkpoint.BestState: the best epoch's weights come back exactly, from memory or from disk."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from musicrec.checkpoint import BestState
+from musicrec.fit.checkpoint import BestState
 
 
 class Tiny(nn.Module):

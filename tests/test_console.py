@@ -97,8 +97,9 @@ def test_epoch_line_pattern_matches_what_training_logs():
     from musicrec.pipeline.train import progress_printer
 
     lines: list[str] = []
-    progress_printer(lines.append)({"model": "gmf_logistic", "epoch": 2, "epochs": 20, "train_loss": 0.5,
-                                    "val_rmse": 0.9, "seconds": 1.5})
+    progress_printer(lines.append)({"model": "gmf_logistic", "epoch": 2, "epochs": 20, "loss": 0.5,
+                                    "val_rmse": 0.9, "metric": "val_rmse", "value": 0.9, "seconds": 1.5,
+                                    "eval_seconds": 0.2})
     match = EPOCH_LINE.match(lines[0])
     assert match and match["model"] == "gmf_logistic" and match["epoch"] == "2" and match["epochs"] == "20"
     assert match["seconds"] == "1.5"

@@ -17,7 +17,7 @@ import pytest
 from prefect_server import BIN, REPO, Processes, free_port, server_env, start_server
 from prefect_server import wait_until as _wait_until
 
-from musicrec.models.registry import MODELS
+from musicrec.rating.registry import MODELS
 from musicrec.results import promotion
 from musicrec.scoring.output import read_output
 from musicrec.store import open_store

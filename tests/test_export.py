@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from musicrec import export as ex
-from musicrec.export import OnnxModelError, ParityError, export_onnx, verify_onnx
+from musicrec.rating import export as ex
+from musicrec.rating.export import OnnxModelError, ParityError, export_onnx, verify_onnx
 from musicrec.hashing import ids_sha256
 from musicrec.runtime import load_session, predict, predict_flagged
 

@@ -1,16 +1,16 @@
-"""The fused numba kernel (musicrec.fused) trains the dot-product family exactly as the torch path does:
+"""The fused numba kernel (musicrec.rating.fused) trains the dot-product family exactly as the torch path does:
 the same weights and loss after an epoch, the same on 1 and 2 threads, and it learns at the defaults."""
 
 import pytest
 import torch
 
-from musicrec import fused
+from musicrec.rating import fused
 from musicrec.data.split import split_ratings
-from musicrec.dataset import prepare_data
-from musicrec.evaluation import evaluate
-from musicrec.models.baselines import bias_regs, fit_biases
-from musicrec.models.registry import build_model, model_config
-from musicrec.training import _optimizers, _row_weights, _run_epoch, batch_size_for, fit_model
+from musicrec.rating.data import prepare_data
+from musicrec.rating.evaluate import evaluate
+from musicrec.rating.baselines import bias_regs, fit_biases
+from musicrec.rating.registry import build_model, model_config
+from musicrec.rating.train import _optimizers, _row_weights, _run_epoch, batch_size_for, fit_model
 
 
 @pytest.fixture(scope="module")

@@ -104,8 +104,8 @@ def test_each_loss_learns_beyond_most_popular_at_its_defaults(name: str) -> None
 
 @pytest.mark.parametrize("where", ["memory", "disk"])
 def test_fit_is_deterministic_on_one_thread_and_restores_the_best_epoch(where: str, monkeypatch) -> None:
-    if where == "disk":  # the seed-size path: the best epoch is kept in files (musicrec.checkpoint)
-        monkeypatch.setattr("musicrec.checkpoint.SPILL_BYTES", 0)
+    if where == "disk":  # the seed-size path: the best epoch is kept in files (musicrec.fit.checkpoint)
+        monkeypatch.setattr("musicrec.fit.checkpoint.SPILL_BYTES", 0)
     users, items, val, n_users, n_items = _clusters(1)
     over = {"epochs": 40, "factors": 8, "patience": 2}
     a = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
@@ -158,7 +158,7 @@ def test_patience_shrinks_on_large_data_and_the_fit_stops_by_it():
     users, items, val, n_users, n_items = _clusters()
     r = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
                      overrides={"epochs": 50, "patience": 50, "max_epoch_rows": 3 * len(users)})
-    assert len(r.history) - 1 == 3 and r.history[-1]["max_epochs"] == 3
+    assert len(r.history) - 1 == 3 and r.history[-1]["epochs"] == 3
 
 
 def test_score_fn_scores_every_batch_right_while_reusing_its_buffer() -> None:
@@ -297,7 +297,7 @@ def test_fits_side_by_side_train_with_one_blas_thread_from_a_fresh_process_until
     script = """
 import threading
 from threadpoolctl import threadpool_info
-from musicrec.implicit.train import cpu_threads
+from musicrec.fit.threads import cpu_threads
 
 def blas():
     libs = [x for x in threadpool_info() if x["user_api"] == "blas"]

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from musicrec.evaluation import choose_champion
+from musicrec.rating.evaluate import choose_champion
 from musicrec.metrics import mae, rmse
 
 

@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from musicrec.data.split import split_ratings
-from musicrec.dataset import prepare_data
-from musicrec.evaluation import evaluate
-from musicrec.models.baselines import bias_regs, fit_bias_baseline, fit_global_mean
-from musicrec.models.configs import ConfigError, parse_config
-from musicrec.models.registry import MODELS, build_model, model_config
+from musicrec.rating.data import prepare_data
+from musicrec.rating.evaluate import evaluate
+from musicrec.rating.baselines import bias_regs, fit_bias_baseline, fit_global_mean
+from musicrec.rating.configs import ConfigError, parse_config
+from musicrec.rating.registry import MODELS, build_model, model_config
 from musicrec.text import Word2VecConfig, item_documents, item_vectors, train_word2vec
-from musicrec.training import fit_model
+from musicrec.rating.train import fit_model
 
 NAMES = ["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"]
 
@@ -128,19 +128,19 @@ def test_training_is_seeded(data):
 
 @pytest.mark.parametrize("where", ["memory", "disk"])
 def test_early_stopping_restores_best_epoch(data, where, monkeypatch):
-    if where == "disk":  # the seed-size path: the best epoch is kept in files (musicrec.checkpoint)
-        monkeypatch.setattr("musicrec.checkpoint.SPILL_BYTES", 0)
+    if where == "disk":  # the seed-size path: the best epoch is kept in files (musicrec.fit.checkpoint)
+        monkeypatch.setattr("musicrec.fit.checkpoint.SPILL_BYTES", 0)
     result = fit_model("gmf", data, {"epochs": 30, "patience": 2, "weight_decay": 0.0, "lr": 0.2})
-    curve = [result.initial_val_rmse] + [h["val_rmse"] for h in result.history]
+    curve = [h["val_rmse"] for h in result.history]  # epoch 0 is the start
     best = min(curve)
     assert result.best_epoch == int(np.argmin(curve))
-    assert len(result.history) < 30  # stopped early
+    assert result.epochs < 30  # stopped early
     assert evaluate(result.model, data)["val_rmse"] == pytest.approx(best, abs=1e-4)
 
 
 def test_refit_runs_exactly_the_given_epochs(data):
     result = fit_model("gmf", data, fixed_epochs=3)
-    assert len(result.history) == 3 and result.best_epoch == 3
+    assert result.epochs == 3 and result.best_epoch == 3
 
 
 def test_cold_item_with_text_uses_its_text(data):
@@ -155,7 +155,7 @@ def test_cold_item_with_text_uses_its_text(data):
 
 def test_bias_baseline_beats_global_mean_and_its_shrinkage_is_chosen_on_validation(data):
     assert evaluate(fit_bias_baseline(data), data)["test_rmse"] < evaluate(fit_global_mean(data), data)["test_rmse"]
-    from musicrec.models.baselines import REG_GRID, _fit_biases
+    from musicrec.rating.baselines import REG_GRID, _fit_biases
     val = data.parts["validation"]
     regs = bias_regs(data)
 

@@ -1,6 +1,6 @@
 import torch
 
-from musicrec.optim import RowWiseAdagrad
+from musicrec.fit.adagrad import RowWiseAdagrad
 
 
 def test_rowwise_adagrad_updates_only_touched_rows_and_matches_formula():

@@ -95,8 +95,8 @@ def test_model_card_survives_an_older_report_without_promotion_or_refit():
 def test_image_markdown_embeds_the_png_as_a_data_uri():
     import base64
 
-    png = rep.learning_curves_png({"gmf": [{"epoch": 1, "val_rmse": 0.9}, {"epoch": 2, "val_rmse": 0.8}]},
-                                  {"gmf": 0.95})
+    png = rep.learning_curves_png(
+        {"gmf": [{"epoch": 0, "val_rmse": 0.95}, {"epoch": 1, "val_rmse": 0.9}, {"epoch": 2, "val_rmse": 0.8}]})
     assert png.startswith(b"\x89PNG")
     md = rep.image_markdown(png, "Learning curves", "caption")
     uri = md.split("](", 1)[1].split(")", 1)[0]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from synth import clustered_ratings
 
-from musicrec.retrieval.export import build_user_tower, verify_retrieval, write_retrieval
+from musicrec.implicit.export import build_user_tower, verify_retrieval, write_retrieval
 from musicrec.retrieval.index import build_index, recall_at
 from musicrec.retrieval.runtime import load_tower, read_item_table, user_vectors
 from musicrec.runtime import OnnxModelError

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 import pytest
 
 from musicrec.data.split import split_ratings
-from musicrec.dataset import prepare_data
-from musicrec.training import fit_model
+from musicrec.rating.data import prepare_data
+from musicrec.rating.train import fit_model
 
 NAMES = ["gmf", "nnmf", "mlp", "gmf_logistic"]
 
@@ -33,8 +33,8 @@ def test_initial_weights_do_not_depend_on_what_other_threads_build():
     import hashlib
     import threading
 
-    from musicrec.models.baselines import fit_global_mean
-    from musicrec.models.registry import build_model, model_config
+    from musicrec.rating.baselines import fit_global_mean
+    from musicrec.rating.registry import build_model, model_config
 
     def built() -> str:
         model = build_model("gmf", 200_000, 50_000, 4.0, model_config("gmf", {"seed": 3}))

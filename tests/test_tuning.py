@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from musicrec.models.configs import FAMILY, parse_config, search_space
+from musicrec.rating.configs import FAMILY, parse_config, search_space
 from musicrec.pipeline import ingest, prepare
 from musicrec.pipeline.workspace import Workspace
 from musicrec.store import FileStore, open_store

@@ -15,7 +15,7 @@ Per batch, from the parameters as they were before it:
 The slot arrays are scratch maps of row id -> batch position, -1 between calls (the kernels reset them).
 
 A step is a sequence of nogil kernels that Trainer.fused_step calls in order, the ones taking (t, threads) once
-per thread (on a small thread pool as musicrec.fused does; no numba prange, which the flow's side-by-side fits
+per thread (on a small thread pool as musicrec.rating.fused does; no numba prange, which the flow's side-by-side fits
 could not share): batch_histories (no parameter read), sum_histories (a share of the distinct users; on one
 thread while the pool draws the next batch's negatives), per thread queries_and_negatives (a share of the
 rows: queries, z, the hardest negatives) and row_gradients (a share of the rows: each row's loss and its
@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from musicrec.fused import _FASTMATH, AHEAD, _prefetch, _prefetch_row
+from musicrec.fit.kernels import AHEAD, FASTMATH, prefetch, prefetch_row
 
 LOSS_CODES = {"pointwise": 0, "bpr": 1, "hinge": 2}
 
@@ -74,9 +74,9 @@ def in_rows(users, items, indptr, indices):
     n = items.shape[0]
     for r in range(n):
         if r + 2 * AHEAD < n and users[r + 2 * AHEAD] + 1 < len(indptr):
-            _prefetch(indptr, users[r + 2 * AHEAD], 0)
+            prefetch(indptr, users[r + 2 * AHEAD], 0)
         if r + AHEAD < n and 0 <= users[r + AHEAD] < len(indptr) - 1 and indptr[users[r + AHEAD]] < len(indices):
-            _prefetch(indices, indptr[users[r + AHEAD]], 0)
+            prefetch(indices, indptr[users[r + AHEAD]], 0)
         u = users[r]
         if u < 0 or u + 1 >= len(indptr):
             continue
@@ -93,7 +93,7 @@ def in_rows(users, items, indptr, indices):
     return out
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _score(row, query, bias, text_row, z):
     """<query, item row + proj text_row> + bias, the text part as <text_row, z> with z = proj^T query."""
     s = bias
@@ -104,14 +104,14 @@ def _score(row, query, bias, text_row, z):
     return s
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _adagrad_rows(table, acc, rows, grad, count, wd, lr):
     """Row-wise AdaGrad on the distinct rows: g = loss gradient + count * wd * row (decay per occurrence)."""
     f = table.shape[1]
     for k in range(len(rows)):
         if k + AHEAD < len(rows):
-            _prefetch_row(table, rows[k + AHEAD])
-            _prefetch(acc, rows[k + AHEAD], 0)
+            prefetch_row(table, rows[k + AHEAD])
+            prefetch(acc, rows[k + AHEAD], 0)
         if count[k] == 0:
             continue
         r = rows[k]
@@ -167,7 +167,7 @@ def share(n, t, threads):
     return n * t // threads, n * (t + 1) // threads
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def sum_histories(t, threads, context, h_start, h_row, h_w, summed):
     """summed[d] = sum of the weighted context rows of distinct user d, for thread t's share of the users."""
     lo, hi = share(len(h_start) - 1, t, threads)
@@ -176,7 +176,7 @@ def sum_histories(t, threads, context, h_start, h_row, h_w, summed):
     d = lo
     for k in range(first, end):
         if k + AHEAD < end:
-            _prefetch_row(context, h_row[k + AHEAD])
+            prefetch_row(context, h_row[k + AHEAD])
         while k >= h_start[d + 1]:
             d += 1
         r, w = h_row[k], h_w[k]
@@ -184,7 +184,7 @@ def sum_histories(t, threads, context, h_start, h_row, h_w, summed):
             summed[d, c] += w * context[r, c]
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def queries_and_negatives(t, threads, context, item, bias, text, proj, users, pos, neg, hptr, alpha, inv, summed,
                           pick_max, query, norm, z, used):
     """For thread t's share of the rows: the query (the user's history sum without the positive, scaled by
@@ -196,7 +196,7 @@ def queries_and_negatives(t, threads, context, item, bias, text, proj, users, po
     has_text = text.shape[0] > 0
     for r in range(lo, hi):
         if r + AHEAD < hi:
-            _prefetch_row(context, pos[r + AHEAD])
+            prefetch_row(context, pos[r + AHEAD])
         n = hptr[users[r] + 1] - hptr[users[r]] - 1
         norm[r] = n ** -alpha if n > 0 else 0.0
         for c in range(f):
@@ -210,10 +210,10 @@ def queries_and_negatives(t, threads, context, item, bias, text, proj, users, po
     for r in range(lo, hi):
         if r + ahead < hi:
             for j in range(m):
-                _prefetch_row(item, neg[r + ahead, j])
-                _prefetch(bias, neg[r + ahead, j], 0)
+                prefetch_row(item, neg[r + ahead, j])
+                prefetch(bias, neg[r + ahead, j], 0)
                 if has_text:
-                    _prefetch_row(text, neg[r + ahead, j])
+                    prefetch_row(text, neg[r + ahead, j])
         best, best_s = neg[r, 0], -np.inf
         for j in range(m):
             it = neg[r, j]
@@ -239,7 +239,7 @@ def row_buffers(b, f, dt, mm):
             np.zeros((b, f), np.float32), np.zeros((b, dt), np.float32))
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def row_gradients(t, threads, item, bias, text, proj, pos, used, query, norm, z, loss_kind, margin, per_row):
     """Step 3 for thread t's share of the rows: each row's loss, its d loss / d score, and its query's gradient
     (through the item rows, then through the projected text: t_grad proj^T, BLAS), scaled by the history's
@@ -255,10 +255,10 @@ def row_gradients(t, threads, item, bias, text, proj, pos, used, query, norm, z,
         if r + ahead < hi:
             for j in range(-1, mm):
                 it = pos[r + ahead] if j < 0 else used[r + ahead, j]
-                _prefetch_row(item, it)
-                _prefetch(bias, it, 0)
+                prefetch_row(item, it)
+                prefetch(bias, it, 0)
                 if has_text:
-                    _prefetch_row(text, it)
+                    prefetch_row(text, it)
         p = pos[r]
         tp = text[p] if has_text else z[r]  # z[r] is empty without text
         s_pos = _score(item[p], query[r], bias[p], tp, z[r])
@@ -327,7 +327,7 @@ def gradient_buffers(n_items, n_users, n_context, f):
             np.zeros((n_users, f), np.float32), np.zeros((n_context, f), np.float32), np.zeros(n_context, np.int64))
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def row_sums(t, threads, query, where, c_where, per_row, inv, sums):
     """Step 5's sums over the rows, in row order, for thread t's share of the distinct items (their row and
     bias gradients), of the distinct users (their summed query gradients) and of the distinct context rows
@@ -364,7 +364,7 @@ def row_sums(t, threads, query, where, c_where, per_row, inv, sums):
                 g_context[kc, c] -= g_query[r, c]
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def apply_updates(t, threads, context, item, bias, acc_context, acc_item, acc_bias, proj, proj_acc, query, t_grad,
                   c_where, c_rows, items, h_seg, h_w, sums, lr, wd, text_lr):
     """Step 5's history sums and step 6 for thread t's share of the distinct context rows (each history

@@ -3,10 +3,8 @@ early stopping on validation NDCG@10 (full ranking over a fixed seeded sample of
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -15,23 +13,21 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from musicrec.checkpoint import BestState
+from musicrec.fit.loop import EpochCallback, Stopping, early_stopping
 from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs, patience_for
 from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
-from musicrec.optim import coalesce_rows
+from musicrec.fit.adagrad import ACC_START, RowAdagrad
 from musicrec.ranking.bounded import evaluate_inner_product
 from musicrec.ranking.metrics import evaluate_static, interaction_matrix, sample_users
-from musicrec.threads import one_blas_thread
+from musicrec.fit.threads import cpu_threads
 
 IMPLICIT_MODELS: dict[str, str] = {  # model name -> loss
     "implicit_pointwise": "pointwise",
     "implicit_bpr": "bpr",
     "implicit_hinge": "hinge",
 }
-EpochCallback = Callable[[dict[str, float]], None]
-ACC_START = 1.0  # AdaGrad accumulator start: small gradients take plain SGD steps of rate lr
 _EMPTY = np.zeros((0, 0), np.float32)  # the fused step's text, projection and accumulator of a model without text
 
 
@@ -46,42 +42,6 @@ class ImplicitResult:
     best: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     fit_seconds: float = 0.0
-
-
-class RowAdagrad:
-    """One accumulator per row: with g the row's gradient summed over the batch (duplicates coalesced first,
-    so a popular item's step stays bounded by lr), acc[r] += mean(g^2); w[r] -= lr * g / sqrt(acc[r])."""
-
-    def __init__(self, tables: dict[str, torch.Tensor], lr: float) -> None:
-        self.lr = lr
-        self.acc = {name: torch.full((t.shape[0],), ACC_START) for name, t in tables.items()}
-
-    @torch.no_grad()
-    def update(self, name: str, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
-               unique: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """unique: (unique rows, inverse) of `rows` when the caller already has them (tables indexed alike)."""
-        rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1), unique)
-        acc = self.acc[name]
-        acc.index_add_(0, rows, g.pow(2).mean(1))
-        step = g * acc.index_select(0, rows).rsqrt().unsqueeze(1) * -self.lr
-        table.view(table.shape[0], -1).index_add_(0, rows, step)
-
-
-@contextmanager
-def cpu_threads(n: int) -> Iterator[None]:
-    """Run with n torch intra-op threads and one BLAS thread (musicrec.threads), restoring the torch threads.
-
-    BLAS: the fused step's small matrix products (a batch x 64 x 50) go to scipy's OpenBLAS. With its
-    default of one thread per core the calls of the tasks training side by side (threads of one process)
-    queued behind one another (an epoch at the seed's size took 14 s in the flow instead of 7-10), and even
-    alone two threads spent more on waking each other than they saved (4.7 s an epoch against 2.4 s)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
-    try:
-        with one_blas_thread():
-            yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class Trainer:
@@ -337,33 +297,10 @@ def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users
         trainer = Trainer(name, cfg, model, users, items, n_items, threads)
         val_users = sample_users(np.flatnonzero(np.diff(validation.indptr)), cfg.val_users, cfg.seed)
         try:
-            return _run(name, cfg, trainer, lambda: validate(model, val_users, validation, exclude), on_epoch,
-                        max_epochs(cfg, len(users)), patience_for(cfg, len(users)))
+            rule = Stopping("ndcg@10", bigger_is_better=True, patience=patience_for(cfg, len(users)))
+            fitted = early_stopping(name, model, trainer.train_epoch,
+                                    lambda: validate(model, val_users, validation, exclude),
+                                    max_epochs(cfg, len(users)), rule, on_epoch)
+            return ImplicitResult(name, cfg, model, fitted.best_epoch, fitted.best, fitted.history, fitted.seconds)
         finally:
             trainer.close()
-
-
-def _run(name: str, cfg: ImplicitConfig, trainer: Trainer, evaluate: Callable[[], dict[str, float]],
-         on_epoch: EpochCallback | None, epochs: int, patience: int) -> ImplicitResult:
-    """Epoch loop with patience; keeps the best state (musicrec.checkpoint) and restores it at the end."""
-    t0 = time.perf_counter()
-    history = [{"epoch": 0, "loss": float("nan"), **evaluate(), "seconds": 0.0}]
-    best, best_epoch = history[0], 0
-    with BestState(trainer.model) as kept:  # on disk at the seed's size: the tables are held once, not twice
-        kept.keep()
-        for epoch in range(1, epochs + 1):
-            t = time.perf_counter()
-            loss = trainer.train_epoch()
-            train_s = time.perf_counter() - t
-            row = {"epoch": epoch, "max_epochs": epochs, "loss": loss, **evaluate(), "seconds": train_s,
-                   "eval_seconds": time.perf_counter() - t - train_s}
-            history.append(row)
-            if on_epoch is not None:
-                on_epoch(row)
-            if row["ndcg@10"] > best["ndcg@10"]:
-                best, best_epoch = row, epoch
-                kept.keep()
-            elif epoch - best_epoch >= patience:
-                break
-        kept.restore()
-    return ImplicitResult(name, cfg, trainer.model, best_epoch, best, history, time.perf_counter() - t0)

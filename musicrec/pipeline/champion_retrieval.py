@@ -16,7 +16,8 @@ import torch
 
 from musicrec.implicit.configs import make_config
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
-from musicrec.implicit.train import Trainer, cpu_threads, evaluate_model, new_model, validate
+from musicrec.fit.threads import cpu_threads
+from musicrec.implicit.train import Trainer, evaluate_model, new_model, validate
 from musicrec.pipeline.retrieval import (
     TEST_USERS,
     model_text,
@@ -142,7 +143,7 @@ def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] |
     """Write the retrieval champion (its refit on every interaction when `refit` says so) beside the rating
     champion in the bundle (retrieval.onnx + item table) and check it: tower rows equal the model's, and
     tower . item table equals the torch scores on test pairs."""
-    from musicrec.retrieval.export import verify_retrieval, write_retrieval
+    from musicrec.implicit.export import verify_retrieval, write_retrieval
 
     data = ranking_data(ws)
     model = load_implicit(ws, row["name"], REFIT_DIR if refit else "")

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from musicrec.data.split import read_splits, split_ratings, split_summary, write_splits
-from musicrec.dataset import TrainData, prepare_data
+from musicrec.rating.data import TrainData, prepare_data
 from musicrec.pipeline.workspace import Workspace
 from musicrec.ranking.protocol import LeaveLastOut, leave_last_out
 from musicrec.store import atomic_write

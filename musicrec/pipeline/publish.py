@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 
 import musicrec
-from musicrec.dataset import TrainData
+from musicrec.rating.data import TrainData
 from musicrec.errors import ConflictError, StoreError
-from musicrec.export import export_onnx, verify_onnx
+from musicrec.rating.export import export_onnx, verify_onnx
 from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.metrics import rmse
 from musicrec.pipeline.promotion import compare_with_incumbent
@@ -26,7 +26,7 @@ from musicrec.scoring.bundle import (
     write_tables,
 )
 from musicrec.store import MissingKeyError, Store, safe_key_part
-from musicrec.training import predict as predict_part
+from musicrec.rating.train import predict as predict_part
 
 BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
 CHALLENGER_TEST = "challenger_test.parquet"

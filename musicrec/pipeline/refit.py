@@ -12,14 +12,14 @@ from typing import Any
 import pandas as pd
 
 from musicrec.data.split import Split, read_splits
-from musicrec.dataset import TrainData, prepare_data
-from musicrec.models.baselines import bias_regs
+from musicrec.rating.data import TrainData, prepare_data
+from musicrec.rating.baselines import bias_regs
 from musicrec.pipeline.ingest import fingerprint
 from musicrec.pipeline.prepare import load_train_data, rating_range, text_items
 from musicrec.pipeline.train import save_model
 from musicrec.pipeline.workspace import Workspace
 from musicrec.text import load_item_vectors
-from musicrec.training import fit_model
+from musicrec.rating.train import fit_model
 
 REFIT_DIR = "refit"
 

@@ -183,16 +183,13 @@ def format_ranking(retrieval: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-def learning_curves_png(histories: dict[str, list[dict[str, float]]],
-                        start: dict[str, float] | None = None) -> bytes:
-    """Validation RMSE per epoch for every model (epoch 0 = its starting point, when known), as PNG bytes."""
+def learning_curves_png(histories: dict[str, list[dict[str, float]]]) -> bytes:
+    """Validation RMSE per epoch for every model (epoch 0 = its starting point), as PNG bytes."""
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = new_figure()
     for name, hist in sorted(histories.items()):
         points = [(h["epoch"], h.get("val_rmse")) for h in hist]
-        if start and _number(start.get(name)):
-            points.insert(0, (0, start[name]))
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=3, label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return figure_png(fig, ax, "epoch", "Learning curves")

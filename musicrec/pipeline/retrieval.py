@@ -18,7 +18,8 @@ import scipy.sparse as sp
 from musicrec.data.ids import IdIndex
 from musicrec.implicit.configs import ImplicitConfig, make_config
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
-from musicrec.implicit.train import EpochCallback, cpu_threads, evaluate_model, fit_implicit
+from musicrec.fit.threads import cpu_threads
+from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
 from musicrec.pipeline.prepare import ranking_split
 from musicrec.pipeline.workspace import Workspace
 from musicrec.ranking.metrics import evaluate_random, evaluate_static, interaction_matrix
@@ -153,9 +154,11 @@ def test_metrics(model: ImplicitMF | ImplicitEnsemble, data: RankingData, seed: 
     return prefixed("test", out)
 
 
+HISTORY_KEYS = ("epoch", "epochs", "loss", "seconds", "eval_seconds")  # a history row's keys that are not metrics
+
+
 def prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
-    return {f"{split}_{k.replace('@', '_at_')}": v for k, v in metrics.items() if k not in ("epoch", "loss", "seconds",
-                                                                                       "eval_seconds")}
+    return {f"{split}_{k.replace('@', '_at_')}": v for k, v in metrics.items() if k not in HISTORY_KEYS}
 
 
 def ranking_baselines(ws: Workspace, seed: int = 0) -> list[dict[str, Any]]:

@@ -9,15 +9,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from musicrec.dataset import TrainData
-from musicrec.evaluation import evaluate
-from musicrec.models.base import RatingModel
-from musicrec.models.baselines import BASELINES
-from musicrec.models.configs import TrainConfig
-from musicrec.models.registry import build_model, model_class, model_config
+from musicrec.rating.data import TrainData
+from musicrec.rating.evaluate import evaluate
+from musicrec.rating.base import RatingModel
+from musicrec.rating.baselines import BASELINES
+from musicrec.rating.configs import TrainConfig
+from musicrec.rating.registry import build_model, model_class, model_config
 from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace
-from musicrec.training import EpochCallback, fit_model
+from musicrec.fit.loop import EpochCallback, format_epoch
+from musicrec.rating.train import fit_model
 
 
 def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None, threads: int = 1,
@@ -27,7 +28,8 @@ def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None,
     data = data or load_train_data(ws, text=model_class(name).uses_text)
     result = fit_model(name, data, overrides, threads=threads, on_epoch=on_epoch)
     row = {"name": name, **evaluate(result.model, data), "fit_seconds": round(result.fit_seconds, 2),
-           "epochs": len(result.history), "best_epoch": result.best_epoch,
+           "epochs": result.epochs, "best_epoch": result.best_epoch,
+           "initial_val_rmse": result.initial_val_rmse,
            "ratings_per_second": round(result.ratings_per_second), "hyperparameters": result.config.model_dump()}
     save_model(ws, name, result.model, result.config)
     ws.write_json(f"models/{name}/history.json", result.history)
@@ -62,6 +64,5 @@ def load_model(ws: Workspace, name: str, data: TrainData, directory: str = "") -
 def progress_printer(emit: Callable[[str], None]) -> EpochCallback:
     """An epoch callback that writes one plain line per epoch."""
     def _on_epoch(e: dict[str, Any]) -> None:
-        emit(f"{e['model']}: epoch {e['epoch']}/{e['epochs']} loss {e['train_loss']:.4f} "
-             f"val_rmse {e['val_rmse']:.4f} ({e['seconds']:.1f}s)")
+        emit(format_epoch(e))
     return _on_epoch

@@ -18,7 +18,7 @@ from musicrec.scoring.output import commit_parts
 from musicrec.scoring.rank import rank_users, read_table, score_pairs
 from musicrec.scoring.summary import merge_summaries, summarize_pairs, summarize_topn
 from musicrec.store import open_store
-from musicrec.threads import one_blas_thread
+from musicrec.fit.threads import one_blas_thread
 
 
 def fetch_bundle(store_uri: str, version: str, workdir: str | Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import musicrec
 from musicrec.errors import MusicrecError
-from musicrec.models.configs import ConfigError, parse_config, search_space
+from musicrec.rating.configs import ConfigError, parse_config, search_space
 from musicrec.store import MissingKeyError, Store
 
 PREFIX = "tuning"

@@ -8,10 +8,10 @@ from typing import Any
 
 import optuna
 
-from musicrec.dataset import TrainData
+from musicrec.rating.data import TrainData
 from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace
-from musicrec.training import EpochCallback, fit_model
+from musicrec.rating.train import EpochCallback, fit_model
 from musicrec.tuning.search import TrialSpec, load_trial
 
 
@@ -46,7 +46,7 @@ def run_trial(ws: Workspace, spec: TrialSpec, threads: int = 1, seed: int = 0,
     out = {"model": spec.model, "number": spec.number, "params": spec.params, "stopped": None}
     try:
         result = fit_model(spec.model, data, {**spec.params, "seed": seed}, threads=threads, on_epoch=report)
-        out.update(state="complete", val_rmse=_val(result), epochs=len(result.history), best_epoch=result.best_epoch)
+        out.update(state="complete", val_rmse=_val(result), epochs=result.epochs, best_epoch=result.best_epoch)
     except _Stop as stop:
         # the budget's last trial still counts when it had trained at least one epoch: its best is real
         state = "pruned" if stop.why == "pruned" or seen["epochs"] == 0 else "complete"
@@ -61,5 +61,4 @@ def run_trial(ws: Workspace, spec: TrialSpec, threads: int = 1, seed: int = 0,
 
 def _val(result: Any) -> float:
     """The restored best epoch's validation RMSE (the starting point's when no epoch beat it)."""
-    vals = [h["val_rmse"] for h in result.history[:result.best_epoch]]
-    return float(min(vals)) if vals else float(result.initial_val_rmse)
+    return float(result.history[result.best_epoch]["val_rmse"])

@@ -13,7 +13,7 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, helper, numpy_helper
 
-from musicrec.export import ML_DOMAIN, ML_OPSET, save_checked
+from musicrec.rating.export import ML_DOMAIN, ML_OPSET, save_checked
 from musicrec.hashing import ids_sha256
 from musicrec.retrieval.runtime import ITEM_TABLE, TOWER_INPUT, TOWER_OUTPUTS, load_tower, user_vectors
 from musicrec.runtime import OnnxModelError

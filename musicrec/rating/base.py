@@ -1,6 +1,6 @@
 """The contract every rating model follows, and the pieces the families share.
 
-A model declares, explicitly: its typed config (musicrec.models.configs), the rating range it predicts in,
+A model declares, explicitly: its typed config (musicrec.rating.configs), the rating range it predicts in,
 which tables hold user rows and which item rows (cold-start handling resets item rows), and what it
 penalises (`penalties()`: each table with its side and L2 weight, plus dense weights). The trainer reads
 these declarations; it never finds tables by attribute name.
@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from musicrec.data.schema import RATING_MAX, RATING_MIN
-from musicrec.models.configs import TrainConfig
-from musicrec.optim import coalesce_rows
+from musicrec.rating.configs import TrainConfig
+from musicrec.fit.adagrad import coalesce_rows
 
 RatingRange = tuple[float, float]
 
@@ -146,7 +146,7 @@ class DotProductGradients:
     """Closed-form gradients for mu + b_u + b_i + p_u . q_i under MSE and the penalties() above. Autograd's
     sparse embedding backward and the second lookup the penalty needs were half of every step at seed size;
     this computes the same gradients from one lookup and hands them to the optimiser as sparse tensors.
-    These are also the models the fused numba kernel trains (musicrec.fused): it computes the same update."""
+    These are also the models the fused numba kernel trains (musicrec.rating.fused): it computes the same update."""
 
     # after each step, factor rows the batch touched are clamped to at least this (nnmf: 0.0); None: no floor.
     # Declared as data, not code, so the fused kernel applies the same projection as after_step below.

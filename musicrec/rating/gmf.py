@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from musicrec.models.base import DotProductGradients, FactorTables, RatingModel, factor_tables
-from musicrec.models.configs import FactorConfig
+from musicrec.rating.base import DotProductGradients, FactorTables, RatingModel, factor_tables
+from musicrec.rating.configs import FactorConfig
 
 
 class GMF(DotProductGradients, FactorTables, RatingModel):

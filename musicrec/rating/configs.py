@@ -65,7 +65,7 @@ class TrainConfig(BaseModel):
     init_std: float = Field(0.02, ge=0, description="standard deviation of the initial factor rows")
     dense_decay: float = Field(0.0, ge=0, description="Adam weight decay of the dense layers")
     id_dropout: float = Field(0.02, ge=0, lt=1, description="share of rows whose id is replaced by 'unknown'")
-    fused: bool = Field(True, description="train with the fused numba kernel (musicrec.fused) where the model "
+    fused: bool = Field(True, description="train with the fused numba kernel (musicrec.rating.fused) where the model "
                         "allows it: closed-form dot-product gradients, i.e. gmf and nnmf; the same updates as the "
                         "torch path, several times faster. false = the torch path (other models always use it)")
     seed: int = 0

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from musicrec.models.configs import W2VMLPConfig
-from musicrec.models.mlp import MLP
+from musicrec.rating.configs import W2VMLPConfig
+from musicrec.rating.mlp import MLP
 
 
 class W2VMLP(MLP):

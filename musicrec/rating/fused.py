@@ -28,49 +28,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
-from musicrec.dataset import Part
-from musicrec.models.base import DotProductGradients, RatingModel
-from musicrec.optim import EPS, RowWiseAdagrad
+from musicrec.fit.kernels import AHEAD, FASTMATH, prefetch, prefetch_row
+from musicrec.rating.data import Part
+from musicrec.rating.base import DotProductGradients, RatingModel
+from musicrec.fit.adagrad import EPS, RowWiseAdagrad
 
-_FASTMATH = {"reassoc", "contract"}  # vectorised dot products and FMAs; no assumptions about inf / nan
-AHEAD = 16  # rows ahead whose table rows are prefetched: the tables (~150 MB at seed size) miss every cache
-
-
-@intrinsic
-def _prefetch(typingctx: Any, array: Any, row: Any, col: Any) -> Any:
-    """llvm.prefetch of array[row] (1-D) or array[row, col] (2-D): a hint, never a fault, no effect on results.
-    The kernels are bound by cache misses on random table rows; asking for them AHEAD rows early overlaps the
-    misses (about 3x on a plain row gather here)."""
-    if not isinstance(array, types.Array) or array.ndim not in (1, 2):
-        return None
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], signature.args[1:])][:aryty.ndim]
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, idx)
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])  # read, keep in all levels, data
-        return context.get_dummy_value()
-
-    return types.void(array, row, col), codegen
-
-
-@njit(nogil=True, cache=True)
-def _prefetch_row(table: np.ndarray, row: int) -> None:
-    """Every cache line of one table row (32 float32 factors: two lines)."""
-    for col in range(0, table.shape[1], 16):
-        _prefetch(table, row, col)
-
-
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def accumulate(t: int, threads: int, start: int, end: int, users: np.ndarray, items: np.ndarray,
                ratings: np.ndarray, inv_u: np.ndarray, inv_i: np.ndarray, mu: float, user_bias: np.ndarray,
                item_bias: np.ndarray, user_factors: np.ndarray, item_factors: np.ndarray, lam: np.ndarray,
@@ -87,14 +52,14 @@ def accumulate(t: int, threads: int, start: int, end: int, users: np.ndarray, it
     for j in range(start, end):
         if j + AHEAD < end:
             a, b = users[j + AHEAD], items[j + AHEAD]
-            _prefetch_row(user_factors, a)
-            _prefetch_row(item_factors, b)
-            _prefetch(user_bias, a, 0)
-            _prefetch(item_bias, b, 0)
-            _prefetch(slot_u, a, 0)
-            _prefetch(slot_i, b, 0)
-            _prefetch(inv_u, a, 0)
-            _prefetch(inv_i, b, 0)
+            prefetch_row(user_factors, a)
+            prefetch_row(item_factors, b)
+            prefetch(user_bias, a, 0)
+            prefetch(item_bias, b, 0)
+            prefetch(slot_u, a, 0)
+            prefetch(slot_i, b, 0)
+            prefetch(inv_u, a, 0)
+            prefetch(inv_i, b, 0)
         a = users[j]
         b = items[j]
         own_u = threads == 1 or a % threads == t
@@ -139,7 +104,7 @@ def _slot(row: int, slot: np.ndarray, rows: np.ndarray, grads: np.ndarray, n: in
     return n, n + 1
 
 
-@njit(nogil=True, cache=True, fastmath=_FASTMATH)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def apply(n: int, rows: np.ndarray, grads: np.ndarray, slot: np.ndarray, bias: np.ndarray, bias_acc: np.ndarray,
           bias_lr: float, factors: np.ndarray, factor_acc: np.ndarray, lr: float, clamp: bool,
           floor: float) -> None:
@@ -149,11 +114,11 @@ def apply(n: int, rows: np.ndarray, grads: np.ndarray, slot: np.ndarray, bias: n
     for s in range(n):
         if s + AHEAD < n:
             ahead = rows[s + AHEAD]
-            _prefetch_row(factors, ahead)
-            _prefetch(factor_acc, ahead, 0)
+            prefetch_row(factors, ahead)
+            prefetch(factor_acc, ahead, 0)
             if bias_lr > 0:
-                _prefetch(bias, ahead, 0)
-                _prefetch(bias_acc, ahead, 0)
+                prefetch(bias, ahead, 0)
+                prefetch(bias_acc, ahead, 0)
         a = rows[s]
         slot[a] = -1
         g = grads[s]
@@ -260,9 +225,9 @@ def _gather(perm: np.ndarray, user_idx: np.ndarray, item_idx: np.ndarray, rating
     the same for items; ratings[j] = rating[perm[j]]."""
     for j in range(len(perm)):
         if j + AHEAD < len(perm):
-            _prefetch(user_idx, perm[j + AHEAD], 0)
-            _prefetch(item_idx, perm[j + AHEAD], 0)
-            _prefetch(rating, perm[j + AHEAD], 0)
+            prefetch(user_idx, perm[j + AHEAD], 0)
+            prefetch(item_idx, perm[j + AHEAD], 0)
+            prefetch(rating, perm[j + AHEAD], 0)
         k = perm[j]
         users[j] = 0 if draw_u[j] < p_drop else user_idx[k]
         items[j] = 0 if draw_i[j] < p_drop else item_idx[k]

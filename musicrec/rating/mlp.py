@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from musicrec.models.base import Penalty, RatingModel, embedding, mlp
-from musicrec.models.configs import MLPConfig
+from musicrec.rating.base import Penalty, RatingModel, embedding, mlp
+from musicrec.rating.configs import MLPConfig
 
 
 class MLP(RatingModel):

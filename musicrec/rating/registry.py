@@ -6,14 +6,14 @@ from typing import Any
 
 import numpy as np
 
-from musicrec.models.base import RatingModel, RatingRange, seeded_construction
-from musicrec.models.configs import FAMILY, TrainConfig, parse_config
-from musicrec.models.gmf import GMF
-from musicrec.models.gmf_logistic import GMFLogistic
-from musicrec.models.gmf_regression import GMFRegression
-from musicrec.models.mlp import MLP
-from musicrec.models.nnmf import NNMF
-from musicrec.models.w2v_mlp import W2VMLP
+from musicrec.rating.base import RatingModel, RatingRange, seeded_construction
+from musicrec.rating.configs import FAMILY, TrainConfig, parse_config
+from musicrec.rating.gmf import GMF
+from musicrec.rating.gmf_logistic import GMFLogistic
+from musicrec.rating.gmf_regression import GMFRegression
+from musicrec.rating.mlp import MLP
+from musicrec.rating.nnmf import NNMF
+from musicrec.rating.w2v_mlp import W2VMLP
 
 MODELS: dict[str, type[RatingModel]] = {
     "gmf": GMF,

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from musicrec.models.base import Penalty
-from musicrec.models.configs import LogisticConfig
-from musicrec.models.gmf_regression import GMFRegression
+from musicrec.rating.base import Penalty
+from musicrec.rating.configs import LogisticConfig
+from musicrec.rating.gmf_regression import GMFRegression
 
 EDGE = 0.01  # the baseline offset is clipped to [EDGE, 1 - EDGE] of the scale, so 1 and 5 stars stay finite
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,16 +9,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from musicrec.checkpoint import BestState
-from musicrec.dataset import Part, TrainData
+from musicrec.fit import loop
+from musicrec.fit.loop import EpochCallback
+from musicrec.rating.data import Part, TrainData
 from musicrec.metrics import rmse
-from musicrec.models.base import DotProductGradients, RatingModel
-from musicrec.models.baselines import bias_regs, fit_biases
-from musicrec.models.configs import TrainConfig
-from musicrec.models.registry import build_model, model_config
-from musicrec.optim import RowWiseAdagrad
+from musicrec.rating.base import DotProductGradients, RatingModel
+from musicrec.rating.baselines import bias_regs, fit_biases
+from musicrec.rating.configs import TrainConfig
+from musicrec.rating.registry import build_model, model_config
+from musicrec.fit.adagrad import RowWiseAdagrad
 
-EpochCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -30,11 +28,20 @@ class FitResult:
     name: str
     model: RatingModel
     config: TrainConfig
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)  # musicrec.fit.loop's rows, epoch 0 first
     best_epoch: int = 0  # 0: no epoch beat the starting point (the bias baseline's solution)
-    initial_val_rmse: float = float("nan")
     fit_seconds: float = 0.0
     ratings_per_second: float = 0.0
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained."""
+        return max(0, len(self.history) - 1)
+
+    @property
+    def initial_val_rmse(self) -> float:
+        """Validation RMSE of the starting point (NaN for a refit, which has no validation)."""
+        return float(self.history[0].get("val_rmse", float("nan"))) if self.history else float("nan")
 
 
 def batch_size_for(cfg: TrainConfig, n_train: int) -> int:
@@ -54,57 +61,30 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
     regs = model.bias_regs if cfg.bias_decay is None else (cfg.bias_decay, cfg.bias_decay)
     model.start_from(data, *fit_biases(data, regs))
     optimizers = _optimizers(model, cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train = data.parts["train"]
+    row_weights = _row_weights(model, cfg, train)
+
+    def train_epoch() -> float:
+        return _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights, threads)
+
     if fixed_epochs is not None:
-        return _fit_fixed(name, model, cfg, data, optimizers, fixed_epochs, on_epoch, threads)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    result = FitResult(name, model, cfg)
-    train, start = data.parts["train"], time.perf_counter()
-    row_weights = _row_weights(model, cfg, train)
-    best = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
-    result.initial_val_rmse, waited = best, 0
-    with BestState(model) as kept:  # on disk at the seed's size: one copy of the tables in memory, not two
-        kept.keep()
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights, threads)
-            val = rmse(data.parts["validation"].rating.numpy(), predict(model, data.parts["validation"]))
-            row = {"epoch": epoch, "train_loss": loss, "val_rmse": val, "seconds": time.perf_counter() - t0}
-            result.history.append(row)
-            if on_epoch:
-                on_epoch({"model": name, "epochs": cfg.epochs, **row})
-            if val < best - 1e-5:
-                best, waited, result.best_epoch = val, 0, epoch
-                kept.keep()
-            else:
-                waited += 1
-                if waited >= cfg.patience:
-                    break
-        kept.restore()
-    return _finish(result, data, start)
+        fitted = loop.fixed_epochs(name, train_epoch, fixed_epochs, on_epoch)
+    else:
+        validation = data.parts["validation"]
+
+        def evaluate() -> dict[str, float]:
+            return {"val_rmse": rmse(validation.rating.numpy(), predict(model, validation))}
+
+        rule = loop.Stopping("val_rmse", bigger_is_better=False, patience=cfg.patience, min_delta=1e-5)
+        fitted = loop.early_stopping(name, model, train_epoch, evaluate, cfg.epochs, rule, on_epoch)
+    return _finish(FitResult(name, model, cfg, fitted.history, fitted.best_epoch), data, fitted.seconds)
 
 
-def _fit_fixed(name: str, model: RatingModel, cfg: TrainConfig, data: TrainData,
-               optimizers: list[torch.optim.Optimizer], epochs: int, on_epoch: EpochCallback | None,
-               threads: int = 1) -> FitResult:
-    """Exactly `epochs` epochs on the training part, no validation: the refit of a chosen model on all data."""
-    gen = torch.Generator().manual_seed(cfg.seed)
-    result, train, start = FitResult(name, model, cfg, best_epoch=epochs), data.parts["train"], time.perf_counter()
-    row_weights = _row_weights(model, cfg, train)
-    for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
-        loss = _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights, threads)
-        row = {"epoch": epoch, "train_loss": loss, "seconds": time.perf_counter() - t0}
-        result.history.append(row)
-        if on_epoch:
-            on_epoch({"model": name, "epochs": epochs, "val_rmse": float("nan"), **row})
-    return _finish(result, data, start)
-
-
-def _finish(result: FitResult, data: TrainData, start: float) -> FitResult:
+def _finish(result: FitResult, data: TrainData, seconds: float) -> FitResult:
     _reset_untrained_items(result.model, data.trained_items)
-    result.fit_seconds = time.perf_counter() - start
-    n = len(data.parts["train"])
-    result.ratings_per_second = n * len(result.history) / max(result.fit_seconds, 1e-9)
+    result.fit_seconds = seconds
+    result.ratings_per_second = len(data.parts["train"]) * result.epochs / max(seconds, 1e-9)
     return result
 
 
@@ -145,7 +125,7 @@ def _inverse_counts(idx: torch.Tensor, size: int, unknown: float) -> torch.Tenso
 def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Optimizer], batch: int,
                gen: torch.Generator, row_weights: tuple[torch.Tensor, torch.Tensor], threads: int = 1) -> float:
     if model.cfg.fused and isinstance(model, DotProductGradients):
-        from musicrec import fused  # numba: imported only by the models it trains
+        from musicrec.rating import fused  # numba: imported only by the models it trains
 
         if fused.applies(model, optimizers):  # the same updates as below, on `threads` threads
             return fused.run_epoch(model, part, optimizers, batch, gen, row_weights, threads)

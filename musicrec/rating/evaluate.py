@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from musicrec.dataset import TrainData
+from musicrec.rating.data import TrainData
 from musicrec.metrics import mae, rmse
-from musicrec.training import predict
+from musicrec.rating.train import predict
 
 
 def evaluate(model: nn.Module, data: TrainData) -> dict[str, Any]:

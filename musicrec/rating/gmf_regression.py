@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from musicrec.models.base import FactorTables, RatingModel, factor_tables
-from musicrec.models.configs import FactorConfig
+from musicrec.rating.base import FactorTables, RatingModel, factor_tables
+from musicrec.rating.configs import FactorConfig
 
 
 class GMFRegression(FactorTables, RatingModel):

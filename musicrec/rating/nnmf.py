@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from musicrec.models.configs import NNMFConfig
-from musicrec.models.gmf import GMF
+from musicrec.rating.configs import NNMFConfig
+from musicrec.rating.gmf import GMF
 
 
 class NNMF(GMF):

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import torch
 
 EPS = 1e-12  # added to G under the square root
+ACC_START = 1.0  # accumulator start: small gradients take plain SGD steps of rate lr
 
 
 class RowWiseAdagrad(torch.optim.Optimizer):
@@ -25,7 +26,7 @@ class RowWiseAdagrad(torch.optim.Optimizer):
     gradients of the summed loss (the trainer's convention), initial = 1 makes small gradients take plain
     SGD steps of rate lr and large ones AdaGrad's normalised steps."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float = 0.05, initial: float = 1.0) -> None:
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 0.05, initial: float = ACC_START) -> None:
         super().__init__(params, {"lr": lr, "initial": initial})
 
     @torch.no_grad()
@@ -38,7 +39,7 @@ class RowWiseAdagrad(torch.optim.Optimizer):
 
     def accumulator(self, p: torch.Tensor, group: dict | None = None) -> torch.Tensor:
         """The row accumulator G of parameter p, created at `initial` on first use (the fused kernel of
-        musicrec.fused updates the same tensor in place, so both paths share the optimiser's state)."""
+        musicrec.rating.fused updates the same tensor in place, so both paths share the optimiser's state)."""
         group = group or next(g for g in self.param_groups if any(q is p for q in g["params"]))
         state = self.state[p]
         if "sum" not in state:
@@ -50,9 +51,32 @@ class RowWiseAdagrad(torch.optim.Optimizer):
         rows, values = p.grad._indices()[0], p.grad._values()  # sparse embedding gradients only
         if not p.grad.is_coalesced():  # (manual gradients arrive coalesced)
             rows, values = coalesce_rows(rows, values)
-        acc.index_add_(0, rows, values.pow(2).mean(1))
-        step = values * (acc.index_select(0, rows) + eps).rsqrt_().unsqueeze(1) * -lr
-        p.index_add_(0, rows, step)
+        adagrad_rows(p, acc, rows, values, lr, eps)
+
+
+class RowAdagrad:
+    """The same row-wise step for tables addressed by name, gradients handed in by the caller (the implicit
+    family's trainer computes them itself): one accumulator per row, duplicates coalesced first."""
+
+    def __init__(self, tables: dict[str, torch.Tensor], lr: float) -> None:
+        self.lr = lr
+        self.acc = {name: torch.full((t.shape[0],), ACC_START) for name, t in tables.items()}
+
+    @torch.no_grad()
+    def update(self, name: str, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
+               unique: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """unique: (unique rows, inverse) of `rows` when the caller already has them (tables indexed alike)."""
+        rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1), unique)
+        adagrad_rows(table.view(table.shape[0], -1), self.acc[name], rows, g, self.lr)
+
+
+def adagrad_rows(table: torch.Tensor, acc: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float,
+                 eps: float = EPS) -> None:
+    """One AdaGrad step of distinct `rows` of a 2-D table with their summed gradients: G[r] += mean(g_r^2);
+    w[r] -= lr * g_r / sqrt(G[r] + eps). (G starts at ACC_START, so eps never changes a float32 value.)"""
+    acc.index_add_(0, rows, grad.pow(2).mean(1))
+    step = grad * (acc.index_select(0, rows) + eps).rsqrt_().unsqueeze(1) * -lr
+    table.index_add_(0, rows, step)
 
 
 def coalesce_rows(rows: torch.Tensor, values: torch.Tensor,

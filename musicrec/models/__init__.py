@@ -1,4 +1,0 @@
-"""Model families, one file each, and the registry that names them (musicrec.models.registry).
-
-This package file imports nothing, so `musicrec.models.configs` loads without torch (the CLI checks
-overrides with it before anything slow starts)."""
