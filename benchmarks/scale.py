@@ -100,7 +100,9 @@ def best_retrieval(ws: Any) -> dict[str, Any] | None:
     """The trained implicit model with the best validation NDCG@10, whether or not it beats most-popular: the
     bundle and rank stages measure the cost of retrieve-then-rank, which the flow pays whenever it has a
     retrieval champion (its choice also requires beating most-popular, which is about quality, not cost)."""
-    from musicrec.implicit.train import IMPLICIT_MODELS
+    from musicrec.registry import names as _names
+
+    IMPLICIT_MODELS = _names("retrieval")
 
     rows = [ws.read_json(f"models/{m}/metrics.json") for m in IMPLICIT_MODELS
             if (ws.root / "models" / m / "metrics.json").exists()]
@@ -238,9 +240,13 @@ def link_seed_sample(samples: Path) -> bool:
 
 
 def run_scale(scale: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
-    from musicrec.rating.evaluate import choose_champion
-    from musicrec.implicit.train import IMPLICIT_MODELS
-    from musicrec.rating.registry import MODELS
+    from musicrec.registry import choose_champion
+    from musicrec.registry import names as _names
+
+    IMPLICIT_MODELS = _names("retrieval")
+    from musicrec.registry import names
+
+    MODELS = names("rating")
 
     res: dict[str, Any] = {"scale": scale, "machine": machine(), "code_start": code_state(), "stages": []}
     root = out / scale
@@ -300,7 +306,7 @@ def run_scale(scale: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
         record(row)
     base = next((r for r in res["stages"] if r["stage"] == "train:baselines" and "result" in r), None)
     bias = next(b for b in base["result"] if b["name"] == "bias") if models and base else None
-    res["champion"] = choose_champion(models, bias["val_rmse"]) if bias else None
+    res["champion"] = choose_champion(models, "rating", bias["val_rmse"]) if bias else None
     ctx["champion"] = res["champion"] or min(models, key=lambda m: m["val_rmse"])["name"]
     for stage in ("bundle", "publish", "score_pairs", "rank"):
         record(run_stage(stage, ctx, a.timeout))

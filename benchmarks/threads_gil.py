@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from musicrec.implicit.configs import make_config
+    from musicrec.registry import parse_config as make_config
     from musicrec.implicit.train import Trainer, new_model
     from tasks.runners import fair_threads
 

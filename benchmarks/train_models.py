@@ -193,8 +193,10 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from musicrec.rating.evaluate import choose_champion
-    from musicrec.rating.registry import MODELS
+    from musicrec.registry import choose_champion
+    from musicrec.registry import names
+
+    MODELS = names("rating")
     from musicrec.pipeline.workspace import Workspace
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     res["baselines"], res["baselines_peak_rss_mb"] = b["result"], b["peak_rss_mb"]
     bias = next(x for x in res["baselines"] if x["name"] == "bias")
     res["noise_rmse"] = card.get("noise_rmse")
-    champ = choose_champion(res["models"], bias["val_rmse"])
+    champ = choose_champion(res["models"], "rating", bias["val_rmse"])
     crow = next((r for r in res["models"] if r["name"] == champ), None)
     res["champion"] = {"name": champ, "test_rmse": crow and crow["test_rmse"],
                        "gap_to_noise": crow and res["noise_rmse"] and crow["test_rmse"] - res["noise_rmse"],

@@ -94,7 +94,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "out"))
     args = ap.parse_args()
     from musicrec.data.split import read_splits
-    from musicrec.rating.registry import MODELS
+    from musicrec.registry import names
+
+    MODELS = names("rating")
     from musicrec.pipeline import train
     from musicrec.tuning.search import default_params
 

@@ -8,16 +8,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from musicrec.implicit.configs import CONFIGS
-from musicrec.rating.registry import MODELS
+from musicrec import registry
 from musicrec.pipeline.report import StageClock
 from musicrec.pipeline.workspace import new_run_id, run_ref
 from musicrec.quiet import quiet_third_party
 from musicrec.settings import get_settings
 from tasks import training as t
 
-ModelName = Literal[tuple(MODELS)]  # the registry's names: the UI form offers exactly these
-RETRIEVAL_MODELS = list(CONFIGS)  # the implicit-feedback models (musicrec.implicit)
+RATING_MODELS = registry.names("rating")  # the registry's names: the UI form offers exactly these
+ModelName = Literal[tuple(RATING_MODELS)]
+RETRIEVAL_MODELS = registry.names("retrieval")  # the implicit-feedback models (musicrec.implicit)
 RetrievalName = Literal[tuple(RETRIEVAL_MODELS)]
 
 
@@ -34,7 +34,7 @@ class RunInputs(BaseModel):
     reviews: list[str] = Field(..., description="review files (Amazon 2014/2018/2023 JSON lines, ratings CSV, ...)")
     meta: list[str] = Field(default=[], description="optional metadata files")
     store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI or ./.musicrec/store")
-    models: list[ModelName] = Field(default=list(MODELS), description="which models to train")
+    models: list[ModelName] = Field(default=list(RATING_MODELS), description="which models to train")
     seed: int = 0
     split: SplitParams = Field(default=SplitParams())
     task_runner: Literal["threads", "processes", "dask"] = "threads"

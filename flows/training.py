@@ -10,9 +10,8 @@ from prefect.futures import wait
 from pydantic import Field
 
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
-from musicrec.rating.evaluate import choose_champion
-from musicrec.implicit.configs import make_config as implicit_config
-from musicrec.rating.registry import model_class
+from musicrec import registry
+from musicrec.rating.build import model_class
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache
@@ -54,7 +53,7 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     embed = t.embed_text.submit(workdir, seed)
     retrieval_models = list(retrieval_models or [])
     ranking = t.ranking_baselines.submit(workdir) if retrieval_models else None
-    configs = {m: implicit_config(m, overrides.get(m)) for m in retrieval_models}
+    configs = {m: registry.parse_config(m, overrides.get(m)) for m in retrieval_models}
     texts = {**{m: c.use_text for m, c in configs.items()}, **{m: model_class(m).uses_text for m in models}}
     negatives = {m: c.negatives for m, c in configs.items()}
     submitted = {}
@@ -117,7 +116,7 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
     rows, baselines = trained["models"], trained["baselines"]
     prep["word2vec"] = trained["word2vec"]
     bias = next(b for b in baselines if b["name"] == "bias")
-    champion = choose_champion(rows, bias["val_rmse"])
+    champion = registry.choose_champion(rows, "rating", bias["val_rmse"])
     retrieval = summarize_retrieval(trained["retrieval"], trained["ranking_baselines"])
     retrieval_row = next((r for r in retrieval["models"] if r["name"] == retrieval["champion"]), None)
     report: dict[str, Any] = {

@@ -14,10 +14,10 @@ from typing import Any
 
 from musicrec import preflight as pre
 from musicrec.errors import MusicrecError
-from musicrec.rating.configs import FAMILY
+from musicrec.registry import names
 from musicrec.settings import get_settings
 
-MODEL_NAMES = list(FAMILY)  # torch-free: parsing arguments must not import torch
+MODEL_NAMES = names("rating")
 SAMPLE_SCALES = ["small", "medium", "seed", "seed2x", "seed4x"]  # musicrec.data.world.SCALES, without numpy/scipy
 STORE_HELP = "s3://bucket/prefix, file:///path or a folder (default MUSICREC_STORE_URI, else ./.musicrec/store)"
 

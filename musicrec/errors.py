@@ -50,3 +50,7 @@ class StoreError(MusicrecError):
 
 class ConflictError(StoreError):
     """A conditional write lost a race: someone else changed the object first."""
+
+
+class ConfigError(MusicrecError):
+    """An override that the model cannot take (unknown model or key, wrong type, out of range)."""

@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from musicrec.errors import DataError, MusicrecError
-from musicrec.rating.configs import FAMILY, ConfigError, check_overrides
+from musicrec import registry
+from musicrec.errors import ConfigError
 from musicrec.settings import get_settings
 from musicrec.store import Store, open_store, safe_key_part
 
@@ -86,25 +87,25 @@ def check_work_uri(uri: str) -> str:
 def parse_models(text: str) -> list[str]:
     """The comma-separated model names, at least one, each a registered model."""
     models = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    rating = registry.names("rating")
     if not models:
-        raise UsageError(f"--models {text!r} names no model", hint=f"choose one or more of {', '.join(FAMILY)}")
-    unknown = [m for m in models if m not in FAMILY]
+        raise UsageError(f"--models {text!r} names no model", hint=f"choose one or more of {', '.join(rating)}")
+    unknown = [m for m in models if m not in rating]
     if unknown:
-        raise UsageError(f"--models: unknown model(s) {unknown}", hint=f"choose from {', '.join(FAMILY)}")
+        raise UsageError(f"--models: unknown model(s) {unknown}", hint=f"choose from {', '.join(rating)}")
     return models
 
 
 def parse_retrieval_models(text: str) -> list[str]:
     """--retrieval-models: comma-separated implicit models, or "none"."""
-    from musicrec.implicit.configs import CONFIGS
-
+    retrieval = registry.names("retrieval")
     if text.strip().lower() == "none":
         return []
     models = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    unknown = [m for m in models if m not in CONFIGS]
+    unknown = [m for m in models if m not in retrieval]
     if unknown or not models:
         raise UsageError(f"--retrieval-models: unknown model(s) {unknown or [text]}",
-                         hint=f"choose from {', '.join(CONFIGS)}, or none")
+                         hint=f"choose from {', '.join(retrieval)}, or none")
     return models
 
 
@@ -116,7 +117,7 @@ def parse_overrides(text: str, models: list[str]) -> dict[str, dict[str, Any]]:
         raise UsageError(f"--overrides is not valid JSON: {e}",
                          hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'') from None
     try:
-        check_overrides(models, overrides)
+        registry.check_overrides(models, overrides)
     except ConfigError as e:
         message = e.message if e.message.startswith("--overrides") else f"--overrides: {e.message}"
         raise ConfigError(message, hint=e.hint) from None

@@ -17,7 +17,9 @@ import pytest
 from prefect_server import BIN, REPO, Processes, free_port, server_env, start_server
 from prefect_server import wait_until as _wait_until
 
-from musicrec.rating.registry import MODELS
+from musicrec.registry import names as _names
+
+MODELS = _names("rating")
 from musicrec.results import promotion
 from musicrec.scoring.output import read_output
 from musicrec.store import open_store
@@ -223,4 +225,5 @@ def test_prefect_yaml_fills_every_list_and_object_field_and_names_all_models():
         for trigger in dep.get("triggers", []):
             assert _unfilled(schema, trigger["parameters"]) == [], trigger["name"]
     training_params = spec["deployments"][0]["parameters"]["params"]
-    assert training_params["models"] == list(MODELS)
+    assert training_params["models"] == list(MODELS)  # the yaml's lists are the registry's (musicrec.registry)
+    assert training_params["retrieval_models"] == _names("retrieval")

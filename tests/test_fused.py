@@ -9,7 +9,7 @@ from musicrec.data.split import split_ratings
 from musicrec.rating.data import prepare_data
 from musicrec.rating.evaluate import evaluate
 from musicrec.rating.baselines import bias_regs, fit_biases
-from musicrec.rating.registry import build_model, model_config
+from musicrec.rating.build import build_model, model_config
 from musicrec.rating.train import _optimizers, _row_weights, _run_epoch, batch_size_for, fit_model
 
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from musicrec.implicit.configs import ImplicitConfigError, make_config
+from musicrec.errors import ConfigError
+from musicrec.registry import names, parse_config
 from musicrec.implicit.losses import batch_loss, bpr, hinge, pointwise
 from musicrec.implicit.sampling import NegativeSampler
-from musicrec.implicit.train import IMPLICIT_MODELS, fit_implicit
+from musicrec.implicit.train import fit_implicit
 from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix
 
 
@@ -65,13 +66,13 @@ def test_sampling_is_seeded_and_redraws_positives() -> None:
 
 
 def test_configs_are_typed_and_closed() -> None:
-    assert make_config("implicit_hinge").negative_pick == "max"
-    with pytest.raises(ImplicitConfigError, match="valid keys"):
-        make_config("implicit_bpr", {"factor": 8})
-    with pytest.raises(ImplicitConfigError):
-        make_config("implicit_bpr", {"neg_sampling": "zipf"})
-    with pytest.raises(ImplicitConfigError, match="unknown implicit model"):
-        make_config("implicit_warp")
+    assert parse_config("implicit_hinge").negative_pick == "max"
+    with pytest.raises(ConfigError, match="unknown hyperparameter"):
+        parse_config("implicit_bpr", {"factor": 8})
+    with pytest.raises(ConfigError):
+        parse_config("implicit_bpr", {"neg_sampling": "zipf"})
+    with pytest.raises(ConfigError, match="unknown model"):
+        parse_config("implicit_warp")
 
 
 def _clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray, object, int, int]:
@@ -89,7 +90,7 @@ def _clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray, object, int, int]:
     return np.repeat(np.arange(n_users), 11), items[:, :11].ravel(), val, n_users, n_items
 
 
-@pytest.mark.parametrize("name", list(IMPLICIT_MODELS))
+@pytest.mark.parametrize("name", names("retrieval"))
 def test_each_loss_learns_beyond_most_popular_at_its_defaults(name: str) -> None:
     users, items, val, n_users, n_items = _clusters()
     excl = interaction_matrix(users, items, n_users, n_items)
@@ -132,24 +133,24 @@ def test_text_vectors_give_items_without_interactions_a_row() -> None:
 
 
 def test_the_epoch_cap_shrinks_with_the_data_and_the_fit_keeps_to_it():
-    from musicrec.implicit.configs import make_config, max_epochs
+    from musicrec.implicit.configs import max_epochs
 
-    cfg = make_config("implicit_bpr")
+    cfg = parse_config("implicit_bpr")
     assert max_epochs(cfg, 10_000) == cfg.epochs  # small data: the configured maximum
     assert max_epochs(cfg, 1_263_464) == 19  # the seed's training interactions
-    assert max_epochs(make_config("implicit_bpr", {"max_epoch_rows": 0}), 1_263_464) == cfg.epochs
-    assert max_epochs(make_config("implicit_bpr", {"max_epoch_rows": 1}), 1_263_464) == 1
+    assert max_epochs(parse_config("implicit_bpr", {"max_epoch_rows": 0}), 1_263_464) == cfg.epochs
+    assert max_epochs(parse_config("implicit_bpr", {"max_epoch_rows": 1}), 1_263_464) == 1
 
 
 def test_patience_shrinks_on_large_data_and_the_fit_stops_by_it():
     from musicrec.implicit.configs import patience_for
 
-    cfg = make_config("implicit_bpr")
+    cfg = parse_config("implicit_bpr")
     assert patience_for(cfg, 10_000) == cfg.patience == 8  # MI and the medium sample: the configured patience
     assert patience_for(cfg, 1_263_464) == 3  # the seed's rating split; its leave-last-out train (1.21M): 4
     assert patience_for(cfg, 1_210_000) == 4 and patience_for(cfg, 160_000) == 8  # the medium sample keeps 8
-    assert patience_for(make_config("implicit_bpr", {"max_patience_rows": 0}), 1_263_464) == 8
-    assert patience_for(make_config("implicit_bpr", {"max_patience_rows": 1}), 1_263_464) == 2  # never below 2
+    assert patience_for(parse_config("implicit_bpr", {"max_patience_rows": 0}), 1_263_464) == 8
+    assert patience_for(parse_config("implicit_bpr", {"max_patience_rows": 1}), 1_263_464) == 2  # never below 2
     users, items, val, n_users, n_items = _clusters()
     over = {"epochs": 40, "factors": 8, "lr": 2.0}  # a step this large peaks early and then only gets worse
     runs = [fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
@@ -190,7 +191,7 @@ def test_a_user_is_the_weighted_sum_of_their_items_context_rows_and_training_lea
     assert torch.allclose(model.user_table(torch.arange(4)) @ table.T,
                           torch.stack([model(torch.full((9,), u), torch.arange(9)) for u in range(4)]), atol=1e-5)
     # in training, the positive being predicted is not part of its own user's context
-    trainer = Trainer("implicit_bpr", make_config("implicit_bpr"), model, users, items, 9)
+    trainer = Trainer("implicit_bpr", parse_config("implicit_bpr"), model, users, items, 9)
     query, _, _ = trainer.queries(torch.tensor([0, 1]), torch.tensor([5, 4]))
     assert torch.allclose(query[0], p[0] + (y[2] + y[7]) / 2 ** 0.5, atol=1e-6)
     assert torch.allclose(query[1], p[1], atol=1e-6)  # a one-item user has no other item to borrow from
@@ -229,9 +230,9 @@ def test_a_model_without_free_user_rows_holds_no_user_table() -> None:
     from musicrec.implicit.train import new_model
 
     users, items = np.array([0, 1, 2]), np.array([3, 4, 5])
-    model = new_model(make_config("implicit_bpr"), 5000, 10, users, items)
+    model = new_model(parse_config("implicit_bpr"), 5000, 10, users, items)
     assert model.user.shape == (0, 64) and model.user.untyped_storage().nbytes() == 0
-    free = new_model(make_config("implicit_bpr", {"free_user": True}), 5000, 10, users, items)
+    free = new_model(parse_config("implicit_bpr", {"free_user": True}), 5000, 10, users, items)
     assert torch.equal(model.item, free.item)  # the same seeded item rows either way
 
 
@@ -248,7 +249,7 @@ def test_the_fused_step_is_the_torch_step(name: str, text: bool, limit: int) -> 
     vectors = torch.from_numpy(np.random.default_rng(1).normal(size=(n_items, 6)).astype(np.float32)) if text else None
     trainers = []
     for fused in (True, False):
-        cfg = make_config(name, {"fused": fused, "history_limit": limit, "use_text": text})
+        cfg = parse_config(name, {"fused": fused, "history_limit": limit, "use_text": text})
         model = new_model(cfg, n_users, n_items, users, items, vectors)
         if model.text_proj is not None:
             model.text_proj.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
@@ -279,7 +280,7 @@ def test_the_untrained_start_is_validated_as_one_global_order_with_the_same_numb
     from musicrec.implicit.train import bias_only, new_model, score_fn, validate
 
     users, items, val, n_users, n_items = _clusters()
-    model = new_model(make_config("implicit_bpr"), n_users, n_items, users, items)
+    model = new_model(parse_config("implicit_bpr"), n_users, n_items, users, items)
     model.item_bias.copy_(torch.from_numpy(np.random.default_rng(5).integers(0, 4, n_items).astype(np.float32)))
     exclude = interaction_matrix(users, items, n_users, n_items)
     rows = np.arange(n_users)
@@ -340,7 +341,7 @@ def test_the_fused_step_on_two_threads_is_the_one_thread_step(name: str, text: b
     vectors = torch.from_numpy(np.random.default_rng(1).normal(size=(n_items, 6)).astype(np.float32)) if text else None
     trainers = []
     for threads in (1, 2):
-        cfg = make_config(name, {"history_limit": limit, "use_text": text, "batch_size": 200})
+        cfg = parse_config(name, {"history_limit": limit, "use_text": text, "batch_size": 200})
         model = new_model(cfg, n_users, n_items, users, items, vectors)
         model.context.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
         trainers.append(Trainer(name, cfg, model, users, items, n_items, threads=threads))

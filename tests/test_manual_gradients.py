@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from musicrec.rating.registry import build_model, model_config
+from musicrec.rating.build import build_model, model_config
 
 
 @pytest.mark.parametrize("name", ["gmf", "nnmf"])

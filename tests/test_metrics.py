@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from musicrec.rating.evaluate import choose_champion
+from musicrec.registry import choose_champion
 from musicrec.metrics import mae, rmse
 
 
@@ -26,15 +26,15 @@ def test_empty_is_nan_and_shape_mismatch_raises():
 
 def test_champion_lowest_validation_rmse_ties_by_name():
     rows = [{"name": "b", "val_rmse": 0.80}, {"name": "a", "val_rmse": 0.80}, {"name": "c", "val_rmse": 0.9}]
-    assert choose_champion(rows, bias_val_rmse=0.85) == "a"
+    assert choose_champion(rows, "rating", 0.85) == "a"
 
 
 def test_champion_must_beat_bias_baseline():
     rows = [{"name": "a", "val_rmse": 0.9}, {"name": "b", "val_rmse": float("nan")}]
-    assert choose_champion(rows, bias_val_rmse=0.85) is None
+    assert choose_champion(rows, "rating", 0.85) is None
 
 
 def test_an_untrained_model_is_never_champion():
     """best_epoch 0: no epoch beat its starting point; it is the bias solution relabelled, not a result."""
     rows = [{"name": "a", "val_rmse": 0.80, "best_epoch": 0}, {"name": "b", "val_rmse": 0.84, "best_epoch": 3}]
-    assert choose_champion(rows, bias_val_rmse=0.85) == "b"
+    assert choose_champion(rows, "rating", 0.85) == "b"

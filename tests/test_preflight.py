@@ -10,7 +10,7 @@ import pytest
 
 from musicrec import preflight as pre
 from musicrec.errors import DataError, MusicrecError
-from musicrec.rating.configs import ConfigError
+from musicrec.errors import ConfigError
 from musicrec.settings import SettingsError, get_settings
 from musicrec.store import open_store
 

@@ -34,7 +34,7 @@ def test_initial_weights_do_not_depend_on_what_other_threads_build():
     import threading
 
     from musicrec.rating.baselines import fit_global_mean
-    from musicrec.rating.registry import build_model, model_config
+    from musicrec.rating.build import build_model, model_config
 
     def built() -> str:
         model = build_model("gmf", 200_000, 50_000, 4.0, model_config("gmf", {"seed": 3}))

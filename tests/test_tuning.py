@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from musicrec.rating.configs import FAMILY, parse_config, search_space
+from musicrec.registry import MODELS, parse_config, search_space
 from musicrec.pipeline import ingest, prepare
 from musicrec.pipeline.workspace import Workspace
 from musicrec.store import FileStore, open_store
@@ -32,7 +32,7 @@ def prepared(tiny, tmp_path_factory):
     return ws, {**run, "split": prep["split"]}, root
 
 
-@pytest.mark.parametrize("model", list(FAMILY))
+@pytest.mark.parametrize("model", list(MODELS))
 def test_every_suggestion_is_a_valid_config_of_its_family(model):
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     for _ in range(20):

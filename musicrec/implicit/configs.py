@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from musicrec.errors import MusicrecError
+from musicrec.fit.space import Dim, integer, real
 
-
-class ImplicitConfigError(MusicrecError):
-    """An override that the implicit model cannot take (unknown key, wrong type, out of range)."""
+# what tuning searches for every loss: size, step, penalty, start scale, how a history is averaged
+SPACE: dict[str, Dim] = {
+    "factors": integer(16, 128), "lr": real(0.03, 1.0), "weight_decay": real(0.001, 0.3),
+    "init_std": real(0.01, 0.3), "history_alpha": real(0.0, 1.0, log=False),
+}
 
 
 class ImplicitConfig(BaseModel):
-    """Shared by the three losses; each loss's class only changes defaults."""
+    """Shared by the three losses; each loss's class names its loss and changes defaults."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    loss: ClassVar[str] = "pointwise"  # musicrec.implicit.losses: what the trainer minimises
+    search_space: ClassVar[dict[str, Dim]] = SPACE
 
     factors: int = Field(64, ge=1, le=1024, description="embedding size of users and items")
     lr: float = Field(0.3, gt=0, description="row-wise AdaGrad step of the embedding and bias tables")
@@ -60,20 +64,18 @@ class PointwiseConfig(ImplicitConfig):
 class BPRConfig(ImplicitConfig):
     """implicit_bpr: -log sigmoid(s_pos - s_neg)."""
 
+    loss: ClassVar[str] = "bpr"
+
 
 class HingeConfig(ImplicitConfig):
     """implicit_hinge: max(0, margin - s_pos + s_neg) on the highest-scoring of several negatives."""
 
+    loss: ClassVar[str] = "hinge"
+    search_space: ClassVar[dict[str, Dim]] = {**SPACE, "negatives": integer(2, 16), "margin": real(0.1, 2.0)}
+
     negatives: int = Field(8, ge=1, le=1024)
     negative_pick: Literal["mean", "max"] = "max"
     lr: float = Field(0.1, gt=0)
-
-
-CONFIGS: dict[str, type[ImplicitConfig]] = {
-    "implicit_pointwise": PointwiseConfig,
-    "implicit_bpr": BPRConfig,
-    "implicit_hinge": HingeConfig,
-}
 
 
 def max_epochs(cfg: ImplicitConfig, n_rows: int) -> int:
@@ -90,16 +92,3 @@ def patience_for(cfg: ImplicitConfig, n_rows: int) -> int:
     if cfg.max_patience_rows <= 0 or n_rows <= 0:
         return cfg.patience
     return max(2, min(cfg.patience, cfg.max_patience_rows // n_rows))
-
-
-def make_config(name: str, overrides: dict[str, Any] | None = None) -> ImplicitConfig:
-    """The model's config with overrides applied; an unknown model or a bad override is an ImplicitConfigError."""
-    if name not in CONFIGS:
-        raise ImplicitConfigError(f"unknown implicit model '{name}'", hint=f"use one of: {', '.join(CONFIGS)}")
-    try:
-        return CONFIGS[name](**(overrides or {}))
-    except ValidationError as e:
-        keys = ", ".join(CONFIGS[name].model_fields)
-        raise ImplicitConfigError(f"bad override for {name}: {e.errors()[0]['msg']} "
-                                  f"({'.'.join(map(str, e.errors()[0]['loc']))})", hint=f"valid keys: {keys}") from e
-

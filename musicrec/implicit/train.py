@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -14,7 +13,9 @@ import scipy.sparse as sp
 import torch
 
 from musicrec.fit.loop import EpochCallback, Stopping, early_stopping
-from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs, patience_for
+from musicrec import registry
+from musicrec.implicit.base import ImplicitResult, Interactions, RetrievalModel
+from musicrec.implicit.configs import ImplicitConfig, max_epochs, patience_for
 from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
@@ -23,25 +24,7 @@ from musicrec.ranking.bounded import evaluate_inner_product
 from musicrec.ranking.metrics import evaluate_static, interaction_matrix, sample_users
 from musicrec.fit.threads import cpu_threads
 
-IMPLICIT_MODELS: dict[str, str] = {  # model name -> loss
-    "implicit_pointwise": "pointwise",
-    "implicit_bpr": "bpr",
-    "implicit_hinge": "hinge",
-}
 _EMPTY = np.zeros((0, 0), np.float32)  # the fused step's text, projection and accumulator of a model without text
-
-
-@dataclass
-class ImplicitResult:
-    """The fitted model at its best epoch, with the per-epoch history (epoch 0 = untrained)."""
-
-    name: str
-    config: ImplicitConfig
-    model: ImplicitMF
-    best_epoch: int
-    best: dict[str, float]
-    history: list[dict[str, float]] = field(default_factory=list)
-    fit_seconds: float = 0.0
 
 
 class Trainer:
@@ -49,7 +32,7 @@ class Trainer:
 
     def __init__(self, name: str, cfg: ImplicitConfig, model: ImplicitMF, users: np.ndarray, items: np.ndarray,
                  n_items: int, threads: int = 1) -> None:
-        self.cfg, self.model, self.loss = cfg, model, LOSSES[IMPLICIT_MODELS[name]]
+        self.cfg, self.model, self.loss = cfg, model, LOSSES[cfg.loss]
         self.threads = max(1, threads)  # of the fused step (the flow's side-by-side fits use one each)
         self.users = torch.as_tensor(np.asarray(users, np.int64))
         self.items = torch.as_tensor(np.asarray(items, np.int64))
@@ -64,7 +47,7 @@ class Trainer:
         if self.fused:  # numba: imported only when a model trains with it
             from musicrec.implicit import fused
 
-            self.kernels, self.loss_code = fused, fused.LOSS_CODES[IMPLICIT_MODELS[name]]
+            self.kernels, self.loss_code = fused, fused.LOSS_CODES[cfg.loss]
             if self.threads > 1:
                 self.pool = ThreadPoolExecutor(self.threads - 1, "musicrec-fism")
         # the fused step's scratch maps of user / item / context row id -> batch position, -1 between steps
@@ -283,24 +266,61 @@ def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users
                  validation: sp.csr_matrix, exclude: sp.csr_matrix | None = None,
                  overrides: dict[str, Any] | None = None, threads: int = 1, on_epoch: EpochCallback | None = None,
                  text: np.ndarray | None = None) -> ImplicitResult:
-    """Train model `name` on (user index, item index) pairs; stop early on validation NDCG@10.
+    """Fit the registered retrieval model `name` on (user index, item index) pairs, judged on validation NDCG@10.
 
     validation: CSR (n_users x n_items) of each user's validation item(s); exclude: items not ranked for
     validation (default: the training interactions); text: (n_items, d) item vectors, used when use_text."""
-    cfg = make_config(name, overrides)
+    cfg = registry.parse_config(name, overrides)
     users, items = (np.asarray(a, np.int64) for a in interactions)
     exclude = interaction_matrix(users, items, n_users, n_items) if exclude is None else exclude
-    with cpu_threads(threads):
-        torch.manual_seed(cfg.seed)
-        vector = torch.as_tensor(text) if cfg.use_text and text is not None else None
-        model = new_model(cfg, n_users, n_items, users, items, vector)
-        trainer = Trainer(name, cfg, model, users, items, n_items, threads)
-        val_users = sample_users(np.flatnonzero(np.diff(validation.indptr)), cfg.val_users, cfg.seed)
-        try:
-            rule = Stopping("ndcg@10", bigger_is_better=True, patience=patience_for(cfg, len(users)))
-            fitted = early_stopping(name, model, trainer.train_epoch,
-                                    lambda: validate(model, val_users, validation, exclude),
-                                    max_epochs(cfg, len(users)), rule, on_epoch)
-            return ImplicitResult(name, cfg, model, fitted.best_epoch, fitted.best, fitted.history, fitted.seconds)
-        finally:
-            trainer.close()
+    data = Interactions(users, items, n_users, n_items, validation, exclude, text)
+    return registry.model_class(name).fit(name, cfg, data, threads=threads, on_epoch=on_epoch)
+
+
+class SGDRetrieval(RetrievalModel):
+    """The seed's losses (pointwise, BPR, hinge; the config names it): a user is their history (FISM), sampled
+    negatives, row-wise AdaGrad on the touched rows, early stopping on validation NDCG@10."""
+
+    @classmethod
+    def fit(cls, name: str, cfg: ImplicitConfig, data: Interactions, *, threads: int = 1,
+            on_epoch: EpochCallback | None = None) -> ImplicitResult:
+        with cpu_threads(threads):
+            torch.manual_seed(cfg.seed)
+            model = cls._start(cfg, data)
+            trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads)
+            val_users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
+            try:
+                rule = Stopping("ndcg@10", bigger_is_better=True, patience=patience_for(cfg, len(data.users)))
+                fitted = early_stopping(name, model, trainer.train_epoch,
+                                        lambda: validate(model, val_users, data.validation, data.exclude),
+                                        max_epochs(cfg, len(data.users)), rule, on_epoch)
+            finally:
+                trainer.close()
+        return ImplicitResult(name, cfg, model, fitted.best_epoch, fitted.best, fitted.history, fitted.seconds)
+
+    @classmethod
+    def refit(cls, name: str, cfg: ImplicitConfig, data: Interactions, epochs: int, *,
+              threads: int = 1) -> ImplicitMF:
+        with cpu_threads(threads):
+            model = cls._start(cfg, data)
+            trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads)
+            try:
+                for _ in range(epochs):
+                    trainer.train_epoch()
+            finally:
+                trainer.close()
+        return model
+
+    @classmethod
+    def rebuild(cls, cfg: ImplicitConfig, n_users: int, n_items: int, state: dict[str, torch.Tensor],
+                text: torch.Tensor | None) -> ImplicitMF:
+        history = (state["history_ptr"], state["history_items"]) if "history_ptr" in state else None
+        model = ImplicitMF(n_users, n_items, cfg.factors, cfg.init_std, cfg.seed,
+                           text if "text_proj" in state else None, history, cfg.history_alpha, cfg.free_user)
+        model.load_state_dict(state)
+        return model
+
+    @staticmethod
+    def _start(cfg: ImplicitConfig, data: Interactions) -> ImplicitMF:
+        vector = torch.as_tensor(data.text) if cfg.use_text and data.text is not None else None
+        return new_model(cfg, data.n_users, data.n_items, data.users, data.items, vector)

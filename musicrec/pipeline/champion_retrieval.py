@@ -14,16 +14,17 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from musicrec.implicit.configs import make_config
-from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
-from musicrec.fit.threads import cpu_threads
-from musicrec.implicit.train import Trainer, evaluate_model, new_model, validate
+from musicrec import registry
+from musicrec.implicit.base import Interactions
+from musicrec.implicit.model import ImplicitEnsemble, InnerProductTables
+from musicrec.implicit.train import evaluate_model, validate
 from musicrec.pipeline.retrieval import (
     TEST_USERS,
     model_text,
     popular_val_ndcg,
     prefixed,
     ranking_data,
+    save_implicit,
     test_metrics,
 )
 from musicrec.pipeline.workspace import Workspace
@@ -52,21 +53,14 @@ def refit_implicit(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict
 def _refit_one(ws: Workspace, row: dict[str, Any], pairs: tuple[np.ndarray, np.ndarray], folder: str,
                threads: int) -> dict[str, Any]:
     """One model refit on the (user, item) pairs, saved under models/<folder>/."""
-    data, cfg = ranking_data(ws), make_config(row["name"], row.get("hyperparameters"))
+    name, data = row["name"], ranking_data(ws)
+    cfg = registry.parse_config(name, row.get("hyperparameters"))
     users, items = pairs
     epochs = max(1, int(row.get("best_epoch") or 1))
     t0 = time.perf_counter()
-    with cpu_threads(threads):
-        model = new_model(cfg, data.users.size, data.items.size, users, items, _tensor(model_text(ws, cfg)))
-        trainer = Trainer(row["name"], cfg, model, users, items, data.items.size, threads)
-        try:
-            for _ in range(epochs):
-                trainer.train_epoch()
-        finally:
-            trainer.close()
-    d = ws.model_dir(folder)
-    np.savez(d / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
-    (d / "config.json").write_text(cfg.model_dump_json())
+    every = Interactions(users, items, data.users.size, data.items.size, text=model_text(ws, cfg))
+    model = registry.model_class(name).refit(name, cfg, every, epochs, threads=threads)
+    save_implicit(ws, folder, model, cfg)
     return {"rows": len(users), "epochs": epochs, "seconds": round(time.perf_counter() - t0, 2),
             "splits": ["train", "validation", "test"]}
 
@@ -92,11 +86,11 @@ def ensemble_implicit(ws: Workspace, rows: list[dict[str, Any]],
     if len(members) < 2:
         return None
     data = ranking_data(ws)
-    width = sum(make_config(m["name"], m.get("hyperparameters")).factors + 1 for m in members)
+    width = sum(registry.parse_config(m["name"], m.get("hyperparameters")).factors + 1 for m in members)
     if data.items.size * width > ENSEMBLE_CELLS:
         return None
     t0 = time.perf_counter()
-    cfg = make_config(members[0]["name"], members[0].get("hyperparameters"))
+    cfg = registry.parse_config(members[0]["name"], members[0].get("hyperparameters"))
     model = ImplicitEnsemble([load_implicit(ws, m["name"]) for m in members])
     users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
     row = {"name": ENSEMBLE, "kind": "retrieval",
@@ -116,7 +110,7 @@ def model_folders(row: dict[str, Any] | None) -> list[str]:
     return [row["name"], *(m["name"] for m in row.get("members", [])), REFIT_DIR]
 
 
-def load_implicit(ws: Workspace, name: str, directory: str = "") -> ImplicitMF | ImplicitEnsemble:
+def load_implicit(ws: Workspace, name: str, directory: str = "") -> InnerProductTables:
     """Rebuild a saved implicit model from <directory or name>/weights.npz and config.json (no pickle); the
     ensemble from its members.json, each member from <directory>/<member> (refit) or its own folder."""
     if name == ENSEMBLE:
@@ -124,14 +118,11 @@ def load_implicit(ws: Workspace, name: str, directory: str = "") -> ImplicitMF |
         return ImplicitEnsemble([load_implicit(ws, m, f"{directory}/{m}" if directory else "")
                                  for m in members]).eval()
     d, data = ws.model_dir(directory or name), ranking_data(ws)
-    cfg = make_config(name, json.loads((d / "config.json").read_text()))
+    cfg = registry.parse_config(name, json.loads((d / "config.json").read_text()))
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
         state = {k: torch.from_numpy(npz[k]) for k in npz.files}
-    history = (state["history_ptr"], state["history_items"]) if "history_ptr" in state else None
-    text = _tensor(model_text(ws, cfg)) if "text_proj" in state else None
-    model = ImplicitMF(data.users.size, data.items.size, cfg.factors, cfg.init_std, cfg.seed, text, history,
-                       cfg.history_alpha, cfg.free_user)
-    model.load_state_dict(state)
+    model = registry.model_class(name).rebuild(cfg, data.users.size, data.items.size, state,
+                                               _tensor(model_text(ws, cfg)))
     return model.eval()
 
 

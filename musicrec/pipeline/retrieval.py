@@ -16,7 +16,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from musicrec.data.ids import IdIndex
-from musicrec.implicit.configs import ImplicitConfig, make_config
+from musicrec import registry
+from musicrec.implicit.configs import ImplicitConfig
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
@@ -121,7 +122,7 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     x every item at the seed's size (35 s on one thread), and the last model to finish runs it alone."""
     data = ranking_data(ws)
     overrides = {"val_users": validation_users(data.items.size), **(overrides or {})}
-    text = model_text(ws, make_config(name, overrides))
+    text = model_text(ws, registry.parse_config(name, overrides))
     result = fit_implicit(name, data.train, data.users.size, data.items.size, data.validation, data.seen_train,
                           overrides, threads=threads, on_epoch=on_epoch, text=text)
     with cpu_threads(test_threads or threads):
@@ -129,12 +130,17 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     row = {"name": name, "kind": "retrieval", **prefixed("val", result.best), **test,
            "best_epoch": result.best_epoch, "epochs": len(result.history) - 1,
            "fit_seconds": round(result.fit_seconds, 2), "hyperparameters": result.config.model_dump()}
-    d = ws.model_dir(name)
-    np.savez(d / "weights.npz", **{k: v.detach().numpy() for k, v in result.model.state_dict().items()})
-    (d / "config.json").write_text(result.config.model_dump_json())
+    save_implicit(ws, name, result.model, result.config)
     ws.write_json(f"models/{name}/history.json", result.history)
     ws.write_json(f"models/{name}/metrics.json", row)
     return row
+
+
+def save_implicit(ws: Workspace, folder: str, model: Any, cfg: Any) -> None:
+    """A retrieval model's state as weights.npz and its config as config.json under models/<folder>/."""
+    d = ws.model_dir(folder)
+    np.savez(d / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
+    (d / "config.json").write_text(cfg.model_dump_json())
 
 
 VALIDATION_CELLS = 500_000_000  # users x items scored per epoch's validation (about 1.5 s on 2 cores)
@@ -184,18 +190,12 @@ def summarize(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> di
     if not rows:
         return {"models": [], "baselines": [], "champion": None}
     return {"models": rows, "baselines": baselines,
-            "champion": choose_retrieval_champion(rows, popular_val_ndcg(baselines))}
+            "champion": registry.choose_champion(rows, "retrieval", popular_val_ndcg(baselines))}
 
 
 def popular_val_ndcg(baselines: list[dict[str, Any]]) -> float:
     """Most-popular's validation NDCG@10: the bar a retrieval model must clear."""
     return next(b["val_ndcg_at_10"] for b in baselines if b["name"] == "most_popular")
-
-
-def choose_retrieval_champion(rows: list[dict[str, Any]], popular_val_ndcg: float) -> str | None:
-    """Highest validation NDCG@10 among trained models that beat most-popular on validation (else None)."""
-    ok = [r for r in rows if (r.get("members") or r.get("best_epoch", 0) >= 1) and r["val_ndcg_at_10"] > popular_val_ndcg]
-    return max(ok, key=lambda r: (r["val_ndcg_at_10"], r["name"]))["name"] if ok else None
 
 
 _LOCK, _TEXT_LOCK = threading.Lock(), threading.Lock()

@@ -14,7 +14,7 @@ from musicrec.rating.evaluate import evaluate
 from musicrec.rating.base import RatingModel
 from musicrec.rating.baselines import BASELINES
 from musicrec.rating.configs import TrainConfig
-from musicrec.rating.registry import build_model, model_class, model_config
+from musicrec.rating.build import build_model, model_class, model_config
 from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace
 from musicrec.fit.loop import EpochCallback, format_epoch

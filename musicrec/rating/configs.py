@@ -3,40 +3,11 @@ before anything slow starts). A key that does not belong to a family is an error
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from musicrec.errors import MusicrecError
-
-
-class ConfigError(MusicrecError):
-    """An override that no model of that family can take (unknown key, wrong type, out of range)."""
-
-
-@dataclass(frozen=True)
-class Dim:
-    """One tuned hyperparameter: a float or int range (log-uniform when log) or a list of choices. Declared
-    as data beside each family's config; musicrec.tuning turns it into Optuna suggestions."""
-
-    kind: Literal["float", "int", "choice"]
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = True
-    choices: tuple[Any, ...] = ()
-
-
-def real(low: float, high: float, log: bool = True) -> Dim:
-    return Dim("float", low, high, log)
-
-
-def integer(low: int, high: int, log: bool = True) -> Dim:
-    return Dim("int", low, high, log)
-
-
-def choice(*options: Any) -> Dim:
-    return Dim("choice", choices=tuple(options))
+from musicrec.fit.space import Dim, choice, integer, real
 
 
 # what every family has: step sizes, penalties, start scale, batch size (0 = the automatic ~64 steps per epoch)
@@ -106,69 +77,3 @@ class MLPConfig(TrainConfig):
 
 class W2VMLPConfig(MLPConfig):
     """w2v_mlp: the MLP plus the item's Word2Vec text vector."""
-
-
-FAMILY: dict[str, type[TrainConfig]] = {
-    "gmf": FactorConfig,
-    "gmf_regression": FactorConfig,
-    "gmf_logistic": LogisticConfig,
-    "nnmf": NNMFConfig,
-    "mlp": MLPConfig,
-    "w2v_mlp": W2VMLPConfig,
-}
-ModelName = Literal["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"]
-
-
-def config_class(name: str) -> type[TrainConfig]:
-    if name not in FAMILY:
-        raise ConfigError(f"unknown model {name!r}", hint=f"choose from {', '.join(FAMILY)}")
-    return FAMILY[name]
-
-
-def search_space(name: str) -> dict[str, Dim]:
-    """The hyperparameters the tuning flow searches for a model, with their ranges."""
-    return dict(config_class(name).search_space)
-
-
-def parse_config(name: str, overrides: dict[str, Any] | None = None,
-                 defaults: dict[str, Any] | None = None) -> TrainConfig:
-    """The family's typed config: its defaults, then `defaults` (e.g. tuned values), then the user's overrides.
-    Raises ConfigError naming the model, the key and what it accepts."""
-    cls = config_class(name)
-    merged = {**(defaults or {}), **(overrides or {})}
-    if not isinstance(overrides or {}, dict):
-        raise ConfigError(f"overrides for {name!r} must be a JSON object, got {type(overrides).__name__}")
-    unknown = sorted(set(merged) - set(cls.model_fields))
-    if unknown:
-        raise ConfigError(f"model {name!r}: unknown hyperparameter(s) {', '.join(unknown)}",
-                          hint=f"{name} takes: {', '.join(cls.model_fields)}")
-    try:
-        return cls(**merged)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
-                             for err in e.errors())
-        raise ConfigError(f"model {name!r}: {problems}", hint="fix the value in --overrides") from None
-
-
-def check_overrides(models: list[str], overrides: dict[str, Any]) -> None:
-    """Every override names a model being trained and parses for its family (the CLI's pre-flight check)."""
-    if not isinstance(overrides, dict):
-        raise ConfigError("--overrides must be a JSON object of model -> {key: value}",
-                          hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'')
-    from musicrec.implicit.configs import CONFIGS, ImplicitConfigError, make_config
-
-    for name, values in overrides.items():
-        if name in CONFIGS:  # an implicit (retrieval) model
-            if name not in models:
-                raise ConfigError(f"--overrides names {name!r}, which is not among the retrieval models trained",
-                                  hint="add it to --retrieval-models or remove its overrides")
-            try:
-                make_config(name, values)
-            except ImplicitConfigError as e:
-                raise ConfigError(e.message, hint=e.hint) from None
-            continue
-        config_class(name)
-        if name not in models:
-            raise ConfigError(f"--overrides names {name!r}, which is not among the models trained ({', '.join(models)})",
-                              hint="add it to --models or remove its overrides")
-        parse_config(name, values)

@@ -1,4 +1,4 @@
-"""Metrics per split and cold slice, and the champion rule."""
+"""A rating model's metrics per split and cold slice (the champion rule is musicrec.registry's)."""
 
 from __future__ import annotations
 
@@ -35,16 +35,3 @@ def _cold_slices(truth: np.ndarray, pred: np.ndarray, unseen_user: np.ndarray,
         out[f"test_{name}_rmse"] = rmse(truth[mask], pred[mask]) if mask.any() else None
         out[f"test_{name}_rows"] = int(mask.sum())
     return out
-
-
-def choose_champion(rows: list[dict[str, Any]], bias_val_rmse: float) -> str | None:
-    """Lowest validation RMSE wins (ties by name); only trained models (best epoch >= 1: some epoch beat the
-    starting point) that beat the bias baseline are eligible.
-
-    The test split is reported, never used to choose.
-    """
-    eligible = [r for r in rows if np.isfinite(r["val_rmse"]) and r["val_rmse"] < bias_val_rmse
-                and r.get("best_epoch", 1) >= 1]
-    if not eligible:
-        return None
-    return min(eligible, key=lambda r: (round(r["val_rmse"], 10), r["name"]))["name"]

@@ -16,7 +16,7 @@ from musicrec.metrics import rmse
 from musicrec.rating.base import DotProductGradients, RatingModel
 from musicrec.rating.baselines import bias_regs, fit_biases
 from musicrec.rating.configs import TrainConfig
-from musicrec.rating.registry import build_model, model_config
+from musicrec.rating.build import build_model, model_config
 from musicrec.fit.adagrad import RowWiseAdagrad
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import musicrec
 from musicrec.errors import MusicrecError
-from musicrec.rating.configs import ConfigError, parse_config, search_space
+from musicrec.errors import ConfigError
+from musicrec.registry import parse_config, search_space
 from musicrec.store import MissingKeyError, Store
 
 PREFIX = "tuning"

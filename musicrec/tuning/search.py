@@ -16,7 +16,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from musicrec.rating.configs import Dim, parse_config, search_space
+from musicrec.fit.space import Dim
+from musicrec.registry import parse_config, search_space
 
 STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 

@@ -1,0 +1,149 @@
+"""Every model musicrec trains, in one table: name -> family, typed config, implementation.
+
+Adding a model is one file (its config class and its model class) and one line in MODELS. What the rest of
+the code knows about models comes from here: the CLI's and the flows' model lists, the deployment's defaults,
+the configs every override is checked against, the search spaces tuning reads, and the contract tests.
+
+This module imports no torch: the configs are pydantic, and an implementation ("module:Class") is imported
+only when model_class() is asked for it, so arguments are checked before anything slow starts.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from musicrec.errors import ConfigError
+from musicrec.fit.space import Dim
+from musicrec.implicit import configs as implicit
+from musicrec.rating import configs as rating
+
+Family = Literal["rating", "retrieval"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered model: its family, its config class, and its implementation (a class, or the
+    "module:Class" path of one, imported on first use)."""
+
+    family: Family
+    config: type[BaseModel]
+    impl: str | type
+
+
+@dataclass(frozen=True)
+class Judge:
+    """How a family's models are judged on validation: the leaderboard metric, its direction, and the
+    baseline row a model must beat to be eligible as champion."""
+
+    metric: str
+    bigger_is_better: bool
+    bar: str
+
+
+FAMILIES: dict[Family, Judge] = {
+    "rating": Judge("val_rmse", bigger_is_better=False, bar="bias"),
+    "retrieval": Judge("val_ndcg_at_10", bigger_is_better=True, bar="most_popular"),
+}
+
+MODELS: dict[str, Entry] = {
+    "gmf": Entry("rating", rating.FactorConfig, "musicrec.rating.gmf:GMF"),
+    "gmf_regression": Entry("rating", rating.FactorConfig, "musicrec.rating.gmf_regression:GMFRegression"),
+    "gmf_logistic": Entry("rating", rating.LogisticConfig, "musicrec.rating.gmf_logistic:GMFLogistic"),
+    "nnmf": Entry("rating", rating.NNMFConfig, "musicrec.rating.nnmf:NNMF"),
+    "mlp": Entry("rating", rating.MLPConfig, "musicrec.rating.mlp:MLP"),
+    "w2v_mlp": Entry("rating", rating.W2VMLPConfig, "musicrec.rating.w2v_mlp:W2VMLP"),
+    "implicit_pointwise": Entry("retrieval", implicit.PointwiseConfig, "musicrec.implicit.train:SGDRetrieval"),
+    "implicit_bpr": Entry("retrieval", implicit.BPRConfig, "musicrec.implicit.train:SGDRetrieval"),
+    "implicit_hinge": Entry("retrieval", implicit.HingeConfig, "musicrec.implicit.train:SGDRetrieval"),
+}
+
+
+def names(family: Family) -> list[str]:
+    """The registered models of a family, in table order (the default selection of a run)."""
+    return [n for n, e in MODELS.items() if e.family == family]
+
+
+def entry(name: str) -> Entry:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}", hint=f"choose from {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def family_of(name: str) -> Family:
+    return entry(name).family
+
+
+def config_class(name: str) -> type[BaseModel]:
+    return entry(name).config
+
+
+def search_space(name: str) -> dict[str, Dim]:
+    """The hyperparameters tuning searches for a model, with their ranges (declared on its config)."""
+    return dict(getattr(config_class(name), "search_space", {}))
+
+
+def model_class(name: str) -> Any:
+    """The model's implementation, imported on first use (this is where torch loads)."""
+    impl = entry(name).impl
+    if isinstance(impl, str):
+        module, _, attr = impl.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return impl
+
+
+def parse_config(name: str, overrides: dict[str, Any] | None = None,
+                 defaults: dict[str, Any] | None = None) -> Any:
+    """The model's typed config: its defaults, then `defaults` (e.g. tuned values), then the user's overrides.
+    Raises ConfigError naming the model, the key and what it accepts."""
+    cls = config_class(name)
+    if not isinstance(overrides or {}, dict):
+        raise ConfigError(f"overrides for {name!r} must be a JSON object, got {type(overrides).__name__}")
+    merged = {**(defaults or {}), **(overrides or {})}
+    unknown = sorted(set(merged) - set(cls.model_fields))
+    if unknown:
+        raise ConfigError(f"model {name!r}: unknown hyperparameter(s) {', '.join(unknown)}",
+                          hint=f"{name} takes: {', '.join(cls.model_fields)}")
+    try:
+        return cls(**merged)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
+                             for err in e.errors())
+        raise ConfigError(f"model {name!r}: {problems}", hint="fix the value in --overrides") from None
+
+
+def check_overrides(models: list[str], overrides: dict[str, Any]) -> None:
+    """Every override names a model being trained and parses for it (the CLI's pre-flight check)."""
+    if not isinstance(overrides, dict):
+        raise ConfigError("--overrides must be a JSON object of model -> {key: value}",
+                          hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'')
+    for name, values in overrides.items():
+        family = family_of(name)
+        if name not in models:
+            flag = "--models" if family == "rating" else "--retrieval-models"
+            raise ConfigError(f"--overrides names {name!r}, which is not among the models trained "
+                              f"({', '.join(m for m in models if family_of(m) == family) or 'none'})",
+                              hint=f"add it to {flag} or remove its overrides")
+        parse_config(name, values)
+
+
+def choose_champion(rows: list[dict[str, Any]], family: Family, bar: float) -> str | None:
+    """The family's champion on validation: the best metric (ties by name) among trained models that beat the
+    family's baseline (`bar`, its validation value). Trained: some epoch beat the start (best_epoch >= 1), or
+    a blend of trained models. None when no model is eligible. The test split is reported, never used here."""
+    judge = FAMILIES[family]
+    sign = -1.0 if judge.bigger_is_better else 1.0
+
+    def eligible(r: dict[str, Any]) -> bool:
+        value = r.get(judge.metric)
+        trained = bool(r.get("members")) or r.get("best_epoch", 1) >= 1
+        return value is not None and value == value and trained and sign * value < sign * bar
+
+    ok = [r for r in rows if eligible(r)]
+    if not ok:
+        return None
+    pick = max if judge.bigger_is_better else min  # ties: the last name for a rising metric, the first for a falling
+    return pick(ok, key=lambda r: (round(r[judge.metric], 10), r["name"]))["name"]
