@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -47,6 +48,17 @@ def build_user_tower(user_ids: Sequence[str], user_table: np.ndarray,
     for k, v in meta.items():
         proto.metadata_props.add(key=k, value=str(v))
     return proto
+
+
+def export_tables(model: Any, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user table, item table) of a fitted retrieval model (musicrec.implicit.base): [query(u), 1] per user
+    index, with row 0 the unknown user [0, ..., 0, 1], and [q_i, b_i] per item index (row 0 included)."""
+    import torch
+
+    users = model.user_table(torch.arange(n_users)).numpy()
+    users[0] = 0.0
+    users[0, -1] = 1.0  # the unknown user scores items by their bias alone
+    return users, model.item_table().numpy()
 
 
 def write_retrieval(dest: Path, user_ids: Sequence[str], user_table: np.ndarray, item_ids: Sequence[str],

@@ -134,14 +134,11 @@ def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] |
     """Write the retrieval champion (its refit on every interaction when `refit` says so) beside the rating
     champion in the bundle (retrieval.onnx + item table) and check it: tower rows equal the model's, and
     tower . item table equals the torch scores on test pairs."""
-    from musicrec.implicit.export import verify_retrieval, write_retrieval
+    from musicrec.implicit.export import export_tables, verify_retrieval, write_retrieval
 
     data = ranking_data(ws)
     model = load_implicit(ws, row["name"], REFIT_DIR if refit else "")
-    users = model.user_table(torch.arange(data.users.size)).numpy()
-    users[0] = 0.0
-    users[0, -1] = 1.0  # the unknown user scores items by their bias alone
-    items = model.item_table().numpy()
+    users, items = export_tables(model, data.users.size)
     files = write_retrieval(ws.bundle, data.users.ids, users, data.items.ids, items[1:],
                             metadata={"musicrec_model": row["name"], "run_id": ws.run_id})
     check = verify_retrieval(ws.bundle, data.users.ids, users, [*data.users.ids[:2000], "UNKNOWN-USER"])
