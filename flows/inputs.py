@@ -47,6 +47,7 @@ class RunInputs(BaseModel):
                                     description="file column for user, item, rating, timestamp (headers not matched)")
     rating_range: list[float] | None = Field(None, min_length=2, max_length=2,
                                              description="[min, max] stars; empty = read from the data")
+    delimiter: str = Field("", description="the review files' delimiter (, tab ; | space); empty = detected")
 
 
 def begin_run(params: RunInputs, prefix: str) -> tuple[str, str, str, int]:
@@ -66,7 +67,8 @@ def load_and_prepare(params: RunInputs, workdir: str, clock: StageClock,
     training flow passes embed=False and trains Word2Vec beside the models that need no text."""
     with clock("load-and-validate"):
         run = t.load_and_validate(workdir, params.reviews, params.meta, params.columns,
-                                  tuple(params.rating_range) if params.rating_range else None)
+                                  tuple(params.rating_range) if params.rating_range else None,
+                                  **({"delimiter": params.delimiter} if params.delimiter else {}))
     fractions = (params.split.train, params.split.validation, params.split.test)
     with clock("split"):
         prep = t.split_data(workdir, params.seed, fractions, params.split.method)

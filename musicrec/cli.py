@@ -43,7 +43,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="Dask scheduler (default MUSICREC_DASK_ADDRESS, else a local cluster)")
         cmd.add_argument("--seed", type=int, default=0)
         cmd.add_argument("--columns", default="",
-                         help="input column names, e.g. user=listener,item=track,rating=stars[,timestamp=ts]")
+                         help="input columns by header name, e.g. "
+                         "user=listener,item=track,rating=stars[,timestamp=ts] (weight=plays: a play count), "
+                         "or by 1-based position: user=1,item=2,rating=3")
+        cmd.add_argument("--delimiter", default="",
+                         help="force the review files' delimiter: , tab ; | or space (default: detected)")
         cmd.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
     t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\' (wins over tuned values)')
     t.add_argument("--retrieval-models", default="implicit_pointwise,implicit_bpr,implicit_hinge",
@@ -95,14 +99,16 @@ def _run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """The fields train and tune share, each checked before Prefect starts."""
     models = pre.parse_models(args.models)
     columns, rating_range = pre.parse_columns(args.columns), pre.parse_rating_range(args.rating_range)
+    delimiter = pre.parse_delimiter(args.delimiter)
     env = get_settings()
     fields = {"reviews": args.reviews, "meta": args.meta, "models": models, "seed": args.seed,
               "store_uri": pre.check_store(args.store).uri, "task_runner": args.task_runner or env.task_runner,
               "dask_address": args.dask_address or env.dask_address, "work_dir": env.work_dir,
               "work_uri": pre.check_work_uri(env.work_uri)}
-    pre.check_inputs(args.reviews, args.meta, columns)
+    pre.check_inputs(args.reviews, args.meta, columns, delimiter)
     # only what the user asked for: a flow without these fields refuses them instead of ignoring them
-    return fields | {k: v for k, v in (("columns", columns), ("rating_range", rating_range)) if v}
+    asked = (("columns", columns), ("rating_range", rating_range), ("delimiter", delimiter))
+    return fields | {k: v for k, v in asked if v}
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -142,6 +148,8 @@ def _train(args: argparse.Namespace) -> int:
     from musicrec.pipeline.report import format_leaderboard, format_ranking, format_stages, leaderboard
     from musicrec.results import promotion_summary
 
+    for path, delimiter in report.get("read", {}).get("delimiters", {}).items():
+        print(f"input: {path}: delimiter {delimiter}")
     for note in report.get("read", {}).get("notes", []):  # what the readers repaired or warn about
         print(f"input: {note}")
     champion = report["champion"]

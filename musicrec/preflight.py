@@ -27,9 +27,10 @@ STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 # Prefect is imported, unless the user chose a value (environment or Prefect profile). Offline by default.
 PREFECT_DEFAULTS = {STARTUP_TIMEOUT: "120", "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 STARTUP_TIMED_OUT = "Timed out while attempting to connect to ephemeral Prefect API server"
-COLUMN_KEYS = ("user", "item", "rating", "timestamp")
-REQUIRED_COLUMNS = ("user", "item", "rating")
-COLUMNS_EXAMPLE = "--columns user=listener,item=track,rating=stars[,timestamp=ts]"
+COLUMN_KEYS = ("user", "item", "rating", "weight", "timestamp")
+REQUIRED_COLUMNS = ("user", "item")
+COLUMNS_EXAMPLE = ("--columns user=listener,item=track,rating=stars[,timestamp=ts] "
+                   "(or by position: user=1,item=2,rating=3)")
 
 
 class UsageError(MusicrecError):
@@ -125,7 +126,8 @@ def parse_overrides(text: str, models: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def parse_columns(text: str) -> dict[str, str]:
-    """--columns user=a,item=b,rating=c[,timestamp=d] -> {"user": "a", ...}; empty text = {}."""
+    """--columns user=a,item=b,rating=c[,timestamp=d] -> {"user": "a", ...}; empty text = {}. The columns are
+    named by header (a play count as weight=...) or all by 1-based position (user=1,item=2,rating=3)."""
     if not text.strip():
         return {}
     columns: dict[str, str] = {}
@@ -141,7 +143,26 @@ def parse_columns(text: str) -> dict[str, str]:
     missing = [k for k in REQUIRED_COLUMNS if k not in columns]
     if missing:
         raise UsageError(f"--columns lacks {', '.join(missing)}", hint=f"e.g. {COLUMNS_EXAMPLE}")
+    numbers = [v.isdigit() for v in columns.values()]
+    if any(numbers) and not all(numbers):
+        raise UsageError("--columns mixes header names and positions", hint="name every column by position "
+                         "(user=1,item=2,rating=3) or every one by its header name")
+    if any(v.isdigit() and int(v) < 1 for v in columns.values()):
+        raise UsageError("--columns positions start at 1 (the first field)",
+                         hint="e.g. user=1,item=2,rating=3")
     return columns
+
+
+def parse_delimiter(text: str) -> str:
+    """--delimiter: , tab ; | or space (a name or the character); empty text = "" (detected)."""
+    if not text:
+        return ""
+    from musicrec.data.delimited import parse_delimiter as parse
+
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise UsageError(str(e), hint="e.g. --delimiter tab, --delimiter ';' or --delimiter space") from None
 
 
 def parse_rating_range(text: str) -> list[float] | None:
@@ -173,17 +194,18 @@ def check_seconds(flag: str, value: float) -> float:
     return value
 
 
-def check_inputs(reviews: list[str], meta: list[str], columns: dict[str, str]) -> None:
-    """Every input exists and is in a format the readers know (or, with --columns, holds those columns)."""
+def check_inputs(reviews: list[str], meta: list[str], columns: dict[str, str], delimiter: str = "") -> None:
+    """Every input exists and is in a format the readers know (or, with --columns, holds those columns); a
+    delimited file's delimiter and header are found here, so an ambiguous or header-only file fails now."""
     from musicrec.data.detect import ITEM_FORMATS, RATING_FORMATS
 
     for flag, paths, kinds in (("--reviews", reviews, RATING_FORMATS), ("--meta", meta, ITEM_FORMATS)):
         for path in paths:
             _check_exists(flag, path)
             if flag == "--reviews" and columns:
-                _check_mapped(path, columns)
+                _check_mapped(path, columns, delimiter)
                 continue
-            fmt = _detect(path)
+            fmt = _detect(path, delimiter if flag == "--reviews" else "")
             if fmt not in kinds:
                 raise DataError(path, f"is {fmt}, which {flag} does not take",
                                 hint=f"{flag} takes {', '.join(kinds)}; did you swap --reviews and --meta?")
@@ -230,10 +252,10 @@ def _check_exists(flag: str, path: str) -> None:
         raise UsageError(f"{flag} {path}: {what}", hint="check the path (relative paths start from this folder)")
 
 
-def _detect(path: str) -> str:
+def _detect(path: str, delimiter: str = "") -> str:
     from musicrec.data.detect import detect_format
 
-    return detect_format(path)
+    return detect_format(path, delimiter=delimiter or None)
 
 
 def header_columns(path: str) -> list[str]:
@@ -254,15 +276,25 @@ def header_columns(path: str) -> list[str]:
     return [c.strip() for c in next(csv.reader([lines[0][1].decode("utf-8", errors="replace")]), [])]
 
 
-def _check_mapped(path: str, columns: dict[str, str]) -> None:
-    """A --columns input: a ratings table (CSV or Parquet) holding the mapped columns, as the reader matches them."""
-    from musicrec.data.detect import detect_format
+def _check_mapped(path: str, columns: dict[str, str], delimiter: str = "") -> None:
+    """A --columns input: a ratings table (delimited or Parquet) holding the mapped columns (by name or
+    position), as the reader matches them."""
+    from musicrec.data.detect import detect_format, file_layout
     from musicrec.data.tables import mapped_columns
 
-    fmt = detect_format(path, columns)
+    fmt = detect_format(path, columns, delimiter or None)
     if fmt not in ("generic-csv", "generic-parquet"):
-        raise DataError(path, f"is {fmt}: --columns applies to CSV or Parquet ratings tables only",
+        raise DataError(path, f"is {fmt}: --columns applies to delimited text or Parquet ratings tables only",
                         hint="leave out --columns for this file")
+    if fmt == "generic-csv":
+        layout = file_layout(path, delimiter or None)
+        positional = all(v.isdigit() for v in columns.values())
+        found = layout.positions() if positional else layout.first
+        if positional and (far := [v for v in columns.values() if int(v) > layout.n_fields]):
+            raise DataError(path, f"--columns names position {far[0]}, but the lines have {layout.n_fields} "
+                            f"{layout.name}-separated fields", hint="count the fields from 1")
+        mapped_columns(path, found, columns)
+        return
     mapped_columns(path, header_columns(path), columns)
 
 

@@ -20,9 +20,10 @@ from tasks.retries import io_retries, retry_transient
 
 @task(name="load-and-validate", cache_policy=NO_CACHE)
 def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns: dict[str, str] | None = None,
-                      rating_range: tuple[float, float] | None = None) -> dict[str, Any]:
-    """Read and validate the inputs; a failed validation is published as an artifact and fails the run."""
-    kw: dict[str, Any] = {}
+                      rating_range: tuple[float, float] | None = None, **options: Any) -> dict[str, Any]:
+    """Read and validate the inputs; a failed validation is published as an artifact and fails the run.
+    options: ingest's other keywords (delimiter, ...)."""
+    kw: dict[str, Any] = dict(options)
     if columns:
         kw["columns"] = columns
     if rating_range:
@@ -37,6 +38,8 @@ def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns
             raise
     get_run_logger().info("loaded %s ratings, %s users, %s items (%s)", f"{run['ratings']:,}",
                           f"{run['users']:,}", f"{run['items']:,}", run["fingerprint"][:19])
+    for path, delimiter in run["read"].get("delimiters", {}).items():
+        get_run_logger().info("%s: delimiter %s", path, delimiter)
     return run
 
 

@@ -45,7 +45,8 @@ def test_columns_and_rating_range():
     assert pre.parse_columns("user=a, item_id=b,rating=c,timestamp=d") == {"user": "a", "item": "b", "rating": "c",
                                                                            "timestamp": "d"}
     assert pre.parse_columns("") == {}
-    for bad, match in [("user=a,item=b", "lacks rating"), ("user=a,user=b,item=c,rating=d", "twice"),
+    for bad, match in [("user=a,rating=b", "lacks item"), ("user=1,item=b", "mixes"),
+                       ("user=a,user=b,item=c,rating=d", "twice"),
                        ("user:a,item=b,rating=c", "not NAME=COLUMN"), ("who=a,item=b,rating=c", "not NAME=COLUMN")]:
         with pytest.raises(pre.UsageError, match=match):
             pre.parse_columns(bad)

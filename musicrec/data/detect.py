@@ -1,13 +1,12 @@
 """Which format a file is in, from its content (never its name): magic bytes, then the first lines.
 
-JSON lines are told apart by their keys (Amazon reviews 2014/2018/2023, metadata 2014/2018/2023), CSV by its
-header (names matched with their aliases, schema.COLUMN_ALIASES) or the headerless ratings-only layout, Parquet
-by its columns. A first line whose rating-position (3rd) field is text is a header, never a data row.
+JSON lines are told apart by their keys (Amazon reviews 2014/2018/2023, metadata 2014/2018/2023),
+delimited text (comma, tab, semicolon, pipe or spaces: musicrec.data.delimited) by its header (names
+matched with their aliases, schema.COLUMN_ALIASES) or a headerless ratings layout, Parquet by its columns.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
 import zlib
 from collections.abc import Mapping
@@ -15,11 +14,13 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from musicrec.data.delimited import POSITIONS_EXAMPLE, Layout, ambiguous, is_number, sniff_layout
 from musicrec.data.formats import first_nonblank_lines, open_binary, parse_line, truncated
 from musicrec.data.schema import COLUMNS_HINT, canonical_column
 from musicrec.errors import DataError
 
-RATING_FORMATS = ("reviews-2014", "reviews-2018", "reviews-2023", "ratings-csv", "generic-csv", "generic-parquet")
+RATING_FORMATS = ("reviews-2014", "reviews-2018", "reviews-2023", "ratings-csv", "delimited-ratings",
+                  "generic-csv", "generic-parquet")
 ITEM_FORMATS = ("meta-2014", "meta-2018", "meta-2023", "items-csv", "items-parquet")
 SUPPORTED = RATING_FORMATS + ITEM_FORMATS
 SNIFF_LINES, SNIFF_BYTES = 50, 64 << 20
@@ -28,11 +29,13 @@ OTHER_COMPRESSIONS = {b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", 
 _SUPPORTED_HINT = "supported formats (plain or gzipped): " + ", ".join(SUPPORTED)
 
 
-def detect_format(path: str | Path, columns: Mapping[str, str] | None = None) -> str:
+def detect_format(path: str | Path, columns: Mapping[str, str] | None = None,
+                  delimiter: str | None = None) -> str:
     """Name the format of a file from its content, never its name: one of SUPPORTED, else DataError.
 
     With columns (an explicit mapping, see tables.mapped_columns) a CSV's first line is its header and a CSV or
-    Parquet file is a ratings table ("generic-csv"/"generic-parquet"): the reader checks the names."""
+    Parquet file is a ratings table ("generic-csv"/"generic-parquet"): the reader checks the names. delimiter
+    forces one (musicrec.data.delimited; detected otherwise)."""
     with open_binary(path) as stream:
         try:
             magic = stream.read(8)
@@ -51,7 +54,13 @@ def detect_format(path: str | Path, columns: Mapping[str, str] | None = None) ->
         raise DataError(path, "file is empty (only blank lines)", hint="re-download or re-export the file")
     if lines[0][1].lstrip()[:1] == b"{":
         return _records_kind(path, lines)
-    return _csv_kind(path, lines, mapped=bool(columns))
+    return _csv_kind(path, lines, mapped=bool(columns), delimiter=delimiter)
+
+
+def file_layout(path: str | Path, delimiter: str | None = None) -> Layout:
+    """The delimiter and header of a delimited file (musicrec.data.delimited), from its first lines."""
+    lines = _sniff_lines(path)
+    return sniff_layout(path, lines, delimiter, complete=len(lines) < SNIFF_LINES)
 
 
 def _sniff_lines(path: str | Path) -> list[tuple[int, bytes]]:
@@ -100,63 +109,42 @@ def _records_kind(path: str | Path, lines: list[tuple[int, bytes]]) -> str:
                     line=lines[0][0], hint=_SUPPORTED_HINT)
 
 
-def _csv_kind(path: str | Path, lines: list[tuple[int, bytes]], mapped: bool = False) -> str:
-    """A first line with text at the rating position is a header, of ratings or items by the names it holds;
-    else most lines must look like the headerless item,user,rating[,timestamp]."""
+def _csv_kind(path: str | Path, lines: list[tuple[int, bytes]], mapped: bool = False,
+              delimiter: str | None = None) -> str:
+    """A header names ratings or items columns; a headerless comma file is item,user,rating[,timestamp]
+    (Amazon's ratings-only layout), any other headerless file user,item[,rating[,timestamp]]."""
     lineno, text = lines[0][0], lines[0][1].decode("utf-8", errors="replace").strip()
     printable = sum(c.isprintable() or c == "\t" for c in text)
     if "\x00" in text or printable < 0.9 * len(text):
         raise DataError(path, "binary content: not a supported format", hint=_SUPPORTED_HINT)
-    fields = _csv_fields(text)
-    if len(fields) < 2:
-        raise _not_comma(path, lineno, text)
+    layout = sniff_layout(path, lines, delimiter, complete=len(lines) < SNIFF_LINES, formats=_SUPPORTED_HINT)
+    if layout.header and not layout.rows and not {canonical_column(f) for f in layout.first} - {None}:
+        raise DataError(path, f"one line of text naming none of the known columns: {text[:80]!r}",
+                        line=lineno, hint=f"not a ratings or items file. {_SUPPORTED_HINT}")
+    if layout.header and not layout.rows:
+        raise DataError(path, f"has a header line but no data rows (header: {text[:80]!r})", line=lineno,
+                        hint="the export stopped early or was cut short: export it again with its rows")
     if mapped:
         return "generic-csv"
-    if _is_header(fields):
-        known = {canonical_column(f) for f in fields} - {None}
+    if layout.header:
+        known = {canonical_column(f) for f in layout.first} - {None}
         if known:
             return "items-csv" if _items_only(known) else "generic-csv"
-        if len(fields) > 2 or not any(map(_is_number, fields)):
-            raise DataError(path, "the first line is a header (its 3rd field is not a number) but names none of "
-                            f"the known columns; found: {', '.join(f.strip() for f in fields)}", line=lineno,
-                            hint=f"{COLUMNS_HINT}; or convert the file to a supported format. {_SUPPORTED_HINT}")
-    rows = [_csv_fields(ln.decode("utf-8", errors="replace")) for _, ln in lines]
-    if sum(len(r) in (3, 4) and any(_is_number(f) for f in r[2:]) for r in rows) * 2 >= len(rows):
+        raise DataError(path, "the first line is a header (text above numbers) but names none of the known "
+                        f"columns; found: {', '.join(layout.first)}", line=lineno,
+                        hint=f"{COLUMNS_HINT}; or by position, {POSITIONS_EXAMPLE}. {_SUPPORTED_HINT}")
+    if layout.delimiter == "," and layout.n_fields in (3, 4) and _numbers_at(layout.rows, 2):
         return "ratings-csv"
-    raise DataError(path, f"a CSV line matching none of the supported layouts: {text[:80]!r}", line=lineno,
-                    hint=f"expected item,user,rating,timestamp (no header) or a header naming the user, item and "
-                    f"rating columns. {_SUPPORTED_HINT}")
+    if layout.delimiter != "," and layout.n_fields in (2, 3, 4) and (
+            layout.n_fields == 2 or _numbers_at(layout.rows, 2)):
+        return "delimited-ratings"
+    raise ambiguous(path, text, lineno, f"{layout.n_fields} {layout.name}-separated fields and no header, so "
+                    "which field is the user, the item and the rating is not known", _SUPPORTED_HINT)
 
 
-def _is_header(fields: list[str]) -> bool:
-    """Text (not a number, not empty) where the headerless layout has its rating, or fewer than 3 fields."""
-    return len(fields) < 3 or (fields[2].strip() != "" and not _is_number(fields[2]))
-
-
-def _csv_fields(text: str) -> list[str]:
-    try:
-        return next(csv.reader([text.strip()]), [])
-    except csv.Error:  # e.g. a field over the csv module's size limit
-        return text.split(",")
-
-
-def _not_comma(path: str | Path, lineno: int, text: str) -> DataError:
-    names = {";": "semicolon ';'", "\t": "tab", "|": "pipe '|'"}
-    counts = {d: text.count(d) for d in names}
-    delim = max(counts, key=counts.__getitem__)
-    if counts[delim]:
-        return DataError(path, f"the delimiter looks wrong: the line has no commas but {counts[delim]} "
-                         f"{names[delim]} separator(s); CSV input must be comma-separated", line=lineno,
-                         hint="re-export the file with ',' as the delimiter")
-    return DataError(path, f"not a supported format (first line: {text[:80]!r})", line=lineno, hint=_SUPPORTED_HINT)
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def _numbers_at(rows: list[list[str]], j: int) -> bool:
+    """Most sampled rows have a number in field j."""
+    return sum(len(r) > j and is_number(r[j]) for r in rows) * 2 >= len(rows) > 0
 
 
 def _parquet_kind(path: str | Path) -> str:
@@ -171,4 +159,4 @@ def _parquet_kind(path: str | Path) -> str:
 
 def _items_only(known: set[str | None]) -> bool:
     """A table naming an item column but no user or rating column holds items, not ratings."""
-    return "item_id" in known and not known & {"user_id", "rating"}
+    return "item_id" in known and not known & {"user_id", "rating", "weight"}

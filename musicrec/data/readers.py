@@ -11,10 +11,13 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from musicrec.data.detect import detect_format
+from musicrec.data.delimited import Layout
+from musicrec.data.detect import detect_format, file_layout
 from musicrec.data.formats import ENCODING_NAMES, Tally, iter_records, sniff_encoding
 from musicrec.data.ids import contained
 from musicrec.data.schema import (
+    COLUMN_ALIASES,
+    COLUMNS_HINT,
     ReadStats,
     canonical_items,
     canonical_ratings,
@@ -32,9 +35,11 @@ from musicrec.errors import DataError
 
 __all__ = ["Dataset", "detect_format", "load_dataset", "read_items", "read_ratings"]
 
-RATING_NEEDED, RATING_OPTIONAL = ("user_id", "item_id", "rating"), ("timestamp", "review_text", "reviewer_name")
+RATING_NEEDED = ("user_id", "item_id")
+RATING_OPTIONAL = ("rating", "weight", "timestamp", "review_text", "reviewer_name")
 ITEM_NEEDED, ITEM_OPTIONAL = ("item_id", "title"), ("brand", "text", "description", "also_bought")
 TABLE_FORMATS = ("generic-csv", "items-csv", "generic-parquet", "items-parquet")  # the ones columns= applies to
+DELIMITED_FORMATS = ("ratings-csv", "delimited-ratings", "generic-csv", "items-csv")
 Records = list[dict]
 Columns = Mapping[str, str]
 Reader = Callable[..., pd.DataFrame]  # (path, stats[, columns=]) -> canonical table
@@ -59,17 +64,24 @@ class Dataset:
             "meta_items": len(self.items),
         }
 
+    def delimiters(self) -> dict[str, str]:
+        """Each delimited input's delimiter and header, as found ("tab (detected, no header)")."""
+        return {s.path: s.delimiter for s in self.stats if s.delimiter}
+
     def notes(self) -> list[str]:
         """What was repaired or is worth a warning, one line per note, each naming its file."""
         return [f"{s.path}: {note}" for s in self.stats for note in s.notes]
 
 
-def read_ratings(path: str | Path, columns: Columns | None = None) -> tuple[pd.DataFrame, ReadStats]:
+def read_ratings(path: str | Path, columns: Columns | None = None,
+                 delimiter: str | None = None) -> tuple[pd.DataFrame, ReadStats]:
     """Read one reviews/ratings file of any supported format as the canonical ratings table (not de-duplicated).
 
-    columns maps user, item, rating[, timestamp] to a CSV/Parquet file's own column names."""
+    columns maps user, item, rating[, timestamp] to a CSV/Parquet file's own column names, or to 1-based
+    positions ("1", "2", ...); delimiter forces one for delimited text (detected otherwise)."""
     return _read_one(path, _RATING_READERS, "item metadata ({fmt}), not reviews or ratings",
-                     "pass it as metadata (meta=...) and give a reviews or ratings file as reviews", columns)
+                     "pass it as metadata (meta=...) and give a reviews or ratings file as reviews", columns,
+                     delimiter)
 
 
 def read_items(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
@@ -82,10 +94,10 @@ def read_items(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
 
 
 def _read_one(path: str | Path, readers: dict[str, Reader], wrong_kind: str, hint: str,
-              columns: Columns | None = None) -> tuple[pd.DataFrame, ReadStats]:
+              columns: Columns | None = None, delimiter: str | None = None) -> tuple[pd.DataFrame, ReadStats]:
     """Detect the format, refuse a file of the other kind, read it with the matching reader; a file that is
     not UTF-8 and holds no UTF-8 text is read again in its one-byte encoding (formats.sniff_encoding)."""
-    fmt = detect_format(path, columns)
+    fmt = detect_format(path, columns, delimiter)
     if fmt not in readers:
         raise DataError(path, "this is " + wrong_kind.format(fmt=fmt), hint=hint)
     if columns and fmt not in TABLE_FORMATS:
@@ -93,9 +105,15 @@ def _read_one(path: str | Path, readers: dict[str, Reader], wrong_kind: str, hin
                         f"{fmt}, whose fields musicrec knows", hint="leave out --columns for this file")
     read = partial(readers[fmt], columns=columns) if columns else readers[fmt]
     stats = ReadStats(str(path), fmt)
+    if fmt in DELIMITED_FORMATS:
+        layout = file_layout(path, delimiter)
+        read = partial(read, layout=layout)
+        stats.delimiter = f"{layout.name} ({'given' if delimiter else 'detected'}, " + (
+            "with a header)" if layout.header else "no header)")
     df = read(path, stats)
     if stats.bad_utf8 and (encoding := sniff_encoding(path)) != "utf-8":
-        bad, stats = stats.bad_utf8, ReadStats(str(path), fmt, encoding=encoding)
+        bad, first = stats.bad_utf8, stats
+        stats = ReadStats(str(path), fmt, encoding=encoding, delimiter=first.delimiter)
         df = read(path, stats)
         stats.notes.insert(0, f"not UTF-8: {bad} line(s) hold bytes that are not UTF-8 and none holds UTF-8 "
                            f"text, so the file was decoded as {ENCODING_NAMES[encoding]}")
@@ -104,10 +122,11 @@ def _read_one(path: str | Path, readers: dict[str, Reader], wrong_kind: str, hin
 
 
 def load_dataset(reviews: Sequence[str | Path], meta: Sequence[str | Path] = (),
-                 columns: Columns | None = None) -> Dataset:
+                 columns: Columns | None = None, delimiter: str | None = None) -> Dataset:
     """Read review files (+ optional metadata) into one Dataset, keeping the latest review per (user, item).
 
-    columns ({"user": ..., "item": ..., "rating": ...[, "timestamp": ...]}) names the review tables' columns."""
+    columns ({"user": ..., "item": ..., "rating": ...[, "timestamp": ...]}) names the review tables' columns
+    (or their 1-based positions); delimiter forces the review files' delimiter."""
     if not reviews:
         raise DataError("reviews", "no reviews or ratings file given", hint="pass at least one reviews file")
     # the metadata is read on a second thread meanwhile: its JSON parsing holds the GIL, the reviews' Arrow
@@ -117,7 +136,7 @@ def load_dataset(reviews: Sequence[str | Path], meta: Sequence[str | Path] = (),
         try:
             parts, stats = [], []
             for i, path in enumerate(reviews):
-                df, st = read_ratings(path, columns)
+                df, st = read_ratings(path, columns, delimiter)
                 parts.append(df.assign(_src=i))
                 stats.append(st)
         except BaseException:
@@ -255,20 +274,65 @@ def _fill_ids(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
 # --- CSV and Parquet tables (parsing in tables.py) --------------------------------------------------------------
 
 
-def _read_ratings_csv(path: str | Path, stats: ReadStats) -> pd.DataFrame:
+def _read_ratings_csv(path: str | Path, stats: ReadStats, *, layout: Layout | None = None) -> pd.DataFrame:
     return _ratings_table(read_csv_table(path, stats, headerless=True))
 
 
-def _generic_ratings(path: str | Path, stats: ReadStats, *, load: Reader,
-                     columns: Columns | None = None) -> pd.DataFrame:
-    df = named_columns(path, load(path, stats), RATING_NEEDED, RATING_OPTIONAL, columns, stats)
+def _read_delimited(path: str | Path, stats: ReadStats, *, layout: Layout) -> pd.DataFrame:
+    """A headerless delimited file: user, item[, value[, timestamp]]; a 4th field that holds no times
+    (CM100k's 0/1 "known") is left out, said in a note."""
+    df = read_csv_table(path, stats, layout=layout)
+    stats.notes.append(f"{layout.name}-separated, no header: read as {', '.join(df.columns)} (--columns "
+                       "names them by position otherwise)")
+    if "timestamp" in df and not _looks_like_times(df["timestamp"]):
+        stats.notes.append("the 4th field holds no times (numbers before 1973 as seconds): left out")
+        df = df.drop(columns="timestamp")
+    if "rating" not in df:
+        stats.implicit = "it has no value column (user, item pairs)"
+    return _ratings_table(_with_value(df, stats))
+
+
+def _generic_ratings(path: str | Path, stats: ReadStats, *, load: Reader, columns: Columns | None = None,
+                     layout: Layout | None = None) -> pd.DataFrame:
+    positions = bool(columns) and all(str(v).strip().isdigit() for v in columns.values())
+    options = {"layout": layout, "positions": positions} if layout is not None else {}
+    table = load(path, stats, **options)
+    df = named_columns(path, table, RATING_NEEDED, RATING_OPTIONAL, columns, stats)
     if "timestamp" in df:
         df["timestamp"] = unix_seconds(df["timestamp"])
-    return _ratings_table(df)
+    if "rating" not in df and "weight" not in df:
+        if len(table.columns) > len(df.columns) and not positions:
+            accepted = "; ".join(f"{c}: {', '.join(COLUMN_ALIASES[c])}" for c in ("rating", "weight"))
+            found = ", ".join(map(str, table.columns))
+            raise DataError(path, f"no rating or play-count column; found: {found}; names accepted (any "
+                            f"case): {accepted}", hint=f"{COLUMNS_HINT} (a play count: weight=COLUMN)")
+        stats.implicit = "it has no value column (user, item pairs)"
+    return _ratings_table(_with_value(df, stats))
 
 
-def _generic_items(path: str | Path, stats: ReadStats, *, load: Reader) -> pd.DataFrame:
-    df = named_columns(path, load(path, stats), ITEM_NEEDED, ITEM_OPTIONAL, stats=stats)
+def _with_value(df: pd.DataFrame, stats: ReadStats) -> pd.DataFrame:
+    """The value of each row in the rating column: the rating, else an implicit count (weight; never a
+    rating, stats.implicit says so), else 1 for a bare (user, item) pair."""
+    if "weight" in df:
+        stats.implicit = stats.implicit or "its value column is named like a count"
+        df = df.drop(columns="rating", errors="ignore").rename(columns={"weight": "rating"})
+    elif "rating" not in df:
+        df = df.assign(rating=1.0)
+    return df
+
+
+def _looks_like_times(values: pd.Series) -> bool:
+    """Dates, or numbers from 1973 on as epoch seconds (or milliseconds)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if numbers.isna().mean() > 0.5:
+        return values.astype("str").str.strip().ne("").mean() > 0.5
+    return bool(numbers.dropna().ge(1e8).mean() > 0.5)
+
+
+def _generic_items(path: str | Path, stats: ReadStats, *, load: Reader,
+                   layout: Layout | None = None) -> pd.DataFrame:
+    df = named_columns(path, load(path, stats, **({"layout": layout} if layout else {})), ITEM_NEEDED,
+                       ITEM_OPTIONAL, stats=stats)
     if "description" not in df and "text" in df:
         df = df.rename(columns={"text": "description"})
     if "also_bought" in df:
@@ -281,6 +345,7 @@ _RATING_READERS: dict[str, Reader] = {
     "reviews-2018": partial(_read_records, to_table=_reviews_2014, schema=REVIEWS_2014),
     "reviews-2023": partial(_read_records, to_table=_reviews_2023, schema=REVIEWS_2023),
     "ratings-csv": _read_ratings_csv,
+    "delimited-ratings": _read_delimited,
     "generic-csv": partial(_generic_ratings, load=read_csv_table),
     "items-csv": partial(_generic_ratings, load=read_csv_table),
     "generic-parquet": partial(_generic_ratings, load=read_parquet_table),

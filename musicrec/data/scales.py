@@ -2,7 +2,8 @@
 
 A known scale is recognised when every rating lies on it (inside its range, on its step) and the data uses
 what sets it apart from the scales before it in KNOWN_SCALES: at least OWN_SHARE[name] of the ratings are values
-only it allows (6-10 for 1-10, halves for 1-5 in half stars, 0.5 for 0.5-5). So a 1-5 file with two stray 6s is
+only it allows (5 for 1-5, 6-10 for 1-10, halves for 1-5 in half stars, 0.5 for 0.5-5). So a 1-5 file with
+two stray 6s is
 not taken for a 1-10 file: it fits no scale, and the error names those rows.
 """
 
@@ -50,15 +51,17 @@ class RatingScale:
 
 
 KNOWN_SCALES = (
+    RatingScale(1.0, 4.0, 1.0, "1-4 stars"),
     RatingScale(RATING_MIN, RATING_MAX, 1.0, "1-5 stars"),
     RatingScale(1.0, 5.0, 0.5, "1-5 in half stars"),
     RatingScale(0.5, 5.0, 0.5, "0.5-5 in half stars"),
     RatingScale(1.0, 10.0, 1.0, "1-10"),
 )
-DEFAULT_SCALE = KNOWN_SCALES[0]
+DEFAULT_SCALE = KNOWN_SCALES[1]
 # Share of the ratings that must be values only this scale allows: real half-star data has many halves, real
-# 0.5-5 data about 1% of 0.5s, real 1-10 data mostly 6-10; a few strays are errors, not a scale.
-OWN_SHARE = {"1-5 in half stars": 0.01, "0.5-5 in half stars": 0.001, "1-10": 0.05}
+# 0.5-5 data about 1% of 0.5s, real 1-10 data mostly 6-10; a few strays are errors, not a scale. Real 1-5 data
+# has many 5s (CM100k's 1-4 scale has none).
+OWN_SHARE = {"1-5 stars": 0.001, "1-5 in half stars": 0.01, "0.5-5 in half stars": 0.001, "1-10": 0.05}
 
 
 class UnknownRatingScale(MusicrecError):

@@ -15,16 +15,22 @@ RATING_MIN, RATING_MAX = 1.0, 5.0  # the default scale; a run's own scale comes 
 # them (a 2023 export with asin and parent_asin), the earlier one is used and the reader notes it.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "user_id": ("user_id", "userid", "user", "reviewerid", "reviewer_id"),
-    "item_id": ("item_id", "itemid", "item", "parent_asin", "asin", "songid", "song_id", "product_id"),
+    "item_id": ("item_id", "itemid", "item", "parent_asin", "asin", "songid", "song_id", "product_id",
+                "trackid", "track_id", "artistid", "artist_id", "id"),
     "rating": ("rating", "stars", "overall", "score"),
-    "timestamp": ("timestamp", "time", "unixreviewtime", "unix_review_time"),
+    # an implicit value (musicrec.data.feedback): never a rating, whatever its values
+    "weight": ("weight", "plays", "playcount", "play_count", "count", "listens", "listen_count",
+               "listening_count", "clicks", "click_count", "scrobbles", "views"),
+    "timestamp": ("timestamp", "time", "unixreviewtime", "unix_review_time", "date", "datetime"),
     "review_text": ("review_text", "reviewtext"),
     "reviewer_name": ("reviewer_name", "reviewername"),
-    **{name: (name,) for name in ("title", "brand", "text", "description", "also_bought")},
+    "title": ("title", "name", "track_name", "song_title"),
+    "brand": ("brand", "artist", "artist_name"),
+    **{name: (name,) for name in ("text", "description", "also_bought")},
 }
 # --columns / columns= keys: the canonical names, or user/item/rating/timestamp for short
 COLUMN_KEYS = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
-               "user_id": "user_id", "item_id": "item_id"}
+               "user_id": "user_id", "item_id": "item_id", "weight": "weight", "plays": "weight"}
 
 COLUMNS_HINT = ("name the columns with --columns user=...,item=...,rating=...[,timestamp=...] (columns= in "
                 "load_dataset/ingest), or rename them to user_id, item_id, rating[, timestamp]")
@@ -53,6 +59,9 @@ class ReadStats:
     duplicates_dropped: int = 0
     bad_utf8: int = 0  # lines (or CSV rows) whose non-UTF-8 bytes became U+FFFD
     encoding: str = "utf-8"  # how the bytes were decoded (formats.sniff_encoding decides)
+    delimiter: str = ""  # delimited text: "comma", "tab", ... (musicrec.data.delimited)
+    value_column: str = ""  # the input column the value came from ("" when positional or absent)
+    implicit: str = ""  # why the file is implicit feedback by its columns ("" when not known from them)
     notes: list[str] = field(default_factory=list)
 
 

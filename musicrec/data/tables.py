@@ -13,19 +13,31 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from musicrec.data.delimited import Layout
 from musicrec.data.formats import Tally, first_nonblank_lines, open_binary, truncated
 from musicrec.data.schema import COLUMN_ALIASES, COLUMN_KEYS, COLUMNS_HINT, ReadStats, header_key
 from musicrec.errors import DataError
 
 RATINGS_CSV_NAMES = ["item_id", "user_id", "rating", "timestamp"]  # the headerless ratings-only layout
+MILLISECONDS = 1e11  # epoch seconds past this are in the year 5138: such a column holds milliseconds
+HEADERLESS_NAMES = ["user_id", "item_id", "rating", "timestamp"]  # any other headerless delimited file
 _CSV_LOCK = threading.Lock()
 
 
-def read_csv_table(path: str | Path, stats: ReadStats, *, headerless: bool = False) -> pd.DataFrame:
+def read_csv_table(path: str | Path, stats: ReadStats, *, headerless: bool = False,
+                   layout: Layout | None = None, positions: bool = False) -> pd.DataFrame:
     """pandas' C parser: no field-size limit, bad UTF-8 replaced, rows with extra fields dropped under the policy.
 
-    pandas silently truncates rows when the first data row is the long one, so such rows are skipped first."""
+    layout (musicrec.data.delimited): the delimiter and header; positions: columns named "1", "2", ... (a
+    header line, if any, skipped). pandas silently truncates rows when the first data row is the long one, so
+    such rows are skipped first."""
     base: dict[str, object] = {"header": None, "names": RATINGS_CSV_NAMES} if headerless else {}
+    if layout is not None:
+        base["sep"] = layout.sep
+        if positions:
+            base.update(header=0 if layout.header else None, names=layout.positions())
+        elif not layout.header:
+            base.update(header=None, names=HEADERLESS_NAMES[: layout.n_fields])
     base["encoding"] = stats.encoding
     leading: list[int] = []
     candidates: list[int] = []
@@ -34,7 +46,8 @@ def read_csv_table(path: str | Path, stats: ReadStats, *, headerless: bool = Fal
         if not any("Length of header or names" in m for m in messages):
             return tallied(path, stats, df, messages, leading)
         if not leading:  # the rare case: read the first data lines' numbers only now
-            candidates = [n for n, _ in first_nonblank_lines(path, 11)][0 if headerless else 1:]
+            skip = 0 if base.get("header", 0) is None else 1
+            candidates = [n for n, _ in first_nonblank_lines(path, 11)][skip:]
         if len(leading) >= min(10, len(candidates)):
             raise DataError(path, f"each of the first {len(leading)} data lines has too many fields",
                             line=candidates[0] if candidates else None,
@@ -144,9 +157,12 @@ def split_ids(value: object) -> list[str]:
 
 
 def unix_seconds(values: pd.Series) -> pd.Series:
-    """Unix seconds from numbers, numeric strings or dates (naive dates are UTC); anything else is null."""
+    """Unix seconds from numbers (epoch milliseconds when a column's values are past MILLISECONDS), numeric
+    strings or dates (naive dates are UTC); anything else is null."""
     if not pd.api.types.is_datetime64_any_dtype(values):
         numbers = pd.to_numeric(values, errors="coerce")
+        if numbers.notna().any() and numbers.dropna().median() > MILLISECONDS:
+            numbers = numbers // 1000
         dates = numbers.isna() & values.notna() & (values.astype("str").str.strip() != "")
         if not dates.any():
             return numbers

@@ -25,14 +25,15 @@ def fingerprint(ratings: pd.DataFrame) -> str:
 
 def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Path] = (),
            columns: dict[str, str] | None = None,
-           rating_range: tuple[float, float] | None = None) -> dict[str, Any]:
+           rating_range: tuple[float, float] | None = None, delimiter: str | None = None) -> dict[str, Any]:
     """Load, find the rating scale (rating_range, else from the data) and validate; on success write
     ratings/items parquet and rating_scale.json. Raises ValidationFailed (with the report saved as
     validation.json) or DataError before anything is written for training.
 
-    columns maps user, item, rating[, timestamp] to the review tables' own column names."""
+    columns maps user, item, rating[, timestamp] to the review tables' own column names (or positions);
+    delimiter forces the review files' delimiter."""
     import_gx_in_background()  # overlaps the files' reading
-    ds = load_dataset(list(reviews), list(meta), columns)
+    ds = load_dataset(list(reviews), list(meta), columns, delimiter or None)
     scale = _rating_scale(ds.ratings, rating_range, reviews)
     reports = {"ratings": validate_table(ds.ratings, "ratings", scale.range),
                "items": validate_table(ds.items, "items")}
@@ -50,7 +51,7 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
         "catalogue_items": len(ds.items),
         "fingerprint": fingerprint(ds.ratings),
         "inputs": [str(p) for p in [*reviews, *meta]],
-        "read": {**summary, "notes": ds.notes()},
+        "read": {**summary, "notes": ds.notes(), "delimiters": ds.delimiters()},
         "sample_card": sample_card(reviews),
         "rating_range": [scale.min, scale.max],
         "rating_scale": scale.to_dict(),

@@ -155,8 +155,9 @@ def _attack(d: Path) -> bytes:
 
 def missing_rating_column_csv(d: Path) -> Case:
     p = d / "ratings.csv"
-    p.write_text("user_id,item_id,timestamp\n" + "".join(f"U{k % USERS},B{k % ITEMS},{T0 + k}\n" for k in range(ROWS)))
-    return Case([p], says=("missing column(s) rating", "rename the columns"), culprit=p)
+    p.write_text("user_id,item_id,grade,timestamp\n" + "".join(f"U{k % USERS},B{k % ITEMS},{k % 5},{T0 + k}\n"
+                                                                for k in range(ROWS)))
+    return Case([p], says=("no rating or play-count column", "found: user_id, item_id, grade"), culprit=p)
 
 
 def unknown_header_csv(d: Path) -> Case:
@@ -244,10 +245,12 @@ def enormous_review_text(d: Path) -> Case:
     return Case([write(d / "reviews.json", lines(reviews(k42={"reviewText": "la " * 3_500_000})))], outcome="ok")
 
 
-def wrong_delimiter_csv(d: Path) -> Case:
+def ambiguous_delimiter_csv(d: Path) -> Case:
+    """Semicolons with decimal commas: both split every line, into different field counts."""
     p = d / "ratings.csv"
-    p.write_text("".join(f"B{k % ITEMS};U{k % USERS};{1 + k % 5};{T0 + k}\n" for k in range(ROWS)))
-    return Case([p], culprit=p, says=("line 1", "delimiter looks wrong", "3 semicolon", "re-export"))
+    p.write_text("".join(f"B{k % ITEMS};U{k % USERS};{1 + k % 4},5;{T0 + k}\n" for k in range(ROWS)))
+    return Case([p], culprit=p, says=("line 1", "cannot tell how to read this file", "first line",
+                                      "--delimiter", "--columns user=1"))
 
 
 def meta_matches_no_review(d: Path) -> Case:
@@ -283,7 +286,8 @@ CASES: dict[str, Callable[[Path], Case]] = {f.__name__: f for f in [
     empty_file, blank_lines_only, truncated_gz, gzip_named_json, plain_named_gz, invalid_json_line,
     invalid_json_many_lines, meta_2014_not_literal, meta_2014_calls_function_line, meta_2014_calls_function,
     missing_rating_column_csv, unknown_header_csv, missing_rating_field_json, duplicate_pairs, all_ratings_identical,
-    non_utf8_review_text, latin1_reviews, enormous_review_text, wrong_delimiter_csv, meta_matches_no_review,
+    non_utf8_review_text, latin1_reviews, enormous_review_text, ambiguous_delimiter_csv,
+    meta_matches_no_review,
     too_small_to_split, missing_file, zip_compressed, metadata_given_as_reviews,
 ]}
 CASES.update({"rating_zero": rating_zero, "rating_six": rating_six, "rating_negative": rating_negative,
