@@ -61,7 +61,7 @@ MISTAKES = {
                                 "--overrides", '{{"gmf": {{"epochz": 2}}}}'], "unknown hyperparameter(s) epochz"),
     "empty-models": (["train", "--reviews", "{d}/ratings.csv", "--models", ","], "names no model"),
     "missing-reviews": (["train", "--reviews", "{d}/nope.json"], "nope.json: does not exist"),
-    "bad-columns": (["train", "--reviews", "{d}/ratings.csv", "--columns", "user=a,item=b"], "--columns lacks rating"),
+    "bad-columns": (["train", "--reviews", "{d}/ratings.csv", "--columns", "user=a,item=b"], "the column 'a' given for user_id is not in the file"),
     "bad-rating-range": (["train", "--reviews", "{d}/ratings.csv", "--rating-range", "5"], "is not MIN,MAX"),
     "parallel-tasks-negative": (["train", "--reviews", "{d}/ratings.csv", "--parallel-tasks", "-1"],
                                 "--parallel-tasks -1: must be at least 0"),
