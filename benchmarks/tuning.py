@@ -55,7 +55,7 @@ def search(ws, data, model: str, trials: int, budget: float, parallel: int, seed
                           budget_seconds=budget, seed=seed,
                           run_batch=lambda specs: list(pool.map(lambda s: run_trial(ws, s, 1, seed, data), specs)),
                           on_trial=lambda o: print(f"  {model} trial {o['number']}: {o['state']} "
-                                                   f"{o['val_rmse']:.4f} ({o['epochs']} ep, {o['seconds']:.1f}s)",
+                                                   f"{o['value']:.4f} ({o['epochs']} ep, {o['seconds']:.1f}s)",
                                                    flush=True))
     pool.shutdown()
     return outcomes, time.perf_counter() - t0
@@ -108,14 +108,14 @@ def main() -> None:
         for model in models:
             outcomes, secs = search(ws, data, model, args.trials, args.budget, args.parallel, args.seed)
             done = [o for o in outcomes if o["state"] == "complete"]
-            best = min(done, key=lambda o: o["val_rmse"])
+            best = min(done, key=lambda o: o["value"])
             tuned[model] = {"seconds": round(secs, 1), "trials": len(outcomes),
                             "pruned": sum(o["state"] == "pruned" for o in outcomes), "best_trial": best["number"],
                             "best_params": best["params"], "moved": moved(default_params(model), best["params"])}
             rows.append(fitted_row(ws, data, model, {}, "default", args.seed, threads))
             rows.append(fitted_row(ws, data, model, best["params"], "tuned", args.seed, threads))
             print(f"{model}: {len(outcomes)} trials in {secs:.0f}s; best trial {best['number']} "
-                  f"val {best['val_rmse']:.4f}; moved {tuned[model]['moved']}", flush=True)
+                  f"val {best['value']:.4f}; moved {tuned[model]['moved']}", flush=True)
         base = {b["name"]: b for b in train.evaluate_baselines(ws, data)}
         rows.append(base["bias"])
         if not args.no_surprise:

@@ -108,7 +108,8 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
                  for m in (*params.models, *params.retrieval_models)}
     tuning: dict[str, Any] = {}
     if params.use_tuning:
-        overrides, tuning = t.load_tuning(store_uri, list(params.models), overrides, run["fingerprint"])
+        tuned = [*params.models, *params.retrieval_models]
+        overrides, tuning = t.load_tuning(store_uri, tuned, overrides, run["fingerprint"])
     with clock("train-models"), fair_threads(params.task_runner):
         trained = train_models.with_options(task_runner=runner)(
             workdir, list(params.models), overrides, max(1, threads // parallel), list(params.retrieval_models),

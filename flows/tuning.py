@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.inputs import RunInputs, begin_run, load_and_prepare, run_name
+from flows.inputs import RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.workspace import is_remote
 from tasks import tuning as tt
@@ -22,6 +22,8 @@ RUN_NAME_PREFIX = "tuning-"
 class TuningParams(RunInputs):
     """A search per model; the Prefect UI renders this as a form."""
 
+    retrieval_models: list[RetrievalName] = Field(default=[], description="retrieval models to tune too (judged "
+                                                  "on validation NDCG@10); [] = none")
     trials: int = Field(20, ge=1, le=10000, description="trials per model (trial 0 is the default)")
     timeout_per_model: float = Field(1800, gt=0, description="wall-clock seconds per model's search")
     timeout_total: float = Field(14400, gt=0, description="wall-clock seconds for all searches")
@@ -46,8 +48,8 @@ def tune_model(workdir: str, model: str, trials: int, budget_seconds: float, see
         return [f.result() for f in futures]
 
     def on_trial(o: dict[str, Any]) -> None:
-        logger.info("%s: trial %d/%d %s val_rmse %.4f, best %.4f (%d epochs, %.1fs)", model, o["number"] + 1,
-                    o["trials"], o["state"], o["val_rmse"], o["best_val_rmse"] or float("nan"), o["epochs"],
+        logger.info("%s: trial %d/%d %s %s %.4f, best %.4f (%d epochs, %.1fs)", model, o["number"] + 1,
+                    o["trials"], o["state"], o["metric"], o["value"], o["best_value"] or float("nan"), o["epochs"],
                     o["seconds"])
 
     journal = Path(workdir) / "tuning" / f"{model}.journal"
@@ -57,7 +59,8 @@ def tune_model(workdir: str, model: str, trials: int, budget_seconds: float, see
 
 @flow(name="tuning", flow_run_name=_run_name)
 def tuning(params: TuningParams) -> dict[str, Any]:
-    """Search each model's hyperparameters on validation RMSE and store the best as tuning/<model>.json."""
+    """Search each model's hyperparameters on validation (RMSE for rating models, NDCG@10 for retrieval
+    models) and store the best as tuning/<model>.json."""
     from musicrec.tuning.records import build_record
 
     workdir, run_id, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
@@ -70,7 +73,7 @@ def tuning(params: TuningParams) -> dict[str, Any]:
     parallel = params.parallel or max(1, min(threads, params.trials))
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, parallel)
     end, records = time.time() + params.timeout_total, []
-    for model in params.models:
+    for model in [*params.models, *params.retrieval_models]:
         budget = min(params.timeout_per_model, end - time.time())
         if budget <= 0:
             logger.warning("total budget spent: %s not tuned (its previous record, if any, stays)", model)

@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-refit", action="store_true",
                    help="serve the models fitted on the training split, not refit on every rating: `musicrec "
                    "evaluate` can then measure the served lists on the run's own held-out items")
+    u.add_argument("--retrieval-models", default="none",
+                   help="retrieval models to tune too (comma-separated), judged on validation NDCG@10 (default none)")
     u.add_argument("--trials", type=int, default=20, help="trials per model, the default configuration first (20)")
     u.add_argument("--timeout", type=float, default=1800.0, help="wall-clock seconds per model's search (1800)")
     u.add_argument("--total-timeout", type=float, default=14400.0, help="wall-clock seconds for all searches (14400)")
@@ -117,6 +119,7 @@ def _tune(args: argparse.Namespace) -> int:
         raise pre.UsageError(f"musicrec tune keeps its workspace on a filesystem its trials share (the Optuna "
                              f"journal is a file), and MUSICREC_WORK_URI is {fields['work_uri']}",
                              hint="unset MUSICREC_WORK_URI for musicrec tune (musicrec train keeps using it)")
+    fields["retrieval_models"] = pre.parse_retrieval_models(args.retrieval_models)
     fields |= {"trials": pre.check_positive("--trials", args.trials),
                "timeout_per_model": pre.check_seconds("--timeout", args.timeout),
                "timeout_total": pre.check_seconds("--total-timeout", args.total_timeout)}
@@ -125,7 +128,8 @@ def _tune(args: argparse.Namespace) -> int:
 
     out = _run_flow(args, tuning, TuningParams, fields)
     print("\n" + format_records(out["records"]))
-    print("\nvalidation RMSE on this run's split; trial 0 of each search is the default configuration")
+    print("\nvalidation values on this run's split (RMSE: lower is better; NDCG@10: higher is better); "
+          "trial 0 of each search is the default configuration")
     for record in out["records"]:
         print(f"{record['model']}: {record['uri']}")
     print("the next `musicrec train` on this store starts each model from these (--no-tuning: defaults)")

@@ -36,11 +36,11 @@ def publish_tuning(store_uri: str, record: dict[str, Any]) -> str:
     g = gain(record)
     create_table_artifact(trial_table(record), key=f"tuning-{key}",
                           description=f"{record['model']}: {record['trials']} trials ({record['pruned']} pruned); "
-                          f"best val RMSE {record['best_val_rmse']}, default {record['default_val_rmse']}")
+                          f"best {record['metric']} {record['best_value']}, default {record['default_value']}")
     publish_image(history_png(record), f"Tuning {record['model']}", key=f"tuning-history-{key}",
-                  description=f"{record['model']}: validation RMSE per trial", caption=f"Stored as `{uri}`")
-    get_run_logger().info("%s: tuned val_rmse %s vs default %s (%s) -> %s", record["model"],
-                          _f(record["best_val_rmse"]), _f(record["default_val_rmse"]),
+                  description=f"{record['model']}: {record['metric']} per trial", caption=f"Stored as `{uri}`")
+    get_run_logger().info("%s: tuned %s %s vs default %s (%s) -> %s", record["model"], record["metric"],
+                          _f(record["best_value"]), _f(record["default_value"]),
                           "-" if g is None else f"{g:+.2f}%", uri)
     return uri
 

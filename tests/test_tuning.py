@@ -67,12 +67,12 @@ def test_seeded_search_is_reproducible_and_never_worse_than_the_default(prepared
 
     first, second = search(tmp_path / "a"), search(tmp_path / "b")
     assert [o["params"] for o in first] == [o["params"] for o in second]
-    assert [o["val_rmse"] for o in first] == pytest.approx([o["val_rmse"] for o in second])
+    assert [o["value"] for o in first] == pytest.approx([o["value"] for o in second])
     assert first[0]["params"] == default_params("gmf")  # trial 0 measures the default on the same split
     record = rec.build_record("gmf", first, run_id="r1", run=run, seed=3, seconds=1.0, budget_seconds=600,
                               trials_asked=5)
-    assert record["best_val_rmse"] <= record["default_val_rmse"]
-    assert record["default_val_rmse"] == first[0]["val_rmse"]
+    assert record["best_value"] <= record["default_value"]
+    assert record["default_value"] == first[0]["value"]
     assert record["trials"] == 5 and record["stopped_by"] == "trials"
     assert record["data"]["fingerprint"] == run["fingerprint"]
     assert set(record["search_space"]) == set(search_space("gmf"))
@@ -86,8 +86,8 @@ def test_a_search_out_of_budget_stops_asking(prepared, tmp_path):
 
 
 def _record(model: str, best: float, fingerprint: str = "fp") -> dict:
-    return {"model": model, "run_id": "r", "best_params": {"factors": 8, "lr": 0.1}, "best_val_rmse": best,
-            "default_val_rmse": 1.0, "data": {"fingerprint": fingerprint}, "history": []}
+    return {"model": model, "run_id": "r", "best_params": {"factors": 8, "lr": 0.1}, "best_value": best,
+            "default_value": 1.0, "bigger_is_better": False, "data": {"fingerprint": fingerprint}, "history": []}
 
 
 def test_training_takes_tuned_params_under_the_users_overrides(tmp_path):
@@ -121,7 +121,7 @@ def test_a_store_failing_mid_write_leaves_the_previous_record(tmp_path, monkeypa
     with pytest.raises(Exception, match="No space left"):
         rec.write_record(store, _record("gmf", 0.1))
     monkeypatch.undo()
-    assert json.loads(store.get_bytes("tuning/gmf.json"))["best_val_rmse"] == 0.9
+    assert json.loads(store.get_bytes("tuning/gmf.json"))["best_value"] == 0.9
     assert store.list("tuning") == ["tuning/gmf.json"]  # no temporary file left behind
 
 
@@ -147,7 +147,7 @@ def test_tuning_flow_writes_records_that_the_next_training_run_starts_from(prefe
     for model in ("gmf", "nnmf"):
         record = json.loads(store.get_bytes(f"tuning/{model}.json"))
         assert record["run_id"] == out["run_id"] and record["trials"] == 4
-        assert record["best_val_rmse"] <= record["default_val_rmse"]
+        assert record["best_value"] <= record["default_value"]
     report = training(TrainingParams(**data, models=["gmf"], overrides={"gmf": {"epochs": 3}}, refit=False,
                                      retrieval_models=[]))
     used = report["tuning"]["gmf"]

@@ -1,4 +1,5 @@
-"""tuning/<model>.json: what a search found (best params, best and default validation RMSE on one split, the
+"""tuning/<model>.json: what a search found (best params, best and default validation value of the model's
+family metric on one split: RMSE for rating models, NDCG@10 for retrieval models; the
 trials, the search space, the data fingerprint). Training starts each model from its record; CLI overrides
 still win. No Optuna or torch import here: the CLI and the training flow read records cheaply."""
 
@@ -12,7 +13,7 @@ from typing import Any
 import musicrec
 from musicrec.errors import MusicrecError
 from musicrec.errors import ConfigError
-from musicrec.registry import parse_config, search_space
+from musicrec.registry import FAMILIES, family_of, parse_config, search_space
 from musicrec.store import MissingKeyError, Store
 
 PREFIX = "tuning"
@@ -24,10 +25,13 @@ def record_key(model: str) -> str:
 
 def build_record(model: str, outcomes: list[dict[str, Any]], *, run_id: str, run: dict[str, Any], seed: int,
                  seconds: float, budget_seconds: float, trials_asked: int) -> dict[str, Any]:
-    """The stored summary of one model's search. Trial 0 is the default, so default_val_rmse is measured on
+    """The stored summary of one model's search. Trial 0 is the default, so default_value is measured on
     the same split as the best; best_params is the default's when nothing beat it."""
+    from musicrec.tuning.search import best_outcome
+
     done = [o for o in outcomes if o["state"] == "complete"]
-    best = min(done, key=lambda o: o["val_rmse"]) if done else None
+    best = best_outcome(done) if done else None
+    judge = FAMILIES[family_of(model)]
     default = next((o for o in outcomes if o["number"] == 0 and o["state"] == "complete"), None)
     counts = {s: sum(o["state"] == s for o in outcomes) for s in ("complete", "pruned", "failed")}
     return {
@@ -35,8 +39,9 @@ def build_record(model: str, outcomes: list[dict[str, Any]], *, run_id: str, run
         "code_version": musicrec.__version__,
         "data": {"fingerprint": run.get("fingerprint"), "ratings": run.get("ratings"), "split": run.get("split")},
         "best_params": best["params"] if best else None, "best_trial": best["number"] if best else None,
-        "best_val_rmse": best["val_rmse"] if best else None, "best_epoch": best["best_epoch"] if best else None,
-        "default_val_rmse": default["val_rmse"] if default else None,
+        "metric": judge.metric, "bigger_is_better": judge.bigger_is_better,
+        "best_value": best["value"] if best else None, "best_epoch": best["best_epoch"] if best else None,
+        "default_value": default["value"] if default else None,
         "trials": len(outcomes), "trials_asked": trials_asked, **counts,
         "stopped_by": "trials" if len(outcomes) >= trials_asked else "budget",
         "seconds": round(seconds, 1), "budget_seconds": budget_seconds,
@@ -47,9 +52,12 @@ def build_record(model: str, outcomes: list[dict[str, Any]], *, run_id: str, run
 
 
 def gain(record: dict[str, Any]) -> float | None:
-    """How much lower the tuned validation RMSE is than the default's, in percent."""
-    best, default = record.get("best_val_rmse"), record.get("default_val_rmse")
-    return None if best is None or not default else (default - best) / default * 100
+    """How much better the tuned validation value is than the default's, in percent (positive: better)."""
+    best, default = record.get("best_value"), record.get("default_value")
+    if best is None or not default:
+        return None
+    sign = 1.0 if record.get("bigger_is_better") else -1.0
+    return sign * (best - default) / abs(default) * 100
 
 
 def write_record(store: Store, record: dict[str, Any]) -> str:
@@ -95,17 +103,19 @@ def apply_records(records: dict[str, dict[str, Any]], overrides: dict[str, dict[
         merged[model] = {**tuned, **user}
         info[model] = {"run_id": record.get("run_id"), "created_at": record.get("created_at"), "params": tuned,
                        "overridden": sorted(set(record["best_params"]) & set(user) - {"seed"}),
-                       "best_val_rmse": record.get("best_val_rmse"), "default_val_rmse": record.get("default_val_rmse"),
+                       "metric": record.get("metric"), "best_value": record.get("best_value"),
+                       "default_value": record.get("default_value"),
                        "fingerprint_differs": (record.get("data") or {}).get("fingerprint") != fingerprint}
     return merged, info
 
 
 def format_records(records: list[dict[str, Any]]) -> str:
-    """Default vs tuned validation RMSE per model, for the terminal."""
-    lines = ["model            default val   tuned val    gain   trials (pruned)   seconds  stopped by"]
+    """Default vs tuned validation value per model, for the terminal."""
+    lines = ["model               metric           default val   tuned val    gain   trials (pruned)   seconds  stopped by"]
     for r in records:
         g = gain(r)
-        lines.append(f"{r['model']:<16} {_f(r.get('default_val_rmse')):>11} {_f(r.get('best_val_rmse')):>11} "
+        lines.append(f"{r['model']:<19} {r.get('metric', ''):<16} {_f(r.get('default_value')):>11} "
+                     f"{_f(r.get('best_value')):>11} "
                      f"{(f'{g:+.2f}%' if g is not None else '-'):>7}   {r['trials']:>3} ({r['pruned']:>3})       "
                      f"{r['seconds']:>8.1f}  {r['stopped_by']}")
     return "\n".join(lines)
@@ -116,8 +126,8 @@ def _f(v: Any) -> str:
 
 
 def trial_table(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows of the UI's trials table: params, validation RMSE, epochs, pruned or not, seconds."""
-    return [{"trial": o["number"], "state": o["state"], "val_rmse": _f(o.get("val_rmse")), "epochs": o.get("epochs"),
+    """Rows of the UI's trials table: params, validation value, epochs, pruned or not, seconds."""
+    return [{"trial": o["number"], "state": o["state"], "value": _f(o.get("value")), "epochs": o.get("epochs"),
              "best_epoch": o.get("best_epoch"), "seconds": o.get("seconds"),
              "params": ", ".join(f"{k}={_short(v)}" for k, v in o["params"].items())}
             for o in record["history"]]
@@ -128,21 +138,23 @@ def _short(v: Any) -> str:
 
 
 def history_png(record: dict[str, Any]) -> bytes:
-    """The optimisation history: each trial's validation RMSE (pruned ones marked), the best so far, the default."""
+    """The optimisation history: each trial's validation value (pruned ones marked), the best so far, the default."""
     from musicrec.pipeline.report import figure_png, new_figure
 
     fig, ax = new_figure()
+    sign = -1.0 if record.get("bigger_is_better") else 1.0  # drawn so that lower is better: -NDCG, RMSE
     hist = sorted(record["history"], key=lambda o: o["number"])
     for state, marker in (("complete", "o"), ("pruned", "x")):
-        pts = [(o["number"], o["val_rmse"]) for o in hist if o["state"] == state]
+        pts = [(o["number"], sign * o["value"]) for o in hist if o["state"] == state]
         ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker=marker, s=18, label=state)
     best, run = [], float("inf")
     for o in hist:
-        run = min(run, o["val_rmse"]) if o["state"] == "complete" else run
+        run = min(run, sign * o["value"]) if o["state"] == "complete" else run
         best.append((o["number"], run))
     ax.step([b[0] for b in best], [b[1] for b in best], where="post", label="best so far")
-    default = record.get("default_val_rmse")
+    default = record.get("default_value")
     if default is not None:
+        default = sign * default
         ax.axhline(default, ls="--", color="grey", label="default")
         low = min([b[1] for b in best if b[1] < float("inf")], default=default)
         ax.set_ylim(low - 0.2 * (default - low) - 1e-4, default + 2 * (default - low) + 1e-3)  # far-off trials clip

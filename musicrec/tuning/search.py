@@ -1,5 +1,5 @@
 """One Optuna study per model: TPE (seeded) proposes, a median pruner stops bad trials on their epoch
-validation RMSE. The study lives in a journal file under the run's folder (no pickles); trials are asked in
+validation value (RMSE for rating models, minimised; NDCG@10 for retrieval models, maximised). The study lives in a journal file under the run's folder (no pickles); trials are asked in
 batches so that the caller can run a batch in parallel (as task runs) and tell the results in trial order."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from musicrec.fit.space import Dim
-from musicrec.registry import parse_config, search_space
+from musicrec.registry import FAMILIES, family_of, parse_config, search_space
 
 STATES = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 
@@ -44,9 +44,14 @@ def open_study(journal: str | Path, model: str, seed: int, trials: int) -> optun
     Path(journal).parent.mkdir(parents=True, exist_ok=True)
     startup = startup_trials(trials)
     return optuna.create_study(
-        storage=JournalStorage(JournalFileBackend(str(journal))), study_name=model, direction="minimize",
+        storage=JournalStorage(JournalFileBackend(str(journal))), study_name=model, direction=direction(model),
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup), pruner=_pruner(startup),
         load_if_exists=True)
+
+
+def direction(model: str) -> str:
+    """"maximize" for a family whose metric rises as it gets better, else "minimize"."""
+    return "maximize" if FAMILIES[family_of(model)].bigger_is_better else "minimize"
 
 
 def startup_trials(trials: int) -> int:
@@ -116,14 +121,21 @@ def run_search(journal: str | Path, model: str, *, trials: int, parallel: int, b
         specs = ask_batch(study, str(journal), model, min(parallel, trials - len(outcomes)), deadline,
                           startup_trials(trials))
         for spec, out in sorted(zip(specs, run_batch(specs)), key=lambda p: p[0].number):
-            study.tell(spec.number, out["val_rmse"] if out["state"] == "complete" else None,
+            study.tell(spec.number, out["value"] if out["state"] == "complete" else None,
                        state=STATES[out["state"]])
             outcomes.append(out)
             if on_trial:
-                on_trial({**out, "trials": trials, "best_val_rmse": best_value(outcomes)})
+                on_trial({**out, "trials": trials, "best_value": best_value(outcomes)})
     return outcomes
 
 
 def best_value(outcomes: list[dict[str, Any]]) -> float | None:
-    done = [o["val_rmse"] for o in outcomes if o["state"] == "complete"]
-    return min(done) if done else None
+    """The best completed trial's validation value, in its family's direction."""
+    done = [o for o in outcomes if o["state"] == "complete"]
+    return best_outcome(done)["value"] if done else None
+
+
+def best_outcome(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best of completed outcomes (of one model), in its family's direction."""
+    pick = max if direction(done[0]["model"]) == "maximize" else min
+    return pick(done, key=lambda o: o["value"])

@@ -1,5 +1,6 @@
 """One tuning trial: fit a model with the proposed hyperparameters on the run's prepared data, report each
-epoch's best-so-far validation RMSE to the study (the pruner decides from it), never look at test."""
+epoch's best-so-far validation value of its family's metric to the study (the pruner decides from it), never
+look at test. Rating models are judged on validation RMSE, retrieval models on validation NDCG@10."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 
 import optuna
 
-from musicrec.rating.data import TrainData
-from musicrec.pipeline.prepare import load_train_data
+from musicrec import registry
+from musicrec.fit.loop import EpochCallback
 from musicrec.pipeline.workspace import Workspace
-from musicrec.rating.train import EpochCallback, fit_model
 from musicrec.tuning.search import TrialSpec, load_trial
+
+# the epoch history's key of each family's validation metric (the leaderboard's is registry.FAMILIES')
+EPOCH_METRIC = {"rating": "val_rmse", "retrieval": "ndcg@10"}
 
 
 class _Stop(Exception):
@@ -23,18 +26,19 @@ class _Stop(Exception):
         self.why = why
 
 
-def run_trial(ws: Workspace, spec: TrialSpec, threads: int = 1, seed: int = 0,
-              data: TrainData | None = None, on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+def run_trial(ws: Workspace, spec: TrialSpec, threads: int = 1, seed: int = 0, data: Any = None,
+              on_epoch: EpochCallback | None = None) -> dict[str, Any]:
     """Train spec.model with spec.params; return the outcome (state complete | pruned | failed, the best
-    validation RMSE reached, epochs run, best epoch, seconds). A pruned trial is an outcome, not an error."""
-    data = data or load_train_data(ws)
+    validation value reached, epochs run, best epoch, seconds). A pruned trial is an outcome, not an error."""
+    family = registry.family_of(spec.model)
+    key, bigger = EPOCH_METRIC[family], registry.FAMILIES[family].bigger_is_better
     trial, start = load_trial(spec), time.perf_counter()
-    seen: dict[str, Any] = {"best": float("inf"), "epochs": 0, "best_epoch": 0}
+    seen: dict[str, Any] = {"best": -float("inf") if bigger else float("inf"), "epochs": 0, "best_epoch": 0}
 
     def report(e: dict[str, Any]) -> None:
         seen["epochs"] = e["epoch"]
-        if e["val_rmse"] < seen["best"]:
-            seen["best"], seen["best_epoch"] = e["val_rmse"], e["epoch"]
+        if (e[key] > seen["best"]) if bigger else (e[key] < seen["best"]):
+            seen["best"], seen["best_epoch"] = e[key], e["epoch"]
         trial.report(seen["best"], e["epoch"])
         if on_epoch:
             on_epoch(e)
@@ -43,22 +47,43 @@ def run_trial(ws: Workspace, spec: TrialSpec, threads: int = 1, seed: int = 0,
         if time.time() > spec.deadline:
             raise _Stop("budget")
 
-    out = {"model": spec.model, "number": spec.number, "params": spec.params, "stopped": None}
+    out = {"model": spec.model, "number": spec.number, "params": spec.params, "stopped": None,
+           "metric": registry.FAMILIES[family].metric}
     try:
-        result = fit_model(spec.model, data, {**spec.params, "seed": seed}, threads=threads, on_epoch=report)
-        out.update(state="complete", val_rmse=_val(result), epochs=result.epochs, best_epoch=result.best_epoch)
+        fit = _fit_rating if family == "rating" else _fit_retrieval
+        history, best_epoch = fit(ws, spec.model, {**spec.params, "seed": seed}, threads, report, data)
+        out.update(state="complete", value=float(history[best_epoch][key]), epochs=len(history) - 1,
+                   best_epoch=best_epoch)
     except _Stop as stop:
         # the budget's last trial still counts when it had trained at least one epoch: its best is real
         state = "pruned" if stop.why == "pruned" or seen["epochs"] == 0 else "complete"
-        out.update(state=state, val_rmse=seen["best"], epochs=seen["epochs"], best_epoch=seen["best_epoch"],
+        out.update(state=state, value=seen["best"], epochs=seen["epochs"], best_epoch=seen["best_epoch"],
                    stopped=stop.why)
     except (ValueError, RuntimeError, optuna.exceptions.OptunaError) as e:  # e.g. a diverging fit (NaN loss)
-        out.update(state="failed", val_rmse=float("nan"), epochs=seen["epochs"], best_epoch=seen["best_epoch"],
+        out.update(state="failed", value=float("nan"), epochs=seen["epochs"], best_epoch=seen["best_epoch"],
                    stopped=f"{type(e).__name__}: {e}")
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
 
 
-def _val(result: Any) -> float:
-    """The restored best epoch's validation RMSE (the starting point's when no epoch beat it)."""
-    return float(result.history[result.best_epoch]["val_rmse"])
+def _fit_rating(ws: Workspace, name: str, params: dict[str, Any], threads: int, report: EpochCallback,
+                data: Any) -> tuple[list[dict[str, Any]], int]:
+    from musicrec.pipeline.prepare import load_train_data
+    from musicrec.rating.train import fit_model
+
+    result = fit_model(name, data or load_train_data(ws), params, threads=threads, on_epoch=report)
+    return result.history, result.best_epoch
+
+
+def _fit_retrieval(ws: Workspace, name: str, params: dict[str, Any], threads: int, report: EpochCallback,
+                   data: Any) -> tuple[list[dict[str, Any]], int]:
+    """The leave-last-out training part, judged on the validation part as `musicrec train` judges it."""
+    from musicrec.implicit.train import fit_implicit
+    from musicrec.pipeline.retrieval import model_text, ranking_data, validation_users
+
+    ranking = data or ranking_data(ws)
+    params = {"val_users": validation_users(ranking.items.size), **params}
+    text = model_text(ws, registry.parse_config(name, params))
+    result = fit_implicit(name, ranking.train, ranking.users.size, ranking.items.size, ranking.validation,
+                          ranking.seen_train, params, threads=threads, on_epoch=report, text=text)
+    return result.history, result.best_epoch
