@@ -8,7 +8,7 @@ import numpy as np
 from torch import nn
 
 from musicrec.dataset import TrainData
-from musicrec.metrics import mae, rmse
+from musicrec.metrics.rating import mae, rmse
 from musicrec.training import predict
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from musicrec.checkpoint import BestState
 from musicrec.dataset import Part, TrainData
-from musicrec.metrics import rmse
+from musicrec.metrics.rating import rmse
 from musicrec.models.base import DotProductGradients, RatingModel
 from musicrec.models.baselines import bias_regs, fit_biases
 from musicrec.models.configs import TrainConfig

@@ -12,7 +12,7 @@ import pytest
 
 from musicrec.errors import ValidationFailed
 from musicrec.hashing import sha256_bytes
-from musicrec.metrics import rmse
+from musicrec.metrics.rating import rmse
 from musicrec.runtime import load_session, predict
 from musicrec.store import open_store
 

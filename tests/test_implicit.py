@@ -15,7 +15,8 @@ from musicrec.implicit.configs import ImplicitConfigError, make_config
 from musicrec.implicit.losses import batch_loss, bpr, hinge, pointwise
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.implicit.train import IMPLICIT_MODELS, fit_implicit
-from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix
+from musicrec.metrics.full import evaluate_scorer
+from musicrec.metrics.topn import interaction_matrix
 
 
 def _sig(x: float) -> float:

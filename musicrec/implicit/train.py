@@ -20,9 +20,10 @@ from musicrec.implicit.configs import ImplicitConfig, make_config, max_epochs, p
 from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
+from musicrec.metrics.bounded import evaluate_inner_product
+from musicrec.metrics.full import evaluate_static, sample_users
+from musicrec.metrics.topn import interaction_matrix
 from musicrec.optim import coalesce_rows
-from musicrec.ranking.bounded import evaluate_inner_product
-from musicrec.ranking.metrics import evaluate_static, interaction_matrix, sample_users
 from musicrec.threads import one_blas_thread
 
 IMPLICIT_MODELS: dict[str, str] = {  # model name -> loss

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from musicrec.dataset import TrainData
-from musicrec.metrics import rmse
+from musicrec.metrics.rating import rmse
 from musicrec.models.base import RatingModel, seeded_construction
 from musicrec.models.configs import TrainConfig
 

@@ -17,6 +17,7 @@ import torch
 from musicrec.implicit.configs import make_config
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.implicit.train import Trainer, cpu_threads, evaluate_model, new_model, validate
+from musicrec.metrics.full import evaluate_scorer, sample_users
 from musicrec.pipeline.retrieval import (
     TEST_USERS,
     model_text,
@@ -26,7 +27,6 @@ from musicrec.pipeline.retrieval import (
     test_metrics,
 )
 from musicrec.pipeline.workspace import Workspace
-from musicrec.ranking.metrics import evaluate_scorer, sample_users
 
 REFIT_DIR = "retrieval_refit"
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from musicrec.metrics import rmse
+from musicrec.metrics.rating import rmse
 from musicrec.runtime import load_session, predict
 from musicrec.scoring.bundle import BundleDamaged, download_bundle
 from musicrec.store import MissingKeyError, Store

@@ -1,4 +1,5 @@
-"""Ranking evaluation of a run: top-k lists for its test users from the champion and two references.
+"""Ranking evaluation of a run: top-k lists for its test users from the champion and two reference rankers
+(most-popular and random, both here), measured by musicrec.metrics.topn.
 
 The champion's lists are made exactly as batch scoring makes them (candidates, then the model ranks them), so
 the numbers describe the lists users see. Every method excludes the same items: whatever the user rated in the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,11 @@ import pandas as pd
 
 from musicrec.data.ids import contained
 from musicrec.errors import StoreError
+from musicrec.metrics.topn import LIST_COLUMNS, list_summary
 from musicrec.pipeline.report import run_prefix
 from musicrec.scoring.bundle import Bundle, load_bundle, read_pointer
 from musicrec.scoring.candidates import CandidateIndex, build_index, positions_by_user
 from musicrec.scoring.rank import rank_users
-from musicrec.scoring.ranking import list_summary, most_popular_lists, random_lists
 from musicrec.store import MissingKeyError, Store
 
 SPLITS = ("train", "validation", "test")
@@ -73,7 +75,7 @@ def evaluate_ranking(bundle: Bundle, index: CandidateIndex, splits: dict[str, pd
     it are excluded). With a retrieval champion: the served retrieve-then-rank lists, the same without
     also_bought, and the retrieval champion's nearest items alone; without one, the rating champion ranking
     the candidates. Most-popular and random always. Every method excludes the same items."""
-    from musicrec.ranking.protocol import leave_last_out
+    from musicrec.metrics.protocol import leave_last_out
 
     if "ranking_test" in splits:  # the run's own leave-last-out (the retrieval champion never saw its test)
         seen = pd.concat([splits["ranking_train"], splits["ranking_validation"]])
@@ -174,3 +176,36 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{r['method']:<44}{r[f'hr@{k}']:>9.4f}{r[f'ndcg@{k}']:>10.4f}"
                      f"{r['catalogue_coverage']:>10.4f}{r['mean_popularity']:>10.2f}")
     return "\n".join(lines)
+
+
+def most_popular_lists(users: Sequence[str], popular_order: np.ndarray, item_ids: np.ndarray,
+                       exclude: Mapping[str, np.ndarray], k: int) -> pd.DataFrame:
+    """The k most popular items each user has not rated (popular_order: item positions, most popular first)."""
+    frames = []
+    for u in users:
+        rated = exclude.get(u, np.empty(0, np.int64))
+        head = popular_order[:k + len(rated)]
+        frames.append(_as_list(u, item_ids[head[~np.isin(head, rated)][:k]]))
+    return _concat(frames)
+
+
+def random_lists(users: Sequence[str], n_items: int, item_ids: np.ndarray, exclude: Mapping[str, np.ndarray],
+                 k: int, seed: int) -> pd.DataFrame:
+    """k random unrated items per user; seeded, and independent of the order the users are given in."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for u in sorted(users):
+        rated = exclude.get(u, np.empty(0, np.int64))
+        draw = rng.choice(n_items, size=min(n_items, k + len(rated)), replace=False)
+        frames.append(_as_list(u, item_ids[draw[~np.isin(draw, rated)][:k]]))
+    return _concat(frames)
+
+
+def _as_list(user: str, items: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": user, "rank": np.arange(1, len(items) + 1), "item_id": items})
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame(columns=LIST_COLUMNS)
+    return pd.concat(frames, ignore_index=True).astype({"user_id": object, "item_id": object})
