@@ -24,7 +24,7 @@ import torch
 from onnx import TensorProto, helper
 
 from musicrec.hashing import ids_sha256
-from musicrec.runtime import (
+from musicrec.scoring.runtime import (
     FLAG_OUTPUTS,
     ID_INPUTS,
     OUTPUT,

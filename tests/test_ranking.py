@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from musicrec.metrics.topn import ideal_dcg, list_metrics, list_summary, top_k
-from musicrec.scoring.ranking_eval import most_popular_lists, random_lists
+from musicrec.pipeline.reference_lists import most_popular_lists, random_lists
 
 
 def _lists(rows: dict[str, list[str]]) -> pd.DataFrame:

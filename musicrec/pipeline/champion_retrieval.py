@@ -159,7 +159,7 @@ def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] |
     got = (users[u[:2000]] * items[i[:2000]]).sum(1)
     check["score_max_abs_diff"] = float(np.max(np.abs(got - expected))) if len(u) else 0.0
     if not check["score_max_abs_diff"] <= 1e-4:
-        from musicrec.runtime import OnnxModelError
+        from musicrec.scoring.runtime import OnnxModelError
 
         raise OnnxModelError(f"retrieval scores differ from torch by {check['score_max_abs_diff']:.3g}")
     metrics = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
@@ -186,7 +186,7 @@ def compare_retrieval(ws: Workspace, name: str, incumbent_dir: Path, fitted: pd.
     """NDCG@10 of this run's held-out retrieval champion and of the incumbent's published one, on this run's
     leave-last-out test users whose held-out (user, item) the incumbent never fitted on, with the same items
     excluded for both (each user's earlier interactions) and the same full ranking over this run's items."""
-    from musicrec.retrieval.runtime import load_tower, read_item_table, user_vectors
+    from musicrec.scoring.runtime import load_tower, read_item_table, user_vectors
 
     data = ranking_data(ws)
     rows, items = sp.find(data.test)[:2]
