@@ -135,7 +135,9 @@ def test_dynamic_batch_matches_torch_with_unknowns(exported: tuple[nn.Module, Pa
 
 def test_unknown_ids_score_as_index_zero(exported: tuple[nn.Module, Path]) -> None:
     model, path = exported
-    got = predict_ratings(load_session(path), ["nobody", USERS[3], "nobody"], [ITEMS[2], "nothing", "nothing"])
+    got = predict_ratings(
+        load_session(path), ["nobody", USERS[3], "nobody"], [ITEMS[2], "nothing", "nothing"]
+    )
     with torch.no_grad():
         want = model(torch.tensor([0, 4, 0]), torch.tensor([3, 0, 0])).numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
@@ -262,7 +264,8 @@ def test_predict_batches_and_input_kinds(exported: tuple[nn.Module, Path]) -> No
     users, items = _sample(100)
     want = _torch_ratings(model, users, items)
     np.testing.assert_allclose(predict_ratings(sess, users, items, batch_size=16), want, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(predict_ratings(sess, users.astype(str), items.astype(str)), want, atol=1e-4, rtol=0)
+    got = predict_ratings(sess, users.astype(str), items.astype(str))
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     np.testing.assert_allclose(predict_ratings(sess, list(users), list(items)), want, atol=1e-4, rtol=0)
     assert predict_ratings(sess, [], []).shape == (0,)
     with pytest.raises(ValueError, match="aligned"):

@@ -102,7 +102,8 @@ def test_equal_scores_are_ordered_by_item_id_not_by_position():
     table = np.ones((6, 3), np.float32)  # i10 and i05 score 3
     table[[0, 1, 3]] = 1.5  # i09, i03 and i01 tie at 4.5
     table[5] = 2.0  # i02 scores highest (6)
-    r = Retriever(_Fixed(np.ones(3, np.float32)), table, np.ones(6, bool), build_item_index(table), "m", id_ranks(ids))
+    index = build_item_index(table)
+    r = Retriever(_Fixed(np.ones(3, np.float32)), table, np.ones(6, bool), index, "m", id_ranks(ids))
     out = retrieve_and_rank(r, ids, ["a", "b"], [np.array([1]), np.array([], np.int64)], np.empty(0, np.int64),
                             np.empty(0, np.int64), np.empty(0, np.int8), ("popular",), 4)
     assert out[out.user_id == "b"]["item_id"].tolist() == ["i02", "i01", "i03", "i09"]
@@ -118,7 +119,8 @@ def test_a_user_who_rated_the_nearest_items_still_gets_n_and_light_users_fetch_l
     q = rng.normal(size=4).astype(np.float32)
     best = np.argsort(-(table @ q), kind="stable")
     heavy, light = best[:60], np.array([], np.int64)  # the heavy user rated the 60 nearest items
-    r = Retriever(_Fixed(q), table, np.ones(500, bool), build_item_index(table), "m", id_ranks(np.arange(500)))
+    index = build_item_index(table)
+    r = Retriever(_Fixed(q), table, np.ones(500, bool), index, "m", id_ranks(np.arange(500)))
     out = retrieve_and_rank(r, np.asarray([f"x{k:03d}" for k in range(500)], dtype=object), ["h", "l"],
                             [heavy, light], np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8),
                             ("popular",), 10)
