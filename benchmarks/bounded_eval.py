@@ -1,4 +1,4 @@
-"""The implicit models' test metrics on full score rows and with musicrec.ranking.bounded, side by side.
+"""The implicit models' test metrics on full score rows and with musicrec.metrics.bounded, side by side.
 
     .venv/bin/python benchmarks/bounded_eval.py --workspace <run folder> [--models implicit_hinge,implicit_bpr]
 
@@ -24,10 +24,10 @@ def main() -> None:
     args = ap.parse_args()
     from musicrec.fit.threads import cpu_threads
     from musicrec.implicit.train import evaluate_model, score_fn
+    from musicrec.metrics.full import evaluate_scorer
     from musicrec.pipeline.champion_retrieval import load_implicit
     from musicrec.pipeline.retrieval import TEST_USERS, ranking_data
     from musicrec.pipeline.workspace import Workspace
-    from musicrec.ranking.metrics import evaluate_scorer
 
     ws = Workspace(args.workspace)
     data = ranking_data(ws)

@@ -39,7 +39,7 @@ def main() -> None:
                     "Word2Vec size): the cost of use_text, on by default in the flow")
     args = ap.parse_args()
     from musicrec.implicit.train import fit_implicit
-    from musicrec.ranking.metrics import interaction_matrix
+    from musicrec.metrics.topn import interaction_matrix
 
     rng = np.random.default_rng(0)
     users, items = zipf_ids(rng, N_USERS, args.rows, 0.6), zipf_ids(rng, N_ITEMS, args.rows, 0.9)

@@ -176,13 +176,13 @@ def stage_score_pairs(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def stage_rank(ctx: dict[str, Any]) -> dict[str, Any]:
-    from musicrec.scoring.candidates import build_index
+    from musicrec.scoring.candidates import build_candidate_index
     from musicrec.scoring.rank import rank_users
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle, open_s = _open_bundle(ctx, Path(tmp), 1)
         t0 = time.perf_counter()
-        index = build_index(bundle)
+        index = build_candidate_index(bundle)
         t1 = time.perf_counter()
         users = list(index.history)[:ctx["rank_users"]]
         out = rank_users(bundle, index, users, 10)

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from train_models import code_state, ensure_sample, machine
 
-from musicrec.runtime import load_session, predict
 from musicrec.scoring.bundle import download_bundle, load_bundle, resolve_version
-from musicrec.scoring.candidates import build_index
+from musicrec.scoring.candidates import build_candidate_index
 from musicrec.scoring.rank import rank_users
+from musicrec.scoring.runtime import load_session, predict_ratings
 from musicrec.store import open_store
 
 MODEL = "gmf_logistic"
@@ -73,8 +73,8 @@ def best_of(repeat: int, fn: Any) -> float:
 
 def time_onnx(model: Path, u: np.ndarray, i: np.ndarray, threads: int, batch: int, repeat: int) -> dict[str, Any]:
     session = load_session(model, threads=threads)
-    predict(session, u[:batch], i[:batch], batch)  # warm-up
-    s = best_of(repeat, lambda: predict(session, u, i, batch))
+    predict_ratings(session, u[:batch], i[:batch], batch)  # warm-up
+    s = best_of(repeat, lambda: predict_ratings(session, u, i, batch))
     return {"engine": "onnxruntime", "threads": threads, "batch": batch, "seconds": round(s, 3),
             "pairs_per_second": round(len(u) / s), "load": round(os.getloadavg()[0], 2)}
 
@@ -110,7 +110,7 @@ def time_torch(root: Path, name: str, u: np.ndarray, i: np.ndarray, threads: int
 def time_topn(directory: Path, n_users: int, threads: int) -> dict[str, Any]:
     bundle = load_bundle(directory, threads=threads)
     t0 = time.perf_counter()
-    index = build_index(bundle)
+    index = build_candidate_index(bundle)
     index_s = time.perf_counter() - t0
     users = list(index.history)[:n_users]
     t1 = time.perf_counter()
@@ -123,7 +123,7 @@ def time_topn(directory: Path, n_users: int, threads: int) -> dict[str, Any]:
 
 def time_ranking_eval(directory: Path, root: Path, threads: int) -> dict[str, Any]:
     """The ranking evaluation (champion + most-popular + random top-10 for every test user) on this run."""
-    from musicrec.scoring.ranking_eval import evaluate_paths
+    from musicrec.pipeline.ranking_eval import evaluate_paths
 
     splits = {s: str(root / "splits" / f"{s}.parquet") for s in ("train", "validation", "test")}
     t0 = time.perf_counter()

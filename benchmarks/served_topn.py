@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import topn
 from rating_models import inputs
 
-from musicrec.ranking.metrics import interaction_matrix
+from musicrec.metrics.topn import interaction_matrix
 
 MUSICREC = str(ROOT / ".venv" / "bin" / "musicrec")
 

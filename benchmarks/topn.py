@@ -32,8 +32,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rating_models import inputs
 
-from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix
-from musicrec.ranking.protocol import leave_last_out
+from musicrec.metrics.full import evaluate_scorer
+from musicrec.metrics.protocol import leave_last_out
+from musicrec.metrics.topn import interaction_matrix
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 MEDIUM = ROOT / "benchmarks" / "out" / "medium" / "data"

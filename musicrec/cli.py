@@ -205,7 +205,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.version:
         pre.check_version(store, args.version)
     from flows.evaluation import RankingParams, ranking_evaluation
-    from musicrec.scoring.ranking_eval import format_table
+    from musicrec.pipeline.ranking_eval import format_table
 
     result = _run_flow(args, ranking_evaluation, RankingParams,
                        {"run_id": args.run, "store_uri": store.uri, "version": args.version})

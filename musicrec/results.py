@@ -132,14 +132,14 @@ def format_champion(info: dict[str, Any]) -> str:
 def recommend(store: Store, user_id: str, top_n: int, version: str = "") -> tuple[str, pd.DataFrame]:
     """(version, top-n list for one user) from a verified bundle; an unknown user gets the popular fallback."""
     from musicrec.scoring.bundle import download_bundle, load_bundle, resolve_version
-    from musicrec.scoring.candidates import build_index
+    from musicrec.scoring.candidates import build_candidate_index
     from musicrec.scoring.rank import rank_users
 
     version, sha = resolve_version(store, version)
     with tempfile.TemporaryDirectory(prefix="musicrec-recommend-") as tmp:
         download_bundle(store, version, Path(tmp), sha)
         bundle = load_bundle(Path(tmp), threads=1)
-        out = rank_users(bundle, build_index(bundle), [user_id], top_n)
+        out = rank_users(bundle, build_candidate_index(bundle), [user_id], top_n)
         stats = bundle.item_stats.set_index("item_id")
     cols = [c for c in ("n_ratings", "mean_rating", "title") if c in stats]  # bundles before titles: no title
     out = out.join(stats[cols], on="item_id")

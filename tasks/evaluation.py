@@ -1,4 +1,4 @@
-"""Tasks of the ranking-evaluation flow. Each calls one musicrec.scoring.ranking_eval function."""
+"""Tasks of the ranking-evaluation flow. Each calls one musicrec.pipeline.ranking_eval function."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from musicrec.pipeline import ranking_eval
 from musicrec.results import current_version
-from musicrec.scoring import ranking_eval
 from musicrec.store import open_store
 from tasks.retries import io_retries
 

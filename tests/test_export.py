@@ -1,4 +1,4 @@
-"""export_onnx / verify_onnx / load_session / predict on three small toy rating models."""
+"""export_onnx / verify_onnx / load_session / predict_ratings on three small toy rating models."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 from musicrec.rating import export as ex
 from musicrec.rating.export import OnnxModelError, ParityError, export_onnx, verify_onnx
 from musicrec.hashing import ids_sha256
-from musicrec.runtime import load_session, predict, predict_flagged
+from musicrec.scoring.runtime import load_session, predict_flagged, predict_ratings
 
 USERS = [f"U{k:03d}" for k in range(12)]
 ITEMS = [f"I{k:03d}" for k in range(9)]
@@ -135,7 +135,9 @@ def test_dynamic_batch_matches_torch_with_unknowns(exported: tuple[nn.Module, Pa
 
 def test_unknown_ids_score_as_index_zero(exported: tuple[nn.Module, Path]) -> None:
     model, path = exported
-    got = predict(load_session(path), ["nobody", USERS[3], "nobody"], [ITEMS[2], "nothing", "nothing"])
+    got = predict_ratings(
+        load_session(path), ["nobody", USERS[3], "nobody"], [ITEMS[2], "nothing", "nothing"]
+    )
     with torch.no_grad():
         want = model(torch.tensor([0, 4, 0]), torch.tensor([3, 0, 0])).numpy()
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
@@ -261,12 +263,13 @@ def test_predict_batches_and_input_kinds(exported: tuple[nn.Module, Path]) -> No
     sess = load_session(path.read_bytes(), threads=2)
     users, items = _sample(100)
     want = _torch_ratings(model, users, items)
-    np.testing.assert_allclose(predict(sess, users, items, batch_size=16), want, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(predict(sess, users.astype(str), items.astype(str)), want, atol=1e-4, rtol=0)
-    np.testing.assert_allclose(predict(sess, list(users), list(items)), want, atol=1e-4, rtol=0)
-    assert predict(sess, [], []).shape == (0,)
+    np.testing.assert_allclose(predict_ratings(sess, users, items, batch_size=16), want, atol=1e-4, rtol=0)
+    got = predict_ratings(sess, users.astype(str), items.astype(str))
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(predict_ratings(sess, list(users), list(items)), want, atol=1e-4, rtol=0)
+    assert predict_ratings(sess, [], []).shape == (0,)
     with pytest.raises(ValueError, match="aligned"):
-        predict(sess, users[:3], items[:2])
+        predict_ratings(sess, users[:3], items[:2])
 
 
 def test_the_id_hash_is_the_sha256_of_the_newline_terminated_ids_whatever_the_container() -> None:

@@ -72,9 +72,9 @@ def test_bundles_without_graph_flags_score_the_same(trained, tmp_path):
 
     import onnx
 
-    from musicrec.runtime import has_flags, load_session
     from musicrec.scoring import jobs
     from musicrec.scoring.rank import score_pairs
+    from musicrec.scoring.runtime import has_flags, load_session
 
     store_uri, ws, _ = trained
     directory = jobs.fetch_bundle(store_uri, "", tmp_path)["directory"]

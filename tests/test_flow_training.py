@@ -12,8 +12,8 @@ import pytest
 
 from musicrec.errors import ValidationFailed
 from musicrec.hashing import sha256_bytes
-from musicrec.metrics import rmse
-from musicrec.runtime import load_session, predict
+from musicrec.metrics.rating import rmse
+from musicrec.scoring.runtime import load_session, predict_ratings
 from musicrec.store import open_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.flow]
@@ -121,7 +121,7 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     assert len(history) == len(everything[["user_id", "item_id"]].drop_duplicates())  # every split's ratings
     session = load_session(store.get_bytes(f"models/{report['champion']['version']}/model.onnx"))
     val_users = parts["validation"]["user_id"].to_numpy(object)
-    pred = predict(session, val_users, parts["validation"]["item_id"].to_numpy(object))
+    pred = predict_ratings(session, val_users, parts["validation"]["item_id"].to_numpy(object))
     assert rmse(parts["validation"]["rating"].to_numpy(np.float64), pred) < champ["val_rmse"]  # it learned them
 
     # the implicit models: each improved on its untrained start, the champion beat most-popular on validation
@@ -172,7 +172,7 @@ def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harnes
     unseen = test2[~key.isin(pd.MultiIndex.from_frame(seen[["user_id", "item_id"]]))]
     assert 100 <= promo["compared_rows"] == len(unseen) < len(test2)
     session = load_session(store.get_bytes(f"models/{first['champion']['version']}/model.onnx"))
-    inc = predict(session, unseen["user_id"].to_numpy(object), unseen["item_id"].to_numpy(object))
+    inc = predict_ratings(session, unseen["user_id"].to_numpy(object), unseen["item_id"].to_numpy(object))
     assert promo["incumbent_rmse"] == pytest.approx(rmse(unseen["rating"].to_numpy(np.float64), inc), abs=1e-9)
     assert isinstance(promo["challenger_rmse"], float) and isinstance(promo["reason"], str)
     # the retrieval champions: NDCG@10 on the second run's leave-last-out test users whose held-out pair the

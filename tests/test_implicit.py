@@ -16,7 +16,8 @@ from musicrec.registry import names, parse_config
 from musicrec.implicit.losses import batch_loss, bpr, hinge, pointwise
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.implicit.train import fit_implicit
-from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix
+from musicrec.metrics.full import evaluate_scorer
+from musicrec.metrics.topn import interaction_matrix
 
 
 def _sig(x: float) -> float:

@@ -3,8 +3,9 @@ import math
 import numpy as np
 import pytest
 
+from musicrec.metrics.directions import BIGGER_IS_BETTER, bigger_is_better
+from musicrec.metrics.rating import mae, rmse
 from musicrec.registry import choose_champion
-from musicrec.metrics import mae, rmse
 
 
 def test_rmse_of_identical_is_zero():
@@ -22,6 +23,29 @@ def test_empty_is_nan_and_shape_mismatch_raises():
     assert math.isnan(rmse([], []))
     with pytest.raises(ValueError):
         rmse([1, 2], [1])
+
+
+def test_rating_errors_at_their_limits():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    assert rmse(x, x + 2.0) == pytest.approx(2.0)  # a constant offset
+    assert mae(x, x - 2.0) == pytest.approx(2.0)
+    assert rmse(x, x[::-1]) == pytest.approx(math.sqrt(5.0)) and mae(x, x[::-1]) == pytest.approx(2.0)
+    assert rmse([1, 5], [5, 1]) == pytest.approx(4.0)  # worst on a 1-5 scale
+    assert rmse([1, 2, 3], [2, 2, 5]) >= mae([1, 2, 3], [2, 2, 5])  # a root of a mean of squares
+    assert math.isnan(mae([], []))
+    with pytest.raises(ValueError, match="shape"):
+        mae([[1, 2]], [1, 2])  # never broadcast
+
+
+def test_every_metric_declares_its_direction():
+    assert BIGGER_IS_BETTER["rmse"] is False and BIGGER_IS_BETTER["mae"] is False
+    for name in ("hr@10", "ndcg@10", "recall@50", "coverage@10", "val_ndcg_at_10", "test_recall_at_50",
+                 "catalogue_coverage"):
+        assert bigger_is_better(name), name
+    for name in ("rmse", "val_rmse", "test_cold_user_rmse", "train_mae"):
+        assert not bigger_is_better(name), name
+    with pytest.raises(KeyError, match="no direction"):
+        bigger_is_better("mean_popularity")
 
 
 def test_champion_lowest_validation_rmse_ties_by_name():

@@ -29,7 +29,7 @@ from musicrec.rating.configs import FactorConfig
 from musicrec.rating.data import prepare_data
 from musicrec.rating.export import export_onnx, verify_onnx
 from musicrec.rating.train import fit_model
-from musicrec.ranking.metrics import interaction_matrix
+from musicrec.metrics.topn import interaction_matrix
 
 # --- a throwaway model of each family: one class each, plus the registry line in the fixture below ---
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from musicrec.ranking import bounded
-from musicrec.ranking.bounded import evaluate_inner_product
-from musicrec.ranking.metrics import evaluate_scorer, interaction_matrix
+from musicrec.metrics import bounded
+from musicrec.metrics.bounded import evaluate_inner_product
+from musicrec.metrics.full import evaluate_scorer
+from musicrec.metrics.topn import interaction_matrix
 
 
 def _case(seed: int, n_users: int, n_items: int, f: int, integer: bool, bias_scale: float):

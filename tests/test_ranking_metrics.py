@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from musicrec.ranking.metrics import (
+from musicrec.metrics.full import (
     _random_list,
     evaluate_random,
     evaluate_scorer,
     evaluate_static,
-    heldout_ranks,
-    interaction_matrix,
     sample_users,
+)
+from musicrec.metrics.topn import (
+    dcg_gain,
+    heldout_ranks,
+    ideal_dcg,
+    interaction_matrix,
     top_k,
     topk_ranks,
     user_metrics,
@@ -43,6 +47,23 @@ def test_item_at_rank_r_gives_ndcg_one_over_log2_r_plus_1(rank: int) -> None:
     assert m["ndcg@10"][0] == pytest.approx(1 / np.log2(rank + 1) if rank <= 10 else 0.0)
     assert m["hr@10"][0] == float(rank <= 10)
     assert m["recall@50"][0] == float(rank <= 50)
+
+
+def test_the_one_dcg_at_known_values() -> None:
+    assert dcg_gain(np.arange(3)) == pytest.approx([1.0, 1 / np.log2(3), 0.5])
+    two = 1 + 1 / np.log2(3)
+    assert ideal_dcg(np.array([0, 1, 2, 5]), 2) == pytest.approx([0.0, 1.0, two, two])  # capped at k
+    assert ideal_dcg(3, 0) == 0.0  # nothing can be listed at k = 0
+
+
+def test_worst_ranker_scores_zero() -> None:
+    n = 60
+    held = _csr([[n - 1], [0]], n)
+    scores = np.tile(np.arange(n, 0, -1, dtype=np.float32), (2, 1))  # item 0 best, item n - 1 last
+    scores[1] = scores[1][::-1]
+    res = evaluate_scorer(lambda u: scores[u], None, held, _csr([[], []], n), n)
+    assert res["hr@10"] == res["ndcg@10"] == res["recall@50"] == 0.0
+    assert res["coverage@10"] == pytest.approx(20 / n)  # the two lists share nothing
 
 
 def test_excluded_items_never_count() -> None:

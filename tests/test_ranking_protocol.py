@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from musicrec.ranking.protocol import leave_last_out
+from musicrec.metrics.protocol import leave_last_out
 
 
 def _ratings(rows: list[tuple[str, str, float | None]]) -> pd.DataFrame:

@@ -8,10 +8,9 @@ import pytest
 from synth import clustered_ratings
 
 from musicrec.implicit.export import build_user_tower, verify_retrieval, write_retrieval
-from musicrec.retrieval.index import build_index, recall_at
-from musicrec.retrieval.runtime import load_tower, read_item_table, user_vectors
-from musicrec.runtime import OnnxModelError
+from musicrec.scoring.index import build_item_index, recall_at
 from musicrec.scoring.retrieve import EXTRA_MAX, Retriever, fetch_sizes, id_ranks, retrieve_and_rank
+from musicrec.scoring.runtime import OnnxModelError, load_tower, read_item_table, user_vectors
 
 
 def _tables(n_users: int = 50, n_items: int = 40, dim: int = 5, seed: int = 0):
@@ -48,12 +47,12 @@ def test_exact_index_returns_the_true_top_k_and_ivf_keeps_most_of_it():
     centres = rng.normal(size=(20, 8))
     items = (centres[rng.integers(0, 20, 3000)] + 0.3 * rng.normal(size=(3000, 8))).astype(np.float32)
     queries = rng.normal(size=(50, 8)).astype(np.float32)
-    exact = build_index(items)
+    exact = build_item_index(items)
     assert exact.kind == "exact"
     _, got = exact.search(queries, 10)
     truth = np.argsort(-(queries @ items.T), axis=1, kind="stable")[:, :10]
     assert np.array_equal(np.sort(got, 1), np.sort(truth, 1))
-    ivf = build_index(items, exact_below=1000)
+    ivf = build_item_index(items, exact_below=1000)
     assert ivf.kind.startswith("ivf")
     assert recall_at(ivf, items, queries, k=10) > 0.8
 
@@ -70,7 +69,7 @@ def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rate
             rows = [int(u[1:]) + 1 for u in feeds["user_id"]]
             return users[rows], np.zeros(len(rows), bool)
 
-    r = Retriever(Tower(), table, known, build_index(table), "m", id_ranks(ids))
+    r = Retriever(Tower(), table, known, build_item_index(table), "m", id_ranks(ids))
     rated = [np.array([0, 1, 2]), np.array([5]), np.array([], np.int64)]
     out = retrieve_and_rank(r, ids, ["u000", "u001", "u002"], rated, np.array([0, 1]), np.array([30, 7]),
                             np.array([0, 1]), ("also_bought", "word2vec", "popular"), 5)
@@ -103,7 +102,8 @@ def test_equal_scores_are_ordered_by_item_id_not_by_position():
     table = np.ones((6, 3), np.float32)  # i10 and i05 score 3
     table[[0, 1, 3]] = 1.5  # i09, i03 and i01 tie at 4.5
     table[5] = 2.0  # i02 scores highest (6)
-    r = Retriever(_Fixed(np.ones(3, np.float32)), table, np.ones(6, bool), build_index(table), "m", id_ranks(ids))
+    index = build_item_index(table)
+    r = Retriever(_Fixed(np.ones(3, np.float32)), table, np.ones(6, bool), index, "m", id_ranks(ids))
     out = retrieve_and_rank(r, ids, ["a", "b"], [np.array([1]), np.array([], np.int64)], np.empty(0, np.int64),
                             np.empty(0, np.int64), np.empty(0, np.int8), ("popular",), 4)
     assert out[out.user_id == "b"]["item_id"].tolist() == ["i02", "i01", "i03", "i09"]
@@ -119,7 +119,8 @@ def test_a_user_who_rated_the_nearest_items_still_gets_n_and_light_users_fetch_l
     q = rng.normal(size=4).astype(np.float32)
     best = np.argsort(-(table @ q), kind="stable")
     heavy, light = best[:60], np.array([], np.int64)  # the heavy user rated the 60 nearest items
-    r = Retriever(_Fixed(q), table, np.ones(500, bool), build_index(table), "m", id_ranks(np.arange(500)))
+    index = build_item_index(table)
+    r = Retriever(_Fixed(q), table, np.ones(500, bool), index, "m", id_ranks(np.arange(500)))
     out = retrieve_and_rank(r, np.asarray([f"x{k:03d}" for k in range(500)], dtype=object), ["h", "l"],
                             [heavy, light], np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8),
                             ("popular",), 10)

@@ -16,8 +16,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from musicrec.rating.export import ML_DOMAIN, ML_OPSET, save_checked
 from musicrec.hashing import ids_sha256
-from musicrec.retrieval.runtime import ITEM_TABLE, TOWER_INPUT, TOWER_OUTPUTS, load_tower, user_vectors
-from musicrec.runtime import OnnxModelError
+from musicrec.scoring.runtime import (
+    ITEM_TABLE,
+    TOWER_INPUT,
+    TOWER_OUTPUTS,
+    OnnxModelError,
+    load_tower,
+    user_vectors,
+)
 
 
 def build_user_tower(user_ids: Sequence[str], user_table: np.ndarray,

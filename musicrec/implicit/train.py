@@ -20,9 +20,10 @@ from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.fit.adagrad import ACC_START, RowAdagrad
-from musicrec.ranking.bounded import evaluate_inner_product
-from musicrec.ranking.metrics import evaluate_static, interaction_matrix, sample_users
 from musicrec.fit.threads import cpu_threads
+from musicrec.metrics.bounded import evaluate_inner_product
+from musicrec.metrics.full import evaluate_static, sample_users
+from musicrec.metrics.topn import interaction_matrix
 
 _EMPTY = np.zeros((0, 0), np.float32)  # the fused step's text, projection and accumulator of a model without text
 
@@ -225,7 +226,7 @@ def validate(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray, validation
     A model whose users are their items, with every context row still zero (the untrained start), scores
     every user's items by the item bias alone: that is measured exactly as one global order, without the
     users x items product (about 2 s an epoch-0 validation at the seed's size). A trained one is measured by
-    musicrec.ranking.bounded: the same numbers, each user's scores computed only until their held-out item's
+    musicrec.metrics.bounded: the same numbers, each user's scores computed only until their held-out item's
     rank is known to be past 50."""
     if isinstance(model, ImplicitMF) and bias_only(model):
         return evaluate_static(model.item_bias.detach().numpy(), users, validation, exclude, coverage=False)
@@ -234,7 +235,7 @@ def validate(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray, validation
 
 def evaluate_model(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray | None, heldout: sp.csr_matrix,
                    exclude: sp.csr_matrix, **options: Any) -> dict[str, float]:
-    """musicrec.ranking.bounded.evaluate_inner_product of the model's scores (options: max_users, seed,
+    """musicrec.metrics.bounded.evaluate_inner_product of the model's scores (options: max_users, seed,
     coverage, k, recall_k): evaluate_scorer's numbers, each user ranked over the items that can matter to them."""
     with torch.no_grad():
         return evaluate_inner_product(lambda rows: model.query(torch.as_tensor(rows)).numpy(),

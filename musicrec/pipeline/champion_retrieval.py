@@ -18,6 +18,7 @@ from musicrec import registry
 from musicrec.implicit.base import Interactions
 from musicrec.implicit.model import ImplicitEnsemble, InnerProductTables
 from musicrec.implicit.train import evaluate_model, validate
+from musicrec.metrics.full import evaluate_scorer, sample_users
 from musicrec.pipeline.retrieval import (
     TEST_USERS,
     model_text,
@@ -28,7 +29,6 @@ from musicrec.pipeline.retrieval import (
     test_metrics,
 )
 from musicrec.pipeline.workspace import Workspace
-from musicrec.ranking.metrics import evaluate_scorer, sample_users
 
 REFIT_DIR = "retrieval_refit"
 
@@ -148,7 +148,7 @@ def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] |
     got = (users[u[:2000]] * items[i[:2000]]).sum(1)
     check["score_max_abs_diff"] = float(np.max(np.abs(got - expected))) if len(u) else 0.0
     if not check["score_max_abs_diff"] <= 1e-4:
-        from musicrec.runtime import OnnxModelError
+        from musicrec.scoring.runtime import OnnxModelError
 
         raise OnnxModelError(f"retrieval scores differ from torch by {check['score_max_abs_diff']:.3g}")
     metrics = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
@@ -175,7 +175,7 @@ def compare_retrieval(ws: Workspace, name: str, incumbent_dir: Path, fitted: pd.
     """NDCG@10 of this run's held-out retrieval champion and of the incumbent's published one, on this run's
     leave-last-out test users whose held-out (user, item) the incumbent never fitted on, with the same items
     excluded for both (each user's earlier interactions) and the same full ranking over this run's items."""
-    from musicrec.retrieval.runtime import load_tower, read_item_table, user_vectors
+    from musicrec.scoring.runtime import load_tower, read_item_table, user_vectors
 
     data = ranking_data(ws)
     rows, items = sp.find(data.test)[:2]

@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from musicrec.data.split import read_splits, split_ratings, split_summary, write_splits
+from musicrec.metrics.protocol import LeaveLastOut, leave_last_out
 from musicrec.rating.data import TrainData, prepare_data
 from musicrec.pipeline.workspace import Workspace
-from musicrec.ranking.protocol import LeaveLastOut, leave_last_out
 from musicrec.store import atomic_write
 from musicrec.text import (
     Word2VecConfig,
@@ -89,7 +89,7 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
 
 
 def ranking_split(ws: Workspace) -> LeaveLastOut:
-    """The run's temporal leave-last-out (musicrec.ranking.protocol) of every rating, the retrieval split."""
+    """The run's temporal leave-last-out (musicrec.metrics.protocol) of every rating, the retrieval split."""
     cols = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in pq.read_schema(ws.ratings).names else [])
     return leave_last_out(pd.read_parquet(ws.ratings, columns=cols))
 

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from musicrec.metrics import rmse
-from musicrec.runtime import load_session, predict
+from musicrec.metrics.rating import rmse
 from musicrec.scoring.bundle import BundleDamaged, download_bundle
+from musicrec.scoring.runtime import load_session, predict_ratings
 from musicrec.store import MissingKeyError, Store
 
 MIN_ROWS = 100
@@ -76,7 +76,7 @@ def compare_with_incumbent(store: Store, pointer: dict[str, Any] | None, challen
             return {**out, "promoted": beats_own_baseline,
                     "reason": f"{len(rows)} test rows the incumbent never fitted on (< {MIN_ROWS}): {POLICY}"}
         session = load_session(Path(tmp) / "model.onnx", threads=1)
-        inc = predict(session, rows["user_id"].to_numpy(object), rows["item_id"].to_numpy(object))
+        inc = predict_ratings(session, rows["user_id"].to_numpy(object), rows["item_id"].to_numpy(object))
         truth = rows["rating"].to_numpy(np.float64)
         out.update(incumbent_rmse=rmse(truth, inc), challenger_rmse=rmse(truth, rows["pred"].to_numpy(np.float64)))
         better = out["challenger_rmse"] <= out["incumbent_rmse"] + 1e-12

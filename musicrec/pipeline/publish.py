@@ -14,7 +14,7 @@ from musicrec.rating.data import TrainData
 from musicrec.errors import ConflictError, StoreError
 from musicrec.rating.export import export_onnx, verify_onnx
 from musicrec.hashing import sha256_bytes, sha256_file
-from musicrec.metrics import rmse
+from musicrec.metrics.rating import rmse
 from musicrec.pipeline.promotion import compare_with_incumbent
 from musicrec.pipeline.refit import REFIT_DIR, all_rows, full_data
 from musicrec.pipeline.train import load_model

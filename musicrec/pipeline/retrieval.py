@@ -1,5 +1,5 @@
 """Stage 3b: the implicit (retrieval) models of a run. Their own split is the temporal leave-last-out of the
-run's ratings (musicrec.ranking.protocol): every rating is an interaction, per user the latest is test and
+run's ratings (musicrec.metrics.protocol): every rating is an interaction, per user the latest is test and
 the one before validation; full ranking over every item the user has not interacted with. Weights are .npz.
 What happens to the retrieval champion after training is in musicrec.pipeline.champion_retrieval."""
 
@@ -21,9 +21,10 @@ from musicrec.implicit.configs import ImplicitConfig
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
+from musicrec.metrics.full import evaluate_random, evaluate_static
+from musicrec.metrics.topn import interaction_matrix
 from musicrec.pipeline.prepare import ranking_split
 from musicrec.pipeline.workspace import Workspace
-from musicrec.ranking.metrics import evaluate_random, evaluate_static, interaction_matrix
 from musicrec.text import load_item_vectors
 
 TEST_USERS = 20_000  # a fixed seeded sample of test users at large sizes (standard error of HR@10 ~0.0015)
@@ -154,8 +155,7 @@ def validation_users(n_items: int) -> int:
 
 def test_metrics(model: ImplicitMF | ImplicitEnsemble, data: RankingData, seed: int = 0) -> dict[str, float]:
     """HR@10, NDCG@10, Recall@50, coverage@10 on test (train + validation excluded), sampled users at scale
-    (each user ranked over the items that can reach their list, musicrec.ranking.bounded: at the seed's size
-    the full score rows took about 35 s a model on one thread)."""
+    (each user ranked over the items that can reach their list, musicrec.metrics.bounded)."""
     out = evaluate_model(model, None, data.test, data.seen_val, max_users=TEST_USERS, seed=seed, coverage=True)
     return prefixed("test", out)
 
@@ -170,8 +170,8 @@ def prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
 def ranking_baselines(ws: Workspace, seed: int = 0) -> list[dict[str, Any]]:
     """Most-popular (training interactions) and random, on the same users and exclusions as the models.
 
-    Neither scores users x items: most-popular ranks by one global order (exact, ranking.evaluate_static)
-    and random draws each user's random ranking directly (ranking.evaluate_random)."""
+    Neither scores users x items: most-popular ranks by one global order (exact, metrics.full.evaluate_static)
+    and random draws each user's random ranking directly (metrics.full.evaluate_random)."""
     data = ranking_data(ws)
     pop = data.popularity.astype(np.float32)
     pop[0] = -1.0

@@ -13,10 +13,10 @@ import threading
 import numpy as np
 import torch
 
-from musicrec.rating.data import TrainData
-from musicrec.metrics import rmse
+from musicrec.metrics.rating import rmse
 from musicrec.rating.base import RatingModel, seeded_construction
 from musicrec.rating.configs import TrainConfig
+from musicrec.rating.data import TrainData
 
 REG_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 

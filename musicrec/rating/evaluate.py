@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from musicrec.metrics.rating import mae, rmse
 from musicrec.rating.data import TrainData
-from musicrec.metrics import mae, rmse
 from musicrec.rating.train import predict
 
 

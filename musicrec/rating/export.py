@@ -4,7 +4,7 @@ The torch graph takes int64 indices (0 = unknown). Two ai.onnx.ml LabelEncoder n
 string inputs "user_id"/"item_id" to those indices (ids[k] -> k + 1, anything else -> 0), so a scorer needs the
 .onnx file only: no id tables, no pickles. Two boolean outputs "unknown_user"/"unknown_item" (index == 0) tell the
 scorer which ids the model never saw, from the same lookup, so scoring does not hash every id a second time.
-Loading and scoring live in musicrec.runtime (torch-free).
+Loading and scoring live in musicrec.scoring.runtime (torch-free).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from onnx import TensorProto, helper
 
 from musicrec.hashing import ids_sha256
-from musicrec.runtime import (
+from musicrec.scoring.runtime import (
     FLAG_OUTPUTS,
     ID_INPUTS,
     OUTPUT,

@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from musicrec.fit import loop
+from musicrec.fit.adagrad import RowWiseAdagrad
 from musicrec.fit.loop import EpochCallback
-from musicrec.rating.data import Part, TrainData
-from musicrec.metrics import rmse
+from musicrec.metrics.rating import rmse
 from musicrec.rating.base import DotProductGradients, RatingModel
 from musicrec.rating.baselines import bias_regs, fit_biases
-from musicrec.rating.configs import TrainConfig
 from musicrec.rating.build import build_model, model_config
-from musicrec.fit.adagrad import RowWiseAdagrad
+from musicrec.rating.configs import TrainConfig
+from musicrec.rating.data import Part, TrainData
 
 
 

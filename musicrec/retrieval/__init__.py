@@ -1,2 +1,2 @@
-"""Serving the retrieval champion: its user tower as ONNX (export.py), loading it and the item table without
-torch (runtime.py), and the inner-product index over the item table (index.py)."""
+"""Exporting the retrieval champion: its user tower as ONNX (export.py). Loading it without torch and the
+inner-product index over its item table are scoring's (musicrec.scoring.runtime, musicrec.scoring.index)."""

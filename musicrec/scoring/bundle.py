@@ -23,7 +23,7 @@ import pandas as pd
 from musicrec.data.ids import contained
 from musicrec.errors import StoreError
 from musicrec.hashing import ids_sha256, sha256_bytes, sha256_file
-from musicrec.runtime import load_session, read_metadata
+from musicrec.scoring.runtime import load_session, read_metadata
 from musicrec.store import MissingKeyError, Store, safe_key_part
 
 POINTER = "models/champion.json"

@@ -17,9 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from musicrec.scoring.bundle import Bundle
-
-SOURCES = ("also_bought", "word2vec", "popular")  # priority when several sources find the same item
-FALLBACK = "fallback"
+from musicrec.scoring.retrieve import Retriever, load_retriever
+from musicrec.scoring.sources import first_source
 
 
 @dataclass
@@ -36,7 +35,7 @@ class CandidateIndex:
     vec_row: np.ndarray  # position -> row in unit, or -1
     history: Mapping[str, np.ndarray]  # user id -> rated item positions
     buckets: Buckets | None = None  # coarse clusters of unit rows for large catalogues (None: exact search)
-    retriever: Any = None  # musicrec.scoring.retrieve.Retriever when the bundle has a retrieval champion
+    retriever: Retriever | None = None  # when the bundle has a retrieval champion
 
 
 @dataclass
@@ -50,14 +49,12 @@ class Buckets:
     probes: np.ndarray  # bucket -> buckets to search, [n_buckets, n_probe]
 
 
-def build_index(bundle: Bundle, with_retrieval: bool = True) -> CandidateIndex:
+def build_candidate_index(bundle: Bundle, with_retrieval: bool = True) -> CandidateIndex:
     """Turn the bundle's tables into arrays (one pass; shared by every chunk of a job); with_retrieval=False
     leaves the retrieval champion out (the rating champion then ranks the candidates, as before it existed)."""
-    from musicrec.scoring.retrieve import load_retriever
-
     items = bundle.items
     # the retriever (its item table, the faiss index, the user tower) loads on a second thread meanwhile:
-    # faiss and onnxruntime release the GIL (seed size: 2.3 s beside the 2.2 s below)
+    # faiss and onnxruntime release the GIL
     with ThreadPoolExecutor(1, thread_name_prefix="musicrec-retriever") as pool:
         pending = pool.submit(load_retriever, bundle.directory, bundle.meta, items) if with_retrieval else None
         arrays = _candidate_arrays(bundle)
@@ -240,15 +237,6 @@ def batch_candidates(index: CandidateIndex, rated: list[np.ndarray], neighbours:
     key, src = key[keep], src[keep]
     pick = first_source(key, src)
     return key[pick] // n_items, key[pick] % n_items, src[pick]
-
-
-def first_source(key: np.ndarray, src: np.ndarray) -> np.ndarray:
-    """Indices of one row per distinct key, sorted by key, keeping the row of the highest-priority (lowest)
-    source: how candidates found by several sources are merged."""
-    order = np.lexsort((src, key))
-    fresh = np.ones(len(order), dtype=bool)
-    fresh[1:] = key[order][1:] != key[order][:-1]
-    return order[fresh]
 
 
 def _neighbour_rows(neighbours: dict[int, np.ndarray], flat: np.ndarray,

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from musicrec.scoring.bundle import Bundle, download_bundle, load_bundle, resolve_version
-from musicrec.scoring.candidates import CandidateIndex, build_index
+from musicrec.scoring.candidates import CandidateIndex, build_candidate_index
 from musicrec.scoring.output import commit_parts
 from musicrec.scoring.rank import rank_users, read_table, score_pairs
 from musicrec.scoring.summary import merge_summaries, summarize_pairs, summarize_topn
@@ -51,7 +51,7 @@ def _bundle(directory: str) -> Bundle:
 
 @functools.lru_cache(maxsize=4)
 def _index(directory: str) -> CandidateIndex:
-    return build_index(_bundle(directory))
+    return build_candidate_index(_bundle(directory))
 
 
 def list_users(directory: str, users_path: str = "") -> list[str]:

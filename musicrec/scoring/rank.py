@@ -8,11 +8,8 @@ import numpy as np
 import pandas as pd
 
 from musicrec.errors import DataError
-from musicrec.runtime import has_flags, predict, predict_flagged
 from musicrec.scoring.bundle import Bundle
 from musicrec.scoring.candidates import (
-    FALLBACK,
-    SOURCES,
     CandidateIndex,
     arrow_ids,
     batch_candidates,
@@ -21,6 +18,8 @@ from musicrec.scoring.candidates import (
     nearest_items,
 )
 from musicrec.scoring.retrieve import retrieve_and_rank
+from musicrec.scoring.runtime import has_flags, predict_flagged, predict_ratings
+from musicrec.scoring.sources import FALLBACK, SOURCES
 
 TOPN_COLUMNS = ["user_id", "rank", "item_id", "score", "source"]
 
@@ -51,7 +50,7 @@ def score_pairs(bundle: Bundle, pairs: pd.DataFrame, batch_size: int = 65536) ->
     if has_flags(bundle.session):
         rating, unknown_user, unknown_item = predict_flagged(bundle.session, u, i, batch_size)
     else:
-        rating = predict(bundle.session, u, i, batch_size)
+        rating = predict_ratings(bundle.session, u, i, batch_size)
         unknown_user = id_positions(arrow_ids(bundle.users), pairs["user_id"]) < 0
         unknown_item = id_positions(arrow_ids(bundle.items), pairs["item_id"]) < 0
     return pairs.assign(predicted_rating=rating, unknown_user=unknown_user, unknown_item=unknown_item)
@@ -83,8 +82,9 @@ def _rank_known(bundle: Bundle, index: CandidateIndex, rated: dict[str, np.ndarr
                                  SOURCES, n)
     cand = pd.DataFrame({"user_id": np.asarray(list(rated), dtype=object)[owner], "item_id": index.item_ids[pos],
                          "source": np.asarray(SOURCES, dtype=object)[src]})
-    cand["score"] = predict(bundle.session, cand["user_id"].to_numpy(object), cand["item_id"].to_numpy(object),
-                            batch_size)
+    cand["score"] = predict_ratings(
+        bundle.session, cand["user_id"].to_numpy(object), cand["item_id"].to_numpy(object), batch_size
+    )
     # ties broken by item id so lists are deterministic
     cand = cand.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True], kind="stable")
     top = cand.groupby("user_id", sort=False).head(n)
@@ -95,7 +95,7 @@ def _fallback(bundle: Bundle, index: CandidateIndex, users: list[str], n: int) -
     """The diverse popular list, ranked by the model's score for an unknown user (the same for all of them;
     ties by item id)."""
     items = index.item_ids[diverse_popular(index, n)]
-    one = predict(bundle.session, np.full(len(items), users[0], dtype=object), items)
+    one = predict_ratings(bundle.session, np.full(len(items), users[0], dtype=object), items)
     order = np.lexsort((items.astype(str), -one))
     items, one = items[order], one[order]
     u = np.repeat(np.asarray(users, dtype=object), len(items))

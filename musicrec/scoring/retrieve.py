@@ -1,5 +1,5 @@
 """Retrieve-then-rank for top-N lists, when the bundle carries a retrieval champion (retrieval.onnx and its
-item table). Per known user: the nearest items by inner product (musicrec.retrieval.index: exact for small
+item table). Per known user: the nearest items by inner product (musicrec.scoring.index: exact for small
 catalogues, IVF above), merged with the also_bought, Word2Vec and popular candidates, all scored by the same
 inner product and ordered by it (ties by item id, so lists are deterministic). Rated items never appear."""
 
@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from musicrec.retrieval.index import ItemIndex, build_index
-from musicrec.retrieval.runtime import ITEM_TABLE, load_tower, read_item_table, user_vectors
-from musicrec.scoring.candidates import first_source
+from musicrec.scoring.index import ItemIndex, build_item_index
+from musicrec.scoring.runtime import ITEM_TABLE, load_tower, read_item_table, user_vectors
+from musicrec.scoring.sources import first_source
 
 RETRIEVAL = "retrieval"
 EXTRA_MAX = 200  # nearest items fetched beyond n, to survive the exclusion of rated items
@@ -50,7 +50,7 @@ def load_retriever(directory: Any, meta: dict[str, Any], items: pd.Index, thread
     known = pos >= 0
     table[known] = rows[pos[known]]
     table[~known, -1] = -1e30  # never retrieved: the bias column carries the "unknown item" penalty
-    index = build_index(table, threads=threads)
+    index = build_item_index(table, threads=threads)
     return Retriever(load_tower(directory / "retrieval.onnx", threads), table, known, index,
                      str(meta.get("retrieval", {}).get("model", RETRIEVAL)), id_ranks(items))
 

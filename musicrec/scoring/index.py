@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-EXACT_BELOW = 50_000  # items; an exact scan of 50K x 33 floats per query is still ~1 ms
+EXACT_BELOW = 50_000  # items: below this an exact scan per query is cheap enough
 TRAIN_SAMPLE = 60_000
 
 
@@ -26,10 +26,12 @@ class ItemIndex:
         return self.index.search(q, min(k, self.index.ntotal))
 
 
-def build_index(items: np.ndarray, seed: int = 0, exact_below: int = EXACT_BELOW, threads: int = 1) -> ItemIndex:
+def build_item_index(
+    items: np.ndarray, seed: int = 0, exact_below: int = EXACT_BELOW, threads: int = 1
+) -> ItemIndex:
     """Exact inner product for small catalogues, IVF-Flat (sqrt(n) lists, nprobe 1/16 of them, at least 32)
     for large ones; the coarse quantiser is trained on a seeded sample of rows. On clustered synthetic rows
-    at the seed's shape (457K x 33) 676 lists / 32 probes gave recall@100 0.92 at 0.34 ms per query."""
+    at the seed's shape (457K x 33) 676 lists / 32 probes gave recall@100 0.92 (speed: benchmarks/)."""
     faiss.omp_set_num_threads(max(1, threads))
     x = np.ascontiguousarray(items, dtype=np.float32)
     n, d = x.shape
@@ -51,8 +53,11 @@ def build_index(items: np.ndarray, seed: int = 0, exact_below: int = EXACT_BELOW
 
 def recall_at(approx: ItemIndex, items: np.ndarray, queries: np.ndarray, k: int = 100) -> float:
     """Share of the exact top-k items that the index returns in its top-k (averaged over queries)."""
-    exact = build_index(items, exact_below=len(items) + 1)
+    exact = build_item_index(items, exact_below=len(items) + 1)
     _, truth = exact.search(queries, k)
     _, got = approx.search(queries, k)
-    hits = [len(np.intersect1d(t[t >= 0], g[g >= 0])) / max(1, (t >= 0).sum()) for t, g in zip(truth, got)]
+    hits = [
+        len(np.intersect1d(t[t >= 0], g[g >= 0])) / max(1, (t >= 0).sum())
+        for t, g in zip(truth, got, strict=True)
+    ]
     return float(np.mean(hits))

@@ -1,5 +1,5 @@
 """HR@k, NDCG@k, Recall@r and coverage@k of an inner-product scorer (score = <query_u, x_i> + b_i) without
-every user's full score row: what musicrec.ranking.metrics.evaluate_scorer measures on full rows.
+every user's full score row: what musicrec.metrics.full.evaluate_scorer measures on full rows.
 
 Every item's score is at most |query| |x_j| + b_j (Cauchy-Schwarz). The items are visited in blocks, in
 descending order of that bound for a typical user (the median query norm), each block scored for the users
@@ -15,9 +15,8 @@ stop paying is ranked over every item, as evaluate_scorer does, and so are users
 
 Safety margin: every comparison between scores from different matrix products needs a gap of more than four
 times the float32 rounding bound of a dot product of that length (gamma_{f+2} (|query| max|x| + max|b|),
-any summation order), so the exact computation agrees with the decision. At the seed's size (457K items,
-20,000 test users) the three implicit models' test users needed 5-6% of the catalogue on average (median
-0.9%): 3.3-4.2 s a model against 36-37 s for full rows, the same numbers.
+any summation order), so the exact computation agrees with the decision. Timings against full rows:
+benchmarks/bounded_eval.py and benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -29,25 +28,39 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from musicrec.ranking.metrics import SCORE_BUDGET, _eval_rows, _summary, cells, scan, top_k, user_metrics
+from musicrec.metrics.full import SCORE_BUDGET, evaluated_rows, summarize
+from musicrec.metrics.topn import cells, scan, top_k, user_metrics
 
 FIRST_BLOCK = 4096  # items in the first block; each next one doubles, up to LAST_BLOCK
 LAST_BLOCK = 65536
-_UNIT = 2.0 ** -24  # float32 unit roundoff
+_UNIT = 2.0**-24  # float32 unit roundoff
 
 
-def evaluate_inner_product(query_fn: Callable[[np.ndarray], np.ndarray], item_rows: np.ndarray, item_bias: np.ndarray,
-                           users: np.ndarray | None, heldout: sp.csr_matrix, exclude: sp.csr_matrix, k: int = 10,
-                           recall_k: int = 50, max_users: int | None = None, seed: int = 0,
-                           coverage: bool = False) -> dict[str, float]:
+def evaluate_inner_product(
+    query_fn: Callable[[np.ndarray], np.ndarray],
+    item_rows: np.ndarray,
+    item_bias: np.ndarray,
+    users: np.ndarray | None,
+    heldout: sp.csr_matrix,
+    exclude: sp.csr_matrix,
+    k: int = 10,
+    recall_k: int = 50,
+    max_users: int | None = None,
+    seed: int = 0,
+    coverage: bool = False,
+) -> dict[str, float]:
     """evaluate_scorer for scores query_fn(users) @ item_rows.T + item_bias (float32), each user ranked over
     the prefix of the items that can matter to them (module docstring). query_fn: user rows -> (b, f)."""
-    rows = _eval_rows(heldout, users, max_users, seed)
+    rows = evaluated_rows(heldout, users, max_users, seed)
     held, excl = heldout[rows], exclude[rows]
     x = torch.as_tensor(np.ascontiguousarray(item_rows, dtype=np.float32))
     b = torch.as_tensor(np.ascontiguousarray(item_bias, dtype=np.float32))
     n_items = x.shape[0]
-    q = np.ascontiguousarray(query_fn(rows), dtype=np.float32) if len(rows) else np.zeros((0, x.shape[1]), np.float32)
+    q = (
+        np.ascontiguousarray(query_fn(rows), dtype=np.float32)
+        if len(rows)
+        else np.zeros((0, x.shape[1]), np.float32)
+    )
     cap = max(k, recall_k)
     ranks = np.full(held.nnz, cap, np.int64)  # cap or more: a miss for every metric
     seen = np.zeros(n_items, bool) if coverage else None
@@ -63,11 +76,18 @@ def evaluate_inner_product(query_fn: Callable[[np.ndarray], np.ndarray], item_ro
         ranks[at] = np.where(found >= 0, found, cap)
         if seen is not None:
             seen[lists[lists >= 0]] = True
-    return _summary(user_metrics(ranks, held, k, recall_k), len(rows), seen, k)
+    return summarize(user_metrics(ranks, held, k, recall_k), len(rows), seen, k)
 
 
-def _prefixes(q: np.ndarray, x: torch.Tensor, b: torch.Tensor, held: sp.csr_matrix, excl: sp.csr_matrix, cap: int,
-              k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _prefixes(
+    q: np.ndarray,
+    x: torch.Tensor,
+    b: torch.Tensor,
+    held: sp.csr_matrix,
+    excl: sp.csr_matrix,
+    cap: int,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The item order, and per row the length of the prefix of it that the row is ranked over (n_items: all of
     them) and whether it needs that ranking (not when its item is surely past cap and no list is wanted)."""
     n_rows, n_items, f = len(q), x.shape[0], x.shape[1]
@@ -110,7 +130,7 @@ def _prefixes(q: np.ndarray, x: torch.Tensor, b: torch.Tensor, held: sp.csr_matr
         a, z = np.searchsorted(epos, [lo, hi])
         step = max(1, SCORE_BUDGET // (hi - lo))
         for c in range(0, len(active), step):  # at most SCORE_BUDGET score cells at a time
-            part = active[c:c + step]
+            part = active[c : c + step]
             scores = torch.addmm(bb, torch.from_numpy(q[single[part]]), xb).numpy()
             local[part] = np.arange(len(part))
             er, ep = local[erow[a:z]], epos[a:z]
@@ -120,7 +140,8 @@ def _prefixes(q: np.ndarray, x: torch.Tensor, b: torch.Tensor, held: sp.csr_matr
             counts[part] += (scores > above_thr[part][:, None]).sum(1)
             if k:
                 width = min(k, hi - lo)
-                idx = top_k(scores, sp.csr_matrix(scores.shape, dtype=np.float32), width, inplace=True)  # compiled
+                none = sp.csr_matrix(scores.shape, dtype=np.float32)
+                idx = top_k(scores, none, width, inplace=True)  # compiled
                 best = np.where(idx >= 0, np.take_along_axis(scores, np.maximum(idx, 0), 1), -np.inf)
                 top[part] = -np.partition(-np.concatenate([top[part], best], axis=1), k - 1, axis=1)[:, :k]
         reach = reach_at[g_row[active], e + 1]  # the best score any item after the prefix can have
@@ -146,8 +167,9 @@ def _block_ends(n_items: int) -> np.ndarray:
     return np.asarray(ends, np.int64)
 
 
-def _reach(qnorm: np.ndarray, norms: np.ndarray, bias: np.ndarray, ends: np.ndarray,
-           levels: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def _reach(
+    qnorm: np.ndarray, norms: np.ndarray, bias: np.ndarray, ends: np.ndarray, levels: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """(grid, reach): grid, ascending query norms covering qnorm; reach[g, e] = the largest g |x_j| + b_j over
     the items from ends[e] on (in the order given), -inf past the last: with grid[g] >= |q|, a bound on
     <q, x_j> + b_j (Cauchy-Schwarz)."""
@@ -159,19 +181,30 @@ def _reach(qnorm: np.ndarray, norms: np.ndarray, bias: np.ndarray, ends: np.ndar
     return grid, reach
 
 
-def _ranks_over(q: np.ndarray, x: torch.Tensor, b: torch.Tensor, cols: np.ndarray, held: sp.csr_matrix,
-                excl: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _ranks_over(
+    q: np.ndarray,
+    x: torch.Tensor,
+    b: torch.Tensor,
+    cols: np.ndarray,
+    held: sp.csr_matrix,
+    excl: sp.csr_matrix,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact held-out ranks (-1 for an item outside cols) and top-k lists (items, -1 padded) of these rows
-    over the items cols (sorted), from their score rows in batches (metrics.scan's tie rule)."""
+    over the items cols (sorted), from their score rows in batches (musicrec.metrics.topn's tie rule)."""
     full = len(cols) == x.shape[0]
-    xs, bs = (x, b) if full else (x.index_select(0, torch.from_numpy(cols)), b.index_select(0, torch.from_numpy(cols)))
+    xs, bs = (
+        (x, b)
+        if full
+        else (x.index_select(0, torch.from_numpy(cols)), b.index_select(0, torch.from_numpy(cols)))
+    )
     hs, es = (held, excl) if full else (held[:, cols], excl[:, cols])  # columns renumbered in cols' order
     inside = np.ones(held.nnz, bool) if full else _member(held, cols)
     step = max(1, SCORE_BUDGET // max(1, len(cols)))
     ranks, lists = [], []
     for a in range(0, len(q), step):
-        scores = torch.addmm(bs, torch.from_numpy(q[a:a + step]), xs.T).numpy()
-        r, top = scan(scores, hs[a:a + step], es[a:a + step], k, inplace=True)
+        scores = torch.addmm(bs, torch.from_numpy(q[a : a + step]), xs.T).numpy()
+        r, top = scan(scores, hs[a : a + step], es[a : a + step], k, inplace=True)
         ranks.append(r)
         lists.append(np.where(top >= 0, cols[np.maximum(top, 0)], -1))
     found = np.full(held.nnz, -1, np.int64)
@@ -183,4 +216,3 @@ def _member(m: sp.csr_matrix, cols: np.ndarray) -> np.ndarray:
     """Whether each stored cell's column is among cols (sorted)."""
     at = np.minimum(np.searchsorted(cols, m.indices), len(cols) - 1)
     return cols[at] == m.indices
-

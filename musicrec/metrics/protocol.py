@@ -51,7 +51,9 @@ def leave_last_out(ratings: pd.DataFrame) -> LeaveLastOut:
     is_test = (rank == 0) & (count >= MIN_FOR_TEST)
     is_val = (rank == 1) & (count >= MIN_FOR_VALIDATION)
     single = ratings.loc[count == 1, "user_id"].astype(str)
-    return LeaveLastOut(train=ratings[~(is_test | is_val)].reset_index(drop=True),
-                        validation=ratings[is_val].reset_index(drop=True),
-                        test=ratings[is_test].reset_index(drop=True),
-                        single_users=sorted(single.unique().tolist()))
+    return LeaveLastOut(
+        train=ratings[~(is_test | is_val)].reset_index(drop=True),
+        validation=ratings[is_val].reset_index(drop=True),
+        test=ratings[is_test].reset_index(drop=True),
+        single_users=sorted(single.unique().tolist()),
+    )
