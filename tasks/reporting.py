@@ -17,8 +17,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from musicrec.pipeline import report as rep
-from musicrec.pipeline.workspace import Workspace, open_workspace
-from musicrec.store import Store, open_store
+from musicrec.pipeline.workspace import Workspace, model_file, open_workspace
+from musicrec.store import Store, layout, open_store
 
 LEADERBOARD_NOTE = ("★ = champion (lowest val_rmse of the models that beat the bias baseline); val_gain_vs_bias = "
                     "% lower val_rmse than bias; kind untrained = no epoch beat the starting point")
@@ -55,8 +55,8 @@ def publish_report(workdir: str, store_uri: str, report: dict[str, Any]) -> dict
 
 
 def _publish_report(ws: Workspace, store: Store, report: dict[str, Any]) -> dict[str, Any]:
-    histories = {m["name"]: ws.read_json(f"models/{m['name']}/history.json") for m in report["models"]}
-    curves_uri = store.url_for(f"{rep.run_prefix(ws.run_id)}/learning_curves.png")
+    histories = {m["name"]: ws.read_json(model_file(m["name"], "history.json")) for m in report["models"]}
+    curves_uri = store.url_for(layout.run_learning_curves(ws.run_id))
     report = {**report, "learning_curves_uri": curves_uri}
     png = rep.learning_curves_png(histories, {m["name"]: m.get("initial_val_rmse") for m in report["models"]})
     out = rep.publish_run(store, ws, report, png)

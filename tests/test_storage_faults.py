@@ -31,13 +31,14 @@ from s3server import DUMMY_SECRET, FaultProxy, S3Server, moto_s3, patched_enviro
 from musicrec.errors import StoreError
 from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.pipeline import ingest, prepare, publish, train
-from musicrec.pipeline.publish import POINTER, publish_bundle
 from musicrec.pipeline.publish import promote as promote_fairly
-from musicrec.pipeline.report import run_prefix
+from musicrec.pipeline.publish import publish_bundle
 from musicrec.pipeline.workspace import Workspace
 from musicrec.scoring import jobs
 from musicrec.scoring.bundle import BundleDamaged, download_bundle
 from musicrec.store import FileStore, Store, open_store, safe_key_part
+from musicrec.store.layout import CHAMPION as POINTER
+from musicrec.store.layout import run_prefix
 
 EPOCHS = 2
 HOSTILE = ["../../etc/x", "a/b", "..", ".hidden", "x/../../y", "%2F..", "C:\\evil", "spaced id/é", "/abs"]
@@ -415,7 +416,7 @@ def test_no_credential_ever_comes_from_parameters_settings_or_code():
     root = Path(__file__).parents[1]
     mentions = [p.relative_to(root).as_posix() for d in ("musicrec", "flows", "tasks") for p in (root / d).rglob("*.py")
                 if "aws_secret_access_key" in p.read_text().lower() or "aws_session_token" in p.read_text().lower()]
-    assert mentions == ["musicrec/s3store.py"]  # only to mask the values should they ever appear in an error
+    assert mentions == ["musicrec/store/s3.py"]  # only to mask the values should they ever appear in an error
 
 
 # ---------------------------------------------------------------- the real training flow on faulty S3

@@ -12,7 +12,7 @@ import pytest
 from musicrec.models.configs import FAMILY, parse_config, search_space
 from musicrec.pipeline import ingest, prepare
 from musicrec.pipeline.workspace import Workspace
-from musicrec.store import FileStore, open_store
+from musicrec.store import FileStore, layout, open_store
 from musicrec.tuning import records as rec
 from musicrec.tuning.search import TrialSpec, default_params, open_study, run_search, suggest
 from musicrec.tuning.trial import run_trial
@@ -93,8 +93,8 @@ def _record(model: str, best: float, fingerprint: str = "fp") -> dict:
 def test_training_takes_tuned_params_under_the_users_overrides(tmp_path):
     store = FileStore(tmp_path)
     rec.write_record(store, _record("gmf", 0.9, fingerprint="old"))
-    store.put_bytes(rec.record_key("nnmf"), b"{not json")
-    store.put_bytes(rec.record_key("mlp"), json.dumps({**_record("mlp", 0.9), "best_params": {"factors": 8}}).encode())
+    store.put_bytes(layout.tuning_record("nnmf"), b"{not json")
+    store.put_bytes(layout.tuning_record("mlp"), json.dumps({**_record("mlp", 0.9), "best_params": {"factors": 8}}).encode())
     found, notes = rec.read_records(store, ["gmf", "nnmf", "mlp", "w2v_mlp"])
     assert list(found) == ["gmf"]
     assert any("nnmf" in n and "unreadable" in n for n in notes) and any("mlp" in n for n in notes)
@@ -105,7 +105,7 @@ def test_training_takes_tuned_params_under_the_users_overrides(tmp_path):
 
 
 def test_a_store_failing_mid_write_leaves_the_previous_record(tmp_path, monkeypatch):
-    import musicrec.store as store_module
+    import musicrec.store.local as store_module
 
     store = FileStore(tmp_path)
     rec.write_record(store, _record("gmf", 0.9))

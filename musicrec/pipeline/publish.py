@@ -20,12 +20,11 @@ from musicrec.pipeline.refit import REFIT_DIR, all_rows, full_data
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
 from musicrec.scoring.bundle import (
-    POINTER,
     TABLES,
     read_pointer,
     write_tables,
 )
-from musicrec.store import MissingKeyError, Store, safe_key_part
+from musicrec.store import MissingKeyError, Store, layout
 from musicrec.training import predict as predict_part
 
 BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
@@ -114,20 +113,19 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
     If the upload or the check fails, the files this call put under models/<version>/ are removed again
     (metadata.json first), so a failed publish leaves nothing behind; a version that was already published
     whole before this call is never touched."""
-    prefix = f"models/{safe_key_part(version)}"
     meta_path = ws.bundle / "metadata.json"  # build_bundle already hashed every other file into it
     sums = {**json.loads(meta_path.read_bytes())["files"], "metadata.json": sha256_file(meta_path)}
     files = [*(f for f in sums if f != "metadata.json"), "metadata.json"]
-    if _already_published(store, f"{prefix}/metadata.json", sums["metadata.json"]):
+    if _already_published(store, layout.bundle_metadata(version), sums["metadata.json"]):
         keys = []  # a retry after a whole upload: nothing of ours to remove if the check below fails
     else:
-        keys = [f"{prefix}/{f}" for f in files]
+        keys = [layout.bundle_file(version, f) for f in files]
     try:
         for f in files:
-            store.put_file(f"{prefix}/{f}", ws.bundle / f)
+            store.put_file(layout.bundle_file(version, f), ws.bundle / f)
         for f, expected in sums.items():
-            if sha256_bytes(store.get_bytes(f"{prefix}/{f}")) != expected:
-                raise StoreError(f"uploaded {store.url_for(prefix + '/' + f)} does not match the local file",
+            if sha256_bytes(store.get_bytes(layout.bundle_file(version, f))) != expected:
+                raise StoreError(f"uploaded {store.url_for(layout.bundle_file(version, f))} does not match the local file",
                                  hint="the store corrupted or replaced the upload; run again")
     except Exception as e:
         left = _remove(store, keys)
@@ -136,7 +134,8 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
         if left:
             e.add_note(f"could not remove the partial upload: {left}")
         raise
-    return {"version": version, "uri": store.url_for(prefix), "metadata_sha256": sums["metadata.json"]}
+    return {"version": version, "uri": store.url_for(layout.bundle_prefix(version)),
+            "metadata_sha256": sums["metadata.json"]}
 
 
 def _remove(store: Store, keys: list[str]) -> str:
@@ -185,11 +184,11 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, b
         if decision["replaced_damaged"]:
             body["replaced_damaged"] = {"version": decision["incumbent_version"], "reason": decision["replaced_damaged"]}
         try:
-            store.put_if(POINTER, json.dumps(body, indent=2).encode(), token)
+            store.put_if(layout.CHAMPION, json.dumps(body, indent=2).encode(), token)
             return decision
         except ConflictError:
             continue
-    raise StoreError(f"champion pointer {store.url_for(POINTER)} kept changing during {attempts} attempts",
+    raise StoreError(f"champion pointer {store.url_for(layout.CHAMPION)} kept changing during {attempts} attempts",
                      hint="another run is publishing at the same time; run again later")
 
 

@@ -20,7 +20,7 @@ from musicrec.implicit.configs import ImplicitConfig, make_config
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.implicit.train import EpochCallback, cpu_threads, evaluate_model, fit_implicit
 from musicrec.pipeline.prepare import ranking_split
-from musicrec.pipeline.workspace import Workspace
+from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.ranking.metrics import evaluate_random, evaluate_static, interaction_matrix
 from musicrec.text import load_item_vectors
 
@@ -131,8 +131,8 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     d = ws.model_dir(name)
     np.savez(d / "weights.npz", **{k: v.detach().numpy() for k, v in result.model.state_dict().items()})
     (d / "config.json").write_text(result.config.model_dump_json())
-    ws.write_json(f"models/{name}/history.json", result.history)
-    ws.write_json(f"models/{name}/metrics.json", row)
+    ws.write_json(model_file(name, "history.json"), result.history)
+    ws.write_json(model_file(name, "metrics.json"), row)
     return row
 
 

@@ -16,7 +16,7 @@ from musicrec.models.baselines import BASELINES
 from musicrec.models.configs import TrainConfig
 from musicrec.models.registry import build_model, model_class, model_config
 from musicrec.pipeline.prepare import load_train_data
-from musicrec.pipeline.workspace import Workspace
+from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.training import EpochCallback, fit_model
 
 
@@ -30,8 +30,8 @@ def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None,
            "epochs": len(result.history), "best_epoch": result.best_epoch,
            "ratings_per_second": round(result.ratings_per_second), "hyperparameters": result.config.model_dump()}
     save_model(ws, name, result.model, result.config)
-    ws.write_json(f"models/{name}/history.json", result.history)
-    ws.write_json(f"models/{name}/metrics.json", row)
+    ws.write_json(model_file(name, "history.json"), result.history)
+    ws.write_json(model_file(name, "metrics.json"), row)
     return row
 
 

@@ -12,13 +12,7 @@ from typing import Any
 import musicrec
 from musicrec.errors import MusicrecError
 from musicrec.models.configs import ConfigError, parse_config, search_space
-from musicrec.store import MissingKeyError, Store
-
-PREFIX = "tuning"
-
-
-def record_key(model: str) -> str:
-    return f"{PREFIX}/{model}.json"
+from musicrec.store import MissingKeyError, Store, layout
 
 
 def build_record(model: str, outcomes: list[dict[str, Any]], *, run_id: str, run: dict[str, Any], seed: int,
@@ -54,7 +48,7 @@ def gain(record: dict[str, Any]) -> float | None:
 def write_record(store: Store, record: dict[str, Any]) -> str:
     """Replace tuning/<model>.json in one put (a local store renames a finished temp file; an S3 PUT is
     atomic), so an interrupted run or a failing store leaves the previous record as it was."""
-    key = record_key(record["model"])
+    key = layout.tuning_record(record["model"])
     store.put_bytes(key, json.dumps(record, indent=2, default=str).encode(), content_type="application/json")
     return store.url_for(key)
 
@@ -63,7 +57,7 @@ def read_records(store: Store, models: list[str]) -> tuple[dict[str, dict[str, A
     """The latest record of each model that has one, and notes on records that could not be used."""
     found, notes = {}, []
     for model in models:
-        key = record_key(model)
+        key = layout.tuning_record(model)
         try:
             record = json.loads(store.get_bytes(key))
         except MissingKeyError:
