@@ -541,3 +541,39 @@ def test_flow_on_flaky_s3_publishes_and_never_leaks_the_secret(prefect_harness, 
     assert '"leaderboard"' in texts["artifacts"].decode()  # the run's artifacts were read
     leaks = [name for name, data in texts.items() if DUMMY_SECRET.encode() in data]
     assert leaks == []
+
+
+@pytest.mark.slow
+@pytest.mark.flow
+def test_a_kill_right_after_the_pointer_moved_leaves_what_it_names_complete(prefect_harness, built, tmp_path,
+                                                                            monkeypatch):
+    """Issue 30, case 1: the pointer is a run's last write, so the run it names has its report and splits, and
+    the next promotion can exclude the rows that champion fitted on."""
+    from flows.training import training
+    from musicrec.pipeline.promotion import fitted_pairs
+    from musicrec.store import layout
+    from musicrec.store.local import FileStore as LocalStore
+
+    real_put_if = LocalStore.put_if
+
+    def killed_after_pointer(self, key, data, expected_token):
+        token = real_put_if(self, key, data, expected_token)
+        if key == layout.CHAMPION:
+            raise RuntimeError("killed right after the pointer write")
+        return token
+
+    monkeypatch.setattr(LocalStore, "put_if", killed_after_pointer)
+    uri = (tmp_path / "store").as_uri()
+    state = training(_training_params(built.sample, uri, tmp_path / "work"), return_state=True)
+    assert state.is_failed()
+    monkeypatch.undo()
+    store = open_store(uri)
+    pointer = json.loads(store.get_bytes(layout.CHAMPION))
+    meta = json.loads(store.get_bytes(layout.bundle_metadata(pointer["version"])))
+    run_id = meta["run_id"]
+    report = json.loads(store.get_bytes(layout.run_report(run_id)))
+    assert report["champion"]["version"] == pointer["version"] and report["promotion"]["promoted"]
+    for split in ("train", "validation", "test"):
+        assert store.exists(layout.run_split(run_id, split))
+    fitted = fitted_pairs(store, meta)
+    assert fitted is not None and len(fitted) > 0  # the next promotion compares on rows this one never saw

@@ -4,6 +4,7 @@ the published champion on rows it never fitted on, and move the champion pointer
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -163,12 +164,15 @@ def _already_published(store: Store, metadata_key: str, metadata_sha256: str) ->
 
 
 def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, beats_own_baseline: bool,
-            attempts: int = 5, retrieval_check: Any = None) -> dict[str, Any]:
+            attempts: int = 5, retrieval_check: Any = None,
+            before_pointer: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
     """Move the pointer if the new champion is at least as good as the published one on fair rows.
 
     `challenger`: this run's test rows with the held-out champion's predictions (pred). The rows compared are
     those whose (user, item) the incumbent never fitted on (musicrec.pipeline.promotion). The pointer is
-    written with a conditional put: if another run moved it meanwhile, re-read, re-compare and try again."""
+    written with a conditional put: if another run moved it meanwhile, re-read, re-compare and try again.
+    before_pointer(decision) runs right before each pointer write (the run's report goes there: the pointer
+    is a run's last write)."""
     decision: dict[str, Any] | None = None
     for _ in range(attempts):
         pointer, token = read_pointer(store)
@@ -183,6 +187,8 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, b
                 "updated_at": datetime.now(UTC).isoformat()}
         if decision["replaced_damaged"]:
             body["replaced_damaged"] = {"version": decision["incumbent_version"], "reason": decision["replaced_damaged"]}
+        if before_pointer is not None:
+            before_pointer(decision)
         try:
             store.put_if(layout.CHAMPION, json.dumps(body, indent=2).encode(), token)
             return decision

@@ -303,8 +303,9 @@ def _count(v: Any) -> str:
     return f"{v:,}" if _number(v) else "?"
 
 
-def publish_run(store: Store, ws: Workspace, report: dict[str, Any], png: bytes) -> dict[str, str]:
-    """Upload splits, the learning-curve PNG and report.json (last) under runs/<run_id>/."""
+def publish_run_files(store: Store, ws: Workspace, png: bytes) -> str:
+    """Upload the splits and the learning-curve PNG under runs/<run_id>/ (before any promotion: whatever the
+    champion pointer names has them); return the PNG's URI."""
     run_id = ws.run_id
     for name in ("train", "validation", "test"):
         store.put_file(layout.run_split(run_id, name), ws.splits / f"{name}.parquet")
@@ -312,5 +313,19 @@ def publish_run(store: Store, ws: Workspace, report: dict[str, Any], png: bytes)
         if ranking.exists():
             store.put_file(layout.run_ranking_split(run_id, name), ranking)
     store.put_bytes(layout.run_learning_curves(run_id), png, content_type="image/png")
-    store.put_file(layout.run_report(run_id), ws.write_json("report.json", report), content_type="application/json")
-    return {"report_uri": store.url_for(layout.run_report(run_id))}
+    return store.url_for(layout.run_learning_curves(run_id))
+
+
+def write_report(store: Store, ws: Workspace, report: dict[str, Any]) -> dict[str, str]:
+    """Replace runs/<run_id>/report.json in one put (also kept in the workspace)."""
+    key = layout.run_report(ws.run_id)
+    store.put_file(key, ws.write_json("report.json", report), content_type="application/json")
+    return {"report_uri": store.url_for(key)}
+
+
+def with_decision(report: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    """The report with a promotion decision: report["promotion"] and the older top-level fields."""
+    return {**report, "promotion": decision, "promoted": decision["promoted"],
+            "previous_version": decision.get("incumbent_version"),
+            "previous_test_rmse": decision.get("incumbent_rmse"),
+            "replaced_damaged": decision.get("replaced_damaged")}
