@@ -20,6 +20,7 @@ from musicrec.errors import DataError, MusicrecError
 from musicrec.models.configs import FAMILY, ConfigError, check_overrides
 from musicrec.settings import get_settings
 from musicrec.store import Store, layout, open_store
+from musicrec.store.pointer import read_pointer
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 # Prefect's 20 s is too short for a first start on 2 cores (creating the database took 22.8 s): set before
@@ -79,7 +80,7 @@ def check_work_uri(uri: str) -> str:
     if not is_remote(uri):
         raise UsageError(f"MUSICREC_WORK_URI={uri!r} is not an s3:// URI",
                          hint="use s3://bucket/prefix, or unset it and set MUSICREC_WORK_DIR for a local folder")
-    open_store(uri).list(layout.WORKSPACE_MANIFESTS)  # a missing bucket or bad credentials fail here, before Prefect starts
+    open_store(uri).list(layout.WORKSPACE_MANIFESTS)  # a missing bucket or bad credentials fail here, early
     return uri
 
 
@@ -197,7 +198,7 @@ def check_job_file(flag: str, path: str, columns: list[str]) -> None:
 def check_version(store: Store, version: str) -> None:
     """A named version is published in the store; without one, the store has a champion."""
     if not version:
-        if not store.exists(layout.CHAMPION):
+        if read_pointer(store)[0] is None:  # a damaged one raises PointerDamaged (name a --version)
             raise UsageError(f"no champion in {store.uri} (no {layout.CHAMPION})",
                              hint="train one first (musicrec train), name a --version, or check --store")
         return

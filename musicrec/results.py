@@ -15,6 +15,7 @@ import pandas as pd
 from musicrec.errors import StoreError
 from musicrec.preflight import UsageError
 from musicrec.store import Store, layout
+from musicrec.store.pointer import read_pointer
 
 
 def read_json(store: Store, key: str) -> dict[str, Any]:
@@ -26,7 +27,8 @@ def read_json(store: Store, key: str) -> dict[str, Any]:
 
 def current_version(store: Store) -> str | None:
     """The champion pointer's version, or None when nothing was promoted yet."""
-    return read_json(store, layout.CHAMPION).get("version") if store.exists(layout.CHAMPION) else None
+    pointer, _ = read_pointer(store)
+    return pointer["version"] if pointer else None
 
 
 def promotion(report: dict[str, Any]) -> dict[str, Any]:
@@ -106,9 +108,9 @@ def format_runs(rows: list[dict[str, Any]], store_uri: str) -> str:
 
 def champion_info(store: Store) -> dict[str, Any]:
     """The champion pointer merged with its bundle's metadata.json (model, metrics, data, created_at)."""
-    if not store.exists(layout.CHAMPION):
+    pointer, _ = read_pointer(store)
+    if pointer is None:
         raise UsageError(f"no champion in {store.uri} yet", hint="musicrec train publishes one")
-    pointer = read_json(store, layout.CHAMPION)
     meta_key = layout.bundle_metadata(pointer["version"])
     meta = read_json(store, meta_key) if store.exists(meta_key) else {}
     return {"pointer": pointer, "metadata": meta, "uri": store.url_for(layout.bundle_prefix(pointer["version"]))}

@@ -107,7 +107,7 @@ def test_versions_runs_and_champion_in_a_store(tmp_path):
     with pytest.raises(pre.UsageError, match="(?s)no model version 'v9'.*published versions: none"):
         pre.check_version(store, "v9")
     store.put_bytes("models/v1/metadata.json", b"{}")
-    store.put_bytes("models/champion.json", json.dumps({"version": "v1"}).encode())
+    store.put_bytes("models/champion.json", json.dumps({"version": "v1", "sha256": "00"}).encode())
     pre.check_version(store, "v1")
     pre.check_version(store, "")
     with pytest.raises(pre.UsageError, match="published versions: v1"):

@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -577,3 +579,54 @@ def test_a_kill_right_after_the_pointer_moved_leaves_what_it_names_complete(pref
         assert store.exists(layout.run_split(run_id, split))
     fitted = fitted_pairs(store, meta)
     assert fitted is not None and len(fitted) > 0  # the next promotion compares on rows this one never saw
+
+
+# ---------------------------------------------------------------- a damaged champion pointer (issue 30, case 2)
+
+DAMAGED_POINTERS = {
+    "truncated": b'{"version": "v0", "sha2',
+    "zero-filled": b"\x00" * 64,
+    "a-list": b'["x"]',
+    "empty-object": b"{}",
+    "version-not-a-string": b'{"version": 5, "sha256": "ab"}',
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_POINTERS))
+def test_a_damaged_pointer_is_named_with_what_to_do(tmp_path, case):
+    from musicrec.results import champion_info, current_version
+    from musicrec.scoring.bundle import resolve_version
+    from musicrec.store.pointer import PointerDamaged
+
+    store = FileStore(tmp_path / "store")
+    store.put_bytes(POINTER, DAMAGED_POINTERS[case])
+    for read in (resolve_version, current_version, champion_info):
+        with pytest.raises(PointerDamaged, match=r"champion pointer .*models/champion\.json is damaged") as info:
+            read(store)
+        assert "--version" in info.value.hint
+    assert resolve_version(store, "v7") == ("v7", None)  # a named version never reads the pointer
+
+
+@pytest.mark.parametrize("case", ["zero-filled", "a-list"])
+def test_training_replaces_a_damaged_pointer_with_its_verified_champion(built, tmp_path, case):
+    store = FileStore(tmp_path / "store")
+    seed_champion(store, built, tmp_path)
+    store.put_bytes(POINTER, DAMAGED_POINTERS[case])
+    published = publish_bundle(store, clone(built.ws, "v1", tmp_path), "v1")
+    decision = promote(store, published, 5.0, built.test)
+    assert decision["promoted"] and "champion pointer" in decision["replaced_damaged"]
+    assert decision["reason"].startswith("the champion pointer is damaged")
+    pointer = assert_champion(store, "v1", tmp_path)
+    assert pointer["replaced_damaged"]["reason"] == decision["replaced_damaged"]
+
+
+@pytest.mark.parametrize("command", [["score", "--all-users"], ["recommend", "u1"]])
+def test_score_and_recommend_on_a_damaged_pointer_exit_2_naming_it(tmp_path, command):
+    store = FileStore(tmp_path / "store")
+    store.put_bytes(POINTER, DAMAGED_POINTERS["a-list"])
+    proc = subprocess.run([sys.executable, "-m", "musicrec", *command, "--store", store.uri], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 2, proc.stderr
+    assert "models/champion.json is damaged" in proc.stderr and "--version" in proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
+    assert store.list() == [POINTER]

@@ -20,12 +20,9 @@ from musicrec.pipeline.promotion import compare_with_incumbent
 from musicrec.pipeline.refit import REFIT_DIR, all_rows, full_data
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
-from musicrec.scoring.bundle import (
-    TABLES,
-    read_pointer,
-    write_tables,
-)
+from musicrec.scoring.bundle import TABLES, write_tables
 from musicrec.store import MissingKeyError, Store, layout
+from musicrec.store.pointer import PointerDamaged, read_pointer
 from musicrec.training import predict as predict_part
 
 BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
@@ -175,10 +172,17 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, b
     is a run's last write)."""
     decision: dict[str, Any] | None = None
     for _ in range(attempts):
-        pointer, token = read_pointer(store)
+        try:
+            pointer, token = read_pointer(store)
+        except PointerDamaged as e:  # nobody can score through it: replaced like a damaged bundle
+            pointer, token, damaged = None, e.token, e.message
+        else:
+            damaged = None
         if decision is not None and _names(pointer, published):
             return decision  # our write went through but its answer was lost: the retry saw our own pointer
         decision = compare_with_incumbent(store, pointer, challenger, beats_own_baseline, retrieval_check)
+        if damaged:
+            decision.update(replaced_damaged=damaged, reason=f"the champion pointer is damaged: {damaged}")
         if not decision["promoted"]:
             return decision
         body = {"version": published["version"], "sha256": published["metadata_sha256"],
@@ -186,7 +190,8 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, b
                 "compared_rows": decision["compared_rows"], "challenger_rmse": decision["challenger_rmse"],
                 "updated_at": datetime.now(UTC).isoformat()}
         if decision["replaced_damaged"]:
-            body["replaced_damaged"] = {"version": decision["incumbent_version"], "reason": decision["replaced_damaged"]}
+            body["replaced_damaged"] = {"version": decision["incumbent_version"],
+                                        "reason": decision["replaced_damaged"]}
         if before_pointer is not None:
             before_pointer(decision)
         try:

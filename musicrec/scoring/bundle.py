@@ -25,6 +25,7 @@ from musicrec.errors import StoreError
 from musicrec.hashing import ids_sha256, sha256_bytes, sha256_file
 from musicrec.runtime import load_session, read_metadata
 from musicrec.store import MissingKeyError, Store, layout, safe_key_part
+from musicrec.store.pointer import read_pointer
 
 TABLES = ("user_history.parquet", "item_stats.parquet", "also_bought.parquet", "item_vectors.parquet")
 
@@ -55,14 +56,9 @@ def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids:
     return list(TABLES)
 
 
-def read_pointer(store: Store) -> tuple[dict[str, Any] | None, str | None]:
-    """The champion pointer and its version token (for a conditional rewrite), or (None, None)."""
-    got = store.read_versioned(layout.CHAMPION)
-    return (json.loads(got[0]), got[1]) if got else (None, None)
-
-
 def resolve_version(store: Store, version: str = "") -> tuple[str, str | None]:
-    """(version, expected metadata sha256): the given version, or the champion pointer's (with its sha256)."""
+    """(version, expected metadata sha256): the given version, or the champion pointer's (with its sha256);
+    a damaged pointer is a PointerDamaged error saying to name a --version."""
     if version:
         return version, None
     pointer, _ = read_pointer(store)

@@ -20,11 +20,12 @@ import pandas as pd
 
 from musicrec.data.ids import contained
 from musicrec.errors import StoreError
-from musicrec.scoring.bundle import Bundle, load_bundle, read_pointer
+from musicrec.scoring.bundle import Bundle, load_bundle
 from musicrec.scoring.candidates import CandidateIndex, build_index, positions_by_user
 from musicrec.scoring.rank import rank_users
 from musicrec.scoring.ranking import list_summary, most_popular_lists, random_lists
 from musicrec.store import MissingKeyError, Store, layout
+from musicrec.store.pointer import read_pointer
 
 SPLITS = ("train", "validation", "test")
 
