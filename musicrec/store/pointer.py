@@ -1,5 +1,5 @@
 """The one reader of the champion pointer (models/champion.json): its content checked for shape, so a
-truncated, zero-filled or wrong-shaped pointer is reported as damaged instead of failing wherever it is used."""
+truncated, zero-filled or wrong-shaped pointer is reported as damaged instead of failing where it is used."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from musicrec.errors import StoreError
 from musicrec.store import layout
 from musicrec.store.base import Store
 
-HINT = ("score or recommend a published version with --version (musicrec runs lists them); the next "
-        "`musicrec train` replaces the damaged pointer with its verified champion")
+HINT = (
+    "score or recommend a published version with --version (musicrec runs lists them); the next "
+    "`musicrec train` replaces the damaged pointer with its verified champion"
+)
 
 
 class PointerDamaged(StoreError):
@@ -29,8 +31,10 @@ def parse_pointer(data: bytes, where: str) -> dict[str, Any]:
     except (UnicodeDecodeError, ValueError) as e:
         raise PointerDamaged(f"the champion pointer {where} is damaged: not valid JSON ({e})") from None
     if not isinstance(pointer, dict):
-        raise PointerDamaged(f"the champion pointer {where} is damaged: a JSON {type(pointer).__name__}, "
-                             "not an object with version and sha256")
+        raise PointerDamaged(
+            f"the champion pointer {where} is damaged: a JSON {type(pointer).__name__}, "
+            "not an object with version and sha256"
+        )
     bad = [k for k in ("version", "sha256") if not isinstance(pointer.get(k), str) or not pointer[k]]
     if bad:
         raise PointerDamaged(f"the champion pointer {where} is damaged: no valid {' or '.join(bad)}")
