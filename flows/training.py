@@ -108,8 +108,10 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
     overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})}
                  for m in (*params.models, *params.retrieval_models)}
     tuning: dict[str, Any] = {}
+    tuning_notes: list[str] = []
     if params.use_tuning:
-        overrides, tuning = t.load_tuning(store_uri, list(params.models), overrides, run["fingerprint"])
+        overrides, tuning, tuning_notes = t.load_tuning(store_uri, list(params.models), overrides,
+                                                        run["fingerprint"])
     with clock("train-models"), fair_threads(params.task_runner):
         trained = train_models.with_options(task_runner=runner)(
             workdir, list(params.models), overrides, max(1, threads // parallel), list(params.retrieval_models),
@@ -125,6 +127,7 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
         "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
         "baselines": baselines, "champion": {"name": champion}, "retrieval": retrieval, "promoted": False, "previous_test_rmse": None,
         "task_runner": params.task_runner, "tuning": tuning, "sample_card": run.get("sample_card"), "stage_seconds": clock.seconds,
+        "tuning_notes": tuning_notes,
     }
     if champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")

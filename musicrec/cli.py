@@ -151,6 +151,8 @@ def _train(args: argparse.Namespace) -> int:
     for name, used in (report.get("tuning") or {}).items():
         differs = " (tuned on other data: re-run musicrec tune)" if used.get("fingerprint_differs") else ""
         print(f"tuning: {name} starts from tuning run {used['run_id']}{differs}")
+    for note in report.get("tuning_notes") or []:
+        print(f"tuning: {note}")
     print("\n" + promotion_summary(report))
     if champion.get("uri"):
         print(f"bundle: {champion['uri']}")

@@ -82,8 +82,9 @@ def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int
 
 @task(name="load-tuning", **io_retries([2, 5]), cache_policy=NO_CACHE)
 def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str, Any]],
-                fingerprint: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Each model's latest tuning/<model>.json under the run's overrides (which win); what came from where."""
+                fingerprint: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any], list[str]]:
+    """Each model's latest tuning/<model>.json under the run's overrides (which win); what came from where;
+    notes on records that could not be used (logged, and kept in the report)."""
     from musicrec.store import open_store
     from musicrec.tuning.records import apply_records, read_records
 
@@ -97,7 +98,7 @@ def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str
                     ", ".join(f"{k}={v}" for k, v in used["params"].items()) or "(every tuned value overridden)")
         if used["fingerprint_differs"]:
             logger.warning("%s was tuned on other data than this run's (fingerprint differs): re-run tuning", model)
-    return merged, info
+    return merged, info, notes
 
 
 @task(name="train-retrieval", task_run_name="train-{name}", cache_policy=NO_CACHE)

@@ -65,6 +65,10 @@ def read_records(store: Store, models: list[str]) -> tuple[dict[str, dict[str, A
         except (ValueError, MusicrecError) as e:
             notes.append(f"{store.url_for(key)} unreadable ({e}): {model} starts from its defaults")
             continue
+        shape = _shape_problem(record)
+        if shape:
+            notes.append(f"{store.url_for(key)} is damaged ({shape}): {model} starts from its defaults")
+            continue
         if not record.get("best_params"):
             notes.append(f"{store.url_for(key)} has no completed trial: {model} starts from its defaults")
             continue
@@ -75,6 +79,17 @@ def read_records(store: Store, models: list[str]) -> tuple[dict[str, dict[str, A
             continue
         found[model] = record
     return found, notes
+
+
+def _shape_problem(record: Any) -> str:
+    """What makes a parsed record unusable ("" if nothing): it must be an object whose best_params is an
+    object (or empty: no completed trial)."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    params = record.get("best_params")
+    if params and not isinstance(params, dict):
+        return f"best_params is a {type(params).__name__}, not an object of name -> value"
+    return ""
 
 
 def apply_records(records: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]],
