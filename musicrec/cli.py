@@ -216,6 +216,7 @@ def _champion_note(result: dict[str, Any]) -> str:
 def _recommend(args: argparse.Namespace) -> int:
     from musicrec.results import format_recommendations, recommend
 
+    pre.check_user_id(args.user_id)
     top_n = pre.check_positive("--top-n", args.top_n)
     store = pre.check_store(args.store)
     pre.check_version(store, args.version)

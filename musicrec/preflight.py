@@ -209,6 +209,13 @@ def check_version(store: Store, version: str) -> None:
                          hint=f"published versions: {listed} (musicrec champion shows the current one)")
 
 
+def check_user_id(user_id: str) -> str:
+    """A user id to recommend for: not empty and not only whitespace (ids are otherwise taken as they are)."""
+    if not user_id.strip():
+        raise UsageError(f"user id {user_id!r} is empty", hint="give the id of a user, e.g. musicrec recommend A1B2C3")
+    return user_id
+
+
 def check_run(store: Store, run_id: str) -> None:
     """The training run's report is in the store."""
     if not store.exists(layout.run_report(run_id)):
