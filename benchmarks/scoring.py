@@ -33,7 +33,7 @@ from musicrec.scoring.bundle import download_bundle, load_bundle, resolve_versio
 from musicrec.scoring.candidates import build_candidate_index
 from musicrec.scoring.rank import rank_users
 from musicrec.scoring.runtime import load_session, predict_ratings
-from musicrec.store import open_store
+from musicrec.store import layout, open_store
 
 MODEL = "gmf_logistic"
 
@@ -45,7 +45,7 @@ def build_store(out: Path, scale: str, epochs: int) -> tuple[str, Path]:
 
     store_uri, ws = (out / "store").resolve().as_uri(), Workspace.create(out / "work", f"bench-{scale}")
     store = open_store(store_uri)
-    if store.exists(publish.POINTER) and (ws.root / "models" / MODEL).exists():
+    if store.exists(layout.CHAMPION) and (ws.root / "models" / MODEL).exists():
         return store_uri, ws.root
     sample, _, _ = ensure_sample(ROOT / "benchmarks" / "out", scale, 0)
     t0 = time.perf_counter()

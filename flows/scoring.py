@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, model_validator
 from musicrec.pipeline.workspace import Workspace, new_run_id
 from musicrec.scoring import jobs
 from musicrec.settings import get_settings
+from musicrec.store import layout
 from tasks import scoring as t
 
 Job = Literal["all_users", "users", "pairs"]
@@ -98,7 +99,7 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
         extra["pairs_per_second"] = round(sum(s["rows"] for s in summaries) / seconds)
     else:
         extra.update(jobs.topn_totals(bundle["directory"], parts, seconds))
-    out_uri, prefix = (params.out, "") if params.out else (store_uri, f"scores/{run_id}/{job}")
+    out_uri, prefix = (params.out, "") if params.out else (store_uri, layout.scores_prefix(run_id, job))
     return t.commit_output(out_uri, prefix, parts, summaries, extra)
 
 

@@ -11,8 +11,8 @@ from pydantic import Field
 
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec import registry
+from musicrec.pipeline.report import StageClock, format_stages, with_decision
 from musicrec.rating.build import model_class
-from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache
 from tasks import reporting
@@ -107,9 +107,10 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
     overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})}
                  for m in (*params.models, *params.retrieval_models)}
     tuning: dict[str, Any] = {}
+    tuning_notes: list[str] = []
     if params.use_tuning:
         tuned = [*params.models, *params.retrieval_models]
-        overrides, tuning = t.load_tuning(store_uri, tuned, overrides, run["fingerprint"])
+        overrides, tuning, tuning_notes = t.load_tuning(store_uri, tuned, overrides, run["fingerprint"])
     with clock("train-models"), fair_threads(params.task_runner):
         trained = train_models.with_options(task_runner=runner)(
             workdir, list(params.models), overrides, max(1, threads // parallel), list(params.retrieval_models),
@@ -125,11 +126,13 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
         "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
         "baselines": baselines, "champion": {"name": champion}, "retrieval": retrieval, "promoted": False, "previous_test_rmse": None,
         "task_runner": params.task_runner, "tuning": tuning, "sample_card": run.get("sample_card"), "stage_seconds": clock.seconds,
+        "tuning_notes": tuning_notes,
     }
     if champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")
         report["promotion"] = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None,
                                "promoted": False, "reason": "no model beat the bias baseline on validation"}
+        report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
     else:
         row = next(r for r in rows if r["name"] == champion)
         refit_info = None
@@ -153,16 +156,16 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
             published = t.publish_bundle(workdir, store_uri, meta["version"])
             report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
                                   "onnx_check": meta["onnx_check"]}
+            # the pointer is the run's last write: its splits and report.json are in the store before it moves
+            report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
             if params.promote:
                 decision = t.promote_champion(workdir, store_uri, published, row["val_rmse"] < bias["val_rmse"],
-                                              retrieval_row)
+                                              retrieval_row, report)
             else:
                 decision = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None, "promoted": False,
                             "reason": "promotion off (--no-promote): bundle published, pointer untouched",
                             "incumbent_version": None, "replaced_damaged": None}
-        report["promotion"] = decision
-        report.update(promoted=decision["promoted"], previous_version=decision.get("incumbent_version"),
-                      previous_test_rmse=decision.get("incumbent_rmse"), replaced_damaged=decision.get("replaced_damaged"))
+        report = with_decision(report, decision)
     logger.info(format_stages(clock.seconds))
     out = reporting.publish_report(workdir, store_uri, report)
     if out["promoted"]:

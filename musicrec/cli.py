@@ -163,6 +163,8 @@ def _train(args: argparse.Namespace) -> int:
     for name, used in (report.get("tuning") or {}).items():
         differs = " (tuned on other data: re-run musicrec tune)" if used.get("fingerprint_differs") else ""
         print(f"tuning: {name} starts from tuning run {used['run_id']}{differs}")
+    for note in report.get("tuning_notes") or []:
+        print(f"tuning: {note}")
     print("\n" + promotion_summary(report))
     if champion.get("uri"):
         print(f"bundle: {champion['uri']}")
@@ -226,6 +228,7 @@ def _champion_note(result: dict[str, Any]) -> str:
 def _recommend(args: argparse.Namespace) -> int:
     from musicrec.results import format_recommendations, recommend
 
+    pre.check_user_id(args.user_id)
     top_n = pre.check_positive("--top-n", args.top_n)
     store = pre.check_store(args.store)
     pre.check_version(store, args.version)

@@ -20,7 +20,8 @@ from musicrec.errors import DataError, MusicrecError
 from musicrec import registry
 from musicrec.errors import ConfigError
 from musicrec.settings import get_settings
-from musicrec.store import Store, open_store, safe_key_part
+from musicrec.store import Store, layout, open_store
+from musicrec.store.pointer import read_pointer
 
 STARTUP_TIMEOUT = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 # Prefect's 20 s is too short for a first start on 2 cores (creating the database took 22.8 s): set before
@@ -81,7 +82,7 @@ def check_work_uri(uri: str) -> str:
     if not is_remote(uri):
         raise UsageError(f"MUSICREC_WORK_URI={uri!r} is not an s3:// URI",
                          hint="use s3://bucket/prefix, or unset it and set MUSICREC_WORK_DIR for a local folder")
-    open_store(uri).list("manifests")  # a missing bucket or bad credentials fail here, before Prefect starts
+    open_store(uri).list(layout.WORKSPACE_MANIFESTS)  # a missing bucket or bad credentials fail here, early
     return uri
 
 
@@ -219,23 +220,28 @@ def check_job_file(flag: str, path: str, columns: list[str]) -> None:
 
 def check_version(store: Store, version: str) -> None:
     """A named version is published in the store; without one, the store has a champion."""
-    from musicrec.scoring.bundle import POINTER
-
     if not version:
-        if not store.exists(POINTER):
-            raise UsageError(f"no champion in {store.uri} (no {POINTER})",
+        if read_pointer(store)[0] is None:  # a damaged one raises PointerDamaged (name a --version)
+            raise UsageError(f"no champion in {store.uri} (no {layout.CHAMPION})",
                              hint="train one first (musicrec train), name a --version, or check --store")
         return
-    if not store.exists(f"models/{safe_key_part(version)}/metadata.json"):
-        known = sorted({k.split("/")[1] for k in store.list("models") if k.count("/") == 2})
+    if not store.exists(layout.bundle_metadata(version)):
+        known = layout.bundle_versions(store.list(layout.MODELS))
         listed = ", ".join(known[-5:]) if known else "none"
         raise UsageError(f"no model version {version!r} in {store.uri}",
                          hint=f"published versions: {listed} (musicrec champion shows the current one)")
 
 
+def check_user_id(user_id: str) -> str:
+    """A user id to recommend for: not empty and not only whitespace (ids are otherwise taken as they are)."""
+    if not user_id.strip():
+        raise UsageError(f"user id {user_id!r} is empty", hint="give the id of a user, e.g. musicrec recommend A1B2C3")
+    return user_id
+
+
 def check_run(store: Store, run_id: str) -> None:
     """The training run's report is in the store."""
-    if not store.exists(f"runs/{safe_key_part(run_id)}/report.json"):
+    if not store.exists(layout.run_report(run_id)):
         raise UsageError(f"no run {run_id!r} in {store.uri}", hint="musicrec runs lists the runs in this store")
 
 

@@ -14,9 +14,8 @@ import pandas as pd
 
 from musicrec.errors import StoreError
 from musicrec.preflight import UsageError
-from musicrec.store import Store, safe_key_part
-
-POINTER = "models/champion.json"  # musicrec.scoring.bundle.POINTER, without importing onnxruntime for `runs`
+from musicrec.store import Store, layout
+from musicrec.store.pointer import read_pointer
 
 
 def read_json(store: Store, key: str) -> dict[str, Any]:
@@ -28,7 +27,8 @@ def read_json(store: Store, key: str) -> dict[str, Any]:
 
 def current_version(store: Store) -> str | None:
     """The champion pointer's version, or None when nothing was promoted yet."""
-    return read_json(store, POINTER).get("version") if store.exists(POINTER) else None
+    pointer, _ = read_pointer(store)
+    return pointer["version"] if pointer else None
 
 
 def promotion(report: dict[str, Any]) -> dict[str, Any]:
@@ -77,10 +77,10 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
     """One row per runs/<run_id>/report.json, oldest first (run ids sort by time)."""
     current = current_version(store)
     rows = []
-    for key in store.list("runs"):
-        parts = key.split("/")
-        if len(parts) != 3 or parts[2] != "report.json":
+    for key in store.list(layout.RUNS):
+        if not layout.is_run_report(key):
             continue
+        parts = key.split("/")
         report = read_json(store, key)
         champion = report.get("champion") or {}
         row = next((m for m in report.get("models", []) if m.get("name") == champion.get("name")), {})
@@ -108,12 +108,12 @@ def format_runs(rows: list[dict[str, Any]], store_uri: str) -> str:
 
 def champion_info(store: Store) -> dict[str, Any]:
     """The champion pointer merged with its bundle's metadata.json (model, metrics, data, created_at)."""
-    if not store.exists(POINTER):
+    pointer, _ = read_pointer(store)
+    if pointer is None:
         raise UsageError(f"no champion in {store.uri} yet", hint="musicrec train publishes one")
-    pointer = read_json(store, POINTER)
-    meta_key = f"models/{safe_key_part(pointer['version'])}/metadata.json"
+    meta_key = layout.bundle_metadata(pointer["version"])
     meta = read_json(store, meta_key) if store.exists(meta_key) else {}
-    return {"pointer": pointer, "metadata": meta, "uri": store.url_for(f"models/{safe_key_part(pointer['version'])}")}
+    return {"pointer": pointer, "metadata": meta, "uri": store.url_for(layout.bundle_prefix(pointer["version"]))}
 
 
 def format_champion(info: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from musicrec.pipeline import report as rep
-from musicrec.pipeline.workspace import Workspace, open_workspace
+from musicrec.pipeline.workspace import Workspace, model_file, open_workspace
 from musicrec.store import Store, open_store
 
 LEADERBOARD_NOTE = ("★ = champion (lowest val_rmse of the models that beat the bias baseline); val_gain_vs_bias = "
@@ -47,19 +47,28 @@ def publish_image(png: bytes, title: str, key: str, description: str, caption: s
     create_markdown_artifact(rep.image_markdown(png, title, caption), key=key, description=description)
 
 
+@task(name="publish-run-files", retries=3, retry_delay_seconds=[2, 5, 10], cache_policy=NO_CACHE)
+def publish_run_files(workdir: str, store_uri: str, report: dict[str, Any]) -> str:
+    """Upload the splits and the learning curves (before any promotion); show the curves; return their URI."""
+    with open_workspace(workdir) as ws:
+        histories = {m["name"]: ws.read_json(model_file(m["name"], "history.json")) for m in report["models"]}
+        png = rep.learning_curves_png(histories)
+        curves_uri = rep.publish_run_files(open_store(store_uri), ws, png)
+    publish_image(png, "Learning curves", key="learning-curves",
+                  description="Validation RMSE per epoch of every model (epoch 0: its starting point)",
+                  caption=f"Stored as `{curves_uri}`")
+    return curves_uri
+
+
 @task(name="publish-report", retries=3, retry_delay_seconds=[2, 5, 10], cache_policy=NO_CACHE)
 def publish_report(workdir: str, store_uri: str, report: dict[str, Any]) -> dict[str, Any]:
-    """Upload splits, learning curves and report.json; create the UI artifacts."""
+    """Write report.json (after publish_run_files); create the UI artifacts."""
     with open_workspace(workdir) as ws:
         return _publish_report(ws, open_store(store_uri), report)
 
 
 def _publish_report(ws: Workspace, store: Store, report: dict[str, Any]) -> dict[str, Any]:
-    histories = {m["name"]: ws.read_json(f"models/{m['name']}/history.json") for m in report["models"]}
-    curves_uri = store.url_for(f"{rep.run_prefix(ws.run_id)}/learning_curves.png")
-    report = {**report, "learning_curves_uri": curves_uri}
-    png = rep.learning_curves_png(histories)
-    out = rep.publish_run(store, ws, report, png)
+    out = rep.write_report(store, ws, report)
     champion = report.get("champion") or {}
     board = rep.leaderboard(report["models"], report["baselines"], champion.get("name"))
     create_table_artifact(rep.leaderboard_table(board), key="leaderboard",
@@ -72,9 +81,6 @@ def _publish_report(ws: Workspace, store: Store, report: dict[str, Any]) -> dict
     if champion.get("name"):
         create_markdown_artifact(rep.model_card(report), key="model-card",
                                  description=f"Champion {champion['name']}: promotion decision, metrics, data")
-    publish_image(png, "Learning curves", key="learning-curves",
-                  description="Validation RMSE per epoch of every model (epoch 0: its starting point)",
-                  caption=f"Stored as `{curves_uri}`")
     if champion.get("uri"):
         publish_location(champion["uri"], f"Champion bundle {champion.get('version', '')}", key="champion-bundle",
                          description="Where the champion's ONNX bundle (model.onnx + metadata.json) is stored")

@@ -86,8 +86,9 @@ def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int
 
 @task(name="load-tuning", **io_retries([2, 5]), cache_policy=NO_CACHE)
 def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str, Any]],
-                fingerprint: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Each model's latest tuning/<model>.json under the run's overrides (which win); what came from where."""
+                fingerprint: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any], list[str]]:
+    """Each model's latest tuning/<model>.json under the run's overrides (which win); what came from where;
+    notes on records that could not be used (logged, and kept in the report)."""
     from musicrec.store import open_store
     from musicrec.tuning.records import apply_records, read_records
 
@@ -101,7 +102,7 @@ def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str
                     ", ".join(f"{k}={v}" for k, v in used["params"].items()) or "(every tuned value overridden)")
         if used["fingerprint_differs"]:
             logger.warning("%s was tuned on other data than this run's (fingerprint differs): re-run tuning", model)
-    return merged, info
+    return merged, info, notes
 
 
 @task(name="train-retrieval", task_run_name="train-{name}", cache_policy=NO_CACHE)
@@ -207,18 +208,28 @@ def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]
 
 @task(name="promote-champion", **io_retries([5, 5]), cache_policy=NO_CACHE)
 def promote_champion(workdir: str, store_uri: str, published: dict[str, str], beats_own_baseline: bool,
-                     retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
+                     retrieval_row: dict[str, Any] | None = None,
+                     report: dict[str, Any] | None = None) -> dict[str, Any]:
     """Compare with the published champion on this run's test rows it never fitted on; move the pointer only
-    if not worse (or, with too few such rows, by the documented policy)."""
+    if not worse (or, with too few such rows, by the documented policy). With `report`, the run's report.json
+    (with the decision) is written just before the pointer moves: the pointer never names a run without it."""
     import pandas as pd
 
+    from musicrec.pipeline import report as rep
     from musicrec.pipeline.champion_retrieval import model_folders, retrieval_check
     from musicrec.store import open_store
 
+    store = open_store(store_uri)
     with open_workspace(workdir, models=model_folders(retrieval_row)) as ws:
         challenger = pd.read_parquet(ws.root / publish.CHALLENGER_TEST)
-        decision = publish.promote(open_store(store_uri), published, challenger, beats_own_baseline,
-                                   retrieval_check=retrieval_check(ws, retrieval_row and retrieval_row["name"]))
+
+        def write_report(decision: dict[str, Any]) -> None:
+            if report is not None:
+                rep.write_report(store, ws, rep.with_decision(report, decision))
+
+        check = retrieval_check(ws, retrieval_row and retrieval_row["name"])
+        decision = publish.promote(store, published, challenger, beats_own_baseline, retrieval_check=check,
+                                   before_pointer=write_report)
     logger = get_run_logger()
     if decision["replaced_damaged"]:
         logger.warning("the published champion %s is damaged and was replaced: %s",

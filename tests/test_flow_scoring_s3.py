@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from musicrec.pipeline.workspace import Workspace
-from musicrec.scoring.output import MANIFEST, read_output
+from musicrec.scoring.output import read_output
 from musicrec.store import open_store
+from musicrec.store.layout import OUTPUT_MANIFEST as MANIFEST
 
 pytestmark = [pytest.mark.slow, pytest.mark.flow, pytest.mark.s3]
 

@@ -108,7 +108,7 @@ def test_versions_runs_and_champion_in_a_store(tmp_path):
     with pytest.raises(pre.UsageError, match="(?s)no model version 'v9'.*published versions: none"):
         pre.check_version(store, "v9")
     store.put_bytes("models/v1/metadata.json", b"{}")
-    store.put_bytes("models/champion.json", json.dumps({"version": "v1"}).encode())
+    store.put_bytes("models/champion.json", json.dumps({"version": "v1", "sha256": "00"}).encode())
     pre.check_version(store, "v1")
     pre.check_version(store, "")
     with pytest.raises(pre.UsageError, match="published versions: v1"):
@@ -155,3 +155,22 @@ def test_only_transient_errors_are_retried():
     assert retry_transient(None, None, Failed(data=transient[0])) is True
     assert retry_transient(None, None, Failed(data=permanent[0])) is False
     assert io_retries([1, 3]) == {"retries": 2, "retry_delay_seconds": [1, 3], "retry_condition_fn": retry_transient}
+
+
+@pytest.mark.parametrize("user_id", ["", " ", "\t\n"])
+def test_an_empty_user_id_is_a_usage_error(tmp_path, user_id):
+    """Issue 30, case 5: recommend '' printed the popular fallback list and exited 0."""
+    with pytest.raises(pre.UsageError, match="is empty"):
+        pre.check_user_id(user_id)
+    assert pre.check_user_id(" u1") == " u1"  # ids are otherwise taken as they are
+
+
+def test_recommend_with_an_empty_user_id_exits_2(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.run([sys.executable, "-m", "musicrec", "recommend", " ", "--store", str(tmp_path / "s")],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 2 and "user id ' ' is empty" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "s").exists()

@@ -14,6 +14,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -31,13 +33,14 @@ from s3server import DUMMY_SECRET, FaultProxy, S3Server, moto_s3, patched_enviro
 from musicrec.errors import StoreError
 from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.pipeline import ingest, prepare, publish, train
-from musicrec.pipeline.publish import POINTER, publish_bundle
 from musicrec.pipeline.publish import promote as promote_fairly
-from musicrec.pipeline.report import run_prefix
+from musicrec.pipeline.publish import publish_bundle
 from musicrec.pipeline.workspace import Workspace
 from musicrec.scoring import jobs
 from musicrec.scoring.bundle import BundleDamaged, download_bundle
 from musicrec.store import FileStore, Store, open_store, safe_key_part
+from musicrec.store.layout import CHAMPION as POINTER
+from musicrec.store.layout import run_prefix
 
 EPOCHS = 2
 HOSTILE = ["../../etc/x", "a/b", "..", ".hidden", "x/../../y", "%2F..", "C:\\evil", "spaced id/é", "/abs"]
@@ -415,7 +418,7 @@ def test_no_credential_ever_comes_from_parameters_settings_or_code():
     root = Path(__file__).parents[1]
     mentions = [p.relative_to(root).as_posix() for d in ("musicrec", "flows", "tasks") for p in (root / d).rglob("*.py")
                 if "aws_secret_access_key" in p.read_text().lower() or "aws_session_token" in p.read_text().lower()]
-    assert mentions == ["musicrec/s3store.py"]  # only to mask the values should they ever appear in an error
+    assert mentions == ["musicrec/store/s3.py"]  # only to mask the values should they ever appear in an error
 
 
 # ---------------------------------------------------------------- the real training flow on faulty S3
@@ -540,3 +543,90 @@ def test_flow_on_flaky_s3_publishes_and_never_leaks_the_secret(prefect_harness, 
     assert '"leaderboard"' in texts["artifacts"].decode()  # the run's artifacts were read
     leaks = [name for name, data in texts.items() if DUMMY_SECRET.encode() in data]
     assert leaks == []
+
+
+@pytest.mark.slow
+@pytest.mark.flow
+def test_a_kill_right_after_the_pointer_moved_leaves_what_it_names_complete(prefect_harness, built, tmp_path,
+                                                                            monkeypatch):
+    """Issue 30, case 1: the pointer is a run's last write, so the run it names has its report and splits, and
+    the next promotion can exclude the rows that champion fitted on."""
+    from flows.training import training
+    from musicrec.pipeline.promotion import fitted_pairs
+    from musicrec.store import layout
+    from musicrec.store.local import FileStore as LocalStore
+
+    real_put_if = LocalStore.put_if
+
+    def killed_after_pointer(self, key, data, expected_token):
+        token = real_put_if(self, key, data, expected_token)
+        if key == layout.CHAMPION:
+            raise RuntimeError("killed right after the pointer write")
+        return token
+
+    monkeypatch.setattr(LocalStore, "put_if", killed_after_pointer)
+    uri = (tmp_path / "store").as_uri()
+    state = training(_training_params(built.sample, uri, tmp_path / "work"), return_state=True)
+    assert state.is_failed()
+    monkeypatch.undo()
+    store = open_store(uri)
+    pointer = json.loads(store.get_bytes(layout.CHAMPION))
+    meta = json.loads(store.get_bytes(layout.bundle_metadata(pointer["version"])))
+    run_id = meta["run_id"]
+    report = json.loads(store.get_bytes(layout.run_report(run_id)))
+    assert report["champion"]["version"] == pointer["version"] and report["promotion"]["promoted"]
+    for split in ("train", "validation", "test"):
+        assert store.exists(layout.run_split(run_id, split))
+    fitted = fitted_pairs(store, meta)
+    assert fitted is not None and len(fitted) > 0  # the next promotion compares on rows this one never saw
+
+
+# ---------------------------------------------------------------- a damaged champion pointer (issue 30, case 2)
+
+DAMAGED_POINTERS = {
+    "truncated": b'{"version": "v0", "sha2',
+    "zero-filled": b"\x00" * 64,
+    "a-list": b'["x"]',
+    "empty-object": b"{}",
+    "version-not-a-string": b'{"version": 5, "sha256": "ab"}',
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_POINTERS))
+def test_a_damaged_pointer_is_named_with_what_to_do(tmp_path, case):
+    from musicrec.results import champion_info, current_version
+    from musicrec.scoring.bundle import resolve_version
+    from musicrec.store.pointer import PointerDamaged
+
+    store = FileStore(tmp_path / "store")
+    store.put_bytes(POINTER, DAMAGED_POINTERS[case])
+    for read in (resolve_version, current_version, champion_info):
+        with pytest.raises(PointerDamaged, match=r"champion pointer .*models/champion\.json is damaged") as info:
+            read(store)
+        assert "--version" in info.value.hint
+    assert resolve_version(store, "v7") == ("v7", None)  # a named version never reads the pointer
+
+
+@pytest.mark.parametrize("case", ["zero-filled", "a-list"])
+def test_training_replaces_a_damaged_pointer_with_its_verified_champion(built, tmp_path, case):
+    store = FileStore(tmp_path / "store")
+    seed_champion(store, built, tmp_path)
+    store.put_bytes(POINTER, DAMAGED_POINTERS[case])
+    published = publish_bundle(store, clone(built.ws, "v1", tmp_path), "v1")
+    decision = promote(store, published, 5.0, built.test)
+    assert decision["promoted"] and "champion pointer" in decision["replaced_damaged"]
+    assert decision["reason"].startswith("the champion pointer is damaged")
+    pointer = assert_champion(store, "v1", tmp_path)
+    assert pointer["replaced_damaged"]["reason"] == decision["replaced_damaged"]
+
+
+@pytest.mark.parametrize("command", [["score", "--all-users"], ["recommend", "u1"]])
+def test_score_and_recommend_on_a_damaged_pointer_exit_2_naming_it(tmp_path, command):
+    store = FileStore(tmp_path / "store")
+    store.put_bytes(POINTER, DAMAGED_POINTERS["a-list"])
+    proc = subprocess.run([sys.executable, "-m", "musicrec", *command, "--store", store.uri], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).parents[1])
+    assert proc.returncode == 2, proc.stderr
+    assert "models/champion.json is damaged" in proc.stderr and "--version" in proc.stderr
+    assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
+    assert store.list() == [POINTER]

@@ -12,7 +12,7 @@ import pytest
 from musicrec.registry import MODELS, parse_config, search_space
 from musicrec.pipeline import ingest, prepare
 from musicrec.pipeline.workspace import Workspace
-from musicrec.store import FileStore, open_store
+from musicrec.store import FileStore, layout, open_store
 from musicrec.tuning import records as rec
 from musicrec.tuning.search import TrialSpec, default_params, open_study, run_search, suggest
 from musicrec.tuning.trial import run_trial
@@ -93,8 +93,8 @@ def _record(model: str, best: float, fingerprint: str = "fp") -> dict:
 def test_training_takes_tuned_params_under_the_users_overrides(tmp_path):
     store = FileStore(tmp_path)
     rec.write_record(store, _record("gmf", 0.9, fingerprint="old"))
-    store.put_bytes(rec.record_key("nnmf"), b"{not json")
-    store.put_bytes(rec.record_key("mlp"), json.dumps({**_record("mlp", 0.9), "best_params": {"factors": 8}}).encode())
+    store.put_bytes(layout.tuning_record("nnmf"), b"{not json")
+    store.put_bytes(layout.tuning_record("mlp"), json.dumps({**_record("mlp", 0.9), "best_params": {"factors": 8}}).encode())
     found, notes = rec.read_records(store, ["gmf", "nnmf", "mlp", "w2v_mlp"])
     assert list(found) == ["gmf"]
     assert any("nnmf" in n and "unreadable" in n for n in notes) and any("mlp" in n for n in notes)
@@ -105,7 +105,7 @@ def test_training_takes_tuned_params_under_the_users_overrides(tmp_path):
 
 
 def test_a_store_failing_mid_write_leaves_the_previous_record(tmp_path, monkeypatch):
-    import musicrec.store as store_module
+    import musicrec.store.local as store_module
 
     store = FileStore(tmp_path)
     rec.write_record(store, _record("gmf", 0.9))
@@ -156,3 +156,17 @@ def test_tuning_flow_writes_records_that_the_next_training_run_starts_from(prefe
     best = json.loads(store.get_bytes("tuning/gmf.json"))["best_params"]
     assert {k: gmf["hyperparameters"][k] for k in best} == best
     assert gmf["hyperparameters"]["epochs"] == 3  # the user's override still wins
+
+
+def test_a_damaged_record_is_skipped_with_a_note_and_defaults_used(tmp_path):
+    """Issue 30, case 3: valid JSON of the wrong shape ended train in 'list' object is not a mapping."""
+    store = FileStore(tmp_path)
+    store.put_bytes(layout.tuning_record("gmf"), json.dumps({**_record("gmf", 0.9), "best_params": ["x"]}).encode())
+    store.put_bytes(layout.tuning_record("nnmf"), b'["x"]')
+    store.put_bytes(layout.tuning_record("mlp"), json.dumps({**_record("mlp", 0.9), "best_params": "lr=1"}).encode())
+    found, notes = rec.read_records(store, ["gmf", "nnmf", "mlp"])
+    assert found == {} and len(notes) == 3
+    assert all("is damaged" in n and "starts from its defaults" in n for n in notes)
+    assert "best_params is a list" in notes[0] and "a JSON list" in notes[1] and "best_params is a str" in notes[2]
+    merged, info = rec.apply_records(found, {"gmf": {"seed": 1}}, "fp")
+    assert merged == {"gmf": {"seed": 1}} and info == {}

@@ -12,8 +12,6 @@ from s3server import moto_s3
 
 from musicrec.errors import StoreError
 from musicrec.pipeline.workspace import (
-    MANIFESTS,
-    OBJECTS,
     RemoteWorkspace,
     cache_dir,
     drop_cache,
@@ -22,6 +20,7 @@ from musicrec.pipeline.workspace import (
     run_ref,
 )
 from musicrec.store import open_store
+from musicrec.store.layout import WORKSPACE_MANIFESTS, WORKSPACE_OBJECTS
 
 
 @pytest.fixture
@@ -66,8 +65,8 @@ def test_what_one_machine_writes_another_reads_and_models_weights_only_on_reques
         assert np.load(ws.root / "models/gmf/weights.npy").tolist() == [0, 1, 2, 3, 4]
 
     store = open_store(ref)
-    objects = store.list(OBJECTS)
-    assert len(objects) == 3 and len(store.list(MANIFESTS)) == 1  # one manifest per task that wrote something
+    objects = store.list(WORKSPACE_OBJECTS)
+    assert len(objects) == 3 and len(store.list(WORKSPACE_MANIFESTS)) == 1  # one manifest per task that wrote something
 
 
 def test_each_file_is_fetched_once_and_only_changes_go_back(s3, tmp_path, monkeypatch):
@@ -83,7 +82,7 @@ def test_each_file_is_fetched_once_and_only_changes_go_back(s3, tmp_path, monkey
     assert remote.push() == []
     (remote.local / "report.json").write_text("{}")
     assert remote.push() == ["report.json"]
-    assert len(open_store(ref).list(MANIFESTS)) == 2
+    assert len(open_store(ref).list(WORKSPACE_MANIFESTS)) == 2
 
 
 def test_a_later_writer_wins_and_a_failed_task_uploads_nothing(s3, tmp_path, monkeypatch):
@@ -106,7 +105,7 @@ def test_damaged_bytes_in_the_store_are_refused_with_the_file_named(s3, tmp_path
     with open_workspace(ref) as ws:
         ws.write_json("splits/train.json", {"rows": 10})
     store = open_store(ref)
-    (obj,) = store.list(OBJECTS)
+    (obj,) = store.list(WORKSPACE_OBJECTS)
     store.put_bytes(obj, b"not what the manifest says")
     _switch_machine(monkeypatch, tmp_path, "b")
     with pytest.raises(StoreError, match=r"splits/train\.json") as err, open_workspace(ref):

@@ -28,7 +28,7 @@ from musicrec.pipeline.retrieval import (
     save_implicit,
     test_metrics,
 )
-from musicrec.pipeline.workspace import Workspace
+from musicrec.pipeline.workspace import Workspace, model_file
 
 REFIT_DIR = "retrieval_refit"
 
@@ -98,8 +98,8 @@ def ensemble_implicit(ws: Workspace, rows: list[dict[str, Any]],
            **test_metrics(model, data),
            "members": [{k: m.get(k) for k in ("name", "hyperparameters", "best_epoch")} for m in members],
            "fit_seconds": round(sum(m.get("fit_seconds", 0.0) for m in members) + time.perf_counter() - t0, 2)}
-    ws.write_json(f"models/{ENSEMBLE}/members.json", [m["name"] for m in members])
-    ws.write_json(f"models/{ENSEMBLE}/metrics.json", row)
+    ws.write_json(model_file(ENSEMBLE, "members.json"), [m["name"] for m in members])
+    ws.write_json(model_file(ENSEMBLE, "metrics.json"), row)
     return row
 
 

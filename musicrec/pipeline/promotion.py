@@ -19,7 +19,7 @@ import pandas as pd
 from musicrec.metrics.rating import rmse
 from musicrec.scoring.bundle import BundleDamaged, download_bundle
 from musicrec.scoring.runtime import load_session, predict_ratings
-from musicrec.store import MissingKeyError, Store
+from musicrec.store import MissingKeyError, Store, layout
 
 MIN_ROWS = 100
 POLICY = "not comparable: promote a challenger that beats its own bias baseline (its data is newer)"
@@ -29,9 +29,11 @@ def fitted_pairs(store: Store, meta: dict[str, Any]) -> pd.DataFrame | None:
     """(user_id, item_id) of every row the incumbent was fitted on, from its run's splits in the store;
     None when they cannot be found (then no row is provably unseen)."""
     fitted = meta.get("fitted_on") or {"run_id": meta.get("run_id"), "splits": ["train"]}
-    frames = []
+    run_id, frames = fitted.get("run_id"), []
+    if run_id is None:
+        return None
     for name in fitted.get("splits") or ["train"]:
-        key = f"runs/{fitted.get('run_id')}/splits/{name}.parquet"
+        key = layout.run_split(str(run_id), str(name))
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "part.parquet"

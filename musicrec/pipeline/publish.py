@@ -4,6 +4,7 @@ the published champion on rows it never fitted on, and move the champion pointer
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,14 +20,10 @@ from musicrec.pipeline.promotion import compare_with_incumbent
 from musicrec.pipeline.refit import REFIT_DIR, all_rows, full_data
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
-from musicrec.scoring.bundle import (
-    POINTER,
-    TABLES,
-    read_pointer,
-    write_tables,
-)
-from musicrec.store import MissingKeyError, Store, safe_key_part
 from musicrec.rating.train import predict as predict_part
+from musicrec.scoring.bundle import TABLES, write_tables
+from musicrec.store import MissingKeyError, Store, layout
+from musicrec.store.pointer import PointerDamaged, read_pointer
 
 BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see musicrec.scoring.bundle)
 CHALLENGER_TEST = "challenger_test.parquet"
@@ -114,20 +111,19 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
     If the upload or the check fails, the files this call put under models/<version>/ are removed again
     (metadata.json first), so a failed publish leaves nothing behind; a version that was already published
     whole before this call is never touched."""
-    prefix = f"models/{safe_key_part(version)}"
     meta_path = ws.bundle / "metadata.json"  # build_bundle already hashed every other file into it
     sums = {**json.loads(meta_path.read_bytes())["files"], "metadata.json": sha256_file(meta_path)}
     files = [*(f for f in sums if f != "metadata.json"), "metadata.json"]
-    if _already_published(store, f"{prefix}/metadata.json", sums["metadata.json"]):
+    if _already_published(store, layout.bundle_metadata(version), sums["metadata.json"]):
         keys = []  # a retry after a whole upload: nothing of ours to remove if the check below fails
     else:
-        keys = [f"{prefix}/{f}" for f in files]
+        keys = [layout.bundle_file(version, f) for f in files]
     try:
         for f in files:
-            store.put_file(f"{prefix}/{f}", ws.bundle / f)
+            store.put_file(layout.bundle_file(version, f), ws.bundle / f)
         for f, expected in sums.items():
-            if sha256_bytes(store.get_bytes(f"{prefix}/{f}")) != expected:
-                raise StoreError(f"uploaded {store.url_for(prefix + '/' + f)} does not match the local file",
+            if sha256_bytes(store.get_bytes(layout.bundle_file(version, f))) != expected:
+                raise StoreError(f"uploaded {store.url_for(layout.bundle_file(version, f))} does not match the local file",
                                  hint="the store corrupted or replaced the upload; run again")
     except Exception as e:
         left = _remove(store, keys)
@@ -136,7 +132,8 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
         if left:
             e.add_note(f"could not remove the partial upload: {left}")
         raise
-    return {"version": version, "uri": store.url_for(prefix), "metadata_sha256": sums["metadata.json"]}
+    return {"version": version, "uri": store.url_for(layout.bundle_prefix(version)),
+            "metadata_sha256": sums["metadata.json"]}
 
 
 def _remove(store: Store, keys: list[str]) -> str:
@@ -164,18 +161,28 @@ def _already_published(store: Store, metadata_key: str, metadata_sha256: str) ->
 
 
 def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, beats_own_baseline: bool,
-            attempts: int = 5, retrieval_check: Any = None) -> dict[str, Any]:
+            attempts: int = 5, retrieval_check: Any = None,
+            before_pointer: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
     """Move the pointer if the new champion is at least as good as the published one on fair rows.
 
     `challenger`: this run's test rows with the held-out champion's predictions (pred). The rows compared are
     those whose (user, item) the incumbent never fitted on (musicrec.pipeline.promotion). The pointer is
-    written with a conditional put: if another run moved it meanwhile, re-read, re-compare and try again."""
+    written with a conditional put: if another run moved it meanwhile, re-read, re-compare and try again.
+    before_pointer(decision) runs right before each pointer write (the run's report goes there: the pointer
+    is a run's last write)."""
     decision: dict[str, Any] | None = None
     for _ in range(attempts):
-        pointer, token = read_pointer(store)
+        try:
+            pointer, token = read_pointer(store)
+        except PointerDamaged as e:  # nobody can score through it: replaced like a damaged bundle
+            pointer, token, damaged = None, e.token, e.message
+        else:
+            damaged = None
         if decision is not None and _names(pointer, published):
             return decision  # our write went through but its answer was lost: the retry saw our own pointer
         decision = compare_with_incumbent(store, pointer, challenger, beats_own_baseline, retrieval_check)
+        if damaged:
+            decision.update(replaced_damaged=damaged, reason=f"the champion pointer is damaged: {damaged}")
         if not decision["promoted"]:
             return decision
         body = {"version": published["version"], "sha256": published["metadata_sha256"],
@@ -183,13 +190,16 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame, b
                 "compared_rows": decision["compared_rows"], "challenger_rmse": decision["challenger_rmse"],
                 "updated_at": datetime.now(UTC).isoformat()}
         if decision["replaced_damaged"]:
-            body["replaced_damaged"] = {"version": decision["incumbent_version"], "reason": decision["replaced_damaged"]}
+            body["replaced_damaged"] = {"version": decision["incumbent_version"],
+                                        "reason": decision["replaced_damaged"]}
+        if before_pointer is not None:
+            before_pointer(decision)
         try:
-            store.put_if(POINTER, json.dumps(body, indent=2).encode(), token)
+            store.put_if(layout.CHAMPION, json.dumps(body, indent=2).encode(), token)
             return decision
         except ConflictError:
             continue
-    raise StoreError(f"champion pointer {store.url_for(POINTER)} kept changing during {attempts} attempts",
+    raise StoreError(f"champion pointer {store.url_for(layout.CHAMPION)} kept changing during {attempts} attempts",
                      hint="another run is publishing at the same time; run again later")
 
 

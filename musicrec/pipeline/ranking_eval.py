@@ -23,21 +23,20 @@ from musicrec.data.ids import contained
 from musicrec.errors import StoreError
 from musicrec.metrics.topn import list_summary
 from musicrec.pipeline.reference_lists import most_popular_lists, random_lists
-from musicrec.pipeline.report import run_prefix
-from musicrec.scoring.bundle import Bundle, load_bundle, read_pointer
+from musicrec.scoring.bundle import Bundle, load_bundle
 from musicrec.scoring.candidates import CandidateIndex, build_candidate_index, positions_by_user
 from musicrec.scoring.rank import rank_users
-from musicrec.store import MissingKeyError, Store
+from musicrec.store import MissingKeyError, Store, layout
+from musicrec.store.pointer import read_pointer
 
 SPLITS = ("train", "validation", "test")
-RESULT = "ranking.json"
 
 
 def run_version(store: Store, run_id: str, version: str = "") -> str:
     """The bundle to evaluate: the given version, else the one this run built, else the champion pointer's."""
     if version:
         return version
-    key = f"{run_prefix(run_id)}/report.json"
+    key = layout.run_report(run_id)
     if store.exists(key):
         built = json.loads(store.get_bytes(key)).get("champion", {}).get("version")
         if built:
@@ -45,7 +44,7 @@ def run_version(store: Store, run_id: str, version: str = "") -> str:
     pointer, _ = read_pointer(store)
     if pointer is None:
         raise StoreError(
-            f"run {run_id} built no bundle and {store.url_for('models/champion.json')} is absent",
+            f"run {run_id} built no bundle and {store.url_for(layout.CHAMPION)} is absent",
             hint="name a published model with --version",
         )
     return str(pointer["version"])
@@ -56,11 +55,11 @@ def fetch_splits(store: Store, run_id: str, dest: Path) -> dict[str, str]:
     dest.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in SPLITS:
-        ranking = f"{run_prefix(run_id)}/ranking_splits/{name}.parquet"
+        ranking = layout.run_ranking_split(run_id, name)
         if store.exists(ranking):  # the leave-last-out parts the run's implicit models used
             store.get_file(ranking, dest / f"ranking_{name}.parquet")
             paths[f"ranking_{name}"] = str(dest / f"ranking_{name}.parquet")
-        key = f"{run_prefix(run_id)}/splits/{name}.parquet"
+        key = layout.run_split(run_id, name)
         try:
             store.get_file(key, dest / f"{name}.parquet")
         except MissingKeyError as e:
@@ -213,7 +212,7 @@ def evaluate_paths(
 
 def write_ranking(store: Store, run_id: str, result: dict[str, Any]) -> str:
     """runs/<run_id>/ranking.json (one put: readers see the old or the new file); returns its URI."""
-    key = f"{run_prefix(run_id)}/{RESULT}"
+    key = layout.run_ranking(run_id)
     body = {
         "run_id": run_id,
         "created_at": datetime.now(UTC).isoformat(),

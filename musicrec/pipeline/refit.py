@@ -17,7 +17,7 @@ from musicrec.rating.baselines import bias_regs
 from musicrec.pipeline.ingest import fingerprint
 from musicrec.pipeline.prepare import load_train_data, rating_range, text_items
 from musicrec.pipeline.train import save_model
-from musicrec.pipeline.workspace import Workspace
+from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.text import load_item_vectors
 from musicrec.rating.train import fit_model
 
@@ -50,5 +50,5 @@ def refit_champion(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict
     info = {"model": name, "rows": len(rows), "users": int(data.users.size - 1), "items": int(data.items.size - 1),
             "epochs": epochs, "fingerprint": fingerprint(rows), "run_id": ws.run_id,
             "splits": ["train", "validation", "test"], "seconds": round(result.fit_seconds, 2)}
-    ws.write_json(f"models/{REFIT_DIR}/refit.json", info)
+    ws.write_json(model_file(REFIT_DIR, "refit.json"), info)
     return info

@@ -12,7 +12,7 @@ from typing import Any
 
 from musicrec.pipeline.workspace import Workspace
 from musicrec.results import promotion
-from musicrec.store import Store, safe_key_part
+from musicrec.store import Store, layout
 
 # The leaderboard's columns, the same names in the UI table and the terminal table; a row's source key when
 # it differs. RMSE/MAE show 4 decimals, seconds 1, the gain over the bias baseline 2 (a percentage).
@@ -46,10 +46,6 @@ def format_stages(seconds: dict[str, float]) -> str:
     """One line: stage seconds and each one's share of the total."""
     total = sum(seconds.values()) or 1.0
     return "stages: " + ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in seconds.items())
-
-
-def run_prefix(run_id: str) -> str:
-    return f"runs/{safe_key_part(run_id)}"
 
 
 def gain_vs_bias(val_rmse: Any, bias_val_rmse: Any) -> float | None:
@@ -304,14 +300,29 @@ def _count(v: Any) -> str:
     return f"{v:,}" if _number(v) else "?"
 
 
-def publish_run(store: Store, ws: Workspace, report: dict[str, Any], png: bytes) -> dict[str, str]:
-    """Upload splits, the learning-curve PNG and report.json (last) under runs/<run_id>/."""
-    prefix = run_prefix(ws.run_id)
+def publish_run_files(store: Store, ws: Workspace, png: bytes) -> str:
+    """Upload the splits and the learning-curve PNG under runs/<run_id>/ (before any promotion: whatever the
+    champion pointer names has them); return the PNG's URI."""
+    run_id = ws.run_id
     for name in ("train", "validation", "test"):
-        store.put_file(f"{prefix}/splits/{name}.parquet", ws.splits / f"{name}.parquet")
+        store.put_file(layout.run_split(run_id, name), ws.splits / f"{name}.parquet")
         ranking = ws.root / "ranking_splits" / f"{name}.parquet"  # written when implicit models were trained
         if ranking.exists():
-            store.put_file(f"{prefix}/ranking_splits/{name}.parquet", ranking)
-    store.put_bytes(f"{prefix}/learning_curves.png", png, content_type="image/png")
-    store.put_file(f"{prefix}/report.json", ws.write_json("report.json", report), content_type="application/json")
-    return {"report_uri": store.url_for(f"{prefix}/report.json")}
+            store.put_file(layout.run_ranking_split(run_id, name), ranking)
+    store.put_bytes(layout.run_learning_curves(run_id), png, content_type="image/png")
+    return store.url_for(layout.run_learning_curves(run_id))
+
+
+def write_report(store: Store, ws: Workspace, report: dict[str, Any]) -> dict[str, str]:
+    """Replace runs/<run_id>/report.json in one put (also kept in the workspace)."""
+    key = layout.run_report(ws.run_id)
+    store.put_file(key, ws.write_json("report.json", report), content_type="application/json")
+    return {"report_uri": store.url_for(key)}
+
+
+def with_decision(report: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
+    """The report with a promotion decision: report["promotion"] and the older top-level fields."""
+    return {**report, "promotion": decision, "promoted": decision["promoted"],
+            "previous_version": decision.get("incumbent_version"),
+            "previous_test_rmse": decision.get("incumbent_rmse"),
+            "replaced_damaged": decision.get("replaced_damaged")}

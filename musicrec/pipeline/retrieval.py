@@ -24,7 +24,7 @@ from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
 from musicrec.metrics.full import evaluate_random, evaluate_static
 from musicrec.metrics.topn import interaction_matrix
 from musicrec.pipeline.prepare import ranking_split
-from musicrec.pipeline.workspace import Workspace
+from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.text import load_item_vectors
 
 TEST_USERS = 20_000  # a fixed seeded sample of test users at large sizes (standard error of HR@10 ~0.0015)
@@ -132,8 +132,8 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
            "best_epoch": result.best_epoch, "epochs": len(result.history) - 1,
            "fit_seconds": round(result.fit_seconds, 2), "hyperparameters": result.config.model_dump()}
     save_implicit(ws, name, result.model, result.config)
-    ws.write_json(f"models/{name}/history.json", result.history)
-    ws.write_json(f"models/{name}/metrics.json", row)
+    ws.write_json(model_file(name, "history.json"), result.history)
+    ws.write_json(model_file(name, "metrics.json"), row)
     return row
 
 

@@ -16,8 +16,8 @@ from musicrec.rating.baselines import BASELINES
 from musicrec.rating.configs import TrainConfig
 from musicrec.rating.build import build_model, model_class, model_config
 from musicrec.pipeline.prepare import load_train_data
-from musicrec.pipeline.workspace import Workspace
 from musicrec.fit.loop import EpochCallback, format_epoch
+from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.rating.train import fit_model
 
 
@@ -32,8 +32,8 @@ def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None,
            "initial_val_rmse": result.initial_val_rmse,
            "ratings_per_second": round(result.ratings_per_second), "hyperparameters": result.config.model_dump()}
     save_model(ws, name, result.model, result.config)
-    ws.write_json(f"models/{name}/history.json", result.history)
-    ws.write_json(f"models/{name}/metrics.json", row)
+    ws.write_json(model_file(name, "history.json"), result.history)
+    ws.write_json(model_file(name, "metrics.json"), row)
     return row
 
 

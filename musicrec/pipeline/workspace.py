@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from musicrec.hashing import sha256_bytes, sha256_file
-from musicrec.store import RESERVED, StoreError, atomic_write, safe_key_part
+from musicrec.store import RESERVED, StoreError, atomic_write, layout, safe_key_part
+
+MODELS_DIR = "models"  # in a run's workspace folder (not the store's models/): one folder per model
+
+
+def model_file(name: str, file: str) -> str:
+    """models/<name>/<file>: a model's file relative to a run's workspace (a local path, not a store key)."""
+    return f"{MODELS_DIR}/{name}/{file}"
 
 
 def new_run_id() -> str:
@@ -51,7 +58,7 @@ class Workspace:
     bundle = property(lambda self: self.root / "bundle")
 
     def model_dir(self, name: str) -> Path:
-        path = self.root / "models" / name
+        path = self.root / MODELS_DIR / name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -75,7 +82,6 @@ class Workspace:
 # run and sha256-checked; when the task succeeds, the files it added or changed are uploaded and one manifest is
 # written. drop_cache(ref) deletes the cache when the run ends.
 
-OBJECTS, MANIFESTS = "objects", "manifests"
 INDEX = ".~index.json"  # in the cache folder: relpath -> [sha256, size, mtime_ns] of what it holds from the store
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -171,27 +177,27 @@ class RemoteWorkspace:
     def manifest(self) -> dict[str, str]:
         """relpath -> sha256 of every file of the run in the store (later manifests win)."""
         files: dict[str, str] = {}
-        for key in sorted(self.store.list(MANIFESTS)):
+        for key in sorted(self.store.list(layout.WORKSPACE_MANIFESTS)):
             files.update(json.loads(self.store.get_bytes(key))["files"])
         return files
 
     def pull(self, models: Iterable[str] = ()) -> list[str]:
         """Fetch what is missing or stale in the cache; return the relpaths fetched."""
-        wanted = tuple(f"models/{m}/" for m in models)
+        wanted = tuple(model_file(m, "") for m in models)
         fetched = []
         with self._locked():
             index = self._index()
             for rel, sha in self.manifest().items():
-                if rel.startswith("models/") and not rel.endswith(".json") and not rel.startswith(wanted):
+                if rel.startswith(f"{MODELS_DIR}/") and not rel.endswith(".json") and not rel.startswith(wanted):
                     continue  # another model's weights: not needed here
                 path = self.local / rel
                 if index.get(rel, [None])[0] == sha and path.exists():
                     continue
-                self.store.get_file(f"{OBJECTS}/{sha}", path)
+                self.store.get_file(layout.workspace_object(sha), path)
                 got = sha256_file(path)
                 if got != sha:
                     path.unlink(missing_ok=True)
-                    raise StoreError(f"{self.store.url_for(OBJECTS + '/' + sha)} holds other bytes than the "
+                    raise StoreError(f"{self.store.url_for(layout.workspace_object(sha))} holds other bytes than the "
                                      f"workspace file {rel} it stands for (sha256 {got[:12]}..., not {sha[:12]}...)",
                                      hint="the run's workspace in the store is damaged: start the run again")
                 st = path.stat()
@@ -214,13 +220,13 @@ class RemoteWorkspace:
                     continue
                 sha = sha256_file(path)
                 if not known or known[0] != sha:
-                    if not self.store.exists(f"{OBJECTS}/{sha}"):
-                        self.store.put_file(f"{OBJECTS}/{sha}", path)
+                    if not self.store.exists(layout.workspace_object(sha)):
+                        self.store.put_file(layout.workspace_object(sha), path)
                     changed[rel] = sha
                 index[rel] = [sha, st.st_size, st.st_mtime_ns]
             if changed:
                 name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
-                self.store.put_bytes(f"{MANIFESTS}/{name}", json.dumps({"files": changed}, indent=1).encode(),
+                self.store.put_bytes(layout.workspace_manifest(name), json.dumps({"files": changed}, indent=1).encode(),
                                      "application/json")
             self._save_index(index)
         return sorted(changed)

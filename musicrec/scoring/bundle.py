@@ -24,9 +24,9 @@ from musicrec.data.ids import contained
 from musicrec.errors import StoreError
 from musicrec.hashing import ids_sha256, sha256_bytes, sha256_file
 from musicrec.scoring.runtime import load_session, read_metadata
-from musicrec.store import MissingKeyError, Store, safe_key_part
+from musicrec.store import MissingKeyError, Store, layout, safe_key_part
+from musicrec.store.pointer import read_pointer
 
-POINTER = "models/champion.json"
 TABLES = ("user_history.parquet", "item_stats.parquet", "also_bought.parquet", "item_vectors.parquet")
 
 
@@ -56,19 +56,14 @@ def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids:
     return list(TABLES)
 
 
-def read_pointer(store: Store) -> tuple[dict[str, Any] | None, str | None]:
-    """The champion pointer and its version token (for a conditional rewrite), or (None, None)."""
-    got = store.read_versioned(POINTER)
-    return (json.loads(got[0]), got[1]) if got else (None, None)
-
-
 def resolve_version(store: Store, version: str = "") -> tuple[str, str | None]:
-    """(version, expected metadata sha256): the given version, or the champion pointer's (with its sha256)."""
+    """(version, expected metadata sha256): the given version, or the champion pointer's (with its sha256);
+    a damaged pointer is a PointerDamaged error saying to name a --version."""
     if version:
         return version, None
     pointer, _ = read_pointer(store)
     if pointer is None:
-        raise StoreError(f"no champion at {store.url_for(POINTER)} and no --version given",
+        raise StoreError(f"no champion at {store.url_for(layout.CHAMPION)} and no --version given",
                          hint="run the training flow first, or name a published version")
     return pointer["version"], pointer["sha256"]
 
@@ -79,21 +74,21 @@ def download_bundle(store: Store, version: str, workdir: Path, metadata_sha256: 
     Files land under a temporary name and are renamed only after the whole bundle checked out, so a refused
     bundle leaves nothing behind in workdir.
     """
-    prefix = f"models/{safe_key_part(version)}"
+    meta_url = store.url_for(layout.bundle_metadata(version))
     try:
-        meta_bytes = store.get_bytes(f"{prefix}/metadata.json")
+        meta_bytes = store.get_bytes(layout.bundle_metadata(version))
     except MissingKeyError as e:
-        raise BundleDamaged(f"no bundle metadata at {store.url_for(prefix)}/metadata.json",
+        raise BundleDamaged(f"no bundle metadata at {meta_url}",
                             hint="check the version name and the store URI") from e
     if metadata_sha256 is not None and sha256_bytes(meta_bytes) != metadata_sha256:
-        raise BundleDamaged(f"{store.url_for(prefix)}/metadata.json does not match the champion pointer's sha256",
+        raise BundleDamaged(f"{meta_url} does not match the champion pointer's sha256",
                             hint="the bundle was modified after publishing; republish or repoint the champion")
-    meta = _parse_metadata(meta_bytes, f"{store.url_for(prefix)}/metadata.json")
+    meta = _parse_metadata(meta_bytes, meta_url)
     staging = workdir / f".incoming-{sha256_bytes(version.encode())[:12]}"
     staging.mkdir(parents=True, exist_ok=True)
     try:
         for name, expected in meta["files"].items():
-            _fetch_checked(store, f"{prefix}/{safe_key_part(name)}", staging / name, expected)
+            _fetch_checked(store, layout.bundle_file(version, name), staging / name, expected)
         for name in meta["files"]:
             (staging / name).replace(workdir / name)
         (workdir / "metadata.json").write_bytes(meta_bytes)

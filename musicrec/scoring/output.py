@@ -19,13 +19,9 @@ import pandas as pd
 from musicrec.errors import StoreError
 from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.store import Store
+from musicrec.store.layout import output_file, output_manifest
 
-MANIFEST = "_manifest.json"
 FORMATS = ("parquet", "csv")
-
-
-def _key(prefix: str, name: str) -> str:
-    return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
 
 
 def commit_parts(store: Store, prefix: str, parts: list[Path], summary: dict[str, Any]) -> dict[str, Any]:
@@ -44,16 +40,16 @@ def commit_parts(store: Store, prefix: str, parts: list[Path], summary: dict[str
     else:
         names = [f"part-{token}-{k:05d}.parquet" for k in range(len(parts))]
     for name, path in zip(names, parts):
-        store.put_file(_key(prefix, name), path)
+        store.put_file(output_file(prefix, name), path)
     manifest = {"parts": names, "sha256": {n: sha256_file(p) for n, p in zip(names, parts)},
                 "created_at": datetime.now(UTC).isoformat(), **summary}
-    store.put_bytes(_key(prefix, MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
+    store.put_bytes(output_manifest(prefix), json.dumps(manifest, indent=2, default=str).encode())
     for name in (old or {}).get("parts", []):
         if name not in names:
-            store.delete(_key(prefix, name))
-    where = _key(prefix, names[0]) if fmt == "csv" and names else prefix.strip("/")
+            store.delete(output_file(prefix, name))
+    where = output_file(prefix, names[0]) if fmt == "csv" and names else prefix.strip("/")
     output = store.url_for(where) if where else store.uri
-    return {**manifest, "uri": store.url_for(_key(prefix, MANIFEST)), "output": output}
+    return {**manifest, "uri": store.url_for(output_manifest(prefix)), "output": output}
 
 
 def _as_one_csv(parts: list[Path], dest: Path) -> Path:
@@ -65,7 +61,7 @@ def _as_one_csv(parts: list[Path], dest: Path) -> Path:
 
 
 def read_manifest(store: Store, prefix: str) -> dict[str, Any] | None:
-    key = _key(prefix, MANIFEST)
+    key = output_manifest(prefix)
     return json.loads(store.get_bytes(key)) if store.exists(key) else None
 
 
@@ -73,13 +69,13 @@ def read_output(store: Store, prefix: str) -> pd.DataFrame:
     """The complete output named by the manifest, parts checked against their sha256."""
     manifest = read_manifest(store, prefix)
     if manifest is None:
-        raise StoreError(f"no complete scoring output at {store.url_for(_key(prefix, MANIFEST))}",
+        raise StoreError(f"no complete scoring output at {store.url_for(output_manifest(prefix))}",
                          hint="the job has not finished (or failed); run it again")
     frames = []
     for name in manifest["parts"]:
-        data = store.get_bytes(_key(prefix, name))
+        data = store.get_bytes(output_file(prefix, name))
         if sha256_bytes(data) != manifest["sha256"][name]:
-            raise StoreError(f"{store.url_for(_key(prefix, name))} fails its sha256 check")
+            raise StoreError(f"{store.url_for(output_file(prefix, name))} fails its sha256 check")
         buf = io.BytesIO(data)
         ids = {"user_id": str, "item_id": str}
         frames.append(pd.read_csv(buf, dtype=ids, keep_default_na=False) if name.endswith(".csv") else pd.read_parquet(buf))

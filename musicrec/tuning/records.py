@@ -14,13 +14,7 @@ import musicrec
 from musicrec.errors import MusicrecError
 from musicrec.errors import ConfigError
 from musicrec.registry import FAMILIES, family_of, parse_config, search_space
-from musicrec.store import MissingKeyError, Store
-
-PREFIX = "tuning"
-
-
-def record_key(model: str) -> str:
-    return f"{PREFIX}/{model}.json"
+from musicrec.store import MissingKeyError, Store, layout
 
 
 def build_record(model: str, outcomes: list[dict[str, Any]], *, run_id: str, run: dict[str, Any], seed: int,
@@ -63,7 +57,7 @@ def gain(record: dict[str, Any]) -> float | None:
 def write_record(store: Store, record: dict[str, Any]) -> str:
     """Replace tuning/<model>.json in one put (a local store renames a finished temp file; an S3 PUT is
     atomic), so an interrupted run or a failing store leaves the previous record as it was."""
-    key = record_key(record["model"])
+    key = layout.tuning_record(record["model"])
     store.put_bytes(key, json.dumps(record, indent=2, default=str).encode(), content_type="application/json")
     return store.url_for(key)
 
@@ -72,13 +66,17 @@ def read_records(store: Store, models: list[str]) -> tuple[dict[str, dict[str, A
     """The latest record of each model that has one, and notes on records that could not be used."""
     found, notes = {}, []
     for model in models:
-        key = record_key(model)
+        key = layout.tuning_record(model)
         try:
             record = json.loads(store.get_bytes(key))
         except MissingKeyError:
             continue
         except (ValueError, MusicrecError) as e:
             notes.append(f"{store.url_for(key)} unreadable ({e}): {model} starts from its defaults")
+            continue
+        shape = _shape_problem(record)
+        if shape:
+            notes.append(f"{store.url_for(key)} is damaged ({shape}): {model} starts from its defaults")
             continue
         if not record.get("best_params"):
             notes.append(f"{store.url_for(key)} has no completed trial: {model} starts from its defaults")
@@ -90,6 +88,17 @@ def read_records(store: Store, models: list[str]) -> tuple[dict[str, dict[str, A
             continue
         found[model] = record
     return found, notes
+
+
+def _shape_problem(record: Any) -> str:
+    """What makes a parsed record unusable ("" if nothing): it must be an object whose best_params is an
+    object (or empty: no completed trial)."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    params = record.get("best_params")
+    if params and not isinstance(params, dict):
+        return f"best_params is a {type(params).__name__}, not an object of name -> value"
+    return ""
 
 
 def apply_records(records: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]],

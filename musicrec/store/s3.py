@@ -1,5 +1,6 @@
-"""S3 (and S3-compatible: MinIO, moto) implementation of Store. The only module besides store.py that
-imports boto3. Credentials come from the standard AWS chain only; every boto error becomes a StoreError."""
+"""S3 (and S3-compatible: MinIO, moto) implementation of Store: the only module that imports boto3, itself
+imported only when an s3:// URI is opened. Credentials come from the standard AWS chain only; every boto
+error becomes a StoreError."""
 
 from __future__ import annotations
 
@@ -28,24 +29,43 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from musicrec.errors import ConflictError, StoreError
 from musicrec.hashing import sha256_bytes
 from musicrec.settings import Settings, SettingsError, get_settings
-from musicrec.store import OCTET_STREAM, MissingKeyError, Store, atomic_write, check_key, check_prefix
+from musicrec.store.base import OCTET_STREAM, MissingKeyError, Store, atomic_write, check_key, check_prefix
 
-ENDPOINT_HINT = ("check that the S3 endpoint is reachable and right: AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3 "
-                 "or MUSICREC_S3_ENDPOINT_URL (MUSICREC_S3_ADDRESSING_STYLE=path for MinIO-like servers)")
-CREDENTIALS_HINT = ("check the AWS credential chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
-                    "or an instance/task role, and that it may access this bucket")
+ENDPOINT_HINT = (
+    "check that the S3 endpoint is reachable and right: AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3 "
+    "or MUSICREC_S3_ENDPOINT_URL (MUSICREC_S3_ADDRESSING_STYLE=path for MinIO-like servers)"
+)
+CREDENTIALS_HINT = (
+    "check the AWS credential chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, "
+    "or an instance/task role, and that it may access this bucket"
+)
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 # what the credential chain reads from the environment; a session resolves credentials once and caches them
-_CREDENTIAL_ENV = (*_SECRET_ENV, "AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_CONFIG_FILE",
-                   "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
-                   "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                   "AWS_EC2_METADATA_DISABLED")
+_CREDENTIAL_ENV = (
+    *_SECRET_ENV,
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_EC2_METADATA_DISABLED",
+)
 _SESSIONS: dict[str, boto3.session.Session] = {}
 _SESSIONS_LOCK = threading.Lock()
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-           "403"}
+_DENIED = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "403",
+}
 _LOST_RACE = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
 
@@ -114,10 +134,12 @@ class S3Store(Store):
         try:
             self._client = make_client(endpoint)
         except (BotoCoreError, Boto3Error, ValueError) as exc:
-            raise StoreError(f"cannot set up an S3 client for {self.uri}: {scrub(str(exc))}",
-                             hint=ENDPOINT_HINT) from exc
-        self._transfer = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20,
-                                        max_concurrency=4, use_threads=True)
+            raise StoreError(
+                f"cannot set up an S3 client for {self.uri}: {scrub(str(exc))}", hint=ENDPOINT_HINT
+            ) from exc
+        self._transfer = TransferConfig(
+            multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4, use_threads=True
+        )
         self._bucket_seen = False
 
     def _key(self, key: str) -> str:
@@ -127,14 +149,29 @@ class S3Store(Store):
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def put_bytes(self, key: str, data: bytes, content_type: str = OCTET_STREAM) -> None:
-        self._call("write", key, self._client.put_object, Bucket=self.bucket, Key=self._key(key), Body=data,
-                   ContentType=content_type)
+        self._call(
+            "write",
+            key,
+            self._client.put_object,
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Body=data,
+            ContentType=content_type,
+        )
 
     def put_file(self, key: str, path: str | os.PathLike[str], content_type: str = OCTET_STREAM) -> None:
         if not os.path.isfile(path):
             raise StoreError(f"cannot upload {os.fspath(path)!r} to {self.url_for(key)}: not a readable file")
-        self._call("write", key, self._client.upload_file, os.fspath(path), self.bucket, self._key(key),
-                   Config=self._transfer, ExtraArgs={"ContentType": content_type})
+        self._call(
+            "write",
+            key,
+            self._client.upload_file,
+            os.fspath(path),
+            self.bucket,
+            self._key(key),
+            Config=self._transfer,
+            ExtraArgs={"ContentType": content_type},
+        )
 
     def get_bytes(self, key: str) -> bytes:
         resp = self._call("read", key, self._client.get_object, Bucket=self.bucket, Key=self._key(key))
@@ -142,14 +179,23 @@ class S3Store(Store):
 
     def get_file(self, key: str, dest_path: str | os.PathLike[str]) -> None:
         def download(fh: Any) -> None:
-            self._call("read", key, self._client.download_fileobj, self.bucket, self._key(key), fh,
-                       Config=self._transfer)
+            self._call(
+                "read",
+                key,
+                self._client.download_fileobj,
+                self.bucket,
+                self._key(key),
+                fh,
+                Config=self._transfer,
+            )
 
         try:
             atomic_write(Path(dest_path), download)
         except OSError as exc:
-            raise StoreError(f"cannot write {os.fspath(dest_path)!r} from {self.url_for(key)}: {exc}",
-                             hint="check that the destination folder is writable") from exc
+            raise StoreError(
+                f"cannot write {os.fspath(dest_path)!r} from {self.url_for(key)}: {exc}",
+                hint="check that the destination folder is writable",
+            ) from exc
 
     def exists(self, key: str) -> bool:
         try:
@@ -165,7 +211,8 @@ class S3Store(Store):
         keys: list[str] = []
         try:
             pages = self._client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=f"{full}/" if full else "")
+                Bucket=self.bucket, Prefix=f"{full}/" if full else ""
+            )
             for page in pages:
                 keys.extend(o["Key"][strip:] for o in page.get("Contents", ()) if not o["Key"].endswith("/"))
         except (BotoCoreError, Boto3Error, ClientError) as exc:
@@ -181,14 +228,21 @@ class S3Store(Store):
             raise StoreError(f"refusing to delete everything in {self.uri}", hint="pass a non-empty prefix")
         keys = self.list(folder)
         for start in range(0, len(keys), 1000):
-            batch = [{"Key": self._key(k)} for k in keys[start:start + 1000]]
-            resp = self._call("delete", folder, self._client.delete_objects, Bucket=self.bucket,
-                              Delete={"Objects": batch, "Quiet": True})
+            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            resp = self._call(
+                "delete",
+                folder,
+                self._client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": batch, "Quiet": True},
+            )
             if resp.get("Errors"):
                 err = resp["Errors"][0]
-                raise StoreError(f"cannot delete {len(resp['Errors'])} object(s) under "
-                                 f"{self.url_for(folder)}, e.g. {err.get('Key')}: {err.get('Code')}",
-                                 hint=CREDENTIALS_HINT)
+                raise StoreError(
+                    f"cannot delete {len(resp['Errors'])} object(s) under "
+                    f"{self.url_for(folder)}, e.g. {err.get('Key')}: {err.get('Code')}",
+                    hint=CREDENTIALS_HINT,
+                )
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         try:
@@ -205,9 +259,12 @@ class S3Store(Store):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _LOST_RACE or (expected_token is not None and code in _NOT_FOUND):
                 raise ConflictError(
-                    scrub(f"conditional write to {self.url_for(key)} lost ({code}): "
-                          f"expected version {expected_token}"),
-                    hint="read the object again (read_versioned) and decide anew") from exc
+                    scrub(
+                        f"conditional write to {self.url_for(key)} lost ({code}): "
+                        f"expected version {expected_token}"
+                    ),
+                    hint="read the object again (read_versioned) and decide anew",
+                ) from exc
             self._fail(exc, "write", key)
         except (BotoCoreError, Boto3Error) as exc:
             self._fail(exc, "write", key)
@@ -244,21 +301,27 @@ class S3Store(Store):
             message = f"cannot {action} {where}: {type(exc).__name__}: {exc}"
         raise cls(scrub(message), hint=hint) from exc
 
-    def _describe_client_error(self, exc: ClientError, action: str, key: str,
-                               where: str) -> tuple[type[StoreError], str, str]:
+    def _describe_client_error(
+        self, exc: ClientError, action: str, key: str, where: str
+    ) -> tuple[type[StoreError], str, str]:
         """Error class, message and hint for an error answer from S3."""
         err, meta = exc.response.get("Error", {}), exc.response.get("ResponseMetadata", {})
         code, status = str(err.get("Code", "")), meta.get("HTTPStatusCode")
         if code == "NoSuchKey" or (code in _NOT_FOUND and self._bucket_exists()):  # HEAD: 404, no body
             return MissingKeyError, f"no object at {where} (key '{key}')", "check the key and the store URI"
         if code in _NOT_FOUND or code == "NoSuchBucket":
-            return (StoreError, f"cannot {action} {where}: bucket '{self.bucket}' does not exist",
-                    "create the bucket, or fix the store URI (s3://bucket/prefix) or the endpoint")
+            return (
+                StoreError,
+                f"cannot {action} {where}: bucket '{self.bucket}' does not exist",
+                "create the bucket, or fix the store URI (s3://bucket/prefix) or the endpoint",
+            )
         if code in _DENIED:
             return StoreError, f"cannot {action} {where}: access denied ({code})", CREDENTIALS_HINT
         tries = meta.get("RetryAttempts", 0) + 1
-        message = (f"cannot {action} {where}: S3 error {code or '?'} (HTTP {status}) after {tries} "
-                   f"attempt(s): {err.get('Message', '')}")
+        message = (
+            f"cannot {action} {where}: S3 error {code or '?'} (HTTP {status}) after {tries} "
+            f"attempt(s): {err.get('Message', '')}"
+        )
         hint = "retry later; raise MUSICREC_S3_MAX_ATTEMPTS if it keeps failing; " + ENDPOINT_HINT
         return StoreError, message, hint
 
