@@ -23,9 +23,14 @@ def fingerprint(ratings: pd.DataFrame) -> str:
     return "sha256:" + sha256_bytes(rows.to_numpy().tobytes())
 
 
-def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Path] = (),
-           columns: dict[str, str] | None = None,
-           rating_range: tuple[float, float] | None = None, delimiter: str | None = None) -> dict[str, Any]:
+def ingest(
+    ws: Workspace,
+    reviews: Sequence[str | Path],
+    meta: Sequence[str | Path] = (),
+    columns: dict[str, str] | None = None,
+    rating_range: tuple[float, float] | None = None,
+    delimiter: str | None = None,
+) -> dict[str, Any]:
     """Load, find the rating scale (rating_range, else from the data) and validate; on success write
     ratings/items parquet and rating_scale.json. Raises ValidationFailed (with the report saved as
     validation.json) or DataError before anything is written for training.
@@ -35,8 +40,10 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
     import_gx_in_background()  # overlaps the files' reading
     ds = load_dataset(list(reviews), list(meta), columns, delimiter or None)
     scale = _rating_scale(ds.ratings, rating_range, reviews)
-    reports = {"ratings": validate_table(ds.ratings, "ratings", scale.range),
-               "items": validate_table(ds.items, "items")}
+    reports = {
+        "ratings": validate_table(ds.ratings, "ratings", scale.range),
+        "items": validate_table(ds.items, "items"),
+    }
     ws.write_json("validation.json", {k: r.to_dict() for k, r in reports.items()})
     for name, report in reports.items():
         report.raise_if_failed(source=", ".join(map(str, reviews if name == "ratings" else meta)))
@@ -58,8 +65,9 @@ def ingest(ws: Workspace, reviews: Sequence[str | Path], meta: Sequence[str | Pa
     }
 
 
-def _rating_scale(ratings: pd.DataFrame, rating_range: Sequence[float] | None,
-                  reviews: Sequence[str | Path]) -> RatingScale:
+def _rating_scale(
+    ratings: pd.DataFrame, rating_range: Sequence[float] | None, reviews: Sequence[str | Path]
+) -> RatingScale:
     """infer_scale, with its error naming the review files the ratings came from."""
     try:
         return infer_scale(ratings["rating"], tuple(rating_range) if rating_range is not None else None)
