@@ -54,5 +54,9 @@ class ConflictError(StoreError):
     """A conditional write lost a race: someone else changed the object first."""
 
 
+class UsageError(MusicrecError):
+    """A command-line argument that cannot work; nothing has been started."""
+
+
 class ConfigError(MusicrecError):
     """An override that the model cannot take (unknown model or key, wrong type, out of range)."""

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from musicrec import registry
-from musicrec.errors import ConfigError, DataError, MusicrecError
+from musicrec.errors import ConfigError, DataError, UsageError
 from musicrec.settings import get_settings
 from musicrec.store import Store, layout, open_store
 from musicrec.store.pointer import read_pointer
@@ -32,10 +32,6 @@ REQUIRED_COLUMNS = ("user", "item")
 COLUMNS_EXAMPLE = (
     "--columns user=listener,item=track,rating=stars[,timestamp=ts] (or by position: user=1,item=2,rating=3)"
 )
-
-
-class UsageError(MusicrecError):
-    """A command-line argument that cannot work; nothing has been started."""
 
 
 def prefect_defaults() -> None:

@@ -4,8 +4,9 @@ Adding a model is one file (its config class and its model class) and one line i
 the code knows about models comes from here: the CLI's and the flows' model lists, the deployment's defaults,
 the configs every override is checked against, the search spaces tuning reads, and the contract tests.
 
-This module imports no torch: the configs are pydantic, and an implementation ("module:Class") is imported
-only when model_class() is asked for it, so arguments are checked before anything slow starts.
+This module imports nothing of the families: a config ("module:Class", pydantic, no torch) is imported when
+it is first asked for, and an implementation (torch) only when model_class() is; so arguments are checked
+before anything slow starts, and the families can read this table without an import circle.
 """
 
 from __future__ import annotations
@@ -18,19 +19,17 @@ from pydantic import BaseModel, ValidationError
 
 from musicrec.errors import ConfigError
 from musicrec.fit.space import Dim
-from musicrec.implicit import configs as implicit
-from musicrec.rating import configs as rating
 
 Family = Literal["rating", "retrieval"]
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered model: its family, its config class, and its implementation (a class, or the
+    """One registered model: its family, its config class and its implementation (each a class, or the
     "module:Class" path of one, imported on first use)."""
 
     family: Family
-    config: type[BaseModel]
+    config: str | type[BaseModel]
     impl: str | type
 
 
@@ -50,17 +49,25 @@ FAMILIES: dict[Family, Judge] = {
 }
 
 MODELS: dict[str, Entry] = {
-    "gmf": Entry("rating", rating.FactorConfig, "musicrec.rating.gmf:GMF"),
-    "gmf_regression": Entry("rating", rating.FactorConfig, "musicrec.rating.gmf_regression:GMFRegression"),
-    "gmf_logistic": Entry("rating", rating.LogisticConfig, "musicrec.rating.gmf_logistic:GMFLogistic"),
-    "nnmf": Entry("rating", rating.NNMFConfig, "musicrec.rating.nnmf:NNMF"),
-    "mlp": Entry("rating", rating.MLPConfig, "musicrec.rating.mlp:MLP"),
-    "w2v_mlp": Entry("rating", rating.W2VMLPConfig, "musicrec.rating.w2v_mlp:W2VMLP"),
-    "implicit_pointwise": Entry(
-        "retrieval", implicit.PointwiseConfig, "musicrec.implicit.train:SGDRetrieval"
+    "gmf": Entry("rating", "musicrec.rating.configs:FactorConfig", "musicrec.rating.gmf:GMF"),
+    "gmf_regression": Entry(
+        "rating", "musicrec.rating.configs:FactorConfig", "musicrec.rating.gmf_regression:GMFRegression"
     ),
-    "implicit_bpr": Entry("retrieval", implicit.BPRConfig, "musicrec.implicit.train:SGDRetrieval"),
-    "implicit_hinge": Entry("retrieval", implicit.HingeConfig, "musicrec.implicit.train:SGDRetrieval"),
+    "gmf_logistic": Entry(
+        "rating", "musicrec.rating.configs:LogisticConfig", "musicrec.rating.gmf_logistic:GMFLogistic"
+    ),
+    "nnmf": Entry("rating", "musicrec.rating.configs:NNMFConfig", "musicrec.rating.nnmf:NNMF"),
+    "mlp": Entry("rating", "musicrec.rating.configs:MLPConfig", "musicrec.rating.mlp:MLP"),
+    "w2v_mlp": Entry("rating", "musicrec.rating.configs:W2VMLPConfig", "musicrec.rating.w2v_mlp:W2VMLP"),
+    "implicit_pointwise": Entry(
+        "retrieval", "musicrec.implicit.configs:PointwiseConfig", "musicrec.implicit.train:SGDRetrieval"
+    ),
+    "implicit_bpr": Entry(
+        "retrieval", "musicrec.implicit.configs:BPRConfig", "musicrec.implicit.train:SGDRetrieval"
+    ),
+    "implicit_hinge": Entry(
+        "retrieval", "musicrec.implicit.configs:HingeConfig", "musicrec.implicit.train:SGDRetrieval"
+    ),
 }
 
 
@@ -80,7 +87,7 @@ def family_of(name: str) -> Family:
 
 
 def config_class(name: str) -> type[BaseModel]:
-    return entry(name).config
+    return _load(entry(name).config)
 
 
 def search_space(name: str) -> dict[str, Dim]:
@@ -90,11 +97,14 @@ def search_space(name: str) -> dict[str, Dim]:
 
 def model_class(name: str) -> Any:
     """The model's implementation, imported on first use (this is where torch loads)."""
-    impl = entry(name).impl
-    if isinstance(impl, str):
-        module, _, attr = impl.partition(":")
+    return _load(entry(name).impl)
+
+
+def _load(target: str | type) -> Any:
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
         return getattr(importlib.import_module(module), attr)
-    return impl
+    return target
 
 
 def parse_config(

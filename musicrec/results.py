@@ -12,8 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from musicrec.errors import StoreError
-from musicrec.preflight import UsageError
+from musicrec.errors import StoreError, UsageError
 from musicrec.store import Store, layout
 from musicrec.store.pointer import read_pointer
 
