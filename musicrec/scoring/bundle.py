@@ -3,7 +3,7 @@
 Besides model.onnx a bundle carries four small Parquet tables (no pickles), all hashed in metadata.json:
 - user_history.parquet: user_id, item_id of the training split; its users are the model's known users, and
   it tells the top-N job which items a user already rated;
-- item_stats.parquet: item_id (the model's known items, index order), n_ratings, mean_rating, title (may be empty);
+- item_stats.parquet: item_id (known items, index order), n_ratings, mean_rating, title (may be empty);
 - also_bought.parquet: item_id, other_id pairs from the items table (other_id restricted to known items);
 - item_vectors.parquet: the run's Word2Vec item vectors (item_id, v0..vD).
 The id lists are checked against the id hashes baked into the ONNX graph when the bundle is loaded.
