@@ -15,7 +15,7 @@ def make_task_runner(
 ) -> tuple[Any, int]:
     """Return (runner, how many tasks run at once). threads: a thread pool of `at_once` threads (0: one per
     task, the two baseline tasks included), tasks beyond it queue in submission order; processes: Prefect's
-    ProcessPoolTaskRunner with one worker per core; dask: prefect-dask on an existing cluster or a LocalCluster."""
+    ProcessPoolTaskRunner, a worker per core; dask: prefect-dask on a given cluster or a LocalCluster."""
     workers = max(1, min(threads, n_tasks))
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
