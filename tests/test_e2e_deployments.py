@@ -115,7 +115,7 @@ def _run_chain(e2e: dict[str, Any], then_no_promotion: bool = False) -> None:
         _check_output(e2e["store"], scored)
         if then_no_promotion:
             _train(client, train_dep, "gmf", 1, procs, promote=False)
-            time.sleep(15)  # the trigger fired ~4 s after the promoting run; give a stray one time to show
+            time.sleep(15)  # the trigger fires seconds after the promoting run; give a stray one time to show
             reports = [json.loads(p.read_text()) for p in e2e["store"].glob("runs/*/report.json")]
             assert [promotion(r)["promoted"] for r in reports].count(True) == 1, [
                 promotion(r) for r in reports

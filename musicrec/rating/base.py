@@ -166,7 +166,7 @@ class FactorTables:
 
 class DotProductGradients:
     """Closed-form gradients for mu + b_u + b_i + p_u . q_i under MSE and the penalties() above. Autograd's
-    sparse embedding backward and the second lookup the penalty needs were half of every step at seed size;
+    sparse embedding backward and the second lookup the penalty needs were a large share of every step;
     this computes the same gradients from one lookup and hands them to the optimiser as sparse tensors.
     The fused numba kernel (musicrec.rating.fused) trains these models too: it computes the same update."""
 

@@ -49,9 +49,8 @@ def write_tables(
     stats.to_parquet(dest / TABLES[1], index=False)
     pairs = items[["item_id", "also_bought"]].explode("also_bought").dropna()
     pairs = pairs.rename(columns={"also_bought": "other_id"}).astype(str)
-    known = pd.Series(
-        item_ids
-    )  # Arrow hash-set lookups: pandas' isin on Arrow strings took 3.2 s on 2M pairs
+    # Arrow hash-set lookups: pandas' isin on Arrow strings is slow (a Python loop over the ids)
+    known = pd.Series(item_ids)
     pairs = pairs[
         contained(pairs["item_id"], known)
         & contained(pairs["other_id"], known)

@@ -97,8 +97,8 @@ def _candidate_arrays(bundle: Bundle) -> tuple[Any, ...]:
 
 
 class History(Mapping[str, np.ndarray]):
-    """User id -> sorted unique item positions, kept as one CSR array: a dict of 717K small arrays took 11 s
-    to build through a pandas groupby at seed size, and 1.4 s through np.split."""
+    """User id -> sorted unique item positions, kept as one CSR array: at seed size a dict of 717K small
+    arrays was slow to build, through a pandas groupby and still through np.split (benchmarks/RESULTS.md)."""
 
     def __init__(self, users: list[str], indptr: np.ndarray, positions: np.ndarray) -> None:
         self._row = dict(zip(users, range(len(users)), strict=False))
@@ -147,8 +147,8 @@ def build_buckets(
 ) -> Buckets:
     """Spherical k-means with about sqrt(n) centroids, seeded: at seed size (about 400K vectors) a query
     then compares against a few thousand rows instead of all of them. The centroids are fitted on a sample
-    of per_bucket_sample rows per centroid, then every row goes to its nearest one (2.6 s -> 1.1 s at
-    seed)."""
+    of per_bucket_sample rows per centroid, then every row goes to its nearest one (faster than
+    fitting on every row at seed size; see benchmarks/RESULTS.md)."""
     rng = np.random.default_rng(seed)
     n_buckets = int(np.sqrt(len(unit)))
     fit = unit[rng.choice(len(unit), min(len(unit), per_bucket_sample * n_buckets), replace=False)]
@@ -178,7 +178,7 @@ def arrow_ids(ids: pd.Index | np.ndarray) -> pa.Array:
 
 
 def id_positions(known: pa.Array, ids: pd.Series | np.ndarray) -> np.ndarray:
-    """Position of each id in known (-1 if absent) by Arrow's hash lookup: 3-4x faster than
+    """Position of each id in known (-1 if absent) by Arrow's hash lookup: much faster than
     pandas.Index.get_indexer, which first turns Arrow-backed strings into Python objects."""
     found = pc.index_in(pa.array(np.asarray(ids, dtype=object), type=pa.string()), value_set=known)
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
