@@ -1,6 +1,7 @@
 """The implicit models' test metrics on full score rows and with musicrec.metrics.bounded, side by side.
 
-    .venv/bin/python benchmarks/bounded_eval.py --workspace <run folder> [--models implicit_hinge,implicit_bpr]
+    .venv/bin/python benchmarks/bounded_eval.py --workspace <run folder> \
+        [--models implicit_hinge,implicit_bpr]
 
 The run folder is a training run's workspace (with ratings.parquet and models/<name>/weights.npz), e.g. under
 .musicrec/work/ of the folder `benchmarks/commands.py` logs to. Prints each model's seconds for both
@@ -45,7 +46,8 @@ def main() -> None:
             )
             t_full = time.perf_counter() - t
         print(
-            f"{name}: bounded {t_bounded:.1f} s, full rows {t_full:.1f} s, equal: {bounded == full}; {bounded}",
+            f"{name}: bounded {t_bounded:.1f} s, full rows {t_full:.1f} s, "
+            f"equal: {bounded == full}; {bounded}",
             flush=True,
         )
 

@@ -1,5 +1,5 @@
-"""The user-facing commands end to end, as a user runs them: `musicrec train`, then `musicrec score` on 1M pairs
-and on 100K users, each a fresh process that starts its own temporary Prefect server.
+"""The user-facing commands end to end, as a user runs them: `musicrec train`, then `musicrec score` on 1M
+pairs and on 100K users, each a fresh process that starts its own temporary Prefect server.
 
     .venv/bin/python benchmarks/commands.py [--scale seed] [--store file:///…] [--repeat 3]
 
@@ -7,8 +7,8 @@ and on 100K users, each a fresh process that starts its own temporary Prefect se
 missing). --store reuses a store that already has a champion and skips `musicrec train`. Per command: wall
 seconds and peak RSS of the command's process tree (a wrapper process reports RUSAGE_CHILDREN), and the
 command's own numbers: the training report's stage_seconds, the scoring manifest's stage seconds and pairs or
-users per second. The pairs are 90% known ids drawn uniformly from the bundle's users and items and 10% unknown
-ids; the users are known users. Writes benchmarks/out/commands/commands_<scale>.json and prints a markdown table.
+users per second. Pairs: 90% known ids drawn uniformly from the bundle's users and items, 10% unknown ids;
+users: known users. Writes benchmarks/out/commands/commands_<scale>.json and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from train_models import code_state, ensure_sample, machine
 
 SEED_SAMPLE = Path("/tmp/seed/data")
-# A fresh interpreter runs the command and prints its children's peak RSS (KB on Linux) as the last stderr line.
+# A fresh interpreter runs the command; its last stderr line is its children's peak RSS (KB on Linux).
 WRAPPER = (
     "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
     "print('@@RSS@@', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
@@ -64,7 +64,7 @@ def score_manifest(stdout: str) -> dict[str, Any]:
 
 
 def write_inputs(store_uri: str, work: Path, pairs: int, users: int) -> tuple[Path, Path]:
-    """pairs.parquet (90% known / 10% unknown ids) and users.parquet (known users), from the champion bundle."""
+    """pairs.parquet (90% known, 10% unknown ids) and users.parquet (known users) from the champion bundle."""
     import numpy as np
     import pandas as pd
 
@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
 def markdown(res: dict[str, Any]) -> str:
     m, m2 = res["machine"], res.get("machine_after", {})
     lines = [
-        f"{res['scale']}: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']}, {m['date']}, "
+        f"{res['scale']}: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']}, "
+        f"{m['date']}, "
         f"load {m['loadavg'][0]} -> {m2.get('loadavg', ['?'])[0]}; code {res['code']['head']} "
         f"(sources {res['code']['sha256']}, changed vs HEAD: {res['code']['changed_vs_head'] or 'none'})",
         "",
@@ -194,7 +195,8 @@ def markdown(res: dict[str, Any]) -> str:
         if r["command"] == "musicrec train":
             stages = ", ".join(f"{k} {v:.0f} s" for k, v in (r["stage_seconds"] or {}).items())
             lines.append(
-                f"| {r['command']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | - | {r['ratings']:,} ratings | "
+                f"| {r['command']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | - | "
+                f"{r['ratings']:,} ratings | "
                 f"{stages}; champion {r['champion']} test RMSE {r['test_rmse']} |"
             )
         else:

@@ -1,6 +1,7 @@
 """Seconds per epoch of the implicit models at the seed's shape (synthetic ids, Zipf-like popularity).
 
-    python benchmarks/implicit_epoch.py [--models implicit_bpr,...] [--epochs 2] [--threads 2] [--rows 1263464] [--text]
+    python benchmarks/implicit_epoch.py [--models implicit_bpr,...] [--epochs 2] [--threads 2] \
+        [--rows 1263464] [--text]
 
 840,372 users x 456,992 items, 1,263,464 training interactions (the seed's training split), validation on a
 fixed sample of users (the config's val_users). Prints one line per model: train seconds per epoch, validation

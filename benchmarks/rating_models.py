@@ -1,6 +1,7 @@
 """The six rating models beside the bias baseline and scikit-surprise on the same split, in one process.
 
-    python benchmarks/rating_models.py --data small|medium|mi-ratings|mi-reviews [--seed 0] [--out benchmarks/out]
+    python benchmarks/rating_models.py --data small|medium|mi-ratings|mi-reviews [--seed 0] \
+        [--out benchmarks/out]
 
 Each data set goes through musicrec's own stages (ingest with validation, split, Word2Vec), then every model
 trains at its defaults; Surprise's BaselineOnly and SVD (defaults, and n_factors 100 / reg 0.05) fit the same

@@ -34,7 +34,7 @@ PREFECT_ENV = {
 
 
 class TimedSubflow:
-    """Stands in for flows.training.train_models: same with_options(), but records the wall clock of the call."""
+    """Stands in for flows.training.train_models: same with_options(), and records the call's wall clock."""
 
     def __init__(self, flow: Any, record: dict[str, float]) -> None:
         self.flow, self.record = flow, record
@@ -140,13 +140,15 @@ def markdown(res: dict[str, Any]) -> str:
         f"### runners: `training` flow, scale `{res['scale']}`, all six models, default hyperparameters",
         "",
         (
-            f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}; {m['date']}; load average at start "
-            f"{m['loadavg']}, at end {res['loadavg_end']}. TrainingParams.threads = {m['nproc']} (default)."
+            f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}; {m['date']}; "
+            f"load average at start {m['loadavg']}, at end {res['loadavg_end']}. "
+            f"TrainingParams.threads = {m['nproc']} (default)."
         ),
         "",
         (
             "| runner | parallel tasks | flow s | train-models subflow s | sum fit s | max fit s "
-            "| sum fit / subflow | server start s | process s | champion (val RMSE) | load avg before/after | code |"
+            "| sum fit / subflow | server start s | process s | champion (val RMSE) "
+            "| load avg before/after | code |"
         ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]

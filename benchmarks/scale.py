@@ -1,6 +1,7 @@
 """How the pipeline's cost grows with the data: every stage at small, medium and seed size, and past it.
 
-    .venv/bin/python benchmarks/scale.py [--scales small,medium,seed,seed2x,seed4x] [--out benchmarks/out/scale]
+    .venv/bin/python benchmarks/scale.py [--scales small,medium,seed,seed2x,seed4x] \
+        [--out benchmarks/out/scale]
 
 seed2x and seed4x are the seed's user, item and rating counts times 2 and 4 (musicrec.data.world.SCALES): the
 same ratings per user and per item, so the curves show growth in size, not a change of shape.
@@ -8,13 +9,13 @@ same ratings per user and per item, so the curves show growth in size, not a cha
 Per scale, each stage runs in a FRESH SUBPROCESS, so its peak RSS (VmHWM of that process image) is its own:
 generate (timed only when the sample is not reused), ingest (read + validate), prepare (split + Word2Vec),
 each of the six rating models with threads=1 (train_models.py's child) + the baselines, each of the three
-implicit models (fit with validation NDCG@10 each epoch, then test) + the ranking baselines (--retrieval-models
-picks which), bundle (ONNX export + verify of
-the best model by validation RMSE), publish (publish_bundle + promote into a file store), score pairs (1M random
-pairs of known and unknown ids through the bundle with onnxruntime) and rank (top-10 for 100K users, or all).
-Samples live in benchmarks/out/<scale> (shared with the other scripts; a seed sample at /tmp/seed/data with the
-same generator version is linked instead of regenerated). Writes <out>/scale_<scale>.json, <out>/scale.md and
-benchmarks/scale.png (time against ratings per stage, log-log), and prints one table per scale.
+implicit models (fit with validation NDCG@10 each epoch, then test) + the ranking baselines
+(--retrieval-models picks which), bundle (ONNX export + verify of the best model by validation RMSE), publish
+(publish_bundle + promote into a file store), score pairs (1M random pairs of known and unknown ids through
+the bundle with onnxruntime) and rank (top-10 for 100K users, or all). Samples live in benchmarks/out/<scale>
+(shared with the other scripts; a seed sample at /tmp/seed/data with the same generator version is linked
+instead of regenerated). Writes <out>/scale_<scale>.json, <out>/scale.md and benchmarks/scale.png (time
+against ratings per stage, log-log), and prints one table per scale.
 """
 
 from __future__ import annotations
@@ -427,8 +428,8 @@ def run_scale(scale: str, out: Path, a: argparse.Namespace) -> dict[str, Any]:
 
 
 def rerun_stages(scale: str, out: Path, stages: list[str], a: argparse.Namespace) -> dict[str, Any]:
-    """Run again some stages after training (bundle, publish, score_pairs, rank) of an earlier run of this scale,
-    on its workspace and store, replacing their rows (e.g. after a stage failed)."""
+    """Run again some stages after training (bundle, publish, score_pairs, rank) of an earlier run of this
+    scale, on its workspace and store, replacing their rows (e.g. after a stage failed)."""
     res = _load_json(out / f"scale_{scale}.json")
     root = out / scale
     # published versions are immutable and the bench workspace always publishes "bench-<model>": a rerun of
@@ -470,7 +471,7 @@ def totals(res: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def dominant(res: dict[str, Any], flow_only: bool = False) -> tuple[str, float, float]:
-    """(stage, its seconds, share of the timed stages' seconds), generate excluded; flow_only: ingest..publish."""
+    """(stage, its seconds, its share of the timed stages), generate excluded; flow_only: ingest..publish."""
     skip = ("generate", "score_pairs", "rank") if flow_only else ("generate",)
     agg = {k: v for k, v in totals(res).items() if k not in skip}
     stage = max(agg, key=lambda k: agg[k]["seconds"])
@@ -510,7 +511,10 @@ def _note(r: dict[str, Any]) -> str:
             f"test {r['test_ndcg_at_10']:.4f}"
         )
     if s.startswith("train:") and "fit_seconds" in r:
-        return f"fit {r['fit_seconds']} s, {r['epochs']} epochs, TrainData load {r['load_seconds']} s, val {r['val_rmse']:.4f}"
+        return (
+            f"fit {r['fit_seconds']} s, {r['epochs']} epochs, TrainData load {r['load_seconds']} s, "
+            f"val {r['val_rmse']:.4f}"
+        )
     if s == "bundle":
         return (
             f"TrainData load {r['load_seconds']} s (not in s); ONNX {r['onnx_mb']} MB; retrieval "
@@ -537,8 +541,9 @@ def markdown(res: dict[str, Any]) -> str:
     stage, sec, share = dominant(res)
     lines = [
         (
-            f"### scale `{res['scale']}`: {res['ratings']:,} ratings after de-dup ({c['ratings']:,} review lines, "
-            f"{c['users']:,} users, {c['items']:,} items), {res.get('n_train', 0):,} train rows"
+            f"### scale `{res['scale']}`: {res['ratings']:,} ratings after de-dup "
+            f"({c['ratings']:,} review lines, {c['users']:,} users, {c['items']:,} items), "
+            f"{res.get('n_train', 0):,} train rows"
         ),
         "",
         f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}, Python {m['python']}; {m['date']}; "
@@ -556,7 +561,8 @@ def markdown(res: dict[str, Any]) -> str:
     ]
     for r in res["stages"]:
         lines.append(
-            f"| {r['stage']}{' (rerun)' if 'rerun' in r else ''} | {r.get('seconds', '-') if r.get('seconds') is None else round(r['seconds'], 2)} "
+            f"| {r['stage']}{' (rerun)' if 'rerun' in r else ''} "
+            f"| {r.get('seconds', '-') if r.get('seconds') is None else round(r['seconds'], 2)} "
             f"| {r['process_seconds']} | {r.get('peak_rss_mb', '-')} | {_rate(r, res['ratings'])} | "
             f"{_note(r)} | {r['load_before']} / {r.get('load_after', '-')} |"
         )
@@ -565,7 +571,8 @@ def markdown(res: dict[str, Any]) -> str:
     cs, ce = res["code_start"], res["code_end"]
     lines += [
         "",
-        "Per stage (train = six rating models + baselines, retrieval = three implicit models + ranking baselines): "
+        "Per stage (train = six rating models + baselines, "
+        "retrieval = three implicit models + ranking baselines): "
         + ", ".join(f"{k} {v['seconds']:.1f} s / {v['peak_rss_mb']:.0f} MB" for k, v in agg.items())
         + ".",
         (
@@ -581,7 +588,8 @@ def markdown(res: dict[str, Any]) -> str:
         + (" (**changed during the run**)" if cs["sha256"] != ce["sha256"] else "")
         + f"; files differing from HEAD: {', '.join(cs['changed_vs_head']) or 'none'}."
         + (
-            f" Rows marked rerun were run again at HEAD {res['code_rerun']['head']} (sources {res['code_rerun']['sha256']})."
+            f" Rows marked rerun were run again at HEAD {res['code_rerun']['head']} "
+            f"(sources {res['code_rerun']['sha256']})."
             if "code_rerun" in res
             else ""
         ),
@@ -728,8 +736,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in sorted(done, key=lambda r: r["ratings"]):
         stage, sec, share = dominant(r)
         print(
-            f"{r['scale']}: {r['ratings']:,} ratings, dominant stage {stage} ({sec:.1f} s, {share:.0%}); training "
-            "flow: {} ({:.1f} s, {:.0%})".format(*dominant(r, flow_only=True))
+            f"{r['scale']}: {r['ratings']:,} ratings, dominant stage {stage} ({sec:.1f} s, {share:.0%}); "
+            "training flow: {} ({:.1f} s, {:.0%})".format(*dominant(r, flow_only=True))
         )
 
 

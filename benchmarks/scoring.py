@@ -58,7 +58,8 @@ def build_store(out: Path, scale: str, epochs: int) -> tuple[str, Path]:
 
     publish.promote(store, published, row["test_rmse"], pd.read_parquet(ws.splits / "test.parquet"))
     print(
-        f"built bundle {meta['version']} in {time.perf_counter() - t0:.1f}s (test RMSE {row['test_rmse']:.4f})"
+        f"built bundle {meta['version']} in {time.perf_counter() - t0:.1f}s "
+        f"(test RMSE {row['test_rmse']:.4f})"
     )
     return store_uri, ws.root
 
@@ -92,7 +93,7 @@ def time_onnx(
 def time_torch(
     root: Path, name: str, u: np.ndarray, i: np.ndarray, threads: int, batch: int, repeat: int
 ) -> dict[str, Any]:
-    """PyTorch eager on the same pairs: IdIndex lookups (string -> index) timed apart from the forward passes."""
+    """PyTorch eager on the same pairs: IdIndex lookups (string -> index) timed apart from the model."""
     import torch
 
     from musicrec.pipeline.prepare import load_train_data
@@ -159,8 +160,8 @@ def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [
         (
-            f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}, Python {m['python']}; {m['date']}; "
-            f"load average at start {m['loadavg']}, at end {res['loadavg_end']}."
+            f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}, Python {m['python']}; "
+            f"{m['date']}; load average at start {m['loadavg']}, at end {res['loadavg_end']}."
         ),
         "",
         (

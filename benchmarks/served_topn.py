@@ -1,13 +1,13 @@
-"""The lists musicrec serves, measured beside EASE, implicit's ALS and most-popular on the same leave-last-out.
+"""The lists musicrec serves, beside EASE, implicit's ALS and most-popular on the same leave-last-out split.
 
     .venv/bin/python benchmarks/served_topn.py [--data mi-ratings|medium] [--out benchmarks/out/served]
 
 Runs the commands a user runs, each in a fresh process with its own temporary Prefect server:
 1. `musicrec train --no-refit` on the data set: the bundle serves the models fitted on the run's training
    part (the leave-last-out train for the retrieval champion), so its lists can be measured on held-out items;
-2. `musicrec evaluate --run RUN`: the lists batch scoring (`musicrec score --users`) writes, retrieve-then-rank
-   through the bundle's retrieval champion, on the run's leave-last-out test users (train and validation items
-   excluded), plus most-popular and random;
+2. `musicrec evaluate --run RUN`: the lists batch scoring (`musicrec score --users`) writes,
+   retrieve-then-rank through the bundle's retrieval champion, on the run's leave-last-out test users (train
+   and validation items excluded), plus most-popular and random;
 3. in this process, on the run's own published ranking_splits: EASE and implicit ALS, each with its
    hyperparameters chosen on validation NDCG@10 (benchmarks/topn.py's grids), fitted on the train part.
 Needs the benchmark extra (implicit==0.7.3). Prints one markdown table and writes <out>/served-<data>.json.

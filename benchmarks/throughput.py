@@ -6,12 +6,12 @@ process, and the ratio.
 --data seed reads /tmp/seed/data (musicrec sample-data /tmp/seed/data --scale seed) when it is there, else
 generates the sample under benchmarks/out/. The ratings go through musicrec's ingest and split; then, on the
 training split: gmf with `--factors` factors for `--epochs` epochs without validation (the refit path, so the
-seconds are training only) on the torch path (fused=false) and on the fused numba kernel (musicrec.rating.fused, the
-default), each on 1 and on 2 threads, and Surprise's SVD (Cython SGD, single-threaded) with the same factors and
-epochs. Ratings per second = training rows x epochs / seconds; the ratio is the fused path on 2 threads over
-Surprise. RMSE: each at its defaults on the same validation and test rows (gmf early-stopped on both paths,
-SVD 20 epochs), so a speed gain that costs accuracy shows. Needs the benchmark extra:
-pip install scikit-surprise==1.1.5.
+seconds are training only) on the torch path (fused=false) and on the fused numba kernel
+(musicrec.rating.fused, the default), each on 1 and on 2 threads, and Surprise's SVD (Cython SGD,
+single-threaded) with the same factors and epochs. Ratings per second = training rows x epochs / seconds; the
+ratio is the fused path on 2 threads over Surprise. RMSE: each at its defaults on the same validation and test
+rows (gmf early-stopped on both paths, SVD 20 epochs), so a speed gain that costs accuracy shows. Needs the
+benchmark extra: pip install scikit-surprise==1.1.5.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def main() -> None:
     }
     (out / f"throughput_{args.data}.json").write_text(json.dumps(report, indent=2))
     print(
-        f"| {args.data}: {len(split.train):,} training rows, {args.factors} factors, {args.epochs} epochs | seconds | ratings/s |"
+        f"| {args.data}: {len(split.train):,} training rows, {args.factors} factors, {args.epochs} epochs "
+        "| seconds | ratings/s |"
     )
     print("|---|---|---|")
     for r in rows:
@@ -157,7 +158,8 @@ def main() -> None:
     )
     for name, acc in accuracy.items():
         print(
-            f"{name} at its defaults: val RMSE {acc['val_rmse']}, test RMSE {acc['test_rmse']} (epochs {acc['best_epoch']})"
+            f"{name} at its defaults: val RMSE {acc['val_rmse']}, test RMSE {acc['test_rmse']} "
+            f"(epochs {acc['best_epoch']})"
         )
 
 

@@ -1,5 +1,5 @@
-"""Top-N side by side on one temporal leave-last-out split: most-popular, random, EASE, implicit's ALS and BPR,
-and musicrec's three implicit models (defaults, and a small grid chosen on validation NDCG@10).
+"""Top-N side by side on one temporal leave-last-out split: most-popular, random, EASE, implicit's ALS and
+BPR, and musicrec's three implicit models (defaults, and a small grid chosen on validation NDCG@10).
 
     python benchmarks/topn.py --data mi-ratings|medium [--seed 0] [--threads 2] [--quick]
 
@@ -69,7 +69,7 @@ class Split:
 
 
 def load_ratings(name: str, tmp: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Canonical ratings and items of a benchmark data set (the medium sample is generated once, then cached)."""
+    """Canonical ratings and items of a benchmark data set (the medium sample is generated, then cached)."""
     from musicrec.data.readers import load_dataset
 
     if name == "medium":
@@ -266,7 +266,7 @@ def tune(
 
 
 def text_vectors(split: Split, items: pd.DataFrame) -> np.ndarray:
-    """Word2Vec item vectors from metadata and TRAINING reviews only (musicrec.text), rows in item index order."""
+    """Word2Vec item vectors from metadata and TRAINING reviews only (musicrec.text), in item index order."""
     from musicrec.text import Word2VecConfig, item_documents, item_vectors, train_word2vec
 
     cfg = Word2VecConfig()
@@ -349,9 +349,10 @@ def main() -> None:
         else None
     )
     head = (
-        f"data {args.data}: {len(ratings):,} interactions, {split.shape[0]:,} users, {split.shape[1]:,} items; "
-        f"train {split.X.nnz:,}, validation users {split.val.getnnz():,}, test users {split.test.getnnz():,}, "
-        f"one-interaction users {split.single_users:,} (reported apart); seed {args.seed}, threads {args.threads}"
+        f"data {args.data}: {len(ratings):,} interactions, {split.shape[0]:,} users, "
+        f"{split.shape[1]:,} items; train {split.X.nnz:,}, validation users {split.val.getnnz():,}, "
+        f"test users {split.test.getnnz():,}, one-interaction users {split.single_users:,} (reported apart); "
+        f"seed {args.seed}, threads {args.threads}"
     )
     print(head, "", *HEADER, sep="\n", flush=True)
     rows = run_all(split, text, args)

@@ -1,5 +1,5 @@
 """musicrec's implicit models over several seeds on one leave-last-out split, beside EASE (deterministic), and
-the sum of the three models' scores (an inner-product ensemble: the concatenated vectors give the summed score).
+the sum of the three models' scores (an inner-product ensemble: concatenated vectors give the summed score).
 
     python benchmarks/topn_seeds.py [--data mi-ratings] [--seeds 0,1,2,3,4] [--set '{"implicit_bpr": {...}}']
 

@@ -34,8 +34,8 @@ def peak_rss_mb() -> float:
 
 
 def code_state() -> dict[str, Any]:
-    """sha256 over the library, tasks and flows sources, plus the files that differ from git HEAD: other people
-    edit the working tree while benchmarks run, so a result is only comparable with the same code state."""
+    """sha256 over the library, tasks and flows sources, plus the files that differ from git HEAD: others edit
+    the working tree while benchmarks run, so results compare only at the same code state."""
     import hashlib
 
     h = hashlib.sha256()
@@ -216,7 +216,8 @@ def markdown(res: dict[str, Any]) -> str:
         ),
         "",
         (
-            f"Ingest {ing['total_seconds']} s (read {ing['read_seconds']} s + validate {ing['validate_seconds']} s); "
+            f"Ingest {ing['total_seconds']} s (read {ing['read_seconds']} s + "
+            f"validate {ing['validate_seconds']} s); "
             f"prepare {prep['total_seconds']} s (split {prep['split_seconds']} s, Word2Vec "
             f"{prep['word2vec_seconds']} s); loading TrainData in each model process {res['load_seconds']} s."
         ),
@@ -251,8 +252,9 @@ def markdown(res: dict[str, Any]) -> str:
         "",
         (
             f"Cold rows in test: {res['cold_rows']}. noise_rmse (card.json, ideal predictor) = "
-            f"{fmt(res['noise_rmse'])}. Champion by val RMSE: **{c['name']}**, test RMSE {fmt(c['test_rmse'])}, "
-            f"gap to noise floor {fmt(c['gap_to_noise'])}; bias baseline test RMSE {fmt(c['bias_test_rmse'])} "
+            f"{fmt(res['noise_rmse'])}. Champion by val RMSE: **{c['name']}**, "
+            f"test RMSE {fmt(c['test_rmse'])}, gap to noise floor {fmt(c['gap_to_noise'])}; "
+            f"bias baseline test RMSE {fmt(c['bias_test_rmse'])} "
             f"(gap {fmt(c['bias_gap_to_noise'])})."
         ),
     ]
@@ -285,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ingest: {res['ingest']}  (load {os.getloadavg()[0]:.2f})", flush=True)
     res["prepare"] = run_prepare(ws, a.seed)
     print(
-        f"prepare: split {res['prepare']['split_seconds']} s, word2vec {res['prepare']['word2vec_seconds']} s "
+        f"prepare: split {res['prepare']['split_seconds']} s, "
+        f"word2vec {res['prepare']['word2vec_seconds']} s "
         f"(load {os.getloadavg()[0]:.2f})",
         flush=True,
     )

@@ -6,9 +6,9 @@
 The data goes through musicrec's stages (ingest with validation, split, Word2Vec). Each model's search is the
 tuning flow's (musicrec.tuning.search.run_search: TPE seeded, median pruning, trial 0 = the default), its
 trials run `--parallel` at a time in threads, one torch thread each, as the flow's threads runner runs them.
-Then the default and the best configuration are fitted once more to get test RMSE (the search never sees test).
-Surprise: BaselineOnly, SVD, SVD++ and KNNBaseline (item-based, pearson_baseline) on the same training split.
-Writes benchmarks/out/tuning_<data>.{md,json}. Needs the benchmark extra (pip install -e ".[bench]").
+Then the default and the best configuration are fitted once more to get test RMSE (the search never sees
+test). Surprise: BaselineOnly, SVD, SVD++ and KNNBaseline (item-based, pearson_baseline) on the same training
+split. Writes benchmarks/out/tuning_<data>.{md,json}. Needs the benchmark extra (pip install -e ".[bench]").
 """
 
 from __future__ import annotations

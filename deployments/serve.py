@@ -1,10 +1,13 @@
-"""Serve musicrec's deployments from one long-running process (no work pool, no worker): `python deployments/serve.py`.
+"""`python deployments/serve.py`: serve musicrec's deployments from one process (no work pool, no worker).
 
-    training/nightly          cron MUSICREC_TRAINING_CRON (default "0 2 * * *") in MUSICREC_TIMEZONE (default UTC)
-    tuning/weekly             cron MUSICREC_TUNING_CRON (default "0 1 * * 0", Sundays 01:00): an Optuna search per
-                              model (MUSICREC_TUNING_TRIALS trials each) whose tuning/<model>.json nightly training uses
+    training/nightly          cron MUSICREC_TRAINING_CRON (default "0 2 * * *")
+    tuning/weekly             cron MUSICREC_TUNING_CRON (default "0 1 * * 0", Sundays 01:00): an Optuna
+                              search per model (MUSICREC_TUNING_TRIALS trials each) whose
+                              tuning/<model>.json nightly training uses
     batch-scoring/nightly     event trigger: runs whenever a training run emits musicrec.champion.promoted
     batch-scoring/on-demand   no schedule: run it from the UI (or `prefect deployment run`)
+
+Both crons are in MUSICREC_TIMEZONE (default UTC).
 
 Default parameters (shown pre-filled in the UI forms) come from the environment when this script starts, and
 every field of each form is filled (full_form): a field whose default comes from a factory has no default in
@@ -73,7 +76,7 @@ def training_defaults() -> dict[str, Any]:
 
 
 def tuning_defaults() -> dict[str, Any]:
-    """The weekly search: the nightly run's data, store and runner; MUSICREC_TUNING_TRIALS trials per model."""
+    """The weekly search: the nightly run's data, store, runner; MUSICREC_TUNING_TRIALS trials per model."""
     return {**training_defaults(), "trials": get_settings().tuning_trials}
 
 

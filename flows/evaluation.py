@@ -1,4 +1,4 @@
-"""The `ranking-evaluation` flow: a run's splits + a bundle -> HR@k, NDCG@k, coverage, popularity vs references."""
+"""The `ranking-evaluation` flow: run splits + bundle -> HR@k, NDCG@k, coverage, popularity vs references."""
 
 from __future__ import annotations
 

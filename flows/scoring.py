@@ -1,4 +1,4 @@
-"""The `batch_scoring` flow: verified champion bundle -> chunks scored in parallel -> atomic Parquet/CSV output."""
+"""The `batch_scoring` flow: verified champion bundle -> parallel chunks -> atomic Parquet/CSV output."""
 
 from __future__ import annotations
 
@@ -71,8 +71,8 @@ class ScoringParams(BaseModel):
 
 
 def run_namer(prefix: str, *fields: str, defaults: dict[str, str] | None = None) -> Callable[[], str]:
-    """A flow_run_name callable: prefix plus the named fields of the flow's `params` (e.g. score-pairs-champion),
-    so a run list in the UI says what each run did."""
+    """A flow_run_name callable: prefix plus the named fields of the flow's `params` (e.g.
+    score-pairs-champion), so a run list in the UI says what each run did."""
 
     def name() -> str:
         from prefect.context import FlowRunContext
@@ -119,7 +119,7 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
 def _score_chunks(
     params: ScoringParams, directory: str, parts_dir: Path
 ) -> tuple[list[str], list[dict[str, Any]]]:
-    """The parallel stage: one task run per chunk, at most params.threads at a time, each writing a local part."""
+    """The parallel stage: a task run per chunk, at most params.threads at once, each writing a local part."""
     workers = max(1, params.threads)
     with ThreadPoolTaskRunner(max_workers=workers) as runner:
         if params.job == "pairs":

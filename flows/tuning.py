@@ -1,5 +1,5 @@
-"""The `tuning` flow: validate -> split + Word2Vec (the training flow's stages) -> one Optuna search per model,
-its trials as parallel task runs -> tuning/<model>.json in the store, which training starts from."""
+"""The `tuning` flow: validate -> split + Word2Vec (the training flow's stages) -> one Optuna search per
+model, its trials as parallel task runs -> tuning/<model>.json in the store, which training starts from."""
 
 from __future__ import annotations
 

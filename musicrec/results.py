@@ -1,4 +1,4 @@
-"""Read-only views of a store for people: the runs, the champion, one user's recommendations, a scoring summary.
+"""Read-only views of a store for people: runs, the champion, one user's recommendations, a scoring summary.
 
 No Prefect: these answer in about a second from the store alone (musicrec runs / champion / recommend).
 """
@@ -58,7 +58,7 @@ def promotion(report: dict[str, Any]) -> dict[str, Any]:
 
 def mark_champion(result: dict[str, Any], current: str | None) -> dict[str, Any]:
     """A ranking evaluation result that says whether its bundle is the current champion. ranking_eval labels
-    the evaluated model's row "champion (...)" whatever it is; a bundle that is not the champion is relabelled."""
+    the evaluated model's row "champion (...)" whatever it is; any other bundle is relabelled."""
     is_champion = current is not None and result.get("version") == current
     label = f"evaluated ({result.get('model')}, not the champion)"
     methods = [
@@ -82,7 +82,10 @@ def promotion_summary(report: dict[str, Any]) -> str:
             f"{_num(decision.get('incumbent_rmse'))}, challenger RMSE {_num(decision.get('challenger_rmse'))}"
         )
     if report.get("replaced_damaged"):
-        line += f"\nwarning: the previous champion was damaged and has been replaced: {report['replaced_damaged']}"
+        line += (
+            "\nwarning: the previous champion was damaged and has been replaced: "
+            f"{report['replaced_damaged']}"
+        )
     return line
 
 
@@ -147,7 +150,8 @@ def format_champion(info: dict[str, Any]) -> str:
     metrics = m.get("metrics", {})
     lines = [
         f"champion: {p['version']} ({m.get('model', 'bundle metadata missing')})",
-        f"  run: {m.get('run_id', '-')}, created {m.get('created_at', '-')}, promoted {p.get('updated_at', '-')}",
+        f"  run: {m.get('run_id', '-')}, created {m.get('created_at', '-')}, "
+        f"promoted {p.get('updated_at', '-')}",
         f"  val RMSE {_num(metrics.get('val_rmse'))}, test RMSE {_num(metrics.get('test_rmse'))}"
         f", test RMSE on the rows it was promoted on {_num(p.get('test_rmse'))}",
         f"  trained on {m.get('data', {}).get('ratings', 0):,} ratings; bundle {info['uri']}",
@@ -160,7 +164,7 @@ def format_champion(info: dict[str, Any]) -> str:
 
 
 def recommend(store: Store, user_id: str, top_n: int, version: str = "") -> tuple[str, pd.DataFrame]:
-    """(version, top-n list for one user) from a verified bundle; an unknown user gets the popular fallback."""
+    """(version, one user's top-n list) from a verified bundle; an unknown user gets the popular fallback."""
     from musicrec.scoring.bundle import download_bundle, load_bundle, resolve_version
     from musicrec.scoring.candidates import build_candidate_index
     from musicrec.scoring.rank import rank_users
@@ -187,8 +191,8 @@ def format_recommendations(user_id: str, version: str, out: pd.DataFrame) -> str
     for r in out.itertuples():
         title = str(getattr(r, "title", "") or "")[:60]
         lines.append(
-            f"{r.rank:>4}  {r.item_id:<16}{r.score:>7.3f}  {r.source:<12}{r.n_ratings:>8}{r.mean_rating:>6.2f}"
-            f"  {title}"
+            f"{r.rank:>4}  {r.item_id:<16}{r.score:>7.3f}  {r.source:<12}"
+            f"{r.n_ratings:>8}{r.mean_rating:>6.2f}  {title}"
         )
     if "title" not in out:
         lines.append("(this bundle predates titles: items are shown by id)")

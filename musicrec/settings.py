@@ -1,8 +1,8 @@
 """Every MUSICREC_* environment variable, in one pydantic-settings class (env prefix MUSICREC_).
 
-Nothing else in musicrec, flows, tasks or deployments reads a MUSICREC_* variable; docs/settings.md lists them.
-No secrets live here: credentials come from the AWS chain only. Settings are read afresh on every call, so a
-changed environment (tests, a long-running serve process) is seen at once.
+Nothing else in musicrec, flows, tasks or deployments reads a MUSICREC_* variable; docs/settings.md lists
+them. No secrets live here: credentials come from the AWS chain only. Settings are read afresh on every call,
+so a changed environment (tests, a long-running serve process) is seen at once.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Tasks that publish the run report and show it in the Prefect UI (leaderboard, model card, plots, locations).
+"""Tasks that publish the run report and show it in the UI (leaderboard, model card, plots, locations).
 
-Locations (the champion's bundle, report.json) become a link artifact only for http(s) URLs, which a browser can
-open. A file:// or s3:// URI would be a dead link in the UI, so those are markdown artifacts that show the
+Locations (the champion's bundle, report.json) become a link artifact only for http(s) URLs, which a browser
+can open. A file:// or s3:// URI would be a dead link in the UI, so those are markdown artifacts that show the
 path or URI as text to copy, with the command that reads it. Plots are markdown artifacts with the PNG
 embedded as a data URI (see musicrec.pipeline.report.image_markdown): they render without access to the store.
 """
@@ -45,7 +45,7 @@ def publish_location(uri: str, title: str, key: str, description: str) -> None:
 
 
 def publish_image(png: bytes, title: str, key: str, description: str, caption: str = "") -> None:
-    """Show a PNG plot in the UI as a markdown artifact (the tuning flow's optimisation history uses it too)."""
+    """Show a PNG plot in the UI as a markdown artifact (the tuning flow's optimisation history too)."""
     create_markdown_artifact(rep.image_markdown(png, title, caption), key=key, description=description)
 
 

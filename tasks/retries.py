@@ -6,7 +6,8 @@ Transient: a lost conditional write (ConflictError), and a StoreError or a plain
 holds a transport fault (connection reset or refused, timeout, S3 5xx or throttling) that outlived the S3
 client's own retries. An exception may decide for itself with a boolean `transient` attribute.
 
-Use: @task(..., **io_retries([1, 3])) or retries=2, retry_delay_seconds=[1, 3], retry_condition_fn=retry_transient.
+Use: @task(..., **io_retries([1, 3])), or spelled out:
+@task(..., retries=2, retry_delay_seconds=[1, 3], retry_condition_fn=retry_transient).
 """
 
 from __future__ import annotations

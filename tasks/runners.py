@@ -15,7 +15,7 @@ def make_task_runner(
 ) -> tuple[Any, int]:
     """Return (runner, how many tasks run at once). threads: a thread pool of `at_once` threads (0: one per
     task, the two baseline tasks included), tasks beyond it queue in submission order; processes: Prefect's
-    ProcessPoolTaskRunner with one worker per core; dask: prefect-dask on an existing cluster or a LocalCluster."""
+    ProcessPoolTaskRunner, a worker per core; dask: prefect-dask on a given cluster or a LocalCluster."""
     workers = max(1, min(threads, n_tasks))
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -47,9 +47,10 @@ def fair_threads(kind: str) -> Iterator[None]:
     """With the threads runner, let a thread that waits for the GIL get it after 0.1 ms instead of 5 ms.
 
     A torch task releases the GIL around every op and must win it back for the next; beside a task that
-    runs Python bytecode (Word2Vec's corpus loop, pandas), each win waited up to the 5 ms default. Measured
-    on this 2-core machine: an implicit-model epoch of 2.3 s took 132 s beside a pure-Python thread, 5.2 s
-    at 0.1 ms. The interval is process-wide, so it is restored when the stage ends."""
+    runs Python bytecode (Word2Vec's corpus loop, pandas), each win waited up to the 5 ms default. On a
+    2-core machine an implicit-model epoch beside a pure-Python thread took many times its time alone, and
+    close to it at 0.1 ms (benchmarks/RESULTS.md). The interval is process-wide, so it is restored when the
+    stage ends."""
     if kind != "threads":
         yield
         return

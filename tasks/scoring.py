@@ -1,4 +1,4 @@
-"""Tasks of the batch scoring flow. Each calls one musicrec.scoring.jobs function; nothing here does the work."""
+"""Tasks of the batch scoring flow: each calls one musicrec.scoring.jobs function and does no work itself."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
-    """One real (temporary) Prefect server for every flow test: ~13 s to start, so session-scoped."""
+    """One real (temporary) Prefect server for every flow test: slow to start, so session-scoped."""
     os.environ["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect_home"))
     from prefect.testing.utilities import prefect_test_harness
 

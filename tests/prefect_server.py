@@ -1,5 +1,5 @@
-"""A real `prefect server` process for end-to-end tests: free loopback port, isolated PREFECT_HOME, no telemetry,
-and a process registry that stops every process group it started (the server last)."""
+"""A real `prefect server` process for end-to-end tests: free loopback port, isolated PREFECT_HOME, no
+telemetry, and a process registry that stops every process group it started (the server last)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Terminal progress for `musicrec train`: one bar per model fed by the epoch log lines, log lines printed above
-the bars (never on a bar's line), and elapsed times that stay true after a model is done."""
+"""Terminal progress for `musicrec train`: one bar per model fed by the epoch log lines, log lines printed
+above the bars (never on a bar's line), and elapsed times that stay true after a model is done."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The training flow on a real Dask cluster whose workers share no filesystem with the flow: two worker processes
-(distributed.LocalCluster(processes=True)), each in its own empty directory, with the workspace and the store on S3
-(moto over HTTP). The flow's own folders are watched: the workers must never open a path under them."""
+"""The training flow on a real Dask cluster whose workers share no filesystem with the flow: two worker
+processes (distributed.LocalCluster(processes=True)), each in its own empty directory, with the workspace and
+the store on S3 (moto over HTTP). The flow's folders are watched: workers must never open a path there."""
 
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def _forbidden_opens() -> list[str]:
 
 @pytest.fixture
 def s3_cluster(tmp_path, monkeypatch):
-    """(s3, client, flow_machine): moto S3 in the environment, then a 2-worker process cluster started after it
-    (the workers inherit the endpoint and the dummy credentials, nothing else of the flow's machine)."""
+    """(s3, client, flow_machine): moto S3 in the environment, then a 2-worker process cluster started after
+    it (the workers inherit the endpoint and the dummy credentials, nothing else of the flow's machine)."""
     from distributed import Client, LocalCluster
 
     flow_machine = tmp_path / "flow-machine"

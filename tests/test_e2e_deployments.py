@@ -1,6 +1,6 @@
-"""End to end on a real `prefect server` process: register the deployments (serve-style, then a process work pool),
-trigger training/nightly through the API as the UI does, and check that batch-scoring/nightly followed the
-musicrec.champion.promoted event and wrote its output. Every process started here is stopped at teardown."""
+"""End to end on a real `prefect server` process: register the deployments (serve-style, then a process work
+pool), trigger training/nightly through the API as the UI does, and check that batch-scoring/nightly followed
+the musicrec.champion.promoted event and wrote its output. Teardown stops every process started here."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 @pytest.fixture
 def e2e(tmp_path: Path, small_sample) -> Iterator[dict[str, Any]]:
-    """A real Prefect server on a free loopback port with a temporary PREFECT_HOME, plus the env for children."""
+    """A real Prefect server on a free loopback port, a temporary PREFECT_HOME, and the env for children."""
     sample, _ = small_sample
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -115,7 +115,7 @@ def _run_chain(e2e: dict[str, Any], then_no_promotion: bool = False) -> None:
         _check_output(e2e["store"], scored)
         if then_no_promotion:
             _train(client, train_dep, "gmf", 1, procs, promote=False)
-            time.sleep(15)  # the trigger fired ~4 s after the promoting run; give a stray one time to show
+            time.sleep(15)  # the trigger fires seconds after the promoting run; give a stray one time to show
             reports = [json.loads(p.read_text()) for p in e2e["store"].glob("runs/*/report.json")]
             assert [promotion(r)["promoted"] for r in reports].count(True) == 1, [
                 promotion(r) for r in reports

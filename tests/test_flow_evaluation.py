@@ -1,4 +1,4 @@
-"""The ranking-evaluation flow and `musicrec evaluate`, after a quick real training run on the small sample."""
+"""The ranking-evaluation flow and `musicrec evaluate`, after a quick real train on the small sample."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The batch scoring flow under the Prefect test harness, after a quick real training run on the small sample."""
+"""The batch scoring flow in the Prefect test harness, after a quick real train on the small sample."""
 
 from __future__ import annotations
 

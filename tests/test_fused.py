@@ -1,5 +1,5 @@
-"""The fused numba kernel (musicrec.rating.fused) trains the dot-product family exactly as the torch path does:
-the same weights and loss after an epoch, the same on 1 and 2 threads, and it learns at the defaults."""
+"""The fused numba kernel (musicrec.rating.fused) trains the dot-product family exactly as the torch path
+does: the same weights and loss after an epoch, the same on 1 and 2 threads, and it learns at the defaults."""
 
 import pytest
 import torch
@@ -107,8 +107,8 @@ def test_the_trainer_calls_the_kernel_by_default(data, monkeypatch):
 
 
 def test_a_fused_fit_at_the_defaults_learns_beyond_its_start(data):
-    """The real-signal check of tests/test_models.py, on the fused path with 2 threads: at least one epoch beats
-    the tuned bias start, and the restored model is better than where it started."""
+    """The real-signal check of tests/test_models.py, on the fused path with 2 threads: at least one epoch
+    beats the tuned bias start, and the restored model is better than where it started."""
     result = fit_model("gmf", data, threads=2)
     assert result.config.fused and result.best_epoch >= 1, result.history
     val = evaluate(result.model, data)["val_rmse"]

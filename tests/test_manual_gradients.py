@@ -1,4 +1,4 @@
-"""The closed-form gradients of the dot-product family equal autograd's, so the fast path trains the same model."""
+"""The dot-product family's closed-form gradients equal autograd's, so the fast path trains the same model."""
 
 import pytest
 import torch

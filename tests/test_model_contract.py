@@ -53,7 +53,7 @@ class ScaledDot(DotProductGradients, FactorTables, RatingModel):
 
 class CoOccurrence(InnerProductTables, torch.nn.Module):
     """Item-item cosine co-occurrence (a closed form, no epochs): score(u, i) = sum over the user's items j of
-    sim(i, j), plus a small popularity tie-break. An inner product of the user's item indicator and item rows."""
+    sim(i, j), plus a small popularity tie-break: the user's item indicator times the item rows."""
 
     def __init__(self, n_users: int, n_items: int) -> None:
         super().__init__()

@@ -52,7 +52,8 @@ def test_a_wrong_type_names_the_key_and_value():
 MLP_STALLS = pytest.mark.xfail(
     strict=True,
     reason=(
-        "known defect: the MLPs do not learn this 4-factor dot-product signal from 3,200 ratings at their defaults "
+        "known defect: the MLPs do not learn this 4-factor dot-product signal from 3,200 ratings "
+        "at their defaults "
         "(concatenated embeddings into a ReLU MLP approximate a dot product poorly; Rendle et al. 2020); "
         "strict, so this fails the day they do learn it"
     ),

@@ -1,4 +1,4 @@
-"""Ranking metrics and reference rankers at their limits: perfect, useless, known values, deterministic ties."""
+"""Ranking metrics and reference rankers at the limits: perfect, useless, known values, deterministic ties."""
 
 from __future__ import annotations
 

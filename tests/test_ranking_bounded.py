@@ -80,7 +80,7 @@ def test_a_nan_held_out_score_is_an_error_as_in_full_scoring() -> None:
 @pytest.mark.parametrize("coverage", [False, True])
 def test_most_users_are_ranked_over_a_short_prefix(monkeypatch: pytest.MonkeyPatch, coverage: bool) -> None:
     """A strong, popularity-like bias puts every user's top items and most held-out items' betters early in
-    the bias order: the cells scored exactly are a small part of users x items, and the numbers still agree."""
+    the bias order: few of the users x items cells are scored exactly, and the numbers still agree."""
     rng = np.random.default_rng(7)
     n_users, n_items = 400, 60_000
     q = rng.normal(size=(n_users, 8)).astype(np.float32) * 0.1

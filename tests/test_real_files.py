@@ -1,7 +1,7 @@
-"""Files as people have them: the real ratings-only CSV, other headers, column mappings, rating scales, encodings.
+"""Files as people have them: real ratings-only CSV, other headers, column mappings, rating scales, encodings.
 
-Each success runs ingest (read, scale, validate, write) into a fresh workspace and checks the exact user and item
-counts and the rating scale; each failure checks the one message and that nothing was written for training."""
+Each success runs ingest (read, scale, validate, write) into a fresh workspace and checks the exact user and
+item counts and the rating scale; a failure checks its message and that nothing was written for training."""
 
 from __future__ import annotations
 

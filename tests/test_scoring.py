@@ -64,7 +64,7 @@ def test_metadata_not_matching_the_pointer_is_refused(tmp_path):
 
 
 def _index() -> CandidateIndex:
-    """Six items: 0-2 close in text, 3-4 close, 5 without text; popularity 5 > 4 > ... ; also_bought 0 -> 4."""
+    """Six items: 0-2 close in text, 3-4 close, 5 without text; popularity 5 > 4 > ...; also_bought 0 -> 4."""
     unit = np.array([[1, 0], [0.99, 0.14], [0.98, 0.2], [0, 1], [0.1, 0.99]], dtype=np.float32)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     vec_row = np.array([0, 1, 2, 3, 4, -1])
@@ -100,7 +100,7 @@ def test_candidates_exclude_rated_items_and_keep_source_priority():
 
 
 def _one_user_reference(index, rated, neighbours, n, n_popular, max_also):
-    """The per-user algorithm, written plainly: sources in priority order, first finder wins, rated dropped."""
+    """The per-user algorithm written plainly: sources in priority order, first finder wins, rated dropped."""
     found = {}
     also = [
         q

@@ -78,7 +78,7 @@ def promote(
 ) -> dict[str, Any]:
     """promote() for a challenger whose held-out predictions miss every test rating by `claimed_rmse` (so its
     test RMSE is exactly that). These bundles' runs never uploaded splits, so no incumbent row is provably
-    unseen: each comparison is 'not comparable' and the policy promotes a model that beat its bias baseline."""
+    unseen: every comparison is 'not comparable'; the policy promotes a model beating its bias baseline."""
     return promote_fairly(store, published, test.assign(pred=test["rating"] + claimed_rmse), True)
 
 
@@ -233,7 +233,7 @@ def test_a_published_version_is_never_overwritten_by_another_bundle(built, tmp_p
 @pytest.mark.parametrize("kind", ["file", pytest.param("s3", marks=pytest.mark.s3)])
 def test_racing_promotions_keep_exactly_the_best_champion(s3_or_file, built, tmp_path, monkeypatch, kind):
     """Five runs publish and promote at once; the evaluation of the pointed-to champion is stubbed with each
-    version's known RMSE (and slowed down to widen the race), the store and its conditional writes are real."""
+    version's known RMSE (and slowed to widen the race); the store and its conditional writes are real."""
     uri = s3_or_file(kind)
     rmses = {"run0": 0.91, "run1": 0.87, "run2": 0.95, "run3": 0.86, "run4": 0.89}
 
@@ -686,7 +686,7 @@ def test_a_kill_right_after_the_pointer_moved_leaves_what_it_names_complete(
     assert fitted is not None and len(fitted) > 0  # the next promotion compares on rows this one never saw
 
 
-# ---------------------------------------------------------------- a damaged champion pointer (issue 30, case 2)
+# ------------------------------------------------------------- a damaged champion pointer (issue 30, case 2)
 
 DAMAGED_POINTERS = {
     "truncated": b'{"version": "v0", "sha2',

@@ -55,7 +55,7 @@ def test_item_vectors_round_trip_without_pickle(tiny, tmp_path):
 
 
 def _run_with_marked_reviews(tmp_path, tiny):
-    """A workspace whose latest review of each user says `heldoutword` x3 and whose oldest says `trainword` x3."""
+    """A workspace where each user's latest review says `heldoutword` x3, the oldest `trainword` x3."""
     from musicrec.metrics.protocol import recency_rank
     from musicrec.pipeline import prepare
     from musicrec.pipeline.workspace import Workspace

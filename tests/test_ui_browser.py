@@ -1,8 +1,8 @@
-"""What a newcomer sees in the Prefect UI after a training run, checked in a real browser: a real `prefect server`
-(with its UI), one small training run against it, then headless Chromium (Debian's chromium + chromium-driver,
-installed by .ci/run) on the flow run's page: the leaderboard with the champion starred and no cut-off column,
-the model card, and the learning curves drawn as an image (a base64 data URI the UI must not strip); and the
-training deployment's Run form with its models selected."""
+"""What a newcomer sees in the Prefect UI after a training run, checked in a real browser: a real `prefect
+server` (with its UI), one small training run against it, then headless Chromium (Debian's chromium +
+chromium-driver, installed by .ci/run) on the flow run's page: the leaderboard with the champion starred and
+no cut-off column, the model card, and the learning curves drawn as an image (a base64 data URI the UI must
+not strip); and the training deployment's Run form with its models selected."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Data validation: JSON suites loaded from expectations/, broken tables named by the expectation they break."""
+"""Data validation: JSON suites from expectations/, broken tables named by the expectation they break."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""A run workspace addressed by URI: a local folder is used in place; an s3:// prefix (moto over HTTP) is cached
-per machine, fetched once per run and sha256-checked, and what a task writes goes back to the store."""
+"""A run workspace addressed by URI: a local folder is used in place; an s3:// prefix (moto over HTTP) is
+cached per machine, fetched once per run and sha256-checked, and what a task writes goes back to the store."""
 
 from __future__ import annotations
 

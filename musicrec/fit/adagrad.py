@@ -71,7 +71,7 @@ class RowAdagrad:
         grad: torch.Tensor,
         unique: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
-        """unique: (unique rows, inverse) of `rows` when the caller already has them (tables indexed alike)."""
+        """unique: (unique rows, inverse) of `rows` if the caller already has them (tables indexed alike)."""
         rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1), unique)
         adagrad_rows(table.view(table.shape[0], -1), self.acc[name], rows, g, self.lr)
 

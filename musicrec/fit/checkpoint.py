@@ -1,10 +1,10 @@
 """The best epoch's weights during early stopping, kept on disk when they are large.
 
-A model that keeps its best epoch as an in-memory copy holds its tables twice: at the seed's size that is
-166 MB more per model (840K users + 457K items x 32 factors), and the parallel stage trains nine models at
-once. BestState writes the copy to a private temporary folder instead (one .npy per tensor, no pickles) and
-reads it back, one tensor at a time, when training ends; states under `spill_bytes` stay in memory, where
-the copy costs less than the disk round trip."""
+A model that keeps its best epoch as an in-memory copy holds its tables twice, a large cost at the seed's
+size (840K users + 457K items x 32 factors) when the parallel stage trains nine models at once (measured in
+benchmarks/RESULTS.md). BestState writes the copy to a private temporary folder instead (one .npy per tensor,
+no pickles) and reads it back, one tensor at a time, when training ends; states under `spill_bytes` stay in
+memory, where the copy costs less than the disk round trip."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def early_stopping(
     rule: Stopping,
     on_epoch: EpochCallback | None = None,
 ) -> Fitted:
-    """Train up to `epochs` epochs; after each, evaluate; keep the best by `rule` and restore it at the end."""
+    """Train up to `epochs` epochs, evaluating after each; keep the best by `rule`, restored at the end."""
     t0 = time.perf_counter()
     out = Fitted(history=[_row(0, epochs, math.nan, evaluate(), 0.0, 0.0)])
     best = out.history[0][rule.metric]

@@ -1,14 +1,14 @@
 """One BLAS thread while any of musicrec's side-by-side workers runs (implicit fits, ranking chunks).
 
 The workers run on the threads of one process (the flow's task runner), and a BLAS library's thread count is
-process-wide: each worker spawning BLAS threads under itself oversubscribes the cores, and a worker that restored
-the old count on finishing would hand the ones still running their spinning BLAS threads back. So the limit is
-counted: set when the first worker enters, lifted when the last one leaves.
+process-wide: each worker spawning BLAS threads under itself oversubscribes the cores, and a worker that
+restored the old count on finishing would hand the ones still running their spinning BLAS threads back. So the
+limit is counted: set when the first worker enters, lifted when the last one leaves.
 
 threadpoolctl limits only the libraries already loaded. numba's np.dot (the fused implicit step) calls scipy's
-OpenBLAS, which numba loads at a kernel's first call, inside the first fit: it is loaded here first. Without it,
-the first fit of a process trained beside two spinning BLAS threads (hinge at the seed's shape: 4.3 s an epoch of
-kernel against 2.6 s)."""
+OpenBLAS, which numba loads at a kernel's first call, inside the first fit: it is loaded here first. Without
+it, the first fit of a process trained beside two spinning BLAS threads, with markedly slower epochs (hinge at
+the seed's shape; see benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -45,12 +45,12 @@ def one_blas_thread() -> Iterator[None]:
 
 @contextmanager
 def cpu_threads(n: int) -> Iterator[None]:
-    """Run with n torch intra-op threads and one BLAS thread (musicrec.fit.threads), restoring the torch threads.
+    """Run with n torch intra-op threads and one BLAS thread (one_blas_thread), restoring the torch threads.
 
     BLAS: the fused step's small matrix products (a batch x 64 x 50) go to scipy's OpenBLAS. With its
     default of one thread per core the calls of the tasks training side by side (threads of one process)
-    queued behind one another (an epoch at the seed's size took 14 s in the flow instead of 7-10), and even
-    alone two threads spent more on waking each other than they saved (4.7 s an epoch against 2.4 s)."""
+    queued behind one another (epochs at the seed's size got much slower in the flow), and even alone two
+    threads spent more on waking each other than they saved (see benchmarks/RESULTS.md)."""
     old = torch.get_num_threads()
     torch.set_num_threads(max(1, n))
     try:

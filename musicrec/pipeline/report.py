@@ -66,7 +66,7 @@ def format_stages(seconds: dict[str, float]) -> str:
 
 
 def gain_vs_bias(val_rmse: Any, bias_val_rmse: Any) -> float | None:
-    """Validation RMSE gain over the bias baseline in percent (positive = better than bias), None if unknown."""
+    """Validation RMSE gain over the bias baseline, in percent (positive: better), None if unknown."""
     if not _number(val_rmse) or not _number(bias_val_rmse) or bias_val_rmse == 0:
         return None
     return 100.0 * (bias_val_rmse - val_rmse) / bias_val_rmse
@@ -347,7 +347,8 @@ def _training_lines(row: dict[str, Any], bias: dict[str, Any]) -> list[str]:
     if _number(row.get("initial_val_rmse")):
         lines[0] += f"; starting val RMSE {row['initial_val_rmse']:.4f}"
     gains = [
-        f"{split} {display('val_gain_vs_bias', gain_vs_bias(row.get(f'{split}_rmse'), bias.get(f'{split}_rmse')))}"
+        f"{split} "
+        f"{display('val_gain_vs_bias', gain_vs_bias(row.get(f'{split}_rmse'), bias.get(f'{split}_rmse')))}"
         for split in ("val", "test")
     ]
     return [*lines, f"- RMSE gain over the bias baseline: {', '.join(gains)}"]
@@ -394,8 +395,9 @@ def format_split(split: dict[str, Any]) -> str:
     """One line for people (log and model card) instead of the split record's dict repr."""
     return (
         f"split ({split.get('method')}, seed {split.get('seed')}): train {_count(split.get('train'))}, "
-        f"validation {_count(split.get('validation'))}, test {_count(split.get('test'))}; test rows with unseen "
-        f"user {_count(split.get('test_unseen_user'))}, unseen item {_count(split.get('test_unseen_item'))}"
+        f"validation {_count(split.get('validation'))}, test {_count(split.get('test'))}; "
+        f"test rows with unseen user {_count(split.get('test_unseen_user'))}, "
+        f"unseen item {_count(split.get('test_unseen_item'))}"
     )
 
 

@@ -1,4 +1,4 @@
-"""Where one run keeps its intermediate files: a local folder, or a prefix in the object store with a local cache."""
+"""Where a run keeps its intermediate files: a local folder, or an object store prefix with a local cache."""
 
 from __future__ import annotations
 
@@ -71,16 +71,16 @@ class Workspace:
         return json.loads((self.root / relpath).read_text())
 
 
-# --- a workspace addressed by URI -------------------------------------------------------------------------------
-# A run's workspace is either a local folder (the default, as fast as ever: tasks use it in place) or a prefix in
-# the object store (MUSICREC_WORK_URI=s3://bucket/work, or the flows' work_uri parameter), so that Dask workers
-# that share no filesystem can run the tasks. In the store, file contents live under objects/<sha256> and each
-# task that wrote files adds one manifest (manifests/<time>-<token>.json: {relpath: sha256}); later manifests win.
-# Content-addressed objects make concurrent writers harmless and every download checkable. A task opens the
-# workspace with open_workspace(ref): for a remote ref it gets a local cache folder (one per run and machine,
-# under the Dask worker's own directory when it runs on one), filled with what it needs, each file fetched once per
-# run and sha256-checked; when the task succeeds, the files it added or changed are uploaded and one manifest is
-# written. drop_cache(ref) deletes the cache when the run ends.
+# --- a workspace addressed by URI ---------------------------------------------------------------------------
+# A run's workspace is either a local folder (the default, as fast as ever: tasks use it in place) or a prefix
+# in the object store (MUSICREC_WORK_URI=s3://bucket/work, or the flows' work_uri parameter), so that Dask
+# workers that share no filesystem can run the tasks. In the store, file contents live under objects/<sha256>
+# and each task that wrote files adds one manifest (manifests/<time>-<token>.json: {relpath: sha256}); later
+# manifests win. Content-addressed objects make concurrent writers harmless and every download checkable. A
+# task opens the workspace with open_workspace(ref): for a remote ref it gets a local cache folder (one per
+# run and machine, under the Dask worker's own directory when it runs on one), filled with what it needs, each
+# file fetched once per run and sha256-checked; when the task succeeds, the files it added or changed are
+# uploaded and one manifest is written. drop_cache(ref) deletes the cache when the run ends.
 
 INDEX = (
     ".~index.json"  # in the cache folder: relpath -> [sha256, size, mtime_ns] of what it holds from the store
@@ -131,7 +131,7 @@ def cache_dir(ref: str, root: Path | None = None) -> Path:
 def open_workspace(ref: str, models: Iterable[str] = ()) -> Iterator[Workspace]:
     """The run's workspace for one task. Local: the folder itself. Remote: the local cache, holding every file
     of the run except the weights under models/ (only those of the model folders named in `models` are
-    fetched; every model's JSON files are); on success the files the task added or changed go back to the store."""
+    fetched; every model's JSON files are); on success what the task added or changed goes to the store."""
     if not is_remote(ref):
         yield Workspace(Path(ref))
         return

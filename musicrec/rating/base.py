@@ -128,7 +128,7 @@ class RatingModel(nn.Module):
         self.item_bias.weight.copy_(torch.as_tensor(item_bias, dtype=torch.float32)[:, None])
 
     def start_from(self, data: Any, user_bias: np.ndarray, item_bias: np.ndarray) -> None:
-        """Where training starts: the run's tuned closed-form biases (families with another link refine them)."""
+        """Start training from the run's tuned closed-form biases (families with another link refine them)."""
         self.init_biases(user_bias, item_bias)
 
     def manual_gradients(
@@ -166,9 +166,9 @@ class FactorTables:
 
 class DotProductGradients:
     """Closed-form gradients for mu + b_u + b_i + p_u . q_i under MSE and the penalties() above. Autograd's
-    sparse embedding backward and the second lookup the penalty needs were half of every step at seed size;
+    sparse embedding backward and the second lookup the penalty needs were a large share of every step;
     this computes the same gradients from one lookup and hands them to the optimiser as sparse tensors.
-    These are also the models the fused numba kernel trains (musicrec.rating.fused): it computes the same update."""
+    The fused numba kernel (musicrec.rating.fused) trains these models too: it computes the same update."""
 
     # after each step, factor rows the batch touched are clamped to at least this (nnmf: 0.0); None: no floor.
     # Declared as data, not code, so the fused kernel applies the same projection as after_step below.

@@ -14,7 +14,7 @@ from musicrec.rating.configs import TrainConfig
 def model_config(
     name: str, overrides: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """The model's typed config: its defaults, then `defaults` (e.g. tuned values), then the user's overrides."""
+    """The model's typed config: its defaults, then `defaults` (e.g. tuned values), then user overrides."""
     return registry.parse_config(name, overrides, defaults)
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from musicrec.fit.space import Dim, choice, integer, real
 
-# what every family has: step sizes, penalties, start scale, batch size (0 = the automatic ~64 steps per epoch)
+# what every family has: step sizes, penalties, start scale, batch size (0: automatic, ~64 steps an epoch)
 COMMON_SPACE: dict[str, Dim] = {
     "lr": real(0.03, 1.0),
     "bias_lr": real(0.001, 0.1),

@@ -1,10 +1,10 @@
 """Export a rating model to one self-contained ONNX file that maps raw string ids to indices inside the graph.
 
 The torch graph takes int64 indices (0 = unknown). Two ai.onnx.ml LabelEncoder nodes in front of it map the
-string inputs "user_id"/"item_id" to those indices (ids[k] -> k + 1, anything else -> 0), so a scorer needs the
-.onnx file only: no id tables, no pickles. Two boolean outputs "unknown_user"/"unknown_item" (index == 0) tell the
-scorer which ids the model never saw, from the same lookup, so scoring does not hash every id a second time.
-Loading and scoring live in musicrec.scoring.runtime (torch-free).
+string inputs "user_id"/"item_id" to those indices (ids[k] -> k + 1, anything else -> 0), so a scorer needs
+the .onnx file only: no id tables, no pickles. Two boolean outputs "unknown_user"/"unknown_item" (index == 0)
+tell the scorer which ids the model never saw, from the same lookup, so scoring does not hash every id a
+second time. Loading and scoring live in musicrec.scoring.runtime (torch-free).
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def _splice_id_encoders(proto: onnx.ModelProto, user_ids: list[str], item_ids: l
 
 
 def save_checked(proto: onnx.ModelProto, path: Path) -> None:
-    """Serialize to a temp file next to path, run the full checker, then os.replace: path is never half-written."""
+    """Write a temp file next to path, run the full checker, then os.replace: path is never half-written."""
     if proto.ByteSize() > _MAX_PROTO_BYTES:
         raise OnnxModelError(f"model is {proto.ByteSize()} bytes, over the 2 GB single-file protobuf limit")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,21 @@
-"""The fused training kernel of the dot-product family (models whose step is DotProductGradients.manual_gradients:
-gmf, nnmf): the torch path's update, batch by batch, in two numba kernels instead of ~30 torch calls per batch.
+"""The fused training kernel of the dot-product family (models whose step is
+DotProductGradients.manual_gradients: gmf, nnmf): the torch path's update, batch by batch, in two numba
+kernels instead of ~30 torch calls per batch.
 
 The torch path per batch: gather the rows, err = mu + b_u + b_i + p.q - r, gradients of the summed batch loss
 (scale 2, penalties lam * w * row with w the rows' inverse training counts), duplicate rows summed
-(coalesce_rows), then one RowWiseAdagrad step per distinct row: G[r] += mean(g_r^2); w[r] -= lr g_r / sqrt(G[r]),
-biases with bias_lr, factors with lr; then the model's factor floor (nnmf). Here the same batches (the same
-torch.randperm and id-dropout draws, made in Python exactly as the torch path makes them) go through:
+(coalesce_rows), then one RowWiseAdagrad step per distinct row: G[r] += mean(g_r^2); w[r] -= lr g_r /
+sqrt(G[r]), biases with bias_lr, factors with lr; then the model's factor floor (nnmf). Here the same batches
+(the same torch.randperm and id-dropout draws, made in Python exactly as the torch path does) go through:
 
   accumulate(t): for each batch row whose user or item thread t owns (id % threads == t), err from the batch's
       old parameters, and that row's gradient added to its owner's per-row sum (in batch order);
   apply(t):      one AdaGrad step per distinct row thread t owns.
 
 Threads meet at a barrier between the two (every gradient is taken from the batch's old parameters) and after
-apply. A row is summed and stepped by its one owner in batch order whatever the thread count, so 1 and 2 threads
-give bit-identical weights. No numba parallel/prange: the flow trains several models at once in Python threads,
-which numba's default threading layer does not allow; these are nogil kernels run from a small thread pool.
+apply. A row is summed and stepped by its one owner in batch order whatever the thread count, so 1 and 2
+threads give bit-identical weights. No numba parallel/prange: the flow trains several models at once in Python
+threads, which numba's default threading layer does not allow; these are nogil kernels run from a thread pool.
 
 The tables stay the model's torch tensors, updated in place through .numpy() views; the AdaGrad accumulators
 are the optimisers' own state (RowWiseAdagrad.accumulator), so either path can continue the other's training.
@@ -197,7 +198,7 @@ def run_epoch(
     row_weights: tuple[torch.Tensor, torch.Tensor],
     threads: int = 1,
 ) -> float:
-    """One epoch of the torch path's updates (training._run_epoch) with the fused kernels; the mean data loss."""
+    """One epoch of the torch path's updates (training._run_epoch) in the fused kernels; mean data loss."""
     model.train()
     n, threads = len(part), max(1, threads)
     users, items, ratings = _epoch_order(model, part, batch, gen)

@@ -19,6 +19,8 @@ class NNMF(GMF):
 
     def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: NNMFConfig, **kw: Any) -> None:
         super().__init__(n_users, n_items, global_mean, cfg, **kw)
-        with torch.no_grad():  # |N(0, s)|: an all-positive start (dot product about k * 0.64 s^2: 0.05 stars at the defaults, which the biases absorb)
+        # |N(0, s)|: an all-positive start (dot product about k * 0.64 s^2: 0.05 stars at the defaults, which
+        # the biases absorb)
+        with torch.no_grad():
             self.user_factors.weight.abs_()
             self.item_factors.weight.abs_()

@@ -51,7 +51,7 @@ class Buckets:
 
 def build_candidate_index(bundle: Bundle, with_retrieval: bool = True) -> CandidateIndex:
     """Turn the bundle's tables into arrays (one pass; shared by every chunk of a job); with_retrieval=False
-    leaves the retrieval champion out (the rating champion then ranks the candidates, as before it existed)."""
+    leaves the retrieval champion out (then the rating champion ranks the candidates, as it did before)."""
     items = bundle.items
     # the retriever (its item table, the faiss index, the user tower) loads on a second thread meanwhile:
     # faiss and onnxruntime release the GIL
@@ -97,8 +97,8 @@ def _candidate_arrays(bundle: Bundle) -> tuple[Any, ...]:
 
 
 class History(Mapping[str, np.ndarray]):
-    """User id -> sorted unique item positions, kept as one CSR array: a dict of 717K small arrays took 11 s
-    to build through a pandas groupby at seed size, and 1.4 s through np.split."""
+    """User id -> sorted unique item positions, kept as one CSR array: at seed size a dict of 717K small
+    arrays was slow to build, through a pandas groupby and still through np.split (benchmarks/RESULTS.md)."""
 
     def __init__(self, users: list[str], indptr: np.ndarray, positions: np.ndarray) -> None:
         self._row = dict(zip(users, range(len(users)), strict=False))
@@ -124,7 +124,7 @@ class History(Mapping[str, np.ndarray]):
 
 
 def positions_by_user(user_ids: pd.Series, positions: np.ndarray) -> History:
-    """User id -> sorted unique item positions (negative positions, unknown items, dropped), users in id order."""
+    """User id -> sorted unique item positions (negative ones, unknown items, dropped), users in id order."""
     positions = np.asarray(positions, dtype=np.int64)
     keep = positions >= 0
     ids = user_ids if isinstance(user_ids, pd.Series) else pd.Series(np.asarray(user_ids, dtype=object))
@@ -147,7 +147,8 @@ def build_buckets(
 ) -> Buckets:
     """Spherical k-means with about sqrt(n) centroids, seeded: at seed size (about 400K vectors) a query
     then compares against a few thousand rows instead of all of them. The centroids are fitted on a sample
-    of per_bucket_sample rows per centroid, then every row goes to its nearest one (2.6 s -> 1.1 s at seed)."""
+    of per_bucket_sample rows per centroid, then every row goes to its nearest one (faster than
+    fitting on every row at seed size; see benchmarks/RESULTS.md)."""
     rng = np.random.default_rng(seed)
     n_buckets = int(np.sqrt(len(unit)))
     fit = unit[rng.choice(len(unit), min(len(unit), per_bucket_sample * n_buckets), replace=False)]
@@ -177,7 +178,7 @@ def arrow_ids(ids: pd.Index | np.ndarray) -> pa.Array:
 
 
 def id_positions(known: pa.Array, ids: pd.Series | np.ndarray) -> np.ndarray:
-    """Position of each id in known (-1 if absent) by Arrow's hash lookup: 3-4x faster than
+    """Position of each id in known (-1 if absent) by Arrow's hash lookup: much faster than
     pandas.Index.get_indexer, which first turns Arrow-backed strings into Python objects."""
     found = pc.index_in(pa.array(np.asarray(ids, dtype=object), type=pa.string()), value_set=known)
     return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -270,7 +271,7 @@ def batch_candidates(
 def _neighbour_rows(
     neighbours: dict[int, np.ndarray], flat: np.ndarray, owners: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(owner, neighbour) for the neighbours of every rated item in flat (items without any contribute none)."""
+    """(owner, neighbour) for the neighbours of every rated item in flat (items without any add none)."""
     if not neighbours or len(flat) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     keys = np.fromiter(neighbours, np.int64, len(neighbours))
@@ -297,7 +298,7 @@ def _gather(
 
 
 def diverse_popular(index: CandidateIndex, n: int, max_cosine: float = 0.8, pool: int = 5) -> np.ndarray:
-    """n popular items, skipping ones too similar in text to an item already picked (the unknown-user list)."""
+    """n popular items, skipping any too similar in text to one already picked (the unknown-user list)."""
     picked: list[int] = []
     skipped: list[int] = []
     for p in index.popular_order[: pool * n]:

@@ -30,8 +30,8 @@ def build_item_index(
     items: np.ndarray, seed: int = 0, exact_below: int = EXACT_BELOW, threads: int = 1
 ) -> ItemIndex:
     """Exact inner product for small catalogues, IVF-Flat (sqrt(n) lists, nprobe 1/16 of them, at least 32)
-    for large ones; the coarse quantiser is trained on a seeded sample of rows. On clustered synthetic rows
-    at the seed's shape (457K x 33) 676 lists / 32 probes gave recall@100 0.92 (speed: benchmarks/)."""
+    for large ones; the coarse quantiser is trained on a seeded sample of rows. Recall@100 against exact
+    search and speed at the seed's shape: benchmarks/RESULTS.md."""
     faiss.omp_set_num_threads(max(1, threads))
     x = np.ascontiguousarray(items, dtype=np.float32)
     n, d = x.shape

@@ -78,7 +78,7 @@ _INPUT_LOCK = threading.Lock()
 
 def _pairs_input(path: str) -> pd.DataFrame:
     """The pairs file, read once per process and file version: the planner and every chunk task slice the same
-    frame instead of each reading the whole file again (the lock makes concurrent chunks wait for one read)."""
+    frame instead of each reading the whole file again (a lock makes concurrent chunks wait for one read)."""
     try:
         st = Path(path).stat()
     except OSError:

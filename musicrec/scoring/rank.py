@@ -47,7 +47,7 @@ def read_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
 def score_pairs(bundle: Bundle, pairs: pd.DataFrame, batch_size: int = 65536) -> pd.DataFrame:
     """The input rows, in order, plus predicted_rating, unknown_user and unknown_item.
 
-    The graph flags unknown ids from its own lookup; bundles exported before it did get them by a hash join."""
+    The graph flags unknown ids from its own lookup; for bundles exported before it did, a hash join does."""
     u = pairs["user_id"].to_numpy(object)
     i = pairs["item_id"].to_numpy(object)
     if has_flags(bundle.session):

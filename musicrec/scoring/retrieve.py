@@ -33,7 +33,7 @@ class Retriever:
 
 
 def id_ranks(item_ids: Any) -> np.ndarray:
-    """Per position, the rank of its id among all ids sorted as strings: ties are broken by id with integers."""
+    """Per position, the rank of its id among all ids sorted as strings: ties broken by id with integers."""
     ids = np.asarray(item_ids, dtype=object).astype(str)
     rank = np.empty(len(ids), np.int64)
     rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))

@@ -93,7 +93,7 @@ def s3_client_config() -> Config:
 
 
 def make_client(endpoint_url: str | None) -> Any:
-    """An S3 client from a shared boto3 session (a new session costs ~0.15 s of model loading). Sessions are
+    """An S3 client from a shared boto3 session (each new session loads botocore's models again). Sessions are
     keyed by the credential environment, so changing it (tests do) gets a fresh credential lookup."""
     env = "\0".join(os.environ.get(v, "") for v in _CREDENTIAL_ENV)
     fingerprint = sha256_bytes(env.encode())

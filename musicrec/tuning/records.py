@@ -148,7 +148,8 @@ def apply_records(
 def format_records(records: list[dict[str, Any]]) -> str:
     """Default vs tuned validation value per model, for the terminal."""
     lines = [
-        "model               metric           default val   tuned val    gain   trials (pruned)   seconds  stopped by"
+        "model               metric           default val   tuned val    gain   "
+        "trials (pruned)   seconds  stopped by"
     ]
     for r in records:
         g = gain(r)
@@ -186,7 +187,7 @@ def _short(v: Any) -> str:
 
 
 def history_png(record: dict[str, Any]) -> bytes:
-    """The optimisation history: each trial's validation value (pruned ones marked), the best so far, the default."""
+    """The optimisation history: each trial's validation value (pruned ones marked), best so far, default."""
     from musicrec.pipeline.report import figure_png, new_figure
 
     fig, ax = new_figure()

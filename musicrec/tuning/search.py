@@ -1,6 +1,7 @@
 """One Optuna study per model: TPE (seeded) proposes, a median pruner stops bad trials on their epoch
-validation value (RMSE for rating models, minimised; NDCG@10 for retrieval models, maximised). The study lives in a journal file under the run's folder (no pickles); trials are asked in
-batches so that the caller can run a batch in parallel (as task runs) and tell the results in trial order."""
+validation value (RMSE for rating models, minimised; NDCG@10 for retrieval models, maximised). The study lives
+in a journal file under the run's folder (no pickles); trials are asked in batches so that the caller can run
+a batch in parallel (as task runs) and tell the results in trial order."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class TrialSpec:
 
 
 def open_study(journal: str | Path, model: str, seed: int, trials: int) -> optuna.Study:
-    """Create (or reopen) the model's study in a journal file; sampler and pruner seeded and sized to the run."""
+    """Create or reopen the model's study in a journal file; sampler and pruner seeded, sized to the run."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     Path(journal).parent.mkdir(parents=True, exist_ok=True)
     startup = startup_trials(trials)
@@ -69,7 +70,7 @@ def _pruner(startup: int) -> optuna.pruners.BasePruner:
 
 
 def load_trial(spec: TrialSpec) -> optuna.Trial:
-    """The running trial of a spec, from any process that can read the journal file, with the study's pruner."""
+    """A spec's running trial, from any process that can read the journal file, with the study's pruner."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = JournalStorage(JournalFileBackend(spec.journal))
     study = optuna.load_study(study_name=spec.model, storage=storage, pruner=_pruner(spec.startup))
