@@ -49,6 +49,21 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--delimiter", default="",
                          help="force the review files' delimiter: , tab ; | or space (default: detected)")
         cmd.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
+    t.add_argument(
+        "--feedback",
+        choices=["auto", "implicit", "explicit"],
+        default="auto",
+        help="explicit ratings, or implicit counts (plays, clicks, user-item pairs: retrieval models "
+        "only, each count a confidence weight); auto (default): implicit when the value column is named "
+        "like a count, there is none, or the values fit no rating scale",
+    )
+    t.add_argument(
+        "--confidence-alpha",
+        type=float,
+        default=None,
+        help="implicit feedback: an interaction weighs 1 + ALPHA * log(1 + count) in the retrieval loss "
+        "(default MUSICREC_CONFIDENCE_ALPHA, 1.0)",
+    )
     t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\' (wins over tuned values)')
     t.add_argument("--retrieval-models", default="implicit_pointwise,implicit_bpr,implicit_hinge",
                    help="implicit-feedback models for top-N retrieval (comma-separated), or none")
@@ -137,6 +152,19 @@ def _train(args: argparse.Namespace) -> int:
     retrieval = pre.parse_retrieval_models(args.retrieval_models)
     fields["overrides"] = pre.parse_overrides(args.overrides, [*fields["models"], *retrieval])
     fields["retrieval_models"] = retrieval
+    if args.feedback == "implicit" and not retrieval:
+        raise pre.UsageError(
+            "--feedback implicit trains the retrieval models only, and --retrieval-models is none",
+            hint="name the retrieval models to train, e.g. --retrieval-models implicit_bpr",
+        )
+    fields |= {"feedback": args.feedback} if args.feedback != "auto" else {}
+    if args.confidence_alpha is not None:
+        if not 0 <= args.confidence_alpha < float("inf"):
+            raise pre.UsageError(
+                f"--confidence-alpha {args.confidence_alpha:g}: must be a number >= 0",
+                hint="e.g. --confidence-alpha 1 (0: every interaction weighs 1)",
+            )
+        fields["confidence_alpha"] = args.confidence_alpha
     fields |= {"promote": False} if args.no_promote else {}
     fields |= {"use_tuning": False} if args.no_tuning else {}
     fields |= {"refit": False} if args.no_refit else {}
@@ -153,7 +181,11 @@ def _train(args: argparse.Namespace) -> int:
     for note in report.get("read", {}).get("notes", []):  # what the readers repaired or warn about
         print(f"input: {note}")
     champion = report["champion"]
-    print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
+    skipped = (report.get("skipped") or {}).get("rating_models")
+    if skipped:
+        print("\n" + skipped)
+    else:
+        print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
     if report.get("retrieval", {}).get("models"):
         print("\n" + format_ranking(report["retrieval"]))
     for name, used in (report.get("tuning") or {}).items():
