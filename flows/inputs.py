@@ -54,6 +54,12 @@ class RunInputs(BaseModel):
         "pairs: retrieval models only); auto = implicit when the value column is named like a count, there is "
         "none, or the values fit no rating scale",
     )
+    tags: str = Field(
+        "",
+        description="tag assignments (user, item, tag id, ...; Last.fm user_taggedartists.dat): "
+        "each item's tags become its text; needs tag_names",
+    )
+    tag_names: str = Field("", description="tag id -> tag text (Last.fm tags.dat; Latin-1 is read as such)")
     confidence_alpha: float = Field(
         -1.0,
         description="implicit feedback: each interaction weighs 1 + alpha * "
@@ -87,6 +93,7 @@ def load_and_prepare(params: RunInputs, workdir: str, clock: StageClock,
             **({"delimiter": params.delimiter} if params.delimiter else {}),
             feedback=params.feedback,
             confidence_alpha=alpha,
+            **({"tags": params.tags, "tag_names": params.tag_names} if params.tags else {}),
         )
     fractions = (params.split.train, params.split.validation, params.split.test)
     with clock("split"):

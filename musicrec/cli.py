@@ -49,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--delimiter", default="",
                          help="force the review files' delimiter: , tab ; | or space (default: detected)")
         cmd.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
+        cmd.add_argument(
+            "--tags",
+            default="",
+            help="tag assignments, delimited: user, item, tag id[, ...] (Last.fm "
+            "user_taggedartists.dat); each item's tags become its text. Needs --tag-names",
+        )
+        cmd.add_argument(
+            "--tag-names", default="", help="tag id, tag text (Last.fm tags.dat; Latin-1 is fine)"
+        )
     t.add_argument(
         "--feedback",
         choices=["auto", "implicit", "explicit"],
@@ -121,9 +130,12 @@ def _run_inputs(args: argparse.Namespace) -> dict[str, Any]:
               "dask_address": args.dask_address or env.dask_address, "work_dir": env.work_dir,
               "work_uri": pre.check_work_uri(env.work_uri)}
     pre.check_inputs(args.reviews, args.meta, columns, delimiter)
+    if args.tags or args.tag_names:
+        pre.check_tags(args.tags, args.tag_names)
+    tags = {"tags": args.tags, "tag_names": args.tag_names} if args.tags else {}
     # only what the user asked for: a flow without these fields refuses them instead of ignoring them
     asked = (("columns", columns), ("rating_range", rating_range), ("delimiter", delimiter))
-    return fields | {k: v for k, v in asked if v}
+    return fields | {k: v for k, v in asked if v} | tags
 
 
 def _tune(args: argparse.Namespace) -> int:

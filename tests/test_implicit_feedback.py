@@ -1,5 +1,6 @@
 """Implicit feedback as an input (musicrec.data.feedback): auto detection, confidence weights, the
-interactions suite, and the real Last.fm files through `musicrec train`."""
+interactions suite, tags as item text (musicrec.data.tags), and the real Last.fm files through `musicrec
+train`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from musicrec.data.feedback import confidence_weights, decide_feedback
 from musicrec.data.scales import UnknownRatingScale
+from musicrec.data.tags import tag_texts, with_tag_text
 from musicrec.errors import DataError
 from musicrec.pipeline.ingest import ingest
 from musicrec.pipeline.workspace import Workspace
@@ -95,6 +97,29 @@ def test_explicit_on_counts_names_the_implicit_flag(tmp_path: Path) -> None:
         )
 
 
+@needs_lastfm
+def test_lastfm_tags_become_item_text_latin_1_decoded(tmp_path: Path) -> None:
+    tags = Path(shutil.copy(LASTFM / "user_taggedartists.dat", tmp_path))
+    names = Path(shutil.copy(LASTFM / "tags.dat", tmp_path))
+    docs, stats = tag_texts(tags, names)
+    assert stats[1].encoding != "utf-8" and any("not UTF-8" in n for n in stats[1].notes)
+    text = " ".join(docs["text"])
+    assert "tropicália" in text and "rock français" in text and "\ufffd" not in text
+    assert len(docs) > 12_000 and docs["item_id"].is_unique
+    items = pd.DataFrame(
+        {
+            "item_id": ["89", "nope"],
+            "title": ["Lady Gaga", "x"],
+            "brand": "",
+            "description": ["", "old"],
+            "also_bought": [[], []],
+        }
+    )
+    out = with_tag_text(items, docs).set_index("item_id")
+    assert out.loc["89", "title"] == "Lady Gaga" and "pop" in out.loc["89", "description"]
+    assert out.loc["nope", "description"] == "old" and len(out) == len(items) + len(docs) - 1
+
+
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "musicrec", *args],
@@ -136,6 +161,10 @@ def test_lastfm_trains_retrieval_only_and_recommends_artist_names(tmp_path: Path
             str(d / "user_artists.dat"),
             "--meta",
             str(d / "artists.dat"),
+            "--tags",
+            str(d / "user_taggedartists.dat"),
+            "--tag-names",
+            str(d / "tags.dat"),
         ],
         env,
     )
@@ -152,3 +181,11 @@ def test_lastfm_trains_retrieval_only_and_recommends_artist_names(tmp_path: Path
     assert scored.returncode == 0 and "is not a rating" in scored.stdout, scored.stderr[-2000:]
     part = next((d / "store" / "scores").rglob("*.csv"))
     assert list(pd.read_csv(part).columns[:3]) == ["user_id", "item_id", "relevance_score"]
+
+
+def test_tags_without_tag_names_is_refused_before_prefect(tmp_path: Path) -> None:
+    tags = tmp_path / "tagged.dat"
+    tags.write_text("userID\tartistID\ttagID\n2\t52\t13\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect")}
+    out = _cli(["train", "--reviews", str(_plays(tmp_path)), "--tags", str(tags)], env)
+    assert out.returncode == 2 and "--tags needs --tag-names" in out.stderr and "Traceback" not in out.stderr

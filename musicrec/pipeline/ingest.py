@@ -12,6 +12,7 @@ import pandas as pd
 from musicrec.data.feedback import DEFAULT_ALPHA, Feedback, decide_feedback
 from musicrec.data.readers import Dataset, load_dataset
 from musicrec.data.scales import DEFAULT_SCALE, RatingScale, UnknownRatingScale
+from musicrec.data.tags import tag_texts, with_tag_text
 from musicrec.errors import DataError
 from musicrec.hashing import sha256_bytes
 from musicrec.pipeline.workspace import Workspace
@@ -33,6 +34,8 @@ def ingest(
     delimiter: str | None = None,
     feedback: str = "auto",
     confidence_alpha: float = DEFAULT_ALPHA,
+    tags: str = "",
+    tag_names: str = "",
 ) -> dict[str, Any]:
     """Load, decide explicit or implicit feedback (musicrec.data.feedback), find the rating scale of explicit
     ratings (rating_range, else from the data) and validate (ratings suite, or interactions suite for implicit
@@ -41,9 +44,13 @@ def ingest(
     training.
 
     columns maps user, item, rating[, timestamp] to the review tables' own column names (or positions);
-    delimiter forces the review files' delimiter."""
+    delimiter forces the review files' delimiter; tags and tag_names (musicrec.data.tags) add each tagged
+    item's tags to its description."""
     import_gx_in_background()  # overlaps the files' reading
     ds = load_dataset(list(reviews), list(meta), columns, delimiter or None)
+    if tags:
+        docs, tag_stats = tag_texts(tags, tag_names)
+        ds.items, ds.stats = with_tag_text(ds.items, docs), [*ds.stats, *tag_stats]
     kind, scale = _feedback(ds, feedback, rating_range, reviews, confidence_alpha)
     if kind.implicit:
         table = ds.ratings.rename(columns={"rating": "weight"})
@@ -54,7 +61,7 @@ def ingest(
     ws.write_json("validation.json", {k: r.to_dict() for k, r in reports.items()})
     for name, report in reports.items():
         report.raise_if_failed(
-            source=", ".join(map(str, meta if name == "items" else reviews))
+            source=", ".join(map(str, [*meta, *([tags] if tags else [])] if name == "items" else reviews))
         )
     ds.ratings.to_parquet(ws.ratings, index=False)
     ds.items.to_parquet(ws.items, index=False)
@@ -73,7 +80,7 @@ def ingest(
         "items": summary["items"],
         "catalogue_items": len(ds.items),
         "fingerprint": fingerprint(ds.ratings),
-        "inputs": [str(p) for p in [*reviews, *meta]],
+        "inputs": [str(p) for p in [*reviews, *meta, *([tags, tag_names] if tags else [])]],
         "read": {**summary, "notes": notes, "delimiters": ds.delimiters()},
         "sample_card": sample_card(reviews),
         "rating_range": [scale.min, scale.max],
