@@ -205,9 +205,10 @@ def build_retrieval_bundle(
 ) -> dict[str, Any]:
     """An implicit run's bundle: the retrieval champion as model.onnx (relevance scores) and its user tower."""
     from musicrec.pipeline.champion_retrieval import model_folders
+    from musicrec.pipeline.retrieval_bundle import build_retrieval_bundle as build
 
     with open_workspace(workdir, models=model_folders(retrieval_row)) as ws:
-        return publish.build_retrieval_bundle(ws, retrieval_row, run, refit_info)
+        return build(ws, retrieval_row, run, refit_info)
 
 
 @task(name="publish-bundle", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
