@@ -94,6 +94,7 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     parts, summaries = _score_chunks(params, bundle["directory"], parts_dir)
     seconds = time.perf_counter() - t0
     extra: dict[str, Any] = {"job": job, "version": bundle["version"], "model": bundle["model"],
+                             "kind": bundle.get("kind", "rating"),
                              "seconds": round(seconds, 3), "format": params.format}
     if job == "pairs":
         extra["pairs_per_second"] = round(sum(s["rows"] for s in summaries) / seconds)

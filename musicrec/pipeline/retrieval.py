@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from musicrec.data.feedback import confidence_weights
 from musicrec.data.ids import IdIndex
 from musicrec import registry
 from musicrec.implicit.configs import ImplicitConfig
@@ -23,7 +24,7 @@ from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
 from musicrec.metrics.full import evaluate_random, evaluate_static
 from musicrec.metrics.topn import interaction_matrix
-from musicrec.pipeline.prepare import ranking_split
+from musicrec.pipeline.prepare import feedback, ranking_split
 from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.text import load_item_vectors
 
@@ -43,6 +44,13 @@ class RankingData:
     seen_val: sp.csr_matrix  # excluded when ranking for test: train + validation
     single_users: int
     popularity: np.ndarray  # training interactions per item index
+    weights: sp.csr_matrix | None = None  # implicit feedback: each interaction's confidence (None: all 1)
+
+    def weights_of(self, users: np.ndarray, items: np.ndarray) -> np.ndarray | None:
+        """The confidence weight of each (user, item) interaction, None when every weight is 1."""
+        if self.weights is None:
+            return None
+        return np.asarray(self.weights[users, items], np.float32).ravel()
 
 
 def ranking_data(ws: Workspace) -> RankingData:
@@ -68,8 +76,32 @@ def _cached(root: str, _stamp: int) -> RankingData:
     seen_train = ((train + unknown_item) > 0).astype(np.float32).tocsr()
     seen_val = ((seen_train + matrix(split.validation)) > 0).astype(np.float32).tocsr()
     u, i = users.lookup(split.train["user_id"]), items.lookup(split.train["item_id"])
-    return RankingData(users, items, (u, i), matrix(split.validation), matrix(split.test), seen_train, seen_val,
-                       len(split.single_users), np.bincount(i, minlength=ni))
+    return RankingData(
+        users,
+        items,
+        (u, i),
+        matrix(split.validation),
+        matrix(split.test),
+        seen_train,
+        seen_val,
+        len(split.single_users),
+        np.bincount(i, minlength=ni),
+        _weights(ws, split, users, items),
+    )
+
+
+def _weights(ws: Workspace, split: Any, users: IdIndex, items: IdIndex) -> sp.csr_matrix | None:
+    """Implicit feedback: (users x items) confidence weights of every interaction (musicrec.data.feedback),
+    None for ratings or when every count is the same."""
+    kind = feedback(ws)
+    if not kind.implicit:
+        return None
+    every = pd.concat([split.train, split.validation, split.test], ignore_index=True)
+    w = confidence_weights(every["rating"].to_numpy(np.float64), kind.alpha)
+    if w is None:
+        return None
+    u, i = users.lookup(every["user_id"]), items.lookup(every["item_id"])
+    return sp.csr_matrix((w, (u, i)), shape=(users.size, items.size), dtype=np.float32)
 
 
 def model_text(ws: Workspace, cfg: ImplicitConfig) -> np.ndarray | None:
@@ -124,8 +156,19 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     data = ranking_data(ws)
     overrides = {"val_users": validation_users(data.items.size), **(overrides or {})}
     text = model_text(ws, registry.parse_config(name, overrides))
-    result = fit_implicit(name, data.train, data.users.size, data.items.size, data.validation, data.seen_train,
-                          overrides, threads=threads, on_epoch=on_epoch, text=text)
+    result = fit_implicit(
+        name,
+        data.train,
+        data.users.size,
+        data.items.size,
+        data.validation,
+        data.seen_train,
+        overrides,
+        threads=threads,
+        on_epoch=on_epoch,
+        text=text,
+        weights=data.weights_of(*data.train),
+    )
     with cpu_threads(test_threads or threads):
         test = test_metrics(result.model, data)
     row = {"name": name, "kind": "retrieval", **prefixed("val", result.best), **test,
