@@ -35,14 +35,19 @@ def main() -> None:
         model = load_implicit(ws, name)
         with cpu_threads(1):
             t = time.perf_counter()
-            bounded = evaluate_model(model, None, data.test, data.seen_val, max_users=TEST_USERS, coverage=True)
+            bounded = evaluate_model(
+                model, None, data.test, data.seen_val, max_users=TEST_USERS, coverage=True
+            )
             t_bounded = time.perf_counter() - t
             t = time.perf_counter()
-            full = evaluate_scorer(score_fn(model), None, data.test, data.seen_val, data.items.size,
-                                   max_users=TEST_USERS)
+            full = evaluate_scorer(
+                score_fn(model), None, data.test, data.seen_val, data.items.size, max_users=TEST_USERS
+            )
             t_full = time.perf_counter() - t
-        print(f"{name}: bounded {t_bounded:.1f} s, full rows {t_full:.1f} s, equal: {bounded == full}; {bounded}",
-              flush=True)
+        print(
+            f"{name}: bounded {t_bounded:.1f} s, full rows {t_full:.1f} s, equal: {bounded == full}; {bounded}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

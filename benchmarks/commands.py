@@ -31,16 +31,24 @@ from train_models import code_state, ensure_sample, machine
 
 SEED_SAMPLE = Path("/tmp/seed/data")
 # A fresh interpreter runs the command and prints its children's peak RSS (KB on Linux) as the last stderr line.
-WRAPPER = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-           "print('@@RSS@@', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)")
+WRAPPER = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+    "print('@@RSS@@', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+)
 
 
 def run_command(args: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     """Run `musicrec <args>` in a wrapper, in the log's folder (its .musicrec/work lands there, not in the
     checkout); return wall seconds, peak RSS and stdout."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(ROOT / ".venv" / "bin" / "musicrec"), *args],
-                          capture_output=True, text=True, env=env, cwd=log.parent, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRAPPER, str(ROOT / ".venv" / "bin" / "musicrec"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=log.parent,
+        check=False,
+    )
     seconds = time.perf_counter() - t0
     log.write_text(f"$ musicrec {' '.join(args)}\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     if proc.returncode != 0:
@@ -79,8 +87,9 @@ def write_inputs(store_uri: str, work: Path, pairs: int, users: int) -> tuple[Pa
         return ids
 
     pairs_path, users_path = work / "pairs.parquet", work / "users.parquet"
-    pd.DataFrame({"user_id": draw(known_users, "NEW-USER"), "item_id": draw(known_items, "NEW-ITEM")}
-                 ).to_parquet(pairs_path, index=False)
+    pd.DataFrame(
+        {"user_id": draw(known_users, "NEW-USER"), "item_id": draw(known_items, "NEW-ITEM")}
+    ).to_parquet(pairs_path, index=False)
     chosen = rng.choice(np.asarray(known_users, dtype=object), min(users, len(known_users)), replace=False)
     pd.DataFrame({"user_id": chosen}).to_parquet(users_path, index=False)
     return pairs_path, users_path
@@ -98,35 +107,73 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"commands-{a.scale}-", dir=out))
-    env = {**os.environ, "PREFECT_HOME": str(work / "prefect"), "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-           "MUSICREC_PROGRESS": "lines"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(work / "prefect"),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "MUSICREC_PROGRESS": "lines",
+    }
     env.pop("PREFECT_API_URL", None)
     result: dict[str, Any] = {"scale": a.scale, "machine": machine(), "code": code_state(), "runs": []}
 
     store = a.store
     if not store:
-        sample = SEED_SAMPLE if a.scale == "seed" and (SEED_SAMPLE / "card.json").exists() else \
-            ensure_sample(ROOT / "benchmarks" / "out", a.scale, 0)[0]
+        sample = (
+            SEED_SAMPLE
+            if a.scale == "seed" and (SEED_SAMPLE / "card.json").exists()
+            else ensure_sample(ROOT / "benchmarks" / "out", a.scale, 0)[0]
+        )
         store = (work / "store").as_uri()
         report_path = work / "report.json"
-        got = run_command(["train", "--reviews", str(sample / "reviews.json.gz"), "--meta", str(sample / "meta.json.gz"),
-                           "--store", store, "--report", str(report_path)], env, work / "train.log")
+        got = run_command(
+            [
+                "train",
+                "--reviews",
+                str(sample / "reviews.json.gz"),
+                "--meta",
+                str(sample / "meta.json.gz"),
+                "--store",
+                store,
+                "--report",
+                str(report_path),
+            ],
+            env,
+            work / "train.log",
+        )
         report = json.loads(report_path.read_text())
         champion = next(m for m in report["models"] if m["name"] == report["champion"]["name"])
-        result["runs"].append({"command": "musicrec train", "seconds": got["seconds"], "peak_rss_mb": got["peak_rss_mb"],
-                               "stage_seconds": report.get("stage_seconds"), "ratings": report["data"]["ratings"],
-                               "champion": champion["name"], "test_rmse": round(champion["test_rmse"], 4)})
+        result["runs"].append(
+            {
+                "command": "musicrec train",
+                "seconds": got["seconds"],
+                "peak_rss_mb": got["peak_rss_mb"],
+                "stage_seconds": report.get("stage_seconds"),
+                "ratings": report["data"]["ratings"],
+                "champion": champion["name"],
+                "test_rmse": round(champion["test_rmse"], 4),
+            }
+        )
     pairs, users = write_inputs(store, work, a.pairs, a.users)
     for job, arg, path in (("pairs", "--pairs", pairs), ("users", "--users", users)):
         for k in range(a.repeat):
             got = run_command(["score", "--store", store, arg, str(path)], env, work / f"score_{job}_{k}.log")
             m = score_manifest(got["stdout"])
             rate = "pairs_per_second" if job == "pairs" else "users_per_second"
-            result["runs"].append({"command": f"musicrec score {arg}", "seconds": got["seconds"],
-                                   "peak_rss_mb": got["peak_rss_mb"], "stage_seconds": m["seconds"],
-                                   "rows": m["rows"], "chunks": m["chunks"], rate: m[rate],
-                                   "unknown_users": m.get("unknown_users"), "unknown_items": m.get("unknown_items")})
+            result["runs"].append(
+                {
+                    "command": f"musicrec score {arg}",
+                    "seconds": got["seconds"],
+                    "peak_rss_mb": got["peak_rss_mb"],
+                    "stage_seconds": m["seconds"],
+                    "rows": m["rows"],
+                    "chunks": m["chunks"],
+                    rate: m[rate],
+                    "unknown_users": m.get("unknown_users"),
+                    "unknown_items": m.get("unknown_items"),
+                }
+            )
     result["machine_after"] = machine()
     path = out / f"commands_{a.scale}.json"
     path.write_text(json.dumps(result, indent=2))
@@ -135,21 +182,32 @@ def main(argv: list[str] | None = None) -> None:
 
 def markdown(res: dict[str, Any]) -> str:
     m, m2 = res["machine"], res.get("machine_after", {})
-    lines = [f"{res['scale']}: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']}, {m['date']}, "
-             f"load {m['loadavg'][0]} -> {m2.get('loadavg', ['?'])[0]}; code {res['code']['head']} "
-             f"(sources {res['code']['sha256']}, changed vs HEAD: {res['code']['changed_vs_head'] or 'none'})", "",
-             "| command | wall s | peak RSS MB | stage s | throughput | notes |", "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"{res['scale']}: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gb']} GB, Python {m['python']}, {m['date']}, "
+        f"load {m['loadavg'][0]} -> {m2.get('loadavg', ['?'])[0]}; code {res['code']['head']} "
+        f"(sources {res['code']['sha256']}, changed vs HEAD: {res['code']['changed_vs_head'] or 'none'})",
+        "",
+        "| command | wall s | peak RSS MB | stage s | throughput | notes |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for r in res["runs"]:
         if r["command"] == "musicrec train":
             stages = ", ".join(f"{k} {v:.0f} s" for k, v in (r["stage_seconds"] or {}).items())
-            lines.append(f"| {r['command']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | - | {r['ratings']:,} ratings | "
-                         f"{stages}; champion {r['champion']} test RMSE {r['test_rmse']} |")
+            lines.append(
+                f"| {r['command']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | - | {r['ratings']:,} ratings | "
+                f"{stages}; champion {r['champion']} test RMSE {r['test_rmse']} |"
+            )
         else:
-            rate = (f"{r['pairs_per_second']:,} pairs/s" if "pairs_per_second" in r
-                    else f"{r['users_per_second']:,} users/s")
-            lines.append(f"| {r['command']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | {r['stage_seconds']:.2f} | "
-                         f"{rate} | {r['rows']:,} rows in {r['chunks']} chunks; unknown users {r['unknown_users']:,}"
-                         + (f", items {r['unknown_items']:,} |" if r.get("unknown_items") is not None else " |"))
+            rate = (
+                f"{r['pairs_per_second']:,} pairs/s"
+                if "pairs_per_second" in r
+                else f"{r['users_per_second']:,} users/s"
+            )
+            lines.append(
+                f"| {r['command']} | {r['seconds']:.1f} | {r['peak_rss_mb']:,} | {r['stage_seconds']:.2f} | "
+                f"{rate} | {r['rows']:,} rows in {r['chunks']} chunks; unknown users {r['unknown_users']:,}"
+                + (f", items {r['unknown_items']:,} |" if r.get("unknown_items") is not None else " |")
+            )
     return "\n".join(lines)
 
 

@@ -35,8 +35,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", type=int, default=1_263_464)
     ap.add_argument("--set", default="", help="extra overrides, e.g. factors=32,negatives=4")
-    ap.add_argument("--text", action="store_true", help="give every item a 50-d unit text vector (the run's "
-                    "Word2Vec size): the cost of use_text, on by default in the flow")
+    ap.add_argument(
+        "--text",
+        action="store_true",
+        help="give every item a 50-d unit text vector (the run's "
+        "Word2Vec size): the cost of use_text, on by default in the flow",
+    )
     args = ap.parse_args()
     from musicrec.implicit.train import fit_implicit
     from musicrec.metrics.topn import interaction_matrix
@@ -53,13 +57,17 @@ def main() -> None:
     for name in args.models.split(","):
         over = {"epochs": args.epochs, "patience": args.epochs, **{k: _num(v) for k, v in extra.items()}}
         t = time.perf_counter()
-        r = fit_implicit(name, (users, items), N_USERS, N_ITEMS, val, overrides=over, threads=args.threads,
-                         text=text)
+        r = fit_implicit(
+            name, (users, items), N_USERS, N_ITEMS, val, overrides=over, threads=args.threads, text=text
+        )
         h = r.history[1:]
         train = [x["seconds"] for x in h]
-        print(f"{name}: train {np.mean(train):.2f} s/epoch ({min(train):.2f}-{max(train):.2f}), validation "
-              f"{np.mean([x['eval_seconds'] for x in h]):.2f} s/epoch ({int(h[0]['users'])} users), "
-              f"fit {time.perf_counter() - t:.1f} s for {len(h)} epochs, {over}", flush=True)
+        print(
+            f"{name}: train {np.mean(train):.2f} s/epoch ({min(train):.2f}-{max(train):.2f}), validation "
+            f"{np.mean([x['eval_seconds'] for x in h]):.2f} s/epoch ({int(h[0]['users'])} users), "
+            f"fit {time.perf_counter() - t:.1f} s for {len(h)} epochs, {over}",
+            flush=True,
+        )
 
 
 def _num(v: str) -> int | float | str:

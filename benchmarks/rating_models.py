@@ -53,8 +53,11 @@ def prepared(name: str, tmp: Path, seed: int):
 def default_algorithms() -> list[tuple[str, object]]:
     from surprise import SVD, BaselineOnly
 
-    return [("surprise BaselineOnly", BaselineOnly(verbose=False)), ("surprise SVD (defaults)", SVD(random_state=0)),
-            ("surprise SVD (100 f, reg 0.05)", SVD(n_factors=100, reg_all=0.05, random_state=0))]
+    return [
+        ("surprise BaselineOnly", BaselineOnly(verbose=False)),
+        ("surprise SVD (defaults)", SVD(random_state=0)),
+        ("surprise SVD (100 f, reg 0.05)", SVD(n_factors=100, reg_all=0.05, random_state=0)),
+    ]
 
 
 def surprise_rows(data_split, algorithms: list[tuple[str, object]] | None = None) -> list[dict]:
@@ -63,14 +66,16 @@ def surprise_rows(data_split, algorithms: list[tuple[str, object]] | None = None
 
     train = data_split.train
     scale = (float(train["rating"].min()), float(train["rating"].max()))
-    trainset = Dataset.load_from_df(train[["user_id", "item_id", "rating"]], Reader(rating_scale=scale)).build_full_trainset()
+    trainset = Dataset.load_from_df(
+        train[["user_id", "item_id", "rating"]], Reader(rating_scale=scale)
+    ).build_full_trainset()
     rows = []
     for label, algo in algorithms or default_algorithms():
         t0 = time.perf_counter()
         algo.fit(trainset)
         row = {"name": label, "fit_seconds": round(time.perf_counter() - t0, 2)}
         for part, key in ((data_split.validation, "val_rmse"), (data_split.test, "test_rmse")):
-            pred = np.array([algo.predict(u, i).est for u, i in zip(part["user_id"], part["item_id"])])
+            pred = np.array([algo.predict(u, i).est for u, i in zip(part["user_id"], part["item_id"], strict=False)])
             row[key] = float(np.sqrt(np.mean((pred - part["rating"].to_numpy()) ** 2)))
         rows.append(row)
     return rows
@@ -94,13 +99,19 @@ def main() -> None:
         base = {b["name"]: b for b in train.evaluate_baselines(ws, data)}
         rows += [base["bias"], base["global_mean"], *surprise_rows(read_splits(ws.splits))]
     bias = base["bias"]["val_rmse"]
-    lines = [f"data {args.data}: {run['ratings']:,} ratings, {run['users']:,} users, {run['items']:,} items, "
-             f"fingerprint {run['fingerprint'][:19]}, seed {args.seed}", "",
-             "| model | val RMSE | test RMSE | best epoch | val gain vs bias | fit s |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"data {args.data}: {run['ratings']:,} ratings, {run['users']:,} users, {run['items']:,} items, "
+        f"fingerprint {run['fingerprint'][:19]}, seed {args.seed}",
+        "",
+        "| model | val RMSE | test RMSE | best epoch | val gain vs bias | fit s |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: r["val_rmse"]):
         gain = (bias - r["val_rmse"]) / bias * 100
-        lines.append(f"| {r['name']} | {r['val_rmse']:.4f} | {r['test_rmse']:.4f} | {r.get('best_epoch', '–')} | "
-                     f"{gain:+.2f}% | {r.get('fit_seconds', 0):.1f} |")
+        lines.append(
+            f"| {r['name']} | {r['val_rmse']:.4f} | {r['test_rmse']:.4f} | {r.get('best_epoch', '–')} | "
+            f"{gain:+.2f}% | {r.get('fit_seconds', 0):.1f} |"
+        )
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)

@@ -57,7 +57,9 @@ def build_store(out: Path, scale: str, epochs: int) -> tuple[str, Path]:
     import pandas as pd
 
     publish.promote(store, published, row["test_rmse"], pd.read_parquet(ws.splits / "test.parquet"))
-    print(f"built bundle {meta['version']} in {time.perf_counter() - t0:.1f}s (test RMSE {row['test_rmse']:.4f})")
+    print(
+        f"built bundle {meta['version']} in {time.perf_counter() - t0:.1f}s (test RMSE {row['test_rmse']:.4f})"
+    )
     return store_uri, ws.root
 
 
@@ -71,16 +73,25 @@ def best_of(repeat: int, fn: Any) -> float:
     return min(times)
 
 
-def time_onnx(model: Path, u: np.ndarray, i: np.ndarray, threads: int, batch: int, repeat: int) -> dict[str, Any]:
+def time_onnx(
+    model: Path, u: np.ndarray, i: np.ndarray, threads: int, batch: int, repeat: int
+) -> dict[str, Any]:
     session = load_session(model, threads=threads)
     predict_ratings(session, u[:batch], i[:batch], batch)  # warm-up
     s = best_of(repeat, lambda: predict_ratings(session, u, i, batch))
-    return {"engine": "onnxruntime", "threads": threads, "batch": batch, "seconds": round(s, 3),
-            "pairs_per_second": round(len(u) / s), "load": round(os.getloadavg()[0], 2)}
+    return {
+        "engine": "onnxruntime",
+        "threads": threads,
+        "batch": batch,
+        "seconds": round(s, 3),
+        "pairs_per_second": round(len(u) / s),
+        "load": round(os.getloadavg()[0], 2),
+    }
 
 
-def time_torch(root: Path, name: str, u: np.ndarray, i: np.ndarray, threads: int, batch: int,
-               repeat: int) -> dict[str, Any]:
+def time_torch(
+    root: Path, name: str, u: np.ndarray, i: np.ndarray, threads: int, batch: int, repeat: int
+) -> dict[str, Any]:
     """PyTorch eager on the same pairs: IdIndex lookups (string -> index) timed apart from the forward passes."""
     import torch
 
@@ -97,14 +108,21 @@ def time_torch(root: Path, name: str, u: np.ndarray, i: np.ndarray, threads: int
 
     def forward_all() -> None:
         for s in range(0, len(u), batch):
-            model(uu[s:s + batch], ii[s:s + batch])
+            model(uu[s : s + batch], ii[s : s + batch])
 
     with torch.inference_mode():
         model(uu[:batch], ii[:batch])  # warm-up
         forward = best_of(repeat, forward_all)
-    return {"engine": "pytorch eager", "threads": threads, "batch": batch, "seconds": round(lookup + forward, 3),
-            "lookup_seconds": round(lookup, 3), "forward_seconds": round(forward, 3),
-            "pairs_per_second": round(len(u) / (lookup + forward)), "load": round(os.getloadavg()[0], 2)}
+    return {
+        "engine": "pytorch eager",
+        "threads": threads,
+        "batch": batch,
+        "seconds": round(lookup + forward, 3),
+        "lookup_seconds": round(lookup, 3),
+        "forward_seconds": round(forward, 3),
+        "pairs_per_second": round(len(u) / (lookup + forward)),
+        "load": round(os.getloadavg()[0], 2),
+    }
 
 
 def time_topn(directory: Path, n_users: int, threads: int) -> dict[str, Any]:
@@ -116,9 +134,15 @@ def time_topn(directory: Path, n_users: int, threads: int) -> dict[str, Any]:
     t1 = time.perf_counter()
     out = rank_users(bundle, index, users, 10)
     s = time.perf_counter() - t1
-    return {"threads": threads, "users": len(users), "build_index_seconds": round(index_s, 3),
-            "seconds": round(s, 3), "users_per_second": round(len(users) / s),
-            "rows": len(out), "load": round(os.getloadavg()[0], 2)}
+    return {
+        "threads": threads,
+        "users": len(users),
+        "build_index_seconds": round(index_s, 3),
+        "seconds": round(s, 3),
+        "users_per_second": round(len(users) / s),
+        "rows": len(out),
+        "load": round(os.getloadavg()[0], 2),
+    }
 
 
 def time_ranking_eval(directory: Path, root: Path, threads: int) -> dict[str, Any]:
@@ -133,24 +157,54 @@ def time_ranking_eval(directory: Path, root: Path, threads: int) -> dict[str, An
 
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
-    lines = [(f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}, Python {m['python']}; {m['date']}; "
-             f"load average at start {m['loadavg']}, at end {res['loadavg_end']}."), "",
-             (f"Bundle {res['version']} ({res['model']}): {res['n_users']:,} users, {res['n_items']:,} items; "
-             f"{res['pairs']:,} random known (user, item) pairs."), "",
-             "| engine | threads | batch | seconds | pairs/s | load |", "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}, Python {m['python']}; {m['date']}; "
+            f"load average at start {m['loadavg']}, at end {res['loadavg_end']}."
+        ),
+        "",
+        (
+            f"Bundle {res['version']} ({res['model']}): {res['n_users']:,} users, {res['n_items']:,} items; "
+            f"{res['pairs']:,} random known (user, item) pairs."
+        ),
+        "",
+        "| engine | threads | batch | seconds | pairs/s | load |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for r in res["pairs_results"]:
-        extra = f" (lookup {r['lookup_seconds']} s + forward {r['forward_seconds']} s)" if "lookup_seconds" in r else ""
-        lines.append(f"| {r['engine']} | {r['threads']} | {r['batch']:,} | {r['seconds']}{extra} | "
-                     f"{r['pairs_per_second']:,} | {r['load']} |")
-    lines += ["", "| top-10 threads | users | build_index s | rank s | users/s | load |", "|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['threads']} | {r['users']:,} | {r['build_index_seconds']} | {r['seconds']} | "
-              f"{r['users_per_second']:,} | {r['load']} |" for r in res["topn_results"]]
+        extra = (
+            f" (lookup {r['lookup_seconds']} s + forward {r['forward_seconds']} s)"
+            if "lookup_seconds" in r
+            else ""
+        )
+        lines.append(
+            f"| {r['engine']} | {r['threads']} | {r['batch']:,} | {r['seconds']}{extra} | "
+            f"{r['pairs_per_second']:,} | {r['load']} |"
+        )
+    lines += [
+        "",
+        "| top-10 threads | users | build_index s | rank s | users/s | load |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['threads']} | {r['users']:,} | {r['build_index_seconds']} | {r['seconds']} | "
+        f"{r['users_per_second']:,} | {r['load']} |"
+        for r in res["topn_results"]
+    ]
     ev = res.get("ranking_eval")
     if ev:
-        lines += ["", f"Ranking evaluation: {ev['test_users']:,} test users, {ev['seconds']} s (load {ev['load']}).", "",
-                  "| method | hr@10 | ndcg@10 | coverage | mean popularity | s |", "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {m['method']} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {m['catalogue_coverage']:.4f} | "
-                  f"{m['mean_popularity']:.1f} | {m['seconds']} |" for m in ev["methods"]]
+        lines += [
+            "",
+            f"Ranking evaluation: {ev['test_users']:,} test users, {ev['seconds']} s (load {ev['load']}).",
+            "",
+            "| method | hr@10 | ndcg@10 | coverage | mean popularity | s |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {m['method']} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {m['catalogue_coverage']:.4f} | "
+            f"{m['mean_popularity']:.1f} | {m['seconds']} |"
+            for m in ev["methods"]
+        ]
     return "\n".join(lines)
 
 
@@ -184,11 +238,20 @@ def main() -> None:
         rng = np.random.default_rng(0)
         u = rng.choice(np.asarray(bundle.users, dtype=object), args.pairs)
         i = rng.choice(np.asarray(bundle.items, dtype=object), args.pairs)
-        res.update(version=version, model=bundle.meta["model"], n_users=len(bundle.users),
-                   n_items=len(bundle.items), pairs=args.pairs)
-        rows = [time_onnx(Path(tmp) / "model.onnx", u, i, t, b, args.repeat) for t in threads for b in batches]
+        res.update(
+            version=version,
+            model=bundle.meta["model"],
+            n_users=len(bundle.users),
+            n_items=len(bundle.items),
+            pairs=args.pairs,
+        )
+        rows = [
+            time_onnx(Path(tmp) / "model.onnx", u, i, t, b, args.repeat) for t in threads for b in batches
+        ]
         if workspace is not None:
-            rows += [time_torch(workspace, bundle.meta["model"], u, i, t, 65536, args.repeat) for t in threads]
+            rows += [
+                time_torch(workspace, bundle.meta["model"], u, i, t, 65536, args.repeat) for t in threads
+            ]
         res["pairs_results"] = rows
         res["topn_results"] = [time_topn(Path(tmp), args.users, t) for t in threads]
         if workspace is not None and (workspace / "splits" / "test.parquet").exists():

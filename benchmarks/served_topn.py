@@ -49,13 +49,36 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
 
 def served(data: str, tmp: Path) -> tuple[dict[str, Any], dict[str, Any], Path, float]:
     """(training report, ranking.json, the run's folder in the store, train seconds) of train + evaluate."""
-    reviews, meta = inputs(data, tmp) if data != "medium" else ([str(topn.MEDIUM / "reviews.json.gz")],
-                                                                [str(topn.MEDIUM / "meta.json.gz")])
-    env = {**os.environ, "HOME": str(tmp / "home"), "PREFECT_HOME": str(tmp / "prefect"), "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    reviews, meta = (
+        inputs(data, tmp)
+        if data != "medium"
+        else ([str(topn.MEDIUM / "reviews.json.gz")], [str(topn.MEDIUM / "meta.json.gz")])
+    )
+    env = {
+        **os.environ,
+        "HOME": str(tmp / "home"),
+        "PREFECT_HOME": str(tmp / "prefect"),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     store = tmp / "store"
-    seconds = run([MUSICREC, "train", "--reviews", *reviews, "--meta", *meta, "--no-refit", "--store", str(store),
-                   "--report", str(tmp / "report.json")], env, tmp)
+    seconds = run(
+        [
+            MUSICREC,
+            "train",
+            "--reviews",
+            *reviews,
+            "--meta",
+            *meta,
+            "--no-refit",
+            "--store",
+            str(store),
+            "--report",
+            str(tmp / "report.json"),
+        ],
+        env,
+        tmp,
+    )
     report = json.loads((tmp / "report.json").read_text())
     run([MUSICREC, "evaluate", "--run", report["run_id"], "--store", str(store)], env, tmp)
     folder = store / "runs" / report["run_id"]
@@ -64,8 +87,10 @@ def served(data: str, tmp: Path) -> tuple[dict[str, Any], dict[str, Any], Path, 
 
 def reference_split(folder: Path) -> topn.Split:
     """The run's own leave-last-out parts (ranking_splits), indexed like benchmarks/topn.py's Split."""
-    parts = {p: pd.read_parquet(folder / "ranking_splits" / f"{p}.parquet").astype(str)
-             for p in ("train", "validation", "test")}
+    parts = {
+        p: pd.read_parquet(folder / "ranking_splits" / f"{p}.parquet").astype(str)
+        for p in ("train", "validation", "test")
+    }
     every = pd.concat(parts.values())
     users, items = pd.Index(np.sort(every["user_id"].unique())), pd.Index(np.sort(every["item_id"].unique()))
     shape = (len(users), len(items))
@@ -75,8 +100,9 @@ def reference_split(folder: Path) -> topn.Split:
 
     tu, ti = codes(parts["train"])
     val, test = (interaction_matrix(*codes(parts[p]), *shape) for p in ("validation", "test"))
-    return topn.Split(parts["train"], items.to_numpy(), tu, ti, interaction_matrix(tu, ti, *shape), val, test, 0,
-                      10_000)
+    return topn.Split(
+        parts["train"], items.to_numpy(), tu, ti, interaction_matrix(tu, ti, *shape), val, test, 0, 10_000
+    )
 
 
 def main() -> None:
@@ -90,23 +116,38 @@ def main() -> None:
         split = reference_split(folder)
         grids = topn.grids(split.X.nnz, quick=False)
         opts = SimpleNamespace(threads=args.threads, seed=0)
-        refs = [topn.tune("EASE", topn.ease, grids["EASE"], split, opts)[0],
-                topn.tune("implicit ALS", topn.implicit_als, grids["implicit ALS"], split, opts)[0]]
+        refs = [
+            topn.tune("EASE", topn.ease, grids["EASE"], split, opts)[0],
+            topn.tune("implicit ALS", topn.implicit_als, grids["implicit ALS"], split, opts)[0],
+        ]
     champion = report["retrieval"]["champion"]
-    rows = [{"method": m["method"], "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"], "users": ranking["test_users"]}
-            for m in ranking["methods"]]
-    rows += [{"method": f"{r['model']} ({', '.join(f'{k} {v}' for k, v in r['params'].items())})",
-              "hr@10": r["test"]["hr@10"], "ndcg@10": r["test"]["ndcg@10"], "users": int(r["test"]["users"])}
-             for r in refs]
-    lines = [f"data {args.data}: `musicrec train --no-refit` {seconds:.1f} s, retrieval champion {champion}; "
-             f"served lists measured by `musicrec evaluate` on {ranking['test_users']:,} test users",
-             "", "| method | test HR@10 | test NDCG@10 | users |", "|---|---|---|---|"]
+    rows = [
+        {"method": m["method"], "hr@10": m["hr@10"], "ndcg@10": m["ndcg@10"], "users": ranking["test_users"]}
+        for m in ranking["methods"]
+    ]
+    rows += [
+        {
+            "method": f"{r['model']} ({', '.join(f'{k} {v}' for k, v in r['params'].items())})",
+            "hr@10": r["test"]["hr@10"],
+            "ndcg@10": r["test"]["ndcg@10"],
+            "users": int(r["test"]["users"]),
+        }
+        for r in refs
+    ]
+    lines = [
+        f"data {args.data}: `musicrec train --no-refit` {seconds:.1f} s, retrieval champion {champion}; "
+        f"served lists measured by `musicrec evaluate` on {ranking['test_users']:,} test users",
+        "",
+        "| method | test HR@10 | test NDCG@10 | users |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['method']} | {r['hr@10']:.4f} | {r['ndcg@10']:.4f} | {r['users']:,} |" for r in rows]
     print("\n".join(lines))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"served-{args.data}.json").write_text(json.dumps({"rows": rows, "champion": champion,
-                                                              "train_seconds": seconds}, indent=2))
+    (out / f"served-{args.data}.json").write_text(
+        json.dumps({"rows": rows, "champion": champion, "train_seconds": seconds}, indent=2)
+    )
 
 
 if __name__ == "__main__":

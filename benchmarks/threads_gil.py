@@ -32,8 +32,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from musicrec.registry import parse_config as make_config
     from musicrec.implicit.train import Trainer, new_model
+    from musicrec.registry import parse_config as make_config
     from tasks.runners import fair_threads
 
     torch.set_num_threads(1)
@@ -62,8 +62,11 @@ def main() -> None:
             finally:
                 stop.set()
                 other.join()
-        print(f"{label} ({interval * 1000:g} ms): epoch alone {alone:.2f} s, beside a Python-bound thread "
-              f"{beside:.2f} s ({beside / alone:.1f}x)", flush=True)
+        print(
+            f"{label} ({interval * 1000:g} ms): epoch alone {alone:.2f} s, beside a Python-bound thread "
+            f"{beside:.2f} s ({beside / alone:.1f}x)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -51,11 +51,16 @@ def gmf_rate(data: Any, factors: int, epochs: int, threads: int, fused: bool) ->
     from musicrec.rating.train import fit_model
 
     overrides = {"factors": factors, "seed": 0, "fused": fused}
-    fit_model("gmf", data, overrides, threads=threads, fixed_epochs=1)  # warm-up (and numba's compile or cache load)
+    fit_model(
+        "gmf", data, overrides, threads=threads, fixed_epochs=1
+    )  # warm-up (and numba's compile or cache load)
     result = fit_model("gmf", data, overrides, threads=threads, fixed_epochs=epochs)
     n = len(data.parts["train"])
-    return {"rows": n, "seconds": round(result.fit_seconds, 2),
-            "ratings_per_second": round(n * epochs / result.fit_seconds)}
+    return {
+        "rows": n,
+        "seconds": round(result.fit_seconds, 2),
+        "ratings_per_second": round(n * epochs / result.fit_seconds),
+    }
 
 
 def gmf_accuracy(data: Any, factors: int, threads: int, fused: bool) -> dict[str, Any]:
@@ -63,8 +68,11 @@ def gmf_accuracy(data: Any, factors: int, threads: int, fused: bool) -> dict[str
     from musicrec.rating.train import fit_model
 
     result = fit_model("gmf", data, {"factors": factors, "seed": 0, "fused": fused}, threads=threads)
-    return {**{k: round(v, 4) for k, v in evaluate(result.model, data).items() if k.endswith("rmse")},
-            "best_epoch": result.best_epoch, "fit_seconds": round(result.fit_seconds, 1)}
+    return {
+        **{k: round(v, 4) for k, v in evaluate(result.model, data).items() if k.endswith("rmse")},
+        "best_epoch": result.best_epoch,
+        "fit_seconds": round(result.fit_seconds, 1),
+    }
 
 
 def surprise_runs(split: Any, factors: int, epochs: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -76,11 +84,15 @@ def surprise_runs(split: Any, factors: int, epochs: int) -> tuple[dict[str, Any]
     t0 = time.perf_counter()
     SVD(n_factors=factors, n_epochs=epochs, random_state=0).fit(trainset)
     seconds = time.perf_counter() - t0
-    rate = {"rows": len(train), "seconds": round(seconds, 2), "ratings_per_second": round(len(train) * epochs / seconds)}
+    rate = {
+        "rows": len(train),
+        "seconds": round(seconds, 2),
+        "ratings_per_second": round(len(train) * epochs / seconds),
+    }
     algo = SVD(n_factors=factors, random_state=0).fit(trainset)
     acc: dict[str, Any] = {"best_epoch": 20}
     for part, key in ((split.validation, "val_rmse"), (split.test, "test_rmse")):
-        pred = np.array([algo.predict(u, i).est for u, i in zip(part["user_id"], part["item_id"])])
+        pred = np.array([algo.predict(u, i).est for u, i in zip(part["user_id"], part["item_id"], strict=False)])
         acc[key] = round(float(np.sqrt(np.mean((pred - part["rating"].to_numpy()) ** 2))), 4)
     return rate, acc
 
@@ -103,29 +115,48 @@ def main() -> None:
         rates = {}
         for path, fused in (("torch", False), ("fused", True)):
             for threads in (1, 2):
-                rates[f"musicrec gmf, {path}, {threads} thread(s)"] = gmf_rate(data, args.factors, args.epochs,
-                                                                               threads, fused)
-        accuracy = {f"musicrec gmf ({path})": gmf_accuracy(data, args.factors, 2, fused)
-                    for path, fused in (("fused", True), ("torch", False))}
+                rates[f"musicrec gmf, {path}, {threads} thread(s)"] = gmf_rate(
+                    data, args.factors, args.epochs, threads, fused
+                )
+        accuracy = {
+            f"musicrec gmf ({path})": gmf_accuracy(data, args.factors, 2, fused)
+            for path, fused in (("fused", True), ("torch", False))
+        }
         rate, accuracy["surprise SVD"] = surprise_runs(split, args.factors, args.epochs)
         rates["surprise SVD, 1 thread (Cython SGD)"] = rate
     surprise = rate["ratings_per_second"]
     ratio = rates["musicrec gmf, fused, 2 thread(s)"]["ratings_per_second"] / surprise
     torch_ratio = rates["musicrec gmf, torch, 2 thread(s)"]["ratings_per_second"] / surprise
     rows = [{"name": name, **row} for name, row in rates.items()]
-    report = {"data": args.data, "fingerprint": run["fingerprint"], "ratings": run["ratings"], "epochs": args.epochs,
-              "factors": args.factors, "rows": rows, "accuracy": accuracy, "ratio_2_threads_vs_surprise": round(ratio, 3),
-              "ratio_torch_2_threads_vs_surprise": round(torch_ratio, 3),
-              "machine": machine(), "code": code_state(), "cpu_count": os.cpu_count()}
+    report = {
+        "data": args.data,
+        "fingerprint": run["fingerprint"],
+        "ratings": run["ratings"],
+        "epochs": args.epochs,
+        "factors": args.factors,
+        "rows": rows,
+        "accuracy": accuracy,
+        "ratio_2_threads_vs_surprise": round(ratio, 3),
+        "ratio_torch_2_threads_vs_surprise": round(torch_ratio, 3),
+        "machine": machine(),
+        "code": code_state(),
+        "cpu_count": os.cpu_count(),
+    }
     (out / f"throughput_{args.data}.json").write_text(json.dumps(report, indent=2))
-    print(f"| {args.data}: {len(split.train):,} training rows, {args.factors} factors, {args.epochs} epochs | seconds | ratings/s |")
+    print(
+        f"| {args.data}: {len(split.train):,} training rows, {args.factors} factors, {args.epochs} epochs | seconds | ratings/s |"
+    )
     print("|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['seconds']} | {r['ratings_per_second']:,} |")
-    print(f"\ngmf fused on 2 threads / Surprise SVD: {ratio:.2f}x (target >= 2); torch path on 2 threads: "
-          f"{torch_ratio:.2f}x")
+    print(
+        f"\ngmf fused on 2 threads / Surprise SVD: {ratio:.2f}x (target >= 2); torch path on 2 threads: "
+        f"{torch_ratio:.2f}x"
+    )
     for name, acc in accuracy.items():
-        print(f"{name} at its defaults: val RMSE {acc['val_rmse']}, test RMSE {acc['test_rmse']} (epochs {acc['best_epoch']})")
+        print(
+            f"{name} at its defaults: val RMSE {acc['val_rmse']}, test RMSE {acc['test_rmse']} (epochs {acc['best_epoch']})"
+        )
 
 
 if __name__ == "__main__":

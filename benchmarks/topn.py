@@ -96,8 +96,17 @@ def build_split(ratings: pd.DataFrame, tune_users: int) -> Split:
 
     tu, ti = codes(parts.train)
     mats = [interaction_matrix(*codes(df), *shape) for df in (parts.validation, parts.test)]
-    return Split(parts.train, items.to_numpy(), tu, ti, interaction_matrix(tu, ti, *shape), mats[0], mats[1],
-                 len(parts.single_users), tune_users)
+    return Split(
+        parts.train,
+        items.to_numpy(),
+        tu,
+        ti,
+        interaction_matrix(tu, ti, *shape),
+        mats[0],
+        mats[1],
+        len(parts.single_users),
+        tune_users,
+    )
 
 
 def evaluate(split: Split, score: ScoreFn, part: str, max_users: int | None = None) -> dict[str, float]:
@@ -112,7 +121,9 @@ def most_popular(split: Split, **_: Any) -> ScoreFn:
 
 def random_scores(split: Split, seed: int = 0, **_: Any) -> ScoreFn:
     n = split.shape[1]
-    return lambda users: np.random.default_rng([seed, int(users[0])]).random((len(users), n), dtype=np.float32)
+    return lambda users: np.random.default_rng([seed, int(users[0])]).random(
+        (len(users), n), dtype=np.float32
+    )
 
 
 def ease(split: Split, lam: float, **_: Any) -> ScoreFn:
@@ -160,18 +171,27 @@ def implicit_bpr(split: Split, threads: int, seed: int, **p: Any) -> ScoreFn:
     return factor_scores(model.user_factors, model.item_factors)
 
 
-def musicrec_model(split: Split, threads: int, seed: int, name: str, text: np.ndarray | None = None,
-                   **overrides: Any) -> ScoreFn:
+def musicrec_model(
+    split: Split, threads: int, seed: int, name: str, text: np.ndarray | None = None, **overrides: Any
+) -> ScoreFn:
     from musicrec.implicit.train import fit_implicit, score_fn
 
-    result = fit_implicit(name, (split.train_u, split.train_i), *split.shape, split.val,
-                          overrides={"seed": seed, **overrides}, threads=threads, text=text)
+    result = fit_implicit(
+        name,
+        (split.train_u, split.train_i),
+        *split.shape,
+        split.val,
+        overrides={"seed": seed, **overrides},
+        threads=threads,
+        text=text,
+    )
     musicrec_model.last = result  # type: ignore[attr-defined]  # best epoch for the table
     return score_fn(result.model)
 
 
 def blend(first: ScoreFn, second: ScoreFn, weight: float) -> ScoreFn:
     """(1 - w) z(first) + w z(second), each standardised per user over the catalogue."""
+
     def z(s: np.ndarray) -> np.ndarray:
         s = np.maximum(s, np.quantile(s, 0.01, axis=1, keepdims=True))  # rows of "rank last" sentinels
         return (s - s.mean(1, keepdims=True)) / (s.std(1, keepdims=True) + 1e-9)
@@ -181,7 +201,7 @@ def blend(first: ScoreFn, second: ScoreFn, weight: float) -> ScoreFn:
 
 def grid(space: dict[str, list[Any]]) -> list[dict[str, Any]]:
     keys = list(space)
-    return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
+    return [dict(zip(keys, values, strict=False)) for values in itertools.product(*(space[k] for k in keys))]
 
 
 def grids(n_ratings: int, quick: bool) -> dict[str, dict[str, list[Any]]]:
@@ -189,19 +209,37 @@ def grids(n_ratings: int, quick: bool) -> dict[str, dict[str, list[Any]]]:
     small = n_ratings < 50_000 and not quick
     return {
         "EASE": {"lam": [50, 100, 200, 500, 1000, 2000] if small else [100, 500, 2000]},
-        "implicit ALS": {"factors": [16, 32, 64, 128] if small else [64], "regularization": [0.01, 0.1, 1.0],
-                         "alpha": [1.0, 5.0, 20.0], "iterations": [15]},
-        "implicit BPR": {"factors": [32, 64, 128] if small else [64], "learning_rate": [0.01, 0.05, 0.1],
-                         "regularization": [0.001, 0.01], "iterations": [100, 300] if small else [100]},
-        "musicrec": {} if quick else MUSICREC_GRID if small else {"lr": [0.2], "neg_sampling": ["uniform", "popularity"]},
+        "implicit ALS": {
+            "factors": [16, 32, 64, 128] if small else [64],
+            "regularization": [0.01, 0.1, 1.0],
+            "alpha": [1.0, 5.0, 20.0],
+            "iterations": [15],
+        },
+        "implicit BPR": {
+            "factors": [32, 64, 128] if small else [64],
+            "learning_rate": [0.01, 0.05, 0.1],
+            "regularization": [0.001, 0.01],
+            "iterations": [100, 300] if small else [100],
+        },
+        "musicrec": {}
+        if quick
+        else MUSICREC_GRID
+        if small
+        else {"lr": [0.2], "neg_sampling": ["uniform", "popularity"]},
     }
 
 
 MUSICREC_GRID: dict[str, list[Any]] = {"lr": [0.2, 2.0], "neg_sampling": ["uniform", "popularity"]}
 
 
-def tune(label: str, fit: Callable[..., ScoreFn], space: dict[str, list[Any]], split: Split,
-         args: argparse.Namespace, fixed: dict[str, Any] | None = None) -> tuple[dict[str, Any], ScoreFn]:
+def tune(
+    label: str,
+    fit: Callable[..., ScoreFn],
+    space: dict[str, list[Any]],
+    split: Split,
+    args: argparse.Namespace,
+    fixed: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], ScoreFn]:
     """Fit every point of the grid, keep the best by validation NDCG@10, report it on test."""
     best: tuple[float, dict[str, Any], ScoreFn, float, Any] | None = None
     for params in grid(space) or [{}]:
@@ -214,9 +252,15 @@ def tune(label: str, fit: Callable[..., ScoreFn], space: dict[str, list[Any]], s
             best = (val, params, fn, seconds, epoch)
     assert best is not None
     _, params, fn, seconds, epoch = best
-    row = {"model": label, "params": params, "grid": len(grid(space)), "best_epoch": epoch,
-           "fit_seconds": round(seconds, 2), "val": evaluate(split, fn, "validation"),
-           "test": evaluate(split, fn, "test")}
+    row = {
+        "model": label,
+        "params": params,
+        "grid": len(grid(space)),
+        "best_epoch": epoch,
+        "fit_seconds": round(seconds, 2),
+        "val": evaluate(split, fn, "validation"),
+        "test": evaluate(split, fn, "test"),
+    }
     print(_line(row), flush=True)
     return row, fn
 
@@ -226,7 +270,9 @@ def text_vectors(split: Split, items: pd.DataFrame) -> np.ndarray:
     from musicrec.text import Word2VecConfig, item_documents, item_vectors, train_word2vec
 
     cfg = Word2VecConfig()
-    train = split.train_ratings.assign(review_text=split.train_ratings.get("review_text", "")).fillna({"review_text": ""})
+    train = split.train_ratings.assign(review_text=split.train_ratings.get("review_text", "")).fillna(
+        {"review_text": ""}
+    )
     docs = item_documents(train, items, cfg)
     return item_vectors(docs, train_word2vec(docs, cfg), [str(x) for x in split.item_ids], cfg)
 
@@ -235,34 +281,54 @@ def _line(row: dict[str, Any]) -> str:
     t, v = row["test"], row["val"]
     params = ", ".join(f"{k} {x}" for k, x in row["params"].items()) or "defaults"
     epoch = f", best epoch {row['best_epoch']}" if row.get("best_epoch") is not None else ""
-    return (f"| {row['model']} | {params}{epoch} | {v['ndcg@10']:.4f} | {t['hr@10']:.4f} | {t['ndcg@10']:.4f} | "
-            f"{t['recall@50']:.4f} | {t['coverage@10']:.3f} | {row['fit_seconds']:.2f} |")
+    return (
+        f"| {row['model']} | {params}{epoch} | {v['ndcg@10']:.4f} | {t['hr@10']:.4f} | {t['ndcg@10']:.4f} | "
+        f"{t['recall@50']:.4f} | {t['coverage@10']:.3f} | {row['fit_seconds']:.2f} |"
+    )
 
 
-HEADER = ["| model | chosen on validation (grid size in the text) | val NDCG@10 | test HR@10 | test NDCG@10 | "
-          "test Recall@50 | coverage@10 | fit s |", "|---|---|---|---|---|---|---|---|"]
+HEADER = [
+    "| model | chosen on validation (grid size in the text) | val NDCG@10 | test HR@10 | test NDCG@10 | "
+    "test Recall@50 | coverage@10 | fit s |",
+    "|---|---|---|---|---|---|---|---|",
+]
 MUSICREC = ("implicit_pointwise", "implicit_bpr", "implicit_hinge")
 
 
 def run_all(split: Split, text: np.ndarray | None, args: argparse.Namespace) -> list[dict[str, Any]]:
     g = grids(split.X.nnz, args.quick)
-    rows = [tune("random", random_scores, {}, split, args)[0], tune("most-popular", most_popular, {}, split, args)[0]]
+    rows = [
+        tune("random", random_scores, {}, split, args)[0],
+        tune("most-popular", most_popular, {}, split, args)[0],
+    ]
     ease_row, ease_fn = tune("EASE", ease, g["EASE"], split, args)
-    rows += [ease_row, tune("implicit ALS", implicit_als, g["implicit ALS"], split, args)[0],
-             tune("implicit BPR", implicit_bpr, g["implicit BPR"], split, args)[0]]
+    rows += [
+        ease_row,
+        tune("implicit ALS", implicit_als, g["implicit ALS"], split, args)[0],
+        tune("implicit BPR", implicit_bpr, g["implicit BPR"], split, args)[0],
+    ]
     best: tuple[float, ScoreFn] | None = None
     for name in MUSICREC:
         variants = [("defaults", {}, {})] + ([("tuned", g["musicrec"], {})] if g["musicrec"] else [])
         if text is not None:
             variants.append(("use_text", {}, {"use_text": True}))
         for tag, space, fixed in variants:
-            row, fn = tune(f"{name} ({tag})", musicrec_model, space, split, args, {"name": name, "text": text, **fixed})
+            row, fn = tune(
+                f"{name} ({tag})", musicrec_model, space, split, args, {"name": name, "text": text, **fixed}
+            )
             rows.append(row)
             if best is None or row["val"]["ndcg@10"] > best[0]:
                 best = (row["val"]["ndcg@10"], fn)
     if best is not None:
-        rows.append(tune("blend EASE + best musicrec (z-scores)", lambda s, threads, seed, weight: blend(
-            ease_fn, best[1], weight), {"weight": [0.25, 0.5, 0.75]}, split, args)[0])
+        rows.append(
+            tune(
+                "blend EASE + best musicrec (z-scores)",
+                lambda s, threads, seed, weight: blend(ease_fn, best[1], weight),
+                {"weight": [0.25, 0.5, 0.75]},
+                split,
+                args,
+            )[0]
+        )
     return rows
 
 
@@ -277,10 +343,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ratings, items = load_ratings(args.data, Path(tmp))
     split = build_split(ratings, args.tune_users)
-    text = text_vectors(split, items) if "review_text" in ratings and ratings["review_text"].str.len().gt(0).any() else None
-    head = (f"data {args.data}: {len(ratings):,} interactions, {split.shape[0]:,} users, {split.shape[1]:,} items; "
-            f"train {split.X.nnz:,}, validation users {split.val.getnnz():,}, test users {split.test.getnnz():,}, "
-            f"one-interaction users {split.single_users:,} (reported apart); seed {args.seed}, threads {args.threads}")
+    text = (
+        text_vectors(split, items)
+        if "review_text" in ratings and ratings["review_text"].str.len().gt(0).any()
+        else None
+    )
+    head = (
+        f"data {args.data}: {len(ratings):,} interactions, {split.shape[0]:,} users, {split.shape[1]:,} items; "
+        f"train {split.X.nnz:,}, validation users {split.val.getnnz():,}, test users {split.test.getnnz():,}, "
+        f"one-interaction users {split.single_users:,} (reported apart); seed {args.seed}, threads {args.threads}"
+    )
     print(head, "", *HEADER, sep="\n", flush=True)
     rows = run_all(split, text, args)
     text_out = "\n".join([head, "", *HEADER, *(_line(r) for r in rows)])

@@ -29,39 +29,57 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="mi-ratings")
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--set", default="{}", help='per-model overrides as JSON, e.g. {"implicit_bpr": {"lr": 1.0}}')
+    ap.add_argument(
+        "--set", default="{}", help='per-model overrides as JSON, e.g. {"implicit_bpr": {"lr": 1.0}}'
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     seeds, overrides = [int(s) for s in args.seeds.split(",")], json.loads(args.set)
     with tempfile.TemporaryDirectory() as tmp:
         ratings, _ = topn.load_ratings(args.data, Path(tmp))
     split = topn.build_split(ratings, 10_000)
-    print(f"data {args.data}: {split.shape[0]:,} users, {split.shape[1]:,} items, train {split.X.nnz:,}; "
-          f"seeds {seeds}; overrides {overrides}")
+    print(
+        f"data {args.data}: {split.shape[0]:,} users, {split.shape[1]:,} items, train {split.X.nnz:,}; "
+        f"seeds {seeds}; overrides {overrides}"
+    )
     if split.shape[1] <= topn.EASE_MAX_ITEMS:
         for lam in (200, 500):
             fn = topn.ease(split, lam)
-            print(f"EASE lambda {lam}: val {topn.evaluate(split, fn, 'validation')['ndcg@10']:.4f} "
-                  f"test {topn.evaluate(split, fn, 'test')['ndcg@10']:.4f}")
+            print(
+                f"EASE lambda {lam}: val {topn.evaluate(split, fn, 'validation')['ndcg@10']:.4f} "
+                f"test {topn.evaluate(split, fn, 'test')['ndcg@10']:.4f}"
+            )
     rows: dict[str, list[tuple[float, float, int]]] = {m: [] for m in (*MODELS, "sum of the three")}
     for seed in seeds:
         fns = []
         for name in MODELS:
             fn = topn.musicrec_model(split, args.threads, seed, name, **overrides.get(name, {}))
             fns.append(fn)
-            rows[name].append((topn.evaluate(split, fn, "validation")["ndcg@10"],
-                               topn.evaluate(split, fn, "test")["ndcg@10"], topn.musicrec_model.last.best_epoch))
+            rows[name].append(
+                (
+                    topn.evaluate(split, fn, "validation")["ndcg@10"],
+                    topn.evaluate(split, fn, "test")["ndcg@10"],
+                    topn.musicrec_model.last.best_epoch,
+                )
+            )
 
         def summed(users: np.ndarray, fns: list = fns) -> np.ndarray:
             return sum(f(users).copy() for f in fns)  # copy: each score_fn reuses its buffer
 
-        rows["sum of the three"].append((topn.evaluate(split, summed, "validation")["ndcg@10"],
-                                         topn.evaluate(split, summed, "test")["ndcg@10"], -1))
+        rows["sum of the three"].append(
+            (
+                topn.evaluate(split, summed, "validation")["ndcg@10"],
+                topn.evaluate(split, summed, "test")["ndcg@10"],
+                -1,
+            )
+        )
     print("| model | val NDCG@10 | test NDCG@10 | best epochs | test per seed |\n|---|---|---|---|---|")
     for name, r in rows.items():
-        v, t, e = (np.array(x) for x in zip(*r))
-        print(f"| {name} | {v.mean():.4f} ± {v.std():.4f} | {t.mean():.4f} ± {t.std():.4f} | "
-              f"{' '.join(map(str, e)) if e.min() >= 0 else '-'} | {' '.join(f'{x:.4f}' for x in t)} |")
+        v, t, e = (np.array(x) for x in zip(*r, strict=False))
+        print(
+            f"| {name} | {v.mean():.4f} ± {v.std():.4f} | {t.mean():.4f} ± {t.std():.4f} | "
+            f"{' '.join(map(str, e)) if e.min() >= 0 else '-'} | {' '.join(f'{x:.4f}' for x in t)} |"
+        )
 
 
 if __name__ == "__main__":

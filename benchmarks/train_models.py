@@ -42,9 +42,16 @@ def code_state() -> dict[str, Any]:
     for f in sorted(p for d in ("musicrec", "tasks", "flows") for p in (ROOT / d).rglob("*.py")):
         h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
-        diff = subprocess.run(["git", "status", "--porcelain", "--", "musicrec", "tasks", "flows"], cwd=ROOT,
-                              capture_output=True, text=True, check=False)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        )
+        diff = subprocess.run(
+            ["git", "status", "--porcelain", "--", "musicrec", "tasks", "flows"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         changed = sorted(ln[3:] for ln in diff.stdout.splitlines())
         commit = head.stdout.strip()
     except OSError:
@@ -54,13 +61,26 @@ def code_state() -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """nproc, memory, CPU model, load average: numbers mean little without them."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    mem = next((ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
-                if ln.startswith("MemTotal")), "0")
-    return {"nproc": os.cpu_count(), "memory_gb": round(int(mem) / 1024 ** 2, 1), "cpu": cpu,
-            "loadavg": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")),
+        "0",
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gb": round(int(mem) / 1024**2, 1),
+        "cpu": cpu,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 def ensure_sample(out: Path, scale: str, seed: int) -> tuple[Path, dict[str, Any], float | None]:
@@ -88,6 +108,7 @@ def run_ingest(ws: Any, sample: Path) -> dict[str, Any]:
                 return fn(*a, **kw)
             finally:
                 spent[key] += time.perf_counter() - t0
+
         return wrapper
 
     orig = ingest_mod.load_dataset, ingest_mod.validate_table
@@ -98,9 +119,14 @@ def run_ingest(ws: Any, sample: Path) -> dict[str, Any]:
         total = time.perf_counter() - t0
     finally:
         ingest_mod.load_dataset, ingest_mod.validate_table = orig
-    return {"ratings": out["ratings"], "users": out["users"], "items": out["items"],
-            "read_seconds": round(spent["read"], 2), "validate_seconds": round(spent["validate"], 2),
-            "total_seconds": round(total, 2)}
+    return {
+        "ratings": out["ratings"],
+        "users": out["users"],
+        "items": out["items"],
+        "read_seconds": round(spent["read"], 2),
+        "validate_seconds": round(spent["validate"], 2),
+        "total_seconds": round(total, 2),
+    }
 
 
 def run_prepare(ws: Any, seed: int) -> dict[str, Any]:
@@ -108,9 +134,13 @@ def run_prepare(ws: Any, seed: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     out = prepare(ws, seed)
-    return {"split_seconds": out["split_seconds"], "word2vec_seconds": out["word2vec"]["seconds"],
-            "total_seconds": round(time.perf_counter() - t0, 2), "split": out["split"],
-            "word2vec_vocabulary": out["word2vec"]["vocabulary"]}
+    return {
+        "split_seconds": out["split_seconds"],
+        "word2vec_seconds": out["word2vec"]["seconds"],
+        "total_seconds": round(time.perf_counter() - t0, 2),
+        "split": out["split"],
+        "word2vec_vocabulary": out["word2vec"]["vocabulary"],
+    }
 
 
 def child(ws_root: str, name: str) -> None:
@@ -141,21 +171,33 @@ def child(ws_root: str, name: str) -> None:
     else:
         result = train_one(ws, name, threads=1, data=data)
         result["n_train"] = len(data.parts["train"])
-    out = {"name": name, "result": result, "load_seconds": round(load_s, 2),
-           "wall_seconds": round(time.perf_counter() - t1, 2), "rss_after_imports_mb": round(rss_start, 1),
-           "rss_after_data_mb": round(rss_data, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
-           "loadavg_after": round(os.getloadavg()[0], 2)}
+    out = {
+        "name": name,
+        "result": result,
+        "load_seconds": round(load_s, 2),
+        "wall_seconds": round(time.perf_counter() - t1, 2),
+        "rss_after_imports_mb": round(rss_start, 1),
+        "rss_after_data_mb": round(rss_data, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "loadavg_after": round(os.getloadavg()[0], 2),
+    }
     print("@@RESULT@@" + json.dumps(out, default=float))
 
 
 def run_child(ws_root: Path, name: str) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--workspace", str(ws_root)],
-                          capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--workspace", str(ws_root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+    )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("@@RESULT@@")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"{name} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(line[len("@@RESULT@@"):])
+    return json.loads(line[len("@@RESULT@@") :])
 
 
 def fmt(x: Any, nd: int = 4) -> str:
@@ -164,39 +206,63 @@ def fmt(x: Any, nd: int = 4) -> str:
 
 def markdown(res: dict[str, Any]) -> str:
     m, ing, prep = res["machine"], res["ingest"], res["prepare"]
-    lines = [(f"### train_models: scale `{res['scale']}` ({ing['ratings']:,} ratings after de-dup, "
-             f"{ing['users']:,} users, {ing['items']:,} items; {res['n_train']:,} train rows)"), "",
-             (f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}, Python {m['python']}; "
-             f"{m['date']}; load average at start {m['loadavg']}, at end {res['loadavg_end']}."), "",
-             (f"Ingest {ing['total_seconds']} s (read {ing['read_seconds']} s + validate {ing['validate_seconds']} s); "
-             f"prepare {prep['total_seconds']} s (split {prep['split_seconds']} s, Word2Vec "
-             f"{prep['word2vec_seconds']} s); loading TrainData in each model process {res['load_seconds']} s."), "",
-             ("| model | epochs | best | fit s | ratings/s | peak RSS MB | train RMSE | val RMSE | test RMSE "
-             "| test cold-user | test cold-item | load avg |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        (
+            f"### train_models: scale `{res['scale']}` ({ing['ratings']:,} ratings after de-dup, "
+            f"{ing['users']:,} users, {ing['items']:,} items; {res['n_train']:,} train rows)"
+        ),
+        "",
+        (
+            f"Machine: {m['nproc']} CPUs, {m['memory_gb']} GB, {m['cpu']}, Python {m['python']}; "
+            f"{m['date']}; load average at start {m['loadavg']}, at end {res['loadavg_end']}."
+        ),
+        "",
+        (
+            f"Ingest {ing['total_seconds']} s (read {ing['read_seconds']} s + validate {ing['validate_seconds']} s); "
+            f"prepare {prep['total_seconds']} s (split {prep['split_seconds']} s, Word2Vec "
+            f"{prep['word2vec_seconds']} s); loading TrainData in each model process {res['load_seconds']} s."
+        ),
+        "",
+        (
+            "| model | epochs | best | fit s | ratings/s | peak RSS MB | train RMSE | val RMSE | test RMSE "
+            "| test cold-user | test cold-item | load avg |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in res["models"]:
-        lines.append(f"| {r['name']} | {r['epochs']} | {r['best_epoch']} | {r['fit_seconds']} | "
-                     f"{r['ratings_per_second']:,} | {r['peak_rss_mb']} | {fmt(r['train_rmse'])} | "
-                     f"{fmt(r['val_rmse'])} | {fmt(r['test_rmse'])} | {fmt(r['test_cold_user_rmse'])} | "
-                     f"{fmt(r['test_cold_item_rmse'])} | {r['loadavg']} |")
+        lines.append(
+            f"| {r['name']} | {r['epochs']} | {r['best_epoch']} | {r['fit_seconds']} | "
+            f"{r['ratings_per_second']:,} | {r['peak_rss_mb']} | {fmt(r['train_rmse'])} | "
+            f"{fmt(r['val_rmse'])} | {fmt(r['test_rmse'])} | {fmt(r['test_cold_user_rmse'])} | "
+            f"{fmt(r['test_cold_item_rmse'])} | {r['loadavg']} |"
+        )
     for b in res["baselines"]:
-        lines.append(f"| *{b['name']}* | - | - | - | - | {res['baselines_peak_rss_mb']} | {fmt(b['train_rmse'])} | "
-                     f"{fmt(b['val_rmse'])} | {fmt(b['test_rmse'])} | {fmt(b['test_cold_user_rmse'])} | "
-                     f"{fmt(b['test_cold_item_rmse'])} | |")
+        lines.append(
+            f"| *{b['name']}* | - | - | - | - | {res['baselines_peak_rss_mb']} | {fmt(b['train_rmse'])} | "
+            f"{fmt(b['val_rmse'])} | {fmt(b['test_rmse'])} | {fmt(b['test_cold_user_rmse'])} | "
+            f"{fmt(b['test_cold_item_rmse'])} | |"
+        )
     c, cs, ce = res["champion"], res["code_start"], res["code_end"]
-    lines += ["", f"Code: HEAD {cs['head']}, sources sha256 {cs['sha256']} at start, {ce['sha256']} at end"
-              + (" (**changed during the run: not comparable**)" if cs["sha256"] != ce["sha256"] else "")
-              + f"; files differing from HEAD: {', '.join(cs['changed_vs_head']) or 'none'}."]
-    lines += ["", (f"Cold rows in test: {res['cold_rows']}. noise_rmse (card.json, ideal predictor) = "
-              f"{fmt(res['noise_rmse'])}. Champion by val RMSE: **{c['name']}**, test RMSE {fmt(c['test_rmse'])}, "
-              f"gap to noise floor {fmt(c['gap_to_noise'])}; bias baseline test RMSE {fmt(c['bias_test_rmse'])} "
-              f"(gap {fmt(c['bias_gap_to_noise'])}).")]
+    lines += [
+        "",
+        f"Code: HEAD {cs['head']}, sources sha256 {cs['sha256']} at start, {ce['sha256']} at end"
+        + (" (**changed during the run: not comparable**)" if cs["sha256"] != ce["sha256"] else "")
+        + f"; files differing from HEAD: {', '.join(cs['changed_vs_head']) or 'none'}.",
+    ]
+    lines += [
+        "",
+        (
+            f"Cold rows in test: {res['cold_rows']}. noise_rmse (card.json, ideal predictor) = "
+            f"{fmt(res['noise_rmse'])}. Champion by val RMSE: **{c['name']}**, test RMSE {fmt(c['test_rmse'])}, "
+            f"gap to noise floor {fmt(c['gap_to_noise'])}; bias baseline test RMSE {fmt(c['bias_test_rmse'])} "
+            f"(gap {fmt(c['bias_gap_to_noise'])})."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
-    from musicrec.registry import choose_champion
-    from musicrec.registry import names
+    from musicrec.registry import choose_champion, names
 
     MODELS = names("rating")
     from musicrec.pipeline.workspace import Workspace
@@ -220,28 +286,41 @@ def main(argv: list[str] | None = None) -> None:
     res["ingest"] = run_ingest(ws, sample)
     print(f"ingest: {res['ingest']}  (load {os.getloadavg()[0]:.2f})", flush=True)
     res["prepare"] = run_prepare(ws, a.seed)
-    print(f"prepare: split {res['prepare']['split_seconds']} s, word2vec {res['prepare']['word2vec_seconds']} s "
-          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    print(
+        f"prepare: split {res['prepare']['split_seconds']} s, word2vec {res['prepare']['word2vec_seconds']} s "
+        f"(load {os.getloadavg()[0]:.2f})",
+        flush=True,
+    )
     res["models"] = []
     for name in names:
         r = run_child(ws.root, name)
-        row = {**r["result"], "peak_rss_mb": r["peak_rss_mb"], "rss_after_data_mb": r["rss_after_data_mb"],
-               "loadavg": r["loadavg_after"]}
+        row = {
+            **r["result"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "rss_after_data_mb": r["rss_after_data_mb"],
+            "loadavg": r["loadavg_after"],
+        }
         res["models"].append(row)
         res["n_train"], res["load_seconds"] = row["n_train"], r["load_seconds"]
-        print(f"{name}: {row['epochs']} epochs (best {row['best_epoch']}) {row['fit_seconds']} s, "
-              f"val {row['val_rmse']:.4f} test {row['test_rmse']:.4f}, peak RSS {r['peak_rss_mb']} MB "
-              f"(load {r['loadavg_after']})", flush=True)
+        print(
+            f"{name}: {row['epochs']} epochs (best {row['best_epoch']}) {row['fit_seconds']} s, "
+            f"val {row['val_rmse']:.4f} test {row['test_rmse']:.4f}, peak RSS {r['peak_rss_mb']} MB "
+            f"(load {r['loadavg_after']})",
+            flush=True,
+        )
     b = run_child(ws.root, "baselines")
     res["baselines"], res["baselines_peak_rss_mb"] = b["result"], b["peak_rss_mb"]
     bias = next(x for x in res["baselines"] if x["name"] == "bias")
     res["noise_rmse"] = card.get("noise_rmse")
     champ = choose_champion(res["models"], "rating", bias["val_rmse"])
     crow = next((r for r in res["models"] if r["name"] == champ), None)
-    res["champion"] = {"name": champ, "test_rmse": crow and crow["test_rmse"],
-                       "gap_to_noise": crow and res["noise_rmse"] and crow["test_rmse"] - res["noise_rmse"],
-                       "bias_test_rmse": bias["test_rmse"],
-                       "bias_gap_to_noise": res["noise_rmse"] and bias["test_rmse"] - res["noise_rmse"]}
+    res["champion"] = {
+        "name": champ,
+        "test_rmse": crow and crow["test_rmse"],
+        "gap_to_noise": crow and res["noise_rmse"] and crow["test_rmse"] - res["noise_rmse"],
+        "bias_test_rmse": bias["test_rmse"],
+        "bias_gap_to_noise": res["noise_rmse"] and bias["test_rmse"] - res["noise_rmse"],
+    }
     first = res["models"][0] if res["models"] else bias
     res["cold_rows"] = {k: first.get(f"test_{k}_rows") for k in ("cold_user", "cold_item", "warm")}
     res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -34,14 +34,24 @@ KNN_MAX_ITEMS = 20_000  # item-based KNN holds an n_items^2 float64 similarity m
 def surprise_algorithms(n_items: int) -> list[tuple[str, object]]:
     from surprise import SVD, BaselineOnly, KNNBaseline, SVDpp
 
-    algos = [("surprise BaselineOnly", BaselineOnly(verbose=False)), ("surprise SVD", SVD(random_state=0)),
-             ("surprise SVD++", SVDpp(random_state=0, cache_ratings=True))]
+    algos = [
+        ("surprise BaselineOnly", BaselineOnly(verbose=False)),
+        ("surprise SVD", SVD(random_state=0)),
+        ("surprise SVD++", SVDpp(random_state=0, cache_ratings=True)),
+    ]
     if n_items <= KNN_MAX_ITEMS:
-        algos.append(("surprise KNNBaseline", KNNBaseline(sim_options={"name": "pearson_baseline",
-                                                                       "user_based": False}, verbose=False)))
+        algos.append(
+            (
+                "surprise KNNBaseline",
+                KNNBaseline(sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False),
+            )
+        )
     else:
-        print(f"surprise KNNBaseline skipped: {n_items:,} items need a {n_items ** 2 * 8 / 1e9:.0f} GB "
-              "similarity matrix", flush=True)
+        print(
+            f"surprise KNNBaseline skipped: {n_items:,} items need a {n_items**2 * 8 / 1e9:.0f} GB "
+            "similarity matrix",
+            flush=True,
+        )
     return algos
 
 
@@ -51,12 +61,20 @@ def search(ws, data, model: str, trials: int, budget: float, parallel: int, seed
 
     pool = ThreadPoolExecutor(parallel)
     t0 = time.perf_counter()
-    outcomes = run_search(ws.root / "tuning" / f"{model}.journal", model, trials=trials, parallel=parallel,
-                          budget_seconds=budget, seed=seed,
-                          run_batch=lambda specs: list(pool.map(lambda s: run_trial(ws, s, 1, seed, data), specs)),
-                          on_trial=lambda o: print(f"  {model} trial {o['number']}: {o['state']} "
-                                                   f"{o['value']:.4f} ({o['epochs']} ep, {o['seconds']:.1f}s)",
-                                                   flush=True))
+    outcomes = run_search(
+        ws.root / "tuning" / f"{model}.journal",
+        model,
+        trials=trials,
+        parallel=parallel,
+        budget_seconds=budget,
+        seed=seed,
+        run_batch=lambda specs: list(pool.map(lambda s: run_trial(ws, s, 1, seed, data), specs)),
+        on_trial=lambda o: print(
+            f"  {model} trial {o['number']}: {o['state']} "
+            f"{o['value']:.4f} ({o['epochs']} ep, {o['seconds']:.1f}s)",
+            flush=True,
+        ),
+    )
     pool.shutdown()
     return outcomes, time.perf_counter() - t0
 
@@ -109,54 +127,87 @@ def main() -> None:
             outcomes, secs = search(ws, data, model, args.trials, args.budget, args.parallel, args.seed)
             done = [o for o in outcomes if o["state"] == "complete"]
             best = min(done, key=lambda o: o["value"])
-            tuned[model] = {"seconds": round(secs, 1), "trials": len(outcomes),
-                            "pruned": sum(o["state"] == "pruned" for o in outcomes), "best_trial": best["number"],
-                            "best_params": best["params"], "moved": moved(default_params(model), best["params"])}
+            tuned[model] = {
+                "seconds": round(secs, 1),
+                "trials": len(outcomes),
+                "pruned": sum(o["state"] == "pruned" for o in outcomes),
+                "best_trial": best["number"],
+                "best_params": best["params"],
+                "moved": moved(default_params(model), best["params"]),
+            }
             rows.append(fitted_row(ws, data, model, {}, "default", args.seed, threads))
             rows.append(fitted_row(ws, data, model, best["params"], "tuned", args.seed, threads))
-            print(f"{model}: {len(outcomes)} trials in {secs:.0f}s; best trial {best['number']} "
-                  f"val {best['value']:.4f}; moved {tuned[model]['moved']}", flush=True)
+            print(
+                f"{model}: {len(outcomes)} trials in {secs:.0f}s; best trial {best['number']} "
+                f"val {best['value']:.4f}; moved {tuned[model]['moved']}",
+                flush=True,
+            )
         base = {b["name"]: b for b in train.evaluate_baselines(ws, data)}
         rows.append(base["bias"])
         if not args.no_surprise:
             Path(args.out).mkdir(parents=True, exist_ok=True)  # the searches' results, before Surprise runs
-            (Path(args.out) / f"tuning_{args.data}_searches.json").write_text(json.dumps(tuned, indent=2, default=str))
+            (Path(args.out) / f"tuning_{args.data}_searches.json").write_text(
+                json.dumps(tuned, indent=2, default=str)
+            )
             rows += surprise_rows(read_splits(ws.splits), surprise_algorithms(run["items"]))
     write(args, run, rows, tuned, models)
 
 
 def write(args, run: dict, rows: list[dict], tuned: dict, models: list[str]) -> None:
     load = os.getloadavg()[0]
-    lines = [f"data {args.data}: {run['ratings']:,} ratings, {run['users']:,} users, {run['items']:,} items, "
-             f"fingerprint {run['fingerprint'][:19]}, seed {args.seed}, {args.trials} trials per model, "
-             f"{args.parallel} at a time, load average {load:.1f}", "",
-             "| model | val RMSE | test RMSE | best epoch | fit s |", "|---|---|---|---|---|"]
+    lines = [
+        f"data {args.data}: {run['ratings']:,} ratings, {run['users']:,} users, {run['items']:,} items, "
+        f"fingerprint {run['fingerprint'][:19]}, seed {args.seed}, {args.trials} trials per model, "
+        f"{args.parallel} at a time, load average {load:.1f}",
+        "",
+        "| model | val RMSE | test RMSE | best epoch | fit s |",
+        "|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: r["val_rmse"]):
-        lines.append(f"| {r['name']} | {r['val_rmse']:.4f} | {r['test_rmse']:.4f} | {r.get('best_epoch', '–')} | "
-                     f"{r.get('fit_seconds', 0):.1f} |")
-    lines += ["", "| model | search s | trials (pruned) | default val | tuned val | moved most |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['name']} | {r['val_rmse']:.4f} | {r['test_rmse']:.4f} | {r.get('best_epoch', '–')} | "
+            f"{r.get('fit_seconds', 0):.1f} |"
+        )
+    lines += [
+        "",
+        "| model | search s | trials (pruned) | default val | tuned val | moved most |",
+        "|---|---|---|---|---|---|",
+    ]
     by = {r["name"]: r for r in rows}
     for m in models:
         t, d, b = tuned[m], by[f"{m} (default)"], by[f"{m} (tuned)"]
-        lines.append(f"| {m} | {t['seconds']:.0f} | {t['trials']} ({t['pruned']}) | {d['val_rmse']:.4f} | "
-                     f"{b['val_rmse']:.4f} | {t['moved']} |")
+        lines.append(
+            f"| {m} | {t['seconds']:.0f} | {t['trials']} ({t['pruned']}) | {d['val_rmse']:.4f} | "
+            f"{b['val_rmse']:.4f} | {t['moved']} |"
+        )
     surprise = [r for r in rows if r["name"].startswith("surprise")]
     champ = min((r for r in rows if r["name"].endswith("(tuned)")), key=lambda r: r["val_rmse"])
     total = sum(t["seconds"] for t in tuned.values())
-    lines += ["", f"total search time {total:.0f} s; tuned champion (by validation): {champ['name']}, "
-              f"test {champ['test_rmse']:.4f}"]
+    lines += [
+        "",
+        f"total search time {total:.0f} s; tuned champion (by validation): {champ['name']}, "
+        f"test {champ['test_rmse']:.4f}",
+    ]
     if surprise:
         ref = min(surprise, key=lambda r: r["test_rmse"])
-        lines.append(f"best Surprise on test: {ref['name']} {ref['test_rmse']:.4f}; "
-                     f"ratio {champ['test_rmse'] / ref['test_rmse']:.4f}")
+        lines.append(
+            f"best Surprise on test: {ref['name']} {ref['test_rmse']:.4f}; "
+            f"ratio {champ['test_rmse'] / ref['test_rmse']:.4f}"
+        )
     worse = [m for m in models if by[f"{m} (tuned)"]["val_rmse"] > by[f"{m} (default)"]["val_rmse"] + 1e-6]
-    lines.append("every tuned model <= its default on validation" if not worse else f"tuned worse than default: {worse}")
+    lines.append(
+        "every tuned model <= its default on validation"
+        if not worse
+        else f"tuned worse than default: {worse}"
+    )
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"tuning_{args.data}.md").write_text(text + "\n")
-    (out / f"tuning_{args.data}.json").write_text(json.dumps({"rows": rows, "tuned": tuned}, indent=2, default=str))
+    (out / f"tuning_{args.data}.json").write_text(
+        json.dumps({"rows": rows, "tuned": tuned}, indent=2, default=str)
+    )
 
 
 if __name__ == "__main__":

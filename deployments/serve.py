@@ -62,10 +62,14 @@ def _work_dir() -> str:
 def training_defaults() -> dict[str, Any]:
     """The nightly training run's parameters: every model, data and store from the environment."""
     env = get_settings()
-    return {"reviews": _files(env.reviews, DEMO_DATA / "reviews.json.gz"),
-            "meta": _files(env.meta, DEMO_DATA / "meta.json.gz"),
-            "store_uri": _store_uri(), "work_dir": _work_dir(),
-            "task_runner": env.task_runner, "dask_address": env.dask_address}
+    return {
+        "reviews": _files(env.reviews, DEMO_DATA / "reviews.json.gz"),
+        "meta": _files(env.meta, DEMO_DATA / "meta.json.gz"),
+        "store_uri": _store_uri(),
+        "work_dir": _work_dir(),
+        "task_runner": env.task_runner,
+        "dask_address": env.dask_address,
+    }
 
 
 def tuning_defaults() -> dict[str, Any]:
@@ -89,11 +93,17 @@ def champion_trigger() -> DeploymentEventTrigger:
     Trigger parameters replace the deployment's whole `params` value (Prefect merges top-level keys only),
     so they repeat the defaults and template the two fields that come from the event.
     """
-    params = {**full_form(ScoringParams, scoring_defaults()), "store_uri": "{{ event.payload.store_uri }}",
-              "version": "{{ event.payload.version }}"}
-    return DeploymentEventTrigger(name="score-new-champion", expect={CHAMPION_EVENT},
-                                  match={"prefect.resource.id": "musicrec.champion.*"},
-                                  parameters={"params": params})
+    params = {
+        **full_form(ScoringParams, scoring_defaults()),
+        "store_uri": "{{ event.payload.store_uri }}",
+        "version": "{{ event.payload.version }}",
+    }
+    return DeploymentEventTrigger(
+        name="score-new-champion",
+        expect={CHAMPION_EVENT},
+        match={"prefect.resource.id": "musicrec.champion.*"},
+        parameters={"params": params},
+    )
 
 
 def build_deployments() -> list[RunnerDeployment]:
@@ -102,22 +112,33 @@ def build_deployments() -> list[RunnerDeployment]:
     schedule = Cron(env.training_cron, timezone=env.timezone, slug="nightly")
     weekly = Cron(env.tuning_cron, timezone=env.timezone, slug="weekly")
     return [
-        training.to_deployment(name="nightly", schedule=schedule,
-                               parameters={"params": full_form(TrainingParams, training_defaults())},
-                               tags=["musicrec", "nightly"],
-                               description="Retrain every model on the configured data; promote the champion."),
-        batch_scoring.to_deployment(name="nightly", triggers=[champion_trigger()],
-                                    parameters={"params": full_form(ScoringParams, scoring_defaults())},
-                                    tags=["musicrec", "nightly"],
-                                    description="Top-N lists for all users, after each newly promoted champion."),
-        batch_scoring.to_deployment(name="on-demand",
-                                    parameters={"params": full_form(ScoringParams, scoring_defaults())},
-                                    tags=["musicrec"],
-                                    description="Score pairs or rank users on demand; edit the form before running."),
-        tuning.to_deployment(name="weekly", schedule=weekly,
-                             parameters={"params": full_form(TuningParams, tuning_defaults())},
-                             tags=["musicrec", "weekly"],
-                             description="Search each model's hyperparameters; nightly training starts from them."),
+        training.to_deployment(
+            name="nightly",
+            schedule=schedule,
+            parameters={"params": full_form(TrainingParams, training_defaults())},
+            tags=["musicrec", "nightly"],
+            description="Retrain every model on the configured data; promote the champion.",
+        ),
+        batch_scoring.to_deployment(
+            name="nightly",
+            triggers=[champion_trigger()],
+            parameters={"params": full_form(ScoringParams, scoring_defaults())},
+            tags=["musicrec", "nightly"],
+            description="Top-N lists for all users, after each newly promoted champion.",
+        ),
+        batch_scoring.to_deployment(
+            name="on-demand",
+            parameters={"params": full_form(ScoringParams, scoring_defaults())},
+            tags=["musicrec"],
+            description="Score pairs or rank users on demand; edit the form before running.",
+        ),
+        tuning.to_deployment(
+            name="weekly",
+            schedule=weekly,
+            parameters={"params": full_form(TuningParams, tuning_defaults())},
+            tags=["musicrec", "weekly"],
+            description="Search each model's hyperparameters; nightly training starts from them.",
+        ),
     ]
 
 

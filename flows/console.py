@@ -30,8 +30,11 @@ def console_handlers() -> list[logging.StreamHandler]:
     found: list[logging.StreamHandler] = []
     for name in ["", *[n for n in logging.root.manager.loggerDict if n.startswith("prefect")]]:
         for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
-                    and handler not in found:
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and not isinstance(handler, logging.FileHandler)
+                and handler not in found
+            ):
                 found.append(handler)
     return found
 
@@ -45,7 +48,9 @@ def quiet_console_tracebacks() -> None:
         handler.addFilter(_NoTraceback())
 
 
-EPOCH_LINE = re.compile(r"^(?P<model>[\w-]+): epoch (?P<epoch>\d+)/(?P<epochs>\d+) .*?(?:\((?P<seconds>[\d.]+)s\))?$")
+EPOCH_LINE = re.compile(
+    r"^(?P<model>[\w-]+): epoch (?P<epoch>\d+)/(?P<epochs>\d+) .*?(?:\((?P<seconds>[\d.]+)s\))?$"
+)
 DONE_LINE = re.compile(r"^(?P<model>[\w-]+): val_rmse \S+ test_rmse \S+ in (?P<seconds>[\d.]+)s")
 
 
@@ -93,9 +98,17 @@ class EpochBars(logging.Handler):
         model, epoch = match["model"], int(match["epoch"])
         with _Bar.get_lock():
             if model not in self.bars:
-                bar = _Bar(total=int(match["epochs"]), desc=f"{model:<15}", unit="epoch", position=len(self.bars),
-                           file=self.stream, leave=True)
-                bar.start_t = created - float(match["seconds"] or 0.0)  # the first epoch began before its line
+                bar = _Bar(
+                    total=int(match["epochs"]),
+                    desc=f"{model:<15}",
+                    unit="epoch",
+                    position=len(self.bars),
+                    file=self.stream,
+                    leave=True,
+                )
+                bar.start_t = created - float(
+                    match["seconds"] or 0.0
+                )  # the first epoch began before its line
                 self.bars[model] = bar
             bar = self.bars[model]
             bar.update(epoch - bar.n)

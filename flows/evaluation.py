@@ -21,7 +21,9 @@ class RankingParams(BaseModel):
 
     run_id: str = Field(..., description="training run whose splits to use (runs/RUN_ID/ in the store)")
     store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI")
-    version: str = Field("", description="published model version; empty = the run's own bundle, else the champion")
+    version: str = Field(
+        "", description="published model version; empty = the run's own bundle, else the champion"
+    )
     k: int = Field(10, ge=1, le=1000, description="list length (HR@k, NDCG@k)")
     seed: int = Field(0, description="seed of the random reference (and of the user sample)")
     max_users: int = Field(0, ge=0, description="evaluate a seeded sample of this many test users; 0 = all")
@@ -29,8 +31,10 @@ class RankingParams(BaseModel):
     work_dir: str = Field(default_factory=lambda: get_settings().work_dir, description="local scratch folder")
 
 
-@flow(name="ranking-evaluation",
-      flow_run_name=run_namer("evaluate", "run_id", "version", defaults={"version": "run-bundle"}))
+@flow(
+    name="ranking-evaluation",
+    flow_run_name=run_namer("evaluate", "run_id", "version", defaults={"version": "run-bundle"}),
+)
 def ranking_evaluation(params: RankingParams) -> dict[str, Any]:
     """Rank for the run's test users; write runs/<run_id>/ranking.json and a table artifact."""
     store_uri = params.store_uri or get_settings().store_uri
@@ -38,7 +42,8 @@ def ranking_evaluation(params: RankingParams) -> dict[str, Any]:
     version = t.resolve_version(store_uri, params.run_id, params.version)
     bundle = fetch_bundle(store_uri, version, str(ws.root))
     splits = t.fetch_splits(store_uri, params.run_id, str(ws.root))
-    result = t.rank_test_users(bundle["directory"], splits, params.k, params.seed, params.max_users,
-                               params.threads)
+    result = t.rank_test_users(
+        bundle["directory"], splits, params.k, params.seed, params.max_users, params.threads
+    )
     result = mark_champion(result, t.current_champion(store_uri))
     return t.publish_ranking(store_uri, params.run_id, result)

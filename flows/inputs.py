@@ -31,9 +31,13 @@ class SplitParams(BaseModel):
 class RunInputs(BaseModel):
     """The data a run reads, where it publishes, and how it runs."""
 
-    reviews: list[str] = Field(..., description="review files (Amazon 2014/2018/2023 JSON lines, ratings CSV, ...)")
+    reviews: list[str] = Field(
+        ..., description="review files (Amazon 2014/2018/2023 JSON lines, ratings CSV, ...)"
+    )
     meta: list[str] = Field(default=[], description="optional metadata files")
-    store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI or ./.musicrec/store")
+    store_uri: str = Field(
+        "", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI or ./.musicrec/store"
+    )
     models: list[ModelName] = Field(default=list(RATING_MODELS), description="which models to train")
     seed: int = 0
     split: SplitParams = Field(default=SplitParams())
@@ -41,12 +45,17 @@ class RunInputs(BaseModel):
     dask_address: str = Field("", description="existing Dask scheduler; empty = a LocalCluster")
     threads: int = Field(0, ge=0, description="CPU threads for the whole run; 0 = every core")
     work_dir: str = ".musicrec/work"
-    work_uri: str = Field("", description="s3://bucket/prefix: keep the run's workspace in the object store (Dask "
-                                          "workers without a shared filesystem); empty = MUSICREC_WORK_URI or work_dir")
-    columns: dict[str, str] = Field(default={},
-                                    description="file column for user, item, rating, timestamp (headers not matched)")
-    rating_range: list[float] | None = Field(None, min_length=2, max_length=2,
-                                             description="[min, max] stars; empty = read from the data")
+    work_uri: str = Field(
+        "",
+        description="s3://bucket/prefix: keep the run's workspace in the object store (Dask "
+        "workers without a shared filesystem); empty = MUSICREC_WORK_URI or work_dir",
+    )
+    columns: dict[str, str] = Field(
+        default={}, description="file column for user, item, rating, timestamp (headers not matched)"
+    )
+    rating_range: list[float] | None = Field(
+        None, min_length=2, max_length=2, description="[min, max] stars; empty = read from the data"
+    )
     delimiter: str = Field("", description="the review files' delimiter (, tab ; | space); empty = detected")
     feedback: Literal["auto", "implicit", "explicit"] = Field(
         "auto",
@@ -75,11 +84,17 @@ def begin_run(params: RunInputs, prefix: str) -> tuple[str, str, str, int]:
     store_uri = params.store_uri or settings.store_uri
     threads = params.threads or os.cpu_count() or 1
     run_id = run_id_from_name(prefix)
-    return run_ref(params.work_uri or settings.work_uri or params.work_dir, run_id), run_id, store_uri, threads
+    return (
+        run_ref(params.work_uri or settings.work_uri or params.work_dir, run_id),
+        run_id,
+        store_uri,
+        threads,
+    )
 
 
-def load_and_prepare(params: RunInputs, workdir: str, clock: StageClock,
-                     embed: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_and_prepare(
+    params: RunInputs, workdir: str, clock: StageClock, embed: bool = True
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Stages 1 and 2 of both flows: read + validate the inputs, split, and (embed=True) train Word2Vec; the
     training flow passes embed=False and trains Word2Vec beside the models that need no text."""
     with clock("load-and-validate"):
@@ -114,4 +129,4 @@ def run_id_from_name(prefix: str) -> str:
     from prefect.runtime import flow_run
 
     name = flow_run.name or ""
-    return name[len(prefix):] if name.startswith(prefix) else new_run_id()
+    return name[len(prefix) :] if name.startswith(prefix) else new_run_id()

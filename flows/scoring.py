@@ -25,8 +25,11 @@ Job = Literal["all_users", "users", "pairs"]
 class ScoringParams(BaseModel):
     """What to score, with which model, and where to write it; the Prefect UI renders this as a form."""
 
-    job: Job = Field("all_users", description="all_users: top-N for every known user; users: top-N for the "
-                                              "users file; pairs: score the pairs file")
+    job: Job = Field(
+        "all_users",
+        description="all_users: top-N for every known user; users: top-N for the "
+        "users file; pairs: score the pairs file",
+    )
     pairs: str = Field("", description="job pairs: CSV/Parquet file with columns user_id, item_id")
     users: str = Field("", description="job users: CSV/Parquet file with a user_id column")
     store_uri: str = Field("", description="s3://bucket/prefix or file:///path; empty = MUSICREC_STORE_URI")
@@ -59,7 +62,9 @@ class ScoringParams(BaseModel):
         for name in ("pairs", "users"):
             given = bool(getattr(self, name))
             if given and self.job != name:
-                raise ValueError(f"{name} is filled in but job is {self.job}: set job to {name}, or clear {name}")
+                raise ValueError(
+                    f"{name} is filled in but job is {self.job}: set job to {name}, or clear {name}"
+                )
             if self.job == name and not given:
                 raise ValueError(f"job {name} needs the {name} file: fill in {name}")
         return self
@@ -68,6 +73,7 @@ class ScoringParams(BaseModel):
 def run_namer(prefix: str, *fields: str, defaults: dict[str, str] | None = None) -> Callable[[], str]:
     """A flow_run_name callable: prefix plus the named fields of the flow's `params` (e.g. score-pairs-champion),
     so a run list in the UI says what each run did."""
+
     def name() -> str:
         from prefect.context import FlowRunContext
 
@@ -80,7 +86,9 @@ def run_namer(prefix: str, *fields: str, defaults: dict[str, str] | None = None)
     return name
 
 
-@flow(name="batch-scoring", flow_run_name=run_namer("score", "job", "version", defaults={"version": "champion"}))
+@flow(
+    name="batch-scoring", flow_run_name=run_namer("score", "job", "version", defaults={"version": "champion"})
+)
 def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     """Score pairs or rank users with a verified bundle; the output appears whole or not at all."""
     store_uri = params.store_uri or get_settings().store_uri
@@ -93,9 +101,14 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     t0 = time.perf_counter()
     parts, summaries = _score_chunks(params, bundle["directory"], parts_dir)
     seconds = time.perf_counter() - t0
-    extra: dict[str, Any] = {"job": job, "version": bundle["version"], "model": bundle["model"],
-                             "kind": bundle.get("kind", "rating"),
-                             "seconds": round(seconds, 3), "format": params.format}
+    extra: dict[str, Any] = {
+        "job": job,
+        "version": bundle["version"],
+        "model": bundle["model"],
+        "kind": bundle.get("kind", "rating"),
+        "seconds": round(seconds, 3),
+        "format": params.format,
+    }
     if job == "pairs":
         extra["pairs_per_second"] = round(sum(s["rows"] for s in summaries) / seconds)
     else:
@@ -104,24 +117,48 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     return t.commit_output(out_uri, prefix, parts, summaries, extra)
 
 
-def _score_chunks(params: ScoringParams, directory: str, parts_dir: Path) -> tuple[list[str], list[dict[str, Any]]]:
+def _score_chunks(
+    params: ScoringParams, directory: str, parts_dir: Path
+) -> tuple[list[str], list[dict[str, Any]]]:
     """The parallel stage: one task run per chunk, at most params.threads at a time, each writing a local part."""
     workers = max(1, params.threads)
     with ThreadPoolTaskRunner(max_workers=workers) as runner:
         if params.job == "pairs":
             ranges = jobs.plan_pair_chunks(params.pairs, params.chunk_rows, workers)
             paths = [str(parts_dir / f"{k:05d}.parquet") for k in range(len(ranges))]
-            futures = [runner.submit(t.score_pairs_chunk, {"directory": directory, "pairs_path": params.pairs,
-                                                           "start": a, "stop": b, "out_path": p,
-                                                           "batch_size": params.batch_size})
-                       for (a, b), p in zip(ranges, paths)]
+            futures = [
+                runner.submit(
+                    t.score_pairs_chunk,
+                    {
+                        "directory": directory,
+                        "pairs_path": params.pairs,
+                        "start": a,
+                        "stop": b,
+                        "out_path": p,
+                        "batch_size": params.batch_size,
+                    },
+                )
+                for (a, b), p in zip(ranges, paths, strict=False)
+            ]
         else:
             users = jobs.list_users(directory, params.users)
-            chunks = [users[s:s + params.chunk_users] for s in range(0, len(users), params.chunk_users)] or [[]]
+            chunks = [
+                users[s : s + params.chunk_users] for s in range(0, len(users), params.chunk_users)
+            ] or [[]]
             paths = [str(parts_dir / f"{k:05d}.parquet") for k in range(len(chunks))]
-            futures = [runner.submit(t.rank_users_chunk, {"directory": directory, "users": c, "chunk": k,
-                                                          "top_n": params.top_n, "out_path": p,
-                                                          "batch_size": params.batch_size})
-                       for k, (c, p) in enumerate(zip(chunks, paths))]
+            futures = [
+                runner.submit(
+                    t.rank_users_chunk,
+                    {
+                        "directory": directory,
+                        "users": c,
+                        "chunk": k,
+                        "top_n": params.top_n,
+                        "out_path": p,
+                        "batch_size": params.batch_size,
+                    },
+                )
+                for k, (c, p) in enumerate(zip(chunks, paths, strict=False))
+            ]
         wait(futures)
         return paths, [f.result() for f in futures]

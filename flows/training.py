@@ -13,35 +13,58 @@ from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, 
 from musicrec import registry
 from musicrec.errors import DataError
 from musicrec.pipeline.report import StageClock, format_stages, with_decision
-from musicrec.rating.build import model_class
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache
+from musicrec.rating.build import model_class
 from tasks import reporting
 from tasks import training as t
 from tasks.runners import fair_threads, make_task_runner, release_worker_caches
 
-PARALLEL_TASKS = 4  # at the seed's size 3 was slower (hinge shared its core longer): 312 s against 297 s of stages
-CHAMPION_EVENT = "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
+PARALLEL_TASKS = (
+    4  # at the seed's size 3 was slower (hinge shared its core longer): 312 s against 297 s of stages
+)
+CHAMPION_EVENT = (
+    "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
+)
+
+
 class TrainingParams(RunInputs):
     """Everything a training run needs; the Prefect UI renders this as a form."""
 
-    overrides: dict[str, dict[str, Any]] = Field(default={},
-                                                 description='per-model hyperparameters, e.g. {"gmf": {"epochs": 5}}; '
-                                                 "they win over tuned ones")
-    retrieval_models: list[RetrievalName] = Field(default=list(RETRIEVAL_MODELS),
-                                                  description="implicit-feedback models (top-N retrieval); [] = none")
-    use_tuning: bool = Field(True, description="start each model from its latest tuning/<model>.json in the store")
-    promote: bool = Field(True, description="move the champion pointer if the new champion wins; off = publish only")
-    refit: bool = Field(True, description="serve the champion refit on all ratings (train + validation + test)")
-    parallel_tasks: int = Field(PARALLEL_TASKS, ge=0,
-                                description="threads runner: tasks of the parallel stage alive at once (each holds "
-                                "its model in memory: fewer = a lower peak; 0 = all at once)")
+    overrides: dict[str, dict[str, Any]] = Field(
+        default={},
+        description='per-model hyperparameters, e.g. {"gmf": {"epochs": 5}}; they win over tuned ones',
+    )
+    retrieval_models: list[RetrievalName] = Field(
+        default=list(RETRIEVAL_MODELS), description="implicit-feedback models (top-N retrieval); [] = none"
+    )
+    use_tuning: bool = Field(
+        True, description="start each model from its latest tuning/<model>.json in the store"
+    )
+    promote: bool = Field(
+        True, description="move the champion pointer if the new champion wins; off = publish only"
+    )
+    refit: bool = Field(
+        True, description="serve the champion refit on all ratings (train + validation + test)"
+    )
+    parallel_tasks: int = Field(
+        PARALLEL_TASKS,
+        ge=0,
+        description="threads runner: tasks of the parallel stage alive at once (each holds "
+        "its model in memory: fewer = a lower peak; 0 = all at once)",
+    )
 
 
 @flow(name="train-models")
-def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str, Any]],
-                 threads_per_model: int, retrieval_models: list[str] | None = None,
-                 seed: int = 0, threads: int | None = None) -> dict[str, Any]:
+def train_models(
+    workdir: str,
+    models: list[str],
+    overrides: dict[str, dict[str, Any]],
+    threads_per_model: int,
+    retrieval_models: list[str] | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """The parallel stage on the parent's runner: Word2Vec, and beside it one task run per rating model and
     per retrieval model (and one for each family's baselines); the models that use text wait for Word2Vec.
 
@@ -63,15 +86,26 @@ def train_models(workdir: str, models: list[str], overrides: dict[str, dict[str,
     for m in sorted([*retrieval_models, *models], key=lambda m: (texts[m], -negatives.get(m, 0))):
         wait_for = [embed] if texts[m] else None
         if m in retrieval_models:
-            submitted[m] = t.train_retrieval.submit(workdir, m, overrides.get(m, {}), threads_per_model,
-                                                    threads or threads_per_model, wait_for=wait_for)
+            submitted[m] = t.train_retrieval.submit(
+                workdir,
+                m,
+                overrides.get(m, {}),
+                threads_per_model,
+                threads or threads_per_model,
+                wait_for=wait_for,
+            )
         else:
-            submitted[m] = t.train_model.submit(workdir, m, overrides.get(m, {}), threads_per_model,
-                                                wait_for=wait_for)
+            submitted[m] = t.train_model.submit(
+                workdir, m, overrides.get(m, {}), threads_per_model, wait_for=wait_for
+            )
     futures = [submitted[m] for m in models]  # results in the caller's order
     ranked = [submitted[m] for m in retrieval_models]
     baselines = t.evaluate_baselines.submit(workdir) if models else None
-    summed = t.ensemble_retrieval.submit(workdir, ranked, ranking) if ranking is not None and len(ranked) >= 2 else None
+    summed = (
+        t.ensemble_retrieval.submit(workdir, ranked, ranking)
+        if ranking is not None and len(ranked) >= 2
+        else None
+    )
     wait(
         [
             embed,
@@ -111,7 +145,9 @@ def training(params: TrainingParams) -> dict[str, Any]:
         drop_cache(workdir)  # this machine's copy of a remote workspace (workers drop theirs in train_models)
 
 
-def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str, threads: int) -> dict[str, Any]:
+def _training(
+    params: TrainingParams, workdir: str, run_id: str, store_uri: str, threads: int
+) -> dict[str, Any]:
     logger = get_run_logger()
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock, embed=False)
@@ -120,10 +156,12 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
     if skipped:
         logger.info("%s", skipped)
     n_tasks = len(models) + len(params.retrieval_models) + 1  # + Word2Vec
-    runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, n_tasks,
-                                        params.parallel_tasks)
-    overrides = {m: {"seed": params.seed, **params.overrides.get(m, {})}
-                 for m in (*models, *params.retrieval_models)}
+    runner, parallel = make_task_runner(
+        params.task_runner, params.dask_address, threads, n_tasks, params.parallel_tasks
+    )
+    overrides = {
+        m: {"seed": params.seed, **params.overrides.get(m, {})} for m in (*models, *params.retrieval_models)
+    }
     tuning: dict[str, Any] = {}
     tuning_notes: list[str] = []
     if params.use_tuning and (models or params.retrieval_models):
@@ -131,23 +169,43 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
         overrides, tuning, tuning_notes = t.load_tuning(store_uri, tuned, overrides, run["fingerprint"])
     with clock("train-models"), fair_threads(params.task_runner):
         trained = train_models.with_options(task_runner=runner)(
-            workdir, models, overrides, max(1, threads // parallel), list(params.retrieval_models),
-            params.seed, threads)
+            workdir,
+            models,
+            overrides,
+            max(1, threads // parallel),
+            list(params.retrieval_models),
+            params.seed,
+            threads,
+        )
     rows, baselines = trained["models"], trained["baselines"]
     prep["word2vec"] = trained["word2vec"]
     bias = next((b for b in baselines if b["name"] == "bias"), None)
     champion = registry.choose_champion(rows, "rating", bias["val_rmse"]) if bias else None
     retrieval = summarize_retrieval(trained["retrieval"], trained["ranking_baselines"])
     if retrieval["models"] and not run.get("has_times", True):
-        retrieval["held_out"] = "leave-one-out of a seeded random interaction per user (the input has no times)"
+        retrieval["held_out"] = (
+            "leave-one-out of a seeded random interaction per user (the input has no times)"
+        )
     retrieval_row = next((r for r in retrieval["models"] if r["name"] == retrieval["champion"]), None)
     report: dict[str, Any] = {
-        "run_id": run_id, "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
-        "read": run["read"], "split": prep["split"], "word2vec": prep["word2vec"], "models": rows,
-        "baselines": baselines, "champion": {"name": champion}, "retrieval": retrieval, "promoted": False, "previous_test_rmse": None,
-        "task_runner": params.task_runner, "tuning": tuning, "sample_card": run.get("sample_card"), "stage_seconds": clock.seconds,
+        "run_id": run_id,
+        "data": {k: run[k] for k in ("ratings", "users", "items", "fingerprint", "inputs")},
+        "read": run["read"],
+        "split": prep["split"],
+        "word2vec": prep["word2vec"],
+        "models": rows,
+        "baselines": baselines,
+        "champion": {"name": champion},
+        "retrieval": retrieval,
+        "promoted": False,
+        "previous_test_rmse": None,
+        "task_runner": params.task_runner,
+        "tuning": tuning,
+        "sample_card": run.get("sample_card"),
+        "stage_seconds": clock.seconds,
         "tuning_notes": tuning_notes,
-        "feedback": run.get("feedback"), **({"skipped": {"rating_models": skipped}} if skipped else {}),
+        "feedback": run.get("feedback"),
+        **({"skipped": {"rating_models": skipped}} if skipped else {}),
     }
     if skipped:
         publish_retrieval_only(
@@ -155,8 +213,13 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
         )
     elif champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")
-        report["promotion"] = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None,
-                               "promoted": False, "reason": "no model beat the bias baseline on validation"}
+        report["promotion"] = {
+            "compared_rows": 0,
+            "incumbent_rmse": None,
+            "challenger_rmse": None,
+            "promoted": False,
+            "reason": "no model beat the bias baseline on validation",
+        }
         report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
     else:
         assert bias is not None  # a rating champion beat it
@@ -165,8 +228,11 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
         # the retrieval champion's refit runs beside the rating champion's refit and export (on every thread:
         # its step's threads share the cores with them, and have them to itself once they are done), and its
         # own export waits for it
-        pending = (t.refit_retrieval.submit(workdir, retrieval_row, threads)
-                   if params.refit and retrieval_row is not None else None)
+        pending = (
+            t.refit_retrieval.submit(workdir, retrieval_row, threads)
+            if params.refit and retrieval_row is not None
+            else None
+        )
         if params.refit:
             with clock("refit-champion"):
                 refit_info = t.refit_champion(workdir, row, threads)
@@ -180,17 +246,28 @@ def _training(params: TrainingParams, workdir: str, run_id: str, store_uri: str,
                 meta = t.bundle_retrieval(workdir, meta, retrieval_row, retrieval_refit)
         with clock("publish-and-promote"):
             published = t.publish_bundle(workdir, store_uri, meta["version"])
-            report["champion"] = {"name": champion, "version": published["version"], "uri": published["uri"],
-                                  "onnx_check": meta["onnx_check"]}
+            report["champion"] = {
+                "name": champion,
+                "version": published["version"],
+                "uri": published["uri"],
+                "onnx_check": meta["onnx_check"],
+            }
             # the pointer is the run's last write: its splits and report.json are in the store before it moves
             report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
             if params.promote:
-                decision = t.promote_champion(workdir, store_uri, published, row["val_rmse"] < bias["val_rmse"],
-                                              retrieval_row, report)
+                decision = t.promote_champion(
+                    workdir, store_uri, published, row["val_rmse"] < bias["val_rmse"], retrieval_row, report
+                )
             else:
-                decision = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None, "promoted": False,
-                            "reason": "promotion off (--no-promote): bundle published, pointer untouched",
-                            "incumbent_version": None, "replaced_damaged": None}
+                decision = {
+                    "compared_rows": 0,
+                    "incumbent_rmse": None,
+                    "challenger_rmse": None,
+                    "promoted": False,
+                    "reason": "promotion off (--no-promote): bundle published, pointer untouched",
+                    "incumbent_version": None,
+                    "replaced_damaged": None,
+                }
         report = with_decision(report, decision)
     logger.info(format_stages(clock.seconds))
     out = reporting.publish_report(workdir, store_uri, report)
@@ -285,7 +362,16 @@ def announce_champion(store_uri: str, report: dict[str, Any]) -> None:
     from musicrec.store import open_store
 
     store = open_store(store_uri).uri
-    emit_event(event=CHAMPION_EVENT, resource={"prefect.resource.id": f"musicrec.champion.{store}",
-                                               "prefect.resource.name": "musicrec champion"},
-               payload={"version": report["champion"]["version"], "model": report["champion"]["name"],
-                        "store_uri": store, "run_id": report["run_id"]})
+    emit_event(
+        event=CHAMPION_EVENT,
+        resource={
+            "prefect.resource.id": f"musicrec.champion.{store}",
+            "prefect.resource.name": "musicrec champion",
+        },
+        payload={
+            "version": report["champion"]["version"],
+            "model": report["champion"]["name"],
+            "store_uri": store,
+            "run_id": report["run_id"],
+        },
+    )

@@ -23,8 +23,9 @@ RUN_NAME_PREFIX = "tuning-"
 class TuningParams(RunInputs):
     """A search per model; the Prefect UI renders this as a form."""
 
-    retrieval_models: list[RetrievalName] = Field(default=[], description="retrieval models to tune too (judged "
-                                                  "on validation NDCG@10); [] = none")
+    retrieval_models: list[RetrievalName] = Field(
+        default=[], description="retrieval models to tune too (judged on validation NDCG@10); [] = none"
+    )
     trials: int = Field(20, ge=1, le=10000, description="trials per model (trial 0 is the default)")
     timeout_per_model: float = Field(1800, gt=0, description="wall-clock seconds per model's search")
     timeout_total: float = Field(14400, gt=0, description="wall-clock seconds for all searches")
@@ -37,8 +38,15 @@ def _run_name() -> str:
 
 
 @flow(name="tune-model", flow_run_name="tune-{model}")
-def tune_model(workdir: str, model: str, trials: int, budget_seconds: float, seed: int, parallel: int,
-               threads_per_trial: int) -> list[dict[str, Any]]:
+def tune_model(
+    workdir: str,
+    model: str,
+    trials: int,
+    budget_seconds: float,
+    seed: int,
+    parallel: int,
+    threads_per_trial: int,
+) -> list[dict[str, Any]]:
     """One model's search: batches of `parallel` trials as task runs on the parent's runner."""
     from musicrec.tuning.search import run_search
 
@@ -49,13 +57,30 @@ def tune_model(workdir: str, model: str, trials: int, budget_seconds: float, see
         return [f.result() for f in futures]
 
     def on_trial(o: dict[str, Any]) -> None:
-        logger.info("%s: trial %d/%d %s %s %.4f, best %.4f (%d epochs, %.1fs)", model, o["number"] + 1,
-                    o["trials"], o["state"], o["metric"], o["value"], o["best_value"] or float("nan"), o["epochs"],
-                    o["seconds"])
+        logger.info(
+            "%s: trial %d/%d %s %s %.4f, best %.4f (%d epochs, %.1fs)",
+            model,
+            o["number"] + 1,
+            o["trials"],
+            o["state"],
+            o["metric"],
+            o["value"],
+            o["best_value"] or float("nan"),
+            o["epochs"],
+            o["seconds"],
+        )
 
     journal = Path(workdir) / "tuning" / f"{model}.journal"
-    return run_search(journal, model, trials=trials, parallel=parallel, budget_seconds=budget_seconds, seed=seed,
-                      run_batch=run_batch, on_trial=on_trial)
+    return run_search(
+        journal,
+        model,
+        trials=trials,
+        parallel=parallel,
+        budget_seconds=budget_seconds,
+        seed=seed,
+        run_batch=run_batch,
+        on_trial=on_trial,
+    )
 
 
 @flow(name="tuning", flow_run_name=_run_name)
@@ -66,8 +91,10 @@ def tuning(params: TuningParams) -> dict[str, Any]:
 
     workdir, run_id, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
     if is_remote(workdir):
-        raise ValueError(f"tuning needs its workspace on a filesystem its trials share (the Optuna journal is a "
-                         f"file): unset MUSICREC_WORK_URI / work_uri ({workdir}) for musicrec tune")
+        raise ValueError(
+            f"tuning needs its workspace on a filesystem its trials share (the Optuna journal is a "
+            f"file): unset MUSICREC_WORK_URI / work_uri ({workdir}) for musicrec tune"
+        )
     logger = get_run_logger()
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock)
@@ -90,12 +117,25 @@ def tuning(params: TuningParams) -> dict[str, Any]:
         t0 = time.time()
         with clock(f"tune-{model}"):
             outcomes = tune_model.with_options(task_runner=runner)(
-                workdir, model, params.trials, budget, params.seed, parallel, max(1, threads // parallel))
-            record = build_record(model, outcomes, run_id=run_id, run={**run, "split": prep["split"]},
-                                  seed=params.seed, seconds=time.time() - t0, budget_seconds=budget,
-                                  trials_asked=params.trials)
+                workdir, model, params.trials, budget, params.seed, parallel, max(1, threads // parallel)
+            )
+            record = build_record(
+                model,
+                outcomes,
+                run_id=run_id,
+                run={**run, "split": prep["split"]},
+                seed=params.seed,
+                seconds=time.time() - t0,
+                budget_seconds=budget,
+                trials_asked=params.trials,
+            )
             record["uri"] = tt.publish_tuning(store_uri, record)
         records.append(record)
     logger.info(format_stages(clock.seconds))
-    return {"run_id": run_id, "store_uri": store_uri, "data": {k: run[k] for k in ("ratings", "fingerprint")},
-            "records": records, "stage_seconds": clock.seconds}
+    return {
+        "run_id": run_id,
+        "store_uri": store_uri,
+        "data": {k: run[k] for k in ("ratings", "fingerprint")},
+        "records": records,
+        "stage_seconds": clock.seconds,
+    }

@@ -18,8 +18,16 @@ from musicrec.registry import names
 from musicrec.settings import get_settings
 
 MODEL_NAMES = names("rating")
-SAMPLE_SCALES = ["small", "medium", "seed", "seed2x", "seed4x"]  # musicrec.data.world.SCALES, without numpy/scipy
-STORE_HELP = "s3://bucket/prefix, file:///path or a folder (default MUSICREC_STORE_URI, else ./.musicrec/store)"
+SAMPLE_SCALES = [
+    "small",
+    "medium",
+    "seed",
+    "seed2x",
+    "seed4x",
+]  # musicrec.data.world.SCALES, without numpy/scipy
+STORE_HELP = (
+    "s3://bucket/prefix, file:///path or a folder (default MUSICREC_STORE_URI, else ./.musicrec/store)"
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,24 +38,43 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("out_dir")
     s.add_argument("--scale", choices=SAMPLE_SCALES, default="small")
     s.add_argument("--seed", type=int, default=0)
-    t = sub.add_parser("train", help="run the training flow (Prefect; ephemeral server if none is configured)")
-    u = sub.add_parser("tune", help="run the tuning flow: an Optuna search per model; training then starts from it")
+    t = sub.add_parser(
+        "train", help="run the training flow (Prefect; ephemeral server if none is configured)"
+    )
+    u = sub.add_parser(
+        "tune", help="run the tuning flow: an Optuna search per model; training then starts from it"
+    )
     for cmd in (t, u):
         cmd.add_argument("--reviews", action="append", required=True, help="review file; repeat for several")
         cmd.add_argument("--meta", action="append", default=[], help="metadata file; repeat for several")
-        cmd.add_argument("--models", default=",".join(MODEL_NAMES),
-                         help="comma-separated subset of " + ",".join(MODEL_NAMES))
-        cmd.add_argument("--task-runner", choices=["threads", "processes", "dask"],
-                         help="default MUSICREC_TASK_RUNNER, threads")
-        cmd.add_argument("--dask-address", default="",
-                         help="Dask scheduler (default MUSICREC_DASK_ADDRESS, else a local cluster)")
+        cmd.add_argument(
+            "--models",
+            default=",".join(MODEL_NAMES),
+            help="comma-separated subset of " + ",".join(MODEL_NAMES),
+        )
+        cmd.add_argument(
+            "--task-runner",
+            choices=["threads", "processes", "dask"],
+            help="default MUSICREC_TASK_RUNNER, threads",
+        )
+        cmd.add_argument(
+            "--dask-address",
+            default="",
+            help="Dask scheduler (default MUSICREC_DASK_ADDRESS, else a local cluster)",
+        )
         cmd.add_argument("--seed", type=int, default=0)
-        cmd.add_argument("--columns", default="",
-                         help="input columns by header name, e.g. "
-                         "user=listener,item=track,rating=stars[,timestamp=ts] (weight=plays: a play count), "
-                         "or by 1-based position: user=1,item=2,rating=3")
-        cmd.add_argument("--delimiter", default="",
-                         help="force the review files' delimiter: , tab ; | or space (default: detected)")
+        cmd.add_argument(
+            "--columns",
+            default="",
+            help="input columns by header name, e.g. "
+            "user=listener,item=track,rating=stars[,timestamp=ts] (weight=plays: a play count), "
+            "or by 1-based position: user=1,item=2,rating=3",
+        )
+        cmd.add_argument(
+            "--delimiter",
+            default="",
+            help="force the review files' delimiter: , tab ; | or space (default: detected)",
+        )
         cmd.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
         cmd.add_argument(
             "--tags",
@@ -73,22 +100,47 @@ def _parser() -> argparse.ArgumentParser:
         help="implicit feedback: an interaction weighs 1 + ALPHA * log(1 + count) in the retrieval loss "
         "(default MUSICREC_CONFIDENCE_ALPHA, 1.0)",
     )
-    t.add_argument("--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\' (wins over tuned values)')
-    t.add_argument("--retrieval-models", default="implicit_pointwise,implicit_bpr,implicit_hinge",
-                   help="implicit-feedback models for top-N retrieval (comma-separated), or none")
-    t.add_argument("--parallel-tasks", type=int, default=None,
-                   help="threads runner: models trained at once (default 4; each holds its model in memory, so "
-                   "fewer means a lower peak; 0 = all at once)")
-    t.add_argument("--no-tuning", action="store_true", help="ignore the store's tuning/<model>.json: family defaults")
-    t.add_argument("--no-promote", action="store_true", help="publish the bundle but leave the champion as it is")
-    t.add_argument("--no-refit", action="store_true",
-                   help="serve the models fitted on the training split, not refit on every rating: `musicrec "
-                   "evaluate` can then measure the served lists on the run's own held-out items")
-    u.add_argument("--retrieval-models", default="none",
-                   help="retrieval models to tune too (comma-separated), judged on validation NDCG@10 (default none)")
-    u.add_argument("--trials", type=int, default=20, help="trials per model, the default configuration first (20)")
-    u.add_argument("--timeout", type=float, default=1800.0, help="wall-clock seconds per model's search (1800)")
-    u.add_argument("--total-timeout", type=float, default=14400.0, help="wall-clock seconds for all searches (14400)")
+    t.add_argument(
+        "--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\' (wins over tuned values)'
+    )
+    t.add_argument(
+        "--retrieval-models",
+        default="implicit_pointwise,implicit_bpr,implicit_hinge",
+        help="implicit-feedback models for top-N retrieval (comma-separated), or none",
+    )
+    t.add_argument(
+        "--parallel-tasks",
+        type=int,
+        default=None,
+        help="threads runner: models trained at once (default 4; each holds its model in memory, so "
+        "fewer means a lower peak; 0 = all at once)",
+    )
+    t.add_argument(
+        "--no-tuning", action="store_true", help="ignore the store's tuning/<model>.json: family defaults"
+    )
+    t.add_argument(
+        "--no-promote", action="store_true", help="publish the bundle but leave the champion as it is"
+    )
+    t.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="serve the models fitted on the training split, not refit on every rating: `musicrec "
+        "evaluate` can then measure the served lists on the run's own held-out items",
+    )
+    u.add_argument(
+        "--retrieval-models",
+        default="none",
+        help="retrieval models to tune too (comma-separated), judged on validation NDCG@10 (default none)",
+    )
+    u.add_argument(
+        "--trials", type=int, default=20, help="trials per model, the default configuration first (20)"
+    )
+    u.add_argument(
+        "--timeout", type=float, default=1800.0, help="wall-clock seconds per model's search (1800)"
+    )
+    u.add_argument(
+        "--total-timeout", type=float, default=14400.0, help="wall-clock seconds for all searches (14400)"
+    )
     t.add_argument("--report", help="copy report.json here")
     c = sub.add_parser("score", help="run the batch scoring flow with the champion (or --version)")
     job = c.add_mutually_exclusive_group(required=True)
@@ -96,7 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     job.add_argument("--users", help="CSV/Parquet with user_id: top-N lists")
     job.add_argument("--all-users", action="store_true", help="top-N lists for every known user")
     c.add_argument("--top-n", type=int, default=10)
-    c.add_argument("--format", choices=["parquet", "csv"], default="parquet", help="parquet parts or one CSV file")
+    c.add_argument(
+        "--format", choices=["parquet", "csv"], default="parquet", help="parquet parts or one CSV file"
+    )
     c.add_argument("--out", default="", help="output folder URI (default: the store, under scores/RUN/JOB)")
     e = sub.add_parser("evaluate", help="ranking quality (HR@10, NDCG@10, coverage) of a run's test users")
     e.add_argument("--run", required=True, help="training run id (musicrec runs lists them)")
@@ -115,9 +169,13 @@ def _parser() -> argparse.ArgumentParser:
 def _sample_data(args: argparse.Namespace) -> int:
     from musicrec.data.generate import generate_sample
 
-    card = generate_sample(args.out_dir, scale=args.scale, seed=args.seed, progress=lambda m: print(m, flush=True))
-    print(f"wrote {args.out_dir}: {card['ratings']:,} ratings, {card['users']:,} users, {card['items']:,} items; "
-          f"noise_rmse {card['noise_rmse']:.4f}")
+    card = generate_sample(
+        args.out_dir, scale=args.scale, seed=args.seed, progress=lambda m: print(m, flush=True)
+    )
+    print(
+        f"wrote {args.out_dir}: {card['ratings']:,} ratings, {card['users']:,} users, {card['items']:,} items; "
+        f"noise_rmse {card['noise_rmse']:.4f}"
+    )
     return 0
 
 
@@ -127,10 +185,17 @@ def _run_inputs(args: argparse.Namespace) -> dict[str, Any]:
     columns, rating_range = pre.parse_columns(args.columns), pre.parse_rating_range(args.rating_range)
     delimiter = pre.parse_delimiter(args.delimiter)
     env = get_settings()
-    fields = {"reviews": args.reviews, "meta": args.meta, "models": models, "seed": args.seed,
-              "store_uri": pre.check_store(args.store).uri, "task_runner": args.task_runner or env.task_runner,
-              "dask_address": args.dask_address or env.dask_address, "work_dir": env.work_dir,
-              "work_uri": pre.check_work_uri(env.work_uri)}
+    fields = {
+        "reviews": args.reviews,
+        "meta": args.meta,
+        "models": models,
+        "seed": args.seed,
+        "store_uri": pre.check_store(args.store).uri,
+        "task_runner": args.task_runner or env.task_runner,
+        "dask_address": args.dask_address or env.dask_address,
+        "work_dir": env.work_dir,
+        "work_uri": pre.check_work_uri(env.work_uri),
+    }
     pre.check_inputs(args.reviews, args.meta, columns, delimiter)
     if args.tags or args.tag_names:
         pre.check_tags(args.tags, args.tag_names)
@@ -143,20 +208,26 @@ def _run_inputs(args: argparse.Namespace) -> dict[str, Any]:
 def _tune(args: argparse.Namespace) -> int:
     fields = _run_inputs(args)
     if fields["work_uri"]:
-        raise pre.UsageError(f"musicrec tune keeps its workspace on a filesystem its trials share (the Optuna "
-                             f"journal is a file), and MUSICREC_WORK_URI is {fields['work_uri']}",
-                             hint="unset MUSICREC_WORK_URI for musicrec tune (musicrec train keeps using it)")
+        raise pre.UsageError(
+            f"musicrec tune keeps its workspace on a filesystem its trials share (the Optuna "
+            f"journal is a file), and MUSICREC_WORK_URI is {fields['work_uri']}",
+            hint="unset MUSICREC_WORK_URI for musicrec tune (musicrec train keeps using it)",
+        )
     fields["retrieval_models"] = pre.parse_retrieval_models(args.retrieval_models)
-    fields |= {"trials": pre.check_positive("--trials", args.trials),
-               "timeout_per_model": pre.check_seconds("--timeout", args.timeout),
-               "timeout_total": pre.check_seconds("--total-timeout", args.total_timeout)}
+    fields |= {
+        "trials": pre.check_positive("--trials", args.trials),
+        "timeout_per_model": pre.check_seconds("--timeout", args.timeout),
+        "timeout_total": pre.check_seconds("--total-timeout", args.total_timeout),
+    }
     from flows.tuning import TuningParams, tuning
     from musicrec.tuning.records import format_records
 
     out = _run_flow(args, tuning, TuningParams, fields)
     print("\n" + format_records(out["records"]))
-    print("\nvalidation values on this run's split (RMSE: lower is better; NDCG@10: higher is better); "
-          "trial 0 of each search is the default configuration")
+    print(
+        "\nvalidation values on this run's split (RMSE: lower is better; NDCG@10: higher is better); "
+        "trial 0 of each search is the default configuration"
+    )
     for record in out["records"]:
         print(f"{record['model']}: {record['uri']}")
     print("the next `musicrec train` on this store starts each model from these (--no-tuning: defaults)")
@@ -201,7 +272,10 @@ def _train(args: argparse.Namespace) -> int:
     if skipped:
         print("\n" + skipped)
     else:
-        print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
+        print(
+            "\n"
+            + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name"))
+        )
     if report.get("retrieval", {}).get("models"):
         print("\n" + format_ranking(report["retrieval"]))
     for name, used in (report.get("tuning") or {}).items():
@@ -218,7 +292,9 @@ def _train(args: argparse.Namespace) -> int:
     card = report.get("sample_card") or {}
     if card.get("noise_rmse") is not None and champion.get("name"):
         best = next(m["test_rmse"] for m in report["models"] if m["name"] == champion["name"])
-        print(f"noise floor (card.json noise_rmse): {card['noise_rmse']:.4f}; champion gap {best - card['noise_rmse']:.4f}")
+        print(
+            f"noise floor (card.json noise_rmse): {card['noise_rmse']:.4f}; champion gap {best - card['noise_rmse']:.4f}"
+        )
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=2, default=str))
@@ -235,9 +311,16 @@ def _score(args: argparse.Namespace) -> int:
         pre.check_store(args.out)
     store = pre.check_store(args.store)
     pre.check_version(store, args.version)
-    fields = {"store_uri": store.uri, "version": args.version, "pairs": args.pairs or "", "users": args.users or "",
-              "job": "pairs" if args.pairs else "users" if args.users else "all_users",
-              "top_n": top_n, "out": args.out, "format": args.format}
+    fields = {
+        "store_uri": store.uri,
+        "version": args.version,
+        "pairs": args.pairs or "",
+        "users": args.users or "",
+        "job": "pairs" if args.pairs else "users" if args.users else "all_users",
+        "top_n": top_n,
+        "out": args.out,
+        "format": args.format,
+    }
     from flows.scoring import ScoringParams, batch_scoring
     from musicrec.scoring.summary import describe
 
@@ -253,9 +336,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from flows.evaluation import RankingParams, ranking_evaluation
     from musicrec.pipeline.ranking_eval import format_table
 
-    result = _run_flow(args, ranking_evaluation, RankingParams,
-                       {"run_id": args.run, "store_uri": store.uri, "version": args.version})
-    print(f"{result['version']} ({_champion_note(result)}) on {result['test_users']:,} test users of run {args.run}\n")
+    result = _run_flow(
+        args,
+        ranking_evaluation,
+        RankingParams,
+        {"run_id": args.run, "store_uri": store.uri, "version": args.version},
+    )
+    print(
+        f"{result['version']} ({_champion_note(result)}) on {result['test_users']:,} test users of run {args.run}\n"
+    )
     print(format_table(result) + f"\n\nranking: {result['uri']}")
     if result.get("note") and result.get("bundle_run_id") == args.run:
         print(f"note: {result['note']}")
@@ -296,12 +385,22 @@ def _champion(args: argparse.Namespace) -> int:
     return 0
 
 
-FLAGS = {"promote": "--no-promote", "use_tuning": "--no-tuning", "refit": "--no-refit",
-         "timeout_per_model": "--timeout", "timeout_total": "--total-timeout"}
+FLAGS = {
+    "promote": "--no-promote",
+    "use_tuning": "--no-tuning",
+    "refit": "--no-refit",
+    "timeout_per_model": "--timeout",
+    "timeout_total": "--total-timeout",
+}
 
 
-def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: Any, fields: dict[str, Any],
-              bars: bool = False) -> Any:
+def _run_flow(
+    args: argparse.Namespace,
+    flow: Callable[[Any], Any],
+    params_cls: Any,
+    fields: dict[str, Any],
+    bars: bool = False,
+) -> Any:
     """Build the flow's parameters (a pydantic error becomes one UsageError) and run the flow."""
     from pydantic import ValidationError
 
@@ -310,8 +409,10 @@ def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: 
     unknown = sorted(set(fields) - set(params_cls.model_fields))
     if unknown:
         flags = ", ".join(FLAGS.get(f, "--" + f.replace("_", "-")) for f in unknown)
-        raise pre.UsageError(f"{flags}: not supported by this version of the {args.command} flow",
-                             hint="leave the option out, or update musicrec")
+        raise pre.UsageError(
+            f"{flags}: not supported by this version of the {args.command} flow",
+            hint="leave the option out, or update musicrec",
+        )
     try:
         params = params_cls(**fields)
     except ValidationError as e:
@@ -330,8 +431,15 @@ def _run_flow(args: argparse.Namespace, flow: Callable[[Any], Any], params_cls: 
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "sample-data": _sample_data, "train": _train, "tune": _tune, "score": _score, "evaluate": _evaluate,
-    "recommend": _recommend, "runs": _runs, "champion": _champion}
+    "sample-data": _sample_data,
+    "train": _train,
+    "tune": _tune,
+    "score": _score,
+    "evaluate": _evaluate,
+    "recommend": _recommend,
+    "runs": _runs,
+    "champion": _champion,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -350,7 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001  (an unexpected bug: still one line unless --debug)
         if pre.STARTUP_TIMED_OUT in str(e):
             return _fail(args, pre.startup_timeout_message())
-        return _fail(args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)")
+        return _fail(
+            args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)"
+        )
 
 
 def _progress() -> str:

@@ -33,8 +33,10 @@ class ValidationFailed(MusicrecError):
         self.failures = failures
         self.source = source
         where = f" in {source}" if source else ""
-        lines = [f"data validation failed{where}: suite '{suite}' (expectations/{suite}.json), "
-                 f"{len(failures)} expectation(s) broken"]
+        lines = [
+            f"data validation failed{where}: suite '{suite}' (expectations/{suite}.json), "
+            f"{len(failures)} expectation(s) broken"
+        ]
         for f in failures:
             lines.append(f"  - {f['expectation']}: {f.get('detail', '')}")
             if f.get("examples"):

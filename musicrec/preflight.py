@@ -16,9 +16,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from musicrec.errors import DataError, MusicrecError
 from musicrec import registry
-from musicrec.errors import ConfigError
+from musicrec.errors import ConfigError, DataError, MusicrecError
 from musicrec.settings import get_settings
 from musicrec.store import Store, layout, open_store
 from musicrec.store.pointer import read_pointer
@@ -30,8 +29,9 @@ PREFECT_DEFAULTS = {STARTUP_TIMEOUT: "120", "DO_NOT_TRACK": "1", "PREFECT_SERVER
 STARTUP_TIMED_OUT = "Timed out while attempting to connect to ephemeral Prefect API server"
 COLUMN_KEYS = ("user", "item", "rating", "weight", "timestamp")
 REQUIRED_COLUMNS = ("user", "item")
-COLUMNS_EXAMPLE = ("--columns user=listener,item=track,rating=stars[,timestamp=ts] "
-                   "(or by position: user=1,item=2,rating=3)")
+COLUMNS_EXAMPLE = (
+    "--columns user=listener,item=track,rating=stars[,timestamp=ts] (or by position: user=1,item=2,rating=3)"
+)
 
 
 class UsageError(MusicrecError):
@@ -62,10 +62,12 @@ def startup_timeout_message() -> str:
     """What to do when Prefect's temporary server did not answer in time."""
     seconds = os.environ.get(STARTUP_TIMEOUT)
     within = f"{seconds} s" if seconds else "the time set in the Prefect profile"
-    return (f"error: Prefect's temporary server did not start within {within} ({STARTUP_TIMEOUT})\n"
-            f"  what to do: run the command again (the first start creates Prefect's database and is the slowest); "
-            f"raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
-            f"export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    return (
+        f"error: Prefect's temporary server did not start within {within} ({STARTUP_TIMEOUT})\n"
+        f"  what to do: run the command again (the first start creates Prefect's database and is the slowest); "
+        f"raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
+        f"export PREFECT_API_URL=http://127.0.0.1:4200/api"
+    )
 
 
 def check_store(uri: str) -> Store:
@@ -80,8 +82,10 @@ def check_work_uri(uri: str) -> str:
     from musicrec.pipeline.workspace import is_remote
 
     if not is_remote(uri):
-        raise UsageError(f"MUSICREC_WORK_URI={uri!r} is not an s3:// URI",
-                         hint="use s3://bucket/prefix, or unset it and set MUSICREC_WORK_DIR for a local folder")
+        raise UsageError(
+            f"MUSICREC_WORK_URI={uri!r} is not an s3:// URI",
+            hint="use s3://bucket/prefix, or unset it and set MUSICREC_WORK_DIR for a local folder",
+        )
     open_store(uri).list(layout.WORKSPACE_MANIFESTS)  # a missing bucket or bad credentials fail here, early
     return uri
 
@@ -91,7 +95,9 @@ def parse_models(text: str) -> list[str]:
     models = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     rating = registry.names("rating")
     if not models:
-        raise UsageError(f"--models {text!r} names no model", hint=f"choose one or more of {', '.join(rating)}")
+        raise UsageError(
+            f"--models {text!r} names no model", hint=f"choose one or more of {', '.join(rating)}"
+        )
     unknown = [m for m in models if m not in rating]
     if unknown:
         raise UsageError(f"--models: unknown model(s) {unknown}", hint=f"choose from {', '.join(rating)}")
@@ -106,8 +112,10 @@ def parse_retrieval_models(text: str) -> list[str]:
     models = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     unknown = [m for m in models if m not in retrieval]
     if unknown or not models:
-        raise UsageError(f"--retrieval-models: unknown model(s) {unknown or [text]}",
-                         hint=f"choose from {', '.join(retrieval)}, or none")
+        raise UsageError(
+            f"--retrieval-models: unknown model(s) {unknown or [text]}",
+            hint=f"choose from {', '.join(retrieval)}, or none",
+        )
     return models
 
 
@@ -116,8 +124,9 @@ def parse_overrides(text: str, models: list[str]) -> dict[str, dict[str, Any]]:
     try:
         overrides = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UsageError(f"--overrides is not valid JSON: {e}",
-                         hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'') from None
+        raise UsageError(
+            f"--overrides is not valid JSON: {e}", hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\''
+        ) from None
     try:
         registry.check_overrides(models, overrides)
     except ConfigError as e:
@@ -136,8 +145,10 @@ def parse_columns(text: str) -> dict[str, str]:
         key, sep, column = (s.strip() for s in part.partition("="))
         key = key.removesuffix("_id")
         if not sep or not column or key not in COLUMN_KEYS:
-            raise UsageError(f"--columns: {part.strip()!r} is not NAME=COLUMN with NAME one of {', '.join(COLUMN_KEYS)}",
-                             hint=f"e.g. {COLUMNS_EXAMPLE}")
+            raise UsageError(
+                f"--columns: {part.strip()!r} is not NAME=COLUMN with NAME one of {', '.join(COLUMN_KEYS)}",
+                hint=f"e.g. {COLUMNS_EXAMPLE}",
+            )
         if key in columns:
             raise UsageError(f"--columns names {key} twice", hint=f"e.g. {COLUMNS_EXAMPLE}")
         columns[key] = column
@@ -146,11 +157,14 @@ def parse_columns(text: str) -> dict[str, str]:
         raise UsageError(f"--columns lacks {', '.join(missing)}", hint=f"e.g. {COLUMNS_EXAMPLE}")
     numbers = [v.isdigit() for v in columns.values()]
     if any(numbers) and not all(numbers):
-        raise UsageError("--columns mixes header names and positions", hint="name every column by position "
-                         "(user=1,item=2,rating=3) or every one by its header name")
+        raise UsageError(
+            "--columns mixes header names and positions",
+            hint="name every column by position (user=1,item=2,rating=3) or every one by its header name",
+        )
     if any(v.isdigit() and int(v) < 1 for v in columns.values()):
-        raise UsageError("--columns positions start at 1 (the first field)",
-                         hint="e.g. user=1,item=2,rating=3")
+        raise UsageError(
+            "--columns positions start at 1 (the first field)", hint="e.g. user=1,item=2,rating=3"
+        )
     return columns
 
 
@@ -191,7 +205,9 @@ def check_at_least(flag: str, value: int, least: int, example: int) -> int:
 
 def check_seconds(flag: str, value: float) -> float:
     if not value > 0:
-        raise UsageError(f"{flag} must be a positive number of seconds, got {value:g}", hint=f"e.g. {flag} 600")
+        raise UsageError(
+            f"{flag} must be a positive number of seconds, got {value:g}", hint=f"e.g. {flag} 600"
+        )
     return value
 
 
@@ -208,8 +224,11 @@ def check_inputs(reviews: list[str], meta: list[str], columns: dict[str, str], d
                 continue
             fmt = _detect(path, delimiter if flag == "--reviews" else "")
             if fmt not in kinds:
-                raise DataError(path, f"is {fmt}, which {flag} does not take",
-                                hint=f"{flag} takes {', '.join(kinds)}; did you swap --reviews and --meta?")
+                raise DataError(
+                    path,
+                    f"is {fmt}, which {flag} does not take",
+                    hint=f"{flag} takes {', '.join(kinds)}; did you swap --reviews and --meta?",
+                )
 
 
 def check_tags(tags: str, names: str) -> None:
@@ -237,40 +256,51 @@ def check_version(store: Store, version: str) -> None:
     """A named version is published in the store; without one, the store has a champion."""
     if not version:
         if read_pointer(store)[0] is None:  # a damaged one raises PointerDamaged (name a --version)
-            raise UsageError(f"no champion in {store.uri} (no {layout.CHAMPION})",
-                             hint="train one first (musicrec train), name a --version, or check --store")
+            raise UsageError(
+                f"no champion in {store.uri} (no {layout.CHAMPION})",
+                hint="train one first (musicrec train), name a --version, or check --store",
+            )
         return
     if not store.exists(layout.bundle_metadata(version)):
         known = layout.bundle_versions(store.list(layout.MODELS))
         listed = ", ".join(known[-5:]) if known else "none"
-        raise UsageError(f"no model version {version!r} in {store.uri}",
-                         hint=f"published versions: {listed} (musicrec champion shows the current one)")
+        raise UsageError(
+            f"no model version {version!r} in {store.uri}",
+            hint=f"published versions: {listed} (musicrec champion shows the current one)",
+        )
 
 
 def check_user_id(user_id: str) -> str:
     """A user id to recommend for: not empty and not only whitespace (ids are otherwise taken as they are)."""
     if not user_id.strip():
-        raise UsageError(f"user id {user_id!r} is empty", hint="give the id of a user, e.g. musicrec recommend A1B2C3")
+        raise UsageError(
+            f"user id {user_id!r} is empty", hint="give the id of a user, e.g. musicrec recommend A1B2C3"
+        )
     return user_id
 
 
 def check_run(store: Store, run_id: str) -> None:
     """The training run's report is in the store."""
     if not store.exists(layout.run_report(run_id)):
-        raise UsageError(f"no run {run_id!r} in {store.uri}", hint="musicrec runs lists the runs in this store")
+        raise UsageError(
+            f"no run {run_id!r} in {store.uri}", hint="musicrec runs lists the runs in this store"
+        )
 
 
 def pydantic_message(e: ValidationError, what: str) -> UsageError:
     """A pydantic error on flow parameters as one line: field=value: problem."""
-    problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or what}={err.get('input')!r}: {err['msg']}"
-                         for err in e.errors())
+    problems = "; ".join(
+        f"{'.'.join(map(str, err['loc'])) or what}={err.get('input')!r}: {err['msg']}" for err in e.errors()
+    )
     return UsageError(f"{what}: {problems}", hint="fix the argument and run again")
 
 
 def _check_exists(flag: str, path: str) -> None:
     if not Path(path).is_file():
         what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
-        raise UsageError(f"{flag} {path}: {what}", hint="check the path (relative paths start from this folder)")
+        raise UsageError(
+            f"{flag} {path}: {what}", hint="check the path (relative paths start from this folder)"
+        )
 
 
 def _detect(path: str, delimiter: str = "") -> str:
@@ -305,15 +335,22 @@ def _check_mapped(path: str, columns: dict[str, str], delimiter: str = "") -> No
 
     fmt = detect_format(path, columns, delimiter or None)
     if fmt not in ("generic-csv", "generic-parquet"):
-        raise DataError(path, f"is {fmt}: --columns applies to delimited text or Parquet ratings tables only",
-                        hint="leave out --columns for this file")
+        raise DataError(
+            path,
+            f"is {fmt}: --columns applies to delimited text or Parquet ratings tables only",
+            hint="leave out --columns for this file",
+        )
     if fmt == "generic-csv":
         layout = file_layout(path, delimiter or None)
         positional = all(v.isdigit() for v in columns.values())
         found = layout.positions() if positional else layout.first
         if positional and (far := [v for v in columns.values() if int(v) > layout.n_fields]):
-            raise DataError(path, f"--columns names position {far[0]}, but the lines have {layout.n_fields} "
-                            f"{layout.name}-separated fields", hint="count the fields from 1")
+            raise DataError(
+                path,
+                f"--columns names position {far[0]}, but the lines have {layout.n_fields} "
+                f"{layout.name}-separated fields",
+                hint="count the fields from 1",
+            )
         mapped_columns(path, found, columns)
         return
     mapped_columns(path, header_columns(path), columns)
@@ -323,5 +360,8 @@ def _check_columns(path: str, columns: list[str], flag: str) -> None:
     found = header_columns(path)
     missing = [c for c in columns if c not in found]
     if missing:
-        raise DataError(path, f"has no column(s) {missing} (found {found[:12]})",
-                        hint=f"{flag} needs the columns {columns}")
+        raise DataError(
+            path,
+            f"has no column(s) {missing} (found {found[:12]})",
+            hint=f"{flag} needs the columns {columns}",
+        )

@@ -56,7 +56,9 @@ MODELS: dict[str, Entry] = {
     "nnmf": Entry("rating", rating.NNMFConfig, "musicrec.rating.nnmf:NNMF"),
     "mlp": Entry("rating", rating.MLPConfig, "musicrec.rating.mlp:MLP"),
     "w2v_mlp": Entry("rating", rating.W2VMLPConfig, "musicrec.rating.w2v_mlp:W2VMLP"),
-    "implicit_pointwise": Entry("retrieval", implicit.PointwiseConfig, "musicrec.implicit.train:SGDRetrieval"),
+    "implicit_pointwise": Entry(
+        "retrieval", implicit.PointwiseConfig, "musicrec.implicit.train:SGDRetrieval"
+    ),
     "implicit_bpr": Entry("retrieval", implicit.BPRConfig, "musicrec.implicit.train:SGDRetrieval"),
     "implicit_hinge": Entry("retrieval", implicit.HingeConfig, "musicrec.implicit.train:SGDRetrieval"),
 }
@@ -95,8 +97,9 @@ def model_class(name: str) -> Any:
     return impl
 
 
-def parse_config(name: str, overrides: dict[str, Any] | None = None,
-                 defaults: dict[str, Any] | None = None) -> Any:
+def parse_config(
+    name: str, overrides: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
+) -> Any:
     """The model's typed config: its defaults, then `defaults` (e.g. tuned values), then the user's overrides.
     Raises ConfigError naming the model, the key and what it accepts."""
     cls = config_class(name)
@@ -105,28 +108,35 @@ def parse_config(name: str, overrides: dict[str, Any] | None = None,
     merged = {**(defaults or {}), **(overrides or {})}
     unknown = sorted(set(merged) - set(cls.model_fields))
     if unknown:
-        raise ConfigError(f"model {name!r}: unknown hyperparameter(s) {', '.join(unknown)}",
-                          hint=f"{name} takes: {', '.join(cls.model_fields)}")
+        raise ConfigError(
+            f"model {name!r}: unknown hyperparameter(s) {', '.join(unknown)}",
+            hint=f"{name} takes: {', '.join(cls.model_fields)}",
+        )
     try:
         return cls(**merged)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}"
-                             for err in e.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc']))}={err.get('input')!r}: {err['msg']}" for err in e.errors()
+        )
         raise ConfigError(f"model {name!r}: {problems}", hint="fix the value in --overrides") from None
 
 
 def check_overrides(models: list[str], overrides: dict[str, Any]) -> None:
     """Every override names a model being trained and parses for it (the CLI's pre-flight check)."""
     if not isinstance(overrides, dict):
-        raise ConfigError("--overrides must be a JSON object of model -> {key: value}",
-                          hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'')
+        raise ConfigError(
+            "--overrides must be a JSON object of model -> {key: value}",
+            hint='e.g. --overrides \'{"gmf": {"epochs": 5}}\'',
+        )
     for name, values in overrides.items():
         family = family_of(name)
         if name not in models:
             flag = "--models" if family == "rating" else "--retrieval-models"
-            raise ConfigError(f"--overrides names {name!r}, which is not among the models trained "
-                              f"({', '.join(m for m in models if family_of(m) == family) or 'none'})",
-                              hint=f"add it to {flag} or remove its overrides")
+            raise ConfigError(
+                f"--overrides names {name!r}, which is not among the models trained "
+                f"({', '.join(m for m in models if family_of(m) == family) or 'none'})",
+                hint=f"add it to {flag} or remove its overrides",
+            )
         parse_config(name, values)
 
 
@@ -145,5 +155,7 @@ def choose_champion(rows: list[dict[str, Any]], family: Family, bar: float) -> s
     ok = [r for r in rows if eligible(r)]
     if not ok:
         return None
-    pick = max if judge.bigger_is_better else min  # ties: the last name for a rising metric, the first for a falling
+    pick = (
+        max if judge.bigger_is_better else min
+    )  # ties: the last name for a rising metric, the first for a falling
     return pick(ok, key=lambda r: (round(r[judge.metric], 10), r["name"]))["name"]

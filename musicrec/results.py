@@ -37,14 +37,24 @@ def promotion(report: dict[str, Any]) -> dict[str, Any]:
         return report["promotion"]
     promoted = bool(report.get("promoted"))
     previous = report.get("previous_test_rmse")
-    reason = ("no earlier champion" if promoted and previous is None else
-              "at least as good as the champion on this run's test rows" if promoted else
-              "nothing published" if not report.get("champion", {}).get("version") else
-              "worse than the champion on this run's test rows")
+    reason = (
+        "no earlier champion"
+        if promoted and previous is None
+        else "at least as good as the champion on this run's test rows"
+        if promoted
+        else "nothing published"
+        if not report.get("champion", {}).get("version")
+        else "worse than the champion on this run's test rows"
+    )
     name = (report.get("champion") or {}).get("name")
     challenger = next((m.get("test_rmse") for m in report.get("models", []) if m.get("name") == name), None)
-    return {"promoted": promoted, "reason": reason, "incumbent_rmse": previous, "challenger_rmse": challenger,
-            "incumbent_version": report.get("previous_version")}
+    return {
+        "promoted": promoted,
+        "reason": reason,
+        "incumbent_rmse": previous,
+        "challenger_rmse": challenger,
+        "incumbent_version": report.get("previous_version"),
+    }
 
 
 def mark_champion(result: dict[str, Any], current: str | None) -> dict[str, Any]:
@@ -52,8 +62,10 @@ def mark_champion(result: dict[str, Any], current: str | None) -> dict[str, Any]
     the evaluated model's row "champion (...)" whatever it is; a bundle that is not the champion is relabelled."""
     is_champion = current is not None and result.get("version") == current
     label = f"evaluated ({result.get('model')}, not the champion)"
-    methods = [{**m, "method": label} if not is_champion and str(m.get("method", "")).startswith("champion (")
-               else m for m in result.get("methods", [])]
+    methods = [
+        {**m, "method": label} if not is_champion and str(m.get("method", "")).startswith("champion (") else m
+        for m in result.get("methods", [])
+    ]
     return {**result, "methods": methods, "is_champion": is_champion, "current_champion": current}
 
 
@@ -71,8 +83,10 @@ def promotion_summary(report: dict[str, Any]) -> str:
         line += "\n  a retrieval-only bundle (implicit feedback): score --pairs returns relevance_score, not ratings"
     elif decision.get("incumbent_version"):
         rows = f" on {decision['compared_rows']:,} rows" if decision.get("compared_rows") else ""
-        line += (f"\n  compared with {decision['incumbent_version']}{rows}: incumbent RMSE "
-                 f"{_num(decision.get('incumbent_rmse'))}, challenger RMSE {_num(decision.get('challenger_rmse'))}")
+        line += (
+            f"\n  compared with {decision['incumbent_version']}{rows}: incumbent RMSE "
+            f"{_num(decision.get('incumbent_rmse'))}, challenger RMSE {_num(decision.get('challenger_rmse'))}"
+        )
     if report.get("replaced_damaged"):
         line += f"\nwarning: the previous champion was damaged and has been replaced: {report['replaced_damaged']}"
     return line
@@ -90,11 +104,18 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
         champion = report.get("champion") or {}
         row = next((m for m in report.get("models", []) if m.get("name") == champion.get("name")), {})
         decision = promotion(report)
-        rows.append({"run_id": report.get("run_id", parts[1]), "champion": champion.get("name"),
-                     "version": champion.get("version"), "val_rmse": row.get("val_rmse"),
-                     "test_rmse": row.get("test_rmse"), "promoted": decision["promoted"],
-                     "reason": decision.get("reason", ""), "current": bool(current)
-                     and champion.get("version") == current})
+        rows.append(
+            {
+                "run_id": report.get("run_id", parts[1]),
+                "champion": champion.get("name"),
+                "version": champion.get("version"),
+                "val_rmse": row.get("val_rmse"),
+                "test_rmse": row.get("test_rmse"),
+                "promoted": decision["promoted"],
+                "reason": decision.get("reason", ""),
+                "current": bool(current) and champion.get("version") == current,
+            }
+        )
     return rows
 
 
@@ -106,8 +127,10 @@ def format_runs(rows: list[dict[str, Any]], store_uri: str) -> str:
     for r in rows:
         mark = " (current champion)" if r["current"] else ""
         decision = ("yes" if r["promoted"] else "no") + (f": {r['reason']}" if r["reason"] else "")
-        lines.append(f"{r['run_id']:<24}{r['champion'] or '-':<16}{_num(r['val_rmse'], 9)}"
-                     f"{_num(r['test_rmse'], 10)}  {decision}{mark}")
+        lines.append(
+            f"{r['run_id']:<24}{r['champion'] or '-':<16}{_num(r['val_rmse'], 9)}"
+            f"{_num(r['test_rmse'], 10)}  {decision}{mark}"
+        )
     return "\n".join(lines)
 
 
@@ -118,7 +141,11 @@ def champion_info(store: Store) -> dict[str, Any]:
         raise UsageError(f"no champion in {store.uri} yet", hint="musicrec train publishes one")
     meta_key = layout.bundle_metadata(pointer["version"])
     meta = read_json(store, meta_key) if store.exists(meta_key) else {}
-    return {"pointer": pointer, "metadata": meta, "uri": store.url_for(layout.bundle_prefix(pointer["version"]))}
+    return {
+        "pointer": pointer,
+        "metadata": meta,
+        "uri": store.url_for(layout.bundle_prefix(pointer["version"])),
+    }
 
 
 def format_champion(info: dict[str, Any]) -> str:
@@ -141,7 +168,9 @@ def format_champion(info: dict[str, Any]) -> str:
             f"  trained on {m.get('data', {}).get('ratings', 0):,} ratings; bundle {info['uri']}",
         ]
     if p.get("replaced_damaged"):
-        lines.append(f"  replaced the damaged {p['replaced_damaged']['version']}: {p['replaced_damaged']['reason']}")
+        lines.append(
+            f"  replaced the damaged {p['replaced_damaged']['version']}: {p['replaced_damaged']['reason']}"
+        )
     return "\n".join(lines)
 
 
@@ -164,8 +193,11 @@ def recommend(store: Store, user_id: str, top_n: int, version: str = "") -> tupl
 
 def format_recommendations(user_id: str, version: str, out: pd.DataFrame) -> str:
     known = not (out["source"] == "fallback").all()
-    head = (f"top {len(out)} for {user_id} from {version}" if known else
-            f"{user_id} is not known to {version}: the popular, diverse fallback list")
+    head = (
+        f"top {len(out)} for {user_id} from {version}"
+        if known
+        else f"{user_id} is not known to {version}: the popular, diverse fallback list"
+    )
     lines = [head, f"{'rank':>4}  {'item':<16}{'score':>7}  {'source':<12}{'ratings':>8} {'mean':>9}  title"]
     for r in out.itertuples():
         title = str(getattr(r, "title", "") or "")[:60]

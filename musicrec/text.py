@@ -13,7 +13,57 @@ import scipy.sparse as sp
 
 TOKEN = re.compile(r"[a-z0-9']+")
 STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "i", "i'm", "in", "is", "it", "it's", "its", "my", "of", "on", "or", "so", "that", "the", "this", "to", "was", "were", "with", "you", "your", "me", "we", "they", "he", "she", "them", "his", "her", "our", "their", "not", "no", "just", "very", "all"]
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "i",
+        "i'm",
+        "in",
+        "is",
+        "it",
+        "it's",
+        "its",
+        "my",
+        "of",
+        "on",
+        "or",
+        "so",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "with",
+        "you",
+        "your",
+        "me",
+        "we",
+        "they",
+        "he",
+        "she",
+        "them",
+        "his",
+        "her",
+        "our",
+        "their",
+        "not",
+        "no",
+        "just",
+        "very",
+        "all",
+    ]
 )
 
 
@@ -46,8 +96,9 @@ def tokenize(text: str) -> list[str]:
     return [t for t in TOKEN.findall(text.lower()) if t not in STOPWORDS]
 
 
-def item_documents(train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig,
-                   include_reviews: bool = True) -> pd.Series:
+def item_documents(
+    train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig, include_reviews: bool = True
+) -> pd.Series:
     """One token list per item from title, brand, description and at most N TRAINING reviews of the item.
 
     Validation and test reviews are never read here: they would leak the answer into the text vectors.
@@ -55,8 +106,9 @@ def item_documents(train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig
     return _documents(_metadata_tokens(items), _review_tokens(train, cfg) if include_reviews else None, cfg)
 
 
-def item_documents_with_and_without_reviews(train: pd.DataFrame, items: pd.DataFrame,
-                                            cfg: Word2VecConfig) -> tuple[pd.Series, pd.Series]:
+def item_documents_with_and_without_reviews(
+    train: pd.DataFrame, items: pd.DataFrame, cfg: Word2VecConfig
+) -> tuple[pd.Series, pd.Series]:
     """item_documents(include_reviews=True) and (include_reviews=False), the metadata tokenized once."""
     meta = _metadata_tokens(items)
     return _documents(meta, _review_tokens(train, cfg), cfg), _documents(meta, None, cfg)
@@ -81,7 +133,7 @@ def _review_tokens(train: pd.DataFrame, cfg: Word2VecConfig) -> pd.Series:
         return pd.Series([], index=pd.Index([], dtype="str"), dtype=object)
     starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1]
     ends = np.r_[starts[1:], len(keys)]
-    joined = [tokenize(" ".join(texts[a:e])) for a, e in zip(starts.tolist(), ends.tolist())]
+    joined = [tokenize(" ".join(texts[a:e])) for a, e in zip(starts.tolist(), ends.tolist(), strict=False)]
     return pd.Series(joined, index=pd.Index(keys[starts], dtype="str"), dtype=object)
 
 
@@ -90,9 +142,9 @@ def _documents(meta: pd.Series, reviews: pd.Series | None, cfg: Word2VecConfig) 
     items without any token are left out (the same tokens as tokenizing the joined text: a token never spans
     a space)."""
     cut = cfg.max_tokens_per_doc
-    extra = {} if reviews is None else dict(zip(reviews.index.tolist(), reviews.tolist()))
+    extra = {} if reviews is None else dict(zip(reviews.index.tolist(), reviews.tolist(), strict=False))
     ids, docs = [], []
-    for item, tokens in zip(meta.index.tolist(), meta.tolist()):
+    for item, tokens in zip(meta.index.tolist(), meta.tolist(), strict=False):
         more = extra.pop(item, None)
         doc = (tokens + more if more else tokens)[:cut]
         if doc:
@@ -133,9 +185,16 @@ def train_word2vec(docs: pd.Series, cfg: Word2VecConfig, epochs: int | None = No
 
     sentences = list(docs.sort_index().to_list())
     model = Word2Vec(
-        sentences=sentences, vector_size=cfg.vector_size, window=cfg.window, min_count=cfg.min_count,
-        epochs=epochs or word2vec_epochs(cfg, sum(map(len, sentences))), sg=cfg.sg, negative=cfg.negative, seed=cfg.seed,
-        workers=1, hashfxn=_stable_hash,
+        sentences=sentences,
+        vector_size=cfg.vector_size,
+        window=cfg.window,
+        min_count=cfg.min_count,
+        epochs=epochs or word2vec_epochs(cfg, sum(map(len, sentences))),
+        sg=cfg.sg,
+        negative=cfg.negative,
+        seed=cfg.seed,
+        workers=1,
+        hashfxn=_stable_hash,
     )
     return model.wv
 
@@ -167,7 +226,9 @@ def item_vectors(docs: pd.Series, wv, item_ids: list[str], cfg: Word2VecConfig) 
     return vecs.astype(np.float32)  # unit length: a stable MLP input scale, and dot product = cosine
 
 
-def save_item_vectors(item_ids: list[str], vectors: np.ndarray, path: str | Path, dim: int | None = None) -> None:
+def save_item_vectors(
+    item_ids: list[str], vectors: np.ndarray, path: str | Path, dim: int | None = None
+) -> None:
     """Parquet with item_id and one float32 column per dimension (no pickle); with no items, `dim` columns."""
     dim = vectors.shape[1] if dim is None else dim
     cols = {f"v{k}": np.asarray(vectors[:, k], dtype=np.float32) for k in range(dim)}

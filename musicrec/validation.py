@@ -64,8 +64,12 @@ class ValidationReport:
         """The broken expectations as {expectation, detail, examples} (the shape ValidationFailed takes);
         the detail ends with the expectation's note of intent, so a message says why the rule exists."""
         return [
-            {"expectation": r["expectation"], "examples": r["examples"], "hint": r.get("hint", ""),
-             "detail": f"{r['detail']}\n      why: {r['notes']}" if r["notes"] else r["detail"]}
+            {
+                "expectation": r["expectation"],
+                "examples": r["examples"],
+                "hint": r.get("hint", ""),
+                "detail": f"{r['detail']}\n      why: {r['notes']}" if r["notes"] else r["detail"],
+            }
             for r in self.results
             if not r["success"]
         ]
@@ -88,8 +92,14 @@ class ValidationReport:
         for r in self.results:
             unexpected = "" if r["unexpected_count"] is None else f"{r['unexpected_count']:,}"
             examples = json.dumps(r["examples"], ensure_ascii=False) if r["examples"] else ""
-            cells = ["✅" if r["success"] else "❌", f"`{r['expectation']}`", ", ".join(r["columns"]),
-                     unexpected, r["detail"], examples]
+            cells = [
+                "✅" if r["success"] else "❌",
+                f"`{r['expectation']}`",
+                ", ".join(r["columns"]),
+                unexpected,
+                r["detail"],
+                examples,
+            ]
             lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
         return "\n".join(lines) + "\n"
 
@@ -115,22 +125,29 @@ def load_suite(suite: str) -> dict[str, Any]:
         with path.open(encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
-        raise MusicrecError(f"cannot read expectation suite {path}: {exc}",
-                            hint=f"restore the file or point {EXPECTATIONS_ENV} at a folder holding {suite}.json") from exc
+        raise MusicrecError(
+            f"cannot read expectation suite {path}: {exc}",
+            hint=f"restore the file or point {EXPECTATIONS_ENV} at a folder holding {suite}.json",
+        ) from exc
     return {**data, "name": suite}
 
 
-def suite_parameters(now: float | None = None,
-                     rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> dict[str, Any]:
+def suite_parameters(
+    now: float | None = None, rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)
+) -> dict[str, Any]:
     """Run-time values the JSON suites refer to as {"$PARAMETER": name}: the newest plausible timestamp and
     the run's rating scale (musicrec.data.scales)."""
     now = time.time() if now is None else now
-    return {"max_timestamp": int(now) + ONE_DAY, "rating_min": float(rating_range[0]),
-            "rating_max": float(rating_range[1])}
+    return {
+        "max_timestamp": int(now) + ONE_DAY,
+        "rating_min": float(rating_range[0]),
+        "rating_max": float(rating_range[1]),
+    }
 
 
-def validate_table(df: pd.DataFrame, suite: str,
-                   rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> ValidationReport:
+def validate_table(
+    df: pd.DataFrame, suite: str, rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)
+) -> ValidationReport:
     """Run the named suite (loaded from its JSON file) on the whole frame and summarise every expectation;
     ratings are checked against rating_range, the run's scale (default 1-5)."""
     start = time.perf_counter()
@@ -140,12 +157,18 @@ def validate_table(df: pd.DataFrame, suite: str,
     by_id = {r.expectation_config.id: r for r in gx_result.results}
     integers = {c for c in df.columns if pd.api.types.is_integer_dtype(df[c].dtype)}
     results = [_summarise(by_id[i], rows, integers) for i in ordered_ids if i in by_id]
-    return ValidationReport(suite=suite, success=bool(gx_result.success), rows=rows, results=results,
-                            seconds=round(time.perf_counter() - start, 3))
+    return ValidationReport(
+        suite=suite,
+        success=bool(gx_result.success),
+        rows=rows,
+        results=results,
+        seconds=round(time.perf_counter() - start, 3),
+    )
 
 
-def check(df: pd.DataFrame, suite: str,
-          rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)) -> ValidationReport:
+def check(
+    df: pd.DataFrame, suite: str, rating_range: tuple[float, float] = (RATING_MIN, RATING_MAX)
+) -> ValidationReport:
     """validate_table, raising ValidationFailed (listing each broken expectation) unless everything passed."""
     report = validate_table(df, suite, rating_range)
     report.raise_if_failed()
@@ -155,13 +178,16 @@ def check(df: pd.DataFrame, suite: str,
 def import_gx_in_background() -> threading.Thread:
     """Start importing great_expectations (about 3 s of Python) on a daemon thread, for a caller that has other
     work first (ingest reads the files meanwhile); the later import waits for it, or raises its error."""
-    thread = threading.Thread(target=importlib.import_module, args=("great_expectations",), daemon=True,
-                              name="musicrec-import-gx")
+    thread = threading.Thread(
+        target=importlib.import_module, args=("great_expectations",), daemon=True, name="musicrec-import-gx"
+    )
     thread.start()
     return thread
 
 
-def _run_gx(df: pd.DataFrame, suite_dict: dict[str, Any], parameters: dict[str, Any]) -> tuple[Any, list[str]]:
+def _run_gx(
+    df: pd.DataFrame, suite_dict: dict[str, Any], parameters: dict[str, Any]
+) -> tuple[Any, list[str]]:
     """Validate df with a fresh ephemeral GX context; return the GX result and the expectation ids in suite order."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -193,8 +219,10 @@ def _build_suite(gx: Any, suite_dict: dict[str, Any]) -> Any:
         raise MusicrecError(f"invalid expectation suite {path}: {exc}", hint="fix the JSON file") from exc
     if len(suite.expectations) != len(suite_dict.get("expectations") or []):
         # GX only logs an unknown expectation type and leaves it out: a typo must not silently weaken the suite.
-        raise MusicrecError(f"invalid expectation suite {path}: some expectations were not recognised",
-                            hint="check the expectation type names in the JSON file")
+        raise MusicrecError(
+            f"invalid expectation suite {path}: some expectations were not recognised",
+            hint="check the expectation type names in the JSON file",
+        )
     return suite
 
 
@@ -300,9 +328,13 @@ def _describe(kind: str, kwargs: dict[str, Any]) -> str:
     if phrase is None:
         return f"{kind} {kwargs}"
     column_list = kwargs.get("column_list") or []
-    return phrase.format(column=kwargs.get("column", ""), columns=", ".join(column_list),
-                         column_set=sorted(kwargs.get("column_set") or []), type_=kwargs.get("type_", ""),
-                         bounds=_bounds(kwargs))
+    return phrase.format(
+        column=kwargs.get("column", ""),
+        columns=", ".join(column_list),
+        column_set=sorted(kwargs.get("column_set") or []),
+        type_=kwargs.get("type_", ""),
+        bounds=_bounds(kwargs),
+    )
 
 
 def _bounds(kwargs: dict[str, Any]) -> str:

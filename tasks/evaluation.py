@@ -27,14 +27,22 @@ def fetch_splits(store_uri: str, run_id: str, workdir: str) -> dict[str, str]:
 
 
 @task(name="rank-test-users", cache_policy=NO_CACHE)
-def rank_test_users(directory: str, split_paths: dict[str, str], k: int, seed: int, max_users: int,
-                    threads: int) -> dict[str, Any]:
+def rank_test_users(
+    directory: str, split_paths: dict[str, str], k: int, seed: int, max_users: int, threads: int
+) -> dict[str, Any]:
     """Top-k lists for the test users from the champion and both references, scored against the test items."""
     result = ranking_eval.evaluate_paths(directory, split_paths, k, seed, max_users, threads)
     top = result["methods"][0]
-    get_run_logger().info("ranking evaluation of %s on %s test users: HR@%s %.4f, NDCG@%s %.4f (table: "
-                          "artifact ranking-quality)", result["version"], result["test_users"], k, top[f"hr@{k}"],
-                          k, top[f"ndcg@{k}"])
+    get_run_logger().info(
+        "ranking evaluation of %s on %s test users: HR@%s %.4f, NDCG@%s %.4f (table: "
+        "artifact ranking-quality)",
+        result["version"],
+        result["test_users"],
+        k,
+        top[f"hr@{k}"],
+        k,
+        top[f"ndcg@{k}"],
+    )
     return result
 
 
@@ -48,7 +56,10 @@ def current_champion(store_uri: str) -> str | None:
 def publish_ranking(store_uri: str, run_id: str, result: dict[str, Any]) -> dict[str, Any]:
     """Write runs/<run_id>/ranking.json and the table artifact."""
     uri = ranking_eval.write_ranking(open_store(store_uri), run_id, result)
-    create_table_artifact(ranking_eval.table_rows(result), key="ranking-quality",
-                          description=f"Top-{result['k']} ranking quality on run {run_id}'s test users "
-                                      f"({result['test_users']} users), model {result['version']}: {uri}")
+    create_table_artifact(
+        ranking_eval.table_rows(result),
+        key="ranking-quality",
+        description=f"Top-{result['k']} ranking quality on run {run_id}'s test users "
+        f"({result['test_users']} users), model {result['version']}: {uri}",
+    )
     return {**result, "uri": uri}

@@ -20,8 +20,10 @@ from musicrec.pipeline import report as rep
 from musicrec.pipeline.workspace import Workspace, model_file, open_workspace
 from musicrec.store import Store, open_store
 
-LEADERBOARD_NOTE = ("★ = champion (lowest val_rmse of the models that beat the bias baseline); val_gain_vs_bias = "
-                    "% lower val_rmse than bias; kind untrained = no epoch beat the starting point")
+LEADERBOARD_NOTE = (
+    "★ = champion (lowest val_rmse of the models that beat the bias baseline); val_gain_vs_bias = "
+    "% lower val_rmse than bias; kind untrained = no epoch beat the starting point"
+)
 
 
 def location_markdown(uri: str, title: str) -> str:
@@ -54,9 +56,13 @@ def publish_run_files(workdir: str, store_uri: str, report: dict[str, Any]) -> s
         histories = {m["name"]: ws.read_json(model_file(m["name"], "history.json")) for m in report["models"]}
         png = rep.learning_curves_png(histories)
         curves_uri = rep.publish_run_files(open_store(store_uri), ws, png)
-    publish_image(png, "Learning curves", key="learning-curves",
-                  description="Validation RMSE per epoch of every model (epoch 0: its starting point)",
-                  caption=f"Stored as `{curves_uri}`")
+    publish_image(
+        png,
+        "Learning curves",
+        key="learning-curves",
+        description="Validation RMSE per epoch of every model (epoch 0: its starting point)",
+        caption=f"Stored as `{curves_uri}`",
+    )
     return curves_uri
 
 
@@ -86,15 +92,29 @@ def _publish_report(ws: Workspace, store: Store, report: dict[str, Any]) -> dict
         )
     ranking = rep.ranking_table(report.get("retrieval"))
     if ranking:
-        create_table_artifact(ranking, key="ranking-leaderboard",
-                              description=f"Run {ws.run_id}: retrieval models and baselines by validation NDCG@10 "
-                              "(temporal leave-last-out, full ranking over unrated items); * retrieval champion")
+        create_table_artifact(
+            ranking,
+            key="ranking-leaderboard",
+            description=f"Run {ws.run_id}: retrieval models and baselines by validation NDCG@10 "
+            "(temporal leave-last-out, full ranking over unrated items); * retrieval champion",
+        )
     if champion.get("name"):
-        create_markdown_artifact(rep.model_card(report), key="model-card",
-                                 description=f"Champion {champion['name']}: promotion decision, metrics, data")
+        create_markdown_artifact(
+            rep.model_card(report),
+            key="model-card",
+            description=f"Champion {champion['name']}: promotion decision, metrics, data",
+        )
     if champion.get("uri"):
-        publish_location(champion["uri"], f"Champion bundle {champion.get('version', '')}", key="champion-bundle",
-                         description="Where the champion's ONNX bundle (model.onnx + metadata.json) is stored")
-    publish_location(out["report_uri"], "Run report (report.json)", key="run-report",
-                     description=f"Run {ws.run_id}: the full report (models, baselines, split, promotion)")
+        publish_location(
+            champion["uri"],
+            f"Champion bundle {champion.get('version', '')}",
+            key="champion-bundle",
+            description="Where the champion's ONNX bundle (model.onnx + metadata.json) is stored",
+        )
+    publish_location(
+        out["report_uri"],
+        "Run report (report.json)",
+        key="run-report",
+        description=f"Run {ws.run_id}: the full report (models, baselines, split, promotion)",
+    )
     return {**report, **out}

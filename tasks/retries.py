@@ -20,13 +20,39 @@ from prefect.states import State
 from musicrec.errors import ConflictError, MusicrecError, StoreError
 from musicrec.store import MissingKeyError
 
-TRANSIENT_ERRNOS = {errno.EAGAIN, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED,
-                    errno.ECONNABORTED, errno.EPIPE, errno.ESTALE, errno.EBUSY, errno.EHOSTUNREACH,
-                    errno.ENETUNREACH, errno.ENETDOWN}
-BOTO_TRANSIENT = {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
-                  "ConnectionError", "HTTPClientError", "ResponseStreamingError", "IncompleteReadError"}
-S3_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
-                      "ServiceUnavailable", "RequestTimeTooSkewed"}
+TRANSIENT_ERRNOS = {
+    errno.EAGAIN,
+    errno.EINTR,
+    errno.ETIMEDOUT,
+    errno.ECONNRESET,
+    errno.ECONNREFUSED,
+    errno.ECONNABORTED,
+    errno.EPIPE,
+    errno.ESTALE,
+    errno.EBUSY,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ENETDOWN,
+}
+BOTO_TRANSIENT = {
+    "EndpointConnectionError",
+    "ConnectionClosedError",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+    "ConnectionError",
+    "HTTPClientError",
+    "ResponseStreamingError",
+    "IncompleteReadError",
+}
+S3_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+    "RequestTimeTooSkewed",
+}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -77,4 +103,8 @@ def retry_transient(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
 
 def io_retries(delays: list[int | float]) -> dict[str, Any]:
     """Task options for I/O: one retry per delay, transient errors only."""
-    return {"retries": len(delays), "retry_delay_seconds": list(delays), "retry_condition_fn": retry_transient}
+    return {
+        "retries": len(delays),
+        "retry_delay_seconds": list(delays),
+        "retry_condition_fn": retry_transient,
+    }

@@ -10,8 +10,9 @@ from typing import Any
 SWITCH_INTERVAL = 1e-4  # seconds; CPython's default is 5e-3
 
 
-def make_task_runner(kind: str, dask_address: str, threads: int, n_tasks: int,
-                     at_once: int = 0) -> tuple[Any, int]:
+def make_task_runner(
+    kind: str, dask_address: str, threads: int, n_tasks: int, at_once: int = 0
+) -> tuple[Any, int]:
     """Return (runner, how many tasks run at once). threads: a thread pool of `at_once` threads (0: one per
     task, the two baseline tasks included), tasks beyond it queue in submission order; processes: Prefect's
     ProcessPoolTaskRunner with one worker per core; dask: prefect-dask on an existing cluster or a LocalCluster."""
@@ -30,8 +31,14 @@ def make_task_runner(kind: str, dask_address: str, threads: int, n_tasks: int,
 
         if dask_address:
             return DaskTaskRunner(address=dask_address), workers
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None}), workers
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        ), workers
     raise ValueError(f"unknown task runner {kind!r}: use threads, processes or dask")
 
 

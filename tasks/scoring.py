@@ -22,24 +22,30 @@ def fetch_bundle(store_uri: str, version: str, workdir: str) -> dict[str, Any]:
 
 
 @task(name="score-pairs", task_run_name="score-pairs-{start}", cache_policy=NO_CACHE)
-def score_pairs_chunk(directory: str, pairs_path: str, start: int, stop: int, out_path: str,
-                      batch_size: int) -> dict[str, Any]:
+def score_pairs_chunk(
+    directory: str, pairs_path: str, start: int, stop: int, out_path: str, batch_size: int
+) -> dict[str, Any]:
     return jobs.score_pairs_chunk(directory, pairs_path, start, stop, out_path, batch_size)
 
 
 @task(name="rank-users", task_run_name="rank-users-{chunk}", cache_policy=NO_CACHE)
-def rank_users_chunk(directory: str, users: list[str], chunk: int, top_n: int, out_path: str,
-                     batch_size: int) -> dict[str, Any]:
+def rank_users_chunk(
+    directory: str, users: list[str], chunk: int, top_n: int, out_path: str, batch_size: int
+) -> dict[str, Any]:
     return jobs.rank_users_chunk(directory, users, top_n, out_path, batch_size)
 
 
 @task(name="commit-output", **io_retries([2, 5, 10]), cache_policy=NO_CACHE)
-def commit_output(out_uri: str, prefix: str, parts: list[str], summaries: list[dict[str, Any]],
-                  extra: dict[str, Any]) -> dict[str, Any]:
+def commit_output(
+    out_uri: str, prefix: str, parts: list[str], summaries: list[dict[str, Any]], extra: dict[str, Any]
+) -> dict[str, Any]:
     """Upload the parts, then the manifest last: readers see the whole output or none of it."""
     manifest = jobs.commit_job(out_uri, prefix, parts, summaries, extra)
     summary = {k: v for k, v in manifest.items() if k not in ("parts", "sha256")}
     create_markdown_artifact(markdown(summary), key="scoring-summary", description="Batch scoring summary")
-    create_table_artifact([{"metric": k, "value": str(v)} for k, v in summary.items()], key="scoring-table",
-                          description="Batch scoring summary as a table")
+    create_table_artifact(
+        [{"metric": k, "value": str(v)} for k, v in summary.items()],
+        key="scoring-table",
+        description="Batch scoring summary as a table",
+    )
     return manifest

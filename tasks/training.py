@@ -19,8 +19,14 @@ from tasks.retries import io_retries, retry_transient
 
 
 @task(name="load-and-validate", cache_policy=NO_CACHE)
-def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns: dict[str, str] | None = None,
-                      rating_range: tuple[float, float] | None = None, **options: Any) -> dict[str, Any]:
+def load_and_validate(
+    workdir: str,
+    reviews: list[str],
+    meta: list[str],
+    columns: dict[str, str] | None = None,
+    rating_range: tuple[float, float] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """Read and validate the inputs; a failed validation is published as an artifact and fails the run.
     options: ingest's other keywords (delimiter, ...)."""
     kw: dict[str, Any] = dict(options)
@@ -33,11 +39,19 @@ def load_and_validate(workdir: str, reviews: list[str], meta: list[str], columns
             run = ingest.ingest(ws, reviews, meta, **kw)
         except ValidationFailed as e:
             report = ws.read_json("validation.json")
-            create_markdown_artifact(failure_markdown(report, str(e)), key="validation-report",
-                                     description="Data validation failed: nothing was trained")
+            create_markdown_artifact(
+                failure_markdown(report, str(e)),
+                key="validation-report",
+                description="Data validation failed: nothing was trained",
+            )
             raise
-    get_run_logger().info("loaded %s ratings, %s users, %s items (%s)", f"{run['ratings']:,}",
-                          f"{run['users']:,}", f"{run['items']:,}", run["fingerprint"][:19])
+    get_run_logger().info(
+        "loaded %s ratings, %s users, %s items (%s)",
+        f"{run['ratings']:,}",
+        f"{run['users']:,}",
+        f"{run['items']:,}",
+        run["fingerprint"][:19],
+    )
     for path, delimiter in run["read"].get("delimiters", {}).items():
         get_run_logger().info("%s: delimiter %s", path, delimiter)
     if run.get("feedback"):
@@ -61,8 +75,12 @@ def embed_text(workdir: str, seed: int) -> dict[str, Any]:
     """Train Word2Vec on the training split's text and write the item vectors (w2v_mlp waits for it)."""
     with open_workspace(workdir) as ws:
         out = prepare.embed(ws, seed)
-    get_run_logger().info("word2vec: vocabulary %s, %s items with text, %.1f s", f"{out['vocabulary']:,}",
-                          f"{out['items_with_text']:,}", out["seconds"])
+    get_run_logger().info(
+        "word2vec: vocabulary %s, %s items with text, %.1f s",
+        f"{out['vocabulary']:,}",
+        f"{out['items_with_text']:,}",
+        out["seconds"],
+    )
     if out.get("note"):
         get_run_logger().warning(out["note"])
     return out
@@ -72,8 +90,9 @@ def embed_text(workdir: str, seed: int) -> dict[str, Any]:
 def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int) -> dict[str, Any]:
     """Train one model with its own torch thread budget; progress as log lines and a progress artifact."""
     logger = get_run_logger()
-    progress_id = create_progress_artifact(0.0, key=f"train-{name.replace('_', '-')}",
-                                           description=f"{name}: epochs done / max epochs")
+    progress_id = create_progress_artifact(
+        0.0, key=f"train-{name.replace('_', '-')}", description=f"{name}: epochs done / max epochs"
+    )
     log_line = train.progress_printer(logger.info)
 
     def on_epoch(e: dict[str, Any]) -> None:
@@ -83,14 +102,20 @@ def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int
     with open_workspace(workdir) as ws:
         row = train.train_one(ws, name, overrides, threads=threads, on_epoch=on_epoch)
     update_progress_artifact(progress_id, 100.0)
-    logger.info("%s: val_rmse %.4f test_rmse %.4f in %.1fs", name, row["val_rmse"], row["test_rmse"],
-                row["fit_seconds"])
+    logger.info(
+        "%s: val_rmse %.4f test_rmse %.4f in %.1fs",
+        name,
+        row["val_rmse"],
+        row["test_rmse"],
+        row["fit_seconds"],
+    )
     return row
 
 
 @task(name="load-tuning", **io_retries([2, 5]), cache_policy=NO_CACHE)
-def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str, Any]],
-                fingerprint: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any], list[str]]:
+def load_tuning(
+    store_uri: str, models: list[str], overrides: dict[str, dict[str, Any]], fingerprint: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], list[str]]:
     """Each model's latest tuning/<model>.json under the run's overrides (which win); what came from where;
     notes on records that could not be used (logged, and kept in the report)."""
     from musicrec.store import open_store
@@ -102,16 +127,23 @@ def load_tuning(store_uri: str, models: list[str], overrides: dict[str, dict[str
     for note in notes:
         logger.warning(note)
     for model, used in info.items():
-        logger.info("%s starts from tuning run %s: %s", model, used["run_id"],
-                    ", ".join(f"{k}={v}" for k, v in used["params"].items()) or "(every tuned value overridden)")
+        logger.info(
+            "%s starts from tuning run %s: %s",
+            model,
+            used["run_id"],
+            ", ".join(f"{k}={v}" for k, v in used["params"].items()) or "(every tuned value overridden)",
+        )
         if used["fingerprint_differs"]:
-            logger.warning("%s was tuned on other data than this run's (fingerprint differs): re-run tuning", model)
+            logger.warning(
+                "%s was tuned on other data than this run's (fingerprint differs): re-run tuning", model
+            )
     return merged, info, notes
 
 
 @task(name="train-retrieval", task_run_name="train-{name}", cache_policy=NO_CACHE)
-def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads: int,
-                    test_threads: int | None = None) -> dict[str, Any]:
+def train_retrieval(
+    workdir: str, name: str, overrides: dict[str, Any], threads: int, test_threads: int | None = None
+) -> dict[str, Any]:
     """Train one implicit model on the run's leave-last-out split; one log line per epoch (val NDCG@10)."""
     from musicrec.pipeline import retrieval
 
@@ -121,16 +153,23 @@ def train_retrieval(workdir: str, name: str, overrides: dict[str, Any], threads:
         logger.info("%s", format_epoch(e))
 
     with open_workspace(workdir) as ws:
-        row = retrieval.train_implicit(ws, name, overrides, threads=threads, on_epoch=on_epoch,
-                                       test_threads=test_threads)
-    logger.info("%s: val_ndcg@10 %.4f test_ndcg@10 %.4f in %.1fs", name, row["val_ndcg_at_10"],
-                row["test_ndcg_at_10"], row["fit_seconds"])
+        row = retrieval.train_implicit(
+            ws, name, overrides, threads=threads, on_epoch=on_epoch, test_threads=test_threads
+        )
+    logger.info(
+        "%s: val_ndcg@10 %.4f test_ndcg@10 %.4f in %.1fs",
+        name,
+        row["val_ndcg_at_10"],
+        row["test_ndcg_at_10"],
+        row["fit_seconds"],
+    )
     return row
 
 
 @task(name="ensemble-retrieval", cache_policy=NO_CACHE)
-def ensemble_retrieval(workdir: str, rows: list[dict[str, Any]],
-                       baselines: list[dict[str, Any]]) -> dict[str, Any] | None:
+def ensemble_retrieval(
+    workdir: str, rows: list[dict[str, Any]], baselines: list[dict[str, Any]]
+) -> dict[str, Any] | None:
     """The sum of the implicit models that beat most-popular on validation, measured like one of them (None:
     fewer than two)."""
     from musicrec.pipeline.champion_retrieval import ensemble_implicit
@@ -138,9 +177,13 @@ def ensemble_retrieval(workdir: str, rows: list[dict[str, Any]],
     with open_workspace(workdir, models=[r["name"] for r in rows]) as ws:
         row = ensemble_implicit(ws, rows, baselines)
     if row is not None:
-        get_run_logger().info("%s of %s: val_ndcg@10 %.4f test_ndcg@10 %.4f", row["name"],
-                              ", ".join(m["name"] for m in row["members"]), row["val_ndcg_at_10"],
-                              row["test_ndcg_at_10"])
+        get_run_logger().info(
+            "%s of %s: val_ndcg@10 %.4f test_ndcg@10 %.4f",
+            row["name"],
+            ", ".join(m["name"] for m in row["members"]),
+            row["val_ndcg_at_10"],
+            row["test_ndcg_at_10"],
+        )
     return row
 
 
@@ -159,8 +202,13 @@ def refit_champion(workdir: str, row: dict[str, Any], threads: int) -> dict[str,
     logger = get_run_logger()
     with open_workspace(workdir) as ws:
         info = refit.refit_champion(ws, row, threads)
-    logger.info("refit %s on all %s ratings for %s epoch(s) in %.1f s", row["name"], f"{info['rows']:,}",
-                info["epochs"], info["seconds"])
+    logger.info(
+        "refit %s on all %s ratings for %s epoch(s) in %.1f s",
+        row["name"],
+        f"{info['rows']:,}",
+        info["epochs"],
+        info["seconds"],
+    )
     return info
 
 
@@ -171,8 +219,13 @@ def refit_retrieval(workdir: str, retrieval_row: dict[str, Any], threads: int) -
 
     with open_workspace(workdir) as ws:
         info = refit_implicit(ws, retrieval_row, threads)
-    get_run_logger().info("refit %s on all %s interactions for %s epoch(s) in %.1f s", retrieval_row["name"],
-                          f"{info['rows']:,}", info["epochs"], info["seconds"])
+    get_run_logger().info(
+        "refit %s on all %s interactions for %s epoch(s) in %.1f s",
+        retrieval_row["name"],
+        f"{info['rows']:,}",
+        info["epochs"],
+        info["seconds"],
+    )
     return info
 
 
@@ -183,16 +236,21 @@ def evaluate_baselines(workdir: str) -> list[dict[str, Any]]:
 
 
 @task(name="build-bundle", cache_policy=NO_CACHE)
-def build_bundle(workdir: str, row: dict[str, Any], run: dict[str, Any],
-                 refit_info: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_bundle(
+    workdir: str, row: dict[str, Any], run: dict[str, Any], refit_info: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch)."""
     with open_workspace(workdir, models=[row["name"], refit.REFIT_DIR]) as ws:
         return publish.build_rating_bundle(ws, row, prepare.load_train_data(ws), run, refit_info)
 
 
 @task(name="bundle-retrieval", cache_policy=NO_CACHE)
-def bundle_retrieval(workdir: str, meta: dict[str, Any], retrieval_row: dict[str, Any],
-                     refit_info: dict[str, Any] | None = None) -> dict[str, Any]:
+def bundle_retrieval(
+    workdir: str,
+    meta: dict[str, Any],
+    retrieval_row: dict[str, Any],
+    refit_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Add the retrieval champion's user tower and item table to the bundle, checked against torch."""
     from musicrec.pipeline.champion_retrieval import model_folders
 
@@ -212,8 +270,13 @@ def build_retrieval_bundle(
         return build(ws, retrieval_row, run, refit_info)
 
 
-@task(name="publish-bundle", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+@task(
+    name="publish-bundle",
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
 def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]:
     """Upload the bundle and verify every file; retried on transient store errors."""
     from musicrec.store import open_store
@@ -223,9 +286,14 @@ def publish_bundle(workdir: str, store_uri: str, version: str) -> dict[str, str]
 
 
 @task(name="promote-champion", **io_retries([5, 5]), cache_policy=NO_CACHE)
-def promote_champion(workdir: str, store_uri: str, published: dict[str, str], beats_own_baseline: bool,
-                     retrieval_row: dict[str, Any] | None = None,
-                     report: dict[str, Any] | None = None) -> dict[str, Any]:
+def promote_champion(
+    workdir: str,
+    store_uri: str,
+    published: dict[str, str],
+    beats_own_baseline: bool,
+    retrieval_row: dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Compare with the published champion on this run's test rows it never fitted on; move the pointer only
     if not worse (or, with too few such rows, by the documented policy). With `report`, the run's report.json
     (with the decision) is written just before the pointer moves: the pointer never names a run without it."""
@@ -245,11 +313,22 @@ def promote_champion(workdir: str, store_uri: str, published: dict[str, str], be
                 rep.write_report(store, ws, rep.with_decision(report, decision))
 
         check = retrieval_check(ws, retrieval_row and retrieval_row["name"])
-        decision = publish.promote(store, published, challenger, beats_own_baseline, retrieval_check=check,
-                                   before_pointer=write_report)
+        decision = publish.promote(
+            store,
+            published,
+            challenger,
+            beats_own_baseline,
+            retrieval_check=check,
+            before_pointer=write_report,
+        )
     logger = get_run_logger()
     if decision["replaced_damaged"]:
-        logger.warning("the published champion %s is damaged and was replaced: %s",
-                       decision["incumbent_version"], decision["replaced_damaged"])
-    logger.info("promotion: %s (%s)", "promoted" if decision["promoted"] else "not promoted", decision["reason"])
+        logger.warning(
+            "the published champion %s is damaged and was replaced: %s",
+            decision["incumbent_version"],
+            decision["replaced_damaged"],
+        )
+    logger.info(
+        "promotion: %s (%s)", "promoted" if decision["promoted"] else "not promoted", decision["reason"]
+    )
     return decision

@@ -23,8 +23,12 @@ def run_trial(workdir: str, spec: dict[str, Any], threads: int, seed: int) -> di
         return fit_trial(ws, TrialSpec(**spec), threads=threads, seed=seed)
 
 
-@task(name="publish-tuning", task_run_name="publish-tuning-{record[model]}", **io_retries([2, 5, 10]),
-      cache_policy=NO_CACHE)
+@task(
+    name="publish-tuning",
+    task_run_name="publish-tuning-{record[model]}",
+    **io_retries([2, 5, 10]),
+    cache_policy=NO_CACHE,
+)
 def publish_tuning(store_uri: str, record: dict[str, Any]) -> str:
     """Replace tuning/<model>.json in the store (the previous record stays if this fails) and show the trials
     table and the optimisation history in the UI."""
@@ -34,14 +38,28 @@ def publish_tuning(store_uri: str, record: dict[str, Any]) -> str:
     uri = write_record(open_store(store_uri), record)
     key = record["model"].replace("_", "-")
     g = gain(record)
-    create_table_artifact(trial_table(record), key=f"tuning-{key}",
-                          description=f"{record['model']}: {record['trials']} trials ({record['pruned']} pruned); "
-                          f"best {record['metric']} {record['best_value']}, default {record['default_value']}")
-    publish_image(history_png(record), f"Tuning {record['model']}", key=f"tuning-history-{key}",
-                  description=f"{record['model']}: {record['metric']} per trial", caption=f"Stored as `{uri}`")
-    get_run_logger().info("%s: tuned %s %s vs default %s (%s) -> %s", record["model"], record["metric"],
-                          _f(record["best_value"]), _f(record["default_value"]),
-                          "-" if g is None else f"{g:+.2f}%", uri)
+    create_table_artifact(
+        trial_table(record),
+        key=f"tuning-{key}",
+        description=f"{record['model']}: {record['trials']} trials ({record['pruned']} pruned); "
+        f"best {record['metric']} {record['best_value']}, default {record['default_value']}",
+    )
+    publish_image(
+        history_png(record),
+        f"Tuning {record['model']}",
+        key=f"tuning-history-{key}",
+        description=f"{record['model']}: {record['metric']} per trial",
+        caption=f"Stored as `{uri}`",
+    )
+    get_run_logger().info(
+        "%s: tuned %s %s vs default %s (%s) -> %s",
+        record["model"],
+        record["metric"],
+        _f(record["best_value"]),
+        _f(record["default_value"]),
+        "-" if g is None else f"{g:+.2f}%",
+        uri,
+    )
     return uri
 
 

@@ -52,8 +52,15 @@ def quick_champion(prefect_harness, small_sample, tmp_path_factory):
     sample, _ = small_sample
     root = tmp_path_factory.mktemp("quick_champion")
     store_uri = (root / "store").as_uri()
-    report = training(TrainingParams(reviews=[str(sample / "reviews.json.gz")], meta=[str(sample / "meta.json.gz")],
-                                     store_uri=store_uri, work_dir=str(root / "work"), models=["gmf_logistic"],
-                                     overrides={"gmf_logistic": {"epochs": 8}}))
+    report = training(
+        TrainingParams(
+            reviews=[str(sample / "reviews.json.gz")],
+            meta=[str(sample / "meta.json.gz")],
+            store_uri=store_uri,
+            work_dir=str(root / "work"),
+            models=["gmf_logistic"],
+            overrides={"gmf_logistic": {"epochs": 8}},
+        )
+    )
     assert report["promoted"], f"the training run published no champion: {report['champion']}"
     return store_uri, root, report

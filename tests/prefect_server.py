@@ -41,8 +41,15 @@ class Processes:
     def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         log = self.logs / f"{name}.log"
         with log.open("wb") as fh:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.started.append((proc, log))
         return proc
 
@@ -68,7 +75,9 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         pass
 
 
-def wait_until(what: str, check: Callable[[], Any], timeout: float, procs: Processes, every: float = 1.0) -> Any:
+def wait_until(
+    what: str, check: Callable[[], Any], timeout: float, procs: Processes, every: float = 1.0
+) -> Any:
     """Poll check() until it returns something truthy; fail early if a started process exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -93,10 +102,18 @@ def healthy(api_url: str) -> bool:
 def server_env(home: Path, api_url: str, ui: bool) -> dict[str, str]:
     """This process's environment without PREFECT_*/MUSICREC_* settings, pointed at api_url."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MUSICREC_"))}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, "DO_NOT_TRACK": "1",
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true" if ui else "false",
-                "PREFECT_CLI_COLORS": "false", "GX_ANALYTICS_ENABLED": "false",
-                "PREFECT_SERVER_API_KEEPALIVE_TIMEOUT": "30"})
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": api_url,
+            "DO_NOT_TRACK": "1",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true" if ui else "false",
+            "PREFECT_CLI_COLORS": "false",
+            "GX_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_API_KEEPALIVE_TIMEOUT": "30",
+        }
+    )
     return env
 
 
@@ -104,6 +121,18 @@ def start_server(procs: Processes, env: dict[str, str], ui: bool = False) -> Non
     """`prefect server start` on env's PREFECT_API_URL port; returns once /api/health answers."""
     api_url = env["PREFECT_API_URL"]
     port = api_url.split(":")[2].split("/")[0]
-    procs.start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", port,
-                           "--ui" if ui else "--no-ui"], env)
+    procs.start(
+        "server",
+        [
+            str(BIN / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port,
+            "--ui" if ui else "--no-ui",
+        ],
+        env,
+    )
     wait_until("the server's /api/health", lambda: healthy(api_url), 180, procs)

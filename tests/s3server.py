@@ -47,8 +47,14 @@ _ENV_SET = {
     "AWS_SHARED_CREDENTIALS_FILE": str(Path(os.devnull).with_name("musicrec-no-aws-credentials")),
 }
 # these would override the fixture's endpoint or credentials
-_ENV_UNSET = ("AWS_ENDPOINT_URL_S3", "MUSICREC_S3_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN",
-              "AWS_SECURITY_TOKEN", "AWS_REGION")
+_ENV_UNSET = (
+    "AWS_ENDPOINT_URL_S3",
+    "MUSICREC_S3_ENDPOINT_URL",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_REGION",
+)
 
 
 @dataclass(frozen=True)
@@ -197,20 +203,43 @@ class FaultProxy:
         """Read only half of the next n request bodies, then close: the upload breaks mid-stream."""
         self._queue(n, _Fault("cut"))
 
-    def fail_matching(self, pattern: str, methods: tuple[str, ...] = (), status: int = 500,
-                      code: str = "InternalError", times: int | None = None, skip: int = 0) -> None:
+    def fail_matching(
+        self,
+        pattern: str,
+        methods: tuple[str, ...] = (),
+        status: int = 500,
+        code: str = "InternalError",
+        times: int | None = None,
+        skip: int = 0,
+    ) -> None:
         """Answer every request whose path matches the regex (and method, if given) with an S3 error, after
         letting the first `skip` of them through; `times` caps how many fail (default: all, until clear())."""
         self.inject_matching(pattern, "status", methods, times, skip, status=status, code=code)
 
-    def inject_matching(self, pattern: str, kind: str, methods: tuple[str, ...] = (), times: int | None = None,
-                        skip: int = 0, status: int = 500, code: str = "InternalError", seconds: float = 0.0) -> None:
+    def inject_matching(
+        self,
+        pattern: str,
+        kind: str,
+        methods: tuple[str, ...] = (),
+        times: int | None = None,
+        skip: int = 0,
+        status: int = 500,
+        code: str = "InternalError",
+        seconds: float = 0.0,
+    ) -> None:
         """The general standing rule: fault `kind` ("status", "drop", "hang", "cut" or "lose") for requests
         whose path matches the regex (and method, if given), after `skip` of them, at most `times`."""
         if kind not in ("status", "drop", "hang", "cut", "lose"):
             raise ValueError(f"unknown fault kind {kind!r}")
-        self._add_rule(_Rule(_Fault(kind, status=status, code=code, seconds=seconds), re.compile(pattern),
-                             methods, times, skip))
+        self._add_rule(
+            _Rule(
+                _Fault(kind, status=status, code=code, seconds=seconds),
+                re.compile(pattern),
+                methods,
+                times,
+                skip,
+            )
+        )
 
     def fail_after(self, k: int, status: int = 500, code: str = "InternalError") -> None:
         """Let the next k requests through, then fail every request until clear() (a store that breaks
@@ -297,8 +326,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _send_error(self, fault: _Fault) -> None:
-        xml = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault.code}</Code>'
-               f"<Message>injected by FaultProxy</Message><RequestId>fault</RequestId></Error>").encode()
+        xml = (
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{fault.code}</Code>'
+            f"<Message>injected by FaultProxy</Message><RequestId>fault</RequestId></Error>"
+        ).encode()
         self.send_response(fault.status)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(xml)))

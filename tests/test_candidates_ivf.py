@@ -14,9 +14,18 @@ def _index(n: int, with_buckets: bool) -> CandidateIndex:
     row = np.full(n + 7, -1, dtype=np.int64)
     row[pos] = np.arange(n)
     empty = np.empty(0, np.int64)
-    return CandidateIndex(np.asarray([f"I{k}" for k in range(n + 7)], dtype=object), np.zeros(n + 7, np.int64),
-                          np.arange(n + 7), np.zeros(n + 8, np.int64), empty, pos, unit, row, {},
-                          build_buckets(unit) if with_buckets else None)
+    return CandidateIndex(
+        np.asarray([f"I{k}" for k in range(n + 7)], dtype=object),
+        np.zeros(n + 7, np.int64),
+        np.arange(n + 7),
+        np.zeros(n + 8, np.int64),
+        empty,
+        pos,
+        unit,
+        row,
+        {},
+        build_buckets(unit) if with_buckets else None,
+    )
 
 
 def test_bucketed_neighbours_recall_the_exact_ones():

@@ -16,11 +16,23 @@ from musicrec.cli import main
 
 
 def _musicrec(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     env.pop("PREFECT_API_URL", None)
-    return subprocess.run([sys.executable, "-m", "musicrec", *args], check=False, capture_output=True, text=True, env=env,
-                          timeout=600, cwd=Path(__file__).parents[1])
+    return subprocess.run(
+        [sys.executable, "-m", "musicrec", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=Path(__file__).parents[1],
+    )
 
 
 def test_sample_data_writes_files_and_card(tmp_path, capsys):
@@ -39,8 +51,10 @@ def test_bad_model_name_is_one_clear_message(capsys):
 
 # A mistake costs well under 5 s and never starts Prefect: musicrec.cli.main in a fresh interpreter, which then
 # reports whether Prefect was imported at all.
-_PROBE = ("import sys; from musicrec.cli import main; rc = main(sys.argv[1:]); "
-          "print('prefect imported' if 'prefect' in sys.modules else 'no prefect'); sys.exit(rc)")
+_PROBE = (
+    "import sys; from musicrec.cli import main; rc = main(sys.argv[1:]); "
+    "print('prefect imported' if 'prefect' in sys.modules else 'no prefect'); sys.exit(rc)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,26 +66,79 @@ def inputs(tmp_path_factory):
 
 
 MISTAKES = {
-    "gs-store": (["train", "--reviews", "{d}/ratings.csv", "--store", "gs://bucket/x"], "unsupported store URI"),
-    "misspelt-override-model": (["train", "--reviews", "{d}/ratings.csv", "--models", "gmf",
-                                 "--overrides", '{{"gmff": {{"epochs": 2}}}}'], "unknown model 'gmff'"),
-    "epochs-five": (["train", "--reviews", "{d}/ratings.csv", "--models", "gmf",
-                     "--overrides", '{{"gmf": {{"epochs": "five"}}}}'], "epochs='five'"),
-    "unknown-hyperparameter": (["train", "--reviews", "{d}/ratings.csv", "--models", "gmf",
-                                "--overrides", '{{"gmf": {{"epochz": 2}}}}'], "unknown hyperparameter(s) epochz"),
+    "gs-store": (
+        ["train", "--reviews", "{d}/ratings.csv", "--store", "gs://bucket/x"],
+        "unsupported store URI",
+    ),
+    "misspelt-override-model": (
+        [
+            "train",
+            "--reviews",
+            "{d}/ratings.csv",
+            "--models",
+            "gmf",
+            "--overrides",
+            '{{"gmff": {{"epochs": 2}}}}',
+        ],
+        "unknown model 'gmff'",
+    ),
+    "epochs-five": (
+        [
+            "train",
+            "--reviews",
+            "{d}/ratings.csv",
+            "--models",
+            "gmf",
+            "--overrides",
+            '{{"gmf": {{"epochs": "five"}}}}',
+        ],
+        "epochs='five'",
+    ),
+    "unknown-hyperparameter": (
+        [
+            "train",
+            "--reviews",
+            "{d}/ratings.csv",
+            "--models",
+            "gmf",
+            "--overrides",
+            '{{"gmf": {{"epochz": 2}}}}',
+        ],
+        "unknown hyperparameter(s) epochz",
+    ),
     "empty-models": (["train", "--reviews", "{d}/ratings.csv", "--models", ","], "names no model"),
     "missing-reviews": (["train", "--reviews", "{d}/nope.json"], "nope.json: does not exist"),
-    "bad-columns": (["train", "--reviews", "{d}/ratings.csv", "--columns", "user=a,item=b"], "the column 'a' given for user_id is not in the file"),
+    "bad-columns": (
+        ["train", "--reviews", "{d}/ratings.csv", "--columns", "user=a,item=b"],
+        "the column 'a' given for user_id is not in the file",
+    ),
     "bad-rating-range": (["train", "--reviews", "{d}/ratings.csv", "--rating-range", "5"], "is not MIN,MAX"),
-    "parallel-tasks-negative": (["train", "--reviews", "{d}/ratings.csv", "--parallel-tasks", "-1"],
-                                "--parallel-tasks -1: must be at least 0"),
-    "tune-trials-0": (["tune", "--reviews", "{d}/ratings.csv", "--trials", "0"], "--trials 0: must be at least 1"),
-    "tune-negative-timeout": (["tune", "--reviews", "{d}/ratings.csv", "--timeout", "-5"], "--timeout must be"),
+    "parallel-tasks-negative": (
+        ["train", "--reviews", "{d}/ratings.csv", "--parallel-tasks", "-1"],
+        "--parallel-tasks -1: must be at least 0",
+    ),
+    "tune-trials-0": (
+        ["tune", "--reviews", "{d}/ratings.csv", "--trials", "0"],
+        "--trials 0: must be at least 1",
+    ),
+    "tune-negative-timeout": (
+        ["tune", "--reviews", "{d}/ratings.csv", "--timeout", "-5"],
+        "--timeout must be",
+    ),
     "tune-unknown-model": (["tune", "--reviews", "{d}/ratings.csv", "--models", "svd"], "svd"),
-    "top-n-0": (["score", "--all-users", "--top-n", "0", "--store", "{d}/store"], "--top-n 0: must be at least 1"),
-    "unknown-version": (["score", "--all-users", "--version", "v9", "--store", "{d}/store"], "no model version 'v9'"),
+    "top-n-0": (
+        ["score", "--all-users", "--top-n", "0", "--store", "{d}/store"],
+        "--top-n 0: must be at least 1",
+    ),
+    "unknown-version": (
+        ["score", "--all-users", "--version", "v9", "--store", "{d}/store"],
+        "no model version 'v9'",
+    ),
     "no-champion": (["score", "--all-users", "--store", "{d}/store"], "no champion in"),
-    "missing-pairs": (["score", "--pairs", "{d}/pairs.csv", "--store", "{d}/store"], "pairs.csv: does not exist"),
+    "missing-pairs": (
+        ["score", "--pairs", "{d}/pairs.csv", "--store", "{d}/store"],
+        "pairs.csv: does not exist",
+    ),
     "users-without-user-id": (["score", "--users", "{d}/users.csv", "--store", "{d}/store"], "['user_id']"),
     "unknown-run": (["evaluate", "--run", "r1", "--store", "{d}/store"], "no run 'r1'"),
     "recommend-no-champion": (["recommend", "u1", "--store", "{d}/store"], "no champion in"),
@@ -84,8 +151,15 @@ def test_each_mistake_is_one_message_before_prefect_starts(case, inputs):
     argv, expected = MISTAKES[case]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICREC_")}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _PROBE, *(a.format(d=inputs) for a in argv)], check=False,
-                          capture_output=True, text=True, env=env, timeout=60, cwd=inputs)
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *(a.format(d=inputs) for a in argv)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=inputs,
+    )
     seconds = time.perf_counter() - start
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("error:") == 1 and expected in proc.stderr, proc.stderr
@@ -121,7 +195,9 @@ def test_a_prefect_startup_timeout_says_what_to_do(monkeypatch, capsys, tmp_path
     from musicrec import cli
 
     def slow_start(args):
-        raise RuntimeError("Timed out while attempting to connect to ephemeral Prefect API server. stdout: ...")
+        raise RuntimeError(
+            "Timed out while attempting to connect to ephemeral Prefect API server. stdout: ..."
+        )
 
     monkeypatch.setitem(cli.COMMANDS, "runs", slow_start)
     assert main(["runs", "--store", str(tmp_path)]) == 2
@@ -136,11 +212,19 @@ def test_train_on_invalid_data_exits_nonzero_without_traceback(tmp_path):
     bad.write_text("\n".join(f"I{k % 25},U{k % 40},{7 if k % 10 == 0 else 4},1400000000" for k in range(400)))
     store = tmp_path / "store"
     # 10% sevens alone would read as a 1-10 scale; with the scale fixed to 1-5 they break validation
-    proc = _musicrec("train", "--reviews", str(bad), "--store", store.as_uri(), "--rating-range", "1,5",
-                     home=tmp_path / "ph")
+    proc = _musicrec(
+        "train",
+        "--reviews",
+        str(bad),
+        "--store",
+        store.as_uri(),
+        "--rating-range",
+        "1,5",
+        home=tmp_path / "ph",
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr + proc.stdout
-    last = proc.stderr[proc.stderr.index("error: "):]
+    last = proc.stderr[proc.stderr.index("error: ") :]
     assert str(bad) in last and "expect_column_values_to_be_between" in last and "what to do" in last
     assert not store.exists()
 
@@ -158,15 +242,28 @@ def test_the_cli_offers_exactly_the_registered_models():
 def test_the_promotion_decision_is_printed_from_the_report():
     from musicrec.results import promotion_summary
 
-    report = {"champion": {"name": "mlp", "version": "r2-mlp"},
-              "promotion": {"compared_rows": 1234, "incumbent_rmse": 0.91, "challenger_rmse": 0.93, "promoted": False,
-                            "reason": "worse than the champion on rows neither fitted", "incumbent_version": "r1-w2v"}}
+    report = {
+        "champion": {"name": "mlp", "version": "r2-mlp"},
+        "promotion": {
+            "compared_rows": 1234,
+            "incumbent_rmse": 0.91,
+            "challenger_rmse": 0.93,
+            "promoted": False,
+            "reason": "worse than the champion on rows neither fitted",
+            "incumbent_version": "r1-w2v",
+        },
+    }
     text = promotion_summary(report)
     assert "mlp (r2-mlp): published, not promoted: worse than the champion" in text
     assert "compared with r1-w2v on 1,234 rows: incumbent RMSE 0.9100, challenger RMSE 0.9300" in text
     older = {"champion": {"name": "mlp", "version": "r2-mlp"}, "promoted": True, "previous_test_rmse": None}
     assert "promoted to champion: no earlier champion" in promotion_summary(older)
-    older.update(promoted=False, previous_test_rmse=0.8, previous_version="r1-w2v", models=[{"name": "mlp", "test_rmse": 0.9}])
+    older.update(
+        promoted=False,
+        previous_test_rmse=0.8,
+        previous_version="r1-w2v",
+        models=[{"name": "mlp", "test_rmse": 0.9}],
+    )
     assert "compared with r1-w2v: incumbent RMSE 0.8000, challenger RMSE 0.9000" in promotion_summary(older)
     assert "champion: none" in promotion_summary({"champion": {"name": None}, "promoted": False})
 
@@ -174,7 +271,11 @@ def test_the_promotion_decision_is_printed_from_the_report():
 def test_an_evaluated_bundle_that_is_not_the_champion_is_not_called_one():
     from musicrec.results import mark_champion
 
-    result = {"version": "r1-mlp", "model": "mlp", "methods": [{"method": "champion (mlp)"}, {"method": "most_popular"}]}
+    result = {
+        "version": "r1-mlp",
+        "model": "mlp",
+        "methods": [{"method": "champion (mlp)"}, {"method": "most_popular"}],
+    }
     other = mark_champion(result, "r2-w2v_mlp")
     assert other["is_champion"] is False and other["current_champion"] == "r2-w2v_mlp"
     assert [m["method"] for m in other["methods"]] == ["evaluated (mlp, not the champion)", "most_popular"]
@@ -191,9 +292,21 @@ def test_no_refit_serves_the_held_out_fit_and_evaluate_measures_its_lists(tmp_pa
 
     data = Path(shutil.copy(REAL_CSV, tmp_path / REAL_CSV.name))
     store, home = tmp_path / "store", tmp_path / "ph"
-    proc = _musicrec("train", "--reviews", str(data), "--store", store.as_uri(), "--models", "nnmf",
-                     "--retrieval-models", "implicit_bpr,implicit_hinge", "--no-refit",
-                     "--report", str(tmp_path / "report.json"), home=home)
+    proc = _musicrec(
+        "train",
+        "--reviews",
+        str(data),
+        "--store",
+        store.as_uri(),
+        "--models",
+        "nnmf",
+        "--retrieval-models",
+        "implicit_bpr,implicit_hinge",
+        "--no-refit",
+        "--report",
+        str(tmp_path / "report.json"),
+        home=home,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     meta = json.loads((store / "models" / report["champion"]["version"] / "metadata.json").read_text())

@@ -54,8 +54,23 @@ def test_runs_champion_and_recommend_read_the_store(champion_store, capsys):
 def test_score_csv_is_one_file_and_a_summary(champion_store, tmp_path, capfd):
     store_uri, _, report = champion_store
     out_dir = tmp_path / "out"
-    assert main(["score", "--all-users", "--top-n", "3", "--format", "csv", "--store", store_uri,
-                 "--out", out_dir.as_uri()]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--all-users",
+                "--top-n",
+                "3",
+                "--format",
+                "csv",
+                "--store",
+                store_uri,
+                "--out",
+                out_dir.as_uri(),
+            ]
+        )
+        == 0
+    )
     stdout = capfd.readouterr().out
     manifest = json.loads((out_dir / "_manifest.json").read_text())
     csvs = sorted(p.name for p in out_dir.iterdir() if p.suffix == ".csv")

@@ -57,7 +57,9 @@ def test_bars_show_the_true_elapsed_time_even_when_redrawn_later():
     stream = io.StringIO()
     bars = EpochBars(stream)
     now = time.time()
-    bars.emit(_record("gmf: epoch 1/5 loss 0.5 val_rmse 0.9 (4.0s)", created=now))  # began 4 s before its line
+    bars.emit(
+        _record("gmf: epoch 1/5 loss 0.5 val_rmse 0.9 (4.0s)", created=now)
+    )  # began 4 s before its line
     assert 3.5 < bars.bars["gmf"].format_dict["elapsed"] < 10
     bars.emit(_record("gmf: epoch 2/5 loss 0.5 val_rmse 0.9 (4.0s)", created=now))
     bars.emit(_record("gmf: val_rmse 0.9000 test_rmse 0.9100 in 8.4s", created=now))
@@ -97,9 +99,19 @@ def test_epoch_line_pattern_matches_what_training_logs():
     from musicrec.pipeline.train import progress_printer
 
     lines: list[str] = []
-    progress_printer(lines.append)({"model": "gmf_logistic", "epoch": 2, "epochs": 20, "loss": 0.5,
-                                    "val_rmse": 0.9, "metric": "val_rmse", "value": 0.9, "seconds": 1.5,
-                                    "eval_seconds": 0.2})
+    progress_printer(lines.append)(
+        {
+            "model": "gmf_logistic",
+            "epoch": 2,
+            "epochs": 20,
+            "loss": 0.5,
+            "val_rmse": 0.9,
+            "metric": "val_rmse",
+            "value": 0.9,
+            "seconds": 1.5,
+            "eval_seconds": 0.2,
+        }
+    )
     match = EPOCH_LINE.match(lines[0])
     assert match and match["model"] == "gmf_logistic" and match["epoch"] == "2" and match["epochs"] == "20"
     assert match["seconds"] == "1.5"
@@ -143,9 +155,11 @@ def test_quiet_third_party_drops_torchvision_warnings_of_the_onnx_exporter():
             _registration._get_overload(f"torchvision::{op}")
         logging.getLogger(name).warning("another warning")  # the logger's other records still pass
 
-    assert _emitted_by(name, noise, quiet=False) == ["torchvision is not installed. Skipping torchvision::nms",
-                                                     "torchvision is not installed. Skipping torchvision::roi_align",
-                                                     "another warning"]
+    assert _emitted_by(name, noise, quiet=False) == [
+        "torchvision is not installed. Skipping torchvision::nms",
+        "torchvision is not installed. Skipping torchvision::roi_align",
+        "another warning",
+    ]
     assert _emitted_by(name, noise, quiet=True) == ["another warning"]
 
 

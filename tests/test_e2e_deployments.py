@@ -36,13 +36,19 @@ def e2e(tmp_path: Path, small_sample) -> Iterator[dict[str, Any]]:
     logs.mkdir()
     api_url = f"http://127.0.0.1:{free_port()}/api"
     env = server_env(tmp_path / "prefect_home", api_url, ui=False)
-    env.update({
-        "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
-        "MUSICREC_REVIEWS": str(sample / "reviews.json.gz"), "MUSICREC_META": str(sample / "meta.json.gz"),
-        "MUSICREC_STORE_URI": (tmp_path / "store").as_uri(), "MUSICREC_WORK_DIR": str(tmp_path / "work"),
-        "MUSICREC_TIMEZONE": TIMEZONE, "PWD": str(REPO),
-    })
+    env.update(
+        {
+            "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+            "MUSICREC_REVIEWS": str(sample / "reviews.json.gz"),
+            "MUSICREC_META": str(sample / "meta.json.gz"),
+            "MUSICREC_STORE_URI": (tmp_path / "store").as_uri(),
+            "MUSICREC_WORK_DIR": str(tmp_path / "work"),
+            "MUSICREC_TIMEZONE": TIMEZONE,
+            "PWD": str(REPO),
+        }
+    )
     procs = Processes(logs)
     try:
         start_server(procs, env)
@@ -69,7 +75,9 @@ def _deployment(client, name: str):
 def _runs_of(client, deployment_id: UUID) -> list[Any]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
 
 
 def _state(client, run_id: UUID) -> str:
@@ -85,15 +93,21 @@ def _run_chain(e2e: dict[str, Any], then_no_promotion: bool = False) -> None:
     procs = e2e["procs"]
     with _client(e2e["api_url"]) as client:
         names = ("training/nightly", "batch-scoring/nightly", "batch-scoring/on-demand", "tuning/weekly")
-        deps = _wait_until("the four deployments", lambda: all(_deployment(client, n) for n in names) and
-                           [_deployment(client, n) for n in names], 120, procs)
+        deps = _wait_until(
+            "the four deployments",
+            lambda: all(_deployment(client, n) for n in names) and [_deployment(client, n) for n in names],
+            120,
+            procs,
+        )
         train_dep, score_dep, on_demand, tune_dep = deps
         _check_registered(train_dep, score_dep, on_demand, e2e)
         _check_tuning_registered(tune_dep, e2e)
 
         _train(client, train_dep, "gmf_logistic", 2, procs)
 
-        scoring = _wait_until("a batch-scoring/nightly run", lambda: _runs_of(client, score_dep.id), 90, procs)
+        scoring = _wait_until(
+            "a batch-scoring/nightly run", lambda: _runs_of(client, score_dep.id), 90, procs
+        )
         assert len(scoring) == 1, [r.name for r in scoring]
         _wait_until("the scoring run", lambda: _state(client, scoring[0].id) in TERMINAL, 180, procs, every=2)
         assert _state(client, scoring[0].id) == "COMPLETED", procs.log_tails()
@@ -103,17 +117,27 @@ def _run_chain(e2e: dict[str, Any], then_no_promotion: bool = False) -> None:
             _train(client, train_dep, "gmf", 1, procs, promote=False)
             time.sleep(15)  # the trigger fired ~4 s after the promoting run; give a stray one time to show
             reports = [json.loads(p.read_text()) for p in e2e["store"].glob("runs/*/report.json")]
-            assert [promotion(r)["promoted"] for r in reports].count(True) == 1, [promotion(r) for r in reports]
+            assert [promotion(r)["promoted"] for r in reports].count(True) == 1, [
+                promotion(r) for r in reports
+            ]
             assert len(_runs_of(client, score_dep.id)) == 1
 
 
 def _train(client, train_dep, model: str, epochs: int, procs: Processes, promote: bool = True) -> None:
     """Run training/nightly with one quick model; the UI posts the whole form (defaults + edits) the same way,
     because a run's parameters replace the deployment's on top-level keys only."""
-    params = {**train_dep.parameters["params"], "models": [model], "overrides": {model: {"epochs": epochs}},
-              "threads": 2, "promote": promote, "retrieval_models": []}
+    params = {
+        **train_dep.parameters["params"],
+        "models": [model],
+        "overrides": {model: {"epochs": epochs}},
+        "threads": 2,
+        "promote": promote,
+        "retrieval_models": [],
+    }
     run = client.create_flow_run_from_deployment(train_dep.id, parameters={"params": params})
-    _wait_until(f"the training run ({model})", lambda: _state(client, run.id) in TERMINAL, 300, procs, every=2)
+    _wait_until(
+        f"the training run ({model})", lambda: _state(client, run.id) in TERMINAL, 300, procs, every=2
+    )
     assert _state(client, run.id) == "COMPLETED", procs.log_tails()
 
 
@@ -170,9 +194,13 @@ def test_serve_process_runs_training_then_scoring(e2e):
 def test_process_work_pool_runs_training_then_scoring(e2e):
     """Team-server style: `prefect deploy --all` from deployments/prefect.yaml and a process worker."""
     env, prefect = e2e["env"], str(BIN / "prefect")
-    for cmd in ([prefect, "work-pool", "create", "musicrec", "--type", "process"],
-                [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"]):
-        done = subprocess.run(cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    for cmd in (
+        [prefect, "work-pool", "create", "musicrec", "--type", "process"],
+        [prefect, "--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+    ):
+        done = subprocess.run(
+            cmd, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+        )
         assert done.returncode == 0, f"{' '.join(cmd[1:4])}\n{done.stdout}\n{done.stderr}"
     e2e["procs"].start("worker", [prefect, "worker", "start", "--pool", "musicrec", "--limit", "2"], env)
     _run_chain(e2e)
@@ -188,8 +216,13 @@ def _unfilled(schema: dict[str, Any], parameters: dict[str, Any]) -> list[str]:
     """List and object fields with neither a schema default nor a deployment value: the UI shows them empty
     ("Models: 0 selected") and posts them empty."""
     values = parameters.get("params", {})
-    return [name for name, prop in _fields(schema).items() if "default" not in prop and name not in values
-            and (prop.get("type") in ("array", "object") or "$ref" in prop or "allOf" in prop)]
+    return [
+        name
+        for name, prop in _fields(schema).items()
+        if "default" not in prop
+        and name not in values
+        and (prop.get("type") in ("array", "object") or "$ref" in prop or "allOf" in prop)
+    ]
 
 
 def test_serve_deployments_fill_every_field_of_their_forms():
@@ -197,9 +230,16 @@ def test_serve_deployments_fill_every_field_of_their_forms():
 
     deps = build_deployments()
     for dep in deps:
-        assert set(_fields(dep._parameter_openapi_schema.model_dump())) <= set(dep.parameters["params"]), dep.name
+        assert set(_fields(dep._parameter_openapi_schema.model_dump())) <= set(dep.parameters["params"]), (
+            dep.name
+        )
     assert deps[0].parameters["params"]["models"] == list(MODELS)
-    assert deps[0].parameters["params"]["split"] == {"method": "random", "train": 0.8, "validation": 0.1, "test": 0.1}
+    assert deps[0].parameters["params"]["split"] == {
+        "method": "random",
+        "train": 0.8,
+        "validation": 0.1,
+        "test": 0.1,
+    }
     assert all(d.parameters["params"]["job"] == "all_users" for d in deps[1:3])
     assert deps[3].name == "weekly" and deps[3].parameters["params"]["trials"] == 30
     (trigger,) = deps[1].triggers
@@ -216,14 +256,18 @@ def test_prefect_yaml_fills_every_list_and_object_field_and_names_all_models():
     from flows.tuning import tuning
 
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
-    schemas = {"flows/training.py:training": parameter_schema(training).model_dump(),
-               "flows/scoring.py:batch_scoring": parameter_schema(batch_scoring).model_dump(),
-               "flows/tuning.py:tuning": parameter_schema(tuning).model_dump()}
+    schemas = {
+        "flows/training.py:training": parameter_schema(training).model_dump(),
+        "flows/scoring.py:batch_scoring": parameter_schema(batch_scoring).model_dump(),
+        "flows/tuning.py:tuning": parameter_schema(tuning).model_dump(),
+    }
     for dep in spec["deployments"]:
         schema = schemas[dep["entrypoint"]]
         assert _unfilled(schema, dep["parameters"]) == [], dep["name"]
         for trigger in dep.get("triggers", []):
             assert _unfilled(schema, trigger["parameters"]) == [], trigger["name"]
     training_params = spec["deployments"][0]["parameters"]["params"]
-    assert training_params["models"] == list(MODELS)  # the yaml's lists are the registry's (musicrec.registry)
+    assert training_params["models"] == list(
+        MODELS
+    )  # the yaml's lists are the registry's (musicrec.registry)
     assert training_params["retrieval_models"] == _names("retrieval")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
+from musicrec.hashing import ids_sha256
 from musicrec.rating import export as ex
 from musicrec.rating.export import OnnxModelError, ParityError, export_onnx, verify_onnx
-from musicrec.hashing import ids_sha256
 from musicrec.scoring.runtime import load_session, predict_flagged, predict_ratings
 
 USERS = [f"U{k:03d}" for k in range(12)]
@@ -281,6 +281,12 @@ def test_the_id_hash_is_the_sha256_of_the_newline_terminated_ids_whatever_the_co
 
     ids = [f"u{i}é" for i in range(70_000)]  # more than one block, non-ASCII
     expected = hashlib.sha256("".join(f"{x}\n" for x in ids).encode("utf-8")).hexdigest()
-    for form in (ids, iter(ids), np.array(ids, dtype=object), pd.Index(ids, dtype="str"), pd.Series(ids, dtype="str")):
+    for form in (
+        ids,
+        iter(ids),
+        np.array(ids, dtype=object),
+        pd.Index(ids, dtype="str"),
+        pd.Series(ids, dtype="str"),
+    ):
         assert ids_sha256(form) == expected
     assert ids_sha256([]) == hashlib.sha256(b"").hexdigest()

@@ -31,8 +31,13 @@ def test_cli_evaluate_writes_ranking_json_next_to_the_report(trained, tmp_path, 
     assert got["version"] == report["champion"]["version"] and got["bundle_from_this_run"]
     assert got["k"] == 10 and got["test_users"] > 0
     methods = {m["method"].split(" (")[0]: m for m in got["methods"]}
-    assert set(methods) == {"served: retrieve-then-rank", "served without also_bought", "retrieval champion alone",
-                            "most_popular", "random"}
+    assert set(methods) == {
+        "served: retrieve-then-rank",
+        "served without also_bought",
+        "retrieval champion alone",
+        "most_popular",
+        "random",
+    }
     assert got["protocol"].startswith("temporal leave-last-out")
     # the served retrieval model is the refit on every interaction, these held-out items included: said so
     assert "refit" in got["note"] and "note: the served models were refit" in printed
@@ -49,9 +54,17 @@ def test_flow_on_a_user_sample_with_an_explicit_version(trained, tmp_path):
     from flows.evaluation import RankingParams, ranking_evaluation
 
     store_uri, report = trained
-    result = ranking_evaluation(RankingParams(run_id=report["run_id"], store_uri=store_uri, k=5, max_users=50,
-                                              version=report["champion"]["version"], threads=1,
-                                              work_dir=str(tmp_path / "w")))
+    result = ranking_evaluation(
+        RankingParams(
+            run_id=report["run_id"],
+            store_uri=store_uri,
+            k=5,
+            max_users=50,
+            version=report["champion"]["version"],
+            threads=1,
+            work_dir=str(tmp_path / "w"),
+        )
+    )
     assert result["test_users"] == 50 and result["k"] == 5
     assert all(0.0 <= m["ndcg@5"] <= 1.0 for m in result["methods"])
     assert result["uri"].endswith(f"runs/{report['run_id']}/ranking.json")

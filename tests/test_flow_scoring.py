@@ -39,12 +39,23 @@ def test_pairs_match_torch_and_flag_unknown_ids(trained, tmp_path):
 
     store_uri, ws, _ = trained
     test = pd.read_parquet(ws.splits / "test.parquet", columns=["user_id", "item_id"]).head(3000)
-    extra = pd.DataFrame({"user_id": ["NEW-USER", test["user_id"].iloc[0], "NEW-USER"],
-                          "item_id": [test["item_id"].iloc[0], "NEW-ITEM", "NEW-ITEM"]})
+    extra = pd.DataFrame(
+        {
+            "user_id": ["NEW-USER", test["user_id"].iloc[0], "NEW-USER"],
+            "item_id": [test["item_id"].iloc[0], "NEW-ITEM", "NEW-ITEM"],
+        }
+    )
     pairs = pd.concat([test, extra], ignore_index=True).assign(row=lambda d: np.arange(len(d)))
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
-    manifest = batch_scoring(_params(store_uri, tmp_path, pairs=str(tmp_path / "pairs.csv"), chunk_rows=700,
-                                     out=(tmp_path / "out").as_uri()))
+    manifest = batch_scoring(
+        _params(
+            store_uri,
+            tmp_path,
+            pairs=str(tmp_path / "pairs.csv"),
+            chunk_rows=700,
+            out=(tmp_path / "out").as_uri(),
+        )
+    )
     # at most 700 rows per chunk, and a multiple of the two workers so neither idles at the end
     assert manifest["chunks"] >= -(-len(pairs) // 700) and manifest["chunks"] % 2 == 0
     assert manifest["rows"] == len(pairs)
@@ -55,8 +66,10 @@ def test_pairs_match_torch_and_flag_unknown_ids(trained, tmp_path):
     data = full_data(ws)  # the bundle serves the champion refit on every rating
     model = load_model(ws, "gmf_logistic", data, directory=REFIT_DIR)
     with torch.inference_mode():
-        expected = model(torch.from_numpy(data.users.lookup(pairs["user_id"])),
-                         torch.from_numpy(data.items.lookup(pairs["item_id"]))).numpy()
+        expected = model(
+            torch.from_numpy(data.users.lookup(pairs["user_id"])),
+            torch.from_numpy(data.items.lookup(pairs["item_id"])),
+        ).numpy()
     np.testing.assert_allclose(out["predicted_rating"].to_numpy(), expected, atol=1e-4)
     tail = out.tail(3)
     assert tail["unknown_user"].tolist() == [True, False, True]
@@ -87,8 +100,15 @@ def test_bundles_without_graph_flags_score_the_same(trained, tmp_path):
     assert has_flags(bundle.session) and not has_flags(old.session)
 
     test = pd.read_parquet(ws.splits / "test.parquet", columns=["user_id", "item_id"]).head(500)
-    pairs = pd.concat([test, pd.DataFrame({"user_id": ["NEW", test["user_id"].iloc[0]],
-                                           "item_id": [test["item_id"].iloc[0], "NEW"]})], ignore_index=True)
+    pairs = pd.concat(
+        [
+            test,
+            pd.DataFrame(
+                {"user_id": ["NEW", test["user_id"].iloc[0]], "item_id": [test["item_id"].iloc[0], "NEW"]}
+            ),
+        ],
+        ignore_index=True,
+    )
     new_out, old_out = score_pairs(bundle, pairs, 128), score_pairs(old, pairs, 128)
     pd.testing.assert_frame_equal(new_out, old_out)
     assert new_out["unknown_user"].tolist()[-2:] == [True, False]
@@ -99,8 +119,15 @@ def _scoring_imports() -> set[str]:
     import subprocess
 
     code = "import sys; import musicrec.scoring.jobs; print(' '.join(sys.modules))"
-    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parents[1]).stdout.split())
+    return set(
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parents[1],
+        ).stdout.split()
+    )
 
 
 def test_top_n_lists(trained, tmp_path):
@@ -108,15 +135,24 @@ def test_top_n_lists(trained, tmp_path):
 
     store_uri, ws, _ = trained
     train = pd.read_parquet(ws.splits / "train.parquet", columns=["user_id", "item_id"])
-    every = pd.concat([pd.read_parquet(ws.splits / f"{n}.parquet", columns=["user_id", "item_id"])
-                       for n in ("train", "validation", "test")])
-    held_out_users = pd.concat([pd.read_parquet(ws.splits / f"{n}.parquet", columns=["user_id"])
-                                for n in ("validation", "test")])["user_id"].drop_duplicates()
-    users = [*dict.fromkeys([*held_out_users.head(200), *train["user_id"].drop_duplicates().head(200)]),
-             "NEW-USER-1", "NEW-USER-2"]
+    every = pd.concat(
+        [
+            pd.read_parquet(ws.splits / f"{n}.parquet", columns=["user_id", "item_id"])
+            for n in ("train", "validation", "test")
+        ]
+    )
+    held_out_users = pd.concat(
+        [pd.read_parquet(ws.splits / f"{n}.parquet", columns=["user_id"]) for n in ("validation", "test")]
+    )["user_id"].drop_duplicates()
+    users = [
+        *dict.fromkeys([*held_out_users.head(200), *train["user_id"].drop_duplicates().head(200)]),
+        "NEW-USER-1",
+        "NEW-USER-2",
+    ]
     pd.DataFrame({"user_id": users}).to_parquet(tmp_path / "users.parquet")
-    manifest = batch_scoring(_params(store_uri, tmp_path, users=str(tmp_path / "users.parquet"), top_n=TOP_N,
-                                     chunk_users=150))
+    manifest = batch_scoring(
+        _params(store_uri, tmp_path, users=str(tmp_path / "users.parquet"), top_n=TOP_N, chunk_users=150)
+    )
     assert manifest["uri"].startswith(store_uri) and "/scores/" in manifest["uri"]
     prefix = manifest["uri"].removeprefix(store_uri + "/").removesuffix("/_manifest.json")
     out = read_output(open_store(store_uri), prefix)
@@ -125,12 +161,16 @@ def test_top_n_lists(trained, tmp_path):
     for user, g in out.groupby("user_id"):
         assert g["rank"].tolist() == list(range(1, TOP_N + 1)) and g["item_id"].nunique() == TOP_N
         assert g["score"].is_monotonic_decreasing
-    rated = set(zip(every["user_id"], every["item_id"]))  # the served model knows every split's ratings
-    assert not any((u, i) in rated for u, i in zip(out["user_id"], out["item_id"]))
+    rated = set(zip(every["user_id"], every["item_id"], strict=False))  # the served model knows every split's ratings
+    assert not any((u, i) in rated for u, i in zip(out["user_id"], out["item_id"], strict=False))
     known = out[~out["user_id"].str.startswith("NEW-USER")]
     # retrieve-then-rank: the retrieval champion's nearest items merged with the other candidate sources
-    assert "retrieval" in set(known["source"]) and set(known["source"]) <= {"retrieval", "popular", "also_bought",
-                                                                           "word2vec"}
+    assert "retrieval" in set(known["source"]) and set(known["source"]) <= {
+        "retrieval",
+        "popular",
+        "also_bought",
+        "word2vec",
+    }
     assert set(out.loc[out["user_id"].str.startswith("NEW-USER"), "source"]) == {"fallback"}
     assert manifest["unknown_users"] == 2 and 0 < manifest["catalogue_coverage"] <= 1
 
@@ -145,8 +185,10 @@ def test_tampered_model_is_refused_and_nothing_is_written(trained, tmp_path):
     pd.DataFrame({"user_id": ["u"], "item_id": ["i"]}).to_csv(tmp_path / "p.csv", index=False)
     try:
         store.put_bytes(key, original[:-10] + b"0123456789")
-        state = batch_scoring(_params(store_uri, tmp_path, pairs=str(tmp_path / "p.csv"),
-                                      out=(tmp_path / "out").as_uri()), return_state=True)
+        state = batch_scoring(
+            _params(store_uri, tmp_path, pairs=str(tmp_path / "p.csv"), out=(tmp_path / "out").as_uri()),
+            return_state=True,
+        )
         assert state.is_failed()
         with pytest.raises(StoreError, match="sha256"):
             state.result()
@@ -172,8 +214,10 @@ def test_a_failing_chunk_leaves_no_output(trained, tmp_path, monkeypatch):
 
     monkeypatch.setattr(jobs, "score_pairs", flaky)
     out_uri = (tmp_path / "out").as_uri()
-    state = batch_scoring(_params(store_uri, tmp_path, pairs=str(tmp_path / "pairs.parquet"), chunk_rows=50,
-                                  out=out_uri), return_state=True)
+    state = batch_scoring(
+        _params(store_uri, tmp_path, pairs=str(tmp_path / "pairs.parquet"), chunk_rows=50, out=out_uri),
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(StoreError):
         read_output(open_store(out_uri), "")

@@ -27,10 +27,17 @@ def s3_trained(prefect_harness, small_sample, tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring_s3")
     with moto_s3() as s3:
         store_uri = s3.uri("musicrec")
-        report = training(TrainingParams(reviews=[str(sample / "reviews.json.gz")],
-                                         meta=[str(sample / "meta.json.gz")], store_uri=store_uri,
-                                         work_dir=str(root / "work"), models=["gmf_logistic"],
-                                         overrides={"gmf_logistic": {"epochs": 3}}, retrieval_models=[]))
+        report = training(
+            TrainingParams(
+                reviews=[str(sample / "reviews.json.gz")],
+                meta=[str(sample / "meta.json.gz")],
+                store_uri=store_uri,
+                work_dir=str(root / "work"),
+                models=["gmf_logistic"],
+                overrides={"gmf_logistic": {"epochs": 3}},
+                retrieval_models=[],
+            )
+        )
         assert report["promoted"], f"the training run published no champion: {report['champion']}"
         yield s3, store_uri, Workspace(root / "work" / report["run_id"]), report
 
@@ -47,13 +54,24 @@ def test_pairs_scored_from_and_into_the_bucket(s3_trained, tmp_path):
     s3, store_uri, ws, _ = s3_trained
     pairs = pd.read_parquet(ws.splits / "test.parquet", columns=["user_id", "item_id"]).head(1500)
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
-    manifest = batch_scoring(ScoringParams(store_uri=store_uri, pairs=str(tmp_path / "pairs.csv"), chunk_rows=500,
-                                           threads=2, work_dir=str(tmp_path / "swork")))
-    assert manifest["uri"].startswith(f"s3://{s3.bucket}/musicrec/scores/") and manifest["uri"].endswith(MANIFEST)
+    manifest = batch_scoring(
+        ScoringParams(
+            store_uri=store_uri,
+            pairs=str(tmp_path / "pairs.csv"),
+            chunk_rows=500,
+            threads=2,
+            work_dir=str(tmp_path / "swork"),
+        )
+    )
+    assert manifest["uri"].startswith(f"s3://{s3.bucket}/musicrec/scores/") and manifest["uri"].endswith(
+        MANIFEST
+    )
     prefix = manifest["uri"].removeprefix(f"s3://{s3.bucket}/").removesuffix(f"/{MANIFEST}")
     keys = _keys(s3, prefix + "/")
     assert keys == sorted([f"{prefix}/{MANIFEST}", *(f"{prefix}/{p}" for p in manifest["parts"])])
-    assert len(manifest["parts"]) == manifest["chunks"] == 4 and manifest["rows"] == len(pairs)  # 1500 rows, <= 500 per chunk, a multiple of 2 threads
+    assert len(manifest["parts"]) == manifest["chunks"] == 4 and manifest["rows"] == len(
+        pairs
+    )  # 1500 rows, <= 500 per chunk, a multiple of 2 threads
     stored = json.loads(open_store(store_uri).get_bytes(prefix.removeprefix("musicrec/") + f"/{MANIFEST}"))
     assert stored["parts"] == manifest["parts"]
     out = read_output(open_store(store_uri), prefix.removeprefix("musicrec/"))
@@ -65,8 +83,15 @@ def test_ranking_evaluation_writes_next_to_the_report_in_the_bucket(s3_trained, 
     from flows.evaluation import RankingParams, ranking_evaluation
 
     s3, store_uri, _, report = s3_trained
-    result = ranking_evaluation(RankingParams(run_id=report["run_id"], store_uri=store_uri, max_users=200,
-                                              threads=1, work_dir=str(tmp_path / "w")))
+    result = ranking_evaluation(
+        RankingParams(
+            run_id=report["run_id"],
+            store_uri=store_uri,
+            max_users=200,
+            threads=1,
+            work_dir=str(tmp_path / "w"),
+        )
+    )
     keys = _keys(s3, f"musicrec/runs/{report['run_id']}/")
     assert f"musicrec/runs/{report['run_id']}/report.json" in keys
     assert f"musicrec/runs/{report['run_id']}/ranking.json" in keys

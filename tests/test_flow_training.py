@@ -24,8 +24,13 @@ def _params(sample: Path, store_uri: str, work: Path, **kw):
     from flows.training import TrainingParams
 
     kw.setdefault("retrieval_models", [])  # the retrieval models are trained where a test checks them
-    return TrainingParams(reviews=[str(sample / "reviews.json.gz")], meta=[str(sample / "meta.json.gz")],
-                          store_uri=store_uri, work_dir=str(work), **kw)
+    return TrainingParams(
+        reviews=[str(sample / "reviews.json.gz")],
+        meta=[str(sample / "meta.json.gz")],
+        store_uri=store_uri,
+        work_dir=str(work),
+        **kw,
+    )
 
 
 def _check_published(store, report) -> dict:
@@ -52,22 +57,35 @@ def _check_parallel_stage_is_capped(since: datetime, cap: int) -> None:
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
 
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since)))
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since))
+        )
     models = {f"train-{m}" for m in [*QUICK, "implicit_pointwise", "implicit_bpr", "implicit_hinge"]}
     # (not "train-models-...": the parent flow's task run that stands for the subflow)
-    stage = [r for r in runs if r.name in models or r.name.startswith(("embed-text", "evaluate-baselines",
-                                                                        "ranking-baselines"))]
+    stage = [
+        r
+        for r in runs
+        if r.name in models or r.name.startswith(("embed-text", "evaluate-baselines", "ranking-baselines"))
+    ]
     assert len(stage) == 1 + 6 + 3 + 2, sorted(r.name for r in stage)
     assert all(r.end_time is not None for r in stage)
-    edges = sorted([(r.start_time, 1) for r in stage] + [(r.end_time, -1) for r in stage])  # an end sorts first
+    edges = sorted(
+        [(r.start_time, 1) for r in stage] + [(r.end_time, -1) for r in stage]
+    )  # an end sorts first
     alive = np.cumsum([d for _, d in edges])
     assert 2 <= alive.max() <= cap
     first = sorted(stage, key=lambda r: r.start_time)[:cap]
     embed = next(r for r in stage if r.name.startswith("embed-text"))
     text_free = {f"train-{m}" for m in QUICK if m != "w2v_mlp"}
     ranking = next(r for r in stage if r.name.startswith("ranking-baselines"))
-    assert embed in first and ranking in first and {r.name for r in first} <= text_free | {embed.name, ranking.name}
-    texts = [r for r in stage if r.name.startswith(("train-implicit", "train-w2v_mlp"))]  # they wait for Word2Vec
+    assert (
+        embed in first
+        and ranking in first
+        and {r.name for r in first} <= text_free | {embed.name, ranking.name}
+    )
+    texts = [
+        r for r in stage if r.name.startswith(("train-implicit", "train-w2v_mlp"))
+    ]  # they wait for Word2Vec
     assert len(texts) == 4 and min(r.start_time for r in texts) >= embed.end_time
     assert min(r.start_time for r in texts) >= min(r.end_time for r in first)
 
@@ -78,8 +96,15 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     sample, card = small_sample
     store_uri = (tmp_path / "store").as_uri()
     since = datetime.now(UTC)
-    report = training(_params(sample, store_uri, tmp_path / "work", parallel_tasks=3,
-                              retrieval_models=["implicit_pointwise", "implicit_bpr", "implicit_hinge"]))
+    report = training(
+        _params(
+            sample,
+            store_uri,
+            tmp_path / "work",
+            parallel_tasks=3,
+            retrieval_models=["implicit_pointwise", "implicit_bpr", "implicit_hinge"],
+        )
+    )
     store = open_store(store_uri)
     _check_parallel_stage_is_capped(since, 3)
 
@@ -97,8 +122,14 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     assert report["champion"]["onnx_check"]["unknown_users"] > 0
     meta = _check_published(store, report)
     stages = report["stage_seconds"]
-    assert list(stages) == ["load-and-validate", "split", "train-models", "refit-champion", "build-bundle",
-                            "publish-and-promote"]
+    assert list(stages) == [
+        "load-and-validate",
+        "split",
+        "train-models",
+        "refit-champion",
+        "build-bundle",
+        "publish-and-promote",
+    ]
     # Word2Vec trained inside train-models, beside the models that use no text; w2v_mlp started after it
     assert report["word2vec"]["vocabulary"] > 0 and 0 < report["word2vec"]["seconds"] < stages["train-models"]
     assert all(v > 0 for v in stages.values())
@@ -107,8 +138,10 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     run = f"runs/{report['run_id']}"
     assert json.loads(store.get_bytes(f"{run}/report.json"))["run_id"] == report["run_id"]
     assert store.exists(f"{run}/learning_curves.png")
-    parts = {n: pd.read_parquet(store.url_for(f"{run}/splits/{n}.parquet").removeprefix("file://"))
-             for n in ("train", "validation", "test")}
+    parts = {
+        n: pd.read_parquet(store.url_for(f"{run}/splits/{n}.parquet").removeprefix("file://"))
+        for n in ("train", "validation", "test")
+    }
     assert len(parts["test"]) == report["split"]["test"]
 
     # the served model is the refit on every rating; its reported metrics are the held-out fit's
@@ -116,13 +149,16 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     assert meta["fitted_on"]["rows"] == len(everything) == report["refit"]["rows"]
     assert meta["fitted_on"]["splits"] == ["train", "validation", "test"]
     assert meta["metrics"]["test_rmse"] == pytest.approx(champ["test_rmse"])
-    history = pd.read_parquet(store.url_for(f"models/{report['champion']['version']}/user_history.parquet")
-                              .removeprefix("file://"))
+    history = pd.read_parquet(
+        store.url_for(f"models/{report['champion']['version']}/user_history.parquet").removeprefix("file://")
+    )
     assert len(history) == len(everything[["user_id", "item_id"]].drop_duplicates())  # every split's ratings
     session = load_session(store.get_bytes(f"models/{report['champion']['version']}/model.onnx"))
     val_users = parts["validation"]["user_id"].to_numpy(object)
     pred = predict_ratings(session, val_users, parts["validation"]["item_id"].to_numpy(object))
-    assert rmse(parts["validation"]["rating"].to_numpy(np.float64), pred) < champ["val_rmse"]  # it learned them
+    assert (
+        rmse(parts["validation"]["rating"].to_numpy(np.float64), pred) < champ["val_rmse"]
+    )  # it learned them
 
     # the implicit models: each improved on its untrained start, the champion beat most-popular on validation
     retrieval = report["retrieval"]
@@ -135,10 +171,17 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     assert 0 < summed["val_ndcg_at_10"] and summed["test_users"] == singles[0]["test_users"] > 0
     popular = next(b for b in retrieval["baselines"] if b["name"] == "most_popular")
     best = next(r for r in retrieval["models"] if r["name"] == retrieval["champion"])
-    assert best["val_ndcg_at_10"] == max(r["val_ndcg_at_10"] for r in retrieval["models"]) > popular["val_ndcg_at_10"]
+    assert (
+        best["val_ndcg_at_10"]
+        == max(r["val_ndcg_at_10"] for r in retrieval["models"])
+        > popular["val_ndcg_at_10"]
+    )
     assert meta["retrieval"]["model"] == retrieval["champion"]
     assert {"retrieval.onnx", "retrieval_items.parquet"} <= set(meta["files"])  # hashed and checked above
-    assert meta["retrieval"]["onnx_check"]["max_abs_diff"] == 0.0 and meta["retrieval"]["onnx_check"]["unknown_users"] == 1
+    assert (
+        meta["retrieval"]["onnx_check"]["max_abs_diff"] == 0.0
+        and meta["retrieval"]["onnx_check"]["unknown_users"] == 1
+    )
 
 
 def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harness, small_sample, tmp_path):
@@ -147,7 +190,9 @@ def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harnes
     from musicrec.data.readers import load_dataset
 
     sample, _ = small_sample
-    ratings = load_dataset([str(sample / "reviews.json.gz")], []).ratings.sort_values("timestamp", kind="stable")
+    ratings = load_dataset([str(sample / "reviews.json.gz")], []).ratings.sort_values(
+        "timestamp", kind="stable"
+    )
     old = tmp_path / "old.csv"
     cols = ["user_id", "item_id", "rating", "timestamp"]
     ratings[cols].iloc[: int(0.8 * len(ratings))].to_csv(old, index=False)
@@ -155,33 +200,54 @@ def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harnes
     ratings[cols].to_csv(full, index=False)
     store_uri = (tmp_path / "store").as_uri()
     store = open_store(store_uri)
-    models = ["gmf", "gmf_logistic", "nnmf"]  # at their defaults: fast on 16K ratings; one must beat the baseline
+    models = [
+        "gmf",
+        "gmf_logistic",
+        "nnmf",
+    ]  # at their defaults: fast on 16K ratings; one must beat the baseline
     quick = {"retrieval_models": ["implicit_bpr"], "overrides": {"implicit_bpr": {"epochs": 8}}}
-    first = training(_params(sample, store_uri, tmp_path / "work", models=models, **quick)
-                     .model_copy(update={"reviews": [str(old)], "meta": []}))
+    first = training(
+        _params(sample, store_uri, tmp_path / "work", models=models, **quick).model_copy(
+            update={"reviews": [str(old)], "meta": []}
+        )
+    )
     assert first["promoted"]
-    second = training(_params(sample, store_uri, tmp_path / "work", models=models, seed=1, **quick)
-                      .model_copy(update={"reviews": [str(full)], "meta": []}))
+    second = training(
+        _params(sample, store_uri, tmp_path / "work", models=models, seed=1, **quick).model_copy(
+            update={"reviews": [str(full)], "meta": []}
+        )
+    )
     assert second["champion"].get("version"), second["promotion"]
     promo = second["promotion"]
     run1 = f"runs/{first['run_id']}/splits"
-    seen = pd.concat([pd.read_parquet(store.url_for(f"{run1}/{n}.parquet").removeprefix("file://"))
-                      for n in ("train", "validation", "test")])
-    test2 = pd.read_parquet(store.url_for(f"runs/{second['run_id']}/splits/test.parquet").removeprefix("file://"))
+    seen = pd.concat(
+        [
+            pd.read_parquet(store.url_for(f"{run1}/{n}.parquet").removeprefix("file://"))
+            for n in ("train", "validation", "test")
+        ]
+    )
+    test2 = pd.read_parquet(
+        store.url_for(f"runs/{second['run_id']}/splits/test.parquet").removeprefix("file://")
+    )
     key = pd.MultiIndex.from_frame(test2[["user_id", "item_id"]])
     unseen = test2[~key.isin(pd.MultiIndex.from_frame(seen[["user_id", "item_id"]]))]
     assert 100 <= promo["compared_rows"] == len(unseen) < len(test2)
     session = load_session(store.get_bytes(f"models/{first['champion']['version']}/model.onnx"))
     inc = predict_ratings(session, unseen["user_id"].to_numpy(object), unseen["item_id"].to_numpy(object))
-    assert promo["incumbent_rmse"] == pytest.approx(rmse(unseen["rating"].to_numpy(np.float64), inc), abs=1e-9)
+    assert promo["incumbent_rmse"] == pytest.approx(
+        rmse(unseen["rating"].to_numpy(np.float64), inc), abs=1e-9
+    )
     assert isinstance(promo["challenger_rmse"], float) and isinstance(promo["reason"], str)
     # the retrieval champions: NDCG@10 on the second run's leave-last-out test users whose held-out pair the
     # incumbent never fitted on, both ranking over the same items with the same exclusions
     ranking = promo.get("retrieval") or {}
     if promo["challenger_rmse"] <= promo["incumbent_rmse"]:
-        test_llo = pd.read_parquet(store.url_for(f"runs/{second['run_id']}/ranking_splits/test.parquet")
-                                   .removeprefix("file://"))
-        fair = ~pd.MultiIndex.from_frame(test_llo).isin(pd.MultiIndex.from_frame(seen[["user_id", "item_id"]]))
+        test_llo = pd.read_parquet(
+            store.url_for(f"runs/{second['run_id']}/ranking_splits/test.parquet").removeprefix("file://")
+        )
+        fair = ~pd.MultiIndex.from_frame(test_llo).isin(
+            pd.MultiIndex.from_frame(seen[["user_id", "item_id"]])
+        )
         assert ranking["comparable"] and ranking["users"] == int(fair.sum()) < len(test_llo)
         assert 0 <= ranking["incumbent_ndcg"] <= 1 and 0 <= ranking["challenger_ndcg"] <= 1
         assert promo["promoted"] == (ranking["challenger_ndcg"] >= ranking["incumbent_ndcg"])
@@ -202,8 +268,12 @@ def test_failed_validation_stops_the_run_and_leaves_the_store_untouched(prefect_
     store.put_bytes("models/champion.json", b'{"version": "kept"}')
     from flows.training import TrainingParams
 
-    state = training(TrainingParams(reviews=[str(bad)], store_uri=store_uri, work_dir=str(tmp_path / "w"),
-                                    rating_range=[1, 5]), return_state=True)
+    state = training(
+        TrainingParams(
+            reviews=[str(bad)], store_uri=store_uri, work_dir=str(tmp_path / "w"), rating_range=[1, 5]
+        ),
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(ValidationFailed, match="expect_column_values_to_be_between"):
         state.result()
@@ -220,8 +290,15 @@ def test_full_flow_on_s3_over_http(prefect_harness, small_sample, tmp_path):
     sample, _ = small_sample
     with moto_s3() as s3:
         store_uri = s3.uri("musicrec")
-        report = training(_params(sample, store_uri, tmp_path / "work", models=["gmf_logistic", "w2v_mlp"],
-                                  overrides={k: QUICK[k] for k in ["gmf_logistic", "w2v_mlp"]}))
+        report = training(
+            _params(
+                sample,
+                store_uri,
+                tmp_path / "work",
+                models=["gmf_logistic", "w2v_mlp"],
+                overrides={k: QUICK[k] for k in ["gmf_logistic", "w2v_mlp"]},
+            )
+        )
         store = open_store(store_uri)
         assert report["champion"]["uri"].startswith(f"s3://{s3.bucket}/musicrec/models/")
         _check_published(store, report)
@@ -232,8 +309,17 @@ def test_dask_runner_on_a_local_cluster(prefect_harness, small_sample, tmp_path)
     from flows.training import training
 
     sample, _ = small_sample
-    report = training(_params(sample, (tmp_path / "store").as_uri(), tmp_path / "work", models=["gmf_logistic", "w2v_mlp"],
-                              overrides={k: QUICK[k] for k in ["gmf_logistic", "w2v_mlp"]}, task_runner="dask", threads=2))
+    report = training(
+        _params(
+            sample,
+            (tmp_path / "store").as_uri(),
+            tmp_path / "work",
+            models=["gmf_logistic", "w2v_mlp"],
+            overrides={k: QUICK[k] for k in ["gmf_logistic", "w2v_mlp"]},
+            task_runner="dask",
+            threads=2,
+        )
+    )
     assert report["task_runner"] == "dask"
     assert sorted(m["name"] for m in report["models"]) == ["gmf_logistic", "w2v_mlp"]
     assert report["champion"]["name"] in {"gmf_logistic", "w2v_mlp"}

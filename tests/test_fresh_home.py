@@ -20,13 +20,27 @@ def test_first_train_on_a_fresh_home_succeeds(tmp_path):
     env.update(HOME=str(home), PREFECT_HOME=str(home / ".prefect"))
 
     def musicrec(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "musicrec", *args], check=False, capture_output=True,
-                              text=True, env=env, cwd=tmp_path, timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "musicrec", *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=600,
+        )
 
     made = musicrec("sample-data", "data", "--scale", "small")
     assert made.returncode == 0, made.stderr[-2000:]
-    proc = musicrec("train", "--reviews", "data/reviews.json.gz", "--models", "gmf",
-                    "--overrides", '{"gmf": {"epochs": 2}}')
+    proc = musicrec(
+        "train",
+        "--reviews",
+        "data/reviews.json.gz",
+        "--models",
+        "gmf",
+        "--overrides",
+        '{"gmf": {"epochs": 2}}',
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Starting temporary server" in proc.stderr + proc.stdout  # it really was a fresh ephemeral server
     assert (home / ".prefect").is_dir()

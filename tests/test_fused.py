@@ -4,12 +4,12 @@ the same weights and loss after an epoch, the same on 1 and 2 threads, and it le
 import pytest
 import torch
 
-from musicrec.rating import fused
 from musicrec.data.split import split_ratings
-from musicrec.rating.data import prepare_data
-from musicrec.rating.evaluate import evaluate
+from musicrec.rating import fused
 from musicrec.rating.baselines import bias_regs, fit_biases
 from musicrec.rating.build import build_model, model_config
+from musicrec.rating.data import prepare_data
+from musicrec.rating.evaluate import evaluate
 from musicrec.rating.train import _optimizers, _row_weights, _run_epoch, batch_size_for, fit_model
 
 
@@ -31,8 +31,15 @@ def _one_epoch(name, data, overrides, threads=1):
     model, optimizers = _started(name, data, overrides)
     train = data.parts["train"]
     gen = torch.Generator().manual_seed(model.cfg.seed)
-    loss = _run_epoch(model, train, optimizers, batch_size_for(model.cfg, len(train)), gen,
-                      _row_weights(model, model.cfg, train), threads)
+    loss = _run_epoch(
+        model,
+        train,
+        optimizers,
+        batch_size_for(model.cfg, len(train)),
+        gen,
+        _row_weights(model, model.cfg, train),
+        threads,
+    )
     return model, optimizers, loss
 
 
@@ -56,11 +63,13 @@ def test_one_fused_epoch_equals_one_torch_epoch(name, overrides, data):
             assert (want - start.state_dict()[key]).abs().max() > 1e-3, key
     assert fused_loss == pytest.approx(torch_loss, rel=1e-5)
     # the AdaGrad accumulators are the optimisers' own state, the same on both paths
-    for t_opt, f_opt in zip(torch_opts, fused_opts):
-        for t_p, f_p in zip(t_opt.param_groups[0]["params"], f_opt.param_groups[0]["params"]):
+    for t_opt, f_opt in zip(torch_opts, fused_opts, strict=False):
+        for t_p, f_p in zip(t_opt.param_groups[0]["params"], f_opt.param_groups[0]["params"], strict=False):
             torch.testing.assert_close(f_opt.state[f_p]["sum"], t_opt.state[t_p]["sum"], rtol=1e-5, atol=1e-6)
     if name == "nnmf":
-        assert all((fused_model.state_dict()[k] >= 0).all() for k in ("user_factors.weight", "item_factors.weight"))
+        assert all(
+            (fused_model.state_dict()[k] >= 0).all() for k in ("user_factors.weight", "item_factors.weight")
+        )
 
 
 @pytest.mark.parametrize(("name", "overrides"), CASES)
@@ -75,8 +84,13 @@ def test_one_and_two_threads_give_identical_weights(name, overrides, data):
 
 
 def test_the_fused_path_is_the_default_for_the_dot_product_family_only(data):
-    for name, expected in (("gmf", True), ("nnmf", True), ("gmf_regression", False), ("gmf_logistic", False),
-                           ("mlp", False)):
+    for name, expected in (
+        ("gmf", True),
+        ("nnmf", True),
+        ("gmf_regression", False),
+        ("gmf_logistic", False),
+        ("mlp", False),
+    ):
         model, optimizers = _started(name, data, {})
         assert fused.applies(model, optimizers) is expected, name
     model, optimizers = _started("gmf", data, {"fused": False})
@@ -106,13 +120,25 @@ def test_a_fused_fit_at_the_defaults_learns_beyond_its_start(data):
 
 def test_the_kernel_updates_the_models_tables_in_place(data):
     model, optimizers = _started("gmf", data, {})
-    pointers = [t.weight.data_ptr() for t in (model.user_bias, model.item_bias, model.user_factors, model.item_factors)]
+    pointers = [
+        t.weight.data_ptr()
+        for t in (model.user_bias, model.item_bias, model.user_factors, model.item_factors)
+    ]
     before = model.user_factors.weight.detach().clone()
     train = data.parts["train"]
-    fused.run_epoch(model, train, optimizers, 256, torch.Generator().manual_seed(0),
-                    _row_weights(model, model.cfg, train), 2)
-    assert pointers == [t.weight.data_ptr() for t in (model.user_bias, model.item_bias, model.user_factors,
-                                                      model.item_factors)]
+    fused.run_epoch(
+        model,
+        train,
+        optimizers,
+        256,
+        torch.Generator().manual_seed(0),
+        _row_weights(model, model.cfg, train),
+        2,
+    )
+    assert pointers == [
+        t.weight.data_ptr()
+        for t in (model.user_bias, model.item_bias, model.user_factors, model.item_factors)
+    ]
     assert not torch.equal(model.user_factors.weight, before)
 
 
@@ -130,5 +156,12 @@ def test_a_failing_thread_stops_the_others_instead_of_hanging(data, monkeypatch)
     monkeypatch.setattr(fused, "accumulate", failing)
     train = data.parts["train"]
     with pytest.raises(RuntimeError, match="kernel failed"):  # the original error, not BrokenBarrierError
-        fused.run_epoch(model, train, optimizers, 64, torch.Generator().manual_seed(0),
-                        _row_weights(model, model.cfg, train), 2)
+        fused.run_epoch(
+            model,
+            train,
+            optimizers,
+            64,
+            torch.Generator().manual_seed(0),
+            _row_weights(model, model.cfg, train),
+            2,
+        )

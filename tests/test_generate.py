@@ -52,7 +52,9 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(sample: tuple,
         assert (tmp_path / "other" / name).read_bytes() != (out / name).read_bytes(), name
 
 
-def test_counts_match_the_card_and_the_scale(sample: tuple, reviews: pd.DataFrame, meta: pd.DataFrame) -> None:
+def test_counts_match_the_card_and_the_scale(
+    sample: tuple, reviews: pd.DataFrame, meta: pd.DataFrame
+) -> None:
     out, card, _, _ = sample
     spec = SCALES["small"]
     assert (card["users"], card["items"], card["ratings"]) == (spec.users, spec.items, spec.ratings)
@@ -74,7 +76,12 @@ def test_scales_keep_the_real_ratios() -> None:
     assert SAMPLE_SCALES == list(SCALES)
     seed = SCALES["seed"]
     assert (seed.users, seed.items, seed.ratings) == (840_372, 456_992, 1_584_082)
-    for name, target in (("small", 20_000), ("medium", 200_000), ("seed2x", 3_168_164), ("seed4x", 6_336_328)):
+    for name, target in (
+        ("small", 20_000),
+        ("medium", 200_000),
+        ("seed2x", 3_168_164),
+        ("seed4x", 6_336_328),
+    ):
         spec = SCALES[name]
         assert spec.ratings == target
         assert spec.users / spec.ratings == pytest.approx(seed.users / seed.ratings, rel=1e-3)
@@ -85,7 +92,9 @@ def test_review_lines_have_the_2018_fields(sample: tuple) -> None:
     required = {"overall", "verified", "reviewTime", "reviewerID", "asin", "summary", "unixReviewTime"}
     for line in sample[2]:
         assert required <= set(line), line
-        assert re.fullmatch(r"A[0-9A-Z]{13}", line["reviewerID"]) and re.fullmatch(r"B[0-9A-Z]{9}", line["asin"])
+        assert re.fullmatch(r"A[0-9A-Z]{13}", line["reviewerID"]) and re.fullmatch(
+            r"B[0-9A-Z]{9}", line["asin"]
+        )
         assert line["overall"] in (1.0, 2.0, 3.0, 4.0, 5.0)
         day = datetime.fromtimestamp(line["unixReviewTime"], UTC)
         assert line["reviewTime"] == f"{day.month:02d} {day.day}, {day.year}" and 1998 <= day.year <= 2018
@@ -155,27 +164,38 @@ def test_also_buy_comes_from_co_purchases_in_the_catalogue(reviews: pd.DataFrame
     genre = dict(zip(meta["asin"], meta["category"].str[1], strict=True))
     same = [genre[a] == genre[b] for a, b in zip(pairs["asin"], pairs["also_buy"], strict=True) if b in genre]
     shares = meta["category"].str[1].value_counts(normalize=True)
-    assert np.mean(same) > 3 * (shares ** 2).sum()  # far above chance: users stick to their genres
+    assert np.mean(same) > 3 * (shares**2).sum()  # far above chance: users stick to their genres
 
 
-def test_duplicates_are_older_so_keeping_the_latest_keeps_the_truth(sample: tuple, reviews: pd.DataFrame) -> None:
-    table = pd.DataFrame({"user_id": reviews["reviewerID"], "item_id": reviews["asin"],
-                          "rating": reviews["overall"], "timestamp": reviews["unixReviewTime"]})
+def test_duplicates_are_older_so_keeping_the_latest_keeps_the_truth(
+    sample: tuple, reviews: pd.DataFrame
+) -> None:
+    table = pd.DataFrame(
+        {
+            "user_id": reviews["reviewerID"],
+            "item_id": reviews["asin"],
+            "rating": reviews["overall"],
+            "timestamp": reviews["unixReviewTime"],
+        }
+    )
     _, dropped = drop_duplicate_ratings(table)
     assert dropped == sample[1]["duplicates"]
     twice = table[table.duplicated(["user_id", "item_id"], keep=False)]
     assert twice.groupby(["user_id", "item_id"])["timestamp"].nunique().eq(2).all()
 
 
-def test_cold_items_have_text_but_no_ratings(sample: tuple, reviews: pd.DataFrame, meta: pd.DataFrame) -> None:
+def test_cold_items_have_text_but_no_ratings(
+    sample: tuple, reviews: pd.DataFrame, meta: pd.DataFrame
+) -> None:
     cold = meta[~meta["asin"].isin(set(reviews["asin"]))]
     assert len(cold) == sample[1]["cold_items_with_text"] > 0
     assert cold["description"].map(len).gt(0).mean() > 0.5 and cold["also_buy"].map(len).eq(0).all()
     assert len(meta) - len(cold) == sample[1]["items_with_meta"] < sample[1]["items"]
 
 
-def test_reports_progress_prints_nothing_and_rejects_unknown_scales(tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture) -> None:
+def test_reports_progress_prints_nothing_and_rejects_unknown_scales(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(MusicrecError, match="unknown sample scale"):
         generate_sample(tmp_path, "huge")
     with pytest.raises(MusicrecError, match="seed"):

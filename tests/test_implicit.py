@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from musicrec.errors import ConfigError
-from musicrec.registry import names, parse_config
 from musicrec.implicit.losses import batch_loss, bpr, hinge, pointwise
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.implicit.train import fit_implicit
 from musicrec.metrics.full import evaluate_scorer
 from musicrec.metrics.topn import interaction_matrix
+from musicrec.registry import names, parse_config
 
 
 def _sig(x: float) -> float:
@@ -27,8 +27,12 @@ def _sig(x: float) -> float:
 def test_losses_match_hand_computed_values() -> None:
     pos, neg = torch.tensor([2.0, -1.0]), torch.tensor([[0.5], [1.0]])
     assert pointwise(pos, neg)[:, 0].tolist() == pytest.approx(
-        [-math.log(_sig(2.0)) - math.log(1 - _sig(0.5)), -math.log(_sig(-1.0)) - math.log(1 - _sig(1.0))], rel=1e-5)
-    assert bpr(pos, neg)[:, 0].tolist() == pytest.approx([-math.log(_sig(1.5)), -math.log(_sig(-2.0))], rel=1e-5)
+        [-math.log(_sig(2.0)) - math.log(1 - _sig(0.5)), -math.log(_sig(-1.0)) - math.log(1 - _sig(1.0))],
+        rel=1e-5,
+    )
+    assert bpr(pos, neg)[:, 0].tolist() == pytest.approx(
+        [-math.log(_sig(1.5)), -math.log(_sig(-2.0))], rel=1e-5
+    )
     assert hinge(pos, neg, 1.0)[:, 0].tolist() == pytest.approx([0.0, 3.0])
     assert hinge(pos, neg, 2.0)[:, 0].tolist() == pytest.approx([0.5, 4.0])
     many = torch.tensor([[0.0, 1.5, -1.0]])
@@ -42,7 +46,7 @@ def test_uniform_and_popularity_negatives_follow_their_distribution() -> None:
     uni = NegativeSampler(5, torch.Generator().manual_seed(0)).draw((n,))
     assert np.bincount(uni.numpy(), minlength=5) / n == pytest.approx(np.full(5, 0.2), abs=0.005)
     pop = NegativeSampler(5, torch.Generator().manual_seed(0), counts, 0.75).draw((n,))
-    expected = counts ** 0.75 / (counts ** 0.75).sum()
+    expected = counts**0.75 / (counts**0.75).sum()
     assert np.bincount(pop.numpy(), minlength=5) / n == pytest.approx(expected, abs=0.005)
     assert (pop == 4).sum() == 0  # a never-seen item is never a popularity negative
 
@@ -54,15 +58,17 @@ def test_sampling_is_seeded_and_redraws_positives() -> None:
     u = torch.arange(50)
     a, b = s.sample(u, 20), t.sample(u, 20)
     assert torch.equal(a, b)
-    assert (a == 9).float().mean() > 0.15  # plain uniform draws give 0.1; one redraw of the 90% hits adds 0.09
+    assert (
+        a == 9
+    ).float().mean() > 0.15  # plain uniform draws give 0.1; one redraw of the 90% hits adds 0.09
     assert s.is_positive(torch.tensor([0]), torch.tensor([[3, 9]])).tolist() == [[True, False]]
     # against the pairs themselves: uneven histories, repeated pairs, users with none, one past the last user
     rng = np.random.default_rng(0)
     pu, pi = rng.integers(0, 30, 400) * (rng.random(400) < 0.8), rng.integers(0, 40, 400)
-    known = set(zip(pu.tolist(), pi.tolist()))
+    known = set(zip(pu.tolist(), pi.tolist(), strict=False))
     r = NegativeSampler(40, torch.Generator(), positives=(pu, pi))
     qu, qi = torch.as_tensor(rng.integers(0, 31, 500)), torch.as_tensor(rng.integers(0, 40, (500, 6)))
-    expected = [[(u, x) in known for x in row] for u, row in zip(qu.tolist(), qi.tolist())]
+    expected = [[(u, x) in known for x in row] for u, row in zip(qu.tolist(), qi.tolist(), strict=False)]
     assert r.is_positive(qu, qi).tolist() == expected and sum(map(sum, expected)) > 100
 
 
@@ -113,9 +119,12 @@ def test_fit_is_deterministic_on_one_thread_and_restores_the_best_epoch(where: s
     a = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
     b = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides=over, threads=1)
     assert torch.equal(a.model.item, b.model.item) and a.history[-1]["loss"] == b.history[-1]["loss"]
-    assert 1 <= a.best_epoch < len(a.history) - 1  # it trained past its best epoch: the restore is what is tested
+    assert (
+        1 <= a.best_epoch < len(a.history) - 1
+    )  # it trained past its best epoch: the restore is what is tested
     assert a.history[-1]["ndcg@10"] < a.best["ndcg@10"]
     from musicrec.implicit.train import validate
+
     again = validate(a.model, np.arange(n_users), val, interaction_matrix(users, items, n_users, n_items))
     assert again["ndcg@10"] == pytest.approx(a.best["ndcg@10"])
 
@@ -123,14 +132,24 @@ def test_fit_is_deterministic_on_one_thread_and_restores_the_best_epoch(where: s
 def test_text_vectors_give_items_without_interactions_a_row() -> None:
     users, items, val, n_users, n_items = _clusters(2)
     text = np.eye(6, dtype=np.float32)[np.arange(n_items) % 6]
-    r = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
-                     overrides={"epochs": 3, "use_text": True}, text=text)
+    r = fit_implicit(
+        "implicit_bpr",
+        (users, items),
+        n_users,
+        n_items,
+        val,
+        overrides={"epochs": 3, "use_text": True},
+        text=text,
+    )
     assert r.model.text_proj is not None and float(r.model.text_proj.abs().sum()) > 0
     table = r.model.item_table()
     assert table.shape == (n_items, r.config.factors + 1)
     u = r.model.user_table(torch.tensor([0, 1]))
-    assert torch.allclose(u @ table[:5].T, torch.stack([r.model(torch.tensor([k] * 5), torch.arange(5))
-                                                        for k in (0, 1)]), atol=1e-5)
+    assert torch.allclose(
+        u @ table[:5].T,
+        torch.stack([r.model(torch.tensor([k] * 5), torch.arange(5)) for k in (0, 1)]),
+        atol=1e-5,
+    )
 
 
 def test_the_epoch_cap_shrinks_with_the_data_and_the_fit_keeps_to_it():
@@ -151,15 +170,32 @@ def test_patience_shrinks_on_large_data_and_the_fit_stops_by_it():
     assert patience_for(cfg, 1_263_464) == 3  # the seed's rating split; its leave-last-out train (1.21M): 4
     assert patience_for(cfg, 1_210_000) == 4 and patience_for(cfg, 160_000) == 8  # the medium sample keeps 8
     assert patience_for(parse_config("implicit_bpr", {"max_patience_rows": 0}), 1_263_464) == 8
-    assert patience_for(parse_config("implicit_bpr", {"max_patience_rows": 1}), 1_263_464) == 2  # never below 2
+    assert (
+        patience_for(parse_config("implicit_bpr", {"max_patience_rows": 1}), 1_263_464) == 2
+    )  # never below 2
     users, items, val, n_users, n_items = _clusters()
     over = {"epochs": 40, "factors": 8, "lr": 2.0}  # a step this large peaks early and then only gets worse
-    runs = [fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
-                         overrides={**over, "max_patience_rows": rows}) for rows in (0, 2 * len(users))]
+    runs = [
+        fit_implicit(
+            "implicit_bpr",
+            (users, items),
+            n_users,
+            n_items,
+            val,
+            overrides={**over, "max_patience_rows": rows},
+        )
+        for rows in (0, 2 * len(users))
+    ]
     assert [len(r.history) - 1 - r.best_epoch for r in runs] == [8, 2]
     users, items, val, n_users, n_items = _clusters()
-    r = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
-                     overrides={"epochs": 50, "patience": 50, "max_epoch_rows": 3 * len(users)})
+    r = fit_implicit(
+        "implicit_bpr",
+        (users, items),
+        n_users,
+        n_items,
+        val,
+        overrides={"epochs": 50, "patience": 50, "max_epoch_rows": 3 * len(users)},
+    )
     assert len(r.history) - 1 == 3 and r.history[-1]["epochs"] == 3
 
 
@@ -185,16 +221,19 @@ def test_a_user_is_the_weighted_sum_of_their_items_context_rows_and_training_lea
     torch.nn.init.normal_(model.context)
     torch.nn.init.normal_(model.item_bias)
     y, p = model.context.detach(), model.user.detach()
-    want = torch.stack([p[0] + (y[2] + y[5] + y[7]) / 3 ** 0.5, p[1] + y[4], p[2], p[3] + y[2]])
+    want = torch.stack([p[0] + (y[2] + y[5] + y[7]) / 3**0.5, p[1] + y[4], p[2], p[3] + y[2]])
     assert torch.allclose(model.query(torch.arange(4)), want, atol=1e-6)
     # the retrieval export: user table . item table == the model's score, history included
     table = model.item_table()
-    assert torch.allclose(model.user_table(torch.arange(4)) @ table.T,
-                          torch.stack([model(torch.full((9,), u), torch.arange(9)) for u in range(4)]), atol=1e-5)
+    assert torch.allclose(
+        model.user_table(torch.arange(4)) @ table.T,
+        torch.stack([model(torch.full((9,), u), torch.arange(9)) for u in range(4)]),
+        atol=1e-5,
+    )
     # in training, the positive being predicted is not part of its own user's context
     trainer = Trainer("implicit_bpr", parse_config("implicit_bpr"), model, users, items, 9)
     query, _, _ = trainer.queries(torch.tensor([0, 1]), torch.tensor([5, 4]))
-    assert torch.allclose(query[0], p[0] + (y[2] + y[7]) / 2 ** 0.5, atol=1e-6)
+    assert torch.allclose(query[0], p[0] + (y[2] + y[7]) / 2**0.5, atol=1e-6)
     assert torch.allclose(query[1], p[1], atol=1e-6)  # a one-item user has no other item to borrow from
 
 
@@ -203,8 +242,14 @@ def test_item_history_users_beat_free_user_rows_on_few_interactions_per_user() -
     step sizes, on the clustered data: 11 interactions per user, too few to learn a free row as well."""
     users, items, val, n_users, n_items = _clusters(3)
     fism = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides={"epochs": 30})
-    free = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val,
-                        overrides={"epochs": 30, "user_history": False, "free_user": True})
+    free = fit_implicit(
+        "implicit_bpr",
+        (users, items),
+        n_users,
+        n_items,
+        val,
+        overrides={"epochs": 30, "user_history": False, "free_user": True},
+    )
     assert fism.config.user_history and not fism.config.free_user
     assert fism.best["ndcg@10"] > 1.1 * free.best["ndcg@10"]
 
@@ -214,8 +259,10 @@ def test_the_ensemble_scores_the_sum_of_its_members_as_one_inner_product() -> No
     from musicrec.implicit.train import score_fn
 
     users, items, val, n_users, n_items = _clusters(4)
-    members = [fit_implicit(name, (users, items), n_users, n_items, val, overrides={"epochs": 2}).model
-               for name in ("implicit_bpr", "implicit_hinge")]
+    members = [
+        fit_implicit(name, (users, items), n_users, n_items, val, overrides={"epochs": 2}).model
+        for name in ("implicit_bpr", "implicit_hinge")
+    ]
     ensemble = ImplicitEnsemble(members)
     some = np.array([0, 3, 17, 499])
     summed = sum(score_fn(m)(some).copy() for m in members)
@@ -237,8 +284,15 @@ def test_a_model_without_free_user_rows_holds_no_user_table() -> None:
     assert torch.equal(model.item, free.item)  # the same seeded item rows either way
 
 
-@pytest.mark.parametrize("name,text,limit", [("implicit_pointwise", False, 0), ("implicit_bpr", True, 0),
-                                             ("implicit_hinge", True, 0), ("implicit_bpr", False, 4)])
+@pytest.mark.parametrize(
+    "name,text,limit",
+    [
+        ("implicit_pointwise", False, 0),
+        ("implicit_bpr", True, 0),
+        ("implicit_hinge", True, 0),
+        ("implicit_bpr", False, 4),
+    ],
+)
 def test_the_fused_step_is_the_torch_step(name: str, text: bool, limit: int) -> None:
     """Two steps of the compiled kernel change every table (context, item, bias, text projection, AdaGrad
     accumulators) as the torch step does, with the same loss: hardest-negative picks, the positive left out
@@ -247,14 +301,20 @@ def test_the_fused_step_is_the_torch_step(name: str, text: bool, limit: int) -> 
     from musicrec.implicit.train import Trainer, new_model
 
     users, items, _, n_users, n_items = _clusters()
-    vectors = torch.from_numpy(np.random.default_rng(1).normal(size=(n_items, 6)).astype(np.float32)) if text else None
+    vectors = (
+        torch.from_numpy(np.random.default_rng(1).normal(size=(n_items, 6)).astype(np.float32))
+        if text
+        else None
+    )
     trainers = []
     for fused in (True, False):
         cfg = parse_config(name, {"fused": fused, "history_limit": limit, "use_text": text})
         model = new_model(cfg, n_users, n_items, users, items, vectors)
         if model.text_proj is not None:
             model.text_proj.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
-        model.context.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))  # zeros: no query, no signal
+        model.context.normal_(
+            0, 0.1, generator=torch.Generator().manual_seed(3)
+        )  # zeros: no query, no signal
         trainers.append(Trainer(name, cfg, model, users, items, n_items))
     assert trainers[0].fused and not trainers[1].fused
     rng = np.random.default_rng(4)
@@ -263,7 +323,9 @@ def test_the_fused_step_is_the_torch_step(name: str, text: bool, limit: int) -> 
         u, i = torch.from_numpy(users)[rows], torch.from_numpy(items)[rows]
         neg = trainers[1].sampler.sample(u, trainers[1].cfg.negatives)
         losses = [t.fused_step(u, i, neg.clone()) if t.fused else t.step(u, i, neg.clone()) for t in trainers]
-    (a, b) = (dict(t.model.named_parameters()) | {f"acc_{k}": v for k, v in t.opt.acc.items()} for t in trainers)
+    (a, b) = (
+        dict(t.model.named_parameters()) | {f"acc_{k}": v for k, v in t.opt.acc.items()} for t in trainers
+    )
     before = new_model(trainers[1].cfg, n_users, n_items, users, items, vectors).item
     if limit == 0:
         assert losses[0] == pytest.approx(losses[1], rel=1e-4)
@@ -282,7 +344,9 @@ def test_the_untrained_start_is_validated_as_one_global_order_with_the_same_numb
 
     users, items, val, n_users, n_items = _clusters()
     model = new_model(parse_config("implicit_bpr"), n_users, n_items, users, items)
-    model.item_bias.copy_(torch.from_numpy(np.random.default_rng(5).integers(0, 4, n_items).astype(np.float32)))
+    model.item_bias.copy_(
+        torch.from_numpy(np.random.default_rng(5).integers(0, 4, n_items).astype(np.float32))
+    )
     exclude = interaction_matrix(users, items, n_users, n_items)
     rows = np.arange(n_users)
     assert bias_only(model)
@@ -326,8 +390,14 @@ threads = [threading.Thread(target=f) for f in (first, second)]
 [t.join() for t in threads]
 print(seen)
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "OPENBLAS_NUM_THREADS": "2"}, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "2"},
+        check=True,
+    ).stdout
     # numpy's OpenBLAS and scipy's (loaded by the first fit), both at one thread while any fit runs
     assert out.strip() == "[('first', (2, [1])), ('second after first ended', (2, [1]))]"
 
@@ -339,7 +409,11 @@ def test_the_fused_step_on_two_threads_is_the_one_thread_step(name: str, text: b
     from musicrec.implicit.train import Trainer, new_model
 
     users, items, _, n_users, n_items = _clusters()
-    vectors = torch.from_numpy(np.random.default_rng(1).normal(size=(n_items, 6)).astype(np.float32)) if text else None
+    vectors = (
+        torch.from_numpy(np.random.default_rng(1).normal(size=(n_items, 6)).astype(np.float32))
+        if text
+        else None
+    )
     trainers = []
     for threads in (1, 2):
         cfg = parse_config(name, {"history_limit": limit, "use_text": text, "batch_size": 200})
@@ -348,15 +422,18 @@ def test_the_fused_step_on_two_threads_is_the_one_thread_step(name: str, text: b
         trainers.append(Trainer(name, cfg, model, users, items, n_items, threads=threads))
     losses = [[t.train_epoch() for _ in range(2)] for t in trainers]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
-    (a, b) = (dict(t.model.named_parameters()) | {f"acc_{k}": v for k, v in t.opt.acc.items()} for t in trainers)
+    (a, b) = (
+        dict(t.model.named_parameters()) | {f"acc_{k}": v for k, v in t.opt.acc.items()} for t in trainers
+    )
     start = new_model(trainers[0].cfg, n_users, n_items, users, items, vectors)
     assert not torch.allclose(a["item"], start.item)  # it trained
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
 
 
-@pytest.mark.parametrize("name,fused", [("implicit_pointwise", True), ("implicit_hinge", True),
-                                        ("implicit_bpr", False)])
+@pytest.mark.parametrize(
+    "name,fused", [("implicit_pointwise", True), ("implicit_hinge", True), ("implicit_bpr", False)]
+)
 def test_weights_of_one_give_the_same_model_bit_for_bit(name: str, fused: bool) -> None:
     """Ratings train without weights; a fit with every weight 1 (the product taken) is the same model, table
     for table, in the fused and in the torch step; other weights change it."""
@@ -394,10 +471,13 @@ def test_the_fused_step_weighs_each_positive_as_the_torch_step(name: str) -> Non
         u, i = torch.from_numpy(users)[rows], torch.from_numpy(items)[rows]
         w = torch.from_numpy(weights)[rows]
         neg = trainers[1].sampler.sample(u, trainers[1].cfg.negatives)
-        losses = [t.fused_step(u, i, neg.clone(), w) if t.fused else t.step(u, i, neg.clone(), w)
-                  for t in trainers]
+        losses = [
+            t.fused_step(u, i, neg.clone(), w) if t.fused else t.step(u, i, neg.clone(), w) for t in trainers
+        ]
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
-    a, b = ({**dict(t.model.named_parameters()), **{f"acc_{k}": v for k, v in t.opt.acc.items()}}
-            for t in trainers)
+    a, b = (
+        {**dict(t.model.named_parameters()), **{f"acc_{k}": v for k, v in t.opt.acc.items()}}
+        for t in trainers
+    )
     for key in b:
         assert torch.allclose(a[key], b[key], atol=2e-5, rtol=1e-4), key

@@ -17,7 +17,12 @@ def test_manual_gradients_match_autograd(name):
     i = torch.tensor([3, 3, 4, 0, 19, 1])
     r = torch.tensor([5.0, 4.0, 1.0, 3.0, 5.0, 2.0])
     wu, wi = torch.rand(6) + 0.1, torch.rand(6) + 0.1
-    params = [model.user_bias.weight, model.item_bias.weight, model.user_factors.weight, model.item_factors.weight]
+    params = [
+        model.user_bias.weight,
+        model.item_bias.weight,
+        model.user_factors.weight,
+        model.item_factors.weight,
+    ]
 
     loss = model.manual_gradients(u, i, r, wu, wi)
     manual = [p.grad.to_dense().clone() for p in params]
@@ -25,7 +30,7 @@ def test_manual_gradients_match_autograd(name):
         p.grad = None
     data_loss = model.loss(model.score(u, i), r)
     ((data_loss + model.regularization(u, i, wu, wi, 0.5)) * len(u)).backward()  # the trainer's summed loss
-    for got, p in zip(manual, params):
+    for got, p in zip(manual, params, strict=False):
         torch.testing.assert_close(got, p.grad.to_dense(), rtol=1e-5, atol=1e-6)
     assert loss == pytest.approx(data_loss.item(), rel=1e-6)
 

@@ -39,8 +39,15 @@ def test_rating_errors_at_their_limits():
 
 def test_every_metric_declares_its_direction():
     assert BIGGER_IS_BETTER["rmse"] is False and BIGGER_IS_BETTER["mae"] is False
-    for name in ("hr@10", "ndcg@10", "recall@50", "coverage@10", "val_ndcg_at_10", "test_recall_at_50",
-                 "catalogue_coverage"):
+    for name in (
+        "hr@10",
+        "ndcg@10",
+        "recall@50",
+        "coverage@10",
+        "val_ndcg_at_10",
+        "test_recall_at_50",
+        "catalogue_coverage",
+    ):
         assert bigger_is_better(name), name
     for name in ("rmse", "val_rmse", "test_cold_user_rmse", "train_mae"):
         assert not bigger_is_better(name), name
@@ -60,5 +67,8 @@ def test_champion_must_beat_bias_baseline():
 
 def test_an_untrained_model_is_never_champion():
     """best_epoch 0: no epoch beat its starting point; it is the bias solution relabelled, not a result."""
-    rows = [{"name": "a", "val_rmse": 0.80, "best_epoch": 0}, {"name": "b", "val_rmse": 0.84, "best_epoch": 3}]
+    rows = [
+        {"name": "a", "val_rmse": 0.80, "best_epoch": 0},
+        {"name": "b", "val_rmse": 0.84, "best_epoch": 3},
+    ]
     assert choose_champion(rows, "rating", 0.85) == "b"

@@ -24,12 +24,12 @@ from musicrec.implicit.configs import ImplicitConfig
 from musicrec.implicit.export import export_tables, verify_retrieval, write_retrieval
 from musicrec.implicit.model import InnerProductTables
 from musicrec.implicit.train import fit_implicit, validate
+from musicrec.metrics.topn import interaction_matrix
 from musicrec.rating.base import DotProductGradients, FactorTables, RatingModel, factor_tables
 from musicrec.rating.configs import FactorConfig
 from musicrec.rating.data import prepare_data
 from musicrec.rating.export import export_onnx, verify_onnx
 from musicrec.rating.train import fit_model
-from musicrec.metrics.topn import interaction_matrix
 
 # --- a throwaway model of each family: one class each, plus the registry line in the fixture below ---
 
@@ -40,7 +40,9 @@ class ScaledDot(DotProductGradients, FactorTables, RatingModel):
     name = "throwaway_dot"
     config_class = FactorConfig
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: FactorConfig, **kw: object) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, global_mean: float, cfg: FactorConfig, **kw: object
+    ) -> None:
         super().__init__(n_users, n_items, global_mean, cfg, **kw)
         self.user_factors, self.item_factors = factor_tables(n_users, n_items, cfg.factors, cfg.init_std)
 
@@ -116,14 +118,21 @@ class CoOccurrenceConfig(ImplicitConfig):
 @pytest.fixture(autouse=True)
 def throwaways(monkeypatch):
     monkeypatch.setitem(registry.MODELS, "throwaway_dot", registry.Entry("rating", FactorConfig, ScaledDot))
-    monkeypatch.setitem(registry.MODELS, "throwaway_cooccurrence",
-                        registry.Entry("retrieval", CoOccurrenceConfig, CoOccurrenceKind))
+    monkeypatch.setitem(
+        registry.MODELS,
+        "throwaway_cooccurrence",
+        registry.Entry("retrieval", CoOccurrenceConfig, CoOccurrenceKind),
+    )
 
 
 RATING = [*registry.names("rating"), "throwaway_dot"]
 RETRIEVAL = [*registry.names("retrieval"), "throwaway_cooccurrence"]
-MLP_STALLS = pytest.mark.xfail(strict=True, reason=(
-    "known defect (tests/test_models.py): the MLPs do not learn this low-rank signal at their defaults"))
+MLP_STALLS = pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known defect (tests/test_models.py): the MLPs do not learn this low-rank signal at their defaults"
+    ),
+)
 
 
 def _mark(name: str) -> object:
@@ -178,11 +187,17 @@ def _clusters(seed: int = 0) -> Interactions:
     n_users, n_items, c = 500, 240, 6
     uc, ic = rng.integers(0, c, n_users), np.arange(n_items) % c
     pop = 1.0 / (np.arange(n_items) + 10.0) ** 0.5
-    rows = np.array([rng.choice(n_items, 12, replace=False, p=(p := pop * np.where(ic == uc[u], 8.0, 1.0)) / p.sum())
-                     for u in range(n_users)])
+    rows = np.array(
+        [
+            rng.choice(n_items, 12, replace=False, p=(p := pop * np.where(ic == uc[u], 8.0, 1.0)) / p.sum())
+            for u in range(n_users)
+        ]
+    )
     users, items = np.repeat(np.arange(n_users), 11), rows[:, :11].ravel()
     val = interaction_matrix(np.arange(n_users), rows[:, 11], n_users, n_items)
-    return Interactions(users, items, n_users, n_items, val, interaction_matrix(users, items, n_users, n_items))
+    return Interactions(
+        users, items, n_users, n_items, val, interaction_matrix(users, items, n_users, n_items)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -193,8 +208,9 @@ def clusters() -> Interactions:
 @pytest.mark.parametrize("name", RETRIEVAL)
 def test_a_retrieval_model_improves_on_its_start(name, clusters):
     d = clusters
-    result = fit_implicit(name, (d.users, d.items), d.n_users, d.n_items, d.validation, d.exclude,
-                          overrides={"epochs": 20})
+    result = fit_implicit(
+        name, (d.users, d.items), d.n_users, d.n_items, d.validation, d.exclude, overrides={"epochs": 20}
+    )
     assert result.best_epoch >= 1
     assert result.history[result.best_epoch]["ndcg@10"] > result.history[0]["ndcg@10"]
 
@@ -222,8 +238,10 @@ def test_a_retrieval_model_exports_with_parity_refits_and_rebuilds(name, cluster
 
 
 def test_the_throwaways_are_chosen_like_any_other_model():
-    rows = [{"name": "throwaway_cooccurrence", "val_ndcg_at_10": 0.3, "best_epoch": 1},
-            {"name": "implicit_bpr", "val_ndcg_at_10": 0.2, "best_epoch": 3}]
+    rows = [
+        {"name": "throwaway_cooccurrence", "val_ndcg_at_10": 0.3, "best_epoch": 1},
+        {"name": "implicit_bpr", "val_ndcg_at_10": 0.2, "best_epoch": 3},
+    ]
     assert registry.choose_champion(rows, "retrieval", 0.1) == "throwaway_cooccurrence"
     assert registry.choose_champion(rows, "retrieval", 0.35) is None
     assert "throwaway_dot" in registry.names("rating")

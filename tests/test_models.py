@@ -3,15 +3,14 @@ import pytest
 import torch
 
 from musicrec.data.split import split_ratings
+from musicrec.errors import ConfigError
+from musicrec.rating.baselines import bias_regs, fit_bias_baseline, fit_global_mean
+from musicrec.rating.build import build_model, model_config
 from musicrec.rating.data import prepare_data
 from musicrec.rating.evaluate import evaluate
-from musicrec.rating.baselines import bias_regs, fit_bias_baseline, fit_global_mean
-from musicrec.errors import ConfigError
-from musicrec.registry import parse_config
-from musicrec.rating.build import build_model, model_config
-from musicrec.registry import names
-from musicrec.text import Word2VecConfig, item_documents, item_vectors, train_word2vec
 from musicrec.rating.train import fit_model
+from musicrec.registry import names, parse_config
+from musicrec.text import Word2VecConfig, item_documents, item_vectors, train_word2vec
 
 NAMES = names("rating")
 
@@ -50,10 +49,14 @@ def test_a_wrong_type_names_the_key_and_value():
         parse_config("nnmf", {"epochs": "five"})
 
 
-MLP_STALLS = pytest.mark.xfail(strict=True, reason=(
-    "known defect: the MLPs do not learn this 4-factor dot-product signal from 3,200 ratings at their defaults "
-    "(concatenated embeddings into a ReLU MLP approximate a dot product poorly; Rendle et al. 2020); "
-    "strict, so this fails the day they do learn it"))
+MLP_STALLS = pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known defect: the MLPs do not learn this 4-factor dot-product signal from 3,200 ratings at their defaults "
+        "(concatenated embeddings into a ReLU MLP approximate a dot product poorly; Rendle et al. 2020); "
+        "strict, so this fails the day they do learn it"
+    ),
+)
 
 
 @pytest.mark.parametrize("name", [n if "mlp" not in n else pytest.param(n, marks=MLP_STALLS) for n in NAMES])
@@ -98,7 +101,9 @@ def test_every_embedding_table_is_declared_and_penalised(name, data):
 
 def test_gmf_regression_cannot_dodge_the_penalty_by_scaling_the_combine_layer(data):
     """Scaling combine up by a^2 and the factors down by a keeps predictions: the penalty must not shrink."""
-    model = build_model("gmf_regression", data.users.size, data.items.size, 4.0, model_config("gmf_regression"))
+    model = build_model(
+        "gmf_regression", data.users.size, data.items.size, 4.0, model_config("gmf_regression")
+    )
     with torch.no_grad():
         model.user_factors.weight.normal_(0, 0.3)
         model.item_factors.weight.normal_(0, 0.3)
@@ -107,6 +112,7 @@ def test_gmf_regression_cannot_dodge_the_penalty_by_scaling_the_combine_layer(da
 
     def penalty() -> float:
         return float(model.regularization(u, i, ones, ones, 1.0))
+
     before, pred = penalty(), model.score(u, i).detach()
     with torch.no_grad():
         model.combine.weight.mul_(100.0)
@@ -156,8 +162,12 @@ def test_cold_item_with_text_uses_its_text(data):
 
 
 def test_bias_baseline_beats_global_mean_and_its_shrinkage_is_chosen_on_validation(data):
-    assert evaluate(fit_bias_baseline(data), data)["test_rmse"] < evaluate(fit_global_mean(data), data)["test_rmse"]
+    assert (
+        evaluate(fit_bias_baseline(data), data)["test_rmse"]
+        < evaluate(fit_global_mean(data), data)["test_rmse"]
+    )
     from musicrec.rating.baselines import REG_GRID, _fit_biases
+
     val = data.parts["validation"]
     regs = bias_regs(data)
 
@@ -165,5 +175,6 @@ def test_bias_baseline_beats_global_mean_and_its_shrinkage_is_chosen_on_validati
         b_u, b_i = _fit_biases(data, ru, ri)
         pred = np.clip(data.global_mean + b_u[val.user_idx.numpy()] + b_i[val.item_idx.numpy()], 1, 5)
         return float(np.sqrt(np.mean((pred - val.rating.numpy()) ** 2)))
+
     assert all(val_rmse(*regs) <= val_rmse(g, regs[1]) + 1e-9 for g in REG_GRID)
     assert val_rmse(*regs) < val_rmse(5.0, 5.0) or regs == (5.0, 5.0)

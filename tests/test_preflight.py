@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from musicrec import preflight as pre
-from musicrec.errors import DataError, MusicrecError
-from musicrec.errors import ConfigError
+from musicrec.errors import ConfigError, DataError, MusicrecError
 from musicrec.settings import SettingsError, get_settings
 from musicrec.store import open_store
 
@@ -23,14 +22,17 @@ def test_models_parse_dedupe_and_refuse_empty_or_unknown():
         pre.parse_models("gmf,svd")
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("{not json", "not valid JSON"),
-    ('{"gmff": {"epochs": 2}}', "--overrides: unknown model 'gmff'"),
-    ('{"mlp": {"epochs": 2}}', "not among the models trained"),
-    ('{"gmf": {"epochs": "five"}}', "epochs='five'"),
-    ('{"gmf": {"epochz": 2}}', "unknown hyperparameter"),
-    ('["gmf"]', "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"gmff": {"epochs": 2}}', "--overrides: unknown model 'gmff'"),
+        ('{"mlp": {"epochs": 2}}', "not among the models trained"),
+        ('{"gmf": {"epochs": "five"}}', "epochs='five'"),
+        ('{"gmf": {"epochz": 2}}', "unknown hyperparameter"),
+        ('["gmf"]', "must be a JSON object"),
+    ],
+)
 def test_bad_overrides_are_one_error(text, match):
     with pytest.raises(MusicrecError, match=match) as got:
         pre.parse_overrides(text, ["gmf"])
@@ -42,12 +44,20 @@ def test_good_overrides_pass_through():
 
 
 def test_columns_and_rating_range():
-    assert pre.parse_columns("user=a, item_id=b,rating=c,timestamp=d") == {"user": "a", "item": "b", "rating": "c",
-                                                                           "timestamp": "d"}
+    assert pre.parse_columns("user=a, item_id=b,rating=c,timestamp=d") == {
+        "user": "a",
+        "item": "b",
+        "rating": "c",
+        "timestamp": "d",
+    }
     assert pre.parse_columns("") == {}
-    for bad, match in [("user=a,rating=b", "lacks item"), ("user=1,item=b", "mixes"),
-                       ("user=a,user=b,item=c,rating=d", "twice"),
-                       ("user:a,item=b,rating=c", "not NAME=COLUMN"), ("who=a,item=b,rating=c", "not NAME=COLUMN")]:
+    for bad, match in [
+        ("user=a,rating=b", "lacks item"),
+        ("user=1,item=b", "mixes"),
+        ("user=a,user=b,item=c,rating=d", "twice"),
+        ("user:a,item=b,rating=c", "not NAME=COLUMN"),
+        ("who=a,item=b,rating=c", "not NAME=COLUMN"),
+    ]:
         with pytest.raises(pre.UsageError, match=match):
             pre.parse_columns(bad)
     assert pre.parse_rating_range("1,5") == [1.0, 5.0] and pre.parse_rating_range("") is None
@@ -143,18 +153,39 @@ def test_only_transient_errors_are_retried():
         error.__cause__ = cause  # as `raise StoreError(...) from cause` in the stores
         return error
 
-    s503 = ClientError({"Error": {"Code": "ServiceUnavailable"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "Get")
-    s403 = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Get")
-    transient = [wrapped(s503), wrapped(EndpointConnectionError(endpoint_url="http://x")),
-                 wrapped(ConnectionResetError()), ConflictError("lost the race"), TimeoutError()]
-    permanent = [StoreError("unsupported store URI 'gs://b'"), wrapped(s403), MissingKeyError("no object"),
-                 BundleDamaged("fails its sha256 check"), DataError("x.csv", "bad line"), ConfigError("bad key"),
-                 ValidationFailed("ratings", []), KeyError("a bug"), wrapped(FileNotFoundError(2, "gone"))]
+    s503 = ClientError(
+        {"Error": {"Code": "ServiceUnavailable"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "Get"
+    )
+    s403 = ClientError(
+        {"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Get"
+    )
+    transient = [
+        wrapped(s503),
+        wrapped(EndpointConnectionError(endpoint_url="http://x")),
+        wrapped(ConnectionResetError()),
+        ConflictError("lost the race"),
+        TimeoutError(),
+    ]
+    permanent = [
+        StoreError("unsupported store URI 'gs://b'"),
+        wrapped(s403),
+        MissingKeyError("no object"),
+        BundleDamaged("fails its sha256 check"),
+        DataError("x.csv", "bad line"),
+        ConfigError("bad key"),
+        ValidationFailed("ratings", []),
+        KeyError("a bug"),
+        wrapped(FileNotFoundError(2, "gone")),
+    ]
     assert [is_transient(e) for e in transient] == [True] * len(transient)
     assert [is_transient(e) for e in permanent] == [False] * len(permanent)
     assert retry_transient(None, None, Failed(data=transient[0])) is True
     assert retry_transient(None, None, Failed(data=permanent[0])) is False
-    assert io_retries([1, 3]) == {"retries": 2, "retry_delay_seconds": [1, 3], "retry_condition_fn": retry_transient}
+    assert io_retries([1, 3]) == {
+        "retries": 2,
+        "retry_delay_seconds": [1, 3],
+        "retry_condition_fn": retry_transient,
+    }
 
 
 @pytest.mark.parametrize("user_id", ["", " ", "\t\n"])
@@ -170,7 +201,12 @@ def test_recommend_with_an_empty_user_id_exits_2(tmp_path):
     import sys
     from pathlib import Path
 
-    proc = subprocess.run([sys.executable, "-m", "musicrec", "recommend", " ", "--store", str(tmp_path / "s")],
-                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-m", "musicrec", "recommend", " ", "--store", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
     assert proc.returncode == 2 and "user id ' ' is empty" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists()

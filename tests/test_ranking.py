@@ -14,8 +14,13 @@ from musicrec.pipeline.reference_lists import most_popular_lists, random_lists
 
 
 def _lists(rows: dict[str, list[str]]) -> pd.DataFrame:
-    return pd.DataFrame([{"user_id": u, "rank": r + 1, "item_id": i} for u, items in rows.items()
-                         for r, i in enumerate(items)])
+    return pd.DataFrame(
+        [
+            {"user_id": u, "rank": r + 1, "item_id": i}
+            for u, items in rows.items()
+            for r, i in enumerate(items)
+        ]
+    )
 
 
 def _pairs(rows: dict[str, list[str]]) -> pd.DataFrame:
@@ -105,8 +110,13 @@ def test_list_summary_coverage_and_popularity():
 
 
 def test_list_summary_of_no_lists():
-    s = list_summary(_lists({}).reindex(columns=["user_id", "rank", "item_id"]), _pairs({"u1": ["a"]}), 2,
-                     pd.Series({"a": 1}), n_catalogue=1)
+    s = list_summary(
+        _lists({}).reindex(columns=["user_id", "rank", "item_id"]),
+        _pairs({"u1": ["a"]}),
+        2,
+        pd.Series({"a": 1}),
+        n_catalogue=1,
+    )
     assert s["hr@2"] == 0.0 and s["ndcg@2"] == 0.0 and s["catalogue_coverage"] == 0.0
     assert math.isnan(s["mean_popularity"])
 

@@ -21,28 +21,43 @@ def _case(seed: int, n_users: int, n_items: int, f: int, integer: bool, bias_sca
     if integer:  # many exact ties: the index rule decides
         q, x, b = np.round(q), np.round(x), np.round(b)
     n_held = n_users + n_users // 5  # some users hold several items
-    held = interaction_matrix(rng.integers(0, n_users, n_held), rng.integers(0, n_items, n_held), n_users, n_items)
+    held = interaction_matrix(
+        rng.integers(0, n_users, n_held), rng.integers(0, n_items, n_held), n_users, n_items
+    )
     n_ex = n_users * 30
-    excl = interaction_matrix(rng.integers(0, n_users, n_ex), rng.integers(0, n_items, n_ex), n_users, n_items)
+    excl = interaction_matrix(
+        rng.integers(0, n_users, n_ex), rng.integers(0, n_items, n_ex), n_users, n_items
+    )
     return q, x, b, held, excl
 
 
 def _full(q: np.ndarray, x: np.ndarray, b: np.ndarray):
-    return lambda rows: torch.addmm(torch.from_numpy(b), torch.from_numpy(q[rows]), torch.from_numpy(x).T).numpy()
+    return lambda rows: torch.addmm(
+        torch.from_numpy(b), torch.from_numpy(q[rows]), torch.from_numpy(x).T
+    ).numpy()
 
 
-@pytest.mark.parametrize(("seed", "n_items", "f", "integer", "bias_scale"), [
-    (0, 20_000, 16, False, 3.0), (1, 9_000, 4, True, 1.0), (2, 70_000, 8, False, 0.0), (3, 30, 3, True, 0.0),
-    (4, 5_000, 1, False, 10.0)])
-def test_same_numbers_as_scoring_every_item(seed: int, n_items: int, f: int, integer: bool, bias_scale: float) -> None:
+@pytest.mark.parametrize(
+    ("seed", "n_items", "f", "integer", "bias_scale"),
+    [
+        (0, 20_000, 16, False, 3.0),
+        (1, 9_000, 4, True, 1.0),
+        (2, 70_000, 8, False, 0.0),
+        (3, 30, 3, True, 0.0),
+        (4, 5_000, 1, False, 10.0),
+    ],
+)
+def test_same_numbers_as_scoring_every_item(
+    seed: int, n_items: int, f: int, integer: bool, bias_scale: float
+) -> None:
     q, x, b, held, excl = _case(seed, 300, n_items, f, integer, bias_scale)
     users = np.arange(0, 300, 2)
     for coverage in (False, True):
         want = evaluate_scorer(_full(q, x, b), users, held, excl, n_items, coverage=coverage)
         assert evaluate_inner_product(lambda r: q[r], x, b, users, held, excl, coverage=coverage) == want
-    assert evaluate_inner_product(lambda r: q[r], x, b, None, held, excl, k=5, recall_k=20, max_users=100, seed=3,
-                                  coverage=True) == evaluate_scorer(_full(q, x, b), None, held, excl, n_items, k=5,
-                                                                    recall_k=20, max_users=100, seed=3)
+    assert evaluate_inner_product(
+        lambda r: q[r], x, b, None, held, excl, k=5, recall_k=20, max_users=100, seed=3, coverage=True
+    ) == evaluate_scorer(_full(q, x, b), None, held, excl, n_items, k=5, recall_k=20, max_users=100, seed=3)
 
 
 def test_a_held_out_item_that_is_also_excluded_is_still_ranked() -> None:
@@ -50,8 +65,9 @@ def test_a_held_out_item_that_is_also_excluded_is_still_ranked() -> None:
     both = (excl + held).tocsr()
     both.data[:] = 1.0
     for coverage in (False, True):
-        assert evaluate_inner_product(lambda r: q[r], x, b, None, held, both, coverage=coverage) == evaluate_scorer(
-            _full(q, x, b), None, held, both, 10_000, coverage=coverage)
+        assert evaluate_inner_product(
+            lambda r: q[r], x, b, None, held, both, coverage=coverage
+        ) == evaluate_scorer(_full(q, x, b), None, held, both, 10_000, coverage=coverage)
 
 
 def test_a_nan_held_out_score_is_an_error_as_in_full_scoring() -> None:
@@ -70,13 +86,18 @@ def test_most_users_are_ranked_over_a_short_prefix(monkeypatch: pytest.MonkeyPat
     q = rng.normal(size=(n_users, 8)).astype(np.float32) * 0.1
     x = rng.normal(size=(n_items, 8)).astype(np.float32)
     b = -np.log1p(np.arange(n_items, dtype=np.float32))
-    items = np.where(rng.random(n_users) < 0.1, rng.integers(0, 20, n_users), rng.integers(0, n_items, n_users))
+    items = np.where(
+        rng.random(n_users) < 0.1, rng.integers(0, 20, n_users), rng.integers(0, n_items, n_users)
+    )
     held = interaction_matrix(np.arange(n_users), items, n_users, n_items)
     excl = interaction_matrix(rng.integers(0, n_users, 4000), rng.integers(0, 200, 4000), n_users, n_items)
     scored: list[int] = []
     real = bounded._ranks_over
-    monkeypatch.setattr(bounded, "_ranks_over", lambda q_, x_, b_, cols, *a: scored.append(len(q_) * len(cols))
-                        or real(q_, x_, b_, cols, *a))
+    monkeypatch.setattr(
+        bounded,
+        "_ranks_over",
+        lambda q_, x_, b_, cols, *a: scored.append(len(q_) * len(cols)) or real(q_, x_, b_, cols, *a),
+    )
     got = evaluate_inner_product(lambda r: q[r], x, b, None, held, excl, coverage=coverage)
     assert got == evaluate_scorer(_full(q, x, b), None, held, excl, n_items, coverage=coverage)
     assert got["hr@10"] > 0  # the near-top users are measured, exactly

@@ -26,7 +26,9 @@ from musicrec.metrics.topn import (
 
 def _csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
     users = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
-    return interaction_matrix(users, np.concatenate([np.asarray(r, int) for r in rows] or [[]]), len(rows), n_items)
+    return interaction_matrix(
+        users, np.concatenate([np.asarray(r, int) for r in rows] or [[]]), len(rows), n_items
+    )
 
 
 def test_perfect_ranker_scores_one() -> None:
@@ -77,9 +79,14 @@ def test_excluded_items_never_count() -> None:
 
 
 def test_top_k_drops_nan_and_minus_inf_and_keeps_plus_inf() -> None:
-    scores = np.array([[1, np.nan, np.inf, -np.inf, 2],  # NaN: never listed
-                       [1, 3, np.inf, -np.inf, 2],  # no NaN, but inf - inf makes the sum NaN: same answer
-                       [np.nan, np.nan, 0, np.nan, np.nan]], np.float32)
+    scores = np.array(
+        [
+            [1, np.nan, np.inf, -np.inf, 2],  # NaN: never listed
+            [1, 3, np.inf, -np.inf, 2],  # no NaN, but inf - inf makes the sum NaN: same answer
+            [np.nan, np.nan, 0, np.nan, np.nan],
+        ],
+        np.float32,
+    )
     none = _csr([[], [], []], 5)
     # -inf and NaN are no candidates (as excluded items are): -1 pads
     assert top_k(scores, none, 5).tolist() == [[2, 4, 0, -1, -1], [2, 1, 4, 0, -1], [2, -1, -1, -1, -1]]
@@ -131,9 +138,12 @@ def test_batches_and_user_sample_are_deterministic() -> None:
 def _case(seed: int, n_users: int = 400, n_items: int = 60) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     rng = np.random.default_rng(seed)
     extra = rng.integers(0, n_users, 40)  # a few users with two held-out items
-    held = interaction_matrix(np.r_[np.arange(n_users), extra], rng.integers(0, n_items, n_users + 40), n_users,
-                              n_items)
-    excl = interaction_matrix(rng.integers(0, n_users, 4000), rng.integers(0, n_items, 4000), n_users, n_items)
+    held = interaction_matrix(
+        np.r_[np.arange(n_users), extra], rng.integers(0, n_items, n_users + 40), n_users, n_items
+    )
+    excl = interaction_matrix(
+        rng.integers(0, n_users, 4000), rng.integers(0, n_items, 4000), n_users, n_items
+    )
     return held, excl
 
 
@@ -153,7 +163,10 @@ def test_static_scores_give_what_scoring_every_user_gives(seed: int) -> None:
     static = evaluate_static(pop, users, held, excl)
     assert static == pytest.approx(generic)
     assert evaluate_static(pop, None, held, excl, max_users=50, seed=4) == pytest.approx(
-        evaluate_scorer(lambda u: np.tile(pop, (len(u), 1)), None, held, excl, held.shape[1], max_users=50, seed=4))
+        evaluate_scorer(
+            lambda u: np.tile(pop, (len(u), 1)), None, held, excl, held.shape[1], max_users=50, seed=4
+        )
+    )
 
 
 def test_random_ranking_matches_scoring_with_random_numbers() -> None:
@@ -178,15 +191,19 @@ def test_random_lists_are_distinct_unexcluded_items() -> None:
     assert _random_list(rng, excl, 1, 10, 1000).tolist() == [0]  # fewer candidates than k: all of them
 
 
-def _reference(scores: np.ndarray, held: sp.csr_matrix, excl: sp.csr_matrix, k: int) -> tuple[list[int], list[list[int]]]:
+def _reference(
+    scores: np.ndarray, held: sp.csr_matrix, excl: sp.csr_matrix, k: int
+) -> tuple[list[int], list[list[int]]]:
     """The tie rule written out item by item: the slow, obvious version of ranks and top-k lists."""
     ranks, lists = [], []
     for r in range(scores.shape[0]):
-        out = set(excl.indices[excl.indptr[r]:excl.indptr[r + 1]].tolist())
+        out = set(excl.indices[excl.indptr[r] : excl.indptr[r + 1]].tolist())
         row = [(float(s), j) for j, s in enumerate(scores[r])]
-        for item in held.indices[held.indptr[r]:held.indptr[r + 1]]:
+        for item in held.indices[held.indptr[r] : held.indptr[r + 1]]:
             t = float(scores[r, item])
-            ranks.append(sum(1 for s, j in row if j not in out and j != item and (s > t or (s == t and j < item))))
+            ranks.append(
+                sum(1 for s, j in row if j not in out and j != item and (s > t or (s == t and j < item)))
+            )
         ok = sorted(((-s, j) for s, j in row if j not in out and s > -np.inf), key=lambda x: x)
         lists.append([j for _, j in ok[:k]] + [-1] * (k - min(k, len(ok))))
     return ranks, lists
@@ -202,8 +219,10 @@ def test_compiled_scan_matches_the_tie_rule_written_out(seed: int) -> None:
     scores[rng.random(scores.shape) < 0.05] = np.nan
     scores[rng.random(scores.shape) < 0.03] = np.inf
     scores[rng.random(scores.shape) < 0.03] = -np.inf
-    held_rows = [sorted(set(rng.choice(np.flatnonzero(np.isfinite(scores[r])), rng.integers(0, 4)).tolist()))
-                 for r in range(n_rows)]
+    held_rows = [
+        sorted(set(rng.choice(np.flatnonzero(np.isfinite(scores[r])), rng.integers(0, 4)).tolist()))
+        for r in range(n_rows)
+    ]
     excl_rows = [sorted(set(rng.integers(0, n_items, rng.integers(0, 28)).tolist())) for _ in range(n_rows)]
     held, excl = _csr(held_rows, n_items), _csr(excl_rows, n_items)
     want_ranks, want_lists = _reference(scores, held, excl, k)

@@ -14,25 +14,73 @@ from musicrec.data.readers import detect_format, load_dataset, read_items, read_
 from musicrec.data.schema import ITEM_COLUMNS, RATING_COLUMNS
 from musicrec.errors import DataError
 
-R2014 = {"reviewerID": "A2SUAM1J3GNN3B", "asin": "0000013714", "reviewerName": "J. McDonald", "helpful": [2, 3],
-         "reviewText": "I bought this for my husband.", "overall": 5.0, "summary": "Heavenly Highway Hymns",
-         "unixReviewTime": 1252800000, "reviewTime": "09 13, 2009"}
-R2018 = {"overall": 4.0, "verified": True, "reviewTime": "06 3, 2013", "reviewerID": "A1ZCPG3D3HGRSS",
-         "asin": "0001388703", "style": {"Format:": " Audio CD"}, "reviewerName": "mark l. massey",
-         "reviewText": "This is a great cd.", "summary": "Five Stars", "unixReviewTime": 1370217600, "vote": "3",
-         "image": ["https://example.com/a.jpg"]}
-R2023 = {"rating": 5.0, "title": "Great album", "text": "Loved every track.", "images": [], "asin": "B00CHILD1",
-         "parent_asin": "B00PARENT", "user_id": "AGKHLEW2SOWHNMFQIJGBECAF7INQ", "timestamp": 1588687728923,
-         "helpful_vote": 2, "verified_purchase": True}
-META_2014 = ("{'asin': '0001388703', 'title': \"Let's Dance\", 'price': 13.01, 'imUrl': 'http://x/y.jpg', "
-             "'related': {'also_bought': ['B000002UJQ', 'B00002N9HZ'], 'also_viewed': ['B0000025P2']}, "
-             "'salesRank': {'Music': 1}, 'categories': [['CDs & Vinyl', 'Pop']], 'brand': 'EMI', "
-             "'description': 'A classic record.'}")
-META_2018 = {"category": ["CDs & Vinyl"], "description": ["Remastered.", "With bonus tracks."], "title": "Abbey Road",
-             "also_buy": ["B1", "B2"], "brand": "The Beatles", "also_view": ["B3"], "asin": "B000002UAL"}
-META_2023 = {"main_category": "Digital Music", "title": "Blue Train", "average_rating": 4.8, "rating_number": 10,
-             "features": [], "description": ["Hard bop classic."], "price": None, "images": [], "videos": [],
-             "store": "John Coltrane", "categories": [], "details": {"Label": "Blue Note"}, "parent_asin": "B0PARENT1"}
+R2014 = {
+    "reviewerID": "A2SUAM1J3GNN3B",
+    "asin": "0000013714",
+    "reviewerName": "J. McDonald",
+    "helpful": [2, 3],
+    "reviewText": "I bought this for my husband.",
+    "overall": 5.0,
+    "summary": "Heavenly Highway Hymns",
+    "unixReviewTime": 1252800000,
+    "reviewTime": "09 13, 2009",
+}
+R2018 = {
+    "overall": 4.0,
+    "verified": True,
+    "reviewTime": "06 3, 2013",
+    "reviewerID": "A1ZCPG3D3HGRSS",
+    "asin": "0001388703",
+    "style": {"Format:": " Audio CD"},
+    "reviewerName": "mark l. massey",
+    "reviewText": "This is a great cd.",
+    "summary": "Five Stars",
+    "unixReviewTime": 1370217600,
+    "vote": "3",
+    "image": ["https://example.com/a.jpg"],
+}
+R2023 = {
+    "rating": 5.0,
+    "title": "Great album",
+    "text": "Loved every track.",
+    "images": [],
+    "asin": "B00CHILD1",
+    "parent_asin": "B00PARENT",
+    "user_id": "AGKHLEW2SOWHNMFQIJGBECAF7INQ",
+    "timestamp": 1588687728923,
+    "helpful_vote": 2,
+    "verified_purchase": True,
+}
+META_2014 = (
+    "{'asin': '0001388703', 'title': \"Let's Dance\", 'price': 13.01, 'imUrl': 'http://x/y.jpg', "
+    "'related': {'also_bought': ['B000002UJQ', 'B00002N9HZ'], 'also_viewed': ['B0000025P2']}, "
+    "'salesRank': {'Music': 1}, 'categories': [['CDs & Vinyl', 'Pop']], 'brand': 'EMI', "
+    "'description': 'A classic record.'}"
+)
+META_2018 = {
+    "category": ["CDs & Vinyl"],
+    "description": ["Remastered.", "With bonus tracks."],
+    "title": "Abbey Road",
+    "also_buy": ["B1", "B2"],
+    "brand": "The Beatles",
+    "also_view": ["B3"],
+    "asin": "B000002UAL",
+}
+META_2023 = {
+    "main_category": "Digital Music",
+    "title": "Blue Train",
+    "average_rating": 4.8,
+    "rating_number": 10,
+    "features": [],
+    "description": ["Hard bop classic."],
+    "price": None,
+    "images": [],
+    "videos": [],
+    "store": "John Coltrane",
+    "categories": [],
+    "details": {"Label": "Blue Note"},
+    "parent_asin": "B0PARENT1",
+}
 
 
 def write(path: Path, lines: list[str] | list[bytes], *, gz: bool = False) -> Path:
@@ -51,13 +99,19 @@ def jsonl(records: list[dict]) -> list[str]:
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_reviews_2014_canonical(tmp_path: Path, gz: bool) -> None:
-    path = write(tmp_path / "reviews.txt", jsonl([R2014, {**R2014, "reviewerID": "B2", "summary": ""}]), gz=gz)
+    path = write(
+        tmp_path / "reviews.txt", jsonl([R2014, {**R2014, "reviewerID": "B2", "summary": ""}]), gz=gz
+    )
     df, stats = read_ratings(path)
     assert detect_format(path) == "reviews-2014" and stats.format == "reviews-2014"
     assert list(df.columns) == RATING_COLUMNS
     first = df.iloc[0]
-    assert (first.user_id, first.item_id, first.rating, first.timestamp) == ("A2SUAM1J3GNN3B", "0000013714", 5.0,
-                                                                             1252800000)
+    assert (first.user_id, first.item_id, first.rating, first.timestamp) == (
+        "A2SUAM1J3GNN3B",
+        "0000013714",
+        5.0,
+        1252800000,
+    )
     assert first.review_text == "Heavenly Highway Hymns. I bought this for my husband."
     assert first.reviewer_name == "J. McDonald"
     assert df.iloc[1].review_text == "I bought this for my husband."
@@ -83,7 +137,10 @@ def test_review_time_used_when_unix_time_missing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_reviews_2023_ms_timestamps_and_parent_asin(tmp_path: Path, gz: bool) -> None:
-    no_parent = {k: v for k, v in R2023.items() if k != "parent_asin"} | {"title": "", "timestamp": 1600000000999}
+    no_parent = {k: v for k, v in R2023.items() if k != "parent_asin"} | {
+        "title": "",
+        "timestamp": 1600000000999,
+    }
     path = write(tmp_path / "Digital_Music.jsonl", jsonl([R2023, no_parent]), gz=gz)
     df, stats = read_ratings(path)
     assert stats.format == "reviews-2023"
@@ -95,8 +152,11 @@ def test_reviews_2023_ms_timestamps_and_parent_asin(tmp_path: Path, gz: bool) ->
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_ratings_only_csv_without_header(tmp_path: Path, gz: bool) -> None:
-    path = write(tmp_path / "ratings.csv", ["0001388703,A1ZCPG3D3HGRSS,5.0,1387670400", "B0001,U02,3.0,1400000000"],
-                 gz=gz)
+    path = write(
+        tmp_path / "ratings.csv",
+        ["0001388703,A1ZCPG3D3HGRSS,5.0,1387670400", "B0001,U02,3.0,1400000000"],
+        gz=gz,
+    )
     df, stats = read_ratings(path)
     assert stats.format == "ratings-csv"
     assert df.item_id.tolist() == ["0001388703", "B0001"]  # leading zeros survive: ids are strings
@@ -106,8 +166,15 @@ def test_ratings_only_csv_without_header(tmp_path: Path, gz: bool) -> None:
 
 
 def test_generic_ratings_csv_and_parquet(tmp_path: Path) -> None:
-    table = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["007", "i2"], "rating": [4.5, 2.0],
-                          "timestamp": [100, 200], "review_text": ["nice", "meh"]})
+    table = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["007", "i2"],
+            "rating": [4.5, 2.0],
+            "timestamp": [100, 200],
+            "review_text": ["nice", "meh"],
+        }
+    )
     csv_path = tmp_path / "ratings.csv"
     table.to_csv(csv_path, index=False)
     pq_path = tmp_path / "ratings.parquet"
@@ -126,7 +193,9 @@ def test_generic_csv_without_optional_columns(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_meta_2014_python_literals(tmp_path: Path, gz: bool) -> None:
-    path = write(tmp_path / "meta.json", [META_2014, "{'asin': 'B2', 'related': {'also_viewed': ['B3']}}"], gz=gz)
+    path = write(
+        tmp_path / "meta.json", [META_2014, "{'asin': 'B2', 'related': {'also_viewed': ['B3']}}"], gz=gz
+    )
     df, stats = read_items(path)
     assert stats.format == "meta-2014" and list(df.columns) == ITEM_COLUMNS
     first = df.iloc[0]
@@ -153,12 +222,22 @@ def test_meta_2014_code_is_rejected_and_never_run(tmp_path: Path) -> None:
 def test_meta_2018_and_2023(tmp_path: Path, gz: bool) -> None:
     df18, st18 = read_items(write(tmp_path / "m18", jsonl([META_2018]), gz=gz))
     assert st18.format == "meta-2018"
-    assert df18.iloc[0].to_dict() == {"item_id": "B000002UAL", "title": "Abbey Road", "brand": "The Beatles",
-                                      "also_bought": ["B1", "B2"], "description": "Remastered. With bonus tracks."}
+    assert df18.iloc[0].to_dict() == {
+        "item_id": "B000002UAL",
+        "title": "Abbey Road",
+        "brand": "The Beatles",
+        "also_bought": ["B1", "B2"],
+        "description": "Remastered. With bonus tracks.",
+    }
     df23, st23 = read_items(write(tmp_path / "m23", jsonl([META_2023]), gz=gz))
     assert st23.format == "meta-2023"
-    assert df23.iloc[0].to_dict() == {"item_id": "B0PARENT1", "title": "Blue Train", "brand": "John Coltrane",
-                                      "also_bought": [], "description": "Hard bop classic."}
+    assert df23.iloc[0].to_dict() == {
+        "item_id": "B0PARENT1",
+        "title": "Blue Train",
+        "brand": "John Coltrane",
+        "also_bought": [],
+        "description": "Hard bop classic.",
+    }
 
 
 def test_generic_items_csv_and_parquet(tmp_path: Path) -> None:
@@ -179,9 +258,10 @@ def test_detection_ignores_file_names(tmp_path: Path) -> None:
     parquet_named_csv = tmp_path / "x.csv"
     pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "rating": [1.0]}).to_parquet(parquet_named_csv)
     meta_named_csv = write(tmp_path / "ratings.csv", [META_2014], gz=True)
-    assert [detect_format(p) for p in (gz_named_json, plain_named_gz, csv_named_json, parquet_named_csv,
-                                       meta_named_csv)] == ["reviews-2018", "reviews-2023", "ratings-csv",
-                                                            "generic-parquet", "meta-2014"]
+    assert [
+        detect_format(p)
+        for p in (gz_named_json, plain_named_gz, csv_named_json, parquet_named_csv, meta_named_csv)
+    ] == ["reviews-2018", "reviews-2023", "ratings-csv", "generic-parquet", "meta-2014"]
     assert read_ratings(gz_named_json)[0].user_id.tolist() == ["A1ZCPG3D3HGRSS"]
     assert read_ratings(plain_named_gz)[0].item_id.tolist() == ["B00PARENT"]
 
@@ -190,9 +270,15 @@ def test_header_names_are_matched_with_aliases_for_ratings_and_items(tmp_path: P
     path = write(tmp_path / "r.csv", ["user_id,parent_asin,asin,rating,timestamp", "u1,P1,C1,4,100"])
     df, stats = read_ratings(path)  # a 2023-style export: parent_asin is the item, as in the 2023 JSON reader
     assert stats.format == "generic-csv" and df.item_id.tolist() == ["P1"] and df.user_id.tolist() == ["u1"]
-    assert stats.notes == ["columns parent_asin, asin all name item_id: used parent_asin (--columns chooses another)"]
+    assert stats.notes == [
+        "columns parent_asin, asin all name item_id: used parent_asin (--columns chooses another)"
+    ]
     items, stats = read_items(write(tmp_path / "i.csv", ["ASIN,Title", "B1,Abbey Road"]))
-    assert stats.format == "items-csv" and items.item_id.tolist() == ["B1"] and items.title.tolist() == ["Abbey Road"]
+    assert (
+        stats.format == "items-csv"
+        and items.item_id.tolist() == ["B1"]
+        and items.title.tolist() == ["Abbey Road"]
+    )
 
 
 def test_columns_apply_to_tables_only(tmp_path: Path) -> None:
@@ -204,7 +290,11 @@ def test_columns_apply_to_tables_only(tmp_path: Path) -> None:
     pq = tmp_path / "r.parquet"
     pd.DataFrame({"who": ["u1", "u2"], "what": ["i1", "i2"], "stars": [4.0, 5.0]}).to_parquet(pq)
     df, stats = read_ratings(pq, {"user": "who", "item": "what"})  # rating found by its alias
-    assert stats.format == "generic-parquet" and df.user_id.tolist() == ["u1", "u2"] and df.rating.tolist() == [4, 5]
+    assert (
+        stats.format == "generic-parquet"
+        and df.user_id.tolist() == ["u1", "u2"]
+        and df.rating.tolist() == [4, 5]
+    )
 
 
 # --- bad input -------------------------------------------------------------------------------------------------
@@ -287,8 +377,12 @@ def test_fast_path_and_line_by_line_path_agree(tmp_path: Path) -> None:
 
 
 def test_missing_fields_and_non_numeric_ratings_are_kept_for_validation(tmp_path: Path) -> None:
-    recs = [R2014, {**R2014, "overall": "five"}, {k: v for k, v in R2014.items() if k != "reviewerID"},
-            {k: v for k, v in R2014.items() if k not in ("asin", "overall")}]
+    recs = [
+        R2014,
+        {**R2014, "overall": "five"},
+        {k: v for k, v in R2014.items() if k != "reviewerID"},
+        {k: v for k, v in R2014.items() if k not in ("asin", "overall")},
+    ]
     lines = [*jsonl(recs), json.dumps({**R2014, "overall": float("nan")})]  # json.dumps writes NaN
     df, stats = read_ratings(write(tmp_path / "r.json", lines))
     assert stats.bad_lines == 0 and len(df) == 5
@@ -310,7 +404,10 @@ def test_damaged_bytes_in_a_utf8_file_are_replaced_and_noted(tmp_path: Path) -> 
     good = json.dumps({**R2014, "reviewText": "caf\u00e9"}, ensure_ascii=False).encode()
     bad = good.replace("caf\u00e9".encode(), b"caf\xe9 \xff")
     df, stats = read_ratings(write(tmp_path / "r.json", [good, bad]))
-    assert df.review_text.tolist() == ["Heavenly Highway Hymns. caf\u00e9", "Heavenly Highway Hymns. caf\ufffd \ufffd"]
+    assert df.review_text.tolist() == [
+        "Heavenly Highway Hymns. caf\u00e9",
+        "Heavenly Highway Hymns. caf\ufffd \ufffd",
+    ]
     assert stats.bad_lines == 0 and stats.encoding == "utf-8"
     assert any("1 line(s) had non-UTF-8 bytes" in n for n in stats.notes)
     df, stats = read_ratings(write(tmp_path / "r.csv", [b"B1,U\xff1,5.0,1", b"B2,U\xc3\xa92,4.0,2"]))
@@ -320,15 +417,21 @@ def test_damaged_bytes_in_a_utf8_file_are_replaced_and_noted(tmp_path: Path) -> 
 @pytest.mark.parametrize("name", ["r.json", "r.csv"])
 def test_latin1_file_is_decoded_as_latin1_and_noted(tmp_path: Path, name: str) -> None:
     if name == "r.json":
-        lines = [json.dumps({**R2014, "reviewerName": n}, ensure_ascii=False).encode("cp1252")
-                 for n in ("Zoé", "Jürgen")]
+        lines = [
+            json.dumps({**R2014, "reviewerName": n}, ensure_ascii=False).encode("cp1252")
+            for n in ("Zoé", "Jürgen")
+        ]
     else:
-        lines = [b"user_id,item_id,rating,reviewer_name", *(f"u{i},i,5,{n}".encode("cp1252")
-                                                                  for i, n in enumerate(("Zoé", "Jürgen")))]
+        lines = [
+            b"user_id,item_id,rating,reviewer_name",
+            *(f"u{i},i,5,{n}".encode("cp1252") for i, n in enumerate(("Zoé", "Jürgen"))),
+        ]
     df, stats = read_ratings(write(tmp_path / name, lines))
     assert df.reviewer_name.tolist() == ["Zoé", "Jürgen"] and stats.encoding == "cp1252"
-    assert stats.notes == ["not UTF-8: 2 line(s) hold bytes that are not UTF-8 and none holds UTF-8 text, so the "
-                           "file was decoded as Windows-1252 (Latin-1)"]
+    assert stats.notes == [
+        "not UTF-8: 2 line(s) hold bytes that are not UTF-8 and none holds UTF-8 text, so the "
+        "file was decoded as Windows-1252 (Latin-1)"
+    ]
 
 
 def test_enormous_text_field(tmp_path: Path) -> None:
@@ -336,8 +439,9 @@ def test_enormous_text_field(tmp_path: Path) -> None:
     df, _ = read_ratings(write(tmp_path / "r.json", jsonl([R2014, {**R2014, "reviewText": huge}]), gz=True))
     assert len(df.review_text.iloc[1]) == len("Heavenly Highway Hymns. ") + len(huge)
     csv_path = tmp_path / "big.csv"
-    pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "rating": [5], "review_text": [huge]}).to_csv(csv_path,
-                                                                                                  index=False)
+    pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "rating": [5], "review_text": [huge]}).to_csv(
+        csv_path, index=False
+    )
     assert read_ratings(csv_path)[0].review_text.iloc[0] == huge
 
 
@@ -386,8 +490,15 @@ def test_other_compressions_are_named(tmp_path: Path) -> None:
         detect_format(path)
 
 
-@pytest.mark.parametrize("content", [b"hello world\nthis is prose\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
-                                     b'{"foo": 1}\n', b"a,b,c,d,e,f\n"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"hello world\nthis is prose\n",
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+        b'{"foo": 1}\n',
+        b"a,b,c,d,e,f\n",
+    ],
+)
 def test_unknown_content_lists_supported_formats(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "mystery.json"
     path.write_bytes(content)
@@ -421,8 +532,14 @@ def test_load_dataset_keeps_latest_review_and_counts_drops(tmp_path: Path) -> No
     key = ds.ratings[ds.ratings.user_id == R2014["reviewerID"]]
     assert key.rating.tolist() == [5.0] and key.timestamp.tolist() == [200]
     assert [s.duplicates_dropped for s in ds.stats] == [0, 1, 1, 0]
-    assert ds.summary() == {"ratings": 3, "users": 3, "items": 2, "duplicates_dropped": 2, "bad_lines": 0,
-                            "meta_items": 1}
+    assert ds.summary() == {
+        "ratings": 3,
+        "users": 3,
+        "items": 2,
+        "duplicates_dropped": 2,
+        "bad_lines": 0,
+        "meta_items": 1,
+    }
     assert ds.items.item_id.tolist() == ["0001388703"]
 
 

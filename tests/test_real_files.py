@@ -31,18 +31,27 @@ def rows(ratings: list[float] = STARS) -> list[tuple[str, str, float, int]]:
 def csv_lines(header: str | None, data: list[tuple], order: str = "uirt", extra: str = "") -> list[str]:
     """The header (if any), then each row's fields in `order` (u, i, r, t) plus an optional trailing text."""
     pick = {"u": 0, "i": 1, "r": 2, "t": 3}
-    body = [",".join(f"{row[pick[c]]:g}" if c == "r" else str(row[pick[c]]) for c in order) + extra
-            for row in data]
+    body = [
+        ",".join(f"{row[pick[c]]:g}" if c == "r" else str(row[pick[c]]) for c in order) + extra
+        for row in data
+    ]
     return ([] if header is None else [header]) + body
 
 
 def jsonl_lines(data: list[tuple], text: str = "fine") -> list[str]:
     """Amazon 2018 review lines (reviewerID, asin, overall, unixReviewTime, reviewText)."""
-    return [json.dumps({"reviewerID": u, "asin": i, "overall": r, "unixReviewTime": t, "reviewText": f"{text} {k}"},
-                       ensure_ascii=False) for k, (u, i, r, t) in enumerate(data)]
+    return [
+        json.dumps(
+            {"reviewerID": u, "asin": i, "overall": r, "unixReviewTime": t, "reviewText": f"{text} {k}"},
+            ensure_ascii=False,
+        )
+        for k, (u, i, r, t) in enumerate(data)
+    ]
 
 
-def write(path: Path, lines: list[str], *, newline: str = "\n", encoding: str = "utf-8", bom: bool = False) -> Path:
+def write(
+    path: Path, lines: list[str], *, newline: str = "\n", encoding: str = "utf-8", bom: bool = False
+) -> Path:
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + newline.join([*lines, ""]).encode(encoding))
     return path
 
@@ -63,7 +72,9 @@ def assert_ingested(out: dict, ws: Workspace, users: int, items: int, scale: dic
 
 
 def assert_nothing_written(ws_root: Path) -> None:
-    assert not any((ws_root / name).exists() for name in ("ratings.parquet", "items.parquet", "rating_scale.json"))
+    assert not any(
+        (ws_root / name).exists() for name in ("ratings.parquet", "items.parquet", "rating_scale.json")
+    )
 
 
 def test_the_real_ratings_only_csv(tmp_path: Path) -> None:
@@ -73,12 +84,18 @@ def test_the_real_ratings_only_csv(tmp_path: Path) -> None:
     ratings = assert_ingested(out, ws, 1_429, 900, WHOLE_1_5)
     assert out["ratings"] == 10_261 and out["read"]["notes"] == []
     first = ratings.iloc[0]  # the headerless layout is item,user,rating,timestamp
-    assert (first.item_id, first.user_id, first.rating, first.timestamp) == ("1384719342", "A2IBPI20UZIR0U", 5.0,
-                                                                             1393545600)
+    assert (first.item_id, first.user_id, first.rating, first.timestamp) == (
+        "1384719342",
+        "A2IBPI20UZIR0U",
+        5.0,
+        1393545600,
+    )
 
 
-@pytest.mark.parametrize("header", ["userId,songId,stars,timestamp", "reviewerID,asin,overall,unixReviewTime",
-                                    "USER,Item,Rating,Time"])
+@pytest.mark.parametrize(
+    "header",
+    ["userId,songId,stars,timestamp", "reviewerID,asin,overall,unixReviewTime", "USER,Item,Rating,Time"],
+)
 def test_a_header_with_aliases_is_matched_by_name(tmp_path: Path, header: str) -> None:
     out, ws = run(tmp_path, write(tmp_path / "r.csv", csv_lines(header, rows())))
     ratings = assert_ingested(out, ws, USERS, ITEMS, WHOLE_1_5)
@@ -108,18 +125,29 @@ def test_columns_map_arbitrary_names(tmp_path: Path) -> None:
 
 def test_a_mapped_column_the_file_lacks_lists_its_columns(tmp_path: Path) -> None:
     path = write(tmp_path / "r.csv", csv_lines("track,listener,grade", rows(), order="iur"))
-    with pytest.raises(DataError, match=r"'stars' given for rating is not in the file; its columns: track, "
-                                        r"listener, grade"):
+    with pytest.raises(
+        DataError,
+        match=r"'stars' given for rating is not in the file; its columns: track, "
+        r"listener, grade",
+    ):
         run(tmp_path, path, columns={"user": "listener", "item": "track", "rating": "stars"})
     assert_nothing_written(tmp_path / "work" / "run")
 
 
-@pytest.mark.parametrize(("ratings", "scale"), [
-    ([0.5 * (1 + k % 10) for k in range(N)], {"min": 0.5, "max": 5.0, "step": 0.5, "name": "0.5-5 in half stars"}),
-    ([float(1 + k % 10) for k in range(N)], {"min": 1.0, "max": 10.0, "step": 1.0, "name": "1-10"}),
-])
+@pytest.mark.parametrize(
+    ("ratings", "scale"),
+    [
+        (
+            [0.5 * (1 + k % 10) for k in range(N)],
+            {"min": 0.5, "max": 5.0, "step": 0.5, "name": "0.5-5 in half stars"},
+        ),
+        ([float(1 + k % 10) for k in range(N)], {"min": 1.0, "max": 10.0, "step": 1.0, "name": "1-10"}),
+    ],
+)
 def test_the_rating_scale_comes_from_the_data(tmp_path: Path, ratings: list[float], scale: dict) -> None:
-    out, ws = run(tmp_path, write(tmp_path / "r.csv", csv_lines("user_id,item_id,rating,timestamp", rows(ratings))))
+    out, ws = run(
+        tmp_path, write(tmp_path / "r.csv", csv_lines("user_id,item_id,rating,timestamp", rows(ratings)))
+    )
     stored = assert_ingested(out, ws, USERS, ITEMS, {**scale, "source": "data"})
     assert stored["rating"].tolist() == ratings
 
@@ -133,21 +161,33 @@ def test_ratings_outside_a_fixed_range_fail_validation_with_count_and_examples(t
     assert "e.g. [6.0, 7.0, 8.0, 9.0, 10.0]" in str(info.value) and str(path) in str(info.value)
     assert_nothing_written(tmp_path / "work" / "run")
     out, ws = run(tmp_path, path, rating_range=(1, 10))
-    assert_ingested(out, ws, USERS, ITEMS, {"min": 1.0, "max": 10.0, "step": 1.0, "name": "1-10 (given)",
-                                          "source": "fixed"})
+    assert_ingested(
+        out,
+        ws,
+        USERS,
+        ITEMS,
+        {"min": 1.0, "max": 10.0, "step": 1.0, "name": "1-10 (given)", "source": "fixed"},
+    )
 
 
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])
 @pytest.mark.parametrize("variant", ["bom", "crlf", "latin-1"])
 def test_bom_crlf_and_latin1(tmp_path: Path, kind: str, variant: str) -> None:
-    options: dict = {"bom": {"bom": True}, "crlf": {"newline": "\r\n"}, "latin-1": {"encoding": "latin-1"}}[variant]
-    lines = (csv_lines("reviewerID,asin,overall,unixReviewTime,reviewText", rows(), extra=",café")
-             if kind == "csv" else jsonl_lines(rows(), text="café"))
+    options: dict = {"bom": {"bom": True}, "crlf": {"newline": "\r\n"}, "latin-1": {"encoding": "latin-1"}}[
+        variant
+    ]
+    lines = (
+        csv_lines("reviewerID,asin,overall,unixReviewTime,reviewText", rows(), extra=",café")
+        if kind == "csv"
+        else jsonl_lines(rows(), text="café")
+    )
     path = write(tmp_path / f"r.{kind}", lines, **options)
     out, ws = run(tmp_path, path)
     ratings = assert_ingested(out, ws, USERS, ITEMS, WHOLE_1_5)
     assert ratings["review_text"].str.startswith("café").all() and ratings["user_id"].iloc[0] == "U00"
     assert ratings["timestamp"].iloc[-1] == T0 + 60 * (N - 1)  # no stray \r left on the last field
-    latin1_note = (f"{path}: not UTF-8: 60 line(s) hold bytes that are not UTF-8 and none holds UTF-8 text, so the "
-                   "file was decoded as Windows-1252 (Latin-1)")
+    latin1_note = (
+        f"{path}: not UTF-8: 60 line(s) hold bytes that are not UTF-8 and none holds UTF-8 text, so the "
+        "file was decoded as Windows-1252 (Latin-1)"
+    )
     assert out["read"]["notes"] == ([latin1_note] if variant == "latin-1" else [])

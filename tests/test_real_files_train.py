@@ -27,18 +27,23 @@ def _case(tmp_path: Path, case: str) -> tuple[Path, dict]:
     if case == "columns":
         lines = csv_lines(None, rows(), order="iurt")
         return write(tmp_path / "r.csv", ["track,listener,grade,when", *lines]), {
-            "columns": {"user": "listener", "item": "track", "rating": "grade", "timestamp": "when"}}
+            "columns": {"user": "listener", "item": "track", "rating": "grade", "timestamp": "when"}
+        }
     if case == "half stars":
         return write(tmp_path / "r.csv", csv_lines("user_id,item_id,rating,timestamp", rows(HALF))), {}
     if case == "1-10":
         return write(tmp_path / "r.csv", csv_lines("user_id,item_id,rating,timestamp", rows(TENS))), {}
     options = {"bom": {"bom": True}, "crlf": {"newline": "\r\n"}, "latin-1": {"encoding": "latin-1"}}[case]
-    return write(tmp_path / "r.csv", csv_lines("reviewerID,asin,overall,unixReviewTime,reviewText", rows(),
-                                               extra=",café au lait"), **options), {}
+    return write(
+        tmp_path / "r.csv",
+        csv_lines("reviewerID,asin,overall,unixReviewTime,reviewText", rows(), extra=",café au lait"),
+        **options,
+    ), {}
 
 
-@pytest.mark.parametrize("case", ["real ratings-only csv", "aliases", "columns", "half stars", "1-10", "bom",
-                                  "crlf", "latin-1"])
+@pytest.mark.parametrize(
+    "case", ["real ratings-only csv", "aliases", "columns", "half stars", "1-10", "bom", "crlf", "latin-1"]
+)
 def test_the_file_trains(tmp_path: Path, case: str) -> None:
     path, kw = _case(tmp_path, case)
     ws = Workspace.create(tmp_path / "work", "run")
@@ -63,7 +68,9 @@ def test_the_file_trains(tmp_path: Path, case: str) -> None:
         assert prep["word2vec"]["vocabulary"] == 0 and "all-zero text vectors" in prep["word2vec"]["note"]
 
 
-def test_models_without_text_train_before_word2vec_on_the_same_item_index(tmp_path: Path, small_sample) -> None:
+def test_models_without_text_train_before_word2vec_on_the_same_item_index(
+    tmp_path: Path, small_sample
+) -> None:
     """The training flow runs Word2Vec beside the models that use no text: they need only the split, and the
     item index they are saved with is the one the bundle later loads them with (text included)."""
     sample, _ = small_sample

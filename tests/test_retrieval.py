@@ -18,13 +18,20 @@ def _tables(n_users: int = 50, n_items: int = 40, dim: int = 5, seed: int = 0):
     users = rng.normal(size=(n_users + 1, dim)).astype(np.float32)
     users[0] = 0.0
     users[0, -1] = 1.0
-    return [f"u{k:03d}" for k in range(n_users)], users, [f"i{k:03d}" for k in range(n_items)], \
-        rng.normal(size=(n_items, dim)).astype(np.float32)
+    return (
+        [f"u{k:03d}" for k in range(n_users)],
+        users,
+        [f"i{k:03d}" for k in range(n_items)],
+        rng.normal(size=(n_items, dim)).astype(np.float32),
+    )
 
 
 def test_the_tower_maps_raw_ids_to_their_rows_and_unknown_ids_to_the_unknown_row(tmp_path):
     user_ids, users, item_ids, items = _tables()
-    assert write_retrieval(tmp_path, user_ids, users, item_ids, items) == ["retrieval.onnx", "retrieval_items.parquet"]
+    assert write_retrieval(tmp_path, user_ids, users, item_ids, items) == [
+        "retrieval.onnx",
+        "retrieval_items.parquet",
+    ]
     vec, unknown = user_vectors(load_tower(tmp_path / "retrieval.onnx"), ["u007", "nobody", "u000"])
     assert np.array_equal(vec, users[[8, 0, 1]]) and unknown.tolist() == [False, True, False]
     ids, rows = read_item_table(tmp_path / "retrieval_items.parquet")
@@ -59,7 +66,9 @@ def test_exact_index_returns_the_true_top_k_and_ivf_keeps_most_of_it():
 
 def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rated_item():
     _, users, item_ids, items = _tables(n_users=3, n_items=30)
-    table = np.vstack([items, np.zeros((1, items.shape[1]), np.float32)])  # a bundle item the model does not know
+    table = np.vstack(
+        [items, np.zeros((1, items.shape[1]), np.float32)]
+    )  # a bundle item the model does not know
     known = np.r_[np.ones(30, bool), False]
     table[~known, -1] = -1e30
     ids = np.asarray([*item_ids, "cold"], dtype=object)
@@ -71,8 +80,17 @@ def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rate
 
     r = Retriever(Tower(), table, known, build_item_index(table), "m", id_ranks(ids))
     rated = [np.array([0, 1, 2]), np.array([5]), np.array([], np.int64)]
-    out = retrieve_and_rank(r, ids, ["u000", "u001", "u002"], rated, np.array([0, 1]), np.array([30, 7]),
-                            np.array([0, 1]), ("also_bought", "word2vec", "popular"), 5)
+    out = retrieve_and_rank(
+        r,
+        ids,
+        ["u000", "u001", "u002"],
+        rated,
+        np.array([0, 1]),
+        np.array([30, 7]),
+        np.array([0, 1]),
+        ("also_bought", "word2vec", "popular"),
+        5,
+    )
     for k, user in enumerate(["u000", "u001", "u002"]):
         mine = out[out["user_id"] == user]
         assert len(mine) == 5 and mine["rank"].tolist() == [1, 2, 3, 4, 5]
@@ -104,8 +122,17 @@ def test_equal_scores_are_ordered_by_item_id_not_by_position():
     table[5] = 2.0  # i02 scores highest (6)
     index = build_item_index(table)
     r = Retriever(_Fixed(np.ones(3, np.float32)), table, np.ones(6, bool), index, "m", id_ranks(ids))
-    out = retrieve_and_rank(r, ids, ["a", "b"], [np.array([1]), np.array([], np.int64)], np.empty(0, np.int64),
-                            np.empty(0, np.int64), np.empty(0, np.int8), ("popular",), 4)
+    out = retrieve_and_rank(
+        r,
+        ids,
+        ["a", "b"],
+        [np.array([1]), np.array([], np.int64)],
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        np.empty(0, np.int8),
+        ("popular",),
+        4,
+    )
     assert out[out.user_id == "b"]["item_id"].tolist() == ["i02", "i01", "i03", "i09"]
     assert out[out.user_id == "b"]["rank"].tolist() == [1, 2, 3, 4]
     assert out[out.user_id == "a"]["item_id"].tolist() == ["i02", "i01", "i09", "i05"]  # a rated i03
@@ -113,7 +140,11 @@ def test_equal_scores_are_ordered_by_item_id_not_by_position():
 
 def test_a_user_who_rated_the_nearest_items_still_gets_n_and_light_users_fetch_little():
     assert fetch_sizes([np.arange(0), np.arange(3), np.arange(40), np.arange(10_000)], 10).tolist() == [
-        16, 16, 64, 10 + EXTRA_MAX]
+        16,
+        16,
+        64,
+        10 + EXTRA_MAX,
+    ]
     rng = np.random.default_rng(3)
     table = rng.normal(size=(500, 4)).astype(np.float32)
     q = rng.normal(size=4).astype(np.float32)
@@ -121,10 +152,21 @@ def test_a_user_who_rated_the_nearest_items_still_gets_n_and_light_users_fetch_l
     heavy, light = best[:60], np.array([], np.int64)  # the heavy user rated the 60 nearest items
     index = build_item_index(table)
     r = Retriever(_Fixed(q), table, np.ones(500, bool), index, "m", id_ranks(np.arange(500)))
-    out = retrieve_and_rank(r, np.asarray([f"x{k:03d}" for k in range(500)], dtype=object), ["h", "l"],
-                            [heavy, light], np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8),
-                            ("popular",), 10)
-    got = {u: pd.Index([f"x{k:03d}" for k in range(500)]).get_indexer(out[out.user_id == u]["item_id"]) for u in "hl"}
+    out = retrieve_and_rank(
+        r,
+        np.asarray([f"x{k:03d}" for k in range(500)], dtype=object),
+        ["h", "l"],
+        [heavy, light],
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        np.empty(0, np.int8),
+        ("popular",),
+        10,
+    )
+    got = {
+        u: pd.Index([f"x{k:03d}" for k in range(500)]).get_indexer(out[out.user_id == u]["item_id"])
+        for u in "hl"
+    }
     assert got["h"].tolist() == best[60:70].tolist()
     assert got["l"].tolist() == best[:10].tolist()
 
@@ -156,19 +198,27 @@ def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp
     ratings.to_parquet(ws.ratings, index=False)
     rows = [train_implicit(ws, name, {"epochs": 4}) for name in ("implicit_bpr", "implicit_pointwise")]
     row = ensemble_implicit(ws, rows)
-    assert row is not None and row["name"] == ENSEMBLE and [m["name"] for m in row["members"]] == [r["name"] for r in rows]
+    assert (
+        row is not None
+        and row["name"] == ENSEMBLE
+        and [m["name"] for m in row["members"]] == [r["name"] for r in rows]
+    )
     assert row["test_users"] == rows[0]["test_users"] > 100
     assert ensemble_implicit(ws, rows[:1]) is None  # one model is not an ensemble
     weaker = min(r["val_ndcg_at_10"] for r in rows)  # a most-popular bar that only one model clears
+
     def bar(v: float) -> list[dict]:
         return [{"name": "most_popular", "val_ndcg_at_10": v}]
+
     assert ensemble_implicit(ws, rows, bar(weaker)) is None
     assert ensemble_implicit(ws, rows, bar(weaker - 1e-9))["members"] == row["members"]
     from musicrec.pipeline import champion_retrieval
 
     monkeypatch.setattr(champion_retrieval, "ENSEMBLE_CELLS", 151 * 130)  # items x (65 + 65): at the budget
     assert ensemble_implicit(ws, rows) is not None
-    monkeypatch.setattr(champion_retrieval, "ENSEMBLE_CELLS", 151 * 130 - 1)  # one cell over: serving costs too much
+    monkeypatch.setattr(
+        champion_retrieval, "ENSEMBLE_CELLS", 151 * 130 - 1
+    )  # one cell over: serving costs too much
     assert ensemble_implicit(ws, rows) is None
     monkeypatch.undo()
 

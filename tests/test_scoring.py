@@ -23,7 +23,9 @@ def _publish_fake(store, version: str, files: dict[str, bytes]) -> str:
     for n, b in files.items():
         store.put_bytes(f"models/{version}/{n}", b)
     store.put_bytes(f"models/{version}/metadata.json", meta)
-    store.put_bytes("models/champion.json", json.dumps({"version": version, "sha256": sha256_bytes(meta)}).encode())
+    store.put_bytes(
+        "models/champion.json", json.dumps({"version": version, "sha256": sha256_bytes(meta)}).encode()
+    )
     return sha256_bytes(meta)
 
 
@@ -66,9 +68,17 @@ def _index() -> CandidateIndex:
     unit = np.array([[1, 0], [0.99, 0.14], [0.98, 0.2], [0, 1], [0.1, 0.99]], dtype=np.float32)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     vec_row = np.array([0, 1, 2, 3, 4, -1])
-    return CandidateIndex(np.array([f"I{k}" for k in range(6)], dtype=object), np.array([9, 8, 7, 6, 5, 4]),
-                          np.arange(6), np.array([0, 1, 1, 1, 1, 1, 1]), np.array([4]), np.arange(5), unit,
-                          vec_row, {"U": np.array([0])})
+    return CandidateIndex(
+        np.array([f"I{k}" for k in range(6)], dtype=object),
+        np.array([9, 8, 7, 6, 5, 4]),
+        np.arange(6),
+        np.array([0, 1, 1, 1, 1, 1, 1]),
+        np.array([4]),
+        np.arange(5),
+        unit,
+        vec_row,
+        {"U": np.array([0])},
+    )
 
 
 def test_nearest_items_excludes_the_item_itself():
@@ -84,7 +94,7 @@ def test_candidates_exclude_rated_items_and_keep_source_priority():
     owner, pos, src = batch_candidates(index, [np.array([0])], near, n=3, n_popular=3)
     assert owner.tolist() == [0] * len(pos)
     assert 0 not in pos and len(set(pos.tolist())) == len(pos)
-    found = dict(zip(pos.tolist(), src.tolist()))
+    found = dict(zip(pos.tolist(), src.tolist(), strict=False))
     assert found[4] == 0 and found[1] == 1 and found[2] == 1  # also_bought, then word2vec, before popular
     assert found[3] == 2
 
@@ -92,9 +102,13 @@ def test_candidates_exclude_rated_items_and_keep_source_priority():
 def _one_user_reference(index, rated, neighbours, n, n_popular, max_also):
     """The per-user algorithm, written plainly: sources in priority order, first finder wins, rated dropped."""
     found = {}
-    also = [q for p in rated for q in index.also_indices[index.also_indptr[p]:index.also_indptr[p + 1]][:max_also]]
+    also = [
+        q
+        for p in rated
+        for q in index.also_indices[index.also_indptr[p] : index.also_indptr[p + 1]][:max_also]
+    ]
     near = [q for p in rated for q in neighbours.get(int(p), [])]
-    popular = index.popular_order[:max(n, n_popular) + len(rated)]
+    popular = index.popular_order[: max(n, n_popular) + len(rated)]
     for code, items in enumerate([also, near, popular]):
         for q in items:
             if int(q) not in rated and int(q) not in found:
@@ -112,15 +126,23 @@ def test_batch_candidates_equal_the_per_user_algorithm_on_random_data():
     vec_row[vec_pos] = np.arange(250)
     degree = rng.integers(0, 8, n_items)
     also_indptr = np.concatenate([[0], np.cumsum(degree)])
-    index = CandidateIndex(np.array([f"I{k}" for k in range(n_items)], dtype=object), rng.integers(0, 50, n_items),
-                           rng.permutation(n_items), also_indptr, rng.integers(0, n_items, degree.sum()), vec_pos,
-                           unit, vec_row, {})
+    index = CandidateIndex(
+        np.array([f"I{k}" for k in range(n_items)], dtype=object),
+        rng.integers(0, 50, n_items),
+        rng.permutation(n_items),
+        also_indptr,
+        rng.integers(0, n_items, degree.sum()),
+        vec_pos,
+        unit,
+        vec_row,
+        {},
+    )
     rated = [np.sort(rng.choice(n_items, k, replace=False)) for k in [1, 3, 0, 12, 2, 40, 1]]
     neighbours = nearest_items(index, np.unique(np.concatenate(rated)), k=5)
     owner, pos, src = batch_candidates(index, rated, neighbours, n=10, n_popular=20, max_also=3)
     for u, r in enumerate(rated):
         mine = owner == u
-        got = list(zip(pos[mine].tolist(), src[mine].tolist()))
+        got = list(zip(pos[mine].tolist(), src[mine].tolist(), strict=False))
         assert got == _one_user_reference(index, set(r.tolist()), neighbours, 10, 20, 3), u
         assert len(got) >= 10
 
@@ -157,8 +179,13 @@ def test_read_table_reads_ids_as_strings_and_names_missing_columns(tmp_path):
 
 
 def test_pairs_summary_counts():
-    out = pd.DataFrame({"predicted_rating": [1.0, 4.9, 3.0], "unknown_user": [True, False, False],
-                        "unknown_item": [False, False, True]})
+    out = pd.DataFrame(
+        {
+            "predicted_rating": [1.0, 4.9, 3.0],
+            "unknown_user": [True, False, False],
+            "unknown_item": [False, False, True],
+        }
+    )
     s = summarize_pairs(out, 0.5)
     assert (s["rows"], s["unknown_users"], s["unknown_items"], s["pairs_per_second"]) == (3, 1, 1, 6)
     assert s["rating_histogram"] == {"1": 1, "2": 0, "3": 1, "4": 0, "5": 1}
@@ -168,8 +195,14 @@ def test_pair_chunks_are_equal_bounded_and_a_multiple_of_the_workers(tmp_path):
     from musicrec.scoring.jobs import plan_pair_chunks
 
     path = tmp_path / "p.parquet"
-    for n, chunk_rows, workers in [(1_000, 200, 2), (1_000, 500, 2), (1_001, 1_000, 3), (5, 1, 8), (7, 10, 1),
-                                   (10, 2, 3)]:
+    for n, chunk_rows, workers in [
+        (1_000, 200, 2),
+        (1_000, 500, 2),
+        (1_001, 1_000, 3),
+        (5, 1, 8),
+        (7, 10, 1),
+        (10, 2, 3),
+    ]:
         pd.DataFrame({"user_id": [f"u{k}" for k in range(n)], "item_id": "i"}).to_parquet(path)
         ranges = plan_pair_chunks(str(path), chunk_rows, workers)
         assert [a for a, _ in ranges] == [0] + [b for _, b in ranges[:-1]] and ranges[-1][1] == n

@@ -12,7 +12,7 @@ def test_random_split_is_seeded_disjoint_and_complete(tiny):
     a, b = split_ratings(ratings, seed=3), split_ratings(ratings, seed=3)
     assert a.test.equals(b.test)
     assert not a.test.equals(split_ratings(ratings, seed=4).test)
-    keys = [set(zip(p.user_id, p.item_id)) for p in a.parts().values()]
+    keys = [set(zip(p.user_id, p.item_id, strict=False)) for p in a.parts().values()]
     assert sum(map(len, keys)) == len(ratings)
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
     assert len(a.train) == 3200 and len(a.validation) == 400 and len(a.test) == 400
@@ -34,17 +34,21 @@ def test_summary_counts_unseen(tiny):
     assert summary["test"] == len(s.test)
     seen_u, seen_i = set(s.train["user_id"]), set(s.train["item_id"])
     for name, part in (("validation", s.validation), ("test", s.test)):  # the counts, element by element
-        cold = [(u not in seen_u, i not in seen_i) for u, i in zip(part["user_id"], part["item_id"])]
+        cold = [(u not in seen_u, i not in seen_i) for u, i in zip(part["user_id"], part["item_id"], strict=False)]
         assert summary[f"{name}_unseen_user"] == sum(u for u, _ in cold) >= (name == "test")
         assert summary[f"{name}_unseen_item"] == sum(i for _, i in cold)
         assert summary[f"{name}_unseen_both"] == sum(u and i for u, i in cold)
 
 
 def test_duplicate_reviews_keep_the_latest_then_the_last_in_file_order():
-    df = pd.DataFrame({"user_id": ["u", "u", "u", "v", "u", "v", "w"],
-                       "item_id": ["x", "x", "y", "x", "x", "x", "x"],
-                       "timestamp": pd.array([5, 9, 1, None, 9, 2, None], dtype="Int64"),
-                       "rating": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}).astype({"user_id": "str", "item_id": "str"})
+    df = pd.DataFrame(
+        {
+            "user_id": ["u", "u", "u", "v", "u", "v", "w"],
+            "item_id": ["x", "x", "y", "x", "x", "x", "x"],
+            "timestamp": pd.array([5, 9, 1, None, 9, 2, None], dtype="Int64"),
+            "rating": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0],
+        }
+    ).astype({"user_id": "str", "item_id": "str"})
     kept, dropped = drop_duplicate_ratings(df)
     assert dropped == 3  # (u, x) three times: the two at 9 tie, the later line wins; (v, x): 2 beats no time
     assert kept["rating"].tolist() == [3.0, 5.0, 6.0, 7.0]  # file order kept

@@ -73,7 +73,9 @@ def built(small_sample, tmp_path_factory) -> Built:
     return Built(ws, test, sample)
 
 
-def promote(store: Store, published: dict[str, str], claimed_rmse: float, test: pd.DataFrame) -> dict[str, Any]:
+def promote(
+    store: Store, published: dict[str, str], claimed_rmse: float, test: pd.DataFrame
+) -> dict[str, Any]:
     """promote() for a challenger whose held-out predictions miss every test rating by `claimed_rmse` (so its
     test RMSE is exactly that). These bundles' runs never uploaded splits, so no incumbent row is provably
     unseen: each comparison is 'not comparable' and the policy promotes a model that beat its bias baseline."""
@@ -114,8 +116,14 @@ def assert_champion(store: Store, version: str, root: Path) -> dict[str, Any]:
 
 def proxied(uri: str, proxy: FaultProxy, attempts: int = 3) -> Store:
     """A store on uri that talks to S3 through the proxy, with few botocore attempts and short timeouts."""
-    with patched_environ({"MUSICREC_S3_ENDPOINT_URL": proxy.url, "MUSICREC_S3_MAX_ATTEMPTS": str(attempts),
-                          "MUSICREC_S3_CONNECT_TIMEOUT": "2", "MUSICREC_S3_READ_TIMEOUT": "5"}):
+    with patched_environ(
+        {
+            "MUSICREC_S3_ENDPOINT_URL": proxy.url,
+            "MUSICREC_S3_MAX_ATTEMPTS": str(attempts),
+            "MUSICREC_S3_CONNECT_TIMEOUT": "2",
+            "MUSICREC_S3_READ_TIMEOUT": "5",
+        }
+    ):
         return open_store(uri)  # the client (endpoint, retries, timeouts) is fixed when the store is made
 
 
@@ -132,8 +140,10 @@ def count(proxy: FaultProxy, pattern: str, outcome: str) -> int:
 TRANSIENT: dict[str, Callable[[FaultProxy], None]] = {
     "three-500s-on-model-put": lambda p: p.fail_matching(r"/models/v1/model\.onnx$", ("PUT",), times=3),
     "503-slowdown": lambda p: p.fail_matching(r"/models/v1/", ("PUT",), status=503, code="SlowDown", times=2),
-    "cut-mid-body-then-dropped": lambda p: (p.inject_matching(r"/models/v1/model\.onnx$", "cut", ("PUT",), times=1),
-                                            p.inject_matching(r"/models/v1/item_vectors", "drop", ("PUT",), times=1)),
+    "cut-mid-body-then-dropped": lambda p: (
+        p.inject_matching(r"/models/v1/model\.onnx$", "cut", ("PUT",), times=1),
+        p.inject_matching(r"/models/v1/item_vectors", "drop", ("PUT",), times=1),
+    ),
 }
 
 
@@ -164,7 +174,9 @@ def test_upload_failing_half_way_never_becomes_the_champion(s3, built, tmp_path,
         if mode.startswith("item_stats"):
             proxy.fail_matching(r"/models/v1/item_stats\.parquet$", ("PUT",))
         else:
-            proxy.fail_after(3)  # GET metadata.json (absent), PUT model.onnx, PUT user_history; then nothing works
+            proxy.fail_after(
+                3
+            )  # GET metadata.json (absent), PUT model.onnx, PUT user_history; then nothing works
         with pytest.raises(StoreError) as info:
             publish_bundle(store, new, "v1")
         message = str(info.value)
@@ -210,10 +222,13 @@ def test_a_published_version_is_never_overwritten_by_another_bundle(built, tmp_p
     with pytest.raises(StoreError, match=r"models/v0/metadata\.json already holds a different bundle"):
         publish_bundle(store, other, "v0")
     assert_champion(store, "v0", tmp_path)
-    publish_bundle(store, clone(built.ws, "v0", tmp_path / "again"), "v0")  # the same bytes again: a retry, fine
+    publish_bundle(
+        store, clone(built.ws, "v0", tmp_path / "again"), "v0"
+    )  # the same bytes again: a retry, fine
 
 
 # ---------------------------------------------------------------- two runs publishing at the same moment
+
 
 @pytest.mark.parametrize("kind", ["file", pytest.param("s3", marks=pytest.mark.s3)])
 def test_racing_promotions_keep_exactly_the_best_champion(s3_or_file, built, tmp_path, monkeypatch, kind):
@@ -222,21 +237,35 @@ def test_racing_promotions_keep_exactly_the_best_champion(s3_or_file, built, tmp
     uri = s3_or_file(kind)
     rmses = {"run0": 0.91, "run1": 0.87, "run2": 0.95, "run3": 0.86, "run4": 0.89}
 
-    def compare(store: Store, pointer: dict[str, Any] | None, challenger: pd.DataFrame, _: bool,
-                _retrieval: Any = None) -> dict[str, Any]:
+    def compare(
+        store: Store,
+        pointer: dict[str, Any] | None,
+        challenger: pd.DataFrame,
+        _: bool,
+        _retrieval: Any = None,
+    ) -> dict[str, Any]:
         time.sleep(0.05)
         mine = float(np.sqrt(np.mean((challenger["pred"] - challenger["rating"]) ** 2)))
         theirs = rmses[pointer["version"]] if pointer else None
-        return {"compared_rows": len(challenger), "incumbent_rmse": theirs, "challenger_rmse": mine,
-                "incumbent_version": pointer["version"] if pointer else None, "replaced_damaged": None,
-                "promoted": theirs is None or mine <= theirs, "reason": "stub"}
+        return {
+            "compared_rows": len(challenger),
+            "incumbent_rmse": theirs,
+            "challenger_rmse": mine,
+            "incumbent_version": pointer["version"] if pointer else None,
+            "replaced_damaged": None,
+            "promoted": theirs is None or mine <= theirs,
+            "reason": "stub",
+        }
 
     monkeypatch.setattr(publish, "compare_with_incumbent", compare)
     workspaces = {v: clone(built.ws, v, tmp_path) for v in rmses}
     decisions, errors = run_together(uri, workspaces, rmses, built.test)
     assert not errors, errors
     pointer = assert_champion(open_store(uri), "run3", tmp_path)
-    assert pointer["test_rmse"] == pytest.approx(0.86) and pointer["sha256"] == decisions["run3"]["metadata_sha256"]
+    assert (
+        pointer["test_rmse"] == pytest.approx(0.86)
+        and pointer["sha256"] == decisions["run3"]["metadata_sha256"]
+    )
     promoted = [d for d in decisions.values() if d["promoted"]]
     previous = [d["incumbent_version"] for d in promoted]
     assert previous.count(None) == 1  # exactly one run created the pointer
@@ -249,7 +278,10 @@ def test_racing_promotions_keep_exactly_the_best_champion(s3_or_file, built, tmp
 @pytest.mark.s3
 def test_two_real_runs_publishing_at_once_leave_one_coherent_champion(s3, built, tmp_path):
     uri = fresh_uri(s3)
-    claims = {"runA": 0.5, "runB": 0.4}  # both beat the real model's RMSE, so both promote, one after the other
+    claims = {
+        "runA": 0.5,
+        "runB": 0.4,
+    }  # both beat the real model's RMSE, so both promote, one after the other
     workspaces = {v: clone(built.ws, v, tmp_path) for v in claims}
     decisions, errors = run_together(uri, workspaces, claims, built.test)
     assert not errors, errors
@@ -264,8 +296,9 @@ def test_two_real_runs_publishing_at_once_leave_one_coherent_champion(s3, built,
     download_bundle(store, first, tmp_path / "first", decisions[first]["metadata_sha256"])  # kept intact
 
 
-def run_together(uri: str, workspaces: dict[str, Workspace], rmses: dict[str, float],
-                 test: pd.DataFrame) -> tuple[dict[str, dict[str, Any]], list[BaseException]]:
+def run_together(
+    uri: str, workspaces: dict[str, Workspace], rmses: dict[str, float], test: pd.DataFrame
+) -> tuple[dict[str, dict[str, Any]], list[BaseException]]:
     """publish_bundle + promote for every version, each in its own thread, released at the same moment."""
     barrier = threading.Barrier(len(workspaces))
     decisions: dict[str, dict[str, Any]] = {}
@@ -299,6 +332,7 @@ def s3_or_file(request, tmp_path) -> Callable[[str], str]:
 
 # ---------------------------------------------------------------- scoring: clear errors, nothing written
 
+
 def _tamper(store: Store, key: str) -> None:
     data = store.get_bytes(key)
     store.put_bytes(key, data[:-8] + bytes(b ^ 0xFF for b in data[-8:]))
@@ -307,22 +341,38 @@ def _tamper(store: Store, key: str) -> None:
 def _point_at_unsafe_names(store: Store) -> None:
     meta = json.dumps({"version": "evil", "files": {"../../escape.txt": sha256_bytes(b"x")}}).encode()
     store.put_bytes("models/evil/metadata.json", meta)
-    store.put_bytes(f"models/evil/{safe_key_part('../../escape.txt')}", b"x")  # where an unchecked reader looks
+    store.put_bytes(
+        f"models/evil/{safe_key_part('../../escape.txt')}", b"x"
+    )  # where an unchecked reader looks
     store.put_bytes(POINTER, json.dumps({"version": "evil", "sha256": sha256_bytes(meta)}).encode())
 
 
 SCORING_CASES: dict[str, tuple[Callable[[Store], None], str]] = {
     "no-champion-pointer": (lambda s: s.delete(POINTER), r"no champion at s3://.*/models/champion\.json"),
-    "pointer-to-missing-bundle": (lambda s: s.put_bytes(POINTER, b'{"version": "gone", "sha256": "00"}'),
-                                  r"no bundle metadata at s3://.*/models/gone/metadata\.json"),
-    "tampered-table": (lambda s: _tamper(s, "models/v0/item_stats.parquet"),
-                       r"s3://.*/models/v0/item_stats\.parquet fails its sha256 check"),
-    "tampered-model": (lambda s: _tamper(s, "models/v0/model.onnx"),
-                       r"s3://.*/models/v0/model\.onnx fails its sha256 check"),
-    "tampered-metadata": (lambda s: _tamper(s, "models/v0/metadata.json"),
-                          r"s3://.*/models/v0/metadata\.json does not match the champion pointer's sha256"),
-    "unsafe-file-name-in-metadata": (_point_at_unsafe_names, r"unsafe bundle file\(s\) \['\.\./\.\./escape\.txt'\]"),
-    "unreachable-store": (lambda s: None, r"cannot read s3://.*/models/champion\.json: S3 endpoint unreachable"),
+    "pointer-to-missing-bundle": (
+        lambda s: s.put_bytes(POINTER, b'{"version": "gone", "sha256": "00"}'),
+        r"no bundle metadata at s3://.*/models/gone/metadata\.json",
+    ),
+    "tampered-table": (
+        lambda s: _tamper(s, "models/v0/item_stats.parquet"),
+        r"s3://.*/models/v0/item_stats\.parquet fails its sha256 check",
+    ),
+    "tampered-model": (
+        lambda s: _tamper(s, "models/v0/model.onnx"),
+        r"s3://.*/models/v0/model\.onnx fails its sha256 check",
+    ),
+    "tampered-metadata": (
+        lambda s: _tamper(s, "models/v0/metadata.json"),
+        r"s3://.*/models/v0/metadata\.json does not match the champion pointer's sha256",
+    ),
+    "unsafe-file-name-in-metadata": (
+        _point_at_unsafe_names,
+        r"unsafe bundle file\(s\) \['\.\./\.\./escape\.txt'\]",
+    ),
+    "unreachable-store": (
+        lambda s: None,
+        r"cannot read s3://.*/models/champion\.json: S3 endpoint unreachable",
+    ),
 }
 
 
@@ -336,8 +386,15 @@ def test_scoring_refuses_a_broken_champion_clearly_and_writes_nothing(s3, built,
     damage(store)
     keys_before = store.list()
     work = tmp_path / "work"
-    env = {"MUSICREC_S3_ENDPOINT_URL": unreachable_endpoint(), "MUSICREC_S3_MAX_ATTEMPTS": "1",
-           "MUSICREC_S3_CONNECT_TIMEOUT": "1"} if case == "unreachable-store" else {}
+    env = (
+        {
+            "MUSICREC_S3_ENDPOINT_URL": unreachable_endpoint(),
+            "MUSICREC_S3_MAX_ATTEMPTS": "1",
+            "MUSICREC_S3_CONNECT_TIMEOUT": "1",
+        }
+        if case == "unreachable-store"
+        else {}
+    )
     started = time.monotonic()
     with patched_environ(env), pytest.raises(StoreError, match=expected) as info:
         jobs.fetch_bundle(uri, "", work)
@@ -351,15 +408,21 @@ def test_scoring_refuses_a_broken_champion_clearly_and_writes_nothing(s3, built,
 @pytest.mark.slow
 @pytest.mark.flow
 @pytest.mark.s3
-def test_scoring_flow_on_a_pointer_to_a_missing_bundle_fails_and_writes_nothing(prefect_harness, s3, tmp_path):
+def test_scoring_flow_on_a_pointer_to_a_missing_bundle_fails_and_writes_nothing(
+    prefect_harness, s3, tmp_path
+):
     from flows.scoring import ScoringParams, batch_scoring
 
     uri = fresh_uri(s3)
     store = open_store(uri)
     store.put_bytes(POINTER, b'{"version": "gone", "sha256": "00"}')
     pd.DataFrame({"user_id": ["u"], "item_id": ["i"]}).to_csv(tmp_path / "pairs.csv", index=False)
-    state = batch_scoring(ScoringParams(store_uri=uri, pairs=str(tmp_path / "pairs.csv"), threads=1,
-                                        work_dir=str(tmp_path / "swork")), return_state=True)
+    state = batch_scoring(
+        ScoringParams(
+            store_uri=uri, pairs=str(tmp_path / "pairs.csv"), threads=1, work_dir=str(tmp_path / "swork")
+        ),
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(StoreError, match=r"no bundle metadata at s3://.*/models/gone/metadata\.json"):
         state.result()
@@ -368,6 +431,7 @@ def test_scoring_flow_on_a_pointer_to_a_missing_bundle_fails_and_writes_nothing(
 
 
 # ---------------------------------------------------------------- security: ids and credentials
+
 
 class RecordingStore(FileStore):
     """A FileStore that remembers every key it was asked about."""
@@ -390,20 +454,29 @@ def test_hostile_ids_never_become_unescaped_store_paths(built, tmp_path, version
     assert got["version"] == version
     part = safe_key_part(version)
     assert "/" not in part and part not in (".", "..") and not part.startswith(".")
-    allowed = {POINTER, f"models/{part}"} | {f"models/{part}/{f}" for f in (*publish.BUNDLE_FILES, "metadata.json")}
+    allowed = {POINTER, f"models/{part}"} | {
+        f"models/{part}/{f}" for f in (*publish.BUNDLE_FILES, "metadata.json")
+    }
     assert store.keys <= allowed, store.keys - allowed
     assert run_prefix(version) == f"runs/{part}"
 
     # ids from the data only ever reach the store inside files: the output keys are fixed names
     pairs = pd.DataFrame({"user_id": [version, "../../etc/passwd"], "item_id": ["a/b", version]})
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
-    summary = jobs.score_pairs_chunk(got["directory"], str(tmp_path / "pairs.csv"), 0, 2,
-                                     str(tmp_path / "part.parquet"))
+    summary = jobs.score_pairs_chunk(
+        got["directory"], str(tmp_path / "pairs.csv"), 0, 2, str(tmp_path / "part.parquet")
+    )
     manifest = jobs.commit_job(store.uri, "scores/r1/pairs", [str(tmp_path / "part.parquet")], [summary], {})
-    assert store.list("scores") == sorted(f"scores/r1/pairs/{n}" for n in (*manifest["parts"], "_manifest.json"))
-    outside = [p for p in tmp_path.rglob("*") if p.is_file()
-               and not any(p.is_relative_to(tmp_path / d) for d in ("store", "clones", "score"))
-               and p.name not in ("pairs.csv", "part.parquet")]
+    assert store.list("scores") == sorted(
+        f"scores/r1/pairs/{n}" for n in (*manifest["parts"], "_manifest.json")
+    )
+    outside = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file()
+        and not any(p.is_relative_to(tmp_path / d) for d in ("store", "clones", "score"))
+        and p.name not in ("pairs.csv", "part.parquet")
+    ]
     assert outside == []
 
 
@@ -416,25 +489,42 @@ def test_no_credential_ever_comes_from_parameters_settings_or_code():
     for model in (TrainingParams, ScoringParams, Settings):
         assert not [n for n in model.model_fields if any(w in n.lower() for w in words)], model
     root = Path(__file__).parents[1]
-    mentions = [p.relative_to(root).as_posix() for d in ("musicrec", "flows", "tasks") for p in (root / d).rglob("*.py")
-                if "aws_secret_access_key" in p.read_text().lower() or "aws_session_token" in p.read_text().lower()]
+    mentions = [
+        p.relative_to(root).as_posix()
+        for d in ("musicrec", "flows", "tasks")
+        for p in (root / d).rglob("*.py")
+        if "aws_secret_access_key" in p.read_text().lower() or "aws_session_token" in p.read_text().lower()
+    ]
     assert mentions == ["musicrec/store/s3.py"]  # only to mask the values should they ever appear in an error
 
 
 # ---------------------------------------------------------------- the real training flow on faulty S3
 
+
 def _training_params(sample: Path, store_uri: str, work: Path):
     from flows.training import TrainingParams
 
-    return TrainingParams(reviews=[str(sample / "reviews.json.gz")], meta=[str(sample / "meta.json.gz")],
-                          store_uri=store_uri, work_dir=str(work), models=["gmf_logistic"],
-                          overrides={"gmf_logistic": {"epochs": EPOCHS}}, threads=2, retrieval_models=[])
+    return TrainingParams(
+        reviews=[str(sample / "reviews.json.gz")],
+        meta=[str(sample / "meta.json.gz")],
+        store_uri=store_uri,
+        work_dir=str(work),
+        models=["gmf_logistic"],
+        overrides={"gmf_logistic": {"epochs": EPOCHS}},
+        threads=2,
+        retrieval_models=[],
+    )
 
 
 DAMAGED_CHAMPION: dict[str, tuple[Callable[[Store], None], str]] = {
-    "tampered-model": (lambda s: _tamper(s, "models/v0/model.onnx"), "models/v0/model.onnx fails its sha256 check"),
-    "missing-table": (lambda s: s.delete("models/v0/item_stats.parquet"),
-                      "bundle file s3://.*/models/v0/item_stats.parquet is missing"),
+    "tampered-model": (
+        lambda s: _tamper(s, "models/v0/model.onnx"),
+        "models/v0/model.onnx fails its sha256 check",
+    ),
+    "missing-table": (
+        lambda s: s.delete("models/v0/item_stats.parquet"),
+        "bundle file s3://.*/models/v0/item_stats.parquet is missing",
+    ),
     "missing-metadata": (lambda s: s.delete("models/v0/metadata.json"), "no bundle metadata at s3://"),
 }
 
@@ -450,8 +540,12 @@ def test_a_damaged_champion_is_replaced_by_a_verified_one_and_kept_for_inspectio
     damage(store)
     left = store.list("models/v0")
     published = publish_bundle(store, clone(built.ws, "v1", tmp_path), "v1")
-    decision = promote(store, published, 5.0, built.test)  # any verified model beats one that cannot be scored
-    assert decision["promoted"] and decision["incumbent_version"] == "v0" and decision["incumbent_rmse"] is None
+    decision = promote(
+        store, published, 5.0, built.test
+    )  # any verified model beats one that cannot be scored
+    assert (
+        decision["promoted"] and decision["incumbent_version"] == "v0" and decision["incumbent_rmse"] is None
+    )
     assert re.search(reason, decision["replaced_damaged"])
     pointer = assert_champion(store, "v1", tmp_path)
     assert pointer["replaced_damaged"] == {"version": "v0", "reason": decision["replaced_damaged"]}
@@ -476,8 +570,9 @@ def test_an_unreachable_champion_is_not_a_damaged_one(s3, built, tmp_path):
 @pytest.mark.slow
 @pytest.mark.flow
 @pytest.mark.s3
-def test_flow_whose_publish_fails_for_good_is_failed_and_keeps_the_champion(prefect_harness, s3, built, tmp_path,
-                                                                          monkeypatch):
+def test_flow_whose_publish_fails_for_good_is_failed_and_keeps_the_champion(
+    prefect_harness, s3, built, tmp_path, monkeypatch
+):
     from flows.training import training
     from tasks import training as t
 
@@ -487,8 +582,10 @@ def test_flow_whose_publish_fails_for_good_is_failed_and_keeps_the_champion(pref
     keys_before = set(direct.list())
     # the task's own retries (3) stay; only their backoff (2, 4, 8 s) is skipped to keep the test short
     monkeypatch.setattr(t, "publish_bundle", t.publish_bundle.with_options(retry_delay_seconds=0))
-    with FaultProxy(s3.endpoint_url) as proxy, patched_environ({"MUSICREC_S3_ENDPOINT_URL": proxy.url,
-                                                                 "MUSICREC_S3_MAX_ATTEMPTS": "2"}):
+    with (
+        FaultProxy(s3.endpoint_url) as proxy,
+        patched_environ({"MUSICREC_S3_ENDPOINT_URL": proxy.url, "MUSICREC_S3_MAX_ATTEMPTS": "2"}),
+    ):
         proxy.fail_matching(r"/models/[^/]+/item_stats\.parquet$", ("PUT",))
         state = training(_training_params(built.sample, uri, tmp_path / "work"), return_state=True)
     assert state.is_failed()
@@ -515,8 +612,10 @@ def test_flow_on_flaky_s3_publishes_and_never_leaks_the_secret(prefect_harness, 
     caplog.set_level(logging.DEBUG, logger="botocore.credentials")
     caplog.set_level(logging.INFO)
     uri = fresh_uri(s3)
-    with FaultProxy(s3.endpoint_url) as proxy, patched_environ({"MUSICREC_S3_ENDPOINT_URL": proxy.url,
-                                                                 "MUSICREC_S3_MAX_ATTEMPTS": "2"}):
+    with (
+        FaultProxy(s3.endpoint_url) as proxy,
+        patched_environ({"MUSICREC_S3_ENDPOINT_URL": proxy.url, "MUSICREC_S3_MAX_ATTEMPTS": "2"}),
+    ):
         # two failures exhaust botocore's attempts, so the publish-bundle task retries (after 2 s); one more
         # failure is absorbed by botocore inside that retry
         proxy.fail_matching(r"/models/[^/]+/model\.onnx$", ("PUT",), times=3)
@@ -526,8 +625,13 @@ def test_flow_on_flaky_s3_publishes_and_never_leaks_the_secret(prefect_harness, 
     store = open_store(uri)
     assert report["promoted"] and assert_champion(store, report["champion"]["version"], tmp_path)
 
-    texts: dict[str, bytes] = {"report": json.dumps(report, default=str).encode(), "logs": caplog.text.encode()}
-    texts |= {f"store:{k}": store.get_bytes(k) for k in store.list()}  # report.json, metadata.json, pointer, ...
+    texts: dict[str, bytes] = {
+        "report": json.dumps(report, default=str).encode(),
+        "logs": caplog.text.encode(),
+    }
+    texts |= {
+        f"store:{k}": store.get_bytes(k) for k in store.list()
+    }  # report.json, metadata.json, pointer, ...
     texts |= {f"work:{p}": p.read_bytes() for p in (tmp_path / "work").rglob("*") if p.is_file()}
     APILogHandler().flush()  # send the queued Prefect logs before reading them back
     with get_client(sync_client=True) as client:
@@ -547,8 +651,9 @@ def test_flow_on_flaky_s3_publishes_and_never_leaks_the_secret(prefect_harness, 
 
 @pytest.mark.slow
 @pytest.mark.flow
-def test_a_kill_right_after_the_pointer_moved_leaves_what_it_names_complete(prefect_harness, built, tmp_path,
-                                                                            monkeypatch):
+def test_a_kill_right_after_the_pointer_moved_leaves_what_it_names_complete(
+    prefect_harness, built, tmp_path, monkeypatch
+):
     """Issue 30, case 1: the pointer is a run's last write, so the run it names has its report and splits, and
     the next promotion can exclude the rows that champion fitted on."""
     from flows.training import training
@@ -601,7 +706,9 @@ def test_a_damaged_pointer_is_named_with_what_to_do(tmp_path, case):
     store = FileStore(tmp_path / "store")
     store.put_bytes(POINTER, DAMAGED_POINTERS[case])
     for read in (resolve_version, current_version, champion_info):
-        with pytest.raises(PointerDamaged, match=r"champion pointer .*models/champion\.json is damaged") as info:
+        with pytest.raises(
+            PointerDamaged, match=r"champion pointer .*models/champion\.json is damaged"
+        ) as info:
             read(store)
         assert "--version" in info.value.hint
     assert resolve_version(store, "v7") == ("v7", None)  # a named version never reads the pointer
@@ -624,8 +731,13 @@ def test_training_replaces_a_damaged_pointer_with_its_verified_champion(built, t
 def test_score_and_recommend_on_a_damaged_pointer_exit_2_naming_it(tmp_path, command):
     store = FileStore(tmp_path / "store")
     store.put_bytes(POINTER, DAMAGED_POINTERS["a-list"])
-    proc = subprocess.run([sys.executable, "-m", "musicrec", *command, "--store", store.uri], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).parents[1])
+    proc = subprocess.run(
+        [sys.executable, "-m", "musicrec", *command, "--store", store.uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[1],
+    )
     assert proc.returncode == 2, proc.stderr
     assert "models/champion.json is damaged" in proc.stderr and "--version" in proc.stderr
     assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr

@@ -24,8 +24,21 @@ from musicrec.store import (
     safe_key_part,
 )
 
-BAD_KEYS = ["", "/abs", "../x", "a/../../x", "a//b", "a/./b", ".", "a/", "a\\b", "a/\x00b", "a/\nb",
-            ".~tmp", "x/.~lock"]
+BAD_KEYS = [
+    "",
+    "/abs",
+    "../x",
+    "a/../../x",
+    "a//b",
+    "a/./b",
+    ".",
+    "a/",
+    "a\\b",
+    "a/\x00b",
+    "a/\nb",
+    ".~tmp",
+    "x/.~lock",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +56,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return open_store(server.uri(f"t/{uuid.uuid4().hex}"))
 
 
-def _s3_store(server: S3Server, monkeypatch: pytest.MonkeyPatch, endpoint: str | None = None,
-              **env: str) -> Store:
+def _s3_store(
+    server: S3Server, monkeypatch: pytest.MonkeyPatch, endpoint: str | None = None, **env: str
+) -> Store:
     """An S3Store on a fresh prefix, built under extra MUSICREC_S3_* settings."""
     if endpoint:
         monkeypatch.setenv("MUSICREC_S3_ENDPOINT_URL", endpoint)
@@ -64,6 +78,7 @@ def _error_texts(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------- behaviour shared by both stores
+
 
 def test_bytes_round_trip_and_overwrite(store: Store) -> None:
     assert not store.exists("runs/r1/report.json")
@@ -209,8 +224,13 @@ def test_escaped_data_cannot_leave_the_prefix(store: Store, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("bad", BAD_KEYS)
 def test_unsafe_raw_keys_are_refused(store: Store, bad: str) -> None:
-    for call in (lambda: store.put_bytes(bad, b"x"), lambda: store.get_bytes(bad), lambda: store.exists(bad),
-                 lambda: store.put_if(bad, b"x", None), lambda: store.url_for(bad)):
+    for call in (
+        lambda: store.put_bytes(bad, b"x"),
+        lambda: store.get_bytes(bad),
+        lambda: store.exists(bad),
+        lambda: store.put_if(bad, b"x", None),
+        lambda: store.url_for(bad),
+    ):
         with pytest.raises(StoreError, match="invalid store key"):
             call()
     assert store.list() == []
@@ -232,8 +252,25 @@ def s3_or_none(request: pytest.FixtureRequest) -> S3Server | None:
 
 # ---------------------------------------------------------------- keys, URIs, hashing (no server)
 
-@pytest.mark.parametrize("text", ["../../etc", "..", ".", "", "a/b", "a\\b", "\x00\n\x7f", "%2F", ".~lock",
-                                  "B00004T9UF", "Beyoncé / Jay-Z", "x" * 1000, "\ud800"])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "../../etc",
+        "..",
+        ".",
+        "",
+        "a/b",
+        "a\\b",
+        "\x00\n\x7f",
+        "%2F",
+        ".~lock",
+        "B00004T9UF",
+        "Beyoncé / Jay-Z",
+        "x" * 1000,
+        "\ud800",
+    ],
+)
 def test_safe_key_part_is_always_one_valid_segment(text: str) -> None:
     part = safe_key_part(text)
     assert check_key(part) == part and "/" not in part and not part.startswith(".")
@@ -261,15 +298,33 @@ def test_open_store_picks_the_implementation(tmp_path: Path, monkeypatch: pytest
     assert open_store("s3://some-bucket").url_for("a/b") == "s3://some-bucket/a/b"
 
 
-@pytest.mark.parametrize("uri", ["ftp://host/x", "file://otherhost/x", "file:relative", "s3://", "s3://ab",
-                                 "s3://bucket/../x", "s3://bucket/a//b", "s3://bucket/p?x=1"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "ftp://host/x",
+        "file://otherhost/x",
+        "file:relative",
+        "s3://",
+        "s3://ab",
+        "s3://bucket/../x",
+        "s3://bucket/a//b",
+        "s3://bucket/p?x=1",
+    ],
+)
 def test_bad_uris_are_store_errors(uri: str) -> None:
     with pytest.raises(StoreError):
         open_store(uri)
 
 
-@pytest.mark.parametrize(("name", "value"), [("MAX_ATTEMPTS", "many"), ("MAX_ATTEMPTS", "0"),
-                                             ("ADDRESSING_STYLE", "sideways"), ("READ_TIMEOUT", "-1")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("MAX_ATTEMPTS", "many"),
+        ("MAX_ATTEMPTS", "0"),
+        ("ADDRESSING_STYLE", "sideways"),
+        ("READ_TIMEOUT", "-1"),
+    ],
+)
 def test_bad_s3_settings_are_store_errors(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(f"MUSICREC_S3_{name}", value)
     with pytest.raises(StoreError, match=f"MUSICREC_S3_{name}"):
@@ -304,6 +359,7 @@ def test_file_objects_are_readable_by_others(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- S3 only: config, faults, secrets
 
+
 @pytest.mark.s3
 def test_multipart_upload_round_trip(s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = _s3_store(s3, monkeypatch)
@@ -328,8 +384,13 @@ def test_path_addressing_and_explicit_endpoint(s3: S3Server, monkeypatch: pytest
 def test_missing_bucket_is_a_clear_error(s3: S3Server) -> None:
     bucket = f"musicrec-missing-{uuid.uuid4().hex[:8]}"
     store = open_store(f"s3://{bucket}/p")
-    for call in (lambda: store.get_bytes("k"), lambda: store.put_bytes("k", b"x"), lambda: store.exists("k"),
-                 lambda: store.list(), lambda: store.read_versioned("k")):
+    for call in (
+        lambda: store.get_bytes("k"),
+        lambda: store.put_bytes("k", b"x"),
+        lambda: store.exists("k"),
+        lambda: store.list(),
+        lambda: store.read_versioned("k"),
+    ):
         with pytest.raises(StoreError, match=f"bucket '{bucket}' does not exist"):
             call()
 
@@ -345,11 +406,18 @@ def test_unreachable_endpoint_fails_fast(s3: S3Server, monkeypatch: pytest.Monke
 
 
 @pytest.mark.s3
-@pytest.mark.parametrize("inject", [lambda p: p.fail_next(2), lambda p: p.drop_next(1),
-                                    lambda p: p.fail_next(1, status=503, code="SlowDown")],
-                         ids=["two-500s", "dropped-connection", "503-slowdown"])
-def test_transient_faults_are_retried(s3: S3Server, monkeypatch: pytest.MonkeyPatch,
-                                      inject: Callable[[FaultProxy], None]) -> None:
+@pytest.mark.parametrize(
+    "inject",
+    [
+        lambda p: p.fail_next(2),
+        lambda p: p.drop_next(1),
+        lambda p: p.fail_next(1, status=503, code="SlowDown"),
+    ],
+    ids=["two-500s", "dropped-connection", "503-slowdown"],
+)
+def test_transient_faults_are_retried(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch, inject: Callable[[FaultProxy], None]
+) -> None:
     with FaultProxy(s3.endpoint_url) as proxy:
         store = _s3_store(s3, monkeypatch, endpoint=proxy.url)
         inject(proxy)
@@ -379,8 +447,9 @@ def test_persistent_500s_end_in_a_store_error(s3: S3Server, monkeypatch: pytest.
 
 
 @pytest.mark.s3
-def test_credentials_never_appear_in_errors(s3: S3Server, tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_credentials_never_appear_in_errors(
+    s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == DUMMY_SECRET
     failures: list[BaseException] = []
 
@@ -396,12 +465,18 @@ def test_credentials_never_appear_in_errors(s3: S3Server, tmp_path: Path,
     collect(lambda: open_store(f"s3://musicrec-missing-{uuid.uuid4().hex[:8]}"), lambda s: s.get_bytes("k"))
     with FaultProxy(s3.endpoint_url) as proxy:
         proxy.fail_next(10)
-        collect(lambda: _s3_store(s3, monkeypatch, endpoint=proxy.url, max_attempts="1"),
-                lambda s: s.put_file("k", tmp_path / "absent"))
-        collect(lambda: _s3_store(s3, monkeypatch, endpoint=proxy.url, max_attempts="1"),
-                lambda s: s.put_bytes("k", b"x"))
-    collect(lambda: _s3_store(s3, monkeypatch, endpoint=unreachable_endpoint(), max_attempts="1"),
-            lambda s: s.list())
+        collect(
+            lambda: _s3_store(s3, monkeypatch, endpoint=proxy.url, max_attempts="1"),
+            lambda s: s.put_file("k", tmp_path / "absent"),
+        )
+        collect(
+            lambda: _s3_store(s3, monkeypatch, endpoint=proxy.url, max_attempts="1"),
+            lambda s: s.put_bytes("k", b"x"),
+        )
+    collect(
+        lambda: _s3_store(s3, monkeypatch, endpoint=unreachable_endpoint(), max_attempts="1"),
+        lambda s: s.list(),
+    )
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # secret alone is not a credential: NoCredentialsError
     collect(lambda: _s3_store(s3, monkeypatch), lambda s: s.get_bytes("k"))
     assert "no usable AWS credentials" in str(failures[-1])

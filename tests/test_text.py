@@ -78,7 +78,9 @@ def test_word2vec_reads_no_review_that_the_leave_last_out_holds_out(tmp_path, ti
     ws, out, latest = _run_with_marked_reviews(tmp_path, tiny)
     vocabulary = {line.split(" ", 1)[0] for line in ws.word_vectors.read_text().splitlines()[1:]}
     assert "trainword" in vocabulary and "heldoutword" not in vocabulary
-    assert 0.6 * latest < out["held_out_reviews_left_out"]  # validation items' reviews too, at the random split's 80%
+    assert (
+        0.6 * latest < out["held_out_reviews_left_out"]
+    )  # validation items' reviews too, at the random split's 80%
 
 
 def test_retrieval_models_use_the_runs_text_vectors_with_training_reviews(tmp_path, tiny):
@@ -111,17 +113,31 @@ def test_documents_are_the_metadata_then_the_first_training_reviews_tokenized_an
     """Per item: tokenize(title brand description + its first N non-empty training reviews, in row order),
     cut at max_tokens_per_doc; an item with reviews but no metadata row keeps its reviews; an item without
     any token is left out. The pair function gives the same two series as two calls."""
-    items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "title": ["Blue Train", "", "the of", "Kind of Blue"],
-                          "brand": ["Coltrane", "", "", "Davis"], "description": ["", "", "", "modal jazz " * 5]})
-    train = pd.DataFrame({"item_id": ["a", "z", "a", "b", "a", "d", "a"],
-                          "review_text": ["great horns", "only reviews here", "", "the", "second review", "x", "third"]})
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d"],
+            "title": ["Blue Train", "", "the of", "Kind of Blue"],
+            "brand": ["Coltrane", "", "", "Davis"],
+            "description": ["", "", "", "modal jazz " * 5],
+        }
+    )
+    train = pd.DataFrame(
+        {
+            "item_id": ["a", "z", "a", "b", "a", "d", "a"],
+            "review_text": ["great horns", "only reviews here", "", "the", "second review", "x", "third"],
+        }
+    )
     cfg = Word2VecConfig(max_reviews_per_item=2, max_tokens_per_doc=6)
     with_reviews, without = item_documents_with_and_without_reviews(train, items, cfg)
-    assert with_reviews.to_dict() == {"a": ["blue", "train", "coltrane", "great", "horns", "second"],
-                                      "d": ["kind", "blue", "davis", "modal", "jazz", "modal"],
-                                      "z": ["only", "reviews", "here"]}
-    assert without.to_dict() == {"a": ["blue", "train", "coltrane"], "d": ["kind", "blue", "davis", "modal", "jazz",
-                                                                        "modal"]}
+    assert with_reviews.to_dict() == {
+        "a": ["blue", "train", "coltrane", "great", "horns", "second"],
+        "d": ["kind", "blue", "davis", "modal", "jazz", "modal"],
+        "z": ["only", "reviews", "here"],
+    }
+    assert without.to_dict() == {
+        "a": ["blue", "train", "coltrane"],
+        "d": ["kind", "blue", "davis", "modal", "jazz", "modal"],
+    }
     assert item_documents(train, items, cfg).to_dict() == with_reviews.to_dict()
     assert item_documents(train, items, cfg, include_reviews=False).to_dict() == without.to_dict()
 

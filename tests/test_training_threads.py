@@ -21,7 +21,7 @@ def test_concurrent_training_equals_sequential(data):
     overrides = {"epochs": 3, "patience": 3}
     alone = {n: fit_model(n, data, overrides).history for n in NAMES}
     with ThreadPoolExecutor(len(NAMES)) as pool:
-        together = dict(zip(NAMES, pool.map(lambda n: fit_model(n, data, overrides).history, NAMES)))
+        together = dict(zip(NAMES, pool.map(lambda n: fit_model(n, data, overrides).history, NAMES), strict=False))
     for name in NAMES:
         assert [h["val_rmse"] for h in together[name]] == [h["val_rmse"] for h in alone[name]], name
 
@@ -43,8 +43,12 @@ def test_initial_weights_do_not_depend_on_what_other_threads_build():
     alone = built()
     stop = threading.Event()
 
-    big = SimpleNamespace(users=SimpleNamespace(size=200_000), items=SimpleNamespace(size=50_000), global_mean=4.0,
-                          rating_range=(1.0, 5.0))
+    big = SimpleNamespace(
+        users=SimpleNamespace(size=200_000),
+        items=SimpleNamespace(size=50_000),
+        global_mean=4.0,
+        rating_range=(1.0, 5.0),
+    )
     built_baselines = []
 
     def keep_building_baselines() -> None:
@@ -60,7 +64,9 @@ def test_initial_weights_do_not_depend_on_what_other_threads_build():
         stop.set()
         other.join()
     assert together == [alone] * 8
-    assert built_baselines  # the other thread really built baselines meanwhile (it used to die at once, silently)
+    assert (
+        built_baselines
+    )  # the other thread really built baselines meanwhile (it used to die at once, silently)
 
 
 @pytest.mark.parametrize("kind", ["threads", "processes", "dask"])

@@ -9,9 +9,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from musicrec.registry import MODELS, parse_config, search_space
 from musicrec.pipeline import ingest, prepare
 from musicrec.pipeline.workspace import Workspace
+from musicrec.registry import MODELS, parse_config, search_space
 from musicrec.store import FileStore, layout, open_store
 from musicrec.tuning import records as rec
 from musicrec.tuning.search import TrialSpec, default_params, open_study, run_search, suggest
@@ -23,8 +23,15 @@ def prepared(tiny, tmp_path_factory):
     """The tiny low-rank fixture through ingest and prepare, as a tuning run sees it."""
     ratings, _ = tiny
     root = tmp_path_factory.mktemp("tuning")
-    amazon = ratings.rename(columns={"user_id": "reviewerID", "item_id": "asin", "rating": "overall",
-                                     "timestamp": "unixReviewTime", "review_text": "reviewText"})
+    amazon = ratings.rename(
+        columns={
+            "user_id": "reviewerID",
+            "item_id": "asin",
+            "rating": "overall",
+            "timestamp": "unixReviewTime",
+            "review_text": "reviewText",
+        }
+    )
     amazon.drop(columns="reviewer_name").to_json(root / "reviews.json", orient="records", lines=True)
     ws = Workspace.create(root / "work", "tune")
     run = ingest.ingest(ws, [str(root / "reviews.json")])
@@ -40,8 +47,9 @@ def test_every_suggestion_is_a_valid_config_of_its_family(model):
         cfg = parse_config(model, params)  # raises on a key the family lacks or a value out of range
         assert set(params) == set(search_space(model))
         assert {k: getattr(cfg, k) for k in params} == params
-    assert parse_config(model, {k: json.loads(v) if isinstance(v, str) else v
-                                for k, v in default_params(model).items()}) == parse_config(model)
+    assert parse_config(
+        model, {k: json.loads(v) if isinstance(v, str) else v for k, v in default_params(model).items()}
+    ) == parse_config(model)
 
 
 def test_a_trial_far_behind_earlier_trials_is_pruned(prepared, tmp_path):
@@ -49,8 +57,11 @@ def test_a_trial_far_behind_earlier_trials_is_pruned(prepared, tmp_path):
     journal = tmp_path / "gmf.journal"
     study = open_study(journal, "gmf", seed=0, trials=9)
     for n in range(3):  # three finished trials that were (impossibly) perfect at every epoch
-        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.01,
-                                                  intermediate_values={e: 0.01 for e in range(1, 31)}))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={}, distributions={}, value=0.01, intermediate_values={e: 0.01 for e in range(1, 31)}
+            )
+        )
     trial = study.ask()
     spec = TrialSpec("gmf", trial.number, trial._trial_id, {}, str(journal), deadline=1e18)
     out = run_trial(ws, spec)
@@ -62,15 +73,23 @@ def test_seeded_search_is_reproducible_and_never_worse_than_the_default(prepared
     ws, run, _ = prepared
 
     def search(folder: Path) -> list[dict]:
-        return run_search(folder / "gmf.journal", "gmf", trials=5, parallel=2, budget_seconds=600, seed=3,
-                          run_batch=lambda specs: [run_trial(ws, s, seed=3) for s in specs])
+        return run_search(
+            folder / "gmf.journal",
+            "gmf",
+            trials=5,
+            parallel=2,
+            budget_seconds=600,
+            seed=3,
+            run_batch=lambda specs: [run_trial(ws, s, seed=3) for s in specs],
+        )
 
     first, second = search(tmp_path / "a"), search(tmp_path / "b")
     assert [o["params"] for o in first] == [o["params"] for o in second]
     assert [o["value"] for o in first] == pytest.approx([o["value"] for o in second])
     assert first[0]["params"] == default_params("gmf")  # trial 0 measures the default on the same split
-    record = rec.build_record("gmf", first, run_id="r1", run=run, seed=3, seconds=1.0, budget_seconds=600,
-                              trials_asked=5)
+    record = rec.build_record(
+        "gmf", first, run_id="r1", run=run, seed=3, seconds=1.0, budget_seconds=600, trials_asked=5
+    )
     assert record["best_value"] <= record["default_value"]
     assert record["default_value"] == first[0]["value"]
     assert record["trials"] == 5 and record["stopped_by"] == "trials"
@@ -80,21 +99,39 @@ def test_seeded_search_is_reproducible_and_never_worse_than_the_default(prepared
 
 def test_a_search_out_of_budget_stops_asking(prepared, tmp_path):
     ws, _, _ = prepared
-    out = run_search(tmp_path / "gmf.journal", "gmf", trials=50, parallel=1, budget_seconds=0.5, seed=0,
-                     run_batch=lambda specs: [run_trial(ws, s) for s in specs])
+    out = run_search(
+        tmp_path / "gmf.journal",
+        "gmf",
+        trials=50,
+        parallel=1,
+        budget_seconds=0.5,
+        seed=0,
+        run_batch=lambda specs: [run_trial(ws, s) for s in specs],
+    )
     assert 1 <= len(out) < 50
 
 
 def _record(model: str, best: float, fingerprint: str = "fp") -> dict:
-    return {"model": model, "run_id": "r", "best_params": {"factors": 8, "lr": 0.1}, "best_value": best,
-            "default_value": 1.0, "bigger_is_better": False, "data": {"fingerprint": fingerprint}, "history": []}
+    return {
+        "model": model,
+        "run_id": "r",
+        "best_params": {"factors": 8, "lr": 0.1},
+        "best_value": best,
+        "default_value": 1.0,
+        "bigger_is_better": False,
+        "data": {"fingerprint": fingerprint},
+        "history": [],
+    }
 
 
 def test_training_takes_tuned_params_under_the_users_overrides(tmp_path):
     store = FileStore(tmp_path)
     rec.write_record(store, _record("gmf", 0.9, fingerprint="old"))
     store.put_bytes(layout.tuning_record("nnmf"), b"{not json")
-    store.put_bytes(layout.tuning_record("mlp"), json.dumps({**_record("mlp", 0.9), "best_params": {"factors": 8}}).encode())
+    store.put_bytes(
+        layout.tuning_record("mlp"),
+        json.dumps({**_record("mlp", 0.9), "best_params": {"factors": 8}}).encode(),
+    )
     found, notes = rec.read_records(store, ["gmf", "nnmf", "mlp", "w2v_mlp"])
     assert list(found) == ["gmf"]
     assert any("nnmf" in n and "unreadable" in n for n in notes) and any("mlp" in n for n in notes)
@@ -115,6 +152,7 @@ def test_a_store_failing_mid_write_leaves_the_previous_record(tmp_path, monkeypa
         def half(fh):
             write(_Half(fh))
             raise OSError("No space left on device")
+
         real(dest, half)
 
     monkeypatch.setattr(store_module, "atomic_write", dies_half_way)
@@ -135,21 +173,30 @@ class _Half:
 
 @pytest.mark.slow
 @pytest.mark.flow
-def test_tuning_flow_writes_records_that_the_next_training_run_starts_from(prefect_harness, prepared, tmp_path):
+def test_tuning_flow_writes_records_that_the_next_training_run_starts_from(
+    prefect_harness, prepared, tmp_path
+):
     from flows.training import TrainingParams, training
     from flows.tuning import TuningParams, tuning
 
     _, _, root = prepared
     store_uri = (tmp_path / "store").as_uri()
-    data = {"reviews": [str(root / "reviews.json")], "store_uri": store_uri, "work_dir": str(tmp_path / "work")}
+    data = {
+        "reviews": [str(root / "reviews.json")],
+        "store_uri": store_uri,
+        "work_dir": str(tmp_path / "work"),
+    }
     out = tuning(TuningParams(**data, models=["gmf", "nnmf"], trials=4, seed=0))
     store = open_store(store_uri)
     for model in ("gmf", "nnmf"):
         record = json.loads(store.get_bytes(f"tuning/{model}.json"))
         assert record["run_id"] == out["run_id"] and record["trials"] == 4
         assert record["best_value"] <= record["default_value"]
-    report = training(TrainingParams(**data, models=["gmf"], overrides={"gmf": {"epochs": 3}}, refit=False,
-                                     retrieval_models=[]))
+    report = training(
+        TrainingParams(
+            **data, models=["gmf"], overrides={"gmf": {"epochs": 3}}, refit=False, retrieval_models=[]
+        )
+    )
     used = report["tuning"]["gmf"]
     assert used["run_id"] == out["run_id"] and used["fingerprint_differs"] is False
     gmf = next(m for m in report["models"] if m["name"] == "gmf")
@@ -161,12 +208,20 @@ def test_tuning_flow_writes_records_that_the_next_training_run_starts_from(prefe
 def test_a_damaged_record_is_skipped_with_a_note_and_defaults_used(tmp_path):
     """Issue 30, case 3: valid JSON of the wrong shape ended train in 'list' object is not a mapping."""
     store = FileStore(tmp_path)
-    store.put_bytes(layout.tuning_record("gmf"), json.dumps({**_record("gmf", 0.9), "best_params": ["x"]}).encode())
+    store.put_bytes(
+        layout.tuning_record("gmf"), json.dumps({**_record("gmf", 0.9), "best_params": ["x"]}).encode()
+    )
     store.put_bytes(layout.tuning_record("nnmf"), b'["x"]')
-    store.put_bytes(layout.tuning_record("mlp"), json.dumps({**_record("mlp", 0.9), "best_params": "lr=1"}).encode())
+    store.put_bytes(
+        layout.tuning_record("mlp"), json.dumps({**_record("mlp", 0.9), "best_params": "lr=1"}).encode()
+    )
     found, notes = rec.read_records(store, ["gmf", "nnmf", "mlp"])
     assert found == {} and len(notes) == 3
     assert all("is damaged" in n and "starts from its defaults" in n for n in notes)
-    assert "best_params is a list" in notes[0] and "a JSON list" in notes[1] and "best_params is a str" in notes[2]
+    assert (
+        "best_params is a list" in notes[0]
+        and "a JSON list" in notes[1]
+        and "best_params is a str" in notes[2]
+    )
     merged, info = rec.apply_records(found, {"gmf": {"seed": 1}}, "fp")
     assert merged == {"gmf": {"seed": 1}} and info == {}

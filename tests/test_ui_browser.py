@@ -52,10 +52,24 @@ def _train(tmp_path: Path, tiny, env: dict[str, str]) -> tuple[str, str]:
     ratings, _ = tiny
     csv = tmp_path / "ratings.csv"
     ratings[["user_id", "item_id", "rating", "timestamp"]].to_csv(csv, index=False)
-    params = {"reviews": [str(csv)], "models": ["gmf"], "overrides": {"gmf": {"epochs": 2}}, "threads": 1, "retrieval_models": [],
-              "store_uri": (tmp_path / "store").as_uri(), "work_dir": str(tmp_path / "work")}
-    done = subprocess.run([sys.executable, "-c", TRAIN, json.dumps(params)], cwd=REPO, env=env, text=True,
-                          capture_output=True, timeout=600, check=False)
+    params = {
+        "reviews": [str(csv)],
+        "models": ["gmf"],
+        "overrides": {"gmf": {"epochs": 2}},
+        "threads": 1,
+        "retrieval_models": [],
+        "store_uri": (tmp_path / "store").as_uri(),
+        "work_dir": str(tmp_path / "work"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", TRAIN, json.dumps(params)],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     run_id, champion = json.loads(done.stdout.split("RUN=")[-1].splitlines()[0])
     assert champion == "gmf", done.stdout[-2000:]
@@ -67,15 +81,22 @@ def browser() -> Iterator[Any]:
     """Headless Chromium through chromedriver. A missing browser fails the test: .ci/run installs it."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
-        pytest.fail(f"{', '.join(missing)} not found: apt-get install -y chromium chromium-driver (.ci/run does)")
+        pytest.fail(
+            f"{', '.join(missing)} not found: apt-get install -y chromium chromium-driver (.ci/run does)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
     options = Options()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={WINDOW[0]},{WINDOW[1]}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
@@ -104,7 +125,9 @@ def _open_artifact(driver, run_page: str, key: str) -> None:
     driver.get(run_page)
     tab = _wait(driver, "the Artifacts tab", lambda d: _visible(d, "//li[normalize-space(.)='Artifacts']"))
     tab[0].click()
-    card = _wait(driver, f"the {key} artifact card", lambda d: _visible(d, f"//*[normalize-space(text())='{key}']"))
+    card = _wait(
+        driver, f"the {key} artifact card", lambda d: _visible(d, f"//*[normalize-space(text())='{key}']")
+    )
     card[0].click()
     _wait(driver, f"the {key} artifact page", lambda d: "/artifacts/artifact/" in d.current_url)
 
@@ -112,27 +135,45 @@ def _open_artifact(driver, run_page: str, key: str) -> None:
 def _check_training_form(driver, ui: str, env: dict[str, str]) -> None:
     """Register serve.py's deployments; the training/nightly Run form shows all six models selected (a
     default_factory list without a value there showed "Models: 0 selected")."""
-    done = subprocess.run([sys.executable, "-c", REGISTER], cwd=REPO, env=env, text=True, capture_output=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", REGISTER],
+        cwd=REPO,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ids = dict(line.split("=")[1:] for line in done.stdout.splitlines() if line.startswith("DEPLOYMENT="))
     driver.get(f"{ui}/deployments/deployment/{ids['training/nightly']}/run")
-    field = ("//span[text()='Models (Optional)']/ancestor::div[contains(concat(' ', @class, ' '), "
-             "' schema-form-property ')][1]//select[option]")
+    field = (
+        "//span[text()='Models (Optional)']/ancestor::div[contains(concat(' ', @class, ' '), "
+        "' schema-form-property ')][1]//select[option]"
+    )
     select = _wait(driver, "the Models field of the training form", lambda d: _visible(d, field))[0]
-    chosen = _wait(driver, "the models selected in the form", lambda d: d.execute_script(
-        "return [...arguments[0].options].filter(o => o.selected).map(o => o.value)", select))
+    chosen = _wait(
+        driver,
+        "the models selected in the form",
+        lambda d: d.execute_script(
+            "return [...arguments[0].options].filter(o => o.selected).map(o => o.value)", select
+        ),
+    )
     assert chosen == ["gmf", "gmf_regression", "gmf_logistic", "nnmf", "mlp", "w2v_mlp"], chosen
 
 
 def _table_row(driver, first_cell: str) -> list[str]:
-    cells = _wait(driver, f"the table row of {first_cell}",
-                  lambda d: _visible(d, f"//tr[td[1][normalize-space(.)='{first_cell}']]/td"))
+    cells = _wait(
+        driver,
+        f"the table row of {first_cell}",
+        lambda d: _visible(d, f"//tr[td[1][normalize-space(.)='{first_cell}']]/td"),
+    )
     return [c.text.strip() for c in cells]
 
 
-def test_ui_shows_leaderboard_model_card_learning_curves_and_a_filled_training_form(ui_server, browser,
-                                                                                    tmp_path, tiny):
+def test_ui_shows_leaderboard_model_card_learning_curves_and_a_filled_training_form(
+    ui_server, browser, tmp_path, tiny
+):
     _check_training_form(browser, ui_server["ui"], ui_server["env"])
     run_id, champion = _train(tmp_path, tiny, ui_server["env"])
     run_page = f"{ui_server['ui']}/runs/flow-run/{run_id}"
@@ -145,18 +186,31 @@ def test_ui_shows_leaderboard_model_card_learning_curves_and_a_filled_training_f
     assert len(row["val_rmse"].split(".")[1]) == 4 and row["val_gain_vs_bias"].startswith("+"), row
     assert dict(zip(head, _table_row(browser, "bias"), strict=True))["champion"] == ""
     table = browser.find_element("tag name", "table")
-    widths = browser.execute_script("return [arguments[0].scrollWidth, arguments[0].parentElement.clientWidth]",
-                                    table)
+    widths = browser.execute_script(
+        "return [arguments[0].scrollWidth, arguments[0].parentElement.clientWidth]", table
+    )
     assert widths[0] <= widths[1], f"the leaderboard is cut off: {widths[0]} px wide in {widths[1]} px"
 
     _open_artifact(browser, run_page, "model-card")
-    text = _wait(browser, "the model card", lambda d: "Champion: gmf" in d.find_element("tag name", "body").text
-                 and d.find_element("tag name", "body").text)
+    text = _wait(
+        browser,
+        "the model card",
+        lambda d: (
+            "Champion: gmf" in d.find_element("tag name", "body").text
+            and d.find_element("tag name", "body").text
+        ),
+    )
     assert "promoted: yes" in text and "best epoch: 2 of 2" in text and "gain over the bias baseline" in text
 
     _open_artifact(browser, run_page, "learning-curves")
-    img = _wait(browser, "the learning-curves image",
-                lambda d: _visible(d, "//img[starts-with(@src, 'data:image/png;base64,')]"))[0]
-    size = _wait(browser, "the image to load",
-                 lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img))
+    img = _wait(
+        browser,
+        "the learning-curves image",
+        lambda d: _visible(d, "//img[starts-with(@src, 'data:image/png;base64,')]"),
+    )[0]
+    size = _wait(
+        browser,
+        "the image to load",
+        lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img),
+    )
     assert size > 100 and img.size["height"] > 50, (size, img.size)

@@ -33,12 +33,16 @@ UNIQUE = "expect_column_values_to_be_unique"
 
 def _raw(n: int = N) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "user_id": [f"U{i % 37:03d}" for i in range(n)], "item_id": [f"I{i:04d}" for i in range(n)],
-        "rating": [float(1 + i % 5) for i in range(n)],
-        "timestamp": 1_300_000_000 + rng.integers(0, 10**8, n),
-        "review_text": ["great album"] * n, "reviewer_name": ["ann"] * n,
-    })
+    return pd.DataFrame(
+        {
+            "user_id": [f"U{i % 37:03d}" for i in range(n)],
+            "item_id": [f"I{i:04d}" for i in range(n)],
+            "rating": [float(1 + i % 5) for i in range(n)],
+            "timestamp": 1_300_000_000 + rng.integers(0, 10**8, n),
+            "review_text": ["great album"] * n,
+            "reviewer_name": ["ann"] * n,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +82,7 @@ def _set(col: str, rows: list[int], value) -> Callable[[pd.DataFrame], pd.DataFr
     def mutate(df: pd.DataFrame) -> pd.DataFrame:
         df.loc[rows, col] = value
         return df
+
     return mutate
 
 
@@ -111,8 +116,10 @@ BROKEN = {
     "duplicate (user, item)": (_duplicate, {(COMPOUND, "user_id, item_id")}),
     "all ratings identical": (lambda df: df.assign(rating=4.0), {(DISTINCT, "rating")}),
     "too few rows": (lambda df: df.head(49), {(ROWS, "")}),
-    "missing column": (lambda df: df.drop(columns="reviewer_name"),
-                       {(COLUMNS, ""), (OF_TYPE, "reviewer_name")}),
+    "missing column": (
+        lambda df: df.drop(columns="reviewer_name"),
+        {(COLUMNS, ""), (OF_TYPE, "reviewer_name")},
+    ),
     "timestamp 1970": (_set("timestamp", [2], 5), {(BETWEEN, "timestamp")}),
     "timestamp year 2100": (_set("timestamp", [2], 4_102_444_800), {(BETWEEN, "timestamp")}),
     "text not a string": (_text_not_str, {(OF_TYPE, "review_text")}),
@@ -165,7 +172,11 @@ def test_failed_report_is_json_serialisable_and_renders_markdown(good):
     report = validate_table(df, "ratings")
     data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     nulls = next(r for r in data["results"] if r["expectation"] == NOT_NULL and r["columns"] == ["rating"])
-    assert nulls["unexpected_count"] == 2 and nulls["examples"] == [None, None] and nulls["example_rows"] == [1, 2]
+    assert (
+        nulls["unexpected_count"] == 2
+        and nulls["examples"] == [None, None]
+        and nulls["example_rows"] == [1, 2]
+    )
     assert "FAILED (1 broken)" in report.to_markdown() and "| ❌ |" in report.to_markdown()
     # the flow's artifact is rendered from validation.json's content: the message, then each suite's table
     page = failure_markdown({"ratings": data}, "data validation failed")
@@ -180,10 +191,17 @@ def test_tiny_synthetic_tables_pass(tiny):
 
 
 def test_items_suite():
-    items = canonical_items(pd.DataFrame({
-        "item_id": ["I1", "I2", "I3"], "title": ["a", None, "c"], "brand": ["x", "y", "z"],
-        "also_bought": [["I2"], [], None], "description": ["", "d", ""],
-    }))
+    items = canonical_items(
+        pd.DataFrame(
+            {
+                "item_id": ["I1", "I2", "I3"],
+                "title": ["a", None, "c"],
+                "brand": ["x", "y", "z"],
+                "also_bought": [["I2"], [], None],
+                "description": ["", "d", ""],
+            }
+        )
+    )
     assert validate_table(items, "items").success
     assert validate_table(empty_items(), "items").success
 
@@ -226,8 +244,10 @@ def test_suites_are_loaded_from_the_expectations_dir(good, good_report, tmp_path
     (tmp_path / "items.json").unlink()
     with pytest.raises(MusicrecError, match="items.json"):
         validate_table(empty_items(), "items")
-    for bad in ({"type": "expect_no_such_thing", "kwargs": {}},  # GX itself would only log and drop it
-                {"type": ROWS, "kwargs": {"min_valu": 0}}):
+    for bad in (
+        {"type": "expect_no_such_thing", "kwargs": {}},  # GX itself would only log and drop it
+        {"type": ROWS, "kwargs": {"min_valu": 0}},
+    ):
         (tmp_path / "items.json").write_text(json.dumps({"expectations": [bad]}))
         with pytest.raises(MusicrecError, match="invalid expectation suite"):
             validate_table(empty_items(), "items")

@@ -66,7 +66,9 @@ def test_what_one_machine_writes_another_reads_and_models_weights_only_on_reques
 
     store = open_store(ref)
     objects = store.list(WORKSPACE_OBJECTS)
-    assert len(objects) == 3 and len(store.list(WORKSPACE_MANIFESTS)) == 1  # one manifest per task that wrote something
+    assert (
+        len(objects) == 3 and len(store.list(WORKSPACE_MANIFESTS)) == 1
+    )  # one manifest per task that wrote something
 
 
 def test_each_file_is_fetched_once_and_only_changes_go_back(s3, tmp_path, monkeypatch):

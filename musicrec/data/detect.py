@@ -19,8 +19,15 @@ from musicrec.data.formats import first_nonblank_lines, open_binary, parse_line,
 from musicrec.data.schema import COLUMNS_HINT, canonical_column
 from musicrec.errors import DataError
 
-RATING_FORMATS = ("reviews-2014", "reviews-2018", "reviews-2023", "ratings-csv", "delimited-ratings",
-                  "generic-csv", "generic-parquet")
+RATING_FORMATS = (
+    "reviews-2014",
+    "reviews-2018",
+    "reviews-2023",
+    "ratings-csv",
+    "delimited-ratings",
+    "generic-csv",
+    "generic-parquet",
+)
 ITEM_FORMATS = ("meta-2014", "meta-2018", "meta-2023", "items-csv", "items-parquet")
 SUPPORTED = RATING_FORMATS + ITEM_FORMATS
 SNIFF_LINES, SNIFF_BYTES = 50, 64 << 20
@@ -29,8 +36,9 @@ OTHER_COMPRESSIONS = {b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", 
 _SUPPORTED_HINT = "supported formats (plain or gzipped): " + ", ".join(SUPPORTED)
 
 
-def detect_format(path: str | Path, columns: Mapping[str, str] | None = None,
-                  delimiter: str | None = None) -> str:
+def detect_format(
+    path: str | Path, columns: Mapping[str, str] | None = None, delimiter: str | None = None
+) -> str:
     """Name the format of a file from its content, never its name: one of SUPPORTED, else DataError.
 
     With columns (an explicit mapping, see tables.mapped_columns) a CSV's first line is its header and a CSV or
@@ -47,8 +55,11 @@ def detect_format(path: str | Path, columns: Mapping[str, str] | None = None,
         return "generic-parquet" if columns else _parquet_kind(path)
     for prefix, name in OTHER_COMPRESSIONS.items():
         if magic.startswith(prefix):
-            raise DataError(path, f"the file is {name}-compressed; only gzip is read",
-                            hint=f"decompress it (or gzip it instead). {_SUPPORTED_HINT}")
+            raise DataError(
+                path,
+                f"the file is {name}-compressed; only gzip is read",
+                hint=f"decompress it (or gzip it instead). {_SUPPORTED_HINT}",
+            )
     lines = _sniff_lines(path)
     if not lines:
         raise DataError(path, "file is empty (only blank lines)", hint="re-download or re-export the file")
@@ -92,7 +103,9 @@ def _records_kind(path: str | Path, lines: list[tuple[int, bytes]]) -> str:
         except ValueError as exc:
             try:
                 rec, literal = parse_line(line, literal=True)[0], True
-            except ValueError as lit_exc:  # say "it holds code" rather than a JSON error when that is the problem
+            except (
+                ValueError
+            ) as lit_exc:  # say "it holds code" rather than a JSON error when that is the problem
                 errors.append((lineno, str(lit_exc) if "it was not run" in str(lit_exc) else str(exc)))
                 continue
         kind = _json_kind(rec) if isinstance(rec, dict) else None
@@ -103,14 +116,23 @@ def _records_kind(path: str | Path, lines: list[tuple[int, bytes]]) -> str:
     if kinds:
         return "meta-2014" if "meta-2014" in kinds and kinds[0].startswith("meta") else kinds[0]
     if len(errors) == len(lines):
-        raise DataError(path, f"looks like JSON lines but none of the first {len(lines)} lines parse: "
-                        f"{errors[0][1]}", line=errors[0][0], hint="the file is corrupt: re-download or fix it")
-    raise DataError(path, "the records match none of the supported formats (no reviewerID/asin/user_id keys)",
-                    line=lines[0][0], hint=_SUPPORTED_HINT)
+        raise DataError(
+            path,
+            f"looks like JSON lines but none of the first {len(lines)} lines parse: {errors[0][1]}",
+            line=errors[0][0],
+            hint="the file is corrupt: re-download or fix it",
+        )
+    raise DataError(
+        path,
+        "the records match none of the supported formats (no reviewerID/asin/user_id keys)",
+        line=lines[0][0],
+        hint=_SUPPORTED_HINT,
+    )
 
 
-def _csv_kind(path: str | Path, lines: list[tuple[int, bytes]], mapped: bool = False,
-              delimiter: str | None = None) -> str:
+def _csv_kind(
+    path: str | Path, lines: list[tuple[int, bytes]], mapped: bool = False, delimiter: str | None = None
+) -> str:
     """A header names ratings or items columns; a headerless comma file is item,user,rating[,timestamp]
     (Amazon's ratings-only layout), any other headerless file user,item[,rating[,timestamp]]."""
     lineno, text = lines[0][0], lines[0][1].decode("utf-8", errors="replace").strip()
@@ -119,27 +141,48 @@ def _csv_kind(path: str | Path, lines: list[tuple[int, bytes]], mapped: bool = F
         raise DataError(path, "binary content: not a supported format", hint=_SUPPORTED_HINT)
     layout = sniff_layout(path, lines, delimiter, complete=len(lines) < SNIFF_LINES, formats=_SUPPORTED_HINT)
     if layout.header and not layout.rows and not {canonical_column(f) for f in layout.first} - {None}:
-        raise DataError(path, f"one line of text naming none of the known columns: {text[:80]!r}",
-                        line=lineno, hint=f"not a ratings or items file. {_SUPPORTED_HINT}")
+        raise DataError(
+            path,
+            f"one line of text naming none of the known columns: {text[:80]!r}",
+            line=lineno,
+            hint=f"not a ratings or items file. {_SUPPORTED_HINT}",
+        )
     if layout.header and not layout.rows:
-        raise DataError(path, f"has a header line but no data rows (header: {text[:80]!r})", line=lineno,
-                        hint="the export stopped early or was cut short: export it again with its rows")
+        raise DataError(
+            path,
+            f"has a header line but no data rows (header: {text[:80]!r})",
+            line=lineno,
+            hint="the export stopped early or was cut short: export it again with its rows",
+        )
     if mapped:
         return "generic-csv"
     if layout.header:
         known = {canonical_column(f) for f in layout.first} - {None}
         if known:
             return "items-csv" if _items_only(known) else "generic-csv"
-        raise DataError(path, "the first line is a header (text above numbers) but names none of the known "
-                        f"columns; found: {', '.join(layout.first)}", line=lineno,
-                        hint=f"{COLUMNS_HINT}; or by position, {POSITIONS_EXAMPLE}. {_SUPPORTED_HINT}")
+        raise DataError(
+            path,
+            "the first line is a header (text above numbers) but names none of the known "
+            f"columns; found: {', '.join(layout.first)}",
+            line=lineno,
+            hint=f"{COLUMNS_HINT}; or by position, {POSITIONS_EXAMPLE}. {_SUPPORTED_HINT}",
+        )
     if layout.delimiter == "," and layout.n_fields in (3, 4) and _numbers_at(layout.rows, 2):
         return "ratings-csv"
-    if layout.delimiter != "," and layout.n_fields in (2, 3, 4) and (
-            layout.n_fields == 2 or _numbers_at(layout.rows, 2)):
+    if (
+        layout.delimiter != ","
+        and layout.n_fields in (2, 3, 4)
+        and (layout.n_fields == 2 or _numbers_at(layout.rows, 2))
+    ):
         return "delimited-ratings"
-    raise ambiguous(path, text, lineno, f"{layout.n_fields} {layout.name}-separated fields and no header, so "
-                    "which field is the user, the item and the rating is not known", _SUPPORTED_HINT)
+    raise ambiguous(
+        path,
+        text,
+        lineno,
+        f"{layout.n_fields} {layout.name}-separated fields and no header, so "
+        "which field is the user, the item and the rating is not known",
+        _SUPPORTED_HINT,
+    )
 
 
 def _numbers_at(rows: list[list[str]], j: int) -> bool:
@@ -153,7 +196,9 @@ def _parquet_kind(path: str | Path) -> str:
     try:
         known = {canonical_column(n) for n in pq.read_schema(path).names}
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(path, f"cannot read the Parquet file: {exc}", hint="re-export or re-download it") from None
+        raise DataError(
+            path, f"cannot read the Parquet file: {exc}", hint="re-export or re-download it"
+        ) from None
     return "items-parquet" if _items_only(known) else "generic-parquet"
 
 

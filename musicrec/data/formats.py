@@ -41,11 +41,17 @@ def open_binary(path: str | Path) -> BinaryIO:
 def truncated(path: str | Path, line: int | None, exc: BaseException) -> DataError:
     """The error for a gzip stream that ends early or is corrupt."""
     reached = f" after line {line - 1}" if line else ""
-    return DataError(path, f"gzip stream is truncated or corrupt{reached} ({exc})", line=line,
-                     hint="the download is incomplete or damaged: download the file again (gzip -t checks it)")
+    return DataError(
+        path,
+        f"gzip stream is truncated or corrupt{reached} ({exc})",
+        line=line,
+        hint="the download is incomplete or damaged: download the file again (gzip -t checks it)",
+    )
 
 
-def first_nonblank_lines(path: str | Path, limit: int, max_bytes: int = BLOCK_BYTES) -> list[tuple[int, bytes]]:
+def first_nonblank_lines(
+    path: str | Path, limit: int, max_bytes: int = BLOCK_BYTES
+) -> list[tuple[int, bytes]]:
     """The first `limit` non-blank lines with their 1-based numbers, reading about max_bytes at most."""
     found: list[tuple[int, bytes]] = []
     size = 0
@@ -77,8 +83,9 @@ def sniff_encoding(path: str | Path) -> str:
     return ("latin-1" if undefined else "cp1252") if invalid else "utf-8"
 
 
-def iter_line_blocks(path: str | Path, stream: BinaryIO,
-                     encoding: str = "utf-8") -> Iterator[tuple[int, list[bytes]]]:
+def iter_line_blocks(
+    path: str | Path, stream: BinaryIO, encoding: str = "utf-8"
+) -> Iterator[tuple[int, list[bytes]]]:
     """Yield (1-based number of the first line, lines without newline) per ~BLOCK_BYTES of content.
 
     Lines come back as UTF-8: a one-byte `encoding` (see sniff_encoding) is transcoded block by block."""
@@ -90,11 +97,11 @@ def iter_line_blocks(path: str | Path, stream: BinaryIO,
         carry = lines.pop()
         if lines:
             if lineno == 1 and lines[0].startswith(BOM):
-                lines[0] = lines[0][len(BOM):]
+                lines[0] = lines[0][len(BOM) :]
             yield lineno, lines
             lineno += len(lines)
     if carry.strip():
-        yield lineno, [carry[len(BOM):] if lineno == 1 and carry.startswith(BOM) else carry]
+        yield lineno, [carry[len(BOM) :] if lineno == 1 and carry.startswith(BOM) else carry]
 
 
 def _read_block(path: str | Path, stream: BinaryIO, lineno: int) -> bytes:
@@ -160,16 +167,27 @@ class Tally:
         line, error = self.first_bad[0]
         if self.bad > allowed or kept == 0:
             why = "no line is usable" if kept == 0 else f"more than the {allowed} a file may have dropped"
-            raise DataError(self.path, f"{self.bad} of {self.lines} lines are not valid {self.what} ({why}); "
-                            f"first bad line: {error}", line=line,
-                            hint="the file is corrupt or not in a supported format: re-download or fix it")
+            raise DataError(
+                self.path,
+                f"{self.bad} of {self.lines} lines are not valid {self.what} ({why}); "
+                f"first bad line: {error}",
+                line=line,
+                hint="the file is corrupt or not in a supported format: re-download or fix it",
+            )
         numbers = ", ".join(str(n) for n, _ in self.first_bad)
-        stats.notes.append(f"dropped {self.bad} invalid {self.what} line(s) (at most {allowed} allowed), "
-                           f"first at line(s) {numbers}: {error}")
+        stats.notes.append(
+            f"dropped {self.bad} invalid {self.what} line(s) (at most {allowed} allowed), "
+            f"first at line(s) {numbers}: {error}"
+        )
 
 
-def iter_records(path: str | Path, tally: Tally, literal: bool = False, schema: pa.Schema | None = None,
-                 encoding: str = "utf-8") -> Iterator[list[dict] | pa.Table]:
+def iter_records(
+    path: str | Path,
+    tally: Tally,
+    literal: bool = False,
+    schema: pa.Schema | None = None,
+    encoding: str = "utf-8",
+) -> Iterator[list[dict] | pa.Table]:
     """Yield a JSON-lines (or literal-lines) file block by block; bad lines go to tally.
 
     With a schema, a clean block comes back as an Arrow table of just those fields (fast, no Python dicts);
@@ -190,8 +208,11 @@ def _arrow_block(lines: list[bytes], schema: pa.Schema) -> pa.Table | None:
         return None
     options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
-        table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(use_threads=False,
-                             block_size=len(data) + 1), parse_options=options)
+        table = pj.read_json(
+            io.BytesIO(data),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
+            parse_options=options,
+        )
         table.validate(full=True)  # Arrow's JSON reader does not check UTF-8 itself
     except pa.ArrowException:
         return None

@@ -38,8 +38,9 @@ CHUNK = 50_000  # JSON lines built and compressed at a time
 VERIFIED_FROM = 13_500  # Dec 2006: most reviews after it are verified purchases
 
 
-def generate_sample(out_dir: str | Path, scale: str = "small", seed: int = 0,
-                    progress: Callable[[str], None] | None = None) -> dict:
+def generate_sample(
+    out_dir: str | Path, scale: str = "small", seed: int = 0, progress: Callable[[str], None] | None = None
+) -> dict:
     """Write reviews.json.gz, meta.json.gz (Amazon 2018 format) and card.json into out_dir; return the card.
 
     Same seed and scale give byte-identical files. Nothing is printed; progress gets stage messages.
@@ -70,44 +71,59 @@ def generate_sample(out_dir: str | Path, scale: str = "small", seed: int = 0,
     say(f"done: {out}")
     return card
 
+
 def make_card(scale: str, seed: int, truth: Reviews, dups: Reviews, meta: dict[str, int], out: Path) -> dict:
     """What was generated, with the noise floor; counts are recounted from the rows, not copied from SCALES."""
     stars = np.concatenate([truth.rating, dups.rating]).astype(np.int64)
     dist = np.bincount(stars, minlength=6)[1:]
     noise = float(np.sqrt(np.mean((truth.rating - expected_rating(truth.score)) ** 2)))
     return {
-        "scale": scale, "seed": seed,
-        "users": len(np.unique(truth.user)), "items": len(np.unique(truth.item)),
+        "scale": scale,
+        "seed": seed,
+        "users": len(np.unique(truth.user)),
+        "items": len(np.unique(truth.item)),
         "ratings": len(stars),
-        "items_with_meta": meta["items_with_meta"], "cold_items_with_text": meta["cold_items_with_text"],
-        "also_buy_cutoff_day": meta["also_buy_cutoff_day"], "also_buy_rows": meta["also_buy_rows"],
+        "items_with_meta": meta["items_with_meta"],
+        "cold_items_with_text": meta["cold_items_with_text"],
+        "also_buy_cutoff_day": meta["also_buy_cutoff_day"],
+        "also_buy_rows": meta["also_buy_rows"],
         "duplicates": len(dups.rating),
         "rating_distribution": {str(k + 1): int(c) for k, c in enumerate(dist)},
-        "mean_rating": round(float(stars.mean()), 4), "rating_std": round(float(stars.std()), 4),
-        "noise_rmse": round(noise, 4), "generator_version": GENERATOR_VERSION,
+        "mean_rating": round(float(stars.mean()), 4),
+        "rating_std": round(float(stars.std()), 4),
+        "noise_rmse": round(noise, 4),
+        "generator_version": GENERATOR_VERSION,
         "files": {name: sha256_file(out / name) for name in ("reviews.json.gz", "meta.json.gz")},
     }
 
-def write_reviews(path: Path, world: World, truth: Reviews, dups: Reviews, asins: np.ndarray, seed: int) -> None:
+
+def write_reviews(
+    path: Path, world: World, truth: Reviews, dups: Reviews, asins: np.ndarray, seed: int
+) -> None:
     """reviews.json.gz: one 2018-format JSON line per review, grouped by asin, newest first."""
-    rows = Reviews(*(np.concatenate([a, b]) for a, b in zip(vars(truth).values(), vars(dups).values(), strict=True)))
+    rows = Reviews(
+        *(np.concatenate([a, b]) for a, b in zip(vars(truth).values(), vars(dups).values(), strict=True))
+    )
     rank = np.empty(len(asins), dtype=np.int64)
     rank[np.argsort(asins, kind="stable")] = np.arange(len(asins))
     order = np.lexsort((-rows.day, rank[rows.item]))
     rng = np.random.default_rng([seed, 1])
     user_ids = textgen.make_ids(world.n_users, 0, seed, "A", 13, 64).tolist()
-    names = [n if k >= 0.005 else None  # a few reviews carry no name
-             for n, k in zip(textgen.reviewer_names(rng, world.n_users), rng.random(world.n_users).tolist())]
+    names = [
+        n if k >= 0.005 else None  # a few reviews carry no name
+        for n, k in zip(textgen.reviewer_names(rng, world.n_users), rng.random(world.n_users).tolist(), strict=False)
+    ]
     item_format = rng.choice(len(textgen.FORMATS), len(asins), p=textgen.FORMAT_SHARES)
     days = textgen.format_days(FIRST_DAY, LAST_DAY)
     moods = textgen.item_moods(world.item_q)
 
     def chunks() -> Iterator[bytes]:
         for c, start in enumerate(range(0, len(order), CHUNK)):
-            idx, rng = order[start:start + CHUNK], np.random.default_rng([seed, 2, c])
+            idx, rng = order[start : start + CHUNK], np.random.default_rng([seed, 2, c])
             user, item, day = rows.user[idx].tolist(), rows.item[idx], rows.day[idx]
-            cols = textgen.review_columns(rng, rows.rating[idx].astype(np.int64), world.item_genre[item],
-                                          moods[item], item_format[item])
+            cols = textgen.review_columns(
+                rng, rows.rating[idx].astype(np.int64), world.item_genre[item], moods[item], item_format[item]
+            )
             cols["reviewerID"] = [user_ids[u] for u in user]
             cols["reviewerName"] = [names[u] for u in user]
             cols["asin"] = asins[item].tolist()
@@ -137,7 +153,7 @@ def write_meta(path: Path, world: World, truth: Reviews, asins: np.ndarray, seed
 
     def chunks() -> Iterator[bytes]:
         for start in range(0, len(rows), CHUNK):
-            idx = rows[start:start + CHUNK].tolist()
+            idx = rows[start : start + CHUNK].tolist()
             cols = {
                 "category": [["CDs & Vinyl", textgen.GENRE_NAMES[genre[i]]] for i in idx],
                 "description": [[texts[i]] if ranks[i] % 10 else [] for i in idx],
@@ -152,8 +168,12 @@ def write_meta(path: Path, world: World, truth: Reviews, asins: np.ndarray, seed
             yield textgen.json_lines(cols, list(cols))
 
     textgen.write_gz(path, chunks())
-    return {"items_with_meta": int(has_meta[:n_rated].sum()), "cold_items_with_text": n_items - n_rated,
-            "also_buy_cutoff_day": int(np.quantile(truth.day, ALSO_BUY_CUTOFF)), "also_buy_rows": int(before.sum())}
+    return {
+        "items_with_meta": int(has_meta[:n_rated].sum()),
+        "cold_items_with_text": n_items - n_rated,
+        "also_buy_cutoff_day": int(np.quantile(truth.day, ALSO_BUY_CUTOFF)),
+        "also_buy_rows": int(before.sum()),
+    }
 
 
 def history_before_cutoff(user: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -177,8 +197,9 @@ def _co_purchases(user: np.ndarray, item: np.ndarray, n_items: int) -> list[list
     order = np.lexsort((item, user))
     u, it = user[order], item[order]
     keep = np.arange(len(u)) - np.searchsorted(u, u) < 50
-    x = csr_matrix((np.ones(int(keep.sum()), np.float32), (u[keep], it[keep])),
-                   shape=(int(user.max()) + 1, n_items))
+    x = csr_matrix(
+        (np.ones(int(keep.sum()), np.float32), (u[keep], it[keep])), shape=(int(user.max()) + 1, n_items)
+    )
     co = (x.T @ x).tocsr()
     rows = np.repeat(np.arange(n_items), np.diff(co.indptr))
     off = rows != co.indices
@@ -188,7 +209,7 @@ def _co_purchases(user: np.ndarray, item: np.ndarray, n_items: int) -> list[list
     keep = np.arange(len(rows)) - np.searchsorted(rows, rows) < ALSO_BUY
     bounds = np.searchsorted(rows[keep], np.arange(n_items + 1)).tolist()
     flat = cols[keep].tolist()
-    return [flat[bounds[k]:bounds[k + 1]] for k in range(n_items)]
+    return [flat[bounds[k] : bounds[k + 1]] for k in range(n_items)]
 
 
 def _same_brand(brands: list[str]) -> list[list[int]]:
@@ -196,4 +217,4 @@ def _same_brand(brands: list[str]) -> list[list[int]]:
     groups: dict[str, list[int]] = {}
     for i, b in enumerate(brands):
         groups.setdefault(b, []).append(i)
-    return [[j for j in groups[b][:ALSO_VIEW + 1] if j != i][:ALSO_VIEW] for i, b in enumerate(brands)]
+    return [[j for j in groups[b][: ALSO_VIEW + 1] if j != i][:ALSO_VIEW] for i, b in enumerate(brands)]

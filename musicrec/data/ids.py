@@ -18,7 +18,9 @@ def contained(values: pd.Series, pool: pd.Series) -> np.ndarray:
     arr = pa.Array.from_pandas(values)
     if pa.types.is_null(arr.type):  # empty, or only missing values: nothing to look up
         return np.zeros(len(values), bool)
-    found = pc.is_in(arr, value_set=pa.Array.from_pandas(pool.drop_duplicates()).cast(arr.type), skip_nulls=True)
+    found = pc.is_in(
+        arr, value_set=pa.Array.from_pandas(pool.drop_duplicates()).cast(arr.type), skip_nulls=True
+    )
     return found.to_numpy(zero_copy_only=False).astype(bool, copy=False) & ~np.asarray(values.isna())
 
 
@@ -26,7 +28,9 @@ class IdIndex:
     """Maps string ids to 1..n (sorted, so the map is reproducible); anything else maps to UNKNOWN (0)."""
 
     def __init__(self, ids: Iterable[str]) -> None:
-        uniq = pd.unique(pd.Series(list(ids) if not isinstance(ids, (pd.Series, np.ndarray)) else ids, dtype="str"))
+        uniq = pd.unique(
+            pd.Series(list(ids) if not isinstance(ids, (pd.Series, np.ndarray)) else ids, dtype="str")
+        )
         self._index = pd.Index(np.sort(np.asarray(uniq, dtype=object)))
 
     @property

@@ -38,7 +38,12 @@ __all__ = ["Dataset", "detect_format", "load_dataset", "read_items", "read_ratin
 RATING_NEEDED = ("user_id", "item_id")
 RATING_OPTIONAL = ("rating", "weight", "timestamp", "review_text", "reviewer_name")
 ITEM_NEEDED, ITEM_OPTIONAL = ("item_id", "title"), ("brand", "text", "description", "also_bought")
-TABLE_FORMATS = ("generic-csv", "items-csv", "generic-parquet", "items-parquet")  # the ones columns= applies to
+TABLE_FORMATS = (
+    "generic-csv",
+    "items-csv",
+    "generic-parquet",
+    "items-parquet",
+)  # the ones columns= applies to
 DELIMITED_FORMATS = ("ratings-csv", "delimited-ratings", "generic-csv", "items-csv")
 Records = list[dict]
 Columns = Mapping[str, str]
@@ -73,56 +78,84 @@ class Dataset:
         return [f"{s.path}: {note}" for s in self.stats for note in s.notes]
 
 
-def read_ratings(path: str | Path, columns: Columns | None = None,
-                 delimiter: str | None = None) -> tuple[pd.DataFrame, ReadStats]:
+def read_ratings(
+    path: str | Path, columns: Columns | None = None, delimiter: str | None = None
+) -> tuple[pd.DataFrame, ReadStats]:
     """Read one reviews/ratings file of any supported format as the canonical ratings table (not de-duplicated).
 
     columns maps user, item, rating[, timestamp] to a CSV/Parquet file's own column names, or to 1-based
     positions ("1", "2", ...); delimiter forces one for delimited text (detected otherwise)."""
-    return _read_one(path, _RATING_READERS, "item metadata ({fmt}), not reviews or ratings",
-                     "pass it as metadata (meta=...) and give a reviews or ratings file as reviews", columns,
-                     delimiter)
+    return _read_one(
+        path,
+        _RATING_READERS,
+        "item metadata ({fmt}), not reviews or ratings",
+        "pass it as metadata (meta=...) and give a reviews or ratings file as reviews",
+        columns,
+        delimiter,
+    )
 
 
 def read_items(path: str | Path) -> tuple[pd.DataFrame, ReadStats]:
     """Read one item metadata file of any supported format as the canonical items table (one row per item)."""
-    df, stats = _read_one(path, _ITEM_READERS, "a reviews/ratings file ({fmt}), not item metadata",
-                          "pass it as reviews and give a metadata file as meta")
+    df, stats = _read_one(
+        path,
+        _ITEM_READERS,
+        "a reviews/ratings file ({fmt}), not item metadata",
+        "pass it as reviews and give a metadata file as meta",
+    )
     df = df.drop_duplicates("item_id", keep="last").reset_index(drop=True)
     stats.rows_kept = len(df)
     return df, stats
 
 
-def _read_one(path: str | Path, readers: dict[str, Reader], wrong_kind: str, hint: str,
-              columns: Columns | None = None, delimiter: str | None = None) -> tuple[pd.DataFrame, ReadStats]:
+def _read_one(
+    path: str | Path,
+    readers: dict[str, Reader],
+    wrong_kind: str,
+    hint: str,
+    columns: Columns | None = None,
+    delimiter: str | None = None,
+) -> tuple[pd.DataFrame, ReadStats]:
     """Detect the format, refuse a file of the other kind, read it with the matching reader; a file that is
     not UTF-8 and holds no UTF-8 text is read again in its one-byte encoding (formats.sniff_encoding)."""
     fmt = detect_format(path, columns, delimiter)
     if fmt not in readers:
         raise DataError(path, "this is " + wrong_kind.format(fmt=fmt), hint=hint)
     if columns and fmt not in TABLE_FORMATS:
-        raise DataError(path, f"columns= (--columns) names the columns of CSV and Parquet tables; this file is "
-                        f"{fmt}, whose fields musicrec knows", hint="leave out --columns for this file")
+        raise DataError(
+            path,
+            f"columns= (--columns) names the columns of CSV and Parquet tables; this file is "
+            f"{fmt}, whose fields musicrec knows",
+            hint="leave out --columns for this file",
+        )
     read = partial(readers[fmt], columns=columns) if columns else readers[fmt]
     stats = ReadStats(str(path), fmt)
     if fmt in DELIMITED_FORMATS:
         layout = file_layout(path, delimiter)
         read = partial(read, layout=layout)
         stats.delimiter = f"{layout.name} ({'given' if delimiter else 'detected'}, " + (
-            "with a header)" if layout.header else "no header)")
+            "with a header)" if layout.header else "no header)"
+        )
     df = read(path, stats)
     if stats.bad_utf8 and (encoding := sniff_encoding(path)) != "utf-8":
         bad, first = stats.bad_utf8, stats
         stats = ReadStats(str(path), fmt, encoding=encoding, delimiter=first.delimiter)
         df = read(path, stats)
-        stats.notes.insert(0, f"not UTF-8: {bad} line(s) hold bytes that are not UTF-8 and none holds UTF-8 "
-                           f"text, so the file was decoded as {ENCODING_NAMES[encoding]}")
+        stats.notes.insert(
+            0,
+            f"not UTF-8: {bad} line(s) hold bytes that are not UTF-8 and none holds UTF-8 "
+            f"text, so the file was decoded as {ENCODING_NAMES[encoding]}",
+        )
     stats.rows_kept = len(df)
     return df, stats
 
 
-def load_dataset(reviews: Sequence[str | Path], meta: Sequence[str | Path] = (),
-                 columns: Columns | None = None, delimiter: str | None = None) -> Dataset:
+def load_dataset(
+    reviews: Sequence[str | Path],
+    meta: Sequence[str | Path] = (),
+    columns: Columns | None = None,
+    delimiter: str | None = None,
+) -> Dataset:
     """Read review files (+ optional metadata) into one Dataset, keeping the latest review per (user, item).
 
     columns ({"user": ..., "item": ..., "rating": ...[, "timestamp": ...]}) names the review tables' columns
@@ -149,8 +182,10 @@ def load_dataset(reviews: Sequence[str | Path], meta: Sequence[str | Path] = (),
     for i, st in enumerate(stats):
         st.duplicates_dropped = st.rows_kept - int(kept.get(i, 0))
         if st.duplicates_dropped:
-            st.notes.append(f"dropped {st.duplicates_dropped} duplicate (user, item) review(s): "
-                            "kept the latest of each pair")
+            st.notes.append(
+                f"dropped {st.duplicates_dropped} duplicate (user, item) review(s): "
+                "kept the latest of each pair"
+            )
     items = empty_items()
     if read:
         for df, st in read:
@@ -165,19 +200,38 @@ def _note_unmatched(items: pd.DataFrame, stats: ReadStats, rated: pd.Series) -> 
     """Metadata is optional, so ids matching no rated item only warn (the items add no text); none matching at
     all usually means the metadata belongs to another dataset."""
     if len(items) and not contained(items["item_id"], rated).any():
-        stats.notes.append(f"warning: none of the {len(items)} metadata item(s) match a rated item, so item text "
-                           "comes from the reviews only; check that this metadata belongs to these reviews")
+        stats.notes.append(
+            f"warning: none of the {len(items)} metadata item(s) match a rated item, so item text "
+            "comes from the reviews only; check that this metadata belongs to these reviews"
+        )
 
 
 # --- JSON-lines reviews and metadata -------------------------------------------------------------------------
 
 
-REVIEWS_2014 = pa.schema([("reviewerID", pa.string()), ("asin", pa.string()), ("overall", pa.float64()),
-                          ("unixReviewTime", pa.int64()), ("reviewTime", pa.string()), ("summary", pa.string()),
-                          ("reviewText", pa.string()), ("reviewerName", pa.string())])
-REVIEWS_2023 = pa.schema([("user_id", pa.string()), ("parent_asin", pa.string()), ("asin", pa.string()),
-                          ("rating", pa.float64()), ("timestamp", pa.int64()), ("title", pa.string()),
-                          ("text", pa.string())])
+REVIEWS_2014 = pa.schema(
+    [
+        ("reviewerID", pa.string()),
+        ("asin", pa.string()),
+        ("overall", pa.float64()),
+        ("unixReviewTime", pa.int64()),
+        ("reviewTime", pa.string()),
+        ("summary", pa.string()),
+        ("reviewText", pa.string()),
+        ("reviewerName", pa.string()),
+    ]
+)
+REVIEWS_2023 = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("parent_asin", pa.string()),
+        ("asin", pa.string()),
+        ("rating", pa.float64()),
+        ("timestamp", pa.int64()),
+        ("title", pa.string()),
+        ("text", pa.string()),
+    ]
+)
 
 
 def _raw(block: Records | pa.Table, schema: pa.Schema) -> pd.DataFrame:
@@ -185,10 +239,14 @@ def _raw(block: Records | pa.Table, schema: pa.Schema) -> pd.DataFrame:
     if isinstance(block, pa.Table):
         df = block.to_pandas()
         return df.fillna({f.name: "" for f in schema if f.type == pa.string()})
-    return pd.DataFrame({
-        f.name: _strs([d.get(f.name) for d in block]) if f.type == pa.string() else [d.get(f.name) for d in block]
-        for f in schema
-    })
+    return pd.DataFrame(
+        {
+            f.name: _strs([d.get(f.name) for d in block])
+            if f.type == pa.string()
+            else [d.get(f.name) for d in block]
+            for f in schema
+        }
+    )
 
 
 def _reviews_2014(block: Records | pa.Table) -> pd.DataFrame:
@@ -196,33 +254,53 @@ def _reviews_2014(block: Records | pa.Table) -> pd.DataFrame:
     raw = _raw(block, REVIEWS_2014)
     stamps = pd.to_numeric(raw["unixReviewTime"], errors="coerce")
     if stamps.isna().any():  # fall back to reviewTime, e.g. "09 13, 2009"
-        days = pd.to_datetime(raw["reviewTime"].where(stamps.isna()), format="%m %d, %Y", errors="coerce", utc=True)
+        days = pd.to_datetime(
+            raw["reviewTime"].where(stamps.isna()), format="%m %d, %Y", errors="coerce", utc=True
+        )
         stamps = stamps.fillna(unix_seconds(days))
-    return _ratings_table(pd.DataFrame({
-        "user_id": raw["reviewerID"], "item_id": raw["asin"], "rating": raw["overall"], "timestamp": stamps,
-        "review_text": _joined(raw["summary"], raw["reviewText"]), "reviewer_name": raw["reviewerName"],
-    }))
+    return _ratings_table(
+        pd.DataFrame(
+            {
+                "user_id": raw["reviewerID"],
+                "item_id": raw["asin"],
+                "rating": raw["overall"],
+                "timestamp": stamps,
+                "review_text": _joined(raw["summary"], raw["reviewText"]),
+                "reviewer_name": raw["reviewerName"],
+            }
+        )
+    )
 
 
 def _reviews_2023(block: Records | pa.Table) -> pd.DataFrame:
     """2023 reviews: item = parent_asin (else asin), timestamp in milliseconds, text = title + text."""
     raw = _raw(block, REVIEWS_2023)
-    return _ratings_table(pd.DataFrame({
-        "user_id": raw["user_id"], "item_id": raw["parent_asin"].where(raw["parent_asin"] != "", raw["asin"]),
-        "rating": raw["rating"], "timestamp": pd.to_numeric(raw["timestamp"], errors="coerce") // 1000,
-        "review_text": _joined(raw["title"], raw["text"]),
-    }))
+    return _ratings_table(
+        pd.DataFrame(
+            {
+                "user_id": raw["user_id"],
+                "item_id": raw["parent_asin"].where(raw["parent_asin"] != "", raw["asin"]),
+                "rating": raw["rating"],
+                "timestamp": pd.to_numeric(raw["timestamp"], errors="coerce") // 1000,
+                "review_text": _joined(raw["title"], raw["text"]),
+            }
+        )
+    )
 
 
 def _meta(objs: Records) -> pd.DataFrame:
     """All three metadata releases: item id, title, brand (2023: store), also-bought, description."""
-    return _items_table(pd.DataFrame({
-        "item_id": [d.get("parent_asin") or d.get("asin") for d in objs],
-        "title": _strs([d.get("title") for d in objs]),
-        "brand": _strs([d.get("brand") or d.get("store") for d in objs]),
-        "also_bought": [_also_bought(d) for d in objs],
-        "description": _strs([d.get("description") for d in objs]),
-    }))
+    return _items_table(
+        pd.DataFrame(
+            {
+                "item_id": [d.get("parent_asin") or d.get("asin") for d in objs],
+                "title": _strs([d.get("title") for d in objs]),
+                "brand": _strs([d.get("brand") or d.get("store") for d in objs]),
+                "also_bought": [_also_bought(d) for d in objs],
+                "description": _strs([d.get("description") for d in objs]),
+            }
+        )
+    )
 
 
 def _also_bought(rec: dict) -> list[str]:
@@ -231,10 +309,18 @@ def _also_bought(rec: dict) -> list[str]:
     return [str(x) for x in ids] if isinstance(ids, list) else []
 
 
-def _read_records(path: str | Path, stats: ReadStats, *, to_table: Callable[[Records | pa.Table], pd.DataFrame],
-                  schema: pa.Schema | None = None, literal: bool = False) -> pd.DataFrame:
+def _read_records(
+    path: str | Path,
+    stats: ReadStats,
+    *,
+    to_table: Callable[[Records | pa.Table], pd.DataFrame],
+    schema: pa.Schema | None = None,
+    literal: bool = False,
+) -> pd.DataFrame:
     tally = Tally(str(path), what="Python-literal" if literal else "JSON")
-    frames = [to_table(block) for block in iter_records(path, tally, literal, schema, stats.encoding) if len(block)]
+    frames = [
+        to_table(block) for block in iter_records(path, tally, literal, schema, stats.encoding) if len(block)
+    ]
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else to_table([])
     tally.finish(stats, len(df))
     return df
@@ -282,8 +368,10 @@ def _read_delimited(path: str | Path, stats: ReadStats, *, layout: Layout) -> pd
     """A headerless delimited file: user, item[, value[, timestamp]]; a 4th field that holds no times
     (CM100k's 0/1 "known") is left out, said in a note."""
     df = read_csv_table(path, stats, layout=layout)
-    stats.notes.append(f"{layout.name}-separated, no header: read as {', '.join(df.columns)} (--columns "
-                       "names them by position otherwise)")
+    stats.notes.append(
+        f"{layout.name}-separated, no header: read as {', '.join(df.columns)} (--columns "
+        "names them by position otherwise)"
+    )
     if "timestamp" in df and not _looks_like_times(df["timestamp"]):
         stats.notes.append("the 4th field holds no times (numbers before 1973 as seconds): left out")
         df = df.drop(columns="timestamp")
@@ -292,8 +380,14 @@ def _read_delimited(path: str | Path, stats: ReadStats, *, layout: Layout) -> pd
     return _ratings_table(_with_value(df, stats))
 
 
-def _generic_ratings(path: str | Path, stats: ReadStats, *, load: Reader, columns: Columns | None = None,
-                     layout: Layout | None = None) -> pd.DataFrame:
+def _generic_ratings(
+    path: str | Path,
+    stats: ReadStats,
+    *,
+    load: Reader,
+    columns: Columns | None = None,
+    layout: Layout | None = None,
+) -> pd.DataFrame:
     positions = bool(columns) and all(str(v).strip().isdigit() for v in columns.values())
     options = {"layout": layout, "positions": positions} if layout is not None else {}
     table = load(path, stats, **options)
@@ -304,8 +398,11 @@ def _generic_ratings(path: str | Path, stats: ReadStats, *, load: Reader, column
         if len(table.columns) > len(df.columns) and not positions:
             accepted = "; ".join(f"{c}: {', '.join(COLUMN_ALIASES[c])}" for c in ("rating", "weight"))
             found = ", ".join(map(str, table.columns))
-            raise DataError(path, f"no rating or play-count column; found: {found}; names accepted (any "
-                            f"case): {accepted}", hint=f"{COLUMNS_HINT} (a play count: weight=COLUMN)")
+            raise DataError(
+                path,
+                f"no rating or play-count column; found: {found}; names accepted (any case): {accepted}",
+                hint=f"{COLUMNS_HINT} (a play count: weight=COLUMN)",
+            )
         stats.implicit = "it has no value column (user, item pairs)"
     return _ratings_table(_with_value(df, stats))
 
@@ -329,10 +426,16 @@ def _looks_like_times(values: pd.Series) -> bool:
     return bool(numbers.dropna().ge(1e8).mean() > 0.5)
 
 
-def _generic_items(path: str | Path, stats: ReadStats, *, load: Reader,
-                   layout: Layout | None = None) -> pd.DataFrame:
-    df = named_columns(path, load(path, stats, **({"layout": layout} if layout else {})), ITEM_NEEDED,
-                       ITEM_OPTIONAL, stats=stats)
+def _generic_items(
+    path: str | Path, stats: ReadStats, *, load: Reader, layout: Layout | None = None
+) -> pd.DataFrame:
+    df = named_columns(
+        path,
+        load(path, stats, **({"layout": layout} if layout else {})),
+        ITEM_NEEDED,
+        ITEM_OPTIONAL,
+        stats=stats,
+    )
     if "description" not in df and "text" in df:
         df = df.rename(columns={"text": "description"})
     if "also_bought" in df:

@@ -111,11 +111,14 @@ def _no_scale(values: np.ndarray) -> UnknownRatingScale:
     also = ""
     if fitting:  # it fits a wider or finer scale whose own values are too few of the ratings
         scale = KNOWN_SCALES[fitting[0]]
-        also = (f"; all fit {scale.name}, but only {_own_share(fitting[0], values):.2%} of them use values that "
-                f"scale adds (data on it has at least {OWN_SHARE[scale.name]:.1%})")
+        also = (
+            f"; all fit {scale.name}, but only {_own_share(fitting[0], values):.2%} of them use values that "
+            f"scale adds (data on it has at least {OWN_SHARE[scale.name]:.1%})"
+        )
     known = ", ".join(s.name for s in KNOWN_SCALES)
     return UnknownRatingScale(
         f"the ratings fit none of the known rating scales: {len(outside):,} of {len(values):,} ratings lie off "
         f"the closest, {closest.name} (e.g. {examples}){also}. Ratings span {values.min():g} to "
         f"{values.max():g}; known scales: {known}",
-        hint=f"fix or drop those rows, or name your scale with {RANGE_FLAG} (rating_range= in ingest)")
+        hint=f"fix or drop those rows, or name your scale with {RANGE_FLAG} (rating_range= in ingest)",
+    )

@@ -15,12 +15,37 @@ RATING_MIN, RATING_MAX = 1.0, 5.0  # the default scale; a run's own scale comes 
 # them (a 2023 export with asin and parent_asin), the earlier one is used and the reader notes it.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "user_id": ("user_id", "userid", "user", "reviewerid", "reviewer_id"),
-    "item_id": ("item_id", "itemid", "item", "parent_asin", "asin", "songid", "song_id", "product_id",
-                "trackid", "track_id", "artistid", "artist_id", "id"),
+    "item_id": (
+        "item_id",
+        "itemid",
+        "item",
+        "parent_asin",
+        "asin",
+        "songid",
+        "song_id",
+        "product_id",
+        "trackid",
+        "track_id",
+        "artistid",
+        "artist_id",
+        "id",
+    ),
     "rating": ("rating", "stars", "overall", "score"),
     # an implicit value (musicrec.data.feedback): never a rating, whatever its values
-    "weight": ("weight", "plays", "playcount", "play_count", "count", "listens", "listen_count",
-               "listening_count", "clicks", "click_count", "scrobbles", "views"),
+    "weight": (
+        "weight",
+        "plays",
+        "playcount",
+        "play_count",
+        "count",
+        "listens",
+        "listen_count",
+        "listening_count",
+        "clicks",
+        "click_count",
+        "scrobbles",
+        "views",
+    ),
     "timestamp": ("timestamp", "time", "unixreviewtime", "unix_review_time", "date", "datetime"),
     "review_text": ("review_text", "reviewtext"),
     "reviewer_name": ("reviewer_name", "reviewername"),
@@ -29,11 +54,21 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     **{name: (name,) for name in ("text", "description", "also_bought")},
 }
 # --columns / columns= keys: the canonical names, or user/item/rating/timestamp for short
-COLUMN_KEYS = {"user": "user_id", "item": "item_id", "rating": "rating", "timestamp": "timestamp",
-               "user_id": "user_id", "item_id": "item_id", "weight": "weight", "plays": "weight"}
+COLUMN_KEYS = {
+    "user": "user_id",
+    "item": "item_id",
+    "rating": "rating",
+    "timestamp": "timestamp",
+    "user_id": "user_id",
+    "item_id": "item_id",
+    "weight": "weight",
+    "plays": "weight",
+}
 
-COLUMNS_HINT = ("name the columns with --columns user=...,item=...,rating=...[,timestamp=...] (columns= in "
-                "load_dataset/ingest), or rename them to user_id, item_id, rating[, timestamp]")
+COLUMNS_HINT = (
+    "name the columns with --columns user=...,item=...,rating=...[,timestamp=...] (columns= in "
+    "load_dataset/ingest), or rename them to user_id, item_id, rating[, timestamp]"
+)
 
 
 def header_key(name: str) -> str:
@@ -72,9 +107,9 @@ def canonical_ratings(df: pd.DataFrame) -> pd.DataFrame:
             "user_id": df["user_id"].astype("str"),
             "item_id": df["item_id"].astype("str"),
             "rating": pd.to_numeric(df["rating"], errors="coerce").astype("float64"),
-            "timestamp": _int_or_null(df["timestamp"]) if "timestamp" in df else pd.Series(
-                pd.array([pd.NA] * len(df), dtype="Int64"), index=df.index
-            ),
+            "timestamp": _int_or_null(df["timestamp"])
+            if "timestamp" in df
+            else pd.Series(pd.array([pd.NA] * len(df), dtype="Int64"), index=df.index),
             "review_text": _text(df, "review_text"),
             "reviewer_name": _text(df, "reviewer_name"),
         }
@@ -90,7 +125,9 @@ def canonical_items(df: pd.DataFrame) -> pd.DataFrame:
             "item_id": df["item_id"].astype("str"),
             "title": _text(df, "title"),
             "brand": _text(df, "brand"),
-            "also_bought": [list(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in also],
+            "also_bought": [
+                list(map(str, v)) if isinstance(v, (list, tuple, np.ndarray)) else [] for v in also
+            ],
             "description": _text(df, "description"),
         }
     )
@@ -102,8 +139,13 @@ def drop_duplicate_ratings(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     # the (user, item) pair as one integer (the string pairs hashed 2x slower); the keys sorted, not the text
     user = pd.factorize(ratings["user_id"], use_na_sentinel=False)[0].astype(np.int64)
     item = pd.factorize(ratings["item_id"], use_na_sentinel=False)[0].astype(np.int64)
-    keys = pd.DataFrame({"pair": user * (int(item.max(initial=0)) + 1) + item,
-                         "timestamp": ratings["timestamp"].to_numpy(), "_pos": np.arange(len(ratings))})
+    keys = pd.DataFrame(
+        {
+            "pair": user * (int(item.max(initial=0)) + 1) + item,
+            "timestamp": ratings["timestamp"].to_numpy(),
+            "_pos": np.arange(len(ratings)),
+        }
+    )
     keys = keys.sort_values(["timestamp", "_pos"], na_position="first", kind="stable")
     pos = np.sort(keys.drop_duplicates("pair", keep="last")["_pos"].to_numpy())
     return ratings.iloc[pos].reset_index(drop=True), len(ratings) - len(pos)

@@ -40,8 +40,11 @@ def split_ratings(
     n = len(ratings)
     n_train, n_val = round(n * fractions[0]), round(n * fractions[1])
     if n_train < 1 or n_val < 1 or n - n_train - n_val < 1:
-        raise DataError("ratings", f"{n} ratings are too few to split {fractions}",
-                        hint="provide more ratings (at least a few hundred) or change the split fractions")
+        raise DataError(
+            "ratings",
+            f"{n} ratings are too few to split {fractions}",
+            hint="provide more ratings (at least a few hundred) or change the split fractions",
+        )
     if method == "random":
         order = np.random.default_rng(seed).permutation(n)
     elif method == "temporal":

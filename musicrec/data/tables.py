@@ -24,8 +24,14 @@ HEADERLESS_NAMES = ["user_id", "item_id", "rating", "timestamp"]  # any other he
 _CSV_LOCK = threading.Lock()
 
 
-def read_csv_table(path: str | Path, stats: ReadStats, *, headerless: bool = False,
-                   layout: Layout | None = None, positions: bool = False) -> pd.DataFrame:
+def read_csv_table(
+    path: str | Path,
+    stats: ReadStats,
+    *,
+    headerless: bool = False,
+    layout: Layout | None = None,
+    positions: bool = False,
+) -> pd.DataFrame:
     """pandas' C parser: no field-size limit, bad UTF-8 replaced, rows with extra fields dropped under the policy.
 
     layout (musicrec.data.delimited): the delimiter and header; positions: columns named "1", "2", ... (a
@@ -49,14 +55,22 @@ def read_csv_table(path: str | Path, stats: ReadStats, *, headerless: bool = Fal
             skip = 0 if base.get("header", 0) is None else 1
             candidates = [n for n, _ in first_nonblank_lines(path, 11)][skip:]
         if len(leading) >= min(10, len(candidates)):
-            raise DataError(path, f"each of the first {len(leading)} data lines has too many fields",
-                            line=candidates[0] if candidates else None,
-                            hint="expected item,user,rating,timestamp with no header, or one field per header name")
+            raise DataError(
+                path,
+                f"each of the first {len(leading)} data lines has too many fields",
+                line=candidates[0] if candidates else None,
+                hint="expected item,user,rating,timestamp with no header, or one field per header name",
+            )
         leading.append(candidates[len(leading)])
 
 
-def tallied(path: str | Path, stats: ReadStats, df: pd.DataFrame, messages: list[str],
-             leading: list[int] | None = None) -> pd.DataFrame:
+def tallied(
+    path: str | Path,
+    stats: ReadStats,
+    df: pd.DataFrame,
+    messages: list[str],
+    leading: list[int] | None = None,
+) -> pd.DataFrame:
     """Apply the bad-line policy to the rows pandas skipped (and any leading rows skipped before it ran)."""
     tally = Tally(str(path), what="CSV")
     for lineno in leading or []:
@@ -75,16 +89,28 @@ def parse_csv(path: str | Path, options: dict[str, object]) -> tuple[pd.DataFram
         # the lock keeps concurrent reads' warnings apart (catch_warnings is process-wide)
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            df = pd.read_csv(stream, dtype=str, keep_default_na=False, on_bad_lines="warn", engine="c",
-                             encoding_errors="replace", index_col=False, **options)
+            df = pd.read_csv(
+                stream,
+                dtype=str,
+                keep_default_na=False,
+                on_bad_lines="warn",
+                engine="c",
+                encoding_errors="replace",
+                index_col=False,
+                **options,
+            )
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise truncated(path, None, exc) from None
         except pd.errors.EmptyDataError:
             raise DataError(path, "file is empty", hint="re-download or re-export the file") from None
         except (pd.errors.ParserError, ValueError) as exc:
             line = re.search(r"line (\d+)", str(exc))
-            raise DataError(path, f"cannot parse the CSV: {str(exc).strip()}", line=int(line[1]) if line else None,
-                            hint="fix the quoting or field count on that line") from None
+            raise DataError(
+                path,
+                f"cannot parse the CSV: {str(exc).strip()}",
+                line=int(line[1]) if line else None,
+                hint="fix the quoting or field count on that line",
+            ) from None
     for w in caught:
         if not issubclass(w.category, pd.errors.ParserWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -102,13 +128,21 @@ def read_parquet_table(path: str | Path, stats: ReadStats) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise DataError(path, f"cannot read the Parquet file: {exc}", hint="re-export or re-download it") from None
+        raise DataError(
+            path, f"cannot read the Parquet file: {exc}", hint="re-export or re-download it"
+        ) from None
     stats.rows_read = len(df)
     return df
 
 
-def named_columns(path: str | Path, df: pd.DataFrame, needed: tuple[str, ...], optional: tuple[str, ...],
-                  columns: Mapping[str, str] | None = None, stats: ReadStats | None = None) -> pd.DataFrame:
+def named_columns(
+    path: str | Path,
+    df: pd.DataFrame,
+    needed: tuple[str, ...],
+    optional: tuple[str, ...],
+    columns: Mapping[str, str] | None = None,
+    stats: ReadStats | None = None,
+) -> pd.DataFrame:
     """The needed and optional columns under their canonical names, nothing else: those columns= maps first,
     then header names matched case-insensitively with their aliases. A needed column not found lists what was."""
     found = [str(c) for c in df.columns]
@@ -120,15 +154,21 @@ def named_columns(path: str | Path, df: pd.DataFrame, needed: tuple[str, ...], o
         if rank:
             chosen[canon] = min(rank, key=rank.__getitem__)
         if len(rank) > 1 and stats is not None:
-            stats.notes.append(f"columns {', '.join(rank)} all name {canon}: used {chosen[canon]} "
-                               "(--columns chooses another)")
+            stats.notes.append(
+                f"columns {', '.join(rank)} all name {canon}: used {chosen[canon]} "
+                "(--columns chooses another)"
+            )
     missing = [c for c in needed if c not in chosen]
     if missing:
         accepted = "; ".join(f"{c}: {', '.join(COLUMN_ALIASES.get(c, (c,)))}" for c in missing)
-        hint = (COLUMNS_HINT if "rating" in needed else "rename the columns (the first row must be a header)")
-        raise DataError(path, f"missing column(s) {', '.join(missing)}; found: {', '.join(found) or 'none'}; "
-                        f"needed: {', '.join(needed)} (optional: {', '.join(optional)}); names accepted "
-                        f"(any case): {accepted}", hint=f"{hint}; rename the columns or convert the file")
+        hint = COLUMNS_HINT if "rating" in needed else "rename the columns (the first row must be a header)"
+        raise DataError(
+            path,
+            f"missing column(s) {', '.join(missing)}; found: {', '.join(found) or 'none'}; "
+            f"needed: {', '.join(needed)} (optional: {', '.join(optional)}); names accepted "
+            f"(any case): {accepted}",
+            hint=f"{hint}; rename the columns or convert the file",
+        )
     return pd.DataFrame({canon: df[column] for canon, column in chosen.items()}, index=df.index)
 
 
@@ -141,11 +181,16 @@ def mapped_columns(path: str | Path, found: list[str], columns: Mapping[str, str
         if canon is None or canon in chosen:
             why = "is given twice" if canon else "is not one of user, item, rating, timestamp"
             raise DataError(path, f"columns= key {key!r} {why}", hint=COLUMNS_HINT)
-        column = name if name in found else next((c for c in found if header_key(c) == header_key(name)), None)
+        column = (
+            name if name in found else next((c for c in found if header_key(c) == header_key(name)), None)
+        )
         if column is None:
-            raise DataError(path, f"the column {name!r} given for {canon} is not in the file; its columns: "
-                            f"{', '.join(found) or 'none'}",
-                            hint="fix --columns (names match ignoring case; the first row must be a header)")
+            raise DataError(
+                path,
+                f"the column {name!r} given for {canon} is not in the file; its columns: "
+                f"{', '.join(found) or 'none'}",
+                hint="fix --columns (names match ignoring case; the first row must be a header)",
+            )
         chosen[canon] = column
     return chosen
 

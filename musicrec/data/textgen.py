@@ -20,12 +20,24 @@ from musicrec.store import atomic_write
 GENRES: list[tuple[str, float, str]] = [
     ("Rock", 0.14, "guitar riff anthem amp stadium drummer solo highway rebel thunder garage chorus"),
     ("Pop", 0.13, "hook dance radio sweetheart summer glitter chart heartbeat melody sparkle chorus single"),
-    ("Alternative Rock", 0.07, "indie distortion feedback grunge shoegaze lofi reverb basement static echo fuzz"),
-    ("Rap & Hip-Hop", 0.07, "beat rhymes flow verse mixtape hustle street cypher sample bars boombap freestyle"),
+    (
+        "Alternative Rock",
+        0.07,
+        "indie distortion feedback grunge shoegaze lofi reverb basement static echo fuzz",
+    ),
+    (
+        "Rap & Hip-Hop",
+        0.07,
+        "beat rhymes flow verse mixtape hustle street cypher sample bars boombap freestyle",
+    ),
     ("R&B", 0.06, "groove soul falsetto slowjam velvet harmony smooth midnight neosoul ballad silk romance"),
     ("Country", 0.07, "twang fiddle honkytonk pickup dirt whiskey porch steelguitar rodeo heartland banjo"),
     ("Jazz", 0.05, "saxophone trumpet bebop swing improvisation quartet standards bassline brushes scat"),
-    ("Classical", 0.05, "symphony concerto sonata orchestra violin piano cello opus baroque conductor chamber"),
+    (
+        "Classical",
+        0.05,
+        "symphony concerto sonata orchestra violin piano cello opus baroque conductor chamber",
+    ),
     ("Dance & Electronic", 0.06, "synth bassdrop remix techno house trance rave club sequencer loop dj"),
     ("Christian", 0.05, "worship praise hymn gospel grace choir faith spirit hallelujah prayer glory"),
     ("Blues", 0.03, "harmonica delta slide shuffle juke bluesman crossroads twelvebar boogie mississippi"),
@@ -33,25 +45,55 @@ GENRES: list[tuple[str, float, str]] = [
     ("Metal", 0.03, "shred doublebass growl breakdown headbang thrash doom blastbeat mosh brutal inferno"),
     ("Soundtracks", 0.03, "score film cinematic theme composer orchestral scene trailer soundtrack epic"),
     ("New Age", 0.02, "meditation ambient relaxing healing ocean zen chimes tranquil spa yoga dreamscape"),
-    ("Latin Music", 0.03, "salsa bachata reggaeton cumbia tango mariachi ritmo corazon fiesta bolero merengue"),
+    (
+        "Latin Music",
+        0.03,
+        "salsa bachata reggaeton cumbia tango mariachi ritmo corazon fiesta bolero merengue",
+    ),
     ("Reggae", 0.02, "dub riddim roots skank rasta island offbeat dancehall jah babylon ska irie"),
-    ("World Music", 0.02, "afrobeat kora sitar celtic flamenco tabla desert bossa qawwali balkan highlife oud"),
-    ("Broadway & Vocalists", 0.02, "showtune cast musical crooner cabaret standards stage overture encore diva"),
-    ("Children's Music", 0.02, "lullaby singalong nursery kids playtime alphabet silly bedtime puppet sunshine"),
+    (
+        "World Music",
+        0.02,
+        "afrobeat kora sitar celtic flamenco tabla desert bossa qawwali balkan highlife oud",
+    ),
+    (
+        "Broadway & Vocalists",
+        0.02,
+        "showtune cast musical crooner cabaret standards stage overture encore diva",
+    ),
+    (
+        "Children's Music",
+        0.02,
+        "lullaby singalong nursery kids playtime alphabet silly bedtime puppet sunshine",
+    ),
 ]
 GENRE_NAMES = [g[0] for g in GENRES]
 GENRE_SHARES = np.array([g[1] for g in GENRES])
 GENRE_WORDS = [g[2].split() for g in GENRES]
 # One pair per latent dimension: an item's strongest factors name its mood, so text hints at q_i too.
-MOODS = [("bright", "dark"), ("upbeat", "mellow"), ("raw", "polished"), ("acoustic", "electric"),
-         ("epic", "intimate"), ("catchy", "experimental"), ("classic", "modern"), ("live", "studio")]
+MOODS = [
+    ("bright", "dark"),
+    ("upbeat", "mellow"),
+    ("raw", "polished"),
+    ("acoustic", "electric"),
+    ("epic", "intimate"),
+    ("catchy", "experimental"),
+    ("classic", "modern"),
+    ("live", "studio"),
+]
 MOOD_WORDS = [w for pair in MOODS for w in pair]  # word of dim k, sign +: 2k, sign -: 2k + 1
 SENTIMENT = {  # rating -> (phrases, adjectives)
-    1: ("terrible waste of money|awful|hated it|did not download|wrong item sent|returned it", "awful bad unlistenable"),
+    1: (
+        "terrible waste of money|awful|hated it|did not download|wrong item sent|returned it",
+        "awful bad unlistenable",
+    ),
     2: ("disappointing|not great|pretty weak|forgettable|expected more", "weak dull boring"),
     3: ("it is okay|decent enough|not bad|mixed feelings|average at best", "okay average fine"),
     4: ("really good|very nice|solid work|enjoyable|pretty good", "good nice solid"),
-    5: ("love it|absolutely love this|a masterpiece|one of the best|highly recommend|amazing", "great amazing perfect"),
+    5: (
+        "love it|absolutely love this|a masterpiece|one of the best|highly recommend|amazing",
+        "great amazing perfect",
+    ),
 }
 PHRASES = {r: p.split("|") for r, (p, _) in SENTIMENT.items()}
 ADJECTIVES = {r: a.split() for r, (_, a) in SENTIMENT.items()}
@@ -60,23 +102,106 @@ STARS = {1: "One Star", 2: "Two Stars", 3: "Three Stars", 4: "Four Stars", 5: "F
 # Positional slots: 0 Phrase, 1 Adjective, 2 phrase, 3 adjective, 4 genre word, 5 genre word, 6 mood, 7 noun,
 # 8 Mood.
 SENTENCES = [
-    "{0}.", "{1} {7}.", "The {4} on this {7} is {3}.", "{8} {4} and {5}, {3} overall.",
-    "If you like {4} and {5} this {7} is {3}.", "Really {6} {4}, {2}.", "The {5} sounds {6} and the {4} is {3}.",
-    "{0}, especially the {4}.", "This {7} is {6} and full of {4}.", "Bought this {7} for the {4}, {2}.",
+    "{0}.",
+    "{1} {7}.",
+    "The {4} on this {7} is {3}.",
+    "{8} {4} and {5}, {3} overall.",
+    "If you like {4} and {5} this {7} is {3}.",
+    "Really {6} {4}, {2}.",
+    "The {5} sounds {6} and the {4} is {3}.",
+    "{0}, especially the {4}.",
+    "This {7} is {6} and full of {4}.",
+    "Bought this {7} for the {4}, {2}.",
 ]
-FIRST = ["John", "Mary", "James", "Linda", "Robert", "Susan", "Michael", "Karen", "David", "Lisa", "William",
-         "Nancy", "Richard", "Betty", "Joseph", "Sandra", "Thomas", "Donna", "Chris", "Carol", "Daniel", "Ruth",
-         "Paul", "Sharon", "Mark", "Laura", "Steve", "Kim", "Kevin", "Amy", "Brian", "Angela"]
-LAST = ["Smith", "Johnson", "Brown", "Jones", "Miller", "Davis", "Garcia", "Wilson", "Moore", "Taylor", "Anderson",
-        "Thomas", "Jackson", "White", "Harris", "Martin", "Lee", "Walker", "Hall", "Allen", "Young", "King",
-        "Wright", "Scott", "Green", "Baker", "Adams", "Nelson", "Hill", "Campbell"]
+FIRST = [
+    "John",
+    "Mary",
+    "James",
+    "Linda",
+    "Robert",
+    "Susan",
+    "Michael",
+    "Karen",
+    "David",
+    "Lisa",
+    "William",
+    "Nancy",
+    "Richard",
+    "Betty",
+    "Joseph",
+    "Sandra",
+    "Thomas",
+    "Donna",
+    "Chris",
+    "Carol",
+    "Daniel",
+    "Ruth",
+    "Paul",
+    "Sharon",
+    "Mark",
+    "Laura",
+    "Steve",
+    "Kim",
+    "Kevin",
+    "Amy",
+    "Brian",
+    "Angela",
+]
+LAST = [
+    "Smith",
+    "Johnson",
+    "Brown",
+    "Jones",
+    "Miller",
+    "Davis",
+    "Garcia",
+    "Wilson",
+    "Moore",
+    "Taylor",
+    "Anderson",
+    "Thomas",
+    "Jackson",
+    "White",
+    "Harris",
+    "Martin",
+    "Lee",
+    "Walker",
+    "Hall",
+    "Allen",
+    "Young",
+    "King",
+    "Wright",
+    "Scott",
+    "Green",
+    "Baker",
+    "Adams",
+    "Nelson",
+    "Hill",
+    "Campbell",
+]
 ALNUM = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", dtype=np.uint8)
 DAY_SECONDS = 86_400
-FORMATS = [{"Format:": " Audio CD"}, {"Format:": " MP3 Music"}, {"Format:": " Vinyl"},
-           {"Format:": " Audio Cassette"}]
+FORMATS = [
+    {"Format:": " Audio CD"},
+    {"Format:": " MP3 Music"},
+    {"Format:": " Vinyl"},
+    {"Format:": " Audio Cassette"},
+]
 FORMAT_SHARES = [0.45, 0.45, 0.07, 0.03]
-REVIEW_KEYS = ["overall", "vote", "verified", "reviewTime", "reviewerID", "asin", "style", "reviewerName",
-               "reviewText", "summary", "unixReviewTime", "image"]  # the order of real 2018 lines
+REVIEW_KEYS = [
+    "overall",
+    "vote",
+    "verified",
+    "reviewTime",
+    "reviewerID",
+    "asin",
+    "style",
+    "reviewerName",
+    "reviewText",
+    "summary",
+    "unixReviewTime",
+    "image",
+]  # the order of real 2018 lines
 PRICES = ["$9.99", "$11.88", "$13.98", "$7.99", "$1.29", "$0.99", "", "$15.49", "$24.99", "$5.99"]
 
 
@@ -113,7 +238,9 @@ def format_days(first_day: int, last_day: int) -> list[str]:
     years = days.astype("datetime64[Y]").astype(np.int64) + 1970
     months = month_start.astype(np.int64) % 12 + 1
     dom = (days - month_start).astype(np.int64) + 1
-    return [f"{m:02d} {d}, {y}" for y, m, d in zip(years.tolist(), months.tolist(), dom.tolist(), strict=True)]
+    return [
+        f"{m:02d} {d}, {y}" for y, m, d in zip(years.tolist(), months.tolist(), dom.tolist(), strict=True)
+    ]
 
 
 def reviewer_names(rng: np.random.Generator, n: int) -> list[str]:
@@ -142,8 +269,9 @@ def item_moods(q: np.ndarray) -> np.ndarray:
     return (2 * top + negative).astype(np.int64)
 
 
-def item_strings(rng: np.random.Generator, genre: np.ndarray, q: np.ndarray,
-                 empty_title_share: float) -> tuple[list[str], list[str], list[str]]:
+def item_strings(
+    rng: np.random.Generator, genre: np.ndarray, q: np.ndarray, empty_title_share: float
+) -> tuple[list[str], list[str], list[str]]:
     """Titles (a few empty), artist names (about three items per artist of the genre) and descriptions."""
     counts = np.bincount(genre, minlength=len(GENRES))
     n_artists = np.maximum(1, counts // 3)
@@ -154,7 +282,10 @@ def item_strings(rng: np.random.Generator, genre: np.ndarray, q: np.ndarray,
     moods = item_moods(q)
     titles = item_titles(rng, genre, moods)
     texts = descriptions(genre, moods, titles, brands)
-    titles = [t if k >= empty_title_share else "" for t, k in zip(titles, rng.random(len(genre)).tolist(), strict=True)]
+    titles = [
+        t if k >= empty_title_share else ""
+        for t, k in zip(titles, rng.random(len(genre)).tolist(), strict=True)
+    ]
     return titles, brands, texts
 
 
@@ -198,12 +329,16 @@ def descriptions(genre: np.ndarray, mood: np.ndarray, titles: list[str], artists
     for g, (m1, m2), t, a in zip(genre.tolist(), mood.tolist(), titles, artists, strict=True):
         words = GENRE_WORDS[g]
         w1, w2 = words[(m1 + 3 * m2) % len(words)], words[(m2 + 5) % len(words)]
-        out.append(f"{t or 'This album'} by {a}: {GENRE_NAMES[g].lower()} that is {MOOD_WORDS[m1]} and "
-                   f"{MOOD_WORDS[m2]}, with {w1} and {w2}.")
+        out.append(
+            f"{t or 'This album'} by {a}: {GENRE_NAMES[g].lower()} that is {MOOD_WORDS[m1]} and "
+            f"{MOOD_WORDS[m2]}, with {w1} and {w2}."
+        )
     return out
 
 
-def review_texts(rng: np.random.Generator, genre: np.ndarray, mood: np.ndarray, tone: np.ndarray) -> list[str]:
+def review_texts(
+    rng: np.random.Generator, genre: np.ndarray, mood: np.ndarray, tone: np.ndarray
+) -> list[str]:
     """Reviews of 1-6 sentences: genre words of the item, its moods (mostly) and words of the tone (1-5)."""
     n = len(genre)
     most = 6
@@ -211,7 +346,9 @@ def review_texts(rng: np.random.Generator, genre: np.ndarray, mood: np.ndarray, 
     tmpl = rng.integers(0, len(SENTENCES), (n, most)).tolist()
     u = rng.random((n, most, 5)).tolist()
     own = np.take_along_axis(mood, rng.integers(0, 2, (n, most)), axis=1)
-    mood_words = np.where(rng.random((n, most)) < 0.8, own, rng.integers(0, len(MOOD_WORDS), (n, most))).tolist()
+    mood_words = np.where(
+        rng.random((n, most)) < 0.8, own, rng.integers(0, len(MOOD_WORDS), (n, most))
+    ).tolist()
     out = []
     for j, (g, t) in enumerate(zip(genre.tolist(), tone.tolist(), strict=True)):
         words, ph, adj = GENRE_WORDS[g], PHRASES[t], ADJECTIVES[t]
@@ -220,9 +357,19 @@ def review_texts(rng: np.random.Generator, genre: np.ndarray, mood: np.ndarray, 
             a, b, c, d, e = u[j][k]
             p, q = ph[int(a * len(ph))], adj[int(b * len(adj))]
             m = MOOD_WORDS[mood_words[j][k]]
-            parts.append(SENTENCES[tmpl[j][k]].format(
-                p.capitalize(), q.capitalize(), p, q, words[int(c * len(words))], words[int(d * len(words))],
-                m, NOUNS[int(e * len(NOUNS))], m.capitalize()))
+            parts.append(
+                SENTENCES[tmpl[j][k]].format(
+                    p.capitalize(),
+                    q.capitalize(),
+                    p,
+                    q,
+                    words[int(c * len(words))],
+                    words[int(d * len(words))],
+                    m,
+                    NOUNS[int(e * len(NOUNS))],
+                    m.capitalize(),
+                )
+            )
         out.append(" ".join(parts))
     return out
 
@@ -249,8 +396,9 @@ def image_url(rng: np.random.Generator) -> str:
     return f"https://images-na.ssl-images-amazon.com/images/I/{name}._SY88.jpg"
 
 
-def review_columns(rng: np.random.Generator, stars: np.ndarray, genre: np.ndarray, mood: np.ndarray,
-                   item_format: np.ndarray) -> dict[str, list]:
+def review_columns(
+    rng: np.random.Generator, stars: np.ndarray, genre: np.ndarray, mood: np.ndarray, item_format: np.ndarray
+) -> dict[str, list]:
     """Fields of a chunk of reviews that follow the stars, the item and chance (None: field left out).
 
     The words' tone is the star rating 80% of the time, a neighbouring one otherwise.
@@ -273,8 +421,12 @@ def review_columns(rng: np.random.Generator, stars: np.ndarray, genre: np.ndarra
 def json_lines(cols: dict[str, list], keys: list[str]) -> bytes:
     """One JSON object per row, keys in the given order, leaving out fields whose value is None."""
     rows = zip(*(cols[k] for k in keys), strict=True)
-    return b"".join(orjson.dumps({k: v for k, v in zip(keys, row, strict=True) if v is not None},
-                                 option=orjson.OPT_APPEND_NEWLINE) for row in rows)
+    return b"".join(
+        orjson.dumps(
+            {k: v for k, v in zip(keys, row, strict=True) if v is not None}, option=orjson.OPT_APPEND_NEWLINE
+        )
+        for row in rows
+    )
 
 
 def write_gz(path: Path, chunks: Iterator[bytes]) -> None:
@@ -283,8 +435,10 @@ def write_gz(path: Path, chunks: Iterator[bytes]) -> None:
 
 
 def _gzip_chunks(raw: BinaryIO, chunks: Iterator[bytes]) -> None:
-    with ThreadPoolExecutor(max_workers=1) as pool, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=4) as gz:
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=4) as gz,
+    ):
         pending: Future | None = None
         for data in chunks:
             if pending is not None:

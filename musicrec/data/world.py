@@ -85,14 +85,16 @@ def make_world(rng: np.random.Generator, spec: Scale) -> World:
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
     taste_dir = taste @ centroids  # users lean towards the centroids of the genres they choose
     taste_dir /= np.linalg.norm(taste_dir, axis=1, keepdims=True)
-    noise_q = rng.normal(scale=DIM ** -0.5, size=(len(item_genre), DIM))
-    noise_p = rng.normal(scale=DIM ** -0.5, size=(spec.users, DIM))
+    noise_q = rng.normal(scale=DIM**-0.5, size=(len(item_genre), DIM))
+    noise_p = rng.normal(scale=DIM**-0.5, size=(spec.users, DIM))
     return World(
         user_p=0.7 * taste_dir + 0.7 * noise_p,
         user_b=_mixture(rng, spec.users, USER_SD, USER_SOUR, USER_SOUR_SHIFT),
-        item_genre=item_genre, item_q=0.7 * centroids[item_genre] + 0.7 * noise_q,
+        item_genre=item_genre,
+        item_q=0.7 * centroids[item_genre] + 0.7 * noise_q,
         item_b=_mixture(rng, len(item_genre), ITEM_SD, ITEM_BAD, ITEM_BAD_SHIFT),
-        pair_user=pair_user, pair_item=pair_item,
+        pair_user=pair_user,
+        pair_item=pair_item,
     )
 
 
@@ -112,14 +114,16 @@ def _draw_pairs(rng: np.random.Generator, spec: Scale, taste: np.ndarray) -> tup
 def _user_degrees(rng: np.random.Generator, n_users: int, total: int, cap: int) -> np.ndarray:
     """Ratings per user: SINGLE_SHARE of users rate once, the rest 2+ with a heavy (Pareto) tail."""
     deg = np.ones(n_users, dtype=np.int64)
-    multi = rng.permutation(n_users)[round(SINGLE_SHARE * n_users):]
+    multi = rng.permutation(n_users)[round(SINGLE_SHARE * n_users) :]
     deg[multi] = 2
     weights = rng.pareto(1.3, size=len(multi)) + 0.1
     deg[multi] += _capped_counts(rng, total - int(deg.sum()), weights, cap - 2)
     return deg
 
 
-def _item_degrees(rng: np.random.Generator, item_genre: np.ndarray, demand: np.ndarray, cap: int) -> np.ndarray:
+def _item_degrees(
+    rng: np.random.Generator, item_genre: np.ndarray, demand: np.ndarray, cap: int
+) -> np.ndarray:
     """Ratings per item: 1 + a Zipf-like share of its genre's demand, so each genre's totals match."""
     deg = np.ones(len(item_genre), dtype=np.int64)
     weights = rng.pareto(1.2, size=len(item_genre)) + 0.05
@@ -179,8 +183,13 @@ def _apportion(total: int, weights: np.ndarray) -> np.ndarray:
     return out
 
 
-def _match(rng: np.random.Generator, stub_user: np.ndarray, stub_genre: np.ndarray, item_genre: np.ndarray,
-           item_deg: np.ndarray) -> np.ndarray:
+def _match(
+    rng: np.random.Generator,
+    stub_user: np.ndarray,
+    stub_genre: np.ndarray,
+    item_genre: np.ndarray,
+    item_deg: np.ndarray,
+) -> np.ndarray:
     """Pair each user stub with a random item stub of its genre (a genre-blocked configuration model)."""
     item_stub = np.repeat(np.arange(len(item_genre), dtype=np.int32), item_deg)
     item_stub = item_stub[np.lexsort((rng.random(len(item_stub)), item_genre[item_stub]))]
@@ -192,8 +201,9 @@ def _match(rng: np.random.Generator, stub_user: np.ndarray, stub_genre: np.ndarr
     return pair_item
 
 
-def _fix_repeats(rng: np.random.Generator, user: np.ndarray, item: np.ndarray, genre: np.ndarray,
-                 sizes: np.ndarray) -> np.ndarray:
+def _fix_repeats(
+    rng: np.random.Generator, user: np.ndarray, item: np.ndarray, genre: np.ndarray, sizes: np.ndarray
+) -> np.ndarray:
     """Swap item stubs until every (user, item) pair is unique; swaps keep every user's and item's count."""
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     n_items = int(item.max()) + 1

@@ -63,15 +63,27 @@ class RowAdagrad:
         self.acc = {name: torch.full((t.shape[0],), ACC_START) for name, t in tables.items()}
 
     @torch.no_grad()
-    def update(self, name: str, table: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor,
-               unique: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+    def update(
+        self,
+        name: str,
+        table: torch.Tensor,
+        rows: torch.Tensor,
+        grad: torch.Tensor,
+        unique: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         """unique: (unique rows, inverse) of `rows` when the caller already has them (tables indexed alike)."""
         rows, g = coalesce_rows(rows, grad.reshape(len(rows), -1), unique)
         adagrad_rows(table.view(table.shape[0], -1), self.acc[name], rows, g, self.lr)
 
 
-def adagrad_rows(table: torch.Tensor, acc: torch.Tensor, rows: torch.Tensor, grad: torch.Tensor, lr: float,
-                 eps: float = EPS) -> None:
+def adagrad_rows(
+    table: torch.Tensor,
+    acc: torch.Tensor,
+    rows: torch.Tensor,
+    grad: torch.Tensor,
+    lr: float,
+    eps: float = EPS,
+) -> None:
     """One AdaGrad step of distinct `rows` of a 2-D table with their summed gradients: G[r] += mean(g_r^2);
     w[r] -= lr * g_r / sqrt(G[r] + eps). (G starts at ACC_START, so eps never changes a float32 value.)"""
     acc.index_add_(0, rows, grad.pow(2).mean(1))
@@ -79,8 +91,9 @@ def adagrad_rows(table: torch.Tensor, acc: torch.Tensor, rows: torch.Tensor, gra
     table.index_add_(0, rows, step)
 
 
-def coalesce_rows(rows: torch.Tensor, values: torch.Tensor,
-                  unique: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def coalesce_rows(
+    rows: torch.Tensor, values: torch.Tensor, unique: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Unique row ids and the sum of each row's gradient values (what a coalesced sparse tensor holds).
     unique: torch.unique(rows, return_inverse=True) when the caller has it already (tables indexed alike)."""
     unique, inverse = unique if unique is not None else torch.unique(rows, return_inverse=True)

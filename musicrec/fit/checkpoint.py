@@ -64,7 +64,9 @@ class BestState:
             raise RuntimeError("restore() before keep(): no state was kept")
         state = self.model.state_dict()
         if set(state) != set(self._files):
-            raise RuntimeError(f"the model's tensors changed since keep(): {sorted(set(state) ^ set(self._files))}")
+            raise RuntimeError(
+                f"the model's tensors changed since keep(): {sorted(set(state) ^ set(self._files))}"
+            )
         for k, path in self._files.items():
             state[k].copy_(torch.from_numpy(np.load(path, allow_pickle=False)))
 
@@ -79,6 +81,7 @@ class BestState:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()

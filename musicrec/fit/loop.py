@@ -58,9 +58,15 @@ class Fitted:
         return max(0, len(self.history) - 1)
 
 
-def early_stopping(name: str, model: nn.Module, train_epoch: Callable[[], float],
-                   evaluate: Callable[[], dict[str, float]], epochs: int, rule: Stopping,
-                   on_epoch: EpochCallback | None = None) -> Fitted:
+def early_stopping(
+    name: str,
+    model: nn.Module,
+    train_epoch: Callable[[], float],
+    evaluate: Callable[[], dict[str, float]],
+    epochs: int,
+    rule: Stopping,
+    on_epoch: EpochCallback | None = None,
+) -> Fitted:
     """Train up to `epochs` epochs; after each, evaluate; keep the best by `rule` and restore it at the end."""
     t0 = time.perf_counter()
     out = Fitted(history=[_row(0, epochs, math.nan, evaluate(), 0.0, 0.0)])
@@ -85,8 +91,9 @@ def early_stopping(name: str, model: nn.Module, train_epoch: Callable[[], float]
     return out
 
 
-def fixed_epochs(name: str, train_epoch: Callable[[], float], epochs: int,
-                 on_epoch: EpochCallback | None = None) -> Fitted:
+def fixed_epochs(
+    name: str, train_epoch: Callable[[], float], epochs: int, on_epoch: EpochCallback | None = None
+) -> Fitted:
     """Exactly `epochs` epochs without validation (a refit on every row): the last epoch is kept."""
     t0 = time.perf_counter()
     out = Fitted(best_epoch=epochs, history=[_row(0, epochs, math.nan, {}, 0.0, 0.0)])
@@ -100,14 +107,23 @@ def fixed_epochs(name: str, train_epoch: Callable[[], float], epochs: int,
     return out
 
 
-def _row(epoch: int, epochs: int, loss: float, metrics: dict[str, float], seconds: float,
-         eval_seconds: float) -> dict[str, Any]:
-    return {"epoch": epoch, "epochs": epochs, "loss": loss, **metrics, "seconds": seconds,
-            "eval_seconds": eval_seconds}
+def _row(
+    epoch: int, epochs: int, loss: float, metrics: dict[str, float], seconds: float, eval_seconds: float
+) -> dict[str, Any]:
+    return {
+        "epoch": epoch,
+        "epochs": epochs,
+        "loss": loss,
+        **metrics,
+        "seconds": seconds,
+        "eval_seconds": eval_seconds,
+    }
 
 
 def format_epoch(e: dict[str, Any]) -> str:
     """One plain progress line for an epoch callback's row, the same for every family."""
     shown = f" val {e['metric']} {e['value']:.4f}" if e.get("metric") else ""
-    return (f"{e['model']}: epoch {e['epoch']}/{e['epochs']} loss {e['loss']:.4f}{shown}, "
-            f"validation {e['eval_seconds']:.1f}s ({e['seconds']:.1f}s)")
+    return (
+        f"{e['model']}: epoch {e['epoch']}/{e['epochs']} loss {e['loss']:.4f}{shown}, "
+        f"validation {e['eval_seconds']:.1f}s ({e['seconds']:.1f}s)"
+    )

@@ -58,8 +58,15 @@ class RetrievalModel(ABC):
 
     @classmethod
     @abstractmethod
-    def fit(cls, name: str, cfg: Any, data: Interactions, *, threads: int = 1,
-            on_epoch: EpochCallback | None = None) -> ImplicitResult:
+    def fit(
+        cls,
+        name: str,
+        cfg: Any,
+        data: Interactions,
+        *,
+        threads: int = 1,
+        on_epoch: EpochCallback | None = None,
+    ) -> ImplicitResult:
         """Fit on data.users/items, choose the best epoch on data.validation (excluding data.exclude)."""
 
     @classmethod
@@ -69,6 +76,7 @@ class RetrievalModel(ABC):
 
     @classmethod
     @abstractmethod
-    def rebuild(cls, cfg: Any, n_users: int, n_items: int, state: dict[str, torch.Tensor],
-                text: torch.Tensor | None) -> nn.Module:
+    def rebuild(
+        cls, cfg: Any, n_users: int, n_items: int, state: dict[str, torch.Tensor], text: torch.Tensor | None
+    ) -> nn.Module:
         """The saved model from its state_dict (read from .npz, never a pickle)."""

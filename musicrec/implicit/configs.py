@@ -10,8 +10,11 @@ from musicrec.fit.space import Dim, integer, real
 
 # what tuning searches for every loss: size, step, penalty, start scale, how a history is averaged
 SPACE: dict[str, Dim] = {
-    "factors": integer(16, 128), "lr": real(0.03, 1.0), "weight_decay": real(0.001, 0.3),
-    "init_std": real(0.01, 0.3), "history_alpha": real(0.0, 1.0, log=False),
+    "factors": integer(16, 128),
+    "lr": real(0.03, 1.0),
+    "weight_decay": real(0.001, 0.3),
+    "init_std": real(0.01, 0.3),
+    "history_alpha": real(0.0, 1.0, log=False),
 }
 
 
@@ -25,34 +28,73 @@ class ImplicitConfig(BaseModel):
     factors: int = Field(64, ge=1, le=1024, description="embedding size of users and items")
     lr: float = Field(0.3, gt=0, description="row-wise AdaGrad step of the embedding and bias tables")
     weight_decay: float = Field(0.03, ge=0, description="L2 per touched row and occurrence (lazy, sparse)")
-    epochs: int = Field(100, ge=1, le=1000, description="maximum epochs; early stopping on validation NDCG@10")
-    patience: int = Field(8, ge=1, description="epochs without a better validation NDCG@10 before stopping (on MI in "
-                          "the flow 4 stopped pointwise and bpr at epoch 7, 8 found better ones at 14-17)")
-    max_patience_rows: int = Field(5_000_000, ge=0, description="cap on patience x training interactions, so large "
-                                   "data waits fewer epochs for a better one (seed size: 4); 0 = no cap")
-    max_epoch_rows: int = Field(25_000_000, ge=0, description="cap on epochs x training interactions, so the "
-                                "maximum epochs shrink on large data (seed size: 19); 0 = no cap")
+    epochs: int = Field(
+        100, ge=1, le=1000, description="maximum epochs; early stopping on validation NDCG@10"
+    )
+    patience: int = Field(
+        8,
+        ge=1,
+        description="epochs without a better validation NDCG@10 before stopping (on MI in "
+        "the flow 4 stopped pointwise and bpr at epoch 7, 8 found better ones at 14-17)",
+    )
+    max_patience_rows: int = Field(
+        5_000_000,
+        ge=0,
+        description="cap on patience x training interactions, so large "
+        "data waits fewer epochs for a better one (seed size: 4); 0 = no cap",
+    )
+    max_epoch_rows: int = Field(
+        25_000_000,
+        ge=0,
+        description="cap on epochs x training interactions, so the "
+        "maximum epochs shrink on large data (seed size: 19); 0 = no cap",
+    )
     batch_size: int = Field(0, ge=0, description="positives per step; 0 = rows / 100 within [64, 4096]")
     negatives: int = Field(1, ge=1, le=1024, description="sampled negatives per positive")
     neg_sampling: Literal["uniform", "popularity"] = "uniform"
     neg_exponent: float = Field(0.75, ge=0, le=2, description="popularity sampling: p(item) ~ count^exponent")
-    resample_positives: bool = Field(True, description="re-draw (once) negatives that are positives of the user")
-    negative_pick: Literal["mean", "max"] = Field("mean", description="average the loss over the negatives, "
-                                                  "or take the highest-scoring one (adaptive, WARP-like)")
+    resample_positives: bool = Field(
+        True, description="re-draw (once) negatives that are positives of the user"
+    )
+    negative_pick: Literal["mean", "max"] = Field(
+        "mean",
+        description="average the loss over the negatives, "
+        "or take the highest-scoring one (adaptive, WARP-like)",
+    )
     margin: float = Field(1.0, ge=0, description="hinge margin")
     init_std: float = Field(0.1, ge=0, description="standard deviation of the initial embedding rows")
-    use_text: bool = Field(True, description="add a learnt projection of the item's text vector (the run's "
-                           "Word2Vec, waited for) to its row; no effect when the run has no text")
-    text_lr: float = Field(0.03, gt=0, description="AdaGrad step of the text projection (one dense matrix that "
-                           "every item's row shares)")
-    user_history: bool = Field(True, description="describe a user by learnt vectors of the items they interacted "
-                               "with (FISM): a row learnt from a handful of interactions over-fits")
-    free_user: bool = Field(False, description="also learn a free row per user (always on without user_history)")
-    history_limit: int = Field(16, ge=0, description="history items summed per user and training step; a longer "
-                               "history is sampled and scaled (the served vector uses all of it); 0 = all")
-    history_alpha: float = Field(0.5, ge=0, le=1, description="user history: sum of item vectors x count^-alpha")
-    fused: bool = Field(True, description="train with the compiled step (musicrec.implicit.fused; the same update "
-                        "as the torch step, about 2x faster) where it applies: user_history without free_user")
+    use_text: bool = Field(
+        True,
+        description="add a learnt projection of the item's text vector (the run's "
+        "Word2Vec, waited for) to its row; no effect when the run has no text",
+    )
+    text_lr: float = Field(
+        0.03,
+        gt=0,
+        description="AdaGrad step of the text projection (one dense matrix that every item's row shares)",
+    )
+    user_history: bool = Field(
+        True,
+        description="describe a user by learnt vectors of the items they interacted "
+        "with (FISM): a row learnt from a handful of interactions over-fits",
+    )
+    free_user: bool = Field(
+        False, description="also learn a free row per user (always on without user_history)"
+    )
+    history_limit: int = Field(
+        16,
+        ge=0,
+        description="history items summed per user and training step; a longer "
+        "history is sampled and scaled (the served vector uses all of it); 0 = all",
+    )
+    history_alpha: float = Field(
+        0.5, ge=0, le=1, description="user history: sum of item vectors x count^-alpha"
+    )
+    fused: bool = Field(
+        True,
+        description="train with the compiled step (musicrec.implicit.fused; the same update "
+        "as the torch step, about 2x faster) where it applies: user_history without free_user",
+    )
     val_users: int = Field(5000, ge=1, description="fixed seeded sample of validation users per epoch")
     seed: int = 0
 

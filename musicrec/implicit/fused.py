@@ -75,7 +75,11 @@ def in_rows(users, items, indptr, indices):
     for r in range(n):
         if r + 2 * AHEAD < n and users[r + 2 * AHEAD] + 1 < len(indptr):
             prefetch(indptr, users[r + 2 * AHEAD], 0)
-        if r + AHEAD < n and 0 <= users[r + AHEAD] < len(indptr) - 1 and indptr[users[r + AHEAD]] < len(indices):
+        if (
+            r + AHEAD < n
+            and 0 <= users[r + AHEAD] < len(indptr) - 1
+            and indptr[users[r + AHEAD]] < len(indices)
+        ):
             prefetch(indices, indptr[users[r + AHEAD]], 0)
         u = users[r]
         if u < 0 or u + 1 >= len(indptr):
@@ -185,8 +189,27 @@ def sum_histories(t, threads, context, h_start, h_row, h_w, summed):
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def queries_and_negatives(t, threads, context, item, bias, text, proj, users, pos, neg, hptr, alpha, inv, summed,
-                          pick_max, query, norm, z, used):
+def queries_and_negatives(
+    t,
+    threads,
+    context,
+    item,
+    bias,
+    text,
+    proj,
+    users,
+    pos,
+    neg,
+    hptr,
+    alpha,
+    inv,
+    summed,
+    pick_max,
+    query,
+    norm,
+    z,
+    used,
+):
     """For thread t's share of the rows: the query (the user's history sum without the positive, scaled by
     (count - 1)^-alpha), z = proj^T query, and the negatives that enter the loss: all of them, or each row's
     hardest, scored straight from the tables (the other m - 1 are neither gathered nor updated). The text part
@@ -198,7 +221,7 @@ def queries_and_negatives(t, threads, context, item, bias, text, proj, users, po
         if r + AHEAD < hi:
             prefetch_row(context, pos[r + AHEAD])
         n = hptr[users[r] + 1] - hptr[users[r]] - 1
-        norm[r] = n ** -alpha if n > 0 else 0.0
+        norm[r] = n**-alpha if n > 0 else 0.0
         for c in range(f):
             query[r, c] = (summed[inv[r], c] - context[pos[r], c]) * norm[r]
     if has_text and hi > lo:
@@ -227,21 +250,31 @@ def queries_and_negatives(t, threads, context, item, bias, text, proj, users, po
 @njit(nogil=True, cache=True)
 def step_buffers(b, f, dt, m, pick_max):
     """query (b, f), norm (b), z (b, dt) and used (b, 1 if the hardest negative is picked else m)."""
-    return (np.empty((b, f), np.float32), np.zeros(b, np.float32), np.empty((b, dt), np.float32),
-            np.empty((b, 1 if (pick_max and m > 1) else m), np.int64))
+    return (
+        np.empty((b, f), np.float32),
+        np.zeros(b, np.float32),
+        np.empty((b, dt), np.float32),
+        np.empty((b, 1 if (pick_max and m > 1) else m), np.int64),
+    )
 
 
 @njit(nogil=True, cache=True)
 def row_buffers(b, f, dt, mm):
     """Per row: d loss / d score of the positive and of each used negative, the loss, the query's gradient and
     t_grad (sum of d_score * text row over the row's scored items)."""
-    return (np.empty(b, np.float32), np.empty((b, mm), np.float32), np.empty(b, np.float64),
-            np.zeros((b, f), np.float32), np.zeros((b, dt), np.float32))
+    return (
+        np.empty(b, np.float32),
+        np.empty((b, mm), np.float32),
+        np.empty(b, np.float64),
+        np.zeros((b, f), np.float32),
+        np.zeros((b, dt), np.float32),
+    )
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def row_gradients(t, threads, item, bias, text, proj, pos, used, query, norm, z, loss_kind, margin, weight,
-                  per_row):
+def row_gradients(
+    t, threads, item, bias, text, proj, pos, used, query, norm, z, loss_kind, margin, weight, per_row
+):
     """Step 3 for thread t's share of the rows: each row's loss, its d loss / d score, and its query's gradient
     (through the item rows, then through the projected text: t_grad proj^T, BLAS), scaled by the history's
     norm (the gradient of the user's history sum). weight: each row's share of the loss (its confidence), or
@@ -330,8 +363,14 @@ def gradient_slots(row_loss, pos, used, h_row, item_slot, context_slot):
 @njit(nogil=True, cache=True)
 def gradient_buffers(n_items, n_users, n_context, f):
     """Zeroed sums: item rows, biases and occurrence counts; users' query gradients; context rows and counts."""
-    return (np.zeros((n_items, f), np.float32), np.zeros(n_items, np.float32), np.zeros(n_items, np.int64),
-            np.zeros((n_users, f), np.float32), np.zeros((n_context, f), np.float32), np.zeros(n_context, np.int64))
+    return (
+        np.zeros((n_items, f), np.float32),
+        np.zeros(n_items, np.float32),
+        np.zeros(n_items, np.int64),
+        np.zeros((n_users, f), np.float32),
+        np.zeros((n_context, f), np.float32),
+        np.zeros(n_context, np.int64),
+    )
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -372,8 +411,29 @@ def row_sums(t, threads, query, where, c_where, per_row, inv, sums):
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def apply_updates(t, threads, context, item, bias, acc_context, acc_item, acc_bias, proj, proj_acc, query, t_grad,
-                  c_where, c_rows, items, h_seg, h_w, sums, lr, wd, text_lr):
+def apply_updates(
+    t,
+    threads,
+    context,
+    item,
+    bias,
+    acc_context,
+    acc_item,
+    acc_bias,
+    proj,
+    proj_acc,
+    query,
+    t_grad,
+    c_where,
+    c_rows,
+    items,
+    h_seg,
+    h_w,
+    sums,
+    lr,
+    wd,
+    text_lr,
+):
     """Step 5's history sums and step 6 for thread t's share of the distinct context rows (each history
     occurrence adds its user's summed gradient, in occurrence order) and of the distinct items: one row-wise
     AdaGrad step per row, from the gradients of the parameters as they were before the step; thread 0
@@ -396,7 +456,9 @@ def apply_updates(t, threads, context, item, bias, acc_context, acc_item, acc_bi
     _adagrad_rows(context, acc_context, c_rows[lo:hi], g_context[lo:hi], c_occ[lo:hi], wd, lr)
     lo, hi = share(len(items), t, threads)
     _adagrad_rows(item, acc_item, items[lo:hi], g_item[lo:hi], n_occ[lo:hi], wd, lr)
-    _adagrad_rows(bias.reshape(-1, 1), acc_bias, items[lo:hi], g_bias.reshape(-1, 1)[lo:hi], n_occ[lo:hi], wd, lr)
+    _adagrad_rows(
+        bias.reshape(-1, 1), acc_bias, items[lo:hi], g_bias.reshape(-1, 1)[lo:hi], n_occ[lo:hi], wd, lr
+    )
 
 
 @njit(nogil=True, cache=True)

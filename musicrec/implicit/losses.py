@@ -34,8 +34,9 @@ def hinge(pos: torch.Tensor, neg: torch.Tensor, margin: float = 1.0) -> torch.Te
 LOSSES: dict[str, Loss] = {"pointwise": pointwise, "bpr": bpr, "hinge": hinge}
 
 
-def batch_loss(loss: Loss, pos: torch.Tensor, neg: torch.Tensor, pick: Literal["mean", "max"],
-               margin: float) -> torch.Tensor:
+def batch_loss(
+    loss: Loss, pos: torch.Tensor, neg: torch.Tensor, pick: Literal["mean", "max"], margin: float
+) -> torch.Tensor:
     """Per-positive loss (b,): averaged over the m negatives, or on the highest-scoring negative only."""
     if neg.dim() == 1:
         neg = neg[:, None]

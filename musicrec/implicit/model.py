@@ -39,14 +39,29 @@ class ImplicitMF(InnerProductTables, nn.Module):
 
     history: (indptr, items) CSR of each user's interactions, for h_u (stored as buffers, saved with the model)."""
 
-    def __init__(self, n_users: int, n_items: int, factors: int, init_std: float, seed: int,
-                 text: torch.Tensor | None = None, history: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 history_alpha: float = 0.5, free_user: bool = True) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        factors: int,
+        init_std: float,
+        seed: int,
+        text: torch.Tensor | None = None,
+        history: tuple[torch.Tensor, torch.Tensor] | None = None,
+        history_alpha: float = 0.5,
+        free_user: bool = True,
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        rows = torch.randn(n_users, factors, generator=g) * init_std  # drawn either way: same item rows per seed
-        if not free_user and history is not None:  # a user is only their history: no table (215 MB at seed size)
-            rows = torch.empty(0, factors)  # not rows[:0], a view that would keep the drawn table's storage alive
+        rows = (
+            torch.randn(n_users, factors, generator=g) * init_std
+        )  # drawn either way: same item rows per seed
+        if (
+            not free_user and history is not None
+        ):  # a user is only their history: no table (215 MB at seed size)
+            rows = torch.empty(
+                0, factors
+            )  # not rows[:0], a view that would keep the drawn table's storage alive
         self.user = nn.Parameter(rows, requires_grad=False)
         self.item = nn.Parameter(torch.randn(n_items, factors, generator=g) * init_std, requires_grad=False)
         self.item_bias = nn.Parameter(torch.zeros(n_items), requires_grad=False)
@@ -77,16 +92,21 @@ class ImplicitMF(InnerProductTables, nn.Module):
         extra = {} if self.context is None else {"context": self.context}
         return {"user": self.user, "item": self.item, "item_bias": self.item_bias, **extra}
 
-    def item_rows(self, items: torch.Tensor, item: torch.Tensor | None = None,
-                  proj: torch.Tensor | None = None) -> torch.Tensor:
+    def item_rows(
+        self, items: torch.Tensor, item: torch.Tensor | None = None, proj: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Item vectors q_i; item/proj replace the stored table rows/projection (the trainer's gathered copies)."""
         rows = self.item[items] if item is None else item
         if self.text_proj is None:
             return rows
         return rows + self.text[items] @ (self.text_proj if proj is None else proj).T
 
-    def history_of(self, users: torch.Tensor, limit: int = 0, generator: torch.Generator | None = None,
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def history_of(
+        self,
+        users: torch.Tensor,
+        limit: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(segment, item, weight, count): history items of the given users, the position in `users` each
         belongs to, its weight in the user's sum, and each user's history length (len(users),).
 
@@ -110,7 +130,9 @@ class ImplicitMF(InnerProductTables, nn.Module):
         if self.context is None:
             return self.user.index_select(0, users)
         segment, items, _, count = self.history_of(users)
-        summed = torch.zeros(len(users), self.context.shape[1]).index_add_(0, segment, self.context.index_select(0, items))
+        summed = torch.zeros(len(users), self.context.shape[1]).index_add_(
+            0, segment, self.context.index_select(0, items)
+        )
         h = summed * history_norm(count, self.history_alpha)[:, None]
         return h + self.user.index_select(0, users) if self.free_user else h
 

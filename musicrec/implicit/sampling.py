@@ -10,8 +10,14 @@ import torch
 class NegativeSampler:
     """Draws (b, m) item indices for b users; the same generator state gives the same draws."""
 
-    def __init__(self, n_items: int, generator: torch.Generator, counts: np.ndarray | None = None,
-                 exponent: float = 0.75, positives: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        generator: torch.Generator,
+        counts: np.ndarray | None = None,
+        exponent: float = 0.75,
+        positives: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         self.n_items, self.generator = n_items, generator
         self.cdf: torch.Tensor | None = None
         if counts is not None:

@@ -12,28 +12,39 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from musicrec.fit.loop import EpochCallback, Stopping, early_stopping
 from musicrec import registry
+from musicrec.fit.adagrad import ACC_START, RowAdagrad
+from musicrec.fit.loop import EpochCallback, Stopping, early_stopping
+from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.base import ImplicitResult, Interactions, RetrievalModel
 from musicrec.implicit.configs import ImplicitConfig, max_epochs, patience_for
 from musicrec.implicit.losses import LOSSES, batch_loss
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
 from musicrec.implicit.sampling import NegativeSampler
-from musicrec.fit.adagrad import ACC_START, RowAdagrad
-from musicrec.fit.threads import cpu_threads
 from musicrec.metrics.bounded import evaluate_inner_product
 from musicrec.metrics.full import evaluate_static, sample_users
 from musicrec.metrics.topn import interaction_matrix
 
-_EMPTY = np.zeros((0, 0), np.float32)  # the fused step's text, projection and accumulator of a model without text
+_EMPTY = np.zeros(
+    (0, 0), np.float32
+)  # the fused step's text, projection and accumulator of a model without text
 _NO_WEIGHTS = np.zeros(0, np.float32)  # the fused step's weights when every positive weighs 1
 
 
 class Trainer:
     """One model, its optimiser state and its negative sampler; train_epoch runs one shuffled pass."""
 
-    def __init__(self, name: str, cfg: ImplicitConfig, model: ImplicitMF, users: np.ndarray, items: np.ndarray,
-                 n_items: int, threads: int = 1, weights: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        cfg: ImplicitConfig,
+        model: ImplicitMF,
+        users: np.ndarray,
+        items: np.ndarray,
+        n_items: int,
+        threads: int = 1,
+        weights: np.ndarray | None = None,
+    ) -> None:
         self.cfg, self.model, self.loss = cfg, model, LOSSES[cfg.loss]
         self.threads = max(1, threads)  # of the fused step (the flow's side-by-side fits use one each)
         self.users = torch.as_tensor(np.asarray(users, np.int64))
@@ -42,8 +53,9 @@ class Trainer:
         self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, np.float32))
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         counts = np.bincount(items, minlength=n_items) if cfg.neg_sampling == "popularity" else None
-        self.sampler = NegativeSampler(n_items, self.gen, counts, cfg.neg_exponent,
-                                       (users, items) if cfg.resample_positives else None)
+        self.sampler = NegativeSampler(
+            n_items, self.gen, counts, cfg.neg_exponent, (users, items) if cfg.resample_positives else None
+        )
         self.opt = RowAdagrad(model.tables(), cfg.lr)
         self.proj_acc = None if model.text_proj is None else torch.full_like(model.text_proj, ACC_START)
         self.fused = cfg.fused and model.context is not None and not model.free_user
@@ -55,11 +67,20 @@ class Trainer:
             if self.threads > 1:
                 self.pool = ThreadPoolExecutor(self.threads - 1, "musicrec-fism")
         # the fused step's scratch maps of user / item / context row id -> batch position, -1 between steps
-        self.scratch = [np.full(n, -1, np.int64) for n in (model.history_ptr.shape[0] - 1,
-                                                           n_items, n_items)] if self.fused else []
+        self.scratch = (
+            [np.full(n, -1, np.int64) for n in (model.history_ptr.shape[0] - 1, n_items, n_items)]
+            if self.fused
+            else []
+        )
 
-    def fused_step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor, w: torch.Tensor | None = None,
-                   meanwhile: Callable[[], None] | None = None) -> float:
+    def fused_step(
+        self,
+        u: torch.Tensor,
+        i: torch.Tensor,
+        neg: torch.Tensor,
+        w: torch.Tensor | None = None,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> float:
         """Trainer.step as compiled kernels (musicrec.implicit.fused) on self.threads threads: the same update,
         histories longer than history_limit drawn from this trainer's generator. The queries, the hardest
         negatives and each row's loss and gradients are split by row; the sums over the rows and the updates by
@@ -70,14 +91,22 @@ class Trainer:
         k, cfg, m = self.kernels, self.cfg, self.model
         draws = torch.rand(len(u) * max(cfg.history_limit, 0), generator=self.gen).numpy()
         beside = self.pool.submit(meanwhile) if self.pool is not None and meanwhile is not None else None
-        text, proj, proj_acc = ((m.text.numpy(), m.text_proj.detach().numpy(), self.proj_acc.numpy())
-                                if m.text_proj is not None and self.proj_acc is not None else (_EMPTY,) * 3)
-        context, item, bias = m.context.detach().numpy(), m.item.detach().numpy(), m.item_bias.detach().numpy()
+        text, proj, proj_acc = (
+            (m.text.numpy(), m.text_proj.detach().numpy(), self.proj_acc.numpy())
+            if m.text_proj is not None and self.proj_acc is not None
+            else (_EMPTY,) * 3
+        )
+        context, item, bias = (
+            m.context.detach().numpy(),
+            m.item.detach().numpy(),
+            m.item_bias.detach().numpy(),
+        )
         users, pos, negs = u.numpy(), i.numpy(), neg.numpy()
         hptr, pick, f = m.history_ptr.numpy(), cfg.negative_pick == "max", item.shape[1]
         dt = text.shape[1] if len(text) else 0
         inv, distinct, h_start, h_seg, h_row, h_w = k.batch_histories(
-            users, draws, hptr, m.history_items.numpy(), cfg.history_limit, self.scratch[0])
+            users, draws, hptr, m.history_items.numpy(), cfg.history_limit, self.scratch[0]
+        )
         query, norm, z, used = k.step_buffers(len(users), f, dt, negs.shape[1], pick)
         summed = np.zeros((len(distinct), f), np.float32)
         if beside is not None:  # the pool is drawing the next batch: the history sums on this thread alone
@@ -85,19 +114,72 @@ class Trainer:
             beside.result()
         else:
             self._each_thread(k.sum_histories, context, h_start, h_row, h_w, summed)
-        self._each_thread(k.queries_and_negatives, context, item, bias, text, proj, users, pos, negs, hptr,
-                          m.history_alpha, inv, summed, pick, query, norm, z, used)
+        self._each_thread(
+            k.queries_and_negatives,
+            context,
+            item,
+            bias,
+            text,
+            proj,
+            users,
+            pos,
+            negs,
+            hptr,
+            m.history_alpha,
+            inv,
+            summed,
+            pick,
+            query,
+            norm,
+            z,
+            used,
+        )
         per_row = k.row_buffers(len(users), f, dt, used.shape[1])
         weight = _NO_WEIGHTS if w is None else w.numpy()
-        self._each_thread(k.row_gradients, item, bias, text, proj, pos, used, query, norm, z, self.loss_code,
-                          cfg.margin, weight, per_row)
-        loss, where, items, c_where, c_rows = k.gradient_slots(per_row[2], pos, used, h_row, *self.scratch[1:])
+        self._each_thread(
+            k.row_gradients,
+            item,
+            bias,
+            text,
+            proj,
+            pos,
+            used,
+            query,
+            norm,
+            z,
+            self.loss_code,
+            cfg.margin,
+            weight,
+            per_row,
+        )
+        loss, where, items, c_where, c_rows = k.gradient_slots(
+            per_row[2], pos, used, h_row, *self.scratch[1:]
+        )
         sums = k.gradient_buffers(len(items), len(distinct), len(c_rows), f)
         self._each_thread(k.row_sums, query, where, c_where, per_row, inv, sums)
         a = self.opt.acc
-        self._each_thread(k.apply_updates, context, item, bias, a["context"].numpy(), a["item"].numpy(),
-                          a["item_bias"].numpy(), proj, proj_acc, query, per_row[4], c_where, c_rows, items, h_seg,
-                          h_w, sums, cfg.lr, cfg.weight_decay, cfg.text_lr)
+        self._each_thread(
+            k.apply_updates,
+            context,
+            item,
+            bias,
+            a["context"].numpy(),
+            a["item"].numpy(),
+            a["item_bias"].numpy(),
+            proj,
+            proj_acc,
+            query,
+            per_row[4],
+            c_where,
+            c_rows,
+            items,
+            h_seg,
+            h_w,
+            sums,
+            cfg.lr,
+            cfg.weight_decay,
+            cfg.text_lr,
+        )
         k.reset_slots(items, self.scratch[1], c_rows, self.scratch[2])
         if meanwhile is not None and beside is None:
             meanwhile()
@@ -127,7 +209,7 @@ class Trainer:
         ready: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
         def batch(start: int) -> None:
-            idx = order[start:start + size]
+            idx = order[start : start + size]
             u = self.users.index_select(0, idx)
             w = None if self.weights is None else self.weights.index_select(0, idx)
             ready.append((u, self.items.index_select(0, idx), self.sampler.sample(u, self.cfg.negatives), w))
@@ -156,8 +238,9 @@ class Trainer:
             s += m.item_bias.index_select(0, flat).view(neg.shape)
         return neg.gather(1, s.argmax(1, keepdim=True))
 
-    def queries(self, u: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                  tuple[torch.Tensor, torch.Tensor] | None]:
+    def queries(
+        self, u: torch.Tensor, i: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
         """(query, p, context): each row's user vector p_u + h_u with the positive i left out of the history
         (it is the item being predicted), the gathered p rows (None without free rows), and (rows, gathered y)
         of the context table (None without history)."""
@@ -171,13 +254,16 @@ class Trainer:
         segment, hist, weight, count = m.history_of(distinct, self.cfg.history_limit, self.gen)
         rows = torch.cat([hist, i])
         y = m.context.index_select(0, rows).requires_grad_()
-        summed = torch.zeros(len(distinct), y.shape[1]).index_add(0, segment, y[:len(hist)] * weight[:, None])
-        context = summed.index_select(0, inverse) - y[len(hist):]
+        summed = torch.zeros(len(distinct), y.shape[1]).index_add(
+            0, segment, y[: len(hist)] * weight[:, None]
+        )
+        context = summed.index_select(0, inverse) - y[len(hist) :]
         h = context * history_norm(count.index_select(0, inverse) - 1, m.history_alpha)[:, None]
         return (h if p is None else p + h), p, (rows, y)
 
-    def step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor,
-             w: torch.Tensor | None = None) -> float:
+    def step(
+        self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor, w: torch.Tensor | None = None
+    ) -> float:
         """One AdaGrad step on the summed batch loss (each positive's loss times its weight w, when given);
         returns that sum."""
         cfg, m = self.cfg, self.model
@@ -213,7 +299,9 @@ def score_fn(model: ImplicitMF | ImplicitEnsemble) -> Callable[[np.ndarray], np.
     The returned array is a buffer that the next call of the same function overwrites (a fresh 64 MB score
     matrix per batch spent about a third of the matmul's time on page faults): use it before calling again.
     The item rows are read in place (at seed size the [q_i, b_i] table was a 119 MB copy per evaluation)."""
-    rows = model.item_vectors()  # the stored table itself for one model without text: no (items x factors) copy
+    rows = (
+        model.item_vectors()
+    )  # the stored table itself for one model without text: no (items x factors) copy
     bias = model.item_bias.detach()
     buffer: list[torch.Tensor] = []
 
@@ -227,8 +315,9 @@ def score_fn(model: ImplicitMF | ImplicitEnsemble) -> Callable[[np.ndarray], np.
     return scores
 
 
-def validate(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray, validation: sp.csr_matrix,
-             exclude: sp.csr_matrix) -> dict[str, float]:
+def validate(
+    model: ImplicitMF | ImplicitEnsemble, users: np.ndarray, validation: sp.csr_matrix, exclude: sp.csr_matrix
+) -> dict[str, float]:
     """HR@10, NDCG@10 and Recall@50 on the fixed validation users, full ranking over non-excluded items.
 
     A model whose users are their items, with every context row still zero (the untrained start), scores
@@ -241,14 +330,25 @@ def validate(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray, validation
     return evaluate_model(model, users, validation, exclude)
 
 
-def evaluate_model(model: ImplicitMF | ImplicitEnsemble, users: np.ndarray | None, heldout: sp.csr_matrix,
-                   exclude: sp.csr_matrix, **options: Any) -> dict[str, float]:
+def evaluate_model(
+    model: ImplicitMF | ImplicitEnsemble,
+    users: np.ndarray | None,
+    heldout: sp.csr_matrix,
+    exclude: sp.csr_matrix,
+    **options: Any,
+) -> dict[str, float]:
     """musicrec.metrics.bounded.evaluate_inner_product of the model's scores (options: max_users, seed,
     coverage, k, recall_k): evaluate_scorer's numbers, each user ranked over the items that can matter to them."""
     with torch.no_grad():
-        return evaluate_inner_product(lambda rows: model.query(torch.as_tensor(rows)).numpy(),
-                                      model.item_vectors().numpy(), model.item_bias.numpy(), users, heldout, exclude,
-                                      **options)
+        return evaluate_inner_product(
+            lambda rows: model.query(torch.as_tensor(rows)).numpy(),
+            model.item_vectors().numpy(),
+            model.item_bias.numpy(),
+            users,
+            heldout,
+            exclude,
+            **options,
+        )
 
 
 def bias_only(model: ImplicitMF) -> bool:
@@ -256,25 +356,42 @@ def bias_only(model: ImplicitMF) -> bool:
     return model.context is not None and not model.free_user and not bool(model.context.detach().any())
 
 
-def user_histories(users: np.ndarray, items: np.ndarray, n_users: int,
-                   n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+def user_histories(
+    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(indptr, items): each user's distinct interacted items as CSR, the model's history."""
     csr = interaction_matrix(users, items, n_users, n_items)
     return torch.as_tensor(csr.indptr.astype(np.int64)), torch.as_tensor(csr.indices.astype(np.int64))
 
 
-def new_model(cfg: ImplicitConfig, n_users: int, n_items: int, users: np.ndarray, items: np.ndarray,
-              text: torch.Tensor | None = None) -> ImplicitMF:
+def new_model(
+    cfg: ImplicitConfig,
+    n_users: int,
+    n_items: int,
+    users: np.ndarray,
+    items: np.ndarray,
+    text: torch.Tensor | None = None,
+) -> ImplicitMF:
     """An untrained model for cfg; with user_history, its history is the given (user, item) interactions."""
     history = user_histories(users, items, n_users, n_items) if cfg.user_history else None
-    return ImplicitMF(n_users, n_items, cfg.factors, cfg.init_std, cfg.seed, text, history, cfg.history_alpha,
-                      cfg.free_user)
+    return ImplicitMF(
+        n_users, n_items, cfg.factors, cfg.init_std, cfg.seed, text, history, cfg.history_alpha, cfg.free_user
+    )
 
 
-def fit_implicit(name: str, interactions: tuple[np.ndarray, np.ndarray], n_users: int, n_items: int,
-                 validation: sp.csr_matrix, exclude: sp.csr_matrix | None = None,
-                 overrides: dict[str, Any] | None = None, threads: int = 1, on_epoch: EpochCallback | None = None,
-                 text: np.ndarray | None = None, weights: np.ndarray | None = None) -> ImplicitResult:
+def fit_implicit(
+    name: str,
+    interactions: tuple[np.ndarray, np.ndarray],
+    n_users: int,
+    n_items: int,
+    validation: sp.csr_matrix,
+    exclude: sp.csr_matrix | None = None,
+    overrides: dict[str, Any] | None = None,
+    threads: int = 1,
+    on_epoch: EpochCallback | None = None,
+    text: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> ImplicitResult:
     """Fit the registered retrieval model `name` on (user index, item index) pairs, judged on validation NDCG@10.
 
     validation: CSR (n_users x n_items) of each user's validation item(s); exclude: items not ranked for
@@ -292,8 +409,15 @@ class SGDRetrieval(RetrievalModel):
     negatives, row-wise AdaGrad on the touched rows, early stopping on validation NDCG@10."""
 
     @classmethod
-    def fit(cls, name: str, cfg: ImplicitConfig, data: Interactions, *, threads: int = 1,
-            on_epoch: EpochCallback | None = None) -> ImplicitResult:
+    def fit(
+        cls,
+        name: str,
+        cfg: ImplicitConfig,
+        data: Interactions,
+        *,
+        threads: int = 1,
+        on_epoch: EpochCallback | None = None,
+    ) -> ImplicitResult:
         with cpu_threads(threads):
             torch.manual_seed(cfg.seed)
             model = cls._start(cfg, data)
@@ -301,16 +425,25 @@ class SGDRetrieval(RetrievalModel):
             val_users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
             try:
                 rule = Stopping("ndcg@10", bigger_is_better=True, patience=patience_for(cfg, len(data.users)))
-                fitted = early_stopping(name, model, trainer.train_epoch,
-                                        lambda: validate(model, val_users, data.validation, data.exclude),
-                                        max_epochs(cfg, len(data.users)), rule, on_epoch)
+                fitted = early_stopping(
+                    name,
+                    model,
+                    trainer.train_epoch,
+                    lambda: validate(model, val_users, data.validation, data.exclude),
+                    max_epochs(cfg, len(data.users)),
+                    rule,
+                    on_epoch,
+                )
             finally:
                 trainer.close()
-        return ImplicitResult(name, cfg, model, fitted.best_epoch, fitted.best, fitted.history, fitted.seconds)
+        return ImplicitResult(
+            name, cfg, model, fitted.best_epoch, fitted.best, fitted.history, fitted.seconds
+        )
 
     @classmethod
-    def refit(cls, name: str, cfg: ImplicitConfig, data: Interactions, epochs: int, *,
-              threads: int = 1) -> ImplicitMF:
+    def refit(
+        cls, name: str, cfg: ImplicitConfig, data: Interactions, epochs: int, *, threads: int = 1
+    ) -> ImplicitMF:
         with cpu_threads(threads):
             model = cls._start(cfg, data)
             trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads, data.weights)
@@ -322,11 +455,26 @@ class SGDRetrieval(RetrievalModel):
         return model
 
     @classmethod
-    def rebuild(cls, cfg: ImplicitConfig, n_users: int, n_items: int, state: dict[str, torch.Tensor],
-                text: torch.Tensor | None) -> ImplicitMF:
+    def rebuild(
+        cls,
+        cfg: ImplicitConfig,
+        n_users: int,
+        n_items: int,
+        state: dict[str, torch.Tensor],
+        text: torch.Tensor | None,
+    ) -> ImplicitMF:
         history = (state["history_ptr"], state["history_items"]) if "history_ptr" in state else None
-        model = ImplicitMF(n_users, n_items, cfg.factors, cfg.init_std, cfg.seed,
-                           text if "text_proj" in state else None, history, cfg.history_alpha, cfg.free_user)
+        model = ImplicitMF(
+            n_users,
+            n_items,
+            cfg.factors,
+            cfg.init_std,
+            cfg.seed,
+            text if "text_proj" in state else None,
+            history,
+            cfg.history_alpha,
+            cfg.free_user,
+        )
         model.load_state_dict(state)
         return model
 

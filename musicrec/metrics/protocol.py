@@ -32,8 +32,9 @@ class LeaveLastOut:
     single_users: list[str]
 
 
-def recency_rank(users: np.ndarray, timestamps: pd.Series,
-                 tiebreak: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def recency_rank(
+    users: np.ndarray, timestamps: pd.Series, tiebreak: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: 0 for the user's latest interaction, 1 for the one before, ...; and the user's row count.
 
     Vectorised: one lexsort over (user code, timestamp, tiebreak: row position unless given)."""
@@ -52,15 +53,20 @@ def recency_rank(users: np.ndarray, timestamps: pd.Series,
 def leave_last_out(ratings: pd.DataFrame) -> LeaveLastOut:
     """Split ratings (user_id, item_id, rating[, timestamp]) by the protocol in the module docstring."""
     ts = ratings["timestamp"] if "timestamp" in ratings else pd.Series(np.nan, index=ratings.index)
-    rank, count = recency_rank(ratings["user_id"].to_numpy(), ts, None if has_times(ratings) else
-                               np.random.default_rng(RANDOM_SEED).permutation(len(ratings)))
+    rank, count = recency_rank(
+        ratings["user_id"].to_numpy(),
+        ts,
+        None if has_times(ratings) else np.random.default_rng(RANDOM_SEED).permutation(len(ratings)),
+    )
     is_test = (rank == 0) & (count >= MIN_FOR_TEST)
     is_val = (rank == 1) & (count >= MIN_FOR_VALIDATION)
     single = ratings.loc[count == 1, "user_id"].astype(str)
-    return LeaveLastOut(train=ratings[~(is_test | is_val)].reset_index(drop=True),
-                        validation=ratings[is_val].reset_index(drop=True),
-                        test=ratings[is_test].reset_index(drop=True),
-                        single_users=sorted(single.unique().tolist()))
+    return LeaveLastOut(
+        train=ratings[~(is_test | is_val)].reset_index(drop=True),
+        validation=ratings[is_val].reset_index(drop=True),
+        test=ratings[is_test].reset_index(drop=True),
+        single_users=sorted(single.unique().tolist()),
+    )
 
 
 def has_times(ratings: pd.DataFrame) -> bool:

@@ -46,12 +46,17 @@ def refit_implicit(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict
     if not row.get("members"):
         return _refit_one(ws, row, pairs, REFIT_DIR, threads)
     done = [_refit_one(ws, m, pairs, f"{REFIT_DIR}/{m['name']}", threads) for m in row["members"]]
-    return {"rows": done[0]["rows"], "epochs": {m["name"]: d["epochs"] for m, d in zip(row["members"], done)},
-            "seconds": round(sum(d["seconds"] for d in done), 2), "splits": done[0]["splits"]}
+    return {
+        "rows": done[0]["rows"],
+        "epochs": {m["name"]: d["epochs"] for m, d in zip(row["members"], done, strict=False)},
+        "seconds": round(sum(d["seconds"] for d in done), 2),
+        "splits": done[0]["splits"],
+    }
 
 
-def _refit_one(ws: Workspace, row: dict[str, Any], pairs: tuple[np.ndarray, np.ndarray], folder: str,
-               threads: int) -> dict[str, Any]:
+def _refit_one(
+    ws: Workspace, row: dict[str, Any], pairs: tuple[np.ndarray, np.ndarray], folder: str, threads: int
+) -> dict[str, Any]:
     """One model refit on the (user, item) pairs, saved under models/<folder>/."""
     name, data = row["name"], ranking_data(ws)
     cfg = registry.parse_config(name, row.get("hyperparameters"))
@@ -68,8 +73,12 @@ def _refit_one(ws: Workspace, row: dict[str, Any], pairs: tuple[np.ndarray, np.n
     )
     model = registry.model_class(name).refit(name, cfg, every, epochs, threads=threads)
     save_implicit(ws, folder, model, cfg)
-    return {"rows": len(users), "epochs": epochs, "seconds": round(time.perf_counter() - t0, 2),
-            "splits": ["train", "validation", "test"]}
+    return {
+        "rows": len(users),
+        "epochs": epochs,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "splits": ["train", "validation", "test"],
+    }
 
 
 ENSEMBLE = "implicit_ensemble"  # the sum of the trained implicit models' scores (one inner product)
@@ -81,15 +90,18 @@ ENSEMBLE = "implicit_ensemble"  # the sum of the trained implicit models' scores
 ENSEMBLE_CELLS = 50_000_000
 
 
-def ensemble_implicit(ws: Workspace, rows: list[dict[str, Any]],
-                      baselines: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+def ensemble_implicit(
+    ws: Workspace, rows: list[dict[str, Any]], baselines: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     """The sum of the trained implicit models that beat most-popular on validation (from `baselines`; at least
     two, each with best_epoch >= 1), measured like one of them: validation NDCG@10 on the same sampled users,
     test on the same sample. None if fewer than two qualify (a member below the bar only drags the sum down:
     at the seed's size bpr at 0.0046 against most-popular's 0.0059 made the sum worse than hinge alone), or if
     the catalogue times the summed vector size passes ENSEMBLE_CELLS (serving cost)."""
     bar = popular_val_ndcg(baselines) if baselines else -1.0
-    members = [r for r in rows if r.get("best_epoch", 0) >= 1 and not r.get("members") and r["val_ndcg_at_10"] > bar]
+    members = [
+        r for r in rows if r.get("best_epoch", 0) >= 1 and not r.get("members") and r["val_ndcg_at_10"] > bar
+    ]
     if len(members) < 2:
         return None
     data = ranking_data(ws)
@@ -100,11 +112,14 @@ def ensemble_implicit(ws: Workspace, rows: list[dict[str, Any]],
     cfg = registry.parse_config(members[0]["name"], members[0].get("hyperparameters"))
     model = ImplicitEnsemble([load_implicit(ws, m["name"]) for m in members])
     users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
-    row = {"name": ENSEMBLE, "kind": "retrieval",
-           **prefixed("val", validate(model, users, data.validation, data.seen_train)),
-           **test_metrics(model, data),
-           "members": [{k: m.get(k) for k in ("name", "hyperparameters", "best_epoch")} for m in members],
-           "fit_seconds": round(sum(m.get("fit_seconds", 0.0) for m in members) + time.perf_counter() - t0, 2)}
+    row = {
+        "name": ENSEMBLE,
+        "kind": "retrieval",
+        **prefixed("val", validate(model, users, data.validation, data.seen_train)),
+        **test_metrics(model, data),
+        "members": [{k: m.get(k) for k in ("name", "hyperparameters", "best_epoch")} for m in members],
+        "fit_seconds": round(sum(m.get("fit_seconds", 0.0) for m in members) + time.perf_counter() - t0, 2),
+    }
     ws.write_json(model_file(ENSEMBLE, "members.json"), [m["name"] for m in members])
     ws.write_json(model_file(ENSEMBLE, "metrics.json"), row)
     return row
@@ -122,14 +137,16 @@ def load_implicit(ws: Workspace, name: str, directory: str = "") -> InnerProduct
     ensemble from its members.json, each member from <directory>/<member> (refit) or its own folder."""
     if name == ENSEMBLE:
         members = json.loads((ws.model_dir(ENSEMBLE) / "members.json").read_text())
-        return ImplicitEnsemble([load_implicit(ws, m, f"{directory}/{m}" if directory else "")
-                                 for m in members]).eval()
+        return ImplicitEnsemble(
+            [load_implicit(ws, m, f"{directory}/{m}" if directory else "") for m in members]
+        ).eval()
     d, data = ws.model_dir(directory or name), ranking_data(ws)
     cfg = registry.parse_config(name, json.loads((d / "config.json").read_text()))
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
         state = {k: torch.from_numpy(npz[k]) for k in npz.files}
-    model = registry.model_class(name).rebuild(cfg, data.users.size, data.items.size, state,
-                                               _tensor(model_text(ws, cfg)))
+    model = registry.model_class(name).rebuild(
+        cfg, data.users.size, data.items.size, state, _tensor(model_text(ws, cfg))
+    )
     return model.eval()
 
 
@@ -137,7 +154,9 @@ def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
     return None if array is None else torch.from_numpy(array)
 
 
-def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] | None = None) -> dict[str, Any]:
+def export_retrieval(
+    ws: Workspace, row: dict[str, Any], refit: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write the retrieval champion (its refit on every interaction when `refit` says so) beside the rating
     champion in the bundle (retrieval.onnx + item table) and check it: tower rows equal the model's, and
     tower . item table equals the torch scores on test pairs."""
@@ -146,8 +165,14 @@ def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] |
     data = ranking_data(ws)
     model = load_implicit(ws, row["name"], REFIT_DIR if refit else "")
     users, items = export_tables(model, data.users.size)
-    files = write_retrieval(ws.bundle, data.users.ids, users, data.items.ids, items[1:],
-                            metadata={"musicrec_model": row["name"], "run_id": ws.run_id})
+    files = write_retrieval(
+        ws.bundle,
+        data.users.ids,
+        users,
+        data.items.ids,
+        items[1:],
+        metadata={"musicrec_model": row["name"], "run_id": ws.run_id},
+    )
     check = verify_retrieval(ws.bundle, data.users.ids, users, [*data.users.ids[:2000], "UNKNOWN-USER"])
     u, i = sp.find(data.test)[:2]
     with torch.no_grad():
@@ -159,26 +184,38 @@ def export_retrieval(ws: Workspace, row: dict[str, Any], refit: dict[str, Any] |
 
         raise OnnxModelError(f"retrieval scores differ from torch by {check['score_max_abs_diff']:.3g}")
     metrics = {k: v for k, v in row.items() if k.startswith(("val_", "test_"))}
-    return {"model": row["name"], "files": files, "onnx_check": check, "metrics": metrics,
-            "hyperparameters": row.get("hyperparameters", {}), "best_epoch": row.get("best_epoch"),
-            "fitted_on": refit or {"splits": ["train"], "rows": len(data.train[0]), "epochs": None},
-            "metrics_from": "the held-out fit (leave-last-out train); the exported model is described by fitted_on",
-            "score_rule": "inner product of the user tower's vector and the item row (item bias included)"}
+    return {
+        "model": row["name"],
+        "files": files,
+        "onnx_check": check,
+        "metrics": metrics,
+        "hyperparameters": row.get("hyperparameters", {}),
+        "best_epoch": row.get("best_epoch"),
+        "fitted_on": refit or {"splits": ["train"], "rows": len(data.train[0]), "epochs": None},
+        "metrics_from": "the held-out fit (leave-last-out train); the exported model is described by fitted_on",
+        "score_rule": "inner product of the user tower's vector and the item row (item bias included)",
+    }
 
 
-MIN_USERS = 100  # fewer fair test users: the retrieval champions are "not comparable" (the rating rule decides)
+MIN_USERS = (
+    100  # fewer fair test users: the retrieval champions are "not comparable" (the rating rule decides)
+)
 
 
 def retrieval_check(ws: Workspace, name: str | None) -> Any:
     """The promotion's retrieval comparison for this run's retrieval champion `name` (None: nothing to check)."""
+
     def check(incumbent_dir: Path, meta: dict[str, Any], fitted: pd.DataFrame | None) -> dict[str, Any]:
         if name is None or "retrieval.onnx" not in meta.get("files", {}):
             return {"comparable": False, "reason": "only one of the two bundles has a retrieval champion"}
         return compare_retrieval(ws, name, incumbent_dir, fitted)
+
     return check
 
 
-def compare_retrieval(ws: Workspace, name: str, incumbent_dir: Path, fitted: pd.DataFrame | None) -> dict[str, Any]:
+def compare_retrieval(
+    ws: Workspace, name: str, incumbent_dir: Path, fitted: pd.DataFrame | None
+) -> dict[str, Any]:
     """NDCG@10 of this run's held-out retrieval champion and of the incumbent's published one, on this run's
     leave-last-out test users whose held-out (user, item) the incumbent never fitted on, with the same items
     excluded for both (each user's earlier interactions) and the same full ranking over this run's items."""
@@ -188,7 +225,9 @@ def compare_retrieval(ws: Workspace, name: str, incumbent_dir: Path, fitted: pd.
     rows, items = sp.find(data.test)[:2]
     if fitted is not None:
         seen = pd.MultiIndex.from_frame(fitted[["user_id", "item_id"]].astype(str))
-        pairs = pd.MultiIndex.from_arrays([np.asarray(data.users.ids)[rows - 1], np.asarray(data.items.ids)[items - 1]])
+        pairs = pd.MultiIndex.from_arrays(
+            [np.asarray(data.users.ids)[rows - 1], np.asarray(data.items.ids)[items - 1]]
+        )
         rows = rows[~pairs.isin(seen)]
     users = np.sort(rows)[:TEST_USERS] if fitted is not None else np.empty(0, np.int64)
     if len(users) < MIN_USERS:
@@ -204,7 +243,15 @@ def compare_retrieval(ws: Workspace, name: str, incumbent_dir: Path, fitted: pd.
     def incumbent(u: np.ndarray) -> np.ndarray:
         return user_vectors(tower, ids[u])[0] @ aligned.T
 
-    ours = evaluate_model(load_implicit(ws, name), users, data.test, data.seen_val)  # the same numbers, cheaper
+    ours = evaluate_model(
+        load_implicit(ws, name), users, data.test, data.seen_val
+    )  # the same numbers, cheaper
     theirs = evaluate_scorer(incumbent, users, data.test, data.seen_val, data.items.size, coverage=False)
-    return {"comparable": True, "users": len(users), "challenger_ndcg": ours["ndcg@10"],
-            "incumbent_ndcg": theirs["ndcg@10"], "challenger_hr": ours["hr@10"], "incumbent_hr": theirs["hr@10"]}
+    return {
+        "comparable": True,
+        "users": len(users),
+        "challenger_ndcg": ours["ndcg@10"],
+        "incumbent_ndcg": theirs["ndcg@10"],
+        "challenger_hr": ours["hr@10"],
+        "incumbent_hr": theirs["hr@10"],
+    }

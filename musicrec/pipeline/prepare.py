@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from musicrec.data.feedback import Feedback
 from musicrec.data.split import read_splits, split_ratings, split_summary, write_splits
 from musicrec.metrics.protocol import LeaveLastOut, leave_last_out
-from musicrec.rating.data import TrainData, prepare_data
 from musicrec.pipeline.workspace import Workspace
+from musicrec.rating.data import TrainData, prepare_data
 from musicrec.store import atomic_write
 from musicrec.text import (
     Word2VecConfig,
@@ -33,15 +33,24 @@ from musicrec.text import (
 TEXT_ITEMS = "text_items.parquet"
 
 
-def prepare(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-            method: str = "random", w2v: Word2VecConfig | None = None) -> dict[str, Any]:
+def prepare(
+    ws: Workspace,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    method: str = "random",
+    w2v: Word2VecConfig | None = None,
+) -> dict[str, Any]:
     """Both halves of stage 2 in turn (the training flow runs embed() beside the models that need no text)."""
     out = split(ws, seed, fractions, method)
     return {**out, "word2vec": embed(ws, seed, w2v)}
 
 
-def split(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-          method: str = "random") -> dict[str, Any]:
+def split(
+    ws: Workspace,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    method: str = "random",
+) -> dict[str, Any]:
     """Write splits/{train,validation,test}.parquet and text_items.parquet (the items that have text, which
     fixes the item index before Word2Vec trains); return the split's sizes."""
     t0 = time.perf_counter()
@@ -49,7 +58,9 @@ def split(ws: Workspace, seed: int = 0, fractions: tuple[float, float, float] = 
     write_splits(parts, ws.splits)
     items = pd.read_parquet(ws.items, columns=["item_id", "title", "brand", "description"])
     ids = text_item_ids(parts.train, items)
-    atomic_write(ws.root / TEXT_ITEMS, lambda fh: pd.DataFrame({"item_id": pd.Series(ids, dtype="str")}).to_parquet(fh))
+    atomic_write(
+        ws.root / TEXT_ITEMS, lambda fh: pd.DataFrame({"item_id": pd.Series(ids, dtype="str")}).to_parquet(fh)
+    )
     return {"split": split_summary(parts, seed, method), "split_seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -81,12 +92,23 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
     # of implicit_pointwise: 0.0229 with them, 0.0162 with metadata alone); a rating model reads a training
     # row's own rating off such words (profile_reviews), a ranking model is measured on held-out items only.
     save_item_vectors(retrieval_ids, retrieval, ws.retrieval_vectors, cfg.vector_size)
-    note = "" if wv is not None else ("no review or metadata text: w2v_mlp trains on all-zero text vectors, "
-                                      "so it learns what mlp learns")
-    return {"vocabulary": 0 if wv is None else len(wv.index_to_key), "held_out_reviews_left_out": dropped,
-            "items_with_text": int((np.abs(vectors).sum(1) > 0).sum()), "note": note,
-            "vector_size": cfg.vector_size, "epochs": epochs,
-            "seconds": round(time.perf_counter() - t1, 2)}
+    note = (
+        ""
+        if wv is not None
+        else (
+            "no review or metadata text: w2v_mlp trains on all-zero text vectors, "
+            "so it learns what mlp learns"
+        )
+    )
+    return {
+        "vocabulary": 0 if wv is None else len(wv.index_to_key),
+        "held_out_reviews_left_out": dropped,
+        "items_with_text": int((np.abs(vectors).sum(1) > 0).sum()),
+        "note": note,
+        "vector_size": cfg.vector_size,
+        "epochs": epochs,
+        "seconds": round(time.perf_counter() - t1, 2),
+    }
 
 
 def ranking_split(ws: Workspace) -> LeaveLastOut:
@@ -112,7 +134,9 @@ def training_under_both(ws: Workspace, train: pd.DataFrame) -> tuple[pd.DataFram
     review of an interaction either protocol holds out: under the random rating split a user's latest
     interaction, the retrieval models' test item, is in the rating split's training part four times in five."""
     later = ranking_split(ws)
-    held = pd.MultiIndex.from_frame(pd.concat([later.validation, later.test])[["user_id", "item_id"]].astype(str))
+    held = pd.MultiIndex.from_frame(
+        pd.concat([later.validation, later.test])[["user_id", "item_id"]].astype(str)
+    )
     keep = ~pd.MultiIndex.from_frame(train[["user_id", "item_id"]].astype(str)).isin(held)
     return train[keep], int((~keep).sum())
 

@@ -57,46 +57,71 @@ def unseen_rows(challenger: pd.DataFrame, fitted: pd.DataFrame | None) -> pd.Dat
 RetrievalCheck = Callable[[Path, dict[str, Any], "pd.DataFrame | None"], dict[str, Any]]
 
 
-def compare_with_incumbent(store: Store, pointer: dict[str, Any] | None, challenger: pd.DataFrame | None,
-                           beats_own_baseline: bool, retrieval_check: RetrievalCheck | None = None) -> dict[str, Any]:
+def compare_with_incumbent(
+    store: Store,
+    pointer: dict[str, Any] | None,
+    challenger: pd.DataFrame | None,
+    beats_own_baseline: bool,
+    retrieval_check: RetrievalCheck | None = None,
+) -> dict[str, Any]:
     """The promotion decision: compared_rows, incumbent_rmse, challenger_rmse, promoted, reason, ...
     retrieval_check(incumbent bundle folder, its metadata, its fitted pairs) compares the retrieval champions
     by NDCG@10 on the same kind of fair rows; a challenger worse there is not promoted either. challenger None
     (a retrieval-only bundle, implicit feedback): the retrieval comparison alone decides."""
-    out: dict[str, Any] = {"compared_rows": 0, "incumbent_rmse": None, "challenger_rmse": None,
-                           "incumbent_version": pointer["version"] if pointer else None, "replaced_damaged": None,
-                           "min_rows": MIN_ROWS}
+    out: dict[str, Any] = {
+        "compared_rows": 0,
+        "incumbent_rmse": None,
+        "challenger_rmse": None,
+        "incumbent_version": pointer["version"] if pointer else None,
+        "replaced_damaged": None,
+        "min_rows": MIN_ROWS,
+    }
     if pointer is None:
         return {**out, "promoted": True, "reason": "no published champion yet"}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             meta = download_bundle(store, pointer["version"], Path(tmp), pointer["sha256"])
         except BundleDamaged as e:
-            return {**out, "promoted": True, "replaced_damaged": e.message,
-                    "reason": f"the published champion is damaged and cannot be scored: {e.message}"}
+            return {
+                **out,
+                "promoted": True,
+                "replaced_damaged": e.message,
+                "reason": f"the published champion is damaged and cannot be scored: {e.message}",
+            }
         if challenger is None:
             return {**out, **_retrieval_only(Path(tmp), meta, fitted_pairs(store, meta), retrieval_check)}
         rows = unseen_rows(challenger, fitted_pairs(store, meta))
         out["compared_rows"] = len(rows)
         if len(rows) < MIN_ROWS:
-            return {**out, "promoted": beats_own_baseline,
-                    "reason": f"{len(rows)} test rows the incumbent never fitted on (< {MIN_ROWS}): {POLICY}"}
+            return {
+                **out,
+                "promoted": beats_own_baseline,
+                "reason": f"{len(rows)} test rows the incumbent never fitted on (< {MIN_ROWS}): {POLICY}",
+            }
         session = load_session(Path(tmp) / "model.onnx", threads=1)
         inc = predict_ratings(session, rows["user_id"].to_numpy(object), rows["item_id"].to_numpy(object))
         truth = rows["rating"].to_numpy(np.float64)
-        out.update(incumbent_rmse=rmse(truth, inc), challenger_rmse=rmse(truth, rows["pred"].to_numpy(np.float64)))
+        out.update(
+            incumbent_rmse=rmse(truth, inc), challenger_rmse=rmse(truth, rows["pred"].to_numpy(np.float64))
+        )
         better = out["challenger_rmse"] <= out["incumbent_rmse"] + 1e-12
         verdict = "not worse than" if better else "worse than"
-        out.update(promoted=better, reason=f"challenger {out['challenger_rmse']:.4f} is {verdict} incumbent "
-                                           f"{out['incumbent_rmse']:.4f} RMSE on {len(rows):,} test rows the "
-                                           "incumbent never fitted on")
+        out.update(
+            promoted=better,
+            reason=f"challenger {out['challenger_rmse']:.4f} is {verdict} incumbent "
+            f"{out['incumbent_rmse']:.4f} RMSE on {len(rows):,} test rows the "
+            "incumbent never fitted on",
+        )
         if better and retrieval_check is not None:
             out["retrieval"] = ranking = retrieval_check(Path(tmp), meta, fitted_pairs(store, meta))
             if ranking.get("comparable") and not ranking["challenger_ndcg"] >= ranking["incumbent_ndcg"]:
-                out.update(promoted=False, reason=f"{out['reason']}, but its retrieval NDCG@10 "
-                                                  f"{ranking['challenger_ndcg']:.4f} is worse than the incumbent's "
-                                                  f"{ranking['incumbent_ndcg']:.4f} on {ranking['users']:,} "
-                                                  "test users whose held-out item it never fitted on")
+                out.update(
+                    promoted=False,
+                    reason=f"{out['reason']}, but its retrieval NDCG@10 "
+                    f"{ranking['challenger_ndcg']:.4f} is worse than the incumbent's "
+                    f"{ranking['incumbent_ndcg']:.4f} on {ranking['users']:,} "
+                    "test users whose held-out item it never fitted on",
+                )
     return out
 
 

@@ -11,15 +11,15 @@ from typing import Any
 import pandas as pd
 
 import musicrec
-from musicrec.rating.data import TrainData
 from musicrec.errors import ConflictError, StoreError
-from musicrec.rating.export import export_onnx, verify_onnx
 from musicrec.hashing import sha256_bytes, sha256_file
 from musicrec.metrics.rating import rmse
 from musicrec.pipeline.promotion import compare_with_incumbent
 from musicrec.pipeline.refit import REFIT_DIR, all_rows, full_data
 from musicrec.pipeline.train import load_model
 from musicrec.pipeline.workspace import Workspace
+from musicrec.rating.data import TrainData
+from musicrec.rating.export import export_onnx, verify_onnx
 from musicrec.rating.train import predict as predict_part
 from musicrec.scoring.bundle import TABLES, write_tables
 from musicrec.store import MissingKeyError, Store, layout
@@ -29,16 +29,27 @@ BUNDLE_FILES = ("model.onnx", *TABLES)  # the tables feed batch scoring (see mus
 CHALLENGER_TEST = "challenger_test.parquet"
 
 
-def build_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any],
-                 refit: dict[str, Any] | None = None, retrieval_row: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_bundle(
+    ws: Workspace,
+    row: dict[str, Any],
+    data: TrainData,
+    run: dict[str, Any],
+    refit: dict[str, Any] | None = None,
+    retrieval_row: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The whole bundle: build_rating_bundle, then add_retrieval when there is a retrieval champion (its refit
     described by refit["retrieval"])."""
     meta = build_rating_bundle(ws, row, data, run, refit)
     return add_retrieval(ws, meta, retrieval_row, (refit or {}).get("retrieval")) if retrieval_row else meta
 
 
-def build_rating_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run: dict[str, Any],
-                        refit: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_rating_bundle(
+    ws: Workspace,
+    row: dict[str, Any],
+    data: TrainData,
+    run: dict[str, Any],
+    refit: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Export the champion (its refit on all rows when `refit` says so), verify ONNX against torch (unknown
     ids included), write the candidate tables over every rating of the run and metadata.json. The held-out
     model's test predictions are kept for the promotion decision (challenger_test.parquet)."""
@@ -53,29 +64,49 @@ def build_rating_bundle(ws: Workspace, row: dict[str, Any], data: TrainData, run
         model = load_model(ws, name, data)
     ws.bundle.mkdir(parents=True, exist_ok=True)
     onnx_path = ws.bundle / "model.onnx"
-    export_onnx(model, data.users.ids, data.items.ids, onnx_path,
-                metadata={"musicrec_model": name, "musicrec_version": musicrec.__version__, "run_id": ws.run_id})
+    export_onnx(
+        model,
+        data.users.ids,
+        data.items.ids,
+        onnx_path,
+        metadata={"musicrec_model": name, "musicrec_version": musicrec.__version__, "run_id": ws.run_id},
+    )
     users, items = _parity_sample(ws, data)
     parity = verify_onnx(onnx_path, model, users, items, user_ids=data.users.ids, item_ids=data.items.ids)
-    write_tables(ws.bundle, fitted_rows[["user_id", "item_id", "rating"]],
-                 pd.read_parquet(ws.items, columns=["item_id", "title", "also_bought"]), data.items.ids, ws.item_vectors)
-    fitted_on = refit or {"rows": len(data.parts["train"]), "run_id": ws.run_id, "splits": ["train"], "epochs": None,
-                          "fingerprint": None}
+    write_tables(
+        ws.bundle,
+        fitted_rows[["user_id", "item_id", "rating"]],
+        pd.read_parquet(ws.items, columns=["item_id", "title", "also_bought"]),
+        data.items.ids,
+        ws.item_vectors,
+    )
+    fitted_on = refit or {
+        "rows": len(data.parts["train"]),
+        "run_id": ws.run_id,
+        "splits": ["train"],
+        "epochs": None,
+        "fingerprint": None,
+    }
     meta = {
-        "model": name, "version": f"{ws.run_id}-{name}", "run_id": ws.run_id,
+        "model": name,
+        "version": f"{ws.run_id}-{name}",
+        "run_id": ws.run_id,
         "hyperparameters": row.get("hyperparameters", {}),
         "metrics": {k: v for k, v in row.items() if k.endswith(("_rmse", "_mae", "_rows"))},
         "metrics_from": "the held-out fit (train split only); the exported model is described by fitted_on",
-        "fitted_on": fitted_on, "rating_range": list(data.rating_range),
+        "fitted_on": fitted_on,
+        "rating_range": list(data.rating_range),
         "data": {"fingerprint": run["fingerprint"], "ratings": run["ratings"], "split": run["split"]},
-        "code_version": musicrec.__version__, "created_at": datetime.now(UTC).isoformat(),
+        "code_version": musicrec.__version__,
+        "created_at": datetime.now(UTC).isoformat(),
         "onnx_check": parity,
     }
     return write_metadata(ws, meta, list(BUNDLE_FILES))
 
 
-def add_retrieval(ws: Workspace, meta: dict[str, Any], retrieval_row: dict[str, Any],
-                  refit: dict[str, Any] | None = None) -> dict[str, Any]:
+def add_retrieval(
+    ws: Workspace, meta: dict[str, Any], retrieval_row: dict[str, Any], refit: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Add the retrieval champion (its refit on every interaction when `refit` describes one) to the bundle
     build_rating_bundle wrote, and rewrite metadata.json over both."""
     from musicrec.pipeline.champion_retrieval import export_retrieval
@@ -123,17 +154,24 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
             store.put_file(layout.bundle_file(version, f), ws.bundle / f)
         for f, expected in sums.items():
             if sha256_bytes(store.get_bytes(layout.bundle_file(version, f))) != expected:
-                raise StoreError(f"uploaded {store.url_for(layout.bundle_file(version, f))} does not match the local file",
-                                 hint="the store corrupted or replaced the upload; run again")
+                raise StoreError(
+                    f"uploaded {store.url_for(layout.bundle_file(version, f))} does not match the local file",
+                    hint="the store corrupted or replaced the upload; run again",
+                )
     except Exception as e:
         left = _remove(store, keys)
         if left and isinstance(e, StoreError):
-            raise StoreError(f"{e.message}\n  could not remove the partial upload: {left}", hint=e.hint) from e
+            raise StoreError(
+                f"{e.message}\n  could not remove the partial upload: {left}", hint=e.hint
+            ) from e
         if left:
             e.add_note(f"could not remove the partial upload: {left}")
         raise
-    return {"version": version, "uri": store.url_for(layout.bundle_prefix(version)),
-            "metadata_sha256": sums["metadata.json"]}
+    return {
+        "version": version,
+        "uri": store.url_for(layout.bundle_prefix(version)),
+        "metadata_sha256": sums["metadata.json"],
+    }
 
 
 def _remove(store: Store, keys: list[str]) -> str:
@@ -155,14 +193,22 @@ def _already_published(store: Store, metadata_key: str, metadata_sha256: str) ->
     except MissingKeyError:
         return False
     if sha256_bytes(existing) != metadata_sha256:
-        raise StoreError(f"{store.url_for(metadata_key)} already holds a different bundle",
-                         hint="published versions are never overwritten; publish under a new version")
+        raise StoreError(
+            f"{store.url_for(metadata_key)} already holds a different bundle",
+            hint="published versions are never overwritten; publish under a new version",
+        )
     return True
 
 
-def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame | None, beats_own_baseline: bool,
-            attempts: int = 5, retrieval_check: Any = None,
-            before_pointer: Callable[[dict[str, Any]], object] | None = None) -> dict[str, Any]:
+def promote(
+    store: Store,
+    published: dict[str, str],
+    challenger: pd.DataFrame | None,
+    beats_own_baseline: bool,
+    attempts: int = 5,
+    retrieval_check: Any = None,
+    before_pointer: Callable[[dict[str, Any]], object] | None = None,
+) -> dict[str, Any]:
     """Move the pointer if the new champion is at least as good as the published one on fair rows.
 
     `challenger`: this run's test rows with the held-out champion's predictions (pred), None for a
@@ -191,12 +237,19 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame | 
             if challenger is None
             else rmse(challenger["rating"].to_numpy(float), challenger["pred"].to_numpy(float))
         )
-        body = {"version": published["version"], "sha256": published["metadata_sha256"],
-                "test_rmse": test_rmse, "compared_rows": decision["compared_rows"],
-                "challenger_rmse": decision["challenger_rmse"], "updated_at": datetime.now(UTC).isoformat()}
+        body = {
+            "version": published["version"],
+            "sha256": published["metadata_sha256"],
+            "test_rmse": test_rmse,
+            "compared_rows": decision["compared_rows"],
+            "challenger_rmse": decision["challenger_rmse"],
+            "updated_at": datetime.now(UTC).isoformat(),
+        }
         if decision["replaced_damaged"]:
-            body["replaced_damaged"] = {"version": decision["incumbent_version"],
-                                        "reason": decision["replaced_damaged"]}
+            body["replaced_damaged"] = {
+                "version": decision["incumbent_version"],
+                "reason": decision["replaced_damaged"],
+            }
         if before_pointer is not None:
             before_pointer(decision)
         try:
@@ -204,12 +257,17 @@ def promote(store: Store, published: dict[str, str], challenger: pd.DataFrame | 
             return decision
         except ConflictError:
             continue
-    raise StoreError(f"champion pointer {store.url_for(layout.CHAMPION)} kept changing during {attempts} attempts",
-                     hint="another run is publishing at the same time; run again later")
+    raise StoreError(
+        f"champion pointer {store.url_for(layout.CHAMPION)} kept changing during {attempts} attempts",
+        hint="another run is publishing at the same time; run again later",
+    )
 
 
 def _names(pointer: dict[str, Any] | None, published: dict[str, str]) -> bool:
     """True if the pointer already names this very bundle (same version and metadata sha256)."""
     if not pointer:
         return False
-    return pointer.get("version") == published["version"] and pointer.get("sha256") == published["metadata_sha256"]
+    return (
+        pointer.get("version") == published["version"]
+        and pointer.get("sha256") == published["metadata_sha256"]
+    )

@@ -12,14 +12,14 @@ from typing import Any
 import pandas as pd
 
 from musicrec.data.split import Split, read_splits
-from musicrec.rating.data import TrainData, prepare_data
-from musicrec.rating.baselines import bias_regs
 from musicrec.pipeline.ingest import fingerprint
 from musicrec.pipeline.prepare import load_train_data, rating_range, text_items
 from musicrec.pipeline.train import save_model
 from musicrec.pipeline.workspace import Workspace, model_file
-from musicrec.text import load_item_vectors
+from musicrec.rating.baselines import bias_regs
+from musicrec.rating.data import TrainData, prepare_data
 from musicrec.rating.train import fit_model
+from musicrec.text import load_item_vectors
 
 REFIT_DIR = "refit"
 
@@ -47,8 +47,16 @@ def refit_champion(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict
     epochs = max(1, int(row.get("best_epoch") or 1))
     result = fit_model(name, data, row.get("hyperparameters") or {}, threads=threads, fixed_epochs=epochs)
     save_model(ws, REFIT_DIR, result.model, result.config)
-    info = {"model": name, "rows": len(rows), "users": int(data.users.size - 1), "items": int(data.items.size - 1),
-            "epochs": epochs, "fingerprint": fingerprint(rows), "run_id": ws.run_id,
-            "splits": ["train", "validation", "test"], "seconds": round(result.fit_seconds, 2)}
+    info = {
+        "model": name,
+        "rows": len(rows),
+        "users": int(data.users.size - 1),
+        "items": int(data.items.size - 1),
+        "epochs": epochs,
+        "fingerprint": fingerprint(rows),
+        "run_id": ws.run_id,
+        "splits": ["train", "validation", "test"],
+        "seconds": round(result.fit_seconds, 2),
+    }
     ws.write_json(model_file(REFIT_DIR, "refit.json"), info)
     return info

@@ -16,10 +16,27 @@ from musicrec.store import Store, layout
 
 # The leaderboard's columns, the same names in the UI table and the terminal table; a row's source key when
 # it differs. RMSE/MAE show 4 decimals, seconds 1, the gain over the bias baseline 2 (a percentage).
-LEADERBOARD_COLUMNS = ["model", "kind", "champion", "val_rmse", "val_gain_vs_bias", "test_rmse", "test_mae",
-                       "cold_user", "cold_item", "train_rmse", "best_epoch", "epochs", "fit_s"]
-_SOURCE = {"model": "name", "cold_user": "test_cold_user_rmse", "cold_item": "test_cold_item_rmse",
-           "fit_s": "fit_seconds"}
+LEADERBOARD_COLUMNS = [
+    "model",
+    "kind",
+    "champion",
+    "val_rmse",
+    "val_gain_vs_bias",
+    "test_rmse",
+    "test_mae",
+    "cold_user",
+    "cold_item",
+    "train_rmse",
+    "best_epoch",
+    "epochs",
+    "fit_s",
+]
+_SOURCE = {
+    "model": "name",
+    "cold_user": "test_cold_user_rmse",
+    "cold_item": "test_cold_item_rmse",
+    "fit_s": "fit_seconds",
+}
 # The UI table leaves out train_rmse and epochs (in the model card and report.json) so that it fits a 1920 px
 # wide window without a horizontal scroll bar.
 UI_COLUMNS = [c for c in LEADERBOARD_COLUMNS if c not in ("train_rmse", "epochs")]
@@ -55,14 +72,20 @@ def gain_vs_bias(val_rmse: Any, bias_val_rmse: Any) -> float | None:
     return 100.0 * (bias_val_rmse - val_rmse) / bias_val_rmse
 
 
-def leaderboard(models: list[dict[str, Any]], baselines: list[dict[str, Any]],
-                champion: str | None = None) -> list[dict[str, Any]]:
+def leaderboard(
+    models: list[dict[str, Any]], baselines: list[dict[str, Any]], champion: str | None = None
+) -> list[dict[str, Any]]:
     """Models and baselines sorted by validation RMSE (unknown last), one dict per row with
     LEADERBOARD_COLUMNS as keys: numbers rounded, the champion marked, untrained models labelled as such."""
     bias = next((b.get("val_rmse") for b in baselines if b.get("name") == "bias"), None)
     rows = [(r, _kind(r, "model")) for r in models] + [(r, "baseline") for r in baselines]
-    rows.sort(key=lambda rk: (not _number(rk[0].get("val_rmse")), rk[0].get("val_rmse") or 0.0,
-                              str(rk[0].get("name"))))
+    rows.sort(
+        key=lambda rk: (
+            not _number(rk[0].get("val_rmse")),
+            rk[0].get("val_rmse") or 0.0,
+            str(rk[0].get("name")),
+        )
+    )
     return [_row(r, kind, champion, bias) for r, kind in rows]
 
 
@@ -72,8 +95,11 @@ def _kind(row: dict[str, Any], default: str) -> str:
 
 def _row(r: dict[str, Any], kind: str, champion: str | None, bias: Any) -> dict[str, Any]:
     out = {c: r.get(_SOURCE.get(c, c)) for c in LEADERBOARD_COLUMNS}
-    out.update(kind=kind, champion=champion is not None and r.get("name") == champion,
-               val_gain_vs_bias=gain_vs_bias(r.get("val_rmse"), bias))
+    out.update(
+        kind=kind,
+        champion=champion is not None and r.get("name") == champion,
+        val_gain_vs_bias=gain_vs_bias(r.get("val_rmse"), bias),
+    )
     return {k: _round(k, v) for k, v in out.items()}
 
 
@@ -107,8 +133,17 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     return [{c: display(c, r.get(c), missing="n/a") for c in UI_COLUMNS} for r in rows]
 
 
-_TEXT_COLUMNS = [("model", 16), ("val_rmse", 9), ("val_gain_vs_bias", 17), ("test_rmse", 10), ("test_mae", 9),
-                 ("cold_user", 10), ("cold_item", 10), ("best_epoch", 11), ("fit_s", 7)]
+_TEXT_COLUMNS = [
+    ("model", 16),
+    ("val_rmse", 9),
+    ("val_gain_vs_bias", 17),
+    ("test_rmse", 10),
+    ("test_mae", 9),
+    ("cold_user", 10),
+    ("cold_item", 10),
+    ("best_epoch", 11),
+    ("fit_s", 7),
+]
 
 
 def format_leaderboard(rows: list[dict[str, Any]], champion: str | None) -> str:
@@ -119,10 +154,12 @@ def format_leaderboard(rows: list[dict[str, Any]], champion: str | None) -> str:
         name = f"{r['model']} *" if r["model"] == champion or r.get("champion") is True else r["model"]
         cells = [f"{name:<16}"] + [f"{display(c, r.get(c)):>{w}}" for c, w in _TEXT_COLUMNS[1:]]
         lines.append("".join(cells) + ("  untrained" if r.get("kind") == UNTRAINED else ""))
-    lines += ["* champion: the lowest val_rmse among the models that beat the bias baseline",
-              "val_gain_vs_bias: how much lower val_rmse is than the bias baseline's, in percent",
-              "cold_user / cold_item: test RMSE on rows whose user / item the training split never saw",
-              "untrained: no epoch beat the model's starting point (best_epoch 0): not a result"]
+    lines += [
+        "* champion: the lowest val_rmse among the models that beat the bias baseline",
+        "val_gain_vs_bias: how much lower val_rmse is than the bias baseline's, in percent",
+        "cold_user / cold_item: test RMSE on rows whose user / item the training split never saw",
+        "untrained: no epoch beat the model's starting point (best_epoch 0): not a result",
+    ]
     return "\n".join(lines)
 
 
@@ -151,18 +188,32 @@ def figure_png(fig: Any, ax: Any, xlabel: str, title: str) -> bytes:
     return buf.getvalue()
 
 
-RANKING_COLUMNS = ("val_ndcg_at_10", "test_hr_at_10", "test_ndcg_at_10", "test_recall_at_50", "test_coverage_at_10")
+RANKING_COLUMNS = (
+    "val_ndcg_at_10",
+    "test_hr_at_10",
+    "test_ndcg_at_10",
+    "test_recall_at_50",
+    "test_coverage_at_10",
+)
 
 
 def ranking_table(retrieval: dict[str, Any] | None) -> list[dict[str, str]]:
     """The retrieval models and their baselines by validation NDCG@10 (leave-last-out, full ranking)."""
     if not retrieval or not retrieval.get("models"):
         return []
-    rows = sorted([*retrieval["models"], *retrieval.get("baselines", [])], key=lambda r: -r.get("val_ndcg_at_10", 0))
+    rows = sorted(
+        [*retrieval["models"], *retrieval.get("baselines", [])], key=lambda r: -r.get("val_ndcg_at_10", 0)
+    )
     champion = retrieval.get("champion")
-    return [{"model": r["name"] + (" *" if r["name"] == champion else ""),
-             **{c.replace("_at_", "@"): f"{r.get(c, float('nan')):.4f}" for c in RANKING_COLUMNS},
-             "best_epoch": str(r.get("best_epoch", "-")), "fit_s": f"{r.get('fit_seconds', 0):.1f}"} for r in rows]
+    return [
+        {
+            "model": r["name"] + (" *" if r["name"] == champion else ""),
+            **{c.replace("_at_", "@"): f"{r.get(c, float('nan')):.4f}" for c in RANKING_COLUMNS},
+            "best_epoch": str(r.get("best_epoch", "-")),
+            "fit_s": f"{r.get('fit_seconds', 0):.1f}",
+        }
+        for r in rows
+    ]
 
 
 def format_ranking(retrieval: dict[str, Any] | None) -> str:
@@ -173,11 +224,16 @@ def format_ranking(retrieval: dict[str, Any] | None) -> str:
     cols = list(table[0])
     widths = {c: max(len(c), *(len(r[c]) for r in table)) for c in cols}
     lines = ["  ".join(c.ljust(widths[c]) if c == "model" else c.rjust(widths[c]) for c in cols)]
-    lines += ["  ".join(r[c].ljust(widths[c]) if c == "model" else r[c].rjust(widths[c]) for c in cols) for r in table]
+    lines += [
+        "  ".join(r[c].ljust(widths[c]) if c == "model" else r[c].rjust(widths[c]) for c in cols)
+        for r in table
+    ]
     users = int((retrieval["models"][0]).get("test_users", 0))
     held = retrieval.get("held_out") or "temporal leave-last-out"
-    lines.append(f"* retrieval champion: the highest val_ndcg@10 among the models that beat most_popular; "
-                 f"{held}, full ranking over unrated items, {users:,} test users")
+    lines.append(
+        f"* retrieval champion: the highest val_ndcg@10 among the models that beat most_popular; "
+        f"{held}, full ranking over unrated items, {users:,} test users"
+    )
     return "\n".join(lines)
 
 
@@ -206,11 +262,20 @@ def model_card(report: dict[str, Any]) -> str:
     ch = report.get("champion") or {}
     row = next((m for m in report.get("models", []) if m.get("name") == ch.get("name")), {})
     bias = {b.get("name"): b for b in report.get("baselines", [])}.get("bias", {})
-    lines = [f"# Champion: {ch.get('name')}", "", f"- run: `{report.get('run_id')}`; version: `{ch.get('version')}`",
-             f"- bundle: `{ch.get('uri')}`", *_promotion_lines(report), *_training_lines(row, bias),
-             *tuning_lines((report.get("tuning") or {}).get(ch.get("name"))), *_refit_lines(report.get("refit")),
-             *_data_lines(report), "", "| metric | champion | bias |",
-             "|---|---|---|"]
+    lines = [
+        f"# Champion: {ch.get('name')}",
+        "",
+        f"- run: `{report.get('run_id')}`; version: `{ch.get('version')}`",
+        f"- bundle: `{ch.get('uri')}`",
+        *_promotion_lines(report),
+        *_training_lines(row, bias),
+        *tuning_lines((report.get("tuning") or {}).get(ch.get("name"))),
+        *_refit_lines(report.get("refit")),
+        *_data_lines(report),
+        "",
+        "| metric | champion | bias |",
+        "|---|---|---|",
+    ]
     skipped = (report.get("skipped") or {}).get("rating_models")
     if (
         skipped
@@ -232,11 +297,17 @@ def model_card(report: dict[str, Any]) -> str:
         lines.append(f"| {k} | {display(k, row.get(k))} | {display(k, bias.get(k))} |")
     card = report.get("sample_card") or {}
     if _number(card.get("noise_rmse")) and _number(row.get("test_rmse")):
-        lines += ["", f"Generated sample: noise_rmse {card['noise_rmse']:.4f} (the best possible predictor); "
-                  f"the champion is {row['test_rmse'] - card['noise_rmse']:.4f} above it on test."]
+        lines += [
+            "",
+            f"Generated sample: noise_rmse {card['noise_rmse']:.4f} (the best possible predictor); "
+            f"the champion is {row['test_rmse'] - card['noise_rmse']:.4f} above it on test.",
+        ]
     lines += _retrieval_lines(report.get("retrieval"))
     if report.get("learning_curves_uri"):
-        lines += ["", f"Learning curves: `{report['learning_curves_uri']}` (shown in the learning-curves artifact)"]
+        lines += [
+            "",
+            f"Learning curves: `{report['learning_curves_uri']}` (shown in the learning-curves artifact)",
+        ]
     return "\n".join(lines)
 
 
@@ -246,33 +317,50 @@ def _retrieval_lines(retrieval: Any) -> list[str]:
     if not table:
         return []
     name = retrieval.get("champion")
-    head = (f"## Retrieval champion: {name}" if name else
-            "## No retrieval champion (no implicit model beat most-popular on validation NDCG@10)")
+    head = (
+        f"## Retrieval champion: {name}"
+        if name
+        else "## No retrieval champion (no implicit model beat most-popular on validation NDCG@10)"
+    )
     cols = list(table[0])
-    return ["", head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-            *("| " + " | ".join(r[c] for c in cols) + " |" for r in table)]
+    return [
+        "",
+        head,
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+        *("| " + " | ".join(r[c] for c in cols) + " |" for r in table),
+    ]
 
 
 def _promotion_lines(report: dict[str, Any]) -> list[str]:
     """The promotion decision: compared rows, incumbent vs challenger RMSE on them, the reason."""
     p = promotion(report)
-    lines = [f"- promoted: **{'yes' if p.get('promoted') else 'no'}**: {p.get('reason') or 'no reason given'}"]
+    lines = [
+        f"- promoted: **{'yes' if p.get('promoted') else 'no'}**: {p.get('reason') or 'no reason given'}"
+    ]
     if p.get("incumbent_version") or _number(p.get("incumbent_rmse")):
-        lines.append(f"- compared with `{p.get('incumbent_version')}` on {_count(p.get('compared_rows'))} "
-                     f"rows neither fitted on: incumbent RMSE {display('rmse', p.get('incumbent_rmse'))}, "
-                     f"challenger RMSE {display('rmse', p.get('challenger_rmse'))}")
+        lines.append(
+            f"- compared with `{p.get('incumbent_version')}` on {_count(p.get('compared_rows'))} "
+            f"rows neither fitted on: incumbent RMSE {display('rmse', p.get('incumbent_rmse'))}, "
+            f"challenger RMSE {display('rmse', p.get('challenger_rmse'))}"
+        )
     return lines
 
 
 def _training_lines(row: dict[str, Any], bias: dict[str, Any]) -> list[str]:
     best, epochs = row.get("best_epoch"), row.get("epochs")
     note = " (untrained: no epoch beat its starting point)" if best == 0 else ""
-    lines = [f"- best epoch: {display('best_epoch', best)} of {display('epochs', epochs)}{note}; "
-             f"fit {display('fit_s', row.get('fit_seconds'))} s"]
+    lines = [
+        f"- best epoch: {display('best_epoch', best)} of {display('epochs', epochs)}{note}; "
+        f"fit {display('fit_s', row.get('fit_seconds'))} s"
+    ]
     if _number(row.get("initial_val_rmse")):
         lines[0] += f"; starting val RMSE {row['initial_val_rmse']:.4f}"
-    gains = [f"{split} {display('val_gain_vs_bias', gain_vs_bias(row.get(f'{split}_rmse'), bias.get(f'{split}_rmse')))}"
-             for split in ("val", "test")]
+    gains = [
+        f"{split} {display('val_gain_vs_bias', gain_vs_bias(row.get(f'{split}_rmse'), bias.get(f'{split}_rmse')))}"
+        for split in ("val", "test")
+    ]
     return [*lines, f"- RMSE gain over the bias baseline: {', '.join(gains)}"]
 
 
@@ -280,7 +368,9 @@ def tuning_lines(used: Any) -> list[str]:
     """Which hyperparameters came from a tuning run (and whether it tuned on other data than this run's)."""
     if not isinstance(used, dict):
         return ["- hyperparameters: the family's defaults (no tuning record in the store)"]
-    params = ", ".join(f"{k}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in used.get("params", {}).items())
+    params = ", ".join(
+        f"{k}={f'{v:.4g}' if isinstance(v, float) else v}" for k, v in used.get("params", {}).items()
+    )
     lines = [f"- hyperparameters from tuning run `{used.get('run_id')}`: {params or 'none (all overridden)'}"]
     if used.get("overridden"):
         lines.append(f"- overridden by this run: {', '.join(used['overridden'])}")
@@ -292,16 +382,20 @@ def tuning_lines(used: Any) -> list[str]:
 def _refit_lines(refit: Any) -> list[str]:
     if not isinstance(refit, dict):
         return []
-    return [f"- served model refit on all data: {_count(refit.get('rows'))} rows, "
-            f"{display('epochs', refit.get('epochs'))} epochs; the metrics below come from the held-out fit"]
+    return [
+        f"- served model refit on all data: {_count(refit.get('rows'))} rows, "
+        f"{display('epochs', refit.get('epochs'))} epochs; the metrics below come from the held-out fit"
+    ]
 
 
 def _data_lines(report: dict[str, Any]) -> list[str]:
     data, split = report.get("data") or {}, report.get("split") or {}
     lines = []
     if data:
-        lines.append(f"- data: {_count(data.get('ratings'))} ratings, {_count(data.get('users'))} users, "
-                     f"{_count(data.get('items'))} items; fingerprint `{str(data.get('fingerprint', ''))[:23]}…`")
+        lines.append(
+            f"- data: {_count(data.get('ratings'))} ratings, {_count(data.get('users'))} users, "
+            f"{_count(data.get('items'))} items; fingerprint `{str(data.get('fingerprint', ''))[:23]}…`"
+        )
     if split:
         lines.append(f"- {format_split(split)}")
     return lines
@@ -309,9 +403,11 @@ def _data_lines(report: dict[str, Any]) -> list[str]:
 
 def format_split(split: dict[str, Any]) -> str:
     """One line for people (log and model card) instead of the split record's dict repr."""
-    return (f"split ({split.get('method')}, seed {split.get('seed')}): train {_count(split.get('train'))}, "
-            f"validation {_count(split.get('validation'))}, test {_count(split.get('test'))}; test rows with unseen "
-            f"user {_count(split.get('test_unseen_user'))}, unseen item {_count(split.get('test_unseen_item'))}")
+    return (
+        f"split ({split.get('method')}, seed {split.get('seed')}): train {_count(split.get('train'))}, "
+        f"validation {_count(split.get('validation'))}, test {_count(split.get('test'))}; test rows with unseen "
+        f"user {_count(split.get('test_unseen_user'))}, unseen item {_count(split.get('test_unseen_item'))}"
+    )
 
 
 def _count(v: Any) -> str:
@@ -340,7 +436,11 @@ def write_report(store: Store, ws: Workspace, report: dict[str, Any]) -> dict[st
 
 def with_decision(report: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
     """The report with a promotion decision: report["promotion"] and the older top-level fields."""
-    return {**report, "promotion": decision, "promoted": decision["promoted"],
-            "previous_version": decision.get("incumbent_version"),
-            "previous_test_rmse": decision.get("incumbent_rmse"),
-            "replaced_damaged": decision.get("replaced_damaged")}
+    return {
+        **report,
+        "promotion": decision,
+        "promoted": decision["promoted"],
+        "previous_version": decision.get("incumbent_version"),
+        "previous_test_rmse": decision.get("incumbent_rmse"),
+        "replaced_damaged": decision.get("replaced_damaged"),
+    }

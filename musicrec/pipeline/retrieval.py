@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from musicrec import registry
 from musicrec.data.feedback import confidence_weights
 from musicrec.data.ids import IdIndex
-from musicrec import registry
+from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.configs import ImplicitConfig
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
-from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
 from musicrec.metrics.full import evaluate_random, evaluate_static
 from musicrec.metrics.topn import interaction_matrix
@@ -65,13 +65,17 @@ def _cached(root: str, _stamp: int) -> RankingData:
     split = ranking_split(ws)
     write_ranking_splits(ws, split)
     users = IdIndex(pd.concat([split.train["user_id"], split.test["user_id"]]).unique())
-    items = IdIndex(pd.concat([split.train["item_id"], split.validation["item_id"], split.test["item_id"]]).unique())
+    items = IdIndex(
+        pd.concat([split.train["item_id"], split.validation["item_id"], split.test["item_id"]]).unique()
+    )
     nu, ni = users.size, items.size
 
     def matrix(df: pd.DataFrame) -> sp.csr_matrix:
         return interaction_matrix(users.lookup(df["user_id"]), items.lookup(df["item_id"]), nu, ni)
 
-    unknown_item = sp.csr_matrix((np.ones(nu, np.float32), (np.arange(nu), np.zeros(nu, np.int64))), shape=(nu, ni))
+    unknown_item = sp.csr_matrix(
+        (np.ones(nu, np.float32), (np.arange(nu), np.zeros(nu, np.int64))), shape=(nu, ni)
+    )
     train = matrix(split.train)
     seen_train = ((train + unknown_item) > 0).astype(np.float32).tocsr()
     seen_val = ((seen_train + matrix(split.validation)) > 0).astype(np.float32).tocsr()
@@ -147,8 +151,14 @@ def write_ranking_splits(ws: Workspace, split: Any) -> None:
             getattr(split, name)[["user_id", "item_id"]].astype(str).to_parquet(path, index=False)
 
 
-def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = None, threads: int = 1,
-                   on_epoch: EpochCallback | None = None, test_threads: int | None = None) -> dict[str, Any]:
+def train_implicit(
+    ws: Workspace,
+    name: str,
+    overrides: dict[str, Any] | None = None,
+    threads: int = 1,
+    on_epoch: EpochCallback | None = None,
+    test_threads: int | None = None,
+) -> dict[str, Any]:
     """Fit one implicit model (early stopping on validation NDCG@10), evaluate it on test, save it.
 
     test_threads (default: threads): the test evaluation's threads. It is mostly one matrix product, 20K users
@@ -171,9 +181,16 @@ def train_implicit(ws: Workspace, name: str, overrides: dict[str, Any] | None = 
     )
     with cpu_threads(test_threads or threads):
         test = test_metrics(result.model, data)
-    row = {"name": name, "kind": "retrieval", **prefixed("val", result.best), **test,
-           "best_epoch": result.best_epoch, "epochs": len(result.history) - 1,
-           "fit_seconds": round(result.fit_seconds, 2), "hyperparameters": result.config.model_dump()}
+    row = {
+        "name": name,
+        "kind": "retrieval",
+        **prefixed("val", result.best),
+        **test,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history) - 1,
+        "fit_seconds": round(result.fit_seconds, 2),
+        "hyperparameters": result.config.model_dump(),
+    }
     save_implicit(ws, name, result.model, result.config)
     ws.write_json(model_file(name, "history.json"), result.history)
     ws.write_json(model_file(name, "metrics.json"), row)
@@ -199,11 +216,19 @@ def validation_users(n_items: int) -> int:
 def test_metrics(model: ImplicitMF | ImplicitEnsemble, data: RankingData, seed: int = 0) -> dict[str, float]:
     """HR@10, NDCG@10, Recall@50, coverage@10 on test (train + validation excluded), sampled users at scale
     (each user ranked over the items that can reach their list, musicrec.metrics.bounded)."""
-    out = evaluate_model(model, None, data.test, data.seen_val, max_users=TEST_USERS, seed=seed, coverage=True)
+    out = evaluate_model(
+        model, None, data.test, data.seen_val, max_users=TEST_USERS, seed=seed, coverage=True
+    )
     return prefixed("test", out)
 
 
-HISTORY_KEYS = ("epoch", "epochs", "loss", "seconds", "eval_seconds")  # a history row's keys that are not metrics
+HISTORY_KEYS = (
+    "epoch",
+    "epochs",
+    "loss",
+    "seconds",
+    "eval_seconds",
+)  # a history row's keys that are not metrics
 
 
 def prefixed(split: str, metrics: dict[str, float]) -> dict[str, float]:
@@ -218,8 +243,7 @@ def ranking_baselines(ws: Workspace, seed: int = 0) -> list[dict[str, Any]]:
     data = ranking_data(ws)
     pop = data.popularity.astype(np.float32)
     pop[0] = -1.0
-    fns = {"most_popular": functools.partial(evaluate_static, pop),
-           "random": evaluate_random}
+    fns = {"most_popular": functools.partial(evaluate_static, pop), "random": evaluate_random}
     rows = []
     for name, fn in fns.items():
         val = fn(None, data.validation, data.seen_train, max_users=TEST_USERS, seed=seed)
@@ -232,8 +256,11 @@ def summarize(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> di
     """The retrieval models' rows, their baselines and the retrieval champion (None if none beat most-popular)."""
     if not rows:
         return {"models": [], "baselines": [], "champion": None}
-    return {"models": rows, "baselines": baselines,
-            "champion": registry.choose_champion(rows, "retrieval", popular_val_ndcg(baselines))}
+    return {
+        "models": rows,
+        "baselines": baselines,
+        "champion": registry.choose_champion(rows, "retrieval", popular_val_ndcg(baselines)),
+    }
 
 
 def popular_val_ndcg(baselines: list[dict[str, Any]]) -> float:

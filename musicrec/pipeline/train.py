@@ -9,28 +9,40 @@ from typing import Any
 import numpy as np
 import torch
 
-from musicrec.rating.data import TrainData
-from musicrec.rating.evaluate import evaluate
+from musicrec.fit.loop import EpochCallback, format_epoch
+from musicrec.pipeline.prepare import load_train_data
+from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.rating.base import RatingModel
 from musicrec.rating.baselines import BASELINES
-from musicrec.rating.configs import TrainConfig
 from musicrec.rating.build import build_model, model_class, model_config
-from musicrec.pipeline.prepare import load_train_data
-from musicrec.fit.loop import EpochCallback, format_epoch
-from musicrec.pipeline.workspace import Workspace, model_file
+from musicrec.rating.configs import TrainConfig
+from musicrec.rating.data import TrainData
+from musicrec.rating.evaluate import evaluate
 from musicrec.rating.train import fit_model
 
 
-def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None, threads: int = 1,
-              on_epoch: EpochCallback | None = None, data: TrainData | None = None) -> dict[str, Any]:
+def train_one(
+    ws: Workspace,
+    name: str,
+    overrides: dict[str, Any] | None = None,
+    threads: int = 1,
+    on_epoch: EpochCallback | None = None,
+    data: TrainData | None = None,
+) -> dict[str, Any]:
     """Fit, evaluate and save one model; return its leaderboard row. A model that uses no text needs no item
     vectors, so it can train while Word2Vec does."""
     data = data or load_train_data(ws, text=model_class(name).uses_text)
     result = fit_model(name, data, overrides, threads=threads, on_epoch=on_epoch)
-    row = {"name": name, **evaluate(result.model, data), "fit_seconds": round(result.fit_seconds, 2),
-           "epochs": result.epochs, "best_epoch": result.best_epoch,
-           "initial_val_rmse": result.initial_val_rmse,
-           "ratings_per_second": round(result.ratings_per_second), "hyperparameters": result.config.model_dump()}
+    row = {
+        "name": name,
+        **evaluate(result.model, data),
+        "fit_seconds": round(result.fit_seconds, 2),
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "initial_val_rmse": result.initial_val_rmse,
+        "ratings_per_second": round(result.ratings_per_second),
+        "hyperparameters": result.config.model_dump(),
+    }
     save_model(ws, name, result.model, result.config)
     ws.write_json(model_file(name, "history.json"), result.history)
     ws.write_json(model_file(name, "metrics.json"), row)
@@ -40,8 +52,10 @@ def train_one(ws: Workspace, name: str, overrides: dict[str, Any] | None = None,
 def evaluate_baselines(ws: Workspace, data: TrainData | None = None) -> list[dict[str, Any]]:
     """Global mean and bias baseline rows, in the same shape as the models' rows."""
     data = data or load_train_data(ws, text=False)
-    return [{"name": name, **evaluate(fit(data), data), "fit_seconds": 0.0, "epochs": 0}
-            for name, fit in BASELINES.items()]
+    return [
+        {"name": name, **evaluate(fit(data), data), "fit_seconds": 0.0, "epochs": 0}
+        for name, fit in BASELINES.items()
+    ]
 
 
 def save_model(ws: Workspace, name: str, model: RatingModel, cfg: TrainConfig) -> None:
@@ -54,8 +68,9 @@ def load_model(ws: Workspace, name: str, data: TrainData, directory: str = "") -
     """Rebuild a trained `name` model from <directory or name>/weights.npz and config.json (no pickle)."""
     d = ws.model_dir(directory or name)
     cfg = model_config(name, json.loads((d / "config.json").read_text()))
-    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text,
-                        data.rating_range)
+    model = build_model(
+        name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text, data.rating_range
+    )
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
         model.load_state_dict({k: torch.from_numpy(npz[k]) for k in npz.files})
     return model.eval()
@@ -63,6 +78,8 @@ def load_model(ws: Workspace, name: str, data: TrainData, directory: str = "") -
 
 def progress_printer(emit: Callable[[str], None]) -> EpochCallback:
     """An epoch callback that writes one plain line per epoch."""
+
     def _on_epoch(e: dict[str, Any]) -> None:
         emit(format_epoch(e))
+
     return _on_epoch

@@ -82,7 +82,9 @@ class Workspace:
 # run and sha256-checked; when the task succeeds, the files it added or changed are uploaded and one manifest is
 # written. drop_cache(ref) deletes the cache when the run ends.
 
-INDEX = ".~index.json"  # in the cache folder: relpath -> [sha256, size, mtime_ns] of what it holds from the store
+INDEX = (
+    ".~index.json"  # in the cache folder: relpath -> [sha256, size, mtime_ns] of what it holds from the store
+)
 _LOCKS: dict[str, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
 
@@ -188,7 +190,11 @@ class RemoteWorkspace:
         with self._locked():
             index = self._index()
             for rel, sha in self.manifest().items():
-                if rel.startswith(f"{MODELS_DIR}/") and not rel.endswith(".json") and not rel.startswith(wanted):
+                if (
+                    rel.startswith(f"{MODELS_DIR}/")
+                    and not rel.endswith(".json")
+                    and not rel.startswith(wanted)
+                ):
                     continue  # another model's weights: not needed here
                 path = self.local / rel
                 if index.get(rel, [None])[0] == sha and path.exists():
@@ -197,9 +203,11 @@ class RemoteWorkspace:
                 got = sha256_file(path)
                 if got != sha:
                     path.unlink(missing_ok=True)
-                    raise StoreError(f"{self.store.url_for(layout.workspace_object(sha))} holds other bytes than the "
-                                     f"workspace file {rel} it stands for (sha256 {got[:12]}..., not {sha[:12]}...)",
-                                     hint="the run's workspace in the store is damaged: start the run again")
+                    raise StoreError(
+                        f"{self.store.url_for(layout.workspace_object(sha))} holds other bytes than the "
+                        f"workspace file {rel} it stands for (sha256 {got[:12]}..., not {sha[:12]}...)",
+                        hint="the run's workspace in the store is damaged: start the run again",
+                    )
                 st = path.stat()
                 index[rel] = [sha, st.st_size, st.st_mtime_ns]
                 fetched.append(rel)
@@ -226,7 +234,10 @@ class RemoteWorkspace:
                 index[rel] = [sha, st.st_size, st.st_mtime_ns]
             if changed:
                 name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
-                self.store.put_bytes(layout.workspace_manifest(name), json.dumps({"files": changed}, indent=1).encode(),
-                                     "application/json")
+                self.store.put_bytes(
+                    layout.workspace_manifest(name),
+                    json.dumps({"files": changed}, indent=1).encode(),
+                    "application/json",
+                )
             self._save_index(index)
         return sorted(changed)

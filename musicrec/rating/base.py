@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from musicrec.data.schema import RATING_MAX, RATING_MIN
-from musicrec.rating.configs import TrainConfig
 from musicrec.fit.adagrad import coalesce_rows
+from musicrec.rating.configs import TrainConfig
 
 RatingRange = tuple[float, float]
 
@@ -47,8 +47,15 @@ class RatingModel(nn.Module):
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
     uses_text: ClassVar[bool] = False  # True: built with the run's item text table (item_text=...)
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: TrainConfig,
-                 rating_range: RatingRange = (RATING_MIN, RATING_MAX), **_: Any) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        global_mean: float,
+        cfg: TrainConfig,
+        rating_range: RatingRange = (RATING_MIN, RATING_MAX),
+        **_: Any,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.rating_range = (float(rating_range[0]), float(rating_range[1]))
@@ -86,8 +93,11 @@ class RatingModel(nn.Module):
     def penalties(self) -> list[Penalty]:
         """Biases with the run's tuned bias regularisation, then the family's factor tables."""
         reg_u, reg_i = self.bias_regs if self.cfg.bias_decay is None else (self.cfg.bias_decay,) * 2
-        return [Penalty(self.user_bias, "user", reg_u), Penalty(self.item_bias, "item", reg_i),
-                *self.factor_penalties()]
+        return [
+            Penalty(self.user_bias, "user", reg_u),
+            Penalty(self.item_bias, "item", reg_i),
+            *self.factor_penalties(),
+        ]
 
     def factor_penalties(self) -> list[Penalty]:
         return []
@@ -96,8 +106,14 @@ class RatingModel(nn.Module):
         """L2 over dense weights, counted once per epoch (the trainer scales it by the batch's share)."""
         return torch.zeros(())
 
-    def regularization(self, user_idx: torch.Tensor, item_idx: torch.Tensor, user_weight: torch.Tensor,
-                       item_weight: torch.Tensor, epoch_share: float) -> torch.Tensor:
+    def regularization(
+        self,
+        user_idx: torch.Tensor,
+        item_idx: torch.Tensor,
+        user_weight: torch.Tensor,
+        item_weight: torch.Tensor,
+        epoch_share: float,
+    ) -> torch.Tensor:
         """The batch's share of the penalty, in the same units as the mean data loss of the batch."""
         total = torch.zeros(())
         for pen in self.penalties():
@@ -115,8 +131,14 @@ class RatingModel(nn.Module):
         """Where training starts: the run's tuned closed-form biases (families with another link refine them)."""
         self.init_biases(user_bias, item_bias)
 
-    def manual_gradients(self, user_idx: torch.Tensor, item_idx: torch.Tensor, rating: torch.Tensor,
-                         user_weight: torch.Tensor, item_weight: torch.Tensor) -> float | None:
+    def manual_gradients(
+        self,
+        user_idx: torch.Tensor,
+        item_idx: torch.Tensor,
+        rating: torch.Tensor,
+        user_weight: torch.Tensor,
+        item_weight: torch.Tensor,
+    ) -> float | None:
         """Families with a closed-form gradient set .grad themselves (faster than autograd on huge sparse
         tables) and return the batch's data loss; None means: use autograd."""
         return None
@@ -153,20 +175,39 @@ class DotProductGradients:
     factor_floor: ClassVar[float | None] = None
 
     @torch.no_grad()
-    def manual_gradients(self, user_idx: torch.Tensor, item_idx: torch.Tensor, rating: torch.Tensor,
-                         user_weight: torch.Tensor, item_weight: torch.Tensor) -> float | None:
+    def manual_gradients(
+        self,
+        user_idx: torch.Tensor,
+        item_idx: torch.Tensor,
+        rating: torch.Tensor,
+        user_weight: torch.Tensor,
+        item_weight: torch.Tensor,
+    ) -> float | None:
         m: Any = self
         (lam_bu, lam_bi, lam_p, lam_q) = (pen.lam for pen in m.penalties())
         # index_select copies rows faster than [] on CPU; a side's bias and factors share one gather of ids
         bu, bi = m.user_bias.weight.index_select(0, user_idx), m.item_bias.weight.index_select(0, item_idx)
-        p, q = m.user_factors.weight.index_select(0, user_idx), m.item_factors.weight.index_select(0, item_idx)
+        p, q = (
+            m.user_factors.weight.index_select(0, user_idx),
+            m.item_factors.weight.index_select(0, item_idx),
+        )
         err = m.global_mean + bu.squeeze(1) + bi.squeeze(1) + (p * q).sum(1) - rating
         scale = 2.0  # gradients of the summed batch loss (the trainer's convention, see RowWiseAdagrad)
         e, wu, wi = err.unsqueeze(1), user_weight.unsqueeze(1), item_weight.unsqueeze(1)
-        _set_side_grads(m.user_bias.weight, m.user_factors.weight, user_idx,
-                        scale * (e + lam_bu * bu * wu), scale * (e * q + lam_p * p * wu))
-        _set_side_grads(m.item_bias.weight, m.item_factors.weight, item_idx,
-                        scale * (e + lam_bi * bi * wi), scale * (e * p + lam_q * q * wi))
+        _set_side_grads(
+            m.user_bias.weight,
+            m.user_factors.weight,
+            user_idx,
+            scale * (e + lam_bu * bu * wu),
+            scale * (e * q + lam_p * p * wu),
+        )
+        _set_side_grads(
+            m.item_bias.weight,
+            m.item_factors.weight,
+            item_idx,
+            scale * (e + lam_bi * bi * wi),
+            scale * (e * p + lam_q * q * wi),
+        )
         return float(err.pow(2).mean())
 
     @torch.no_grad()
@@ -176,18 +217,30 @@ class DotProductGradients:
             return
         for table, idx in ((m.user_factors, user_idx), (m.item_factors, item_idx)):
             rows = torch.unique(idx)
-            table.weight.index_copy_(0, rows, table.weight.index_select(0, rows).clamp_(min=self.factor_floor))
+            table.weight.index_copy_(
+                0, rows, table.weight.index_select(0, rows).clamp_(min=self.factor_floor)
+            )
 
 
-def _set_side_grads(bias: torch.Tensor, factors: torch.Tensor, rows: torch.Tensor, bias_grad: torch.Tensor,
-                    factor_grad: torch.Tensor) -> None:
+def _set_side_grads(
+    bias: torch.Tensor,
+    factors: torch.Tensor,
+    rows: torch.Tensor,
+    bias_grad: torch.Tensor,
+    factor_grad: torch.Tensor,
+) -> None:
     """Sparse gradients of one side's bias and factor tables, coalesced once for both (one sort of the ids,
     one summing pass): RowWiseAdagrad then skips its own coalescing."""
     unique, summed = coalesce_rows(rows, torch.cat([bias_grad, factor_grad], 1))
     for weight, values in ((bias, summed[:, :1]), (factors, summed[:, 1:])):
         if weight.requires_grad:
-            weight.grad = torch.sparse_coo_tensor(unique.unsqueeze(0), values.contiguous(), weight.shape,
-                                                  is_coalesced=True, check_invariants=False)
+            weight.grad = torch.sparse_coo_tensor(
+                unique.unsqueeze(0),
+                values.contiguous(),
+                weight.shape,
+                is_coalesced=True,
+                check_invariants=False,
+            )
 
 
 _CONSTRUCTION = threading.Lock()

@@ -41,16 +41,18 @@ class BiasBaseline(RatingModel):
 
 def fit_global_mean(data: TrainData) -> GlobalMean:
     with seeded_construction(0):  # its tables draw from torch's global generator, like any model's
-        return GlobalMean(data.users.size, data.items.size, data.global_mean, TrainConfig(),
-                          rating_range=data.rating_range)
+        return GlobalMean(
+            data.users.size, data.items.size, data.global_mean, TrainConfig(), rating_range=data.rating_range
+        )
 
 
 def fit_bias_baseline(data: TrainData) -> BiasBaseline:
     """mu + b_u + b_i as a model, with the regularisation chosen on validation (see bias_regs)."""
     b_u, b_i = fit_biases(data)
     with seeded_construction(0):
-        model = BiasBaseline(data.users.size, data.items.size, data.global_mean, TrainConfig(),
-                             rating_range=data.rating_range)
+        model = BiasBaseline(
+            data.users.size, data.items.size, data.global_mean, TrainConfig(), rating_range=data.rating_range
+        )
     model.bias_regs = bias_regs(data)
     model.init_biases(b_u, b_i)
     return model
@@ -80,13 +82,16 @@ def _search_regs(data: TrainData) -> tuple[float, float]:
 
     regs = [5.0, 5.0]
     for side in (0, 1, 0):
-        best = min(REG_GRID, key=lambda g: (round(score(*(g, regs[1]) if side == 0 else (regs[0], g)), 6), -g))
+        best = min(
+            REG_GRID, key=lambda g: (round(score(*(g, regs[1]) if side == 0 else (regs[0], g)), 6), -g)
+        )
         regs[side] = best
     return regs[0], regs[1]
 
 
-def fit_biases(data: TrainData, regs: tuple[float, float] | None = None,
-               iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def fit_biases(
+    data: TrainData, regs: tuple[float, float] | None = None, iterations: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form biases with the given (or the tuned) regularisation; computed once per TrainData and
     shared (callers copy before changing it)."""
     regs = regs or bias_regs(data)
@@ -97,7 +102,9 @@ def fit_biases(data: TrainData, regs: tuple[float, float] | None = None,
         return data.derived[key]
 
 
-def _fit_biases(data: TrainData, reg_user: float, reg_item: float, iterations: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def _fit_biases(
+    data: TrainData, reg_user: float, reg_item: float, iterations: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """Alternate b_i = sum(r - mu - b_u) / (n_i + reg) and b_u likewise; vectorised with bincount."""
     train = data.parts["train"]
     u, i = train.user_idx.numpy(), train.item_idx.numpy()

@@ -11,8 +11,9 @@ from musicrec.rating.base import RatingModel, RatingRange, seeded_construction
 from musicrec.rating.configs import TrainConfig
 
 
-def model_config(name: str, overrides: dict[str, Any] | None = None,
-                 defaults: dict[str, Any] | None = None) -> TrainConfig:
+def model_config(
+    name: str, overrides: dict[str, Any] | None = None, defaults: dict[str, Any] | None = None
+) -> TrainConfig:
     """The model's typed config: its defaults, then `defaults` (e.g. tuned values), then the user's overrides."""
     return registry.parse_config(name, overrides, defaults)
 
@@ -23,8 +24,15 @@ def model_class(name: str) -> type[RatingModel]:
     return registry.model_class(name)
 
 
-def build_model(name: str, n_users: int, n_items: int, global_mean: float, cfg: TrainConfig,
-                item_text: np.ndarray | None = None, rating_range: RatingRange | None = None) -> RatingModel:
+def build_model(
+    name: str,
+    n_users: int,
+    n_items: int,
+    global_mean: float,
+    cfg: TrainConfig,
+    item_text: np.ndarray | None = None,
+    rating_range: RatingRange | None = None,
+) -> RatingModel:
     """Instantiate a registered model; its initial weights depend on cfg.seed only."""
     kw: dict[str, Any] = {"rating_range": rating_range} if rating_range else {}
     if model_class(name).uses_text:

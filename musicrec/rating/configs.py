@@ -9,11 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from musicrec.fit.space import Dim, choice, integer, real
 
-
 # what every family has: step sizes, penalties, start scale, batch size (0 = the automatic ~64 steps per epoch)
 COMMON_SPACE: dict[str, Dim] = {
-    "lr": real(0.03, 1.0), "bias_lr": real(0.001, 0.1), "weight_decay": real(0.1, 64.0),
-    "init_std": real(0.005, 0.2), "batch_size": choice(0, 1024, 8192),
+    "lr": real(0.03, 1.0),
+    "bias_lr": real(0.001, 0.1),
+    "weight_decay": real(0.1, 64.0),
+    "init_std": real(0.005, 0.2),
+    "batch_size": choice(0, 1024, 8192),
 }
 
 
@@ -30,15 +32,22 @@ class TrainConfig(BaseModel):
     lr: float = Field(0.3, gt=0, description="row-wise AdaGrad step of the embedding tables")
     dense_lr: float = Field(0.003, gt=0, description="Adam step of dense layers")
     bias_lr: float = Field(0.01, ge=0, description="AdaGrad step of the bias tables (0 = biases frozen)")
-    bias_decay: float | None = Field(None, ge=0, description="L2 on user/item biases per row and epoch; "
-                                     "empty = the run's bias baseline's, chosen on validation")
+    bias_decay: float | None = Field(
+        None,
+        ge=0,
+        description="L2 on user/item biases per row and epoch; "
+        "empty = the run's bias baseline's, chosen on validation",
+    )
     weight_decay: float = Field(4.0, ge=0, description="L2 on user/item factor rows, per row and epoch")
     init_std: float = Field(0.02, ge=0, description="standard deviation of the initial factor rows")
     dense_decay: float = Field(0.0, ge=0, description="Adam weight decay of the dense layers")
     id_dropout: float = Field(0.02, ge=0, lt=1, description="share of rows whose id is replaced by 'unknown'")
-    fused: bool = Field(True, description="train with the fused numba kernel (musicrec.rating.fused) where the model "
-                        "allows it: closed-form dot-product gradients, i.e. gmf and nnmf; the same updates as the "
-                        "torch path, several times faster. false = the torch path (other models always use it)")
+    fused: bool = Field(
+        True,
+        description="train with the fused numba kernel (musicrec.rating.fused) where the model "
+        "allows it: closed-form dot-product gradients, i.e. gmf and nnmf; the same updates as the "
+        "torch path, several times faster. false = the torch path (other models always use it)",
+    )
     seed: int = 0
 
 
@@ -70,9 +79,14 @@ class MLPConfig(TrainConfig):
     dense_lr: float = Field(0.01, gt=0)
     init_std: float = Field(0.1, ge=0)
     search_space: ClassVar[dict[str, Dim]] = {
-        **COMMON_SPACE, "user_dim": integer(2, 64), "item_dim": integer(2, 64),
+        **COMMON_SPACE,
+        "user_dim": integer(2, 64),
+        "item_dim": integer(2, 64),
         "hidden": choice([32], [64, 32], [128, 64], [256, 128, 64]),
-        "dense_lr": real(0.001, 0.03), "dense_decay": real(1e-7, 1e-3), "init_std": real(0.01, 0.3)}
+        "dense_lr": real(0.001, 0.03),
+        "dense_decay": real(1e-7, 1e-3),
+        "init_std": real(0.01, 0.3),
+    }
 
 
 class W2VMLPConfig(MLPConfig):

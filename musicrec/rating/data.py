@@ -42,15 +42,20 @@ class TrainData:
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-def prepare_data(split: Split, text_ids: list[str] | None = None, text_vectors: np.ndarray | None = None,
-                 rating_range: tuple[float, float] = (1.0, 5.0), cold_items: list[str] | None = None) -> TrainData:
+def prepare_data(
+    split: Split,
+    text_ids: list[str] | None = None,
+    text_vectors: np.ndarray | None = None,
+    rating_range: tuple[float, float] = (1.0, 5.0),
+    cold_items: list[str] | None = None,
+) -> TrainData:
     """Users: those in train. Items: those in train plus the cold items that have text: `cold_items` when
     given (the run's text items, known before Word2Vec, so models with and without text share one item index),
     else the items with a non-zero text vector. Without text_ids/text_vectors the item text table is None."""
     users = IdIndex(split.train["user_id"].unique())
     text_known: list[str] = list(cold_items or [])
     if cold_items is None and text_ids is not None and text_vectors is not None:
-        text_known = [i for i, nz in zip(text_ids, np.abs(text_vectors).sum(1) > 0) if nz]
+        text_known = [i for i, nz in zip(text_ids, np.abs(text_vectors).sum(1) > 0, strict=False) if nz]
     items = IdIndex(pd.concat([split.train["item_id"], pd.Series(text_known, dtype="str")]).unique())
     trained = np.zeros(items.size, dtype=bool)
     trained[items.lookup(split.train["item_id"].unique())] = True
@@ -61,12 +66,20 @@ def prepare_data(split: Split, text_ids: list[str] | None = None, text_vectors: 
         table = np.zeros((items.size, text_vectors.shape[1]), dtype=np.float32)
         rows = items.lookup(text_ids)
         table[rows[rows > 0]] = text_vectors[rows > 0]
-    return TrainData(users, items, parts, float(split.train["rating"].mean()), table, trained,
-                     (float(rating_range[0]), float(rating_range[1])))
+    return TrainData(
+        users,
+        items,
+        parts,
+        float(split.train["rating"].mean()),
+        table,
+        trained,
+        (float(rating_range[0]), float(rating_range[1])),
+    )
 
 
-def _part(df: pd.DataFrame, users: IdIndex, items: IdIndex, train_users: set[str],
-          trained: np.ndarray) -> Part:
+def _part(
+    df: pd.DataFrame, users: IdIndex, items: IdIndex, train_users: set[str], trained: np.ndarray
+) -> Part:
     u = users.lookup(df["user_id"])
     i = items.lookup(df["item_id"])
     return Part(

@@ -26,8 +26,9 @@ def evaluate(model: nn.Module, data: TrainData) -> dict[str, Any]:
     return out
 
 
-def _cold_slices(truth: np.ndarray, pred: np.ndarray, unseen_user: np.ndarray,
-                 unseen_item: np.ndarray) -> dict[str, Any]:
+def _cold_slices(
+    truth: np.ndarray, pred: np.ndarray, unseen_user: np.ndarray, unseen_item: np.ndarray
+) -> dict[str, Any]:
     known = ~unseen_user & ~unseen_item
     slices = {"cold_user": unseen_user, "cold_item": unseen_item, "warm": known}
     out: dict[str, Any] = {}

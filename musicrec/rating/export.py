@@ -207,12 +207,18 @@ def _splice_id_encoders(proto: onnx.ModelProto, user_ids: list[str], item_ids: l
             values_int64s=list(range(1, len(ids) + 1)),
             default_int64=0,
         )
-        for src, dst, ids in zip(ID_INPUTS, INDEX_INPUTS, (user_ids, item_ids))
+        for src, dst, ids in zip(ID_INPUTS, INDEX_INPUTS, (user_ids, item_ids), strict=False)
     ]
-    zero = helper.make_node("Constant", [], ["unknown_index"],
-                            value=helper.make_tensor("unknown_index", TensorProto.INT64, [], [0]))
-    flags = [helper.make_node("Equal", [idx, "unknown_index"], [flag], name=f"{flag}_flag")
-             for idx, flag in zip(INDEX_INPUTS, FLAG_OUTPUTS)]
+    zero = helper.make_node(
+        "Constant",
+        [],
+        ["unknown_index"],
+        value=helper.make_tensor("unknown_index", TensorProto.INT64, [], [0]),
+    )
+    flags = [
+        helper.make_node("Equal", [idx, "unknown_index"], [flag], name=f"{flag}_flag")
+        for idx, flag in zip(INDEX_INPUTS, FLAG_OUTPUTS, strict=False)
+    ]
     nodes = encoders + [zero, *flags] + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
@@ -277,9 +283,12 @@ def verify_onnx(
     for k in sorted({min(1, n), min(7, n), n} - {0}):
         got, unknown_user, unknown_item = predict_flagged(sess, u_str[:k], i_str[:k], batch_size=k)
         diff = max(diff, float(np.max(np.abs(got - expected[:k]))))
-        if not (np.array_equal(unknown_user, u_idx[:k] == 0) and np.array_equal(unknown_item, i_idx[:k] == 0)):
-            raise OnnxModelError(f"{path}: the graph's unknown-id flags disagree with the id lists",
-                                 hint="re-export the model")
+        if not (
+            np.array_equal(unknown_user, u_idx[:k] == 0) and np.array_equal(unknown_item, i_idx[:k] == 0)
+        ):
+            raise OnnxModelError(
+                f"{path}: the graph's unknown-id flags disagree with the id lists", hint="re-export the model"
+            )
     if not diff <= atol:  # also catches NaN
         raise ParityError(diff, atol, n)
     return {

@@ -30,17 +30,37 @@ import numpy as np
 import torch
 from numba import njit
 
-from musicrec.fit.kernels import AHEAD, FASTMATH, prefetch, prefetch_row
-from musicrec.rating.data import Part
-from musicrec.rating.base import DotProductGradients, RatingModel
 from musicrec.fit.adagrad import EPS, RowWiseAdagrad
+from musicrec.fit.kernels import AHEAD, FASTMATH, prefetch, prefetch_row
+from musicrec.rating.base import DotProductGradients, RatingModel
+from musicrec.rating.data import Part
+
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def accumulate(t: int, threads: int, start: int, end: int, users: np.ndarray, items: np.ndarray,
-               ratings: np.ndarray, inv_u: np.ndarray, inv_i: np.ndarray, mu: float, user_bias: np.ndarray,
-               item_bias: np.ndarray, user_factors: np.ndarray, item_factors: np.ndarray, lam: np.ndarray,
-               err: np.ndarray, slot_u: np.ndarray, slot_i: np.ndarray, rows_u: np.ndarray, rows_i: np.ndarray,
-               grad_u: np.ndarray, grad_i: np.ndarray) -> tuple[int, int]:
+def accumulate(
+    t: int,
+    threads: int,
+    start: int,
+    end: int,
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    inv_u: np.ndarray,
+    inv_i: np.ndarray,
+    mu: float,
+    user_bias: np.ndarray,
+    item_bias: np.ndarray,
+    user_factors: np.ndarray,
+    item_factors: np.ndarray,
+    lam: np.ndarray,
+    err: np.ndarray,
+    slot_u: np.ndarray,
+    slot_i: np.ndarray,
+    rows_u: np.ndarray,
+    rows_i: np.ndarray,
+    grad_u: np.ndarray,
+    grad_i: np.ndarray,
+) -> tuple[int, int]:
     """Rows start..end of the epoch's batch order: the summed gradient of every distinct user / item row that
     thread t owns, [bias, factors...] per row in grad_u / grad_i (row ids in rows_u / rows_i, slot_* maps a
     row id to its place, -1 when absent). err[j] is written by row j's user owner. Returns the counts."""
@@ -105,9 +125,20 @@ def _slot(row: int, slot: np.ndarray, rows: np.ndarray, grads: np.ndarray, n: in
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def apply(n: int, rows: np.ndarray, grads: np.ndarray, slot: np.ndarray, bias: np.ndarray, bias_acc: np.ndarray,
-          bias_lr: float, factors: np.ndarray, factor_acc: np.ndarray, lr: float, clamp: bool,
-          floor: float) -> None:
+def apply(
+    n: int,
+    rows: np.ndarray,
+    grads: np.ndarray,
+    slot: np.ndarray,
+    bias: np.ndarray,
+    bias_acc: np.ndarray,
+    bias_lr: float,
+    factors: np.ndarray,
+    factor_acc: np.ndarray,
+    lr: float,
+    clamp: bool,
+    floor: float,
+) -> None:
     """RowWiseAdagrad's step for the n summed rows of one side (bias_lr 0: the biases are frozen), then the
     factor floor when clamp; frees the rows' slots for the next batch."""
     k = factors.shape[1]
@@ -142,23 +173,42 @@ def applies(model: RatingModel, optimizers: list[torch.optim.Optimizer]) -> bool
     """The fused kernel trains this model exactly: cfg.fused, DotProductGradients' own gradients and
     after_step (no override the kernel would not know), only the four tables, row-wise AdaGrad only."""
     cls = type(model)
-    if not (model.cfg.fused and isinstance(model, DotProductGradients)
-            and cls.manual_gradients is DotProductGradients.manual_gradients
-            and cls.after_step is DotProductGradients.after_step):
+    if not (
+        model.cfg.fused
+        and isinstance(model, DotProductGradients)
+        and cls.manual_gradients is DotProductGradients.manual_gradients
+        and cls.after_step is DotProductGradients.after_step
+    ):
         return False
     tables = {id(t.weight) for t in (*model.user_tables(), *model.item_tables())}
-    return (len(tables) == 4 and all(id(p) in tables for p in model.parameters())
-            and all(isinstance(opt, RowWiseAdagrad) for opt in optimizers))
+    return (
+        len(tables) == 4
+        and all(id(p) in tables for p in model.parameters())
+        and all(isinstance(opt, RowWiseAdagrad) for opt in optimizers)
+    )
 
 
-def run_epoch(model: Any, part: Part, optimizers: list[torch.optim.Optimizer], batch: int, gen: torch.Generator,
-              row_weights: tuple[torch.Tensor, torch.Tensor], threads: int = 1) -> float:
+def run_epoch(
+    model: Any,
+    part: Part,
+    optimizers: list[torch.optim.Optimizer],
+    batch: int,
+    gen: torch.Generator,
+    row_weights: tuple[torch.Tensor, torch.Tensor],
+    threads: int = 1,
+) -> float:
     """One epoch of the torch path's updates (training._run_epoch) with the fused kernels; the mean data loss."""
     model.train()
     n, threads = len(part), max(1, threads)
     users, items, ratings = _epoch_order(model, part, batch, gen)
-    bias_u, bias_i = _adagrad(model.user_bias.weight, optimizers), _adagrad(model.item_bias.weight, optimizers)
-    fac_u, fac_i = _adagrad(model.user_factors.weight, optimizers), _adagrad(model.item_factors.weight, optimizers)
+    bias_u, bias_i = (
+        _adagrad(model.user_bias.weight, optimizers),
+        _adagrad(model.item_bias.weight, optimizers),
+    )
+    fac_u, fac_i = (
+        _adagrad(model.user_factors.weight, optimizers),
+        _adagrad(model.item_factors.weight, optimizers),
+    )
     lam = np.array([pen.lam for pen in model.penalties()], dtype=np.float32)
     mu = np.float32(model.global_mean.item())
     inv_u, inv_i = (w.numpy() for w in row_weights)
@@ -175,9 +225,30 @@ def run_epoch(model: Any, part: Part, optimizers: list[torch.optim.Optimizer], b
         grad_u, grad_i = np.empty(width, dtype=np.float32), np.empty(width, dtype=np.float32)
         try:
             for start in range(0, n, batch):
-                n_u, n_i = accumulate(t, threads, start, min(start + batch, n), users, items, ratings, inv_u,
-                                      inv_i, mu, bias_u[0], bias_i[0], fac_u[0], fac_i[0], lam, err, slot_u,
-                                      slot_i, rows_u, rows_i, grad_u, grad_i)
+                n_u, n_i = accumulate(
+                    t,
+                    threads,
+                    start,
+                    min(start + batch, n),
+                    users,
+                    items,
+                    ratings,
+                    inv_u,
+                    inv_i,
+                    mu,
+                    bias_u[0],
+                    bias_i[0],
+                    fac_u[0],
+                    fac_i[0],
+                    lam,
+                    err,
+                    slot_u,
+                    slot_i,
+                    rows_u,
+                    rows_i,
+                    grad_u,
+                    grad_i,
+                )
                 if threads > 1:
                     barrier.wait()  # every thread has read the batch's old parameters
                 apply(n_u, rows_u, grad_u, slot_u, *bias_u, *fac_u, clamp, floor)
@@ -208,19 +279,38 @@ def _epoch_order(model: Any, part: Part, batch: int, gen: torch.Generator) -> tu
     if p_drop > 0:
         for start in range(0, n, batch):
             size = min(batch, n - start)
-            torch.rand(size, generator=gen, out=draw_u[start:start + size])
-            torch.rand(size, generator=gen, out=draw_i[start:start + size])
+            torch.rand(size, generator=gen, out=draw_u[start : start + size])
+            torch.rand(size, generator=gen, out=draw_i[start : start + size])
     users, items = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
     ratings = np.empty(n, dtype=np.float32)
-    _gather(perm.numpy(), part.user_idx.numpy(), part.item_idx.numpy(), part.rating.numpy(), draw_u.numpy(),
-            draw_i.numpy(), np.float32(p_drop), users, items, ratings)
+    _gather(
+        perm.numpy(),
+        part.user_idx.numpy(),
+        part.item_idx.numpy(),
+        part.rating.numpy(),
+        draw_u.numpy(),
+        draw_i.numpy(),
+        np.float32(p_drop),
+        users,
+        items,
+        ratings,
+    )
     return users, items, ratings
 
 
 @njit(nogil=True, cache=True)
-def _gather(perm: np.ndarray, user_idx: np.ndarray, item_idx: np.ndarray, rating: np.ndarray, draw_u: np.ndarray,
-            draw_i: np.ndarray, p_drop: np.float32, users: np.ndarray, items: np.ndarray,
-            ratings: np.ndarray) -> None:
+def _gather(
+    perm: np.ndarray,
+    user_idx: np.ndarray,
+    item_idx: np.ndarray,
+    rating: np.ndarray,
+    draw_u: np.ndarray,
+    draw_i: np.ndarray,
+    p_drop: np.float32,
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+) -> None:
     """users[j] = user_idx[perm[j]], or 0 (unknown) where draw_u[j] < p_drop (float32, as torch compares);
     the same for items; ratings[j] = rating[perm[j]]."""
     for j in range(len(perm)):
@@ -234,7 +324,9 @@ def _gather(perm: np.ndarray, user_idx: np.ndarray, item_idx: np.ndarray, rating
         ratings[j] = rating[k]
 
 
-def _adagrad(weight: torch.Tensor, optimizers: list[torch.optim.Optimizer]) -> tuple[np.ndarray, np.ndarray, float]:
+def _adagrad(
+    weight: torch.Tensor, optimizers: list[torch.optim.Optimizer]
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(table, accumulator, lr) as numpy views of the live tensors; a table no optimiser holds (frozen biases,
     bias_lr 0) gets lr 0 and is left unchanged."""
     table = weight.detach().numpy()

@@ -25,7 +25,9 @@ class GMFLogistic(GMFRegression):
     name = "gmf_logistic"
     config_class = LogisticConfig
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: LogisticConfig, **kw: Any) -> None:
+    def __init__(
+        self, n_users: int, n_items: int, global_mean: float, cfg: LogisticConfig, **kw: Any
+    ) -> None:
         super().__init__(n_users, n_items, global_mean, cfg, **kw)
         lo, hi = self.rating_range
         self.span = hi - lo
@@ -40,11 +42,19 @@ class GMFLogistic(GMFRegression):
         self.init_biases(np.zeros_like(user_bias), np.zeros_like(item_bias))
 
     def score(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
-        star = self.global_mean + self.base_user.index_select(0, user_idx) + self.base_item.index_select(0, item_idx)
+        star = (
+            self.global_mean
+            + self.base_user.index_select(0, user_idx)
+            + self.base_item.index_select(0, item_idx)
+        )
         p = ((star - self.rating_range[0]) / self.span).clamp(EDGE, 1 - EDGE)
         offset = torch.log(p) - torch.log1p(-p)
-        return offset + self.user_bias(user_idx).squeeze(-1) + self.item_bias(item_idx).squeeze(-1) \
+        return (
+            offset
+            + self.user_bias(user_idx).squeeze(-1)
+            + self.item_bias(item_idx).squeeze(-1)
             + self.interaction(user_idx, item_idx)
+        )
 
     def _slope(self) -> float:
         """Stars per logit unit at the global mean: c = span * p(1 - p)."""
@@ -56,8 +66,10 @@ class GMFLogistic(GMFRegression):
         """The run's penalties in logit units: with loss() in squared-star units near the mean, a bias weight
         becomes lam * c^2 and a factor weight (one of a product of two rows) lam * c."""
         c = self._slope()
-        return [Penalty(q.table, q.side, q.lam * (c * c if q.table in self.bias_tables() else c))
-                for q in super().penalties()]
+        return [
+            Penalty(q.table, q.side, q.lam * (c * c if q.table in self.bias_tables() else c))
+            for q in super().penalties()
+        ]
 
     def dense_penalty(self) -> torch.Tensor:
         return super().dense_penalty() * self._slope()

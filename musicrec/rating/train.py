@@ -20,7 +20,6 @@ from musicrec.rating.configs import TrainConfig
 from musicrec.rating.data import Part, TrainData
 
 
-
 @dataclass
 class FitResult:
     """The trained model (best validation epoch restored) and how training went."""
@@ -49,14 +48,22 @@ def batch_size_for(cfg: TrainConfig, n_train: int) -> int:
     return cfg.batch_size if cfg.batch_size > 0 else int(np.clip(n_train // 64, 256, 16384))
 
 
-def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = None, *, threads: int = 1,
-              on_epoch: EpochCallback | None = None, fixed_epochs: int | None = None) -> FitResult:
+def fit_model(
+    name: str,
+    data: TrainData,
+    overrides: dict[str, Any] | None = None,
+    *,
+    threads: int = 1,
+    on_epoch: EpochCallback | None = None,
+    fixed_epochs: int | None = None,
+) -> FitResult:
     """Train one registered model; stop early when validation RMSE stops improving. With fixed_epochs
     (a refit on all data, which has no validation rows) run exactly that many epochs and keep the last."""
     torch.set_num_threads(max(1, threads))
     cfg = model_config(name, overrides)
-    model = build_model(name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text,
-                        data.rating_range)
+    model = build_model(
+        name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text, data.rating_range
+    )
     model.bias_regs = bias_regs(data)
     regs = model.bias_regs if cfg.bias_decay is None else (cfg.bias_decay, cfg.bias_decay)
     model.start_from(data, *fit_biases(data, regs))
@@ -66,7 +73,9 @@ def fit_model(name: str, data: TrainData, overrides: dict[str, Any] | None = Non
     row_weights = _row_weights(model, cfg, train)
 
     def train_epoch() -> float:
-        return _run_epoch(model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights, threads)
+        return _run_epoch(
+            model, train, optimizers, batch_size_for(cfg, len(train)), gen, row_weights, threads
+        )
 
     if fixed_epochs is not None:
         fitted = loop.fixed_epochs(name, train_epoch, fixed_epochs, on_epoch)
@@ -90,8 +99,10 @@ def _finish(result: FitResult, data: TrainData, seconds: float) -> FitResult:
 
 def _row_weights(model: RatingModel, cfg: TrainConfig, train: Part) -> tuple[torch.Tensor, torch.Tensor]:
     dropped = cfg.id_dropout * len(train)  # the same for every epoch: computed once
-    return (_inverse_counts(train.user_idx, model.user_bias.num_embeddings, dropped),
-            _inverse_counts(train.item_idx, model.item_bias.num_embeddings, dropped))
+    return (
+        _inverse_counts(train.user_idx, model.user_bias.num_embeddings, dropped),
+        _inverse_counts(train.item_idx, model.item_bias.num_embeddings, dropped),
+    )
 
 
 def _optimizers(model: RatingModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -122,8 +133,15 @@ def _inverse_counts(idx: torch.Tensor, size: int, unknown: float) -> torch.Tenso
     return 1.0 / counts.clamp(min=1.0)
 
 
-def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Optimizer], batch: int,
-               gen: torch.Generator, row_weights: tuple[torch.Tensor, torch.Tensor], threads: int = 1) -> float:
+def _run_epoch(
+    model: RatingModel,
+    part: Part,
+    optimizers: list[torch.optim.Optimizer],
+    batch: int,
+    gen: torch.Generator,
+    row_weights: tuple[torch.Tensor, torch.Tensor],
+    threads: int = 1,
+) -> float:
     if model.cfg.fused and isinstance(model, DotProductGradients):
         from musicrec.rating import fused  # numba: imported only by the models it trains
 
@@ -136,8 +154,12 @@ def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Opti
     total = 0.0
     p_drop = model.cfg.id_dropout
     for start in range(0, n, batch):
-        idx = perm[start:start + batch]
-        u, i, r = part.user_idx.index_select(0, idx), part.item_idx.index_select(0, idx), part.rating.index_select(0, idx)
+        idx = perm[start : start + batch]
+        u, i, r = (
+            part.user_idx.index_select(0, idx),
+            part.item_idx.index_select(0, idx),
+            part.rating.index_select(0, idx),
+        )
         if p_drop > 0:  # teach the reserved unknown rows what an unseen user / item looks like
             u = u.masked_fill(torch.rand(len(u), generator=gen) < p_drop, 0)
             i = i.masked_fill(torch.rand(len(i), generator=gen) < p_drop, 0)
@@ -160,7 +182,9 @@ def _run_epoch(model: RatingModel, part: Part, optimizers: list[torch.optim.Opti
 def predict(model: nn.Module, part: Part, batch: int = 262144) -> np.ndarray:
     """Predicted ratings for a part, in row order."""
     model.eval()
-    out = [model(part.user_idx[s:s + batch], part.item_idx[s:s + batch]) for s in range(0, len(part), batch)]
+    out = [
+        model(part.user_idx[s : s + batch], part.item_idx[s : s + batch]) for s in range(0, len(part), batch)
+    ]
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 

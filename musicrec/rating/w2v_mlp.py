@@ -21,8 +21,16 @@ class W2VMLP(MLP):
     config_class = W2VMLPConfig
     uses_text = True
 
-    def __init__(self, n_users: int, n_items: int, global_mean: float, cfg: W2VMLPConfig, *,
-                 item_text: np.ndarray | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        global_mean: float,
+        cfg: W2VMLPConfig,
+        *,
+        item_text: np.ndarray | None = None,
+        **kw: Any,
+    ) -> None:
         if item_text is None or item_text.shape[0] != n_items:
             raise ValueError(f"w2v_mlp needs an item text table with {n_items} rows")
         self._text_dim = int(item_text.shape[1])

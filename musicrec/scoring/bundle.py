@@ -35,8 +35,9 @@ class BundleDamaged(StoreError):
     unlike a store that cannot be reached (a plain StoreError, which may pass)."""
 
 
-def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids: list[str],
-                 item_vectors: Path) -> list[str]:
+def write_tables(
+    dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids: list[str], item_vectors: Path
+) -> list[str]:
     """Write the candidate tables beside model.onnx; return their file names."""
     history = train[["user_id", "item_id"]].astype(str).drop_duplicates()
     history.sort_values(["user_id", "item_id"]).to_parquet(dest / TABLES[0], index=False)
@@ -48,9 +49,14 @@ def write_tables(dest: Path, train: pd.DataFrame, items: pd.DataFrame, item_ids:
     stats.to_parquet(dest / TABLES[1], index=False)
     pairs = items[["item_id", "also_bought"]].explode("also_bought").dropna()
     pairs = pairs.rename(columns={"also_bought": "other_id"}).astype(str)
-    known = pd.Series(item_ids)  # Arrow hash-set lookups: pandas' isin on Arrow strings took 3.2 s on 2M pairs
-    pairs = pairs[contained(pairs["item_id"], known) & contained(pairs["other_id"], known)
-                  & (pairs["item_id"] != pairs["other_id"]).to_numpy()]
+    known = pd.Series(
+        item_ids
+    )  # Arrow hash-set lookups: pandas' isin on Arrow strings took 3.2 s on 2M pairs
+    pairs = pairs[
+        contained(pairs["item_id"], known)
+        & contained(pairs["other_id"], known)
+        & (pairs["item_id"] != pairs["other_id"]).to_numpy()
+    ]
     pairs.drop_duplicates().to_parquet(dest / TABLES[2], index=False)
     shutil.copyfile(item_vectors, dest / TABLES[3])
     return list(TABLES)
@@ -63,12 +69,16 @@ def resolve_version(store: Store, version: str = "") -> tuple[str, str | None]:
         return version, None
     pointer, _ = read_pointer(store)
     if pointer is None:
-        raise StoreError(f"no champion at {store.url_for(layout.CHAMPION)} and no --version given",
-                         hint="run the training flow first, or name a published version")
+        raise StoreError(
+            f"no champion at {store.url_for(layout.CHAMPION)} and no --version given",
+            hint="run the training flow first, or name a published version",
+        )
     return pointer["version"], pointer["sha256"]
 
 
-def download_bundle(store: Store, version: str, workdir: Path, metadata_sha256: str | None = None) -> dict[str, Any]:
+def download_bundle(
+    store: Store, version: str, workdir: Path, metadata_sha256: str | None = None
+) -> dict[str, Any]:
     """Download every file named in metadata.json into workdir and check each sha256; return the metadata.
 
     Files land under a temporary name and are renamed only after the whole bundle checked out, so a refused
@@ -78,11 +88,14 @@ def download_bundle(store: Store, version: str, workdir: Path, metadata_sha256: 
     try:
         meta_bytes = store.get_bytes(layout.bundle_metadata(version))
     except MissingKeyError as e:
-        raise BundleDamaged(f"no bundle metadata at {meta_url}",
-                            hint="check the version name and the store URI") from e
+        raise BundleDamaged(
+            f"no bundle metadata at {meta_url}", hint="check the version name and the store URI"
+        ) from e
     if metadata_sha256 is not None and sha256_bytes(meta_bytes) != metadata_sha256:
-        raise BundleDamaged(f"{meta_url} does not match the champion pointer's sha256",
-                            hint="the bundle was modified after publishing; republish or repoint the champion")
+        raise BundleDamaged(
+            f"{meta_url} does not match the champion pointer's sha256",
+            hint="the bundle was modified after publishing; republish or repoint the champion",
+        )
     meta = _parse_metadata(meta_bytes, meta_url)
     staging = workdir / f".incoming-{sha256_bytes(version.encode())[:12]}"
     staging.mkdir(parents=True, exist_ok=True)
@@ -103,14 +116,20 @@ def _parse_metadata(data: bytes, where: str) -> dict[str, Any]:
     try:
         meta = json.loads(data)
     except ValueError as e:
-        raise BundleDamaged(f"{where} is not valid JSON: {e}", hint="the bundle is damaged; republish it") from e
+        raise BundleDamaged(
+            f"{where} is not valid JSON: {e}", hint="the bundle is damaged; republish it"
+        ) from e
     files = meta.get("files") if isinstance(meta, dict) else None
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise BundleDamaged(f"{where} has no 'files' table of name -> sha256", hint="the bundle is damaged; republish it")
+        raise BundleDamaged(
+            f"{where} has no 'files' table of name -> sha256", hint="the bundle is damaged; republish it"
+        )
     unsafe = [n for n in files if not isinstance(n, str) or n == "metadata.json" or safe_key_part(n) != n]
     if unsafe:
-        raise BundleDamaged(f"{where} names unsafe bundle file(s) {unsafe}",
-                            hint="bundle files are plain names such as model.onnx; the bundle was tampered with")
+        raise BundleDamaged(
+            f"{where} names unsafe bundle file(s) {unsafe}",
+            hint="bundle files are plain names such as model.onnx; the bundle was tampered with",
+        )
     return meta
 
 
@@ -118,11 +137,14 @@ def _fetch_checked(store: Store, key: str, dest: Path, expected: str) -> None:
     try:
         store.get_file(key, dest)
     except MissingKeyError as e:
-        raise BundleDamaged(f"bundle file {store.url_for(key)} is missing",
-                            hint="the bundle is incomplete; republish it") from e
+        raise BundleDamaged(
+            f"bundle file {store.url_for(key)} is missing", hint="the bundle is incomplete; republish it"
+        ) from e
     if sha256_file(dest) != expected:
-        raise BundleDamaged(f"{store.url_for(key)} fails its sha256 check",
-                            hint="the file is corrupt or was replaced; republish the bundle")
+        raise BundleDamaged(
+            f"{store.url_for(key)} fails its sha256 check",
+            hint="the file is corrupt or was replaced; republish the bundle",
+        )
 
 
 @dataclass
@@ -145,8 +167,10 @@ def load_bundle(directory: Path, threads: int = 1) -> Bundle:
     meta = json.loads((directory / "metadata.json").read_text())
     missing = [t for t in TABLES if t not in meta["files"]]
     if missing:
-        raise StoreError(f"bundle {meta.get('version')} has no {missing}",
-                         hint="it was published before scoring tables existed; retrain and republish")
+        raise StoreError(
+            f"bundle {meta.get('version')} has no {missing}",
+            hint="it was published before scoring tables existed; retrain and republish",
+        )
     session = load_session(directory / "model.onnx", threads=threads)
     history = pd.read_parquet(directory / TABLES[0])
     stats = pd.read_parquet(directory / TABLES[1])
@@ -155,7 +179,18 @@ def load_bundle(directory: Path, threads: int = 1) -> Bundle:
     onnx_meta = read_metadata(session)
     for what, ids in (("user", users), ("item", items)):
         if onnx_meta.get(f"musicrec.{what}_ids_sha256") != ids_sha256(ids):
-            raise StoreError(f"bundle {meta.get('version')}: the {what} table does not match the model's ids",
-                             hint="the bundle is inconsistent; republish it")
-    return Bundle(directory, meta, session, users, items, history, stats,
-                  pd.read_parquet(directory / TABLES[2]), pd.read_parquet(directory / TABLES[3]))
+            raise StoreError(
+                f"bundle {meta.get('version')}: the {what} table does not match the model's ids",
+                hint="the bundle is inconsistent; republish it",
+            )
+    return Bundle(
+        directory,
+        meta,
+        session,
+        users,
+        items,
+        history,
+        stats,
+        pd.read_parquet(directory / TABLES[2]),
+        pd.read_parquet(directory / TABLES[3]),
+    )

@@ -56,7 +56,9 @@ def build_candidate_index(bundle: Bundle, with_retrieval: bool = True) -> Candid
     # the retriever (its item table, the faiss index, the user tower) loads on a second thread meanwhile:
     # faiss and onnxruntime release the GIL
     with ThreadPoolExecutor(1, thread_name_prefix="musicrec-retriever") as pool:
-        pending = pool.submit(load_retriever, bundle.directory, bundle.meta, items) if with_retrieval else None
+        pending = (
+            pool.submit(load_retriever, bundle.directory, bundle.meta, items) if with_retrieval else None
+        )
         arrays = _candidate_arrays(bundle)
         retriever = pending.result() if pending is not None else None
     return CandidateIndex(*arrays, retriever)
@@ -80,8 +82,18 @@ def _candidate_arrays(bundle: Bundle) -> tuple[Any, ...]:
     vec_row[vec_pos] = np.arange(len(vec_pos))
     history = positions_by_user(bundle.history["user_id"], id_positions(known, bundle.history["item_id"]))
     buckets = build_buckets(unit) if len(unit) > EXACT_LIMIT else None
-    return (np.asarray(items, dtype=object), popularity, order, indptr, dst[by_src], vec_pos, unit, vec_row,
-            history, buckets)
+    return (
+        np.asarray(items, dtype=object),
+        popularity,
+        order,
+        indptr,
+        dst[by_src],
+        vec_pos,
+        unit,
+        vec_row,
+        history,
+        buckets,
+    )
 
 
 class History(Mapping[str, np.ndarray]):
@@ -89,12 +101,12 @@ class History(Mapping[str, np.ndarray]):
     to build through a pandas groupby at seed size, and 1.4 s through np.split."""
 
     def __init__(self, users: list[str], indptr: np.ndarray, positions: np.ndarray) -> None:
-        self._row = dict(zip(users, range(len(users))))
+        self._row = dict(zip(users, range(len(users)), strict=False))
         self._indptr, self._positions = indptr, positions
 
     def __getitem__(self, user: str) -> np.ndarray:
         k = self._row[user]
-        return self._positions[self._indptr[k]:self._indptr[k + 1]]
+        return self._positions[self._indptr[k] : self._indptr[k + 1]]
 
     def __contains__(self, user: object) -> bool:
         return user in self._row
@@ -130,8 +142,9 @@ def positions_by_user(user_ids: pd.Series, positions: np.ndarray) -> History:
 EXACT_LIMIT = 20_000  # up to this many text vectors, neighbours are searched exactly
 
 
-def build_buckets(unit: np.ndarray, n_probe: int = 3, iterations: int = 3, seed: int = 0,
-                  per_bucket_sample: int = 64) -> Buckets:
+def build_buckets(
+    unit: np.ndarray, n_probe: int = 3, iterations: int = 3, seed: int = 0, per_bucket_sample: int = 64
+) -> Buckets:
     """Spherical k-means with about sqrt(n) centroids, seeded: at seed size (about 400K vectors) a query
     then compares against a few thousand rows instead of all of them. The centroids are fitted on a sample
     of per_bucket_sample rows per centroid, then every row goes to its nearest one (2.6 s -> 1.1 s at seed)."""
@@ -153,7 +166,9 @@ def build_buckets(unit: np.ndarray, n_probe: int = 3, iterations: int = 3, seed:
 
 
 def _nearest_centroid(unit: np.ndarray, centroids: np.ndarray, block: int = 65536) -> np.ndarray:
-    return np.concatenate([np.argmax(unit[s:s + block] @ centroids.T, axis=1) for s in range(0, len(unit), block)])
+    return np.concatenate(
+        [np.argmax(unit[s : s + block] @ centroids.T, axis=1) for s in range(0, len(unit), block)]
+    )
 
 
 def arrow_ids(ids: pd.Index | np.ndarray) -> pa.Array:
@@ -176,7 +191,9 @@ def _unit_vectors(vectors: pd.DataFrame, known: pa.Array) -> tuple[np.ndarray, n
     return pos[keep].astype(np.int64), mat[keep] / norm[keep, None]
 
 
-def nearest_items(index: CandidateIndex, positions: np.ndarray, k: int, block: int = 1024) -> dict[int, np.ndarray]:
+def nearest_items(
+    index: CandidateIndex, positions: np.ndarray, k: int, block: int = 1024
+) -> dict[int, np.ndarray]:
     """The k items with the highest cosine similarity to each given item (itself excluded): exact for small
     catalogues, searched within the item's bucket and its nearest buckets for large ones."""
     rows = index.vec_row[positions]
@@ -185,7 +202,7 @@ def nearest_items(index: CandidateIndex, positions: np.ndarray, k: int, block: i
     if k <= 0 or len(query) == 0:
         return {}
     if index.buckets is None:
-        groups = [(query[s:s + block], np.arange(len(index.unit))) for s in range(0, len(query), block)]
+        groups = [(query[s : s + block], np.arange(len(index.unit))) for s in range(0, len(query), block)]
     else:
         groups = _bucket_groups(index.buckets, query)
     out: dict[int, np.ndarray] = {}
@@ -196,7 +213,7 @@ def nearest_items(index: CandidateIndex, positions: np.ndarray, k: int, block: i
         if kk <= 0:
             continue
         top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        for r, t in zip(q, top):
+        for r, t in zip(q, top, strict=False):
             out[int(index.vec_pos[r])] = index.vec_pos[cand[t]]
     return out
 
@@ -204,12 +221,20 @@ def nearest_items(index: CandidateIndex, positions: np.ndarray, k: int, block: i
 def _bucket_groups(b: Buckets, query: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """(query rows, candidate rows) per bucket: the queries in a bucket search its probe buckets."""
     by_bucket = pd.Series(query).groupby(b.of_row[query]).agg(lambda x: x.to_numpy())
-    return [(q, np.concatenate([b.rows[b.indptr[p]:b.indptr[p + 1]] for p in b.probes[bucket]]))
-            for bucket, q in by_bucket.items()]
+    return [
+        (q, np.concatenate([b.rows[b.indptr[p] : b.indptr[p + 1]] for p in b.probes[bucket]]))
+        for bucket, q in by_bucket.items()
+    ]
 
 
-def batch_candidates(index: CandidateIndex, rated: list[np.ndarray], neighbours: dict[int, np.ndarray], n: int,
-                     n_popular: int, max_also: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_candidates(
+    index: CandidateIndex,
+    rated: list[np.ndarray],
+    neighbours: dict[int, np.ndarray],
+    n: int,
+    n_popular: int,
+    max_also: int = 50,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(owner, item positions, source codes) for many users at once: owner k is the user of rated[k].
 
     Per user: the also_bought lists (at most max_also each) and Word2Vec neighbours of every rated item, then
@@ -222,11 +247,14 @@ def batch_candidates(index: CandidateIndex, rated: list[np.ndarray], neighbours:
     flat = np.concatenate(rated).astype(np.int64) if len(rated) else np.empty(0, np.int64)
     owner_of_rated = np.repeat(np.arange(len(rated)), lengths)
     starts = index.also_indptr[flat]
-    also_owner, also = _gather(index.also_indices, starts, np.minimum(index.also_indptr[flat + 1] - starts, max_also),
-                               owner_of_rated)
+    also_owner, also = _gather(
+        index.also_indices, starts, np.minimum(index.also_indptr[flat + 1] - starts, max_also), owner_of_rated
+    )
     near_owner, near = _neighbour_rows(neighbours, flat, owner_of_rated)
     want = np.minimum(max(n, n_popular) + lengths, len(index.popular_order))
-    pop_owner, popular = _gather(index.popular_order, np.zeros(len(rated), np.int64), want, np.arange(len(rated)))
+    pop_owner, popular = _gather(
+        index.popular_order, np.zeros(len(rated), np.int64), want, np.arange(len(rated))
+    )
 
     owner = np.concatenate([also_owner, near_owner, pop_owner])
     pos = np.concatenate([also, near, popular])
@@ -239,8 +267,9 @@ def batch_candidates(index: CandidateIndex, rated: list[np.ndarray], neighbours:
     return key[pick] // n_items, key[pick] % n_items, src[pick]
 
 
-def _neighbour_rows(neighbours: dict[int, np.ndarray], flat: np.ndarray,
-                    owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _neighbour_rows(
+    neighbours: dict[int, np.ndarray], flat: np.ndarray, owners: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(owner, neighbour) for the neighbours of every rated item in flat (items without any contribute none)."""
     if not neighbours or len(flat) == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -255,8 +284,9 @@ def _neighbour_rows(neighbours: dict[int, np.ndarray], flat: np.ndarray,
     return _gather(values, starts[slot], np.where(keys[slot] == flat, lens[slot], 0), owners)
 
 
-def _gather(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
-            owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gather(
+    values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, owners: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(owner, value) for values[starts[j] : starts[j] + lengths[j]] of every j, in order."""
     lengths = np.maximum(lengths, 0)
     total = int(lengths.sum())
@@ -270,7 +300,7 @@ def diverse_popular(index: CandidateIndex, n: int, max_cosine: float = 0.8, pool
     """n popular items, skipping ones too similar in text to an item already picked (the unknown-user list)."""
     picked: list[int] = []
     skipped: list[int] = []
-    for p in index.popular_order[:pool * n]:
+    for p in index.popular_order[: pool * n]:
         row = index.vec_row[p]
         rows = [index.vec_row[q] for q in picked if index.vec_row[q] >= 0]
         if row >= 0 and rows and float(np.max(index.unit[rows] @ index.unit[row])) > max_cosine:
@@ -279,5 +309,5 @@ def diverse_popular(index: CandidateIndex, n: int, max_cosine: float = 0.8, pool
             picked.append(int(p))
         if len(picked) == n:
             break
-    rest = [int(p) for p in index.popular_order[pool * n:]]
+    rest = [int(p) for p in index.popular_order[pool * n :]]
     return np.asarray((picked + skipped + rest)[:n], dtype=np.int64)

@@ -12,13 +12,13 @@ from typing import Any
 
 import pandas as pd
 
+from musicrec.fit.threads import one_blas_thread
 from musicrec.scoring.bundle import Bundle, download_bundle, load_bundle, resolve_version
 from musicrec.scoring.candidates import CandidateIndex, build_candidate_index
 from musicrec.scoring.output import commit_parts
 from musicrec.scoring.rank import rank_users, read_table, score_pairs
 from musicrec.scoring.summary import merge_summaries, summarize_pairs, summarize_topn
 from musicrec.store import open_store
-from musicrec.fit.threads import one_blas_thread
 
 
 def fetch_bundle(store_uri: str, version: str, workdir: str | Path) -> dict[str, Any]:
@@ -97,8 +97,9 @@ def _read_pairs(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
     return read_table(path, ["user_id", "item_id"])
 
 
-def score_pairs_chunk(directory: str, pairs_path: str, start: int, stop: int, out_path: str,
-                      batch_size: int = 65536) -> dict[str, Any]:
+def score_pairs_chunk(
+    directory: str, pairs_path: str, start: int, stop: int, out_path: str, batch_size: int = 65536
+) -> dict[str, Any]:
     """Score input rows [start, stop) and write them (input order) to out_path."""
     bundle, _ = _loaded(directory, with_index=False)
     pairs = _pairs_input(pairs_path).iloc[start:stop]
@@ -109,8 +110,9 @@ def score_pairs_chunk(directory: str, pairs_path: str, start: int, stop: int, ou
     return summary
 
 
-def rank_users_chunk(directory: str, users: list[str], top_n: int, out_path: str,
-                     batch_size: int = 65536) -> dict[str, Any]:
+def rank_users_chunk(
+    directory: str, users: list[str], top_n: int, out_path: str, batch_size: int = 65536
+) -> dict[str, Any]:
     """Top-N lists for these users, written to out_path."""
     bundle, index = _loaded(directory)
     t0 = time.perf_counter()
@@ -121,8 +123,9 @@ def rank_users_chunk(directory: str, users: list[str], top_n: int, out_path: str
     return summary
 
 
-def commit_job(out_uri: str, prefix: str, parts: list[str], chunk_summaries: list[dict[str, Any]],
-               extra: dict[str, Any]) -> dict[str, Any]:
+def commit_job(
+    out_uri: str, prefix: str, parts: list[str], chunk_summaries: list[dict[str, Any]], extra: dict[str, Any]
+) -> dict[str, Any]:
     """Upload the parts and the manifest (last); the merged summary goes into the manifest."""
     summary = {**merge_summaries(chunk_summaries), **extra}
     return commit_parts(open_store(out_uri), prefix, [Path(p) for p in parts], summary)

@@ -39,10 +39,14 @@ def commit_parts(store: Store, prefix: str, parts: list[Path], summary: dict[str
         names = [parts[0].name]
     else:
         names = [f"part-{token}-{k:05d}.parquet" for k in range(len(parts))]
-    for name, path in zip(names, parts):
+    for name, path in zip(names, parts, strict=False):
         store.put_file(output_file(prefix, name), path)
-    manifest = {"parts": names, "sha256": {n: sha256_file(p) for n, p in zip(names, parts)},
-                "created_at": datetime.now(UTC).isoformat(), **summary}
+    manifest = {
+        "parts": names,
+        "sha256": {n: sha256_file(p) for n, p in zip(names, parts, strict=False)},
+        "created_at": datetime.now(UTC).isoformat(),
+        **summary,
+    }
     store.put_bytes(output_manifest(prefix), json.dumps(manifest, indent=2, default=str).encode())
     for name in (old or {}).get("parts", []):
         if name not in names:
@@ -69,8 +73,10 @@ def read_output(store: Store, prefix: str) -> pd.DataFrame:
     """The complete output named by the manifest, parts checked against their sha256."""
     manifest = read_manifest(store, prefix)
     if manifest is None:
-        raise StoreError(f"no complete scoring output at {store.url_for(output_manifest(prefix))}",
-                         hint="the job has not finished (or failed); run it again")
+        raise StoreError(
+            f"no complete scoring output at {store.url_for(output_manifest(prefix))}",
+            hint="the job has not finished (or failed); run it again",
+        )
     frames = []
     for name in manifest["parts"]:
         data = store.get_bytes(output_file(prefix, name))
@@ -78,5 +84,9 @@ def read_output(store: Store, prefix: str) -> pd.DataFrame:
             raise StoreError(f"{store.url_for(output_file(prefix, name))} fails its sha256 check")
         buf = io.BytesIO(data)
         ids = {"user_id": str, "item_id": str}
-        frames.append(pd.read_csv(buf, dtype=ids, keep_default_na=False) if name.endswith(".csv") else pd.read_parquet(buf))
+        frames.append(
+            pd.read_csv(buf, dtype=ids, keep_default_na=False)
+            if name.endswith(".csv")
+            else pd.read_parquet(buf)
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -36,8 +36,11 @@ def read_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
         raise DataError(path, f"cannot read: {e}", hint="give a CSV or Parquet file") from e
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataError(path, f"missing column(s) {missing}; found {list(df.columns)}",
-                        hint=f"the input needs the columns {columns}")
+        raise DataError(
+            path,
+            f"missing column(s) {missing}; found {list(df.columns)}",
+            hint=f"the input needs the columns {columns}",
+        )
     return df.assign(**{c: df[c].astype(str) for c in columns})
 
 
@@ -67,8 +70,15 @@ def score_column(meta: dict) -> str:
     return RELEVANCE if meta.get("kind") == "retrieval" else "predicted_rating"
 
 
-def rank_users(bundle: Bundle, index: CandidateIndex, users: list[str], n: int, n_popular: int = 20,
-               k_nearest: int = 10, batch_size: int = 65536) -> pd.DataFrame:
+def rank_users(
+    bundle: Bundle,
+    index: CandidateIndex,
+    users: list[str],
+    n: int,
+    n_popular: int = 20,
+    k_nearest: int = 10,
+    batch_size: int = 65536,
+) -> pd.DataFrame:
     """Top-n unrated items per user, in the users' order; unknown users get the diverse popular fallback."""
     known = [u for u in users if u in index.history]
     rated = {u: index.history[u] for u in known}
@@ -83,16 +93,31 @@ def rank_users(bundle: Bundle, index: CandidateIndex, users: list[str], n: int, 
     return out.iloc[np.lexsort((out["rank"].to_numpy(), order))].reset_index(drop=True)[TOPN_COLUMNS]
 
 
-def _rank_known(bundle: Bundle, index: CandidateIndex, rated: dict[str, np.ndarray],
-                neighbours: dict[int, np.ndarray], n: int, n_popular: int, batch_size: int) -> pd.DataFrame:
+def _rank_known(
+    bundle: Bundle,
+    index: CandidateIndex,
+    rated: dict[str, np.ndarray],
+    neighbours: dict[int, np.ndarray],
+    n: int,
+    n_popular: int,
+    batch_size: int,
+) -> pd.DataFrame:
     if not rated:
         return pd.DataFrame(columns=TOPN_COLUMNS)
     owner, pos, src = batch_candidates(index, list(rated.values()), neighbours, n, n_popular)
-    if index.retriever is not None:  # retrieve-then-rank: the retrieval champion's inner product orders the list
-        return retrieve_and_rank(index.retriever, index.item_ids, list(rated), list(rated.values()), owner, pos, src,
-                                 SOURCES, n)
-    cand = pd.DataFrame({"user_id": np.asarray(list(rated), dtype=object)[owner], "item_id": index.item_ids[pos],
-                         "source": np.asarray(SOURCES, dtype=object)[src]})
+    if (
+        index.retriever is not None
+    ):  # retrieve-then-rank: the retrieval champion's inner product orders the list
+        return retrieve_and_rank(
+            index.retriever, index.item_ids, list(rated), list(rated.values()), owner, pos, src, SOURCES, n
+        )
+    cand = pd.DataFrame(
+        {
+            "user_id": np.asarray(list(rated), dtype=object)[owner],
+            "item_id": index.item_ids[pos],
+            "source": np.asarray(SOURCES, dtype=object)[src],
+        }
+    )
     cand["score"] = predict_ratings(
         bundle.session, cand["user_id"].to_numpy(object), cand["item_id"].to_numpy(object), batch_size
     )
@@ -110,5 +135,12 @@ def _fallback(bundle: Bundle, index: CandidateIndex, users: list[str], n: int) -
     order = np.lexsort((items.astype(str), -one))
     items, one = items[order], one[order]
     u = np.repeat(np.asarray(users, dtype=object), len(items))
-    return pd.DataFrame({"user_id": u, "rank": np.tile(np.arange(1, len(items) + 1), len(users)),
-                         "item_id": np.tile(items, len(users)), "score": np.tile(one, len(users)), "source": FALLBACK})
+    return pd.DataFrame(
+        {
+            "user_id": u,
+            "rank": np.tile(np.arange(1, len(items) + 1), len(users)),
+            "item_id": np.tile(items, len(users)),
+            "score": np.tile(one, len(users)),
+            "source": FALLBACK,
+        }
+    )

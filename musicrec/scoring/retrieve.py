@@ -40,7 +40,9 @@ def id_ranks(item_ids: Any) -> np.ndarray:
     return rank
 
 
-def load_retriever(directory: Any, meta: dict[str, Any], items: pd.Index, threads: int = 1) -> Retriever | None:
+def load_retriever(
+    directory: Any, meta: dict[str, Any], items: pd.Index, threads: int = 1
+) -> Retriever | None:
     """The bundle's retriever, or None for a bundle without a retrieval champion."""
     if "retrieval.onnx" not in meta.get("files", {}):
         return None
@@ -51,8 +53,14 @@ def load_retriever(directory: Any, meta: dict[str, Any], items: pd.Index, thread
     table[known] = rows[pos[known]]
     table[~known, -1] = -1e30  # never retrieved: the bias column carries the "unknown item" penalty
     index = build_item_index(table, threads=threads)
-    return Retriever(load_tower(directory / "retrieval.onnx", threads), table, known, index,
-                     str(meta.get("retrieval", {}).get("model", RETRIEVAL)), id_ranks(items))
+    return Retriever(
+        load_tower(directory / "retrieval.onnx", threads),
+        table,
+        known,
+        index,
+        str(meta.get("retrieval", {}).get("model", RETRIEVAL)),
+        id_ranks(items),
+    )
 
 
 def fetch_sizes(rated: list[np.ndarray], n: int) -> np.ndarray:
@@ -75,9 +83,17 @@ def _nearest(retriever: Retriever, vec: np.ndarray, fetch: np.ndarray) -> tuple[
     return np.concatenate(owners), np.concatenate(found)
 
 
-def retrieve_and_rank(retriever: Retriever, item_ids: np.ndarray, users: list[str], rated: list[np.ndarray],
-                      cand_owner: np.ndarray, cand_pos: np.ndarray, cand_src: np.ndarray,
-                      sources: tuple[str, ...], n: int) -> pd.DataFrame:
+def retrieve_and_rank(
+    retriever: Retriever,
+    item_ids: np.ndarray,
+    users: list[str],
+    rated: list[np.ndarray],
+    cand_owner: np.ndarray,
+    cand_pos: np.ndarray,
+    cand_src: np.ndarray,
+    sources: tuple[str, ...],
+    n: int,
+) -> pd.DataFrame:
     """Top-n per user from the nearest items plus the other candidates, ordered by the retrieval score.
 
     All of it on integer arrays (owner, position, source): only the final n rows per user become strings,
@@ -92,7 +108,9 @@ def retrieve_and_rank(retriever: Retriever, item_ids: np.ndarray, users: list[st
     ok = pos >= 0
     owner, pos, src = owner[ok], pos[ok], src[ok]
     n_items = len(item_ids)
-    rated_keys = np.concatenate([k * n_items + r.astype(np.int64) for k, r in enumerate(rated)]) if rated else []
+    rated_keys = (
+        np.concatenate([k * n_items + r.astype(np.int64) for k, r in enumerate(rated)]) if rated else []
+    )
     key = owner * n_items + pos
     keep = ~np.isin(key, rated_keys) & retriever.known[pos]
     key, src = key[keep], src[keep]
@@ -104,5 +122,12 @@ def retrieve_and_rank(retriever: Retriever, item_ids: np.ndarray, users: list[st
     first = np.searchsorted(owner, owner, side="left")  # owner is sorted: where each user's rows start
     rank = np.arange(len(owner)) - first
     top = rank < n
-    return pd.DataFrame({"user_id": np.asarray(users, dtype=object)[owner[top]], "item_id": item_ids[pos[top]],
-                         "score": score[top], "source": labels[src[top]], "rank": rank[top] + 1})
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(users, dtype=object)[owner[top]],
+            "item_id": item_ids[pos[top]],
+            "score": score[top],
+            "source": labels[src[top]],
+            "rank": rank[top] + 1,
+        }
+    )

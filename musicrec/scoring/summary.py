@@ -20,37 +20,48 @@ def summarize_pairs(out: pd.DataFrame, seconds: float) -> dict[str, Any]:
             "unknown_users": int(out["unknown_user"].sum()),
             "unknown_items": int(out["unknown_item"].sum()),
             "score": "relevance_score",
-            "score_quantiles": dict(zip(["min", "p10", "p50", "p90", "max"], quantiles)),
+            "score_quantiles": dict(zip(["min", "p10", "p50", "p90", "max"], quantiles, strict=False)),
             "seconds": round(seconds, 3),
             "pairs_per_second": round(len(out) / seconds) if seconds > 0 else None,
         }
     r = out["predicted_rating"].to_numpy(np.float64)
     quantiles = np.quantile(r, [0.0, 0.1, 0.5, 0.9, 1.0]).round(4).tolist() if len(r) else []
-    return {"job": "pairs", "rows": len(out), "unknown_users": int(out["unknown_user"].sum()),
-            "unknown_items": int(out["unknown_item"].sum()), "rating_mean": float(r.mean()) if len(r) else None,
-            "rating_quantiles": dict(zip(["min", "p10", "p50", "p90", "max"], quantiles)),
-            "rating_histogram": _histogram(r), "seconds": round(seconds, 3),
-            "pairs_per_second": round(len(out) / seconds) if seconds > 0 else None}
+    return {
+        "job": "pairs",
+        "rows": len(out),
+        "unknown_users": int(out["unknown_user"].sum()),
+        "unknown_items": int(out["unknown_item"].sum()),
+        "rating_mean": float(r.mean()) if len(r) else None,
+        "rating_quantiles": dict(zip(["min", "p10", "p50", "p90", "max"], quantiles, strict=False)),
+        "rating_histogram": _histogram(r),
+        "seconds": round(seconds, 3),
+        "pairs_per_second": round(len(out) / seconds) if seconds > 0 else None,
+    }
 
 
 def summarize_topn(out: pd.DataFrame, index: CandidateIndex, seconds: float) -> dict[str, Any]:
     users = out["user_id"].nunique()
     pop = pd.Series(index.popularity, index=index.item_ids)
     recommended = out["item_id"].unique()
-    return {"job": "topn", "rows": len(out), "users": users,
-            "unknown_users": int(out.loc[out["source"] == "fallback", "user_id"].nunique()),
-            "sources": {k: int(v) for k, v in out["source"].value_counts().items()},
-            "catalogue_coverage": round(len(recommended) / max(1, len(index.item_ids)), 4),
-            "mean_popularity": round(float(pop.reindex(out["item_id"]).mean()), 3) if len(out) else None,
-            "score_histogram": _histogram(out["score"].to_numpy(np.float64)), "seconds": round(seconds, 3),
-            "users_per_second": round(users / seconds) if seconds > 0 else None}
+    return {
+        "job": "topn",
+        "rows": len(out),
+        "users": users,
+        "unknown_users": int(out.loc[out["source"] == "fallback", "user_id"].nunique()),
+        "sources": {k: int(v) for k, v in out["source"].value_counts().items()},
+        "catalogue_coverage": round(len(recommended) / max(1, len(index.item_ids)), 4),
+        "mean_popularity": round(float(pop.reindex(out["item_id"]).mean()), 3) if len(out) else None,
+        "score_histogram": _histogram(out["score"].to_numpy(np.float64)),
+        "seconds": round(seconds, 3),
+        "users_per_second": round(users / seconds) if seconds > 0 else None,
+    }
 
 
 def _histogram(values: np.ndarray) -> dict[str, int]:
     """Counts per rating bin: <1.5, 1.5-2.5, ..., >=4.5."""
     edges = [-np.inf, 1.5, 2.5, 3.5, 4.5, np.inf]
     counts, _ = np.histogram(values, bins=edges)
-    return dict(zip(["1", "2", "3", "4", "5"], (int(c) for c in counts)))
+    return dict(zip(["1", "2", "3", "4", "5"], (int(c) for c in counts), strict=False))
 
 
 def merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -78,16 +89,22 @@ def describe(manifest: dict[str, Any]) -> str:
     counts = [f"{manifest.get('rows', 0):,} rows"]
     note = ""
     if manifest.get("job") == "pairs":
-        counts += [f"{manifest.get('unknown_users', 0):,} with an unknown user",
-                   f"{manifest.get('unknown_items', 0):,} with an unknown item"]
+        counts += [
+            f"{manifest.get('unknown_users', 0):,} with an unknown user",
+            f"{manifest.get('unknown_items', 0):,} with an unknown item",
+        ]
         if manifest.get("kind") == "retrieval":
             note = (
                 "\nrelevance_score: how strongly the retrieval model (implicit feedback) recommends the item "
                 "to the user; it orders items and is not a rating"
             )
     else:
-        counts += [f"{manifest.get('users', 0):,} users",
-                   f"{manifest.get('unknown_users', 0):,} of them unknown (popular fallback list)"]
-    return (f"scored with {manifest.get('version')} ({manifest.get('model')}): {', '.join(counts)} "
-            f"in {manifest.get('seconds', 0):.1f} s\noutput: {manifest.get('output') or manifest.get('uri')}"
-            f"\nmanifest: {manifest.get('uri')}{note}")
+        counts += [
+            f"{manifest.get('users', 0):,} users",
+            f"{manifest.get('unknown_users', 0):,} of them unknown (popular fallback list)",
+        ]
+    return (
+        f"scored with {manifest.get('version')} ({manifest.get('model')}): {', '.join(counts)} "
+        f"in {manifest.get('seconds', 0):.1f} s\noutput: {manifest.get('output') or manifest.get('uri')}"
+        f"\nmanifest: {manifest.get('uri')}{note}"
+    )

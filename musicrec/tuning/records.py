@@ -11,14 +11,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import musicrec
-from musicrec.errors import MusicrecError
-from musicrec.errors import ConfigError
+from musicrec.errors import ConfigError, MusicrecError
 from musicrec.registry import FAMILIES, family_of, parse_config, search_space
 from musicrec.store import MissingKeyError, Store, layout
 
 
-def build_record(model: str, outcomes: list[dict[str, Any]], *, run_id: str, run: dict[str, Any], seed: int,
-                 seconds: float, budget_seconds: float, trials_asked: int) -> dict[str, Any]:
+def build_record(
+    model: str,
+    outcomes: list[dict[str, Any]],
+    *,
+    run_id: str,
+    run: dict[str, Any],
+    seed: int,
+    seconds: float,
+    budget_seconds: float,
+    trials_asked: int,
+) -> dict[str, Any]:
     """The stored summary of one model's search. Trial 0 is the default, so default_value is measured on
     the same split as the best; best_params is the default's when nothing beat it."""
     from musicrec.tuning.search import best_outcome
@@ -29,17 +37,30 @@ def build_record(model: str, outcomes: list[dict[str, Any]], *, run_id: str, run
     default = next((o for o in outcomes if o["number"] == 0 and o["state"] == "complete"), None)
     counts = {s: sum(o["state"] == s for o in outcomes) for s in ("complete", "pruned", "failed")}
     return {
-        "model": model, "run_id": run_id, "created_at": datetime.now(UTC).isoformat(),
+        "model": model,
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(),
         "code_version": musicrec.__version__,
-        "data": {"fingerprint": run.get("fingerprint"), "ratings": run.get("ratings"), "split": run.get("split")},
-        "best_params": best["params"] if best else None, "best_trial": best["number"] if best else None,
-        "metric": judge.metric, "bigger_is_better": judge.bigger_is_better,
-        "best_value": best["value"] if best else None, "best_epoch": best["best_epoch"] if best else None,
+        "data": {
+            "fingerprint": run.get("fingerprint"),
+            "ratings": run.get("ratings"),
+            "split": run.get("split"),
+        },
+        "best_params": best["params"] if best else None,
+        "best_trial": best["number"] if best else None,
+        "metric": judge.metric,
+        "bigger_is_better": judge.bigger_is_better,
+        "best_value": best["value"] if best else None,
+        "best_epoch": best["best_epoch"] if best else None,
         "default_value": default["value"] if default else None,
-        "trials": len(outcomes), "trials_asked": trials_asked, **counts,
+        "trials": len(outcomes),
+        "trials_asked": trials_asked,
+        **counts,
         "stopped_by": "trials" if len(outcomes) >= trials_asked else "budget",
-        "seconds": round(seconds, 1), "budget_seconds": budget_seconds,
-        "sampler": f"TPE (seed {seed})", "pruner": "median of earlier trials at the same epoch",
+        "seconds": round(seconds, 1),
+        "budget_seconds": budget_seconds,
+        "sampler": f"TPE (seed {seed})",
+        "pruner": "median of earlier trials at the same epoch",
         "search_space": {k: asdict(v) for k, v in search_space(model).items()},
         "history": outcomes,
     }
@@ -101,8 +122,9 @@ def _shape_problem(record: Any) -> str:
     return ""
 
 
-def apply_records(records: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]],
-                  fingerprint: str | None) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+def apply_records(
+    records: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]], fingerprint: str | None
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Per model: tuned params under the user's overrides (which win), and what the report says about it:
     which params came from tuning, from which run, and whether the tuning data differs from today's."""
     merged, info = {m: dict(v) for m, v in overrides.items()}, {}
@@ -110,23 +132,32 @@ def apply_records(records: dict[str, dict[str, Any]], overrides: dict[str, dict[
         user = overrides.get(model, {})
         tuned = {k: v for k, v in record["best_params"].items() if k not in user}
         merged[model] = {**tuned, **user}
-        info[model] = {"run_id": record.get("run_id"), "created_at": record.get("created_at"), "params": tuned,
-                       "overridden": sorted(set(record["best_params"]) & set(user) - {"seed"}),
-                       "metric": record.get("metric"), "best_value": record.get("best_value"),
-                       "default_value": record.get("default_value"),
-                       "fingerprint_differs": (record.get("data") or {}).get("fingerprint") != fingerprint}
+        info[model] = {
+            "run_id": record.get("run_id"),
+            "created_at": record.get("created_at"),
+            "params": tuned,
+            "overridden": sorted(set(record["best_params"]) & set(user) - {"seed"}),
+            "metric": record.get("metric"),
+            "best_value": record.get("best_value"),
+            "default_value": record.get("default_value"),
+            "fingerprint_differs": (record.get("data") or {}).get("fingerprint") != fingerprint,
+        }
     return merged, info
 
 
 def format_records(records: list[dict[str, Any]]) -> str:
     """Default vs tuned validation value per model, for the terminal."""
-    lines = ["model               metric           default val   tuned val    gain   trials (pruned)   seconds  stopped by"]
+    lines = [
+        "model               metric           default val   tuned val    gain   trials (pruned)   seconds  stopped by"
+    ]
     for r in records:
         g = gain(r)
-        lines.append(f"{r['model']:<19} {r.get('metric', ''):<16} {_f(r.get('default_value')):>11} "
-                     f"{_f(r.get('best_value')):>11} "
-                     f"{(f'{g:+.2f}%' if g is not None else '-'):>7}   {r['trials']:>3} ({r['pruned']:>3})       "
-                     f"{r['seconds']:>8.1f}  {r['stopped_by']}")
+        lines.append(
+            f"{r['model']:<19} {r.get('metric', ''):<16} {_f(r.get('default_value')):>11} "
+            f"{_f(r.get('best_value')):>11} "
+            f"{(f'{g:+.2f}%' if g is not None else '-'):>7}   {r['trials']:>3} ({r['pruned']:>3})       "
+            f"{r['seconds']:>8.1f}  {r['stopped_by']}"
+        )
     return "\n".join(lines)
 
 
@@ -136,10 +167,18 @@ def _f(v: Any) -> str:
 
 def trial_table(record: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of the UI's trials table: params, validation value, epochs, pruned or not, seconds."""
-    return [{"trial": o["number"], "state": o["state"], "value": _f(o.get("value")), "epochs": o.get("epochs"),
-             "best_epoch": o.get("best_epoch"), "seconds": o.get("seconds"),
-             "params": ", ".join(f"{k}={_short(v)}" for k, v in o["params"].items())}
-            for o in record["history"]]
+    return [
+        {
+            "trial": o["number"],
+            "state": o["state"],
+            "value": _f(o.get("value")),
+            "epochs": o.get("epochs"),
+            "best_epoch": o.get("best_epoch"),
+            "seconds": o.get("seconds"),
+            "params": ", ".join(f"{k}={_short(v)}" for k, v in o["params"].items()),
+        }
+        for o in record["history"]
+    ]
 
 
 def _short(v: Any) -> str:
@@ -166,5 +205,7 @@ def history_png(record: dict[str, Any]) -> bytes:
         default = sign * default
         ax.axhline(default, ls="--", color="grey", label="default")
         low = min([b[1] for b in best if b[1] < float("inf")], default=default)
-        ax.set_ylim(low - 0.2 * (default - low) - 1e-4, default + 2 * (default - low) + 1e-3)  # far-off trials clip
+        ax.set_ylim(
+            low - 0.2 * (default - low) - 1e-4, default + 2 * (default - low) + 1e-3
+        )  # far-off trials clip
     return figure_png(fig, ax, "trial", f"Tuning {record['model']}")

@@ -44,13 +44,17 @@ def open_study(journal: str | Path, model: str, seed: int, trials: int) -> optun
     Path(journal).parent.mkdir(parents=True, exist_ok=True)
     startup = startup_trials(trials)
     return optuna.create_study(
-        storage=JournalStorage(JournalFileBackend(str(journal))), study_name=model, direction=direction(model),
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup), pruner=_pruner(startup),
-        load_if_exists=True)
+        storage=JournalStorage(JournalFileBackend(str(journal))),
+        study_name=model,
+        direction=direction(model),
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+        pruner=_pruner(startup),
+        load_if_exists=True,
+    )
 
 
 def direction(model: str) -> str:
-    """"maximize" for a family whose metric rises as it gets better, else "minimize"."""
+    """ "maximize" for a family whose metric rises as it gets better, else "minimize"."""
     return "maximize" if FAMILIES[family_of(model)].bigger_is_better else "minimize"
 
 
@@ -96,19 +100,37 @@ def default_params(model: str) -> dict[str, Any]:
     return {k: _label(cfg[k]) for k in search_space(model)}
 
 
-def ask_batch(study: optuna.Study, journal: str, model: str, size: int, deadline: float,
-              startup: int) -> list[TrialSpec]:
+def ask_batch(
+    study: optuna.Study, journal: str, model: str, size: int, deadline: float, startup: int
+) -> list[TrialSpec]:
     specs = []
     for _ in range(size):
         trial = study.ask()
-        specs.append(TrialSpec(model, trial.number, trial._trial_id, suggest(trial, search_space(model)),  # optuna has no public id
-                               journal, deadline, startup))
+        specs.append(
+            TrialSpec(
+                model,
+                trial.number,
+                trial._trial_id,
+                suggest(trial, search_space(model)),  # optuna has no public id
+                journal,
+                deadline,
+                startup,
+            )
+        )
     return specs
 
 
-def run_search(journal: str | Path, model: str, *, trials: int, parallel: int, budget_seconds: float, seed: int,
-               run_batch: Callable[[list[TrialSpec]], list[dict[str, Any]]],
-               on_trial: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+def run_search(
+    journal: str | Path,
+    model: str,
+    *,
+    trials: int,
+    parallel: int,
+    budget_seconds: float,
+    seed: int,
+    run_batch: Callable[[list[TrialSpec]], list[dict[str, Any]]],
+    on_trial: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Ask up to `trials` trials, `parallel` at a time, until the budget is spent; `run_batch` runs a batch
     (task runs in the flow, a plain loop in tests and benchmarks) and returns one outcome per spec, which are
     told in trial order, so a seeded search is reproducible. Trial 0 is always the family's default."""
@@ -118,11 +140,18 @@ def run_search(journal: str | Path, model: str, *, trials: int, parallel: int, b
     outcomes: list[dict[str, Any]] = []
     deadline = time.time() + budget_seconds
     while len(outcomes) < trials and time.time() < deadline:
-        specs = ask_batch(study, str(journal), model, min(parallel, trials - len(outcomes)), deadline,
-                          startup_trials(trials))
-        for spec, out in sorted(zip(specs, run_batch(specs)), key=lambda p: p[0].number):
-            study.tell(spec.number, out["value"] if out["state"] == "complete" else None,
-                       state=STATES[out["state"]])
+        specs = ask_batch(
+            study,
+            str(journal),
+            model,
+            min(parallel, trials - len(outcomes)),
+            deadline,
+            startup_trials(trials),
+        )
+        for spec, out in sorted(zip(specs, run_batch(specs), strict=False), key=lambda p: p[0].number):
+            study.tell(
+                spec.number, out["value"] if out["state"] == "complete" else None, state=STATES[out["state"]]
+            )
             outcomes.append(out)
             if on_trial:
                 on_trial({**out, "trials": trials, "best_value": best_value(outcomes)})

@@ -26,8 +26,14 @@ class _Stop(Exception):
         self.why = why
 
 
-def run_trial(ws: Workspace, spec: TrialSpec, threads: int = 1, seed: int = 0, data: Any = None,
-              on_epoch: EpochCallback | None = None) -> dict[str, Any]:
+def run_trial(
+    ws: Workspace,
+    spec: TrialSpec,
+    threads: int = 1,
+    seed: int = 0,
+    data: Any = None,
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, Any]:
     """Train spec.model with spec.params; return the outcome (state complete | pruned | failed, the best
     validation value reached, epochs run, best epoch, seconds). A pruned trial is an outcome, not an error."""
     family = registry.family_of(spec.model)
@@ -47,27 +53,47 @@ def run_trial(ws: Workspace, spec: TrialSpec, threads: int = 1, seed: int = 0, d
         if time.time() > spec.deadline:
             raise _Stop("budget")
 
-    out = {"model": spec.model, "number": spec.number, "params": spec.params, "stopped": None,
-           "metric": registry.FAMILIES[family].metric}
+    out = {
+        "model": spec.model,
+        "number": spec.number,
+        "params": spec.params,
+        "stopped": None,
+        "metric": registry.FAMILIES[family].metric,
+    }
     try:
         fit = _fit_rating if family == "rating" else _fit_retrieval
         history, best_epoch = fit(ws, spec.model, {**spec.params, "seed": seed}, threads, report, data)
-        out.update(state="complete", value=float(history[best_epoch][key]), epochs=len(history) - 1,
-                   best_epoch=best_epoch)
+        out.update(
+            state="complete",
+            value=float(history[best_epoch][key]),
+            epochs=len(history) - 1,
+            best_epoch=best_epoch,
+        )
     except _Stop as stop:
         # the budget's last trial still counts when it had trained at least one epoch: its best is real
         state = "pruned" if stop.why == "pruned" or seen["epochs"] == 0 else "complete"
-        out.update(state=state, value=seen["best"], epochs=seen["epochs"], best_epoch=seen["best_epoch"],
-                   stopped=stop.why)
+        out.update(
+            state=state,
+            value=seen["best"],
+            epochs=seen["epochs"],
+            best_epoch=seen["best_epoch"],
+            stopped=stop.why,
+        )
     except (ValueError, RuntimeError, optuna.exceptions.OptunaError) as e:  # e.g. a diverging fit (NaN loss)
-        out.update(state="failed", value=float("nan"), epochs=seen["epochs"], best_epoch=seen["best_epoch"],
-                   stopped=f"{type(e).__name__}: {e}")
+        out.update(
+            state="failed",
+            value=float("nan"),
+            epochs=seen["epochs"],
+            best_epoch=seen["best_epoch"],
+            stopped=f"{type(e).__name__}: {e}",
+        )
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
 
 
-def _fit_rating(ws: Workspace, name: str, params: dict[str, Any], threads: int, report: EpochCallback,
-                data: Any) -> tuple[list[dict[str, Any]], int]:
+def _fit_rating(
+    ws: Workspace, name: str, params: dict[str, Any], threads: int, report: EpochCallback, data: Any
+) -> tuple[list[dict[str, Any]], int]:
     from musicrec.pipeline.prepare import load_train_data
     from musicrec.rating.train import fit_model
 
@@ -75,8 +101,9 @@ def _fit_rating(ws: Workspace, name: str, params: dict[str, Any], threads: int, 
     return result.history, result.best_epoch
 
 
-def _fit_retrieval(ws: Workspace, name: str, params: dict[str, Any], threads: int, report: EpochCallback,
-                   data: Any) -> tuple[list[dict[str, Any]], int]:
+def _fit_retrieval(
+    ws: Workspace, name: str, params: dict[str, Any], threads: int, report: EpochCallback, data: Any
+) -> tuple[list[dict[str, Any]], int]:
     """The leave-last-out training part, judged on the validation part as `musicrec train` judges it."""
     from musicrec.implicit.train import fit_implicit
     from musicrec.pipeline.retrieval import model_text, ranking_data, validation_users
@@ -84,6 +111,16 @@ def _fit_retrieval(ws: Workspace, name: str, params: dict[str, Any], threads: in
     ranking = data or ranking_data(ws)
     params = {"val_users": validation_users(ranking.items.size), **params}
     text = model_text(ws, registry.parse_config(name, params))
-    result = fit_implicit(name, ranking.train, ranking.users.size, ranking.items.size, ranking.validation,
-                          ranking.seen_train, params, threads=threads, on_epoch=report, text=text)
+    result = fit_implicit(
+        name,
+        ranking.train,
+        ranking.users.size,
+        ranking.items.size,
+        ranking.validation,
+        ranking.seen_train,
+        params,
+        threads=threads,
+        on_epoch=report,
+        text=text,
+    )
     return result.history, result.best_epoch

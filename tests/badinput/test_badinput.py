@@ -46,7 +46,9 @@ def test_case_follows_its_policy(name: str, tmp_path: Path) -> None:
         assert str(case.culprit) in message and "what to do: " in message
         for fragment in case.says:
             assert fragment in message, message
-        written = [n for n in ("ratings.parquet", "rating_scale.json") if (tmp_path / "work" / "run" / n).exists()]
+        written = [
+            n for n in ("ratings.parquet", "rating_scale.json") if (tmp_path / "work" / "run" / n).exists()
+        ]
         assert written == []  # nothing written for training
     else:
         run, _ = _ingest_and_split(case, tmp_path)
@@ -91,15 +93,23 @@ def test_split_refuses_too_few_rows() -> None:
 # --- the real command, as a subprocess (slow) ---------------------------------------------------------------------
 
 CLI_FAILURES = {  # case -> whether a store with a champion exists beforehand
-    "empty_file": False, "truncated_gz": True, "meta_2014_calls_function": True, "rating_six": True,
+    "empty_file": False,
+    "truncated_gz": True,
+    "meta_2014_calls_function": True,
+    "rating_six": True,
     "too_small_to_split": False,
 }
 CLI_PARALLEL = 2  # each run starts a Prefect server; more at once only contend for the CPUs
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     env.pop("PREFECT_API_URL", None)
     env.pop("MUSICREC_DEBUG", None)
     return env
@@ -112,7 +122,9 @@ def _train(case: Case, root: Path, store: Path, *extra: str) -> subprocess.Popen
     args += [a for p in case.meta for a in ("--meta", str(p))]
     args += ["--rating-range", ",".join(map(str, case.rating_range))] if case.rating_range else []
     with (root / "stdout.txt").open("wb") as out, (root / "stderr.txt").open("wb") as err:
-        return subprocess.Popen([*args, *extra], stdout=out, stderr=err, env=_env(root / "prefect_home"), cwd=root)
+        return subprocess.Popen(
+            [*args, *extra], stdout=out, stderr=err, env=_env(root / "prefect_home"), cwd=root
+        )
 
 
 def _seed_store(store: Path) -> None:
@@ -121,8 +133,11 @@ def _seed_store(store: Path) -> None:
 
 
 def _snapshot(store: Path) -> dict[str, bytes] | None:
-    return {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()} \
-        if store.exists() else None
+    return (
+        {str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+        if store.exists()
+        else None
+    )
 
 
 def _repaired_case(root: Path) -> Case:
@@ -139,8 +154,11 @@ def _repaired_case(root: Path) -> Case:
     meta = [meta_2014(f"X{i:04d}", f"other {i}") for i in range(10)]
     meta.insert(4, _attack(root))
     (root / "meta2014.json").write_bytes(b"\n".join(meta) + b"\n")
-    return Case([root / "reviews.json.gz"], [root / "sample" / "meta.json.gz", root / "meta2014.json"],
-                outcome="repair")
+    return Case(
+        [root / "reviews.json.gz"],
+        [root / "sample" / "meta.json.gz", root / "meta2014.json"],
+        outcome="repair",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +179,9 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     while todo or running:
         while todo and len(running) < CLI_PARALLEL:
             run = todo.pop(0)
-            run["proc"] = _train(run["case"], run["root"], run["store"], *extra,
-                                 "--report", str(run["root"] / "report.json"))
+            run["proc"] = _train(
+                run["case"], run["root"], run["store"], *extra, "--report", str(run["root"] / "report.json")
+            )
             run["t0"] = time.monotonic()
             running.append(run)
         time.sleep(0.5)
@@ -176,6 +195,7 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
             done.append(run)
     return {r["name"]: r for r in done}
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CLI_FAILURES))
 def test_cli_fails_with_one_clear_message_and_leaves_the_store(cli_runs: dict[str, dict], name: str) -> None:
@@ -184,7 +204,7 @@ def test_cli_fails_with_one_clear_message_and_leaves_the_store(cli_runs: dict[st
     assert run["proc"].returncode == 2, err[-3000:]
     assert "Traceback" not in out + err
     assert err.count("error: ") == 1, err[-3000:]
-    message = err[err.index("error: "):]
+    message = err[err.index("error: ") :]
     assert str(case.culprit) in message and "what to do: " in message
     for fragment in case.says:
         assert fragment in message, message
@@ -197,10 +217,15 @@ def test_cli_repairs_and_says_what_it_dropped(cli_runs: dict[str, dict]) -> None
     run = cli_runs["repaired"]
     assert run["proc"].returncode == 0, run["err"][-3000:]
     assert "Traceback" not in run["out"] + run["err"]
-    expected = [("reviews.json.gz", "dropped 1 invalid JSON line(s)"), ("reviews.json.gz", "first at line(s) 100"),
-                ("reviews.json.gz", "1 line(s) had non-UTF-8 bytes"), ("reviews.json.gz", "duplicate (user, item)"),
-                ("meta2014.json", "dropped 1 invalid Python-literal line(s)"), ("meta2014.json", "it was not run"),
-                ("meta2014.json", "warning: none of the 10 metadata item(s) match")]
+    expected = [
+        ("reviews.json.gz", "dropped 1 invalid JSON line(s)"),
+        ("reviews.json.gz", "first at line(s) 100"),
+        ("reviews.json.gz", "1 line(s) had non-UTF-8 bytes"),
+        ("reviews.json.gz", "duplicate (user, item)"),
+        ("meta2014.json", "dropped 1 invalid Python-literal line(s)"),
+        ("meta2014.json", "it was not run"),
+        ("meta2014.json", "warning: none of the 10 metadata item(s) match"),
+    ]
     printed = [ln for ln in run["out"].splitlines() if ln.startswith("input: ")]
     notes = json.loads((run["root"] / "report.json").read_text())["read"]["notes"]
     for file, fragment in expected:
