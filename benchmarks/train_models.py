@@ -145,7 +145,9 @@ def run_prepare(ws: Any, seed: int) -> dict[str, Any]:
 
 def child(ws_root: str, name: str) -> None:
     """One measurement in this (fresh) process; prints one JSON line on stdout."""
-    from musicrec.implicit.train import IMPLICIT_MODELS
+    from musicrec.registry import names
+
+    IMPLICIT_MODELS = names("retrieval")
     from musicrec.pipeline import retrieval
     from musicrec.pipeline.prepare import load_train_data
     from musicrec.pipeline.train import evaluate_baselines, train_one

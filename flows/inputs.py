@@ -57,6 +57,23 @@ class RunInputs(BaseModel):
         None, min_length=2, max_length=2, description="[min, max] stars; empty = read from the data"
     )
     delimiter: str = Field("", description="the review files' delimiter (, tab ; | space); empty = detected")
+    feedback: Literal["auto", "implicit", "explicit"] = Field(
+        "auto",
+        description="explicit ratings (rating and retrieval models) or implicit counts (plays, clicks, "
+        "pairs: retrieval models only); auto = implicit when the value column is named like a count, there is "
+        "none, or the values fit no rating scale",
+    )
+    tags: str = Field(
+        "",
+        description="tag assignments (user, item, tag id, ...; Last.fm user_taggedartists.dat): "
+        "each item's tags become its text; needs tag_names",
+    )
+    tag_names: str = Field("", description="tag id -> tag text (Last.fm tags.dat; Latin-1 is read as such)")
+    confidence_alpha: float = Field(
+        -1.0,
+        description="implicit feedback: each interaction weighs 1 + alpha * "
+        "log(1 + count) in the retrieval loss; < 0 = MUSICREC_CONFIDENCE_ALPHA (1.0)",
+    )
 
 
 def begin_run(params: RunInputs, prefix: str) -> tuple[str, str, str, int]:
@@ -81,6 +98,7 @@ def load_and_prepare(
     """Stages 1 and 2 of both flows: read + validate the inputs, split, and (embed=True) train Word2Vec; the
     training flow passes embed=False and trains Word2Vec beside the models that need no text."""
     with clock("load-and-validate"):
+        alpha = params.confidence_alpha if params.confidence_alpha >= 0 else get_settings().confidence_alpha
         run = t.load_and_validate(
             workdir,
             params.reviews,
@@ -88,6 +106,9 @@ def load_and_prepare(
             params.columns,
             tuple(params.rating_range) if params.rating_range else None,
             **({"delimiter": params.delimiter} if params.delimiter else {}),
+            feedback=params.feedback,
+            confidence_alpha=alpha,
+            **({"tags": params.tags, "tag_names": params.tag_names} if params.tags else {}),
         )
     fractions = (params.split.train, params.split.validation, params.split.test)
     with clock("split"):

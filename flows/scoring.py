@@ -105,6 +105,7 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
         "job": job,
         "version": bundle["version"],
         "model": bundle["model"],
+        "kind": bundle.get("kind", "rating"),
         "seconds": round(seconds, 3),
         "format": params.format,
     }

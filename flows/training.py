@@ -11,6 +11,7 @@ from pydantic import Field
 
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec import registry
+from musicrec.errors import DataError
 from musicrec.pipeline.report import StageClock, format_stages, with_decision
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache
@@ -99,20 +100,27 @@ def train_models(
             )
     futures = [submitted[m] for m in models]  # results in the caller's order
     ranked = [submitted[m] for m in retrieval_models]
-    baselines = t.evaluate_baselines.submit(workdir)
+    baselines = t.evaluate_baselines.submit(workdir) if models else None
     summed = (
         t.ensemble_retrieval.submit(workdir, ranked, ranking)
         if ranking is not None and len(ranked) >= 2
         else None
     )
     wait(
-        [embed, *futures, *ranked, baselines, *([ranking] if ranking else []), *([summed] if summed else [])]
+        [
+            embed,
+            *futures,
+            *ranked,
+            *([baselines] if baselines else []),
+            *([ranking] if ranking else []),
+            *([summed] if summed else []),
+        ]
     )
     release_worker_caches(workdir)
     ensemble = summed.result() if summed is not None else None
     return {
         "models": [f.result() for f in futures],
-        "baselines": baselines.result(),
+        "baselines": baselines.result() if baselines else [],
         "word2vec": embed.result(),
         "retrieval": [*(f.result() for f in ranked), *([ensemble] if ensemble else [])],
         "ranking_baselines": ranking.result() if ranking else [],
@@ -143,23 +151,26 @@ def _training(
     logger = get_run_logger()
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock, embed=False)
-    n_tasks = len(params.models) + len(params.retrieval_models) + 1  # + Word2Vec
+    skipped = rating_models_skipped(run, params)
+    models = [] if skipped else list(params.models)
+    if skipped:
+        logger.info("%s", skipped)
+    n_tasks = len(models) + len(params.retrieval_models) + 1  # + Word2Vec
     runner, parallel = make_task_runner(
         params.task_runner, params.dask_address, threads, n_tasks, params.parallel_tasks
     )
     overrides = {
-        m: {"seed": params.seed, **params.overrides.get(m, {})}
-        for m in (*params.models, *params.retrieval_models)
+        m: {"seed": params.seed, **params.overrides.get(m, {})} for m in (*models, *params.retrieval_models)
     }
     tuning: dict[str, Any] = {}
     tuning_notes: list[str] = []
-    if params.use_tuning:
-        tuned = [*params.models, *params.retrieval_models]
+    if params.use_tuning and (models or params.retrieval_models):
+        tuned = [*models, *params.retrieval_models]
         overrides, tuning, tuning_notes = t.load_tuning(store_uri, tuned, overrides, run["fingerprint"])
     with clock("train-models"), fair_threads(params.task_runner):
         trained = train_models.with_options(task_runner=runner)(
             workdir,
-            list(params.models),
+            models,
             overrides,
             max(1, threads // parallel),
             list(params.retrieval_models),
@@ -168,9 +179,13 @@ def _training(
         )
     rows, baselines = trained["models"], trained["baselines"]
     prep["word2vec"] = trained["word2vec"]
-    bias = next(b for b in baselines if b["name"] == "bias")
-    champion = registry.choose_champion(rows, "rating", bias["val_rmse"])
+    bias = next((b for b in baselines if b["name"] == "bias"), None)
+    champion = registry.choose_champion(rows, "rating", bias["val_rmse"]) if bias else None
     retrieval = summarize_retrieval(trained["retrieval"], trained["ranking_baselines"])
+    if retrieval["models"] and not run.get("has_times", True):
+        retrieval["held_out"] = (
+            "leave-one-out of a seeded random interaction per user (the input has no times)"
+        )
     retrieval_row = next((r for r in retrieval["models"] if r["name"] == retrieval["champion"]), None)
     report: dict[str, Any] = {
         "run_id": run_id,
@@ -189,8 +204,14 @@ def _training(
         "sample_card": run.get("sample_card"),
         "stage_seconds": clock.seconds,
         "tuning_notes": tuning_notes,
+        "feedback": run.get("feedback"),
+        **({"skipped": {"rating_models": skipped}} if skipped else {}),
     }
-    if champion is None:
+    if skipped:
+        publish_retrieval_only(
+            params, workdir, store_uri, threads, {**run, "split": prep["split"]}, retrieval_row, report, clock
+        )
+    elif champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")
         report["promotion"] = {
             "compared_rows": 0,
@@ -201,6 +222,7 @@ def _training(
         }
         report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
     else:
+        assert bias is not None  # a rating champion beat it
         row = next(r for r in rows if r["name"] == champion)
         refit_info = None
         # the retrieval champion's refit runs beside the rating champion's refit and export (on every thread:
@@ -252,6 +274,87 @@ def _training(
     if out["promoted"]:
         announce_champion(store_uri, out)
     return out
+
+
+def rating_models_skipped(run: dict[str, Any], params: TrainingParams) -> str:
+    """The one line that says why an implicit-feedback run trains no rating model ("" for ratings); a run
+    whose retrieval models are none has nothing to train then: an error naming the flag."""
+    fb = run.get("feedback") or {}
+    if fb.get("kind") != "implicit":
+        return ""
+    if not params.retrieval_models:
+        raise DataError(
+            ", ".join(params.reviews),
+            f"implicit feedback ({fb.get('reason')}) trains the retrieval "
+            "models only, and retrieval_models (--retrieval-models) is empty",
+            hint="name retrieval models to train, or --feedback explicit with --rating-range MIN,MAX "
+            "if the values are ratings",
+        )
+    return (
+        f"rating models skipped: implicit feedback ({fb.get('reason')}); play counts are not ratings, so "
+        "only the retrieval models train (confidence weight 1 + "
+        f"{fb.get('alpha', 1.0):g} * log(1 + count))"
+    )
+
+
+def publish_retrieval_only(
+    params: TrainingParams,
+    workdir: str,
+    store_uri: str,
+    threads: int,
+    run: dict[str, Any],
+    retrieval_row: dict[str, Any] | None,
+    report: dict[str, Any],
+    clock: StageClock,
+) -> None:
+    """An implicit run's bundle: the retrieval champion alone (refit on every interaction), scored as relevance;
+    promotion compares retrieval champions. Fills report's champion, refit and promotion."""
+    if retrieval_row is None:
+        reason = "no retrieval model beat most-popular on validation NDCG@10: nothing is published"
+        get_run_logger().warning(reason)
+        report["promotion"] = {
+            "compared_rows": 0,
+            "incumbent_rmse": None,
+            "challenger_rmse": None,
+            "promoted": False,
+            "reason": reason,
+        }
+        return
+    refit_info = None
+    if params.refit:
+        with clock("refit-champion"):
+            refit_info = t.refit_retrieval(workdir, retrieval_row, threads)
+        report["refit"] = refit_info
+    with clock("build-bundle"):
+        meta = t.build_retrieval_bundle(workdir, retrieval_row, run, refit_info)
+    with clock("publish-and-promote"):
+        published = t.publish_bundle(workdir, store_uri, meta["version"])
+        report["champion"] = {
+            "name": retrieval_row["name"],
+            "kind": "retrieval",
+            "version": published["version"],
+            "uri": published["uri"],
+            "onnx_check": meta["onnx_check"],
+        }
+        if params.promote:
+            decision = t.promote_champion(workdir, store_uri, published, True, retrieval_row)
+        else:
+            decision = {
+                "compared_rows": 0,
+                "incumbent_rmse": None,
+                "challenger_rmse": None,
+                "promoted": False,
+                "reason": "promotion off (--no-promote): bundle published, pointer untouched",
+                "incumbent_version": None,
+                "replaced_damaged": None,
+            }
+    report["promotion"] = decision
+    report.update(
+        promoted=decision["promoted"],
+        previous_version=decision.get("incumbent_version"),
+        previous_test_rmse=None,
+        replaced_damaged=decision.get("replaced_damaged"),
+    )
 
 
 def announce_champion(store_uri: str, report: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows.inputs import RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
+from musicrec.errors import DataError
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.workspace import is_remote
 from tasks import tuning as tt
@@ -97,6 +98,14 @@ def tuning(params: TuningParams) -> dict[str, Any]:
     logger = get_run_logger()
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock)
+    fb = run.get("feedback") or {}
+    if fb.get("kind") == "implicit":
+        raise DataError(
+            ", ".join(params.reviews),
+            f"musicrec tune searches the rating models, and this input is "
+            f"implicit feedback ({fb.get('reason')}), which trains the retrieval models only",
+            hint="train on it with musicrec train; --feedback explicit if the values are ratings",
+        )
     parallel = params.parallel or max(1, min(threads, params.trials))
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, parallel)
     end, records = time.time() + params.timeout_total, []

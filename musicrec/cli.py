@@ -76,6 +76,30 @@ def _parser() -> argparse.ArgumentParser:
             help="force the review files' delimiter: , tab ; | or space (default: detected)",
         )
         cmd.add_argument("--rating-range", default="", help="MIN,MAX of the ratings, e.g. 1,5")
+        cmd.add_argument(
+            "--tags",
+            default="",
+            help="tag assignments, delimited: user, item, tag id[, ...] (Last.fm "
+            "user_taggedartists.dat); each item's tags become its text. Needs --tag-names",
+        )
+        cmd.add_argument(
+            "--tag-names", default="", help="tag id, tag text (Last.fm tags.dat; Latin-1 is fine)"
+        )
+    t.add_argument(
+        "--feedback",
+        choices=["auto", "implicit", "explicit"],
+        default="auto",
+        help="explicit ratings, or implicit counts (plays, clicks, user-item pairs: retrieval models "
+        "only, each count a confidence weight); auto (default): implicit when the value column is named "
+        "like a count, there is none, or the values fit no rating scale",
+    )
+    t.add_argument(
+        "--confidence-alpha",
+        type=float,
+        default=None,
+        help="implicit feedback: an interaction weighs 1 + ALPHA * log(1 + count) in the retrieval loss "
+        "(default MUSICREC_CONFIDENCE_ALPHA, 1.0)",
+    )
     t.add_argument(
         "--overrides", default="{}", help='JSON, e.g. \'{"gmf": {"epochs": 5}}\' (wins over tuned values)'
     )
@@ -173,9 +197,12 @@ def _run_inputs(args: argparse.Namespace) -> dict[str, Any]:
         "work_uri": pre.check_work_uri(env.work_uri),
     }
     pre.check_inputs(args.reviews, args.meta, columns, delimiter)
+    if args.tags or args.tag_names:
+        pre.check_tags(args.tags, args.tag_names)
+    tags = {"tags": args.tags, "tag_names": args.tag_names} if args.tags else {}
     # only what the user asked for: a flow without these fields refuses them instead of ignoring them
     asked = (("columns", columns), ("rating_range", rating_range), ("delimiter", delimiter))
-    return fields | {k: v for k, v in asked if v}
+    return fields | {k: v for k, v in asked if v} | tags
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -212,6 +239,19 @@ def _train(args: argparse.Namespace) -> int:
     retrieval = pre.parse_retrieval_models(args.retrieval_models)
     fields["overrides"] = pre.parse_overrides(args.overrides, [*fields["models"], *retrieval])
     fields["retrieval_models"] = retrieval
+    if args.feedback == "implicit" and not retrieval:
+        raise pre.UsageError(
+            "--feedback implicit trains the retrieval models only, and --retrieval-models is none",
+            hint="name the retrieval models to train, e.g. --retrieval-models implicit_bpr",
+        )
+    fields |= {"feedback": args.feedback} if args.feedback != "auto" else {}
+    if args.confidence_alpha is not None:
+        if not 0 <= args.confidence_alpha < float("inf"):
+            raise pre.UsageError(
+                f"--confidence-alpha {args.confidence_alpha:g}: must be a number >= 0",
+                hint="e.g. --confidence-alpha 1 (0: every interaction weighs 1)",
+            )
+        fields["confidence_alpha"] = args.confidence_alpha
     fields |= {"promote": False} if args.no_promote else {}
     fields |= {"use_tuning": False} if args.no_tuning else {}
     fields |= {"refit": False} if args.no_refit else {}
@@ -228,7 +268,14 @@ def _train(args: argparse.Namespace) -> int:
     for note in report.get("read", {}).get("notes", []):  # what the readers repaired or warn about
         print(f"input: {note}")
     champion = report["champion"]
-    print("\n" + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name")))
+    skipped = (report.get("skipped") or {}).get("rating_models")
+    if skipped:
+        print("\n" + skipped)
+    else:
+        print(
+            "\n"
+            + format_leaderboard(leaderboard(report["models"], report["baselines"]), champion.get("name"))
+        )
     if report.get("retrieval", {}).get("models"):
         print("\n" + format_ranking(report["retrieval"]))
     for name, used in (report.get("tuning") or {}).items():

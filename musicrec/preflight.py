@@ -227,6 +227,21 @@ def check_inputs(reviews: list[str], meta: list[str], columns: dict[str, str], d
                 )
 
 
+def check_tags(tags: str, names: str) -> None:
+    """--tags and --tag-names come together, exist, and split into enough fields (3 and 2)."""
+    from musicrec.data.tags import tag_layout
+
+    if not (tags and names):
+        given, missing = ("--tags", "--tag-names") if tags else ("--tag-names", "--tags")
+        raise UsageError(
+            f"{given} needs {missing}: tag assignments name tag ids, the names file gives their text",
+            hint="e.g. --tags user_taggedartists.dat --tag-names tags.dat",
+        )
+    for flag, path, fields, what in (("--tags", tags, 3, "tags"), ("--tag-names", names, 2, "tag-names")):
+        _check_exists(flag, path)
+        tag_layout(path, fields, what)
+
+
 def check_job_file(flag: str, path: str, columns: list[str]) -> None:
     """A scoring input (--pairs, --users) exists and has the columns its job needs."""
     _check_exists(flag, path)

@@ -72,10 +72,15 @@ def promotion_summary(report: dict[str, Any]) -> str:
     """The training run's champion and promotion decision, for `musicrec train`."""
     champion, decision = report["champion"], promotion(report)
     if not champion.get("version"):
-        return "champion: none (no model beat the bias baseline on validation; nothing published)"
+        return (
+            f"champion: none ({decision.get('reason') or 'no model beat the bias baseline on validation'}; "
+            "nothing published)"
+        )
     verdict = "promoted to champion" if decision["promoted"] else "published, not promoted"
     line = f"{champion['name']} ({champion['version']}): {verdict}: {decision.get('reason', '')}"
-    if decision.get("incumbent_version"):
+    if champion.get("kind") == "retrieval":
+        line += "\n  a retrieval-only bundle (implicit feedback): score --pairs returns relevance_score, not ratings"
+    elif decision.get("incumbent_version"):
         rows = f" on {decision['compared_rows']:,} rows" if decision.get("compared_rows") else ""
         line += (
             f"\n  compared with {decision['incumbent_version']}{rows}: incumbent RMSE "
@@ -150,12 +155,20 @@ def format_champion(info: dict[str, Any]) -> str:
     metrics = m.get("metrics", {})
     lines = [
         f"champion: {p['version']} ({m.get('model', 'bundle metadata missing')})",
-        f"  run: {m.get('run_id', '-')}, created {m.get('created_at', '-')}, "
-        f"promoted {p.get('updated_at', '-')}",
-        f"  val RMSE {_num(metrics.get('val_rmse'))}, test RMSE {_num(metrics.get('test_rmse'))}"
-        f", test RMSE on the rows it was promoted on {_num(p.get('test_rmse'))}",
-        f"  trained on {m.get('data', {}).get('ratings', 0):,} ratings; bundle {info['uri']}",
+        f"  run: {m.get('run_id', '-')}, created {m.get('created_at', '-')}, promoted {p.get('updated_at', '-')}",
     ]
+    if m.get("kind") == "retrieval":
+        lines += [
+            f"  retrieval only (implicit feedback): val NDCG@10 {_num(metrics.get('val_ndcg_at_10'))}, "
+            f"test NDCG@10 {_num(metrics.get('test_ndcg_at_10'))}; scores are relevance, not ratings",
+            f"  trained on {m.get('data', {}).get('interactions', 0):,} interactions; bundle {info['uri']}",
+        ]
+    else:
+        lines += [
+            f"  val RMSE {_num(metrics.get('val_rmse'))}, test RMSE {_num(metrics.get('test_rmse'))}"
+            f", test RMSE on the rows it was promoted on {_num(p.get('test_rmse'))}",
+            f"  trained on {m.get('data', {}).get('ratings', 0):,} ratings; bundle {info['uri']}",
+        ]
     if p.get("replaced_damaged"):
         lines.append(
             f"  replaced the damaged {p['replaced_damaged']['version']}: {p['replaced_damaged']['reason']}"
@@ -187,12 +200,12 @@ def format_recommendations(user_id: str, version: str, out: pd.DataFrame) -> str
         if known
         else f"{user_id} is not known to {version}: the popular, diverse fallback list"
     )
-    lines = [head, f"{'rank':>4}  {'item':<16}{'score':>7}  {'source':<12}{'ratings':>8}{'mean':>6}  title"]
+    lines = [head, f"{'rank':>4}  {'item':<16}{'score':>7}  {'source':<12}{'ratings':>8} {'mean':>9}  title"]
     for r in out.itertuples():
         title = str(getattr(r, "title", "") or "")[:60]
         lines.append(
-            f"{r.rank:>4}  {r.item_id:<16}{r.score:>7.3f}  {r.source:<12}"
-            f"{r.n_ratings:>8}{r.mean_rating:>6.2f}  {title}"
+            f"{r.rank:>4}  {r.item_id:<16}{r.score:>7.3f}  {r.source:<12}{r.n_ratings:>8} "
+            f"{r.mean_rating:>9.2f}  {title}"
         )
     if "title" not in out:
         lines.append("(this bundle predates titles: items are shown by id)")

@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     )
     s3_connect_timeout: float = Field(10.0, ge=0.01, description="S3 connect timeout, seconds")
     s3_read_timeout: float = Field(60.0, ge=0.01, description="S3 read timeout, seconds")
+    confidence_alpha: float = Field(
+        1.0,
+        ge=0,
+        description="implicit feedback (plays, clicks): an interaction "
+        "weighs 1 + alpha * log(1 + count) in the retrieval models' loss",
+    )
     expectations_dir: str = Field(
         "", description="folder of the expectation suites; empty = expectations/ in the repo"
     )

@@ -24,7 +24,7 @@ from musicrec.data.schema import RATING_MAX, RATING_MIN
 from musicrec.errors import MusicrecError, ValidationFailed
 from musicrec.settings import get_settings
 
-SUITES = ("ratings", "items")
+SUITES = ("ratings", "interactions", "items")
 EXPECTATIONS_ENV = "MUSICREC_EXPECTATIONS_DIR"
 MAX_EXAMPLES = 5
 ONE_DAY = 86_400

@@ -76,12 +76,20 @@ def publish_report(workdir: str, store_uri: str, report: dict[str, Any]) -> dict
 def _publish_report(ws: Workspace, store: Store, report: dict[str, Any]) -> dict[str, Any]:
     out = rep.write_report(store, ws, report)
     champion = report.get("champion") or {}
-    board = rep.leaderboard(report["models"], report["baselines"], champion.get("name"))
-    create_table_artifact(
-        rep.leaderboard_table(board),
-        key="leaderboard",
-        description=f"Run {ws.run_id}: models and baselines by validation RMSE. {LEADERBOARD_NOTE}",
-    )
+    skipped = (report.get("skipped") or {}).get("rating_models")
+    if skipped:  # implicit feedback: no rating model, one line instead of an empty table
+        create_markdown_artifact(
+            f"# Leaderboard\n\n{skipped}",
+            key="leaderboard",
+            description=f"Run {ws.run_id}: no rating models (implicit feedback)",
+        )
+    else:
+        board = rep.leaderboard(report["models"], report["baselines"], champion.get("name"))
+        create_table_artifact(
+            rep.leaderboard_table(board),
+            key="leaderboard",
+            description=f"Run {ws.run_id}: models and baselines by validation RMSE. {LEADERBOARD_NOTE}",
+        )
     ranking = rep.ranking_table(report.get("retrieval"))
     if ranking:
         create_table_artifact(

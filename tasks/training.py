@@ -54,6 +54,10 @@ def load_and_validate(
     )
     for path, delimiter in run["read"].get("delimiters", {}).items():
         get_run_logger().info("%s: delimiter %s", path, delimiter)
+    if run.get("feedback"):
+        from musicrec.data.feedback import Feedback
+
+        get_run_logger().info("%s", Feedback(**run["feedback"]).describe())
     return run
 
 
@@ -254,6 +258,18 @@ def bundle_retrieval(
         return publish.add_retrieval(ws, meta, retrieval_row, refit_info)
 
 
+@task(name="build-retrieval-bundle", cache_policy=NO_CACHE)
+def build_retrieval_bundle(
+    workdir: str, retrieval_row: dict[str, Any], run: dict[str, Any], refit_info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An implicit run's bundle: the retrieval champion as model.onnx (relevance scores) and its user tower."""
+    from musicrec.pipeline.champion_retrieval import model_folders
+    from musicrec.pipeline.retrieval_bundle import build_retrieval_bundle as build
+
+    with open_workspace(workdir, models=model_folders(retrieval_row)) as ws:
+        return build(ws, retrieval_row, run, refit_info)
+
+
 @task(
     name="publish-bundle",
     retries=3,
@@ -289,7 +305,8 @@ def promote_champion(
 
     store = open_store(store_uri)
     with open_workspace(workdir, models=model_folders(retrieval_row)) as ws:
-        challenger = pd.read_parquet(ws.root / publish.CHALLENGER_TEST)
+        path = ws.root / publish.CHALLENGER_TEST  # none in a retrieval-only run: retrieval champions compared
+        challenger = pd.read_parquet(path) if path.exists() else None
 
         def write_report(decision: dict[str, Any]) -> None:
             if report is not None:

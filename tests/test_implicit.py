@@ -429,3 +429,55 @@ def test_the_fused_step_on_two_threads_is_the_one_thread_step(name: str, text: b
     assert not torch.allclose(a["item"], start.item)  # it trained
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=1e-5), key
+
+
+@pytest.mark.parametrize(
+    "name,fused", [("implicit_pointwise", True), ("implicit_hinge", True), ("implicit_bpr", False)]
+)
+def test_weights_of_one_give_the_same_model_bit_for_bit(name: str, fused: bool) -> None:
+    """Ratings train without weights; a fit with every weight 1 (the product taken) is the same model, table
+    for table, in the fused and in the torch step; other weights change it."""
+    users, items, val, n_users, n_items = _clusters()
+    over = {"epochs": 2, "fused": fused, "patience": 5}
+
+    def tables(weights: np.ndarray | None) -> dict[str, torch.Tensor]:
+        r = fit_implicit(name, (users, items), n_users, n_items, val, overrides=over, weights=weights)
+        return {k: v.detach().clone() for k, v in r.model.state_dict().items()}
+
+    plain, ones = tables(None), tables(np.ones(len(users), np.float32))
+    assert plain.keys() == ones.keys()
+    assert all(torch.equal(plain[k], ones[k]) for k in plain)
+    counts = np.random.default_rng(0).integers(1, 500, len(users))
+    weighted = tables(1.0 + np.log1p(counts).astype(np.float32))
+    assert not torch.equal(plain["item"], weighted["item"])
+
+
+@pytest.mark.parametrize("name", ["implicit_pointwise", "implicit_bpr", "implicit_hinge"])
+def test_the_fused_step_weighs_each_positive_as_the_torch_step(name: str) -> None:
+    """With confidence weights the compiled step's update and loss equal the torch step's."""
+    from musicrec.implicit.train import Trainer, new_model
+
+    users, items, _, n_users, n_items = _clusters()
+    weights = (1.0 + np.log1p(np.random.default_rng(6).integers(0, 300, len(users)))).astype(np.float32)
+    trainers = []
+    for fused in (True, False):
+        cfg = parse_config(name, {"fused": fused, "history_limit": 0, "use_text": False})
+        model = new_model(cfg, n_users, n_items, users, items)
+        model.context.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
+        trainers.append(Trainer(name, cfg, model, users, items, n_items, weights=weights))
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        rows = torch.from_numpy(rng.choice(len(users), 300, replace=False))
+        u, i = torch.from_numpy(users)[rows], torch.from_numpy(items)[rows]
+        w = torch.from_numpy(weights)[rows]
+        neg = trainers[1].sampler.sample(u, trainers[1].cfg.negatives)
+        losses = [
+            t.fused_step(u, i, neg.clone(), w) if t.fused else t.step(u, i, neg.clone(), w) for t in trainers
+        ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    a, b = (
+        {**dict(t.model.named_parameters()), **{f"acc_{k}": v for k, v in t.opt.acc.items()}}
+        for t in trainers
+    )
+    for key in b:
+        assert torch.allclose(a[key], b[key], atol=2e-5, rtol=1e-4), key

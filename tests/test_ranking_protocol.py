@@ -84,3 +84,15 @@ def test_deterministic_and_fast_at_scale() -> None:
     assert set(zip(expected["user_id"], expected["item_id"], strict=False)) == set(
         zip(first.test["user_id"], first.test["item_id"], strict=False)
     )
+
+
+def test_a_table_without_times_holds_out_seeded_random_interactions() -> None:
+    """Play counts carry no time: the held-out item of a user is drawn (seeded), not the file's last row."""
+    users = np.repeat([f"u{k}" for k in range(200)], 5)
+    df = pd.DataFrame({"user_id": users, "item_id": [f"i{k}" for k in range(len(users))], "rating": 1.0})
+    first, again = leave_last_out(df), leave_last_out(df)
+    assert first.test.equals(again.test) and len(first.test) == 200 and len(first.validation) == 200
+    last = set(df.groupby("user_id")["item_id"].last())
+    assert 0 < len(set(first.test["item_id"]) & last) < 100  # about one in five by chance
+    stamped = df.assign(timestamp=np.arange(len(df)))
+    assert set(leave_last_out(stamped).test["item_id"]) == last

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import torch
 from threadpoolctl import threadpool_limits
 
 _LOCK = threading.Lock()
@@ -51,6 +50,8 @@ def cpu_threads(n: int) -> Iterator[None]:
     default of one thread per core the calls of the tasks training side by side (threads of one process)
     queued behind one another (epochs at the seed's size got much slower in the flow), and even alone two
     threads spent more on waking each other than they saved (see benchmarks/RESULTS.md)."""
+    import torch  # here: scoring limits BLAS threads without importing torch
+
     old = torch.get_num_threads()
     torch.set_num_threads(max(1, n))
     try:

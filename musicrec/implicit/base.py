@@ -26,7 +26,8 @@ from musicrec.fit.loop import EpochCallback
 class Interactions:
     """What a retrieval model fits on: (user index, item index) pairs (index 0 is the unknown row, never an
     interaction), the table sizes, the validation items and what validation excludes (None for a refit),
-    and the items' text vectors (None when the run has none or the model does not use them)."""
+    the items' text vectors (None when the run has none or the model does not use them), and each pair's
+    confidence weight, its share of the loss (None: every pair weighs 1, as for ratings)."""
 
     users: np.ndarray
     items: np.ndarray
@@ -35,6 +36,7 @@ class Interactions:
     validation: sp.csr_matrix | None = None
     exclude: sp.csr_matrix | None = None
     text: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
 
 @dataclass

@@ -8,7 +8,7 @@ Per batch, from the parameters as they were before it:
    (that sum - y_i) * (count_u - 1)^-alpha: the item being predicted is left out of its own user's history;
 2. scores <query, q_j> + b_j of the positive and the negatives (q_j = item row + projected text vector), the
    hardest negative picked first when `pick_max`; the loss (0 pointwise, 1 BPR, 2 hinge) averaged over the
-   negatives, summed over rows;
+   negatives, times the row's confidence weight when there are weights (implicit feedback), summed over rows;
 3. gradients, weight decay `wd` per occurrence of a row, duplicates summed, and one row-wise AdaGrad step per
    distinct row of the context, item and bias tables (acc += mean(g^2); w -= lr g / sqrt(acc)); the text
    projection takes an element-wise AdaGrad step on its loss gradient.
@@ -272,10 +272,13 @@ def row_buffers(b, f, dt, mm):
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def row_gradients(t, threads, item, bias, text, proj, pos, used, query, norm, z, loss_kind, margin, per_row):
+def row_gradients(
+    t, threads, item, bias, text, proj, pos, used, query, norm, z, loss_kind, margin, weight, per_row
+):
     """Step 3 for thread t's share of the rows: each row's loss, its d loss / d score, and its query's gradient
     (through the item rows, then through the projected text: t_grad proj^T, BLAS), scaled by the history's
-    norm (the gradient of the user's history sum). Item rows are read from the tables, which no kernel
+    norm (the gradient of the user's history sum). weight: each row's share of the loss (its confidence), or
+    empty for 1 everywhere (then no product is taken). Item rows are read from the tables, which no kernel
     changes before apply_updates."""
     d_pos_all, d_neg_all, row_loss, g_query, t_grad = per_row
     b, f, mm = len(query), item.shape[1], used.shape[1]
@@ -313,6 +316,11 @@ def row_gradients(t, threads, item, bias, text, proj, pos, used, query, norm, z,
                 loss += max(x, 0.0) / mm
                 d_neg_all[r, j] = (1.0 if x > 0 else 0.0) / mm
                 d_pos -= d_neg_all[r, j]
+        if len(weight) > 0:
+            w = weight[r]
+            d_pos, loss = d_pos * w, loss * w
+            for j in range(mm):
+                d_neg_all[r, j] *= w
         d_pos_all[r], row_loss[r] = d_pos, loss
         for c in range(f):
             g_query[r, c] = d_pos * item[p, c]

@@ -28,6 +28,7 @@ from musicrec.metrics.topn import interaction_matrix
 _EMPTY = np.zeros(
     (0, 0), np.float32
 )  # the fused step's text, projection and accumulator of a model without text
+_NO_WEIGHTS = np.zeros(0, np.float32)  # the fused step's weights when every positive weighs 1
 
 
 class Trainer:
@@ -42,11 +43,14 @@ class Trainer:
         items: np.ndarray,
         n_items: int,
         threads: int = 1,
+        weights: np.ndarray | None = None,
     ) -> None:
         self.cfg, self.model, self.loss = cfg, model, LOSSES[cfg.loss]
         self.threads = max(1, threads)  # of the fused step (the flow's side-by-side fits use one each)
         self.users = torch.as_tensor(np.asarray(users, np.int64))
         self.items = torch.as_tensor(np.asarray(items, np.int64))
+        # each positive's share of the loss (implicit feedback's confidence); None: 1 each, no product taken
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, np.float32))
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         counts = np.bincount(items, minlength=n_items) if cfg.neg_sampling == "popularity" else None
         self.sampler = NegativeSampler(
@@ -70,7 +74,12 @@ class Trainer:
         )
 
     def fused_step(
-        self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor, meanwhile: Callable[[], None] | None = None
+        self,
+        u: torch.Tensor,
+        i: torch.Tensor,
+        neg: torch.Tensor,
+        w: torch.Tensor | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> float:
         """Trainer.step as compiled kernels (musicrec.implicit.fused) on self.threads threads: the same update,
         histories longer than history_limit drawn from this trainer's generator. The queries, the hardest
@@ -126,6 +135,7 @@ class Trainer:
             used,
         )
         per_row = k.row_buffers(len(users), f, dt, used.shape[1])
+        weight = _NO_WEIGHTS if w is None else w.numpy()
         self._each_thread(
             k.row_gradients,
             item,
@@ -139,6 +149,7 @@ class Trainer:
             z,
             self.loss_code,
             cfg.margin,
+            weight,
             per_row,
         )
         loss, where, items, c_where, c_rows = k.gradient_slots(
@@ -195,23 +206,24 @@ class Trainer:
         order = torch.randperm(len(self.users), generator=self.gen)
         size = self.cfg.batch_size or min(4096, max(64, len(order) // 100))
         starts = range(0, len(order), size)
-        ready: list[tuple[torch.Tensor, ...]] = []
+        ready: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
 
         def batch(start: int) -> None:
             idx = order[start : start + size]
             u = self.users.index_select(0, idx)
-            ready.append((u, self.items.index_select(0, idx), self.sampler.sample(u, self.cfg.negatives)))
+            w = None if self.weights is None else self.weights.index_select(0, idx)
+            ready.append((u, self.items.index_select(0, idx), self.sampler.sample(u, self.cfg.negatives), w))
 
         total = 0.0
         if len(starts):
             batch(starts[0])
         for n in range(len(starts)):
-            u, i, neg = ready.pop()
+            u, i, neg, w = ready.pop()
             ahead = partial(batch, starts[n + 1]) if n + 1 < len(starts) else None
             if self.fused:
-                total += self.fused_step(u, i, neg, meanwhile=ahead)
+                total += self.fused_step(u, i, neg, w, meanwhile=ahead)
             else:
-                total += self.step(u, i, neg)
+                total += self.step(u, i, neg, w)
                 if ahead is not None:
                     ahead()
         return total / max(1, len(order))
@@ -249,8 +261,11 @@ class Trainer:
         h = context * history_norm(count.index_select(0, inverse) - 1, m.history_alpha)[:, None]
         return (h if p is None else p + h), p, (rows, y)
 
-    def step(self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor) -> float:
-        """One AdaGrad step on the summed batch loss; returns that sum."""
+    def step(
+        self, u: torch.Tensor, i: torch.Tensor, neg: torch.Tensor, w: torch.Tensor | None = None
+    ) -> float:
+        """One AdaGrad step on the summed batch loss (each positive's loss times its weight w, when given);
+        returns that sum."""
         cfg, m = self.cfg, self.model
         query, p, context = self.queries(u, i)
         if cfg.negative_pick == "max" and neg.shape[1] > 1:
@@ -260,7 +275,8 @@ class Trainer:
         b = m.item_bias.index_select(0, items).requires_grad_()
         proj = None if m.text_proj is None else m.text_proj.detach().clone().requires_grad_()
         s = (m.item_rows(items, q, proj).view(-1, len(u), q.shape[1]) * query).sum(-1) + b.view(-1, len(u))
-        loss = batch_loss(self.loss, s[0], s[1:].T, "mean", cfg.margin).sum()
+        per_row = batch_loss(self.loss, s[0], s[1:].T, "mean", cfg.margin)
+        loss = (per_row if w is None else per_row * w).sum()
         loss.backward()
         wd = cfg.weight_decay
         if p is not None:
@@ -374,15 +390,17 @@ def fit_implicit(
     threads: int = 1,
     on_epoch: EpochCallback | None = None,
     text: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> ImplicitResult:
     """Fit the registered retrieval model `name` on (user index, item index) pairs, judged on validation NDCG@10.
 
     validation: CSR (n_users x n_items) of each user's validation item(s); exclude: items not ranked for
-    validation (default: the training interactions); text: (n_items, d) item vectors, used when use_text."""
+    validation (default: the training interactions); text: (n_items, d) item vectors, used when use_text;
+    weights: each pair's share of the loss (implicit feedback's confidence), None for 1 each."""
     cfg = registry.parse_config(name, overrides)
     users, items = (np.asarray(a, np.int64) for a in interactions)
     exclude = interaction_matrix(users, items, n_users, n_items) if exclude is None else exclude
-    data = Interactions(users, items, n_users, n_items, validation, exclude, text)
+    data = Interactions(users, items, n_users, n_items, validation, exclude, text, weights)
     return registry.model_class(name).fit(name, cfg, data, threads=threads, on_epoch=on_epoch)
 
 
@@ -403,7 +421,7 @@ class SGDRetrieval(RetrievalModel):
         with cpu_threads(threads):
             torch.manual_seed(cfg.seed)
             model = cls._start(cfg, data)
-            trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads)
+            trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads, data.weights)
             val_users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
             try:
                 rule = Stopping("ndcg@10", bigger_is_better=True, patience=patience_for(cfg, len(data.users)))
@@ -428,7 +446,7 @@ class SGDRetrieval(RetrievalModel):
     ) -> ImplicitMF:
         with cpu_threads(threads):
             model = cls._start(cfg, data)
-            trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads)
+            trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads, data.weights)
             try:
                 for _ in range(epochs):
                     trainer.train_epoch()

@@ -63,7 +63,14 @@ def _refit_one(
     users, items = pairs
     epochs = max(1, int(row.get("best_epoch") or 1))
     t0 = time.perf_counter()
-    every = Interactions(users, items, data.users.size, data.items.size, text=model_text(ws, cfg))
+    every = Interactions(
+        users,
+        items,
+        data.users.size,
+        data.items.size,
+        text=model_text(ws, cfg),
+        weights=data.weights_of(users, items),
+    )
     model = registry.model_class(name).refit(name, cfg, every, epochs, threads=threads)
     save_implicit(ws, folder, model, cfg)
     return {

@@ -9,8 +9,10 @@ from typing import Any
 
 import pandas as pd
 
-from musicrec.data.readers import load_dataset
-from musicrec.data.scales import RatingScale, UnknownRatingScale, infer_scale
+from musicrec.data.feedback import DEFAULT_ALPHA, Feedback, decide_feedback
+from musicrec.data.readers import Dataset, load_dataset
+from musicrec.data.scales import DEFAULT_SCALE, RatingScale, UnknownRatingScale
+from musicrec.data.tags import tag_texts, with_tag_text
 from musicrec.errors import DataError
 from musicrec.hashing import sha256_bytes
 from musicrec.pipeline.workspace import Workspace
@@ -30,49 +32,77 @@ def ingest(
     columns: dict[str, str] | None = None,
     rating_range: tuple[float, float] | None = None,
     delimiter: str | None = None,
+    feedback: str = "auto",
+    confidence_alpha: float = DEFAULT_ALPHA,
+    tags: str = "",
+    tag_names: str = "",
 ) -> dict[str, Any]:
-    """Load, find the rating scale (rating_range, else from the data) and validate; on success write
-    ratings/items parquet and rating_scale.json. Raises ValidationFailed (with the report saved as
-    validation.json) or DataError before anything is written for training.
+    """Load, decide explicit or implicit feedback (musicrec.data.feedback), find the rating scale of explicit
+    ratings (rating_range, else from the data) and validate (ratings suite, or interactions suite for implicit
+    feedback); on success write ratings/items parquet, rating_scale.json and feedback.json. Raises
+    ValidationFailed (with the report saved as validation.json) or DataError before anything is written for
+    training.
 
     columns maps user, item, rating[, timestamp] to the review tables' own column names (or positions);
-    delimiter forces the review files' delimiter."""
+    delimiter forces the review files' delimiter; tags and tag_names (musicrec.data.tags) add each tagged
+    item's tags to its description."""
     import_gx_in_background()  # overlaps the files' reading
     ds = load_dataset(list(reviews), list(meta), columns, delimiter or None)
-    scale = _rating_scale(ds.ratings, rating_range, reviews)
-    reports = {
-        "ratings": validate_table(ds.ratings, "ratings", scale.range),
-        "items": validate_table(ds.items, "items"),
-    }
+    if tags:
+        docs, tag_stats = tag_texts(tags, tag_names)
+        ds.items, ds.stats = with_tag_text(ds.items, docs), [*ds.stats, *tag_stats]
+    kind, scale = _feedback(ds, feedback, rating_range, reviews, confidence_alpha)
+    if kind.implicit:
+        table = ds.ratings.rename(columns={"rating": "weight"})
+        first = validate_table(table[["user_id", "item_id", "weight", "timestamp"]], "interactions")
+    else:
+        first = validate_table(ds.ratings, "ratings", scale.range)
+    reports = {first.suite: first, "items": validate_table(ds.items, "items")}
     ws.write_json("validation.json", {k: r.to_dict() for k, r in reports.items()})
     for name, report in reports.items():
-        report.raise_if_failed(source=", ".join(map(str, reviews if name == "ratings" else meta)))
+        report.raise_if_failed(
+            source=", ".join(map(str, [*meta, *([tags] if tags else [])] if name == "items" else reviews))
+        )
     ds.ratings.to_parquet(ws.ratings, index=False)
     ds.items.to_parquet(ws.items, index=False)
     ws.write_json("rating_scale.json", scale.to_dict())
+    ws.write_json("feedback.json", kind.to_dict())
     summary = ds.summary()
+    notes = ds.notes()
+    if not ds.ratings["timestamp"].notna().any():
+        notes.append(
+            "no times in the input: the retrieval models' leave-last-out holds out one seeded "
+            "random interaction per user (and one more for validation) instead of the latest"
+        )
     return {
         "ratings": len(ds.ratings),
         "users": summary["users"],
         "items": summary["items"],
         "catalogue_items": len(ds.items),
         "fingerprint": fingerprint(ds.ratings),
-        "inputs": [str(p) for p in [*reviews, *meta]],
-        "read": {**summary, "notes": ds.notes(), "delimiters": ds.delimiters()},
+        "inputs": [str(p) for p in [*reviews, *meta, *([tags, tag_names] if tags else [])]],
+        "read": {**summary, "notes": notes, "delimiters": ds.delimiters()},
         "sample_card": sample_card(reviews),
         "rating_range": [scale.min, scale.max],
         "rating_scale": scale.to_dict(),
+        "feedback": kind.to_dict(),
+        "has_times": bool(ds.ratings["timestamp"].notna().any()),
     }
 
 
-def _rating_scale(
-    ratings: pd.DataFrame, rating_range: Sequence[float] | None, reviews: Sequence[str | Path]
-) -> RatingScale:
-    """infer_scale, with its error naming the review files the ratings came from."""
+def _feedback(
+    ds: Dataset, mode: str, rating_range: Sequence[float] | None, reviews: Sequence[str | Path], alpha: float
+) -> tuple[Feedback, RatingScale]:
+    """decide_feedback, with infer_scale's error naming the review files the ratings came from. An implicit
+    run keeps the default scale in rating_scale.json (no rating model reads it)."""
+    marked = [f"{s.path}: {s.implicit}" for s in ds.stats if s.implicit]
+    fixed = (float(rating_range[0]), float(rating_range[1])) if rating_range is not None else None
     try:
-        return infer_scale(ratings["rating"], tuple(rating_range) if rating_range is not None else None)
+        kind, scale = decide_feedback(ds.ratings["rating"], marked, mode, fixed, alpha)
     except UnknownRatingScale as e:
-        raise DataError(", ".join(map(str, reviews)), e.message, hint=e.hint) from None
+        hint = f"{e.hint}; or, if the values are counts (plays, clicks): --feedback implicit"
+        raise DataError(", ".join(map(str, reviews)), e.message, hint=hint) from None
+    return kind, scale or DEFAULT_SCALE
 
 
 def sample_card(reviews: Sequence[str | Path]) -> dict[str, Any] | None:

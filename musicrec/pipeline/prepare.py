@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from musicrec.data.feedback import Feedback
 from musicrec.data.split import read_splits, split_ratings, split_summary, write_splits
 from musicrec.metrics.protocol import LeaveLastOut, leave_last_out
 from musicrec.pipeline.workspace import Workspace
@@ -111,9 +112,20 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
 
 
 def ranking_split(ws: Workspace) -> LeaveLastOut:
-    """The run's temporal leave-last-out (musicrec.metrics.protocol) of every rating, the retrieval split."""
-    cols = ["user_id", "item_id"] + (["timestamp"] if "timestamp" in pq.read_schema(ws.ratings).names else [])
+    """The run's temporal leave-last-out (musicrec.metrics.protocol) of every rating, the retrieval split
+    (with the value column, rating, when the run is implicit feedback: its counts weigh the loss)."""
+    names = pq.read_schema(ws.ratings).names
+    cols = ["user_id", "item_id"] + [c for c in ("timestamp",) if c in names]
+    cols += ["rating"] if feedback(ws).implicit else []
     return leave_last_out(pd.read_parquet(ws.ratings, columns=cols))
+
+
+def feedback(ws: Workspace) -> Feedback:
+    """The run's feedback (feedback.json from ingest); explicit ratings when a run predates it."""
+    path = ws.root / "feedback.json"
+    if not path.is_file():
+        return Feedback("explicit", "recorded before feedback.json existed")
+    return Feedback(**json.loads(path.read_text()))
 
 
 def training_under_both(ws: Workspace, train: pd.DataFrame) -> tuple[pd.DataFrame, int]:

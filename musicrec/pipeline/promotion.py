@@ -33,7 +33,8 @@ def fitted_pairs(store: Store, meta: dict[str, Any]) -> pd.DataFrame | None:
     if run_id is None:
         return None
     for name in fitted.get("splits") or ["train"]:
-        key = layout.run_split(str(run_id), str(name))
+        folder = layout.run_ranking_split if fitted.get("folder") == "ranking_splits" else layout.run_split
+        key = folder(str(run_id), str(name))
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "part.parquet"
@@ -59,13 +60,14 @@ RetrievalCheck = Callable[[Path, dict[str, Any], "pd.DataFrame | None"], dict[st
 def compare_with_incumbent(
     store: Store,
     pointer: dict[str, Any] | None,
-    challenger: pd.DataFrame,
+    challenger: pd.DataFrame | None,
     beats_own_baseline: bool,
     retrieval_check: RetrievalCheck | None = None,
 ) -> dict[str, Any]:
     """The promotion decision: compared_rows, incumbent_rmse, challenger_rmse, promoted, reason, ...
     retrieval_check(incumbent bundle folder, its metadata, its fitted pairs) compares the retrieval champions
-    by NDCG@10 on the same kind of fair rows; a challenger worse there is not promoted either."""
+    by NDCG@10 on the same kind of fair rows; a challenger worse there is not promoted either. challenger None
+    (a retrieval-only bundle, implicit feedback): the retrieval comparison alone decides."""
     out: dict[str, Any] = {
         "compared_rows": 0,
         "incumbent_rmse": None,
@@ -86,6 +88,8 @@ def compare_with_incumbent(
                 "replaced_damaged": e.message,
                 "reason": f"the published champion is damaged and cannot be scored: {e.message}",
             }
+        if challenger is None:
+            return {**out, **_retrieval_only(Path(tmp), meta, fitted_pairs(store, meta), retrieval_check)}
         rows = unseen_rows(challenger, fitted_pairs(store, meta))
         out["compared_rows"] = len(rows)
         if len(rows) < MIN_ROWS:
@@ -119,3 +123,29 @@ def compare_with_incumbent(
                     "test users whose held-out item it never fitted on",
                 )
     return out
+
+
+RETRIEVAL_POLICY = "not comparable: promote a retrieval champion that beats most-popular (its data is newer)"
+
+
+def _retrieval_only(
+    incumbent_dir: Path,
+    meta: dict[str, Any],
+    fitted: pd.DataFrame | None,
+    retrieval_check: RetrievalCheck | None,
+) -> dict[str, Any]:
+    """The decision for a retrieval-only challenger: its NDCG@10 against the incumbent's retrieval champion on
+    the test users whose held-out item the incumbent never fitted on (the policy when not comparable)."""
+    ranking = retrieval_check(incumbent_dir, meta, fitted) if retrieval_check is not None else {}
+    if not ranking.get("comparable"):
+        why = ranking.get("reason", "no retrieval comparison")
+        return {"retrieval": ranking, "promoted": True, "reason": f"{why}: {RETRIEVAL_POLICY}"}
+    better = ranking["challenger_ndcg"] >= ranking["incumbent_ndcg"]
+    verdict = "not worse than" if better else "worse than"
+    return {
+        "retrieval": ranking,
+        "promoted": better,
+        "reason": f"challenger NDCG@10 {ranking['challenger_ndcg']:.4f} is {verdict} incumbent "
+        f"{ranking['incumbent_ndcg']:.4f} on {ranking['users']:,} test users whose held-out item "
+        "the incumbent never fitted on",
+    }

@@ -101,7 +101,7 @@ def build_rating_bundle(
         "created_at": datetime.now(UTC).isoformat(),
         "onnx_check": parity,
     }
-    return _write_metadata(ws, meta, list(BUNDLE_FILES))
+    return write_metadata(ws, meta, list(BUNDLE_FILES))
 
 
 def add_retrieval(
@@ -112,10 +112,10 @@ def add_retrieval(
     from musicrec.pipeline.champion_retrieval import export_retrieval
 
     meta = {**meta, "retrieval": export_retrieval(ws, retrieval_row, refit)}  # its fitted_on: this refit
-    return _write_metadata(ws, meta, [*meta["files"], *meta["retrieval"]["files"]])
+    return write_metadata(ws, meta, [*meta["files"], *meta["retrieval"]["files"]])
 
 
-def _write_metadata(ws: Workspace, meta: dict[str, Any], files: list[str]) -> dict[str, Any]:
+def write_metadata(ws: Workspace, meta: dict[str, Any], files: list[str]) -> dict[str, Any]:
     """metadata.json with the sha256 of each of the bundle's files."""
     meta = {**meta, "files": {f: sha256_file(ws.bundle / f) for f in files}}
     (ws.bundle / "metadata.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -203,7 +203,7 @@ def _already_published(store: Store, metadata_key: str, metadata_sha256: str) ->
 def promote(
     store: Store,
     published: dict[str, str],
-    challenger: pd.DataFrame,
+    challenger: pd.DataFrame | None,
     beats_own_baseline: bool,
     attempts: int = 5,
     retrieval_check: Any = None,
@@ -211,7 +211,8 @@ def promote(
 ) -> dict[str, Any]:
     """Move the pointer if the new champion is at least as good as the published one on fair rows.
 
-    `challenger`: this run's test rows with the held-out champion's predictions (pred). The rows compared are
+    `challenger`: this run's test rows with the held-out champion's predictions (pred), None for a
+    retrieval-only bundle (implicit feedback: retrieval_check alone decides). The rows compared are
     those whose (user, item) the incumbent never fitted on (musicrec.pipeline.promotion). The pointer is
     written with a conditional put: if another run moved it meanwhile, re-read, re-compare and try again.
     before_pointer(decision) runs right before each pointer write (the run's report goes there: the pointer
@@ -231,10 +232,15 @@ def promote(
             decision.update(replaced_damaged=damaged, reason=f"the champion pointer is damaged: {damaged}")
         if not decision["promoted"]:
             return decision
+        test_rmse = (
+            None
+            if challenger is None
+            else rmse(challenger["rating"].to_numpy(float), challenger["pred"].to_numpy(float))
+        )
         body = {
             "version": published["version"],
             "sha256": published["metadata_sha256"],
-            "test_rmse": rmse(challenger["rating"].to_numpy(float), challenger["pred"].to_numpy(float)),
+            "test_rmse": test_rmse,
             "compared_rows": decision["compared_rows"],
             "challenger_rmse": decision["challenger_rmse"],
             "updated_at": datetime.now(UTC).isoformat(),

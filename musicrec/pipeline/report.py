@@ -179,7 +179,8 @@ def figure_png(fig: Any, ax: Any, xlabel: str, title: str) -> bytes:
 
     ax.set(xlabel=xlabel, ylabel="validation RMSE", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # an implicit run has no rating model's curve
+        ax.legend(fontsize=8)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -228,9 +229,10 @@ def format_ranking(retrieval: dict[str, Any] | None) -> str:
         for r in table
     ]
     users = int((retrieval["models"][0]).get("test_users", 0))
+    held = retrieval.get("held_out") or "temporal leave-last-out"
     lines.append(
         f"* retrieval champion: the highest val_ndcg@10 among the models that beat most_popular; "
-        f"temporal leave-last-out, full ranking over unrated items, {users:,} test users"
+        f"{held}, full ranking over unrated items, {users:,} test users"
     )
     return "\n".join(lines)
 
@@ -274,14 +276,23 @@ def model_card(report: dict[str, Any]) -> str:
         "| metric | champion | bias |",
         "|---|---|---|",
     ]
+    skipped = (report.get("skipped") or {}).get("rating_models")
+    if (
+        skipped
+    ):  # implicit feedback: the champion is the retrieval champion, judged in the ranking table below
+        lines[-3:] = ["", f"- {skipped}"]
     for k in (
-        "train_rmse",
-        "val_rmse",
-        "test_rmse",
-        "test_mae",
-        "test_warm_rmse",
-        "test_cold_user_rmse",
-        "test_cold_item_rmse",
+        ()
+        if skipped
+        else (
+            "train_rmse",
+            "val_rmse",
+            "test_rmse",
+            "test_mae",
+            "test_warm_rmse",
+            "test_cold_user_rmse",
+            "test_cold_item_rmse",
+        )
     ):
         lines.append(f"| {k} | {display(k, row.get(k))} | {display(k, bias.get(k))} |")
     card = report.get("sample_card") or {}

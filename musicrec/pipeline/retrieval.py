@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from musicrec import registry
+from musicrec.data.feedback import confidence_weights
 from musicrec.data.ids import IdIndex
 from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.configs import ImplicitConfig
@@ -23,7 +24,7 @@ from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
 from musicrec.metrics.full import evaluate_random, evaluate_static
 from musicrec.metrics.topn import interaction_matrix
-from musicrec.pipeline.prepare import ranking_split
+from musicrec.pipeline.prepare import feedback, ranking_split
 from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.text import load_item_vectors
 
@@ -43,6 +44,13 @@ class RankingData:
     seen_val: sp.csr_matrix  # excluded when ranking for test: train + validation
     single_users: int
     popularity: np.ndarray  # training interactions per item index
+    weights: sp.csr_matrix | None = None  # implicit feedback: each interaction's confidence (None: all 1)
+
+    def weights_of(self, users: np.ndarray, items: np.ndarray) -> np.ndarray | None:
+        """The confidence weight of each (user, item) interaction, None when every weight is 1."""
+        if self.weights is None:
+            return None
+        return np.asarray(self.weights[users, items], np.float32).ravel()
 
 
 def ranking_data(ws: Workspace) -> RankingData:
@@ -82,7 +90,22 @@ def _cached(root: str, _stamp: int) -> RankingData:
         seen_val,
         len(split.single_users),
         np.bincount(i, minlength=ni),
+        _weights(ws, split, users, items),
     )
+
+
+def _weights(ws: Workspace, split: Any, users: IdIndex, items: IdIndex) -> sp.csr_matrix | None:
+    """Implicit feedback: (users x items) confidence weights of every interaction (musicrec.data.feedback),
+    None for ratings or when every count is the same."""
+    kind = feedback(ws)
+    if not kind.implicit:
+        return None
+    every = pd.concat([split.train, split.validation, split.test], ignore_index=True)
+    w = confidence_weights(every["rating"].to_numpy(np.float64), kind.alpha)
+    if w is None:
+        return None
+    u, i = users.lookup(every["user_id"]), items.lookup(every["item_id"])
+    return sp.csr_matrix((w, (u, i)), shape=(users.size, items.size), dtype=np.float32)
 
 
 def model_text(ws: Workspace, cfg: ImplicitConfig) -> np.ndarray | None:
@@ -154,6 +177,7 @@ def train_implicit(
         threads=threads,
         on_epoch=on_epoch,
         text=text,
+        weights=data.weights_of(*data.train),
     )
     with cpu_threads(test_threads or threads):
         test = test_metrics(result.model, data)

@@ -29,7 +29,12 @@ def fetch_bundle(store_uri: str, version: str, workdir: str | Path) -> dict[str,
     directory.mkdir(parents=True, exist_ok=True)
     meta = download_bundle(store, version, directory, sha)
     _loaded(str(directory), with_index=False)  # proves it loads, and warms this process's cache
-    return {"version": version, "model": meta.get("model"), "directory": str(directory)}
+    return {
+        "version": version,
+        "model": meta.get("model"),
+        "kind": meta.get("kind", "rating"),
+        "directory": str(directory),
+    }
 
 
 _LOAD_LOCK = threading.Lock()

@@ -45,7 +45,8 @@ def read_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
 
 
 def score_pairs(bundle: Bundle, pairs: pd.DataFrame, batch_size: int = 65536) -> pd.DataFrame:
-    """The input rows, in order, plus predicted_rating, unknown_user and unknown_item.
+    """The input rows, in order, plus predicted_rating (relevance_score for a retrieval-only bundle, whose
+    model scores relevance, not stars), unknown_user and unknown_item.
 
     The graph flags unknown ids from its own lookup; for bundles exported before it did, a hash join does."""
     u = pairs["user_id"].to_numpy(object)
@@ -56,7 +57,17 @@ def score_pairs(bundle: Bundle, pairs: pd.DataFrame, batch_size: int = 65536) ->
         rating = predict_ratings(bundle.session, u, i, batch_size)
         unknown_user = id_positions(arrow_ids(bundle.users), pairs["user_id"]) < 0
         unknown_item = id_positions(arrow_ids(bundle.items), pairs["item_id"]) < 0
-    return pairs.assign(predicted_rating=rating, unknown_user=unknown_user, unknown_item=unknown_item)
+    return pairs.assign(
+        **{score_column(bundle.meta): rating}, unknown_user=unknown_user, unknown_item=unknown_item
+    )
+
+
+RELEVANCE = "relevance_score"
+
+
+def score_column(meta: dict) -> str:
+    """The pair job's score column: predicted_rating, or relevance_score for a retrieval-only bundle."""
+    return RELEVANCE if meta.get("kind") == "retrieval" else "predicted_rating"
 
 
 def rank_users(
