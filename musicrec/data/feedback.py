@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from musicrec.data.scales import RatingScale, UnknownRatingScale, infer_scale
+from musicrec.data.scales import KNOWN_SCALES, RatingScale, UnknownRatingScale, infer_scale
 
 FeedbackMode = Literal["auto", "implicit", "explicit"]
 MODES: tuple[str, ...] = ("auto", "implicit", "explicit")
@@ -71,9 +71,19 @@ def decide_feedback(
         scale = infer_scale(values)
     except UnknownRatingScale:
         v = pd.to_numeric(values, errors="coerce")
+        if v.isna().any() or (v < 0).any() or _mostly_on_a_scale(v.to_numpy(np.float64)):
+            raise  # ratings with a few stray values, not counts: the scale's error names those rows
         why = f"its values ({v.min():g} to {v.max():g}) fit no rating scale"
         return Feedback("implicit", why, alpha), None
     return Feedback("explicit", f"the values fit {scale.name}", alpha), scale
+
+
+STRAY_SHARE = 0.05  # values off the closest rating scale: below this share a file is ratings with strays
+
+
+def _mostly_on_a_scale(values: np.ndarray) -> bool:
+    """True when all but a few values lie on one known rating scale (e.g. two 6s among 1-5 stars)."""
+    return min(float((~s.contains(values)).mean()) for s in KNOWN_SCALES) < STRAY_SHARE
 
 
 def confidence_weights(counts: np.ndarray, alpha: float = DEFAULT_ALPHA) -> np.ndarray | None:
