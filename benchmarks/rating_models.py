@@ -27,12 +27,24 @@ if not MI.exists():
     MI = ROOT.parent / "shared" / "data" / "amazon_musical_instruments_5core"
 
 
+SHARED = MI.parent
+LASTFM, CM100K = SHARED / "hetrec2011_lastfm_2k", SHARED / "cm100k"
+# the flags beyond --reviews / --meta a data set needs (Last.fm's tags become its artists' text)
+EXTRA_FLAGS = {
+    "lastfm": ["--tags", str(LASTFM / "user_taggedartists.dat"), "--tag-names", str(LASTFM / "tags.dat")],
+}
+
+
 def inputs(name: str, tmp: Path) -> tuple[list[str], list[str]]:
     if name in ("small", "medium", "seed"):
         from musicrec.data.generate import generate_sample
 
         generate_sample(tmp / name, scale=name, seed=0)
         return [str(tmp / name / "reviews.json.gz")], [str(tmp / name / "meta.json.gz")]
+    if name == "lastfm":
+        return [str(LASTFM / "user_artists.dat")], [str(LASTFM / "artists.dat")]
+    if name == "cm100k":
+        return [str(CM100K / "ratings.txt")], [str(CM100K / "items.txt")]
     meta = [str(MI / "meta_Musical_Instruments_5core.json.gz")]
     if name == "mi-ratings":
         return [str(MI / "ratings_Musical_Instruments_5.csv.gz")], meta

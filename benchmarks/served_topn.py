@@ -1,6 +1,7 @@
 """The lists musicrec serves, beside EASE, implicit's ALS and most-popular on the same leave-last-out split.
 
-    .venv/bin/python benchmarks/served_topn.py [--data mi-ratings|medium] [--out benchmarks/out/served]
+    .venv/bin/python benchmarks/served_topn.py [--data mi-ratings|medium|lastfm|cm100k] \
+        [--out benchmarks/out/served]
 
 Runs the commands a user runs, each in a fresh process with its own temporary Prefect server:
 1. `musicrec train --no-refit` on the data set: the bundle serves the models fitted on the run's training
@@ -10,12 +11,15 @@ Runs the commands a user runs, each in a fresh process with its own temporary Pr
    and validation items excluded), plus most-popular and random;
 3. in this process, on the run's own published ranking_splits: EASE and implicit ALS, each with its
    hyperparameters chosen on validation NDCG@10 (benchmarks/topn.py's grids), fitted on the train part.
+   On play counts (lastfm) ALS reads the confidence weights musicrec trains with, 1 + log(1 + plays),
+   times its alpha.
 Needs the benchmark extra (implicit==0.7.3). Prints one markdown table and writes <out>/served-<data>.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -28,12 +32,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import topn
-from rating_models import inputs
+from rating_models import EXTRA_FLAGS, LASTFM, inputs
 
 from musicrec.metrics.topn import interaction_matrix
 
@@ -70,6 +75,7 @@ def served(data: str, tmp: Path) -> tuple[dict[str, Any], dict[str, Any], Path, 
             *reviews,
             "--meta",
             *meta,
+            *EXTRA_FLAGS.get(data, []),
             "--no-refit",
             "--store",
             str(store),
@@ -105,6 +111,17 @@ def reference_split(folder: Path) -> topn.Split:
     )
 
 
+def play_weights(split: topn.Split, folder: Path) -> topn.Split:
+    """The split with X holding Last.fm's confidence weights 1 + log(1 + plays) instead of ones."""
+    plays = pd.read_csv(LASTFM / "user_artists.dat", sep="\t", dtype=str)
+    key = plays["userID"] + "\x00" + plays["artistID"]
+    weight = pd.Series(1.0 + np.log1p(plays["weight"].astype(float).to_numpy()), index=key.to_numpy())
+    train = split.train_ratings
+    w = weight.reindex((train["user_id"] + "\x00" + train["item_id"]).to_numpy()).fillna(1.0).to_numpy()
+    X = sp.csr_matrix((w.astype(np.float32), (split.train_u, split.train_i)), shape=split.shape)
+    return dataclasses.replace(split, X=X)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="mi-ratings")
@@ -114,11 +131,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         report, ranking, folder, seconds = served(args.data, Path(tmp))
         split = reference_split(folder)
+        als_split = play_weights(split, folder) if args.data == "lastfm" else split
         grids = topn.grids(split.X.nnz, quick=False)
         opts = SimpleNamespace(threads=args.threads, seed=0)
         refs = [
             topn.tune("EASE", topn.ease, grids["EASE"], split, opts)[0],
-            topn.tune("implicit ALS", topn.implicit_als, grids["implicit ALS"], split, opts)[0],
+            topn.tune("implicit ALS", topn.implicit_als, grids["implicit ALS"], als_split, opts)[0],
         ]
     champion = report["retrieval"]["champion"]
     rows = [
