@@ -229,7 +229,7 @@ def _training(
         # its step's threads share the cores with them, and have them to itself once they are done), and its
         # own export waits for it
         pending = (
-            t.refit_retrieval.submit(workdir, retrieval_row, threads)
+            t.refit_champion.submit(workdir, retrieval_row, threads)
             if params.refit and retrieval_row is not None
             else None
         )
@@ -323,7 +323,7 @@ def publish_retrieval_only(
     refit_info = None
     if params.refit:
         with clock("refit-champion"):
-            refit_info = t.refit_retrieval(workdir, retrieval_row, threads)
+            refit_info = t.refit_champion(workdir, retrieval_row, threads)
         report["refit"] = refit_info
     with clock("build-bundle"):
         meta = t.build_retrieval_bundle(workdir, retrieval_row, run, refit_info)

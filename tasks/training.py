@@ -196,32 +196,15 @@ def ranking_baselines(workdir: str) -> list[dict[str, Any]]:
         return retrieval.ranking_baselines(ws)
 
 
-@task(name="refit-champion", cache_policy=NO_CACHE)
+@task(name="refit-champion", task_run_name="refit-{row[name]}", cache_policy=NO_CACHE)
 def refit_champion(workdir: str, row: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Refit the champion on every rating of the run for its best epoch count (the model that is served)."""
-    logger = get_run_logger()
+    """Refit a champion (rating or retrieval) on every row of the run for its best epoch count: the model
+    that is served."""
     with open_workspace(workdir) as ws:
-        info = refit.refit_champion(ws, row, threads)
-    logger.info(
-        "refit %s on all %s ratings for %s epoch(s) in %.1f s",
-        row["name"],
-        f"{info['rows']:,}",
-        info["epochs"],
-        info["seconds"],
-    )
-    return info
-
-
-@task(name="refit-retrieval", cache_policy=NO_CACHE)
-def refit_retrieval(workdir: str, retrieval_row: dict[str, Any], threads: int) -> dict[str, Any]:
-    """Refit the retrieval champion on every interaction of the run for its best epoch count."""
-    from musicrec.pipeline.champion_retrieval import refit_implicit
-
-    with open_workspace(workdir) as ws:
-        info = refit_implicit(ws, retrieval_row, threads)
+        info = refit.refit(ws, row, threads)
     get_run_logger().info(
-        "refit %s on all %s interactions for %s epoch(s) in %.1f s",
-        retrieval_row["name"],
+        "refit %s on all %s rows for %s epoch(s) in %.1f s",
+        row["name"],
         f"{info['rows']:,}",
         info["epochs"],
         info["seconds"],

@@ -1,4 +1,4 @@
-"""Stage 3b: refit the chosen champion on every rating of the run (train + validation + test).
+"""Stage 3b: refit a chosen champion, of either family, on every row of the run (train + validation + test).
 
 The champion is chosen and reported on held-out rows; the model that is served has then seen every rating,
 so nightly retraining on new data actually uses it. The refit keeps the champion's hyperparameters, its
@@ -39,8 +39,19 @@ def full_data(ws: Workspace, rows: pd.DataFrame | None = None) -> TrainData:
     return prepare_data(Split(rows, empty, empty), ids, vectors, rating_range(ws), text_items(ws))
 
 
-def refit_champion(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict[str, Any]:
-    """Refit `row`'s model on all rows for its best epoch count; save it under models/refit/."""
+def refit(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+    """The one refit path: a leaderboard row's model refit on every row of the run for its best epoch count,
+    with its hyperparameters; the model that is served (its reported metrics stay the held-out fit's). A
+    retrieval champion (its row's kind) is refit on every interaction of the leave-last-out."""
+    if row.get("kind") == "retrieval":
+        from musicrec.pipeline.champion_retrieval import refit_implicit
+
+        return refit_implicit(ws, row, threads)
+    return refit_rating(ws, row, threads)
+
+
+def refit_rating(ws: Workspace, row: dict[str, Any], threads: int = 1) -> dict[str, Any]:
+    """Refit the rating model `row` on all ratings for its best epoch count; save it under models/refit/."""
     name, held_out, rows = row["name"], load_train_data(ws), all_rows(ws)
     data = full_data(ws, rows)
     data.derived["bias_regs"] = bias_regs(held_out)  # chosen on validation by the held-out fit
