@@ -60,8 +60,8 @@ def startup_timeout_message() -> str:
     within = f"{seconds} s" if seconds else "the time set in the Prefect profile"
     return (
         f"error: Prefect's temporary server did not start within {within} ({STARTUP_TIMEOUT})\n"
-        f"  what to do: run the command again (the first start creates Prefect's database and is the slowest); "
-        f"raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
+        f"  what to do: run the command again (the first start creates Prefect's database and is the "
+        f"slowest); raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
         f"export PREFECT_API_URL=http://127.0.0.1:4200/api"
     )
 

@@ -117,8 +117,8 @@ def _no_scale(values: np.ndarray) -> UnknownRatingScale:
         )
     known = ", ".join(s.name for s in KNOWN_SCALES)
     return UnknownRatingScale(
-        f"the ratings fit none of the known rating scales: {len(outside):,} of {len(values):,} ratings lie off "
-        f"the closest, {closest.name} (e.g. {examples}){also}. Ratings span {values.min():g} to "
+        f"the ratings fit none of the known rating scales: {len(outside):,} of {len(values):,} ratings "
+        f"lie off the closest, {closest.name} (e.g. {examples}){also}. Ratings span {values.min():g} to "
         f"{values.max():g}; known scales: {known}",
         hint=f"fix or drop those rows, or name your scale with {RANGE_FLAG} (rating_range= in ingest)",
     )

@@ -192,7 +192,9 @@ def export_retrieval(
         "hyperparameters": row.get("hyperparameters", {}),
         "best_epoch": row.get("best_epoch"),
         "fitted_on": refit or {"splits": ["train"], "rows": len(data.train[0]), "epochs": None},
-        "metrics_from": "the held-out fit (leave-last-out train); the exported model is described by fitted_on",
+        "metrics_from": (
+            "the held-out fit (leave-last-out train); the exported model is described by fitted_on"
+        ),
         "score_rule": "inner product of the user tower's vector and the item row (item bias included)",
     }
 
