@@ -1,7 +1,8 @@
 """Checks of everything the CLI can check before Prefect starts (about 3 s of import plus ~13 s of server).
 
 Each check returns the parsed value or raises one MusicrecError naming what is wrong and what to do; the
-Prefect environment defaults (start-up timeout, no telemetry) are set here too. Nothing imports Prefect or torch.
+Prefect environment defaults (start-up timeout, no telemetry) are set here too. Nothing imports Prefect or
+torch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ COLUMNS_EXAMPLE = (
 
 
 def prefect_defaults() -> None:
-    """Put PREFECT_DEFAULTS into the environment where neither it nor the active Prefect profile has a value."""
+    """Put PREFECT_DEFAULTS into the environment where
+    neither it nor the active Prefect profile has a value."""
     profile = _profile_settings()
     for name, value in PREFECT_DEFAULTS.items():
         if name not in profile:
