@@ -60,8 +60,8 @@ class RunInputs(BaseModel):
     feedback: Literal["auto", "implicit", "explicit"] = Field(
         "auto",
         description="explicit ratings (rating and retrieval models) or implicit counts (plays, clicks, "
-        "pairs: retrieval models only); auto = implicit when the value column is named like a count, there is "
-        "none, or the values fit no rating scale",
+        "pairs: retrieval models only); auto = implicit when the value column is named like a count, "
+        "there is none, or the values fit no rating scale",
     )
     tags: str = Field(
         "",

@@ -1,4 +1,5 @@
-"""The `training` flow: validate -> split -> Word2Vec beside the models in parallel -> champion -> ONNX -> publish."""
+"""The `training` flow: validate -> split -> Word2Vec beside
+the models in parallel -> champion -> ONNX -> publish."""
 
 from __future__ import annotations
 
@@ -137,7 +138,8 @@ def _run_name() -> str:
 
 @flow(name="training", flow_run_name=_run_name)
 def training(params: TrainingParams) -> dict[str, Any]:
-    """Train all models on fresh data and publish the champion if it is at least as good as the current one."""
+    """Train all models on fresh data and publish the
+    champion if it is at least as good as the current one."""
     workdir, run_id, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
     try:
         return _training(params, workdir, run_id, store_uri, threads)
@@ -307,8 +309,8 @@ def publish_retrieval_only(
     report: dict[str, Any],
     clock: StageClock,
 ) -> None:
-    """An implicit run's bundle: the retrieval champion alone (refit on every interaction), scored as relevance;
-    promotion compares retrieval champions. Fills report's champion, refit and promotion."""
+    """An implicit run's bundle: the retrieval champion alone (refit on every interaction), scored as
+    relevance; promotion compares retrieval champions. Fills report's champion, refit and promotion."""
     if retrieval_row is None:
         reason = "no retrieval model beat most-popular on validation NDCG@10: nothing is published"
         get_run_logger().warning(reason)

@@ -173,8 +173,8 @@ def _sample_data(args: argparse.Namespace) -> int:
         args.out_dir, scale=args.scale, seed=args.seed, progress=lambda m: print(m, flush=True)
     )
     print(
-        f"wrote {args.out_dir}: {card['ratings']:,} ratings, {card['users']:,} users, {card['items']:,} items; "
-        f"noise_rmse {card['noise_rmse']:.4f}"
+        f"wrote {args.out_dir}: {card['ratings']:,} ratings, {card['users']:,} users, "
+        f"{card['items']:,} items; noise_rmse {card['noise_rmse']:.4f}"
     )
     return 0
 
@@ -293,7 +293,8 @@ def _train(args: argparse.Namespace) -> int:
     if card.get("noise_rmse") is not None and champion.get("name"):
         best = next(m["test_rmse"] for m in report["models"] if m["name"] == champion["name"])
         print(
-            f"noise floor (card.json noise_rmse): {card['noise_rmse']:.4f}; champion gap {best - card['noise_rmse']:.4f}"
+            f"noise floor (card.json noise_rmse): {card['noise_rmse']:.4f}; "
+            f"champion gap {best - card['noise_rmse']:.4f}"
         )
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
@@ -343,7 +344,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         {"run_id": args.run, "store_uri": store.uri, "version": args.version},
     )
     print(
-        f"{result['version']} ({_champion_note(result)}) on {result['test_users']:,} test users of run {args.run}\n"
+        f"{result['version']} ({_champion_note(result)}) on {result['test_users']:,} test users "
+        f"of run {args.run}\n"
     )
     print(format_table(result) + f"\n\nranking: {result['uri']}")
     if result.get("note") and result.get("bundle_run_id") == args.run:

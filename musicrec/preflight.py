@@ -1,7 +1,8 @@
 """Checks of everything the CLI can check before Prefect starts (about 3 s of import plus ~13 s of server).
 
 Each check returns the parsed value or raises one MusicrecError naming what is wrong and what to do; the
-Prefect environment defaults (start-up timeout, no telemetry) are set here too. Nothing imports Prefect or torch.
+Prefect environment defaults (start-up timeout, no telemetry) are set here too. Nothing imports Prefect or
+torch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ COLUMNS_EXAMPLE = (
 
 
 def prefect_defaults() -> None:
-    """Put PREFECT_DEFAULTS into the environment where neither it nor the active Prefect profile has a value."""
+    """Put PREFECT_DEFAULTS into the environment where
+    neither it nor the active Prefect profile has a value."""
     profile = _profile_settings()
     for name, value in PREFECT_DEFAULTS.items():
         if name not in profile:
@@ -60,8 +62,8 @@ def startup_timeout_message() -> str:
     within = f"{seconds} s" if seconds else "the time set in the Prefect profile"
     return (
         f"error: Prefect's temporary server did not start within {within} ({STARTUP_TIMEOUT})\n"
-        f"  what to do: run the command again (the first start creates Prefect's database and is the slowest); "
-        f"raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
+        f"  what to do: run the command again (the first start creates Prefect's database and is the "
+        f"slowest); raise {STARTUP_TIMEOUT} (e.g. 300); or start a server once (make server) and "
         f"export PREFECT_API_URL=http://127.0.0.1:4200/api"
     )
 

@@ -79,7 +79,10 @@ def promotion_summary(report: dict[str, Any]) -> str:
     verdict = "promoted to champion" if decision["promoted"] else "published, not promoted"
     line = f"{champion['name']} ({champion['version']}): {verdict}: {decision.get('reason', '')}"
     if champion.get("kind") == "retrieval":
-        line += "\n  a retrieval-only bundle (implicit feedback): score --pairs returns relevance_score, not ratings"
+        line += (
+            "\n  a retrieval-only bundle (implicit feedback): score --pairs returns relevance_score, "
+            "not ratings"
+        )
     elif decision.get("incumbent_version"):
         rows = f" on {decision['compared_rows']:,} rows" if decision.get("compared_rows") else ""
         line += (
@@ -155,7 +158,8 @@ def format_champion(info: dict[str, Any]) -> str:
     metrics = m.get("metrics", {})
     lines = [
         f"champion: {p['version']} ({m.get('model', 'bundle metadata missing')})",
-        f"  run: {m.get('run_id', '-')}, created {m.get('created_at', '-')}, promoted {p.get('updated_at', '-')}",
+        f"  run: {m.get('run_id', '-')}, created {m.get('created_at', '-')}, "
+        f"promoted {p.get('updated_at', '-')}",
     ]
     if m.get("kind") == "retrieval":
         lines += [

@@ -80,9 +80,9 @@ class Word2VecConfig:
     seed: int = 0
     max_reviews_per_item: int = 10
     max_tokens_per_doc: int = 200
-    # Cap on epochs x corpus words: a large corpus trains fewer epochs (the seed's size, 13.2M words: 2 epochs,
-    # each word of its vocabulary seen thousands of times an epoch; gensim's 5 took 29 s on the one worker that
-    # keeps it deterministic). 0 = always `epochs`.
+    # Cap on epochs x corpus words: a large corpus trains fewer epochs (the seed's size, 13.2M words: 2
+    # epochs, each word of its vocabulary seen thousands of times an epoch; gensim's 5 took 29 s on the one
+    # worker that keeps it deterministic). 0 = always `epochs`.
     max_epoch_words: int = 30_000_000
     # Item vectors average metadata words only. Reviews train the word vectors, but a training row's own
     # review inside its item's vector lets a model read the rating off the words: it memorised the
@@ -172,7 +172,8 @@ def _stable_hash(s: str) -> int:
 
 
 def word2vec_epochs(cfg: Word2VecConfig, words: int) -> int:
-    """Epochs over a corpus of `words` tokens: cfg.epochs, fewer where max_epoch_words says so (at least 1)."""
+    """Epochs over a corpus of `words` tokens: cfg.epochs,
+    fewer where max_epoch_words says so (at least 1)."""
     if cfg.max_epoch_words <= 0:
         return cfg.epochs
     return max(1, min(cfg.epochs, cfg.max_epoch_words // max(1, words)))
@@ -200,7 +201,8 @@ def train_word2vec(docs: pd.Series, cfg: Word2VecConfig, epochs: int | None = No
 
 
 def item_vectors(docs: pd.Series, wv, item_ids: list[str], cfg: Word2VecConfig) -> np.ndarray:
-    """SIF-weighted mean word vector per item, scaled to unit length (rows follow item_ids); items without known words get zeros."""
+    """SIF-weighted mean word vector per item, scaled to unit length
+    (rows follow item_ids); items without known words get zeros."""
     vocab = wv.key_to_index
     counts = np.asarray([wv.get_vecattr(k, "count") for k in wv.index_to_key], dtype=np.float64)
     weights = cfg.sif_a / (cfg.sif_a + counts / max(counts.sum(), 1.0))

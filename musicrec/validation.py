@@ -56,7 +56,8 @@ class ValidationReport:
     seconds: float = 0.0
 
     def raise_if_failed(self, source: str = "") -> None:
-        """ValidationFailed listing each broken expectation (and the input it came from), unless all passed."""
+        """ValidationFailed listing each broken expectation
+        (and the input it came from), unless all passed."""
         if not self.success:
             raise ValidationFailed(self.suite, self.failures(), source=source)
 
@@ -105,7 +106,8 @@ class ValidationReport:
 
 
 def failure_markdown(suites: dict[str, dict[str, Any]], message: str) -> str:
-    """The artifact for a failed validation: the error, then each suite's table (validation.json's content)."""
+    """The artifact for a failed validation: the error,
+    then each suite's table (validation.json's content)."""
     tables = [ValidationReport(**report).to_markdown() for report in suites.values()]
     return "\n".join(["# Validation failed", "", "```", message, "```", "", *tables])
 
@@ -176,8 +178,9 @@ def check(
 
 
 def import_gx_in_background() -> threading.Thread:
-    """Start importing great_expectations (about 3 s of Python) on a daemon thread, for a caller that has other
-    work first (ingest reads the files meanwhile); the later import waits for it, or raises its error."""
+    """Start importing great_expectations (about 3 s of Python) on a daemon thread, for a caller that has
+    other work first (ingest reads the files meanwhile); the later import waits for it, or raises its
+    error."""
     thread = threading.Thread(
         target=importlib.import_module, args=("great_expectations",), daemon=True, name="musicrec-import-gx"
     )
@@ -188,7 +191,8 @@ def import_gx_in_background() -> threading.Thread:
 def _run_gx(
     df: pd.DataFrame, suite_dict: dict[str, Any], parameters: dict[str, Any]
 ) -> tuple[Any, list[str]]:
-    """Validate df with a fresh ephemeral GX context; return the GX result and the expectation ids in suite order."""
+    """Validate df with a fresh ephemeral GX context; return
+    the GX result and the expectation ids in suite order."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -211,14 +215,16 @@ def _run_gx(
 
 
 def _build_suite(gx: Any, suite_dict: dict[str, Any]) -> Any:
-    """gx.ExpectationSuite from the JSON dict; refuses a suite in which GX dropped or rejected an expectation."""
+    """gx.ExpectationSuite from the JSON dict; refuses a
+    suite in which GX dropped or rejected an expectation."""
     path = expectations_dir() / f"{suite_dict['name']}.json"
     try:
         suite = gx.ExpectationSuite(**suite_dict)
     except Exception as exc:  # GX raises several types for a malformed suite; all mean "fix the file"
         raise MusicrecError(f"invalid expectation suite {path}: {exc}", hint="fix the JSON file") from exc
     if len(suite.expectations) != len(suite_dict.get("expectations") or []):
-        # GX only logs an unknown expectation type and leaves it out: a typo must not silently weaken the suite.
+        # GX only logs an unknown expectation type and leaves
+        # it out: a typo must not silently weaken the suite.
         raise MusicrecError(
             f"invalid expectation suite {path}: some expectations were not recognised",
             hint="check the expectation type names in the JSON file",

@@ -245,7 +245,8 @@ def bundle_retrieval(
 def build_retrieval_bundle(
     workdir: str, retrieval_row: dict[str, Any], run: dict[str, Any], refit_info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """An implicit run's bundle: the retrieval champion as model.onnx (relevance scores) and its user tower."""
+    """An implicit run's bundle: the retrieval champion as
+    model.onnx (relevance scores) and its user tower."""
     from musicrec.pipeline.champion_retrieval import model_folders
     from musicrec.pipeline.retrieval_bundle import build_retrieval_bundle as build
 

@@ -49,8 +49,8 @@ def test_bad_model_name_is_one_clear_message(capsys):
     assert "unknown model(s) ['svd']" in err and "Traceback" not in err
 
 
-# A mistake costs well under 5 s and never starts Prefect: musicrec.cli.main in a fresh interpreter, which then
-# reports whether Prefect was imported at all.
+# A mistake costs well under 5 s and never starts Prefect: musicrec.cli.main in a fresh interpreter, which
+# then reports whether Prefect was imported at all.
 _PROBE = (
     "import sys; from musicrec.cli import main; rc = main(sys.argv[1:]); "
     "print('prefect imported' if 'prefect' in sys.modules else 'no prefect'); sys.exit(rc)"

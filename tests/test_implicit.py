@@ -1,4 +1,5 @@
-"""Implicit models: losses against hand-computed values, negative sampling, configs, and learning at defaults."""
+"""Implicit models: losses against hand-computed values,
+negative sampling, configs, and learning at defaults."""
 
 from __future__ import annotations
 
@@ -357,8 +358,8 @@ def test_the_untrained_start_is_validated_as_one_global_order_with_the_same_numb
 
 
 def test_fits_side_by_side_train_with_one_blas_thread_from_a_fresh_process_until_the_last_ends() -> None:
-    """The fused step's np.dot runs on scipy's OpenBLAS, which numba loads only at the kernel's first call: the
-    limit must hold for that library in a process that has not loaded it yet, and a fit that ends must not
+    """The fused step's np.dot runs on scipy's OpenBLAS, which numba loads only at the kernel's first call:
+    the limit must hold for that library in a process that has not loaded it yet, and a fit that ends must not
     lift it under fits still running in other threads."""
     script = """
 import threading

@@ -1,4 +1,5 @@
-"""The pre-flight checks as pure functions: each mistake raises one MusicrecError naming it; good input parses."""
+"""The pre-flight checks as pure functions: each mistake
+raises one MusicrecError naming it; good input parses."""
 
 from __future__ import annotations
 
@@ -139,7 +140,8 @@ def test_settings_errors_name_the_variable(monkeypatch):
 
 
 def test_only_transient_errors_are_retried():
-    """tasks.retries: a verdict (bad URI, missing key, bad data, failed validation, bad config) fails at once."""
+    """tasks.retries: a verdict (bad URI, missing key, bad
+    data, failed validation, bad config) fails at once."""
     from botocore.exceptions import ClientError, EndpointConnectionError
     from prefect.states import Failed
 

@@ -1,4 +1,5 @@
-"""Readers: every real Amazon format (plain and gzipped) into the canonical tables, and each bad-input policy."""
+"""Readers: every real Amazon format (plain and gzipped)
+into the canonical tables, and each bad-input policy."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def jsonl(records: list[dict]) -> list[str]:
     return [json.dumps(r) for r in records]
 
 
-# --- formats ----------------------------------------------------------------------------------------------------
+# --- formats ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -297,7 +298,7 @@ def test_columns_apply_to_tables_only(tmp_path: Path) -> None:
     )
 
 
-# --- bad input -------------------------------------------------------------------------------------------------
+# --- bad input ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("content", [b"", gzip.compress(b""), b"\n  \n"])
@@ -400,7 +401,8 @@ def test_missing_required_column_lists_found_and_needed(tmp_path: Path) -> None:
 
 
 def test_damaged_bytes_in_a_utf8_file_are_replaced_and_noted(tmp_path: Path) -> None:
-    # the file holds real UTF-8 text ("café" as UTF-8 bytes), so it is UTF-8 with a few damaged bytes, not Latin-1
+    # the file holds real UTF-8 text ("café" as UTF-8 bytes),
+    # so it is UTF-8 with a few damaged bytes, not Latin-1
     good = json.dumps({**R2014, "reviewText": "caf\u00e9"}, ensure_ascii=False).encode()
     bad = good.replace("caf\u00e9".encode(), b"caf\xe9 \xff")
     df, stats = read_ratings(write(tmp_path / "r.json", [good, bad]))
@@ -518,7 +520,7 @@ def test_wrong_kind_of_file_and_missing_file(tmp_path: Path) -> None:
     assert "nope.json" in str(err.value)
 
 
-# --- load_dataset ----------------------------------------------------------------------------------------------
+# --- load_dataset -------------------------------------------------------------------------------------------
 
 
 def test_load_dataset_keeps_latest_review_and_counts_drops(tmp_path: Path) -> None:

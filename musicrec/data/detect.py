@@ -41,9 +41,9 @@ def detect_format(
 ) -> str:
     """Name the format of a file from its content, never its name: one of SUPPORTED, else DataError.
 
-    With columns (an explicit mapping, see tables.mapped_columns) a CSV's first line is its header and a CSV or
-    Parquet file is a ratings table ("generic-csv"/"generic-parquet"): the reader checks the names. delimiter
-    forces one (musicrec.data.delimited; detected otherwise)."""
+    With columns (an explicit mapping, see tables.mapped_columns) a CSV's first line is its header and a CSV
+    or Parquet file is a ratings table ("generic-csv"/"generic-parquet"): the reader checks the names.
+    delimiter forces one (musicrec.data.delimited; detected otherwise)."""
     with open_binary(path) as stream:
         try:
             magic = stream.read(8)
@@ -94,7 +94,8 @@ def _json_kind(rec: dict) -> str | None:
 
 
 def _records_kind(path: str | Path, lines: list[tuple[int, bytes]]) -> str:
-    """The first recognised record decides, except that any Python-literal-only metadata line means meta-2014."""
+    """The first recognised record decides, except that any
+    Python-literal-only metadata line means meta-2014."""
     kinds: list[str] = []
     errors: list[tuple[int, str]] = []
     for lineno, line in lines:

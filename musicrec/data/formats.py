@@ -1,4 +1,5 @@
-"""Bytes to records: gzip detected from content (never the name), lines parsed in blocks. Formats: detect.py."""
+"""Bytes to records: gzip detected from content (never
+the name), lines parsed in blocks. Formats: detect.py."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def first_nonblank_lines(
 
 
 def sniff_encoding(path: str | Path) -> str:
-    """How to decode a file: "utf-8", unless it has bytes that are not UTF-8 and no non-ASCII UTF-8 text at all.
+    """How to decode a file: "utf-8", unless it has bytes
+    that are not UTF-8 and no non-ASCII UTF-8 text at all.
 
     Such a file is in a one-byte encoding: "cp1252" (Windows' superset of Latin-1, what "Latin-1" exports
     usually are), or "latin-1" when it holds bytes cp1252 leaves undefined. A UTF-8 file with a few damaged
@@ -105,7 +107,8 @@ def iter_line_blocks(
 
 
 def _read_block(path: str | Path, stream: BinaryIO, lineno: int) -> bytes:
-    """Read ~BLOCK_BYTES in small steps, so a gzip stream that ends early is reported at the line it reached."""
+    """Read ~BLOCK_BYTES in small steps, so a gzip stream
+    that ends early is reported at the line it reached."""
     parts: list[bytes] = []
     size = 0
     while size < BLOCK_BYTES:

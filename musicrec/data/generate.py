@@ -73,7 +73,8 @@ def generate_sample(
 
 
 def make_card(scale: str, seed: int, truth: Reviews, dups: Reviews, meta: dict[str, int], out: Path) -> dict:
-    """What was generated, with the noise floor; counts are recounted from the rows, not copied from SCALES."""
+    """What was generated, with the noise floor; counts are
+    recounted from the rows, not copied from SCALES."""
     stars = np.concatenate([truth.rating, dups.rating]).astype(np.int64)
     dist = np.bincount(stars, minlength=6)[1:]
     noise = float(np.sqrt(np.mean((truth.rating - expected_rating(truth.score)) ** 2)))
@@ -138,7 +139,8 @@ def write_reviews(
 
 
 def write_meta(path: Path, world: World, truth: Reviews, asins: np.ndarray, seed: int) -> dict[str, int]:
-    """meta.json.gz: 2018-format item lines sorted by asin; some rated items have none, cold items have one."""
+    """meta.json.gz: 2018-format item lines sorted by asin;
+    some rated items have none, cold items have one."""
     rng = np.random.default_rng([seed, 3])
     n_items, n_rated = len(world.item_genre), int(truth.item.max()) + 1
     has_meta = np.concatenate([rng.random(n_rated) >= NO_META_SHARE, np.ones(n_items - n_rated, dtype=bool)])

@@ -14,7 +14,8 @@ UNKNOWN = 0
 
 def contained(values: pd.Series, pool: pd.Series) -> np.ndarray:
     """values.isin(pool) for string ids, as one Arrow hash-set lookup: pandas' isin on Arrow strings builds a
-    Python scalar per pool value (1.9 s a call on the seed's 840K users). Missing values are never contained."""
+    Python scalar per pool value (1.9 s a call on the seed's 840K users). Missing values are never
+    contained."""
     arr = pa.Array.from_pandas(values)
     if pa.types.is_null(arr.type):  # empty, or only missing values: nothing to look up
         return np.zeros(len(values), bool)

@@ -52,7 +52,8 @@ Reader = Callable[..., pd.DataFrame]  # (path, stats[, columns=]) -> canonical t
 
 @dataclass
 class Dataset:
-    """Canonical ratings (latest review per user-item), canonical items, and what each reader kept or dropped."""
+    """Canonical ratings (latest review per user-item),
+    canonical items, and what each reader kept or dropped."""
 
     ratings: pd.DataFrame
     items: pd.DataFrame
@@ -81,7 +82,8 @@ class Dataset:
 def read_ratings(
     path: str | Path, columns: Columns | None = None, delimiter: str | None = None
 ) -> tuple[pd.DataFrame, ReadStats]:
-    """Read one reviews/ratings file of any supported format as the canonical ratings table (not de-duplicated).
+    """Read one reviews/ratings file of any supported format
+    as the canonical ratings table (not de-duplicated).
 
     columns maps user, item, rating[, timestamp] to a CSV/Parquet file's own column names, or to 1-based
     positions ("1", "2", ...); delimiter forces one for delimited text (detected otherwise)."""
@@ -206,7 +208,7 @@ def _note_unmatched(items: pd.DataFrame, stats: ReadStats, rated: pd.Series) -> 
         )
 
 
-# --- JSON-lines reviews and metadata -------------------------------------------------------------------------
+# --- JSON-lines reviews and metadata ------------------------------------------------------------------------
 
 
 REVIEWS_2014 = pa.schema(
@@ -357,7 +359,7 @@ def _fill_ids(df: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     return df.assign(**{c: df[c].where(df[c].notna(), "") for c in columns})
 
 
-# --- CSV and Parquet tables (parsing in tables.py) --------------------------------------------------------------
+# --- CSV and Parquet tables (parsing in tables.py) ----------------------------------------------------------
 
 
 def _read_ratings_csv(path: str | Path, stats: ReadStats, *, layout: Layout | None = None) -> pd.DataFrame:

@@ -1,10 +1,10 @@
-"""Rating scales: which stars a dataset uses, recognised from its ratings or given by the user (--rating-range).
+"""Rating scales: which stars a dataset uses, recognised
+from its ratings or given by the user (--rating-range).
 
 A known scale is recognised when every rating lies on it (inside its range, on its step) and the data uses
-what sets it apart from the scales before it in KNOWN_SCALES: at least OWN_SHARE[name] of the ratings are values
-only it allows (5 for 1-5, 6-10 for 1-10, halves for 1-5 in half stars, 0.5 for 0.5-5). So a 1-5 file with
-two stray 6s is
-not taken for a 1-10 file: it fits no scale, and the error names those rows.
+what sets it apart from the scales before it in KNOWN_SCALES: at least OWN_SHARE[name] of the ratings are
+values only it allows (5 for 1-5, 6-10 for 1-10, halves for 1-5 in half stars, 0.5 for 0.5-5). So a 1-5 file
+with two stray 6s is not taken for a 1-10 file: it fits no scale, and the error names those rows.
 """
 
 from __future__ import annotations
@@ -117,8 +117,8 @@ def _no_scale(values: np.ndarray) -> UnknownRatingScale:
         )
     known = ", ".join(s.name for s in KNOWN_SCALES)
     return UnknownRatingScale(
-        f"the ratings fit none of the known rating scales: {len(outside):,} of {len(values):,} ratings lie off "
-        f"the closest, {closest.name} (e.g. {examples}){also}. Ratings span {values.min():g} to "
+        f"the ratings fit none of the known rating scales: {len(outside):,} of {len(values):,} ratings "
+        f"lie off the closest, {closest.name} (e.g. {examples}){also}. Ratings span {values.min():g} to "
         f"{values.max():g}; known scales: {known}",
         hint=f"fix or drop those rows, or name your scale with {RANGE_FLAG} (rating_range= in ingest)",
     )

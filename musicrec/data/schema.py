@@ -135,7 +135,8 @@ def canonical_items(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def drop_duplicate_ratings(ratings: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep the latest review per (user, item) (ties: the last in file order); return it and the count dropped."""
+    """Keep the latest review per (user, item) (ties: the
+    last in file order); return it and the count dropped."""
     # the (user, item) pair as one integer (the string pairs hashed 2x slower); the keys sorted, not the text
     user = pd.factorize(ratings["user_id"], use_na_sentinel=False)[0].astype(np.int64)
     item = pd.factorize(ratings["item_id"], use_na_sentinel=False)[0].astype(np.int64)

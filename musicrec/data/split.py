@@ -74,7 +74,8 @@ def split_summary(split: Split, seed: int, method: str) -> dict[str, object]:
 
 
 def write_splits(split: Split, out_dir: str | Path) -> dict[str, Path]:
-    """Write each part to <out_dir>/<name>.parquet (columns user_id, item_id, rating, timestamp, review_text)."""
+    """Write each part to <out_dir>/<name>.parquet (columns
+    user_id, item_id, rating, timestamp, review_text)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}

@@ -1,4 +1,5 @@
-"""Generic CSV and Parquet tables: pandas' C parser under the bad-line policy, header checks, id lists, times."""
+"""Generic CSV and Parquet tables: pandas' C parser under
+the bad-line policy, header checks, id lists, times."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def read_csv_table(
     layout: Layout | None = None,
     positions: bool = False,
 ) -> pd.DataFrame:
-    """pandas' C parser: no field-size limit, bad UTF-8 replaced, rows with extra fields dropped under the policy.
+    """pandas' C parser: no field-size limit, bad UTF-8
+    replaced, rows with extra fields dropped under the policy.
 
     layout (musicrec.data.delimited): the delimiter and header; positions: columns named "1", "2", ... (a
     header line, if any, skipped). pandas silently truncates rows when the first data row is the long one, so
@@ -84,7 +86,8 @@ def tallied(
 
 
 def parse_csv(path: str | Path, options: dict[str, object]) -> tuple[pd.DataFrame, list[str]]:
-    """All columns as str; returns the frame and pandas' ParserWarning messages (its only report of bad rows)."""
+    """All columns as str; returns the frame and pandas'
+    ParserWarning messages (its only report of bad rows)."""
     with _CSV_LOCK, open_binary(path) as stream, warnings.catch_warnings(record=True) as caught:
         # the lock keeps concurrent reads' warnings apart (catch_warnings is process-wide)
         warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -144,7 +147,8 @@ def named_columns(
     stats: ReadStats | None = None,
 ) -> pd.DataFrame:
     """The needed and optional columns under their canonical names, nothing else: those columns= maps first,
-    then header names matched case-insensitively with their aliases. A needed column not found lists what was."""
+    then header names matched case-insensitively with their aliases. A needed column not found lists what
+    was."""
     found = [str(c) for c in df.columns]
     chosen = mapped_columns(path, found, columns)
     for canon in (c for c in needed + optional if c not in chosen):

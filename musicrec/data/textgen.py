@@ -1,4 +1,5 @@
-"""Strings and files for the sample generator: Amazon-looking ids, dates, names, titles, review text, JSON lines.
+"""Strings and files for the sample generator: Amazon-looking
+ids, dates, names, titles, review text, JSON lines.
 
 Genres own their vocabulary and the rating owns the sentiment words, so text carries real signal.
 """
@@ -263,7 +264,8 @@ def reviewer_names(rng: np.random.Generator, n: int) -> list[str]:
 
 
 def item_moods(q: np.ndarray) -> np.ndarray:
-    """The two strongest latent dimensions of each item as mood word indices (dim k: 2k if q > 0, else 2k+1)."""
+    """The two strongest latent dimensions of each item as
+    mood word indices (dim k: 2k if q > 0, else 2k+1)."""
     top = np.argsort(-np.abs(q), axis=1, kind="stable")[:, :2]
     negative = np.take_along_axis(q, top, axis=1) < 0
     return (2 * top + negative).astype(np.int64)
@@ -430,7 +432,8 @@ def json_lines(cols: dict[str, list], keys: list[str]) -> bytes:
 
 
 def write_gz(path: Path, chunks: Iterator[bytes]) -> None:
-    """Gzip chunks to path while the next one is built; mtime 0 and no name inside, so reruns are identical."""
+    """Gzip chunks to path while the next one is built;
+    mtime 0 and no name inside, so reruns are identical."""
     atomic_write(path, lambda raw: _gzip_chunks(raw, chunks))  # readers never see a half-written file
 
 

@@ -28,8 +28,8 @@ SCALES = {  # the same ratings per user and per item as the real 2018 release ("
     "small": Scale(10_610, 5_770, 20_000),
     "medium": Scale(106_102, 57_698, 200_000),
     "seed": Scale(840_372, 456_992, 1_584_082),
-    # Past the seed, for cost curves (benchmarks/scale.py): the seed's counts times 2 and 4, so ratings per user
-    # and per item (and every share below) stay those of the real release.
+    # Past the seed, for cost curves (benchmarks/scale.py): the seed's counts times 2 and 4, so ratings per
+    # user and per item (and every share below) stay those of the real release.
     "seed2x": Scale(2 * 840_372, 2 * 456_992, 2 * 1_584_082),
     "seed4x": Scale(4 * 840_372, 4 * 456_992, 4 * 1_584_082),
 }
@@ -244,7 +244,8 @@ def draw_ratings(rng: np.random.Generator, world: World) -> Reviews:
 
 
 def draw_duplicates(rng: np.random.Generator, truth: Reviews, n: int) -> Reviews:
-    """Older second reviews of existing pairs (own noise draw), so loaders that keep the latest get the truth."""
+    """Older second reviews of existing pairs (own noise
+    draw), so loaders that keep the latest get the truth."""
     eligible = np.flatnonzero(truth.day > FIRST_DAY)
     pick = np.sort(rng.choice(eligible, size=n, replace=False))
     back = 1 + rng.exponential(200.0, size=n).astype(np.int32)

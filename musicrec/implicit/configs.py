@@ -1,4 +1,5 @@
-"""Typed hyperparameters of the implicit models (pydantic, no torch import, so overrides are checked early)."""
+"""Typed hyperparameters of the implicit models (pydantic,
+no torch import, so overrides are checked early)."""
 
 from __future__ import annotations
 
@@ -128,9 +129,10 @@ def max_epochs(cfg: ImplicitConfig, n_rows: int) -> int:
 
 
 def patience_for(cfg: ImplicitConfig, n_rows: int) -> int:
-    """Epochs without a better validation NDCG@10 before a fit on n_rows interactions stops: cfg.patience, fewer
-    on large data (at the seed's size hinge's best epoch by validation moved from 5 to 20 with patience 8, over
-    a 1,094-user validation sample, for 270 s more and a lower test NDCG@10: 0.0106 against 0.0113)."""
+    """Epochs without a better validation NDCG@10 before a fit on n_rows interactions stops: cfg.patience,
+    fewer on large data (at the seed's size hinge's best epoch by validation moved from 5 to 20 with patience
+    8, over a 1,094-user validation sample, for 270 s more and a lower test NDCG@10: 0.0106 against
+    0.0113)."""
     if cfg.max_patience_rows <= 0 or n_rows <= 0:
         return cfg.patience
     return max(2, min(cfg.patience, cfg.max_patience_rows // n_rows))

@@ -14,16 +14,16 @@ Per batch, from the parameters as they were before it:
    projection takes an element-wise AdaGrad step on its loss gradient.
 The slot arrays are scratch maps of row id -> batch position, -1 between calls (the kernels reset them).
 
-A step is a sequence of nogil kernels that Trainer.fused_step calls in order, the ones taking (t, threads) once
-per thread (on a small thread pool as musicrec.rating.fused does; no numba prange, which the flow's side-by-side fits
-could not share): batch_histories (no parameter read), sum_histories (a share of the distinct users; on one
-thread while the pool draws the next batch's negatives), per thread queries_and_negatives (a share of the
-rows: queries, z, the hardest negatives) and row_gradients (a share of the rows: each row's loss and its
-query's gradient, item rows read in place), gradient_slots (the distinct rows), per thread row_sums (every
-row read in row order, each thread adding only to its share of the distinct items, users and context rows)
-and apply_updates (the history occurrences' sums and the AdaGrad steps of its share). Every value is computed
-as on one thread, in the same order, so any thread count gives the same model (hinge at the seed's shape:
-about 1.6 s an epoch on 2 threads, 2.4 s on one).
+A step is a sequence of nogil kernels that Trainer.fused_step calls in order, the ones taking (t, threads)
+once per thread (on a small thread pool as musicrec.rating.fused does; no numba prange, which the flow's
+side-by-side fits could not share): batch_histories (no parameter read), sum_histories (a share of the
+distinct users; on one thread while the pool draws the next batch's negatives), per thread
+queries_and_negatives (a share of the rows: queries, z, the hardest negatives) and row_gradients (a share of
+the rows: each row's loss and its query's gradient, item rows read in place), gradient_slots (the distinct
+rows), per thread row_sums (every row read in row order, each thread adding only to its share of the distinct
+items, users and context rows) and apply_updates (the history occurrences' sums and the AdaGrad steps of its
+share). Every value is computed as on one thread, in the same order, so any thread count gives the same model
+(hinge at the seed's shape: about 1.6 s an epoch on 2 threads, 2.4 s on one).
 """
 
 from __future__ import annotations
@@ -275,11 +275,11 @@ def row_buffers(b, f, dt, mm):
 def row_gradients(
     t, threads, item, bias, text, proj, pos, used, query, norm, z, loss_kind, margin, weight, per_row
 ):
-    """Step 3 for thread t's share of the rows: each row's loss, its d loss / d score, and its query's gradient
-    (through the item rows, then through the projected text: t_grad proj^T, BLAS), scaled by the history's
-    norm (the gradient of the user's history sum). weight: each row's share of the loss (its confidence), or
-    empty for 1 everywhere (then no product is taken). Item rows are read from the tables, which no kernel
-    changes before apply_updates."""
+    """Step 3 for thread t's share of the rows: each row's loss, its d loss / d score, and its query's
+    gradient (through the item rows, then through the projected text: t_grad proj^T, BLAS), scaled by the
+    history's norm (the gradient of the user's history sum). weight: each row's share of the loss (its
+    confidence), or empty for 1 everywhere (then no product is taken). Item rows are read from the tables,
+    which no kernel changes before apply_updates."""
     d_pos_all, d_neg_all, row_loss, g_query, t_grad = per_row
     b, f, mm = len(query), item.shape[1], used.shape[1]
     has_text = text.shape[0] > 0
@@ -362,7 +362,8 @@ def gradient_slots(row_loss, pos, used, h_row, item_slot, context_slot):
 
 @njit(nogil=True, cache=True)
 def gradient_buffers(n_items, n_users, n_context, f):
-    """Zeroed sums: item rows, biases and occurrence counts; users' query gradients; context rows and counts."""
+    """Zeroed sums: item rows, biases and occurrence counts;
+    users' query gradients; context rows and counts."""
     return (
         np.zeros((n_items, f), np.float32),
         np.zeros(n_items, np.float32),

@@ -12,7 +12,8 @@ from torch import nn
 
 
 class InnerProductTables:
-    """The retrieval export of a model with query(users), item_vectors() and item_bias: score = [u, 1] . [q_i, b_i]."""
+    """The retrieval export of a model with query(users),
+    item_vectors() and item_bias: score = [u, 1] . [q_i, b_i]."""
 
     item_bias: torch.Tensor
 
@@ -37,7 +38,8 @@ class InnerProductTables:
 class ImplicitMF(InnerProductTables, nn.Module):
     """User and item tables plus an item bias; the trainer updates the tables itself (sparse AdaGrad).
 
-    history: (indptr, items) CSR of each user's interactions, for h_u (stored as buffers, saved with the model)."""
+    history: (indptr, items) CSR of each user's interactions,
+    for h_u (stored as buffers, saved with the model)."""
 
     def __init__(
         self,
@@ -95,7 +97,8 @@ class ImplicitMF(InnerProductTables, nn.Module):
     def item_rows(
         self, items: torch.Tensor, item: torch.Tensor | None = None, proj: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Item vectors q_i; item/proj replace the stored table rows/projection (the trainer's gathered copies)."""
+        """Item vectors q_i; item/proj replace the stored table
+        rows/projection (the trainer's gathered copies)."""
         rows = self.item[items] if item is None else item
         if self.text_proj is None:
             return rows
@@ -111,7 +114,8 @@ class ImplicitMF(InnerProductTables, nn.Module):
         belongs to, its weight in the user's sum, and each user's history length (len(users),).
 
         limit > 0: a user with a longer history gets `limit` items drawn uniformly (with replacement) and
-        weighted count / limit, an unbiased estimate of the sum (training cost stays bounded for heavy users)."""
+        weighted count / limit, an unbiased estimate of the sum (training cost stays bounded for heavy
+        users)."""
         start, count = self.history_ptr[users], self.history_ptr[users + 1] - self.history_ptr[users]
         taken = count if limit <= 0 else count.clamp(max=limit)
         segment = torch.repeat_interleave(torch.arange(len(users)), taken)

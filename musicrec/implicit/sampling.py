@@ -1,5 +1,6 @@
-"""Vectorised negative sampling: uniform, or popularity-smoothed (p(item) ~ count^exponent) by binary search on
-a cumulative table; negatives that are positives of their user can be re-drawn once. Seeded by a Generator."""
+"""Vectorised negative sampling: uniform, or popularity-smoothed (p(item) ~ count^exponent) by binary search
+on a cumulative table; negatives that are positives of their user can be re-drawn once. Seeded by a
+Generator."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Training of the implicit models: sampled negatives, row-wise sparse AdaGrad on the touched rows only,
-early stopping on validation NDCG@10 (full ranking over a fixed seeded sample of users), best epoch restored."""
+"""Training of the implicit models: sampled negatives, row-wise sparse AdaGrad on the touched rows only, early
+stopping on validation NDCG@10 (full ranking over a fixed seeded sample of users), best epoch restored."""
 
 from __future__ import annotations
 
@@ -81,13 +81,13 @@ class Trainer:
         w: torch.Tensor | None = None,
         meanwhile: Callable[[], None] | None = None,
     ) -> float:
-        """Trainer.step as compiled kernels (musicrec.implicit.fused) on self.threads threads: the same update,
-        histories longer than history_limit drawn from this trainer's generator. The queries, the hardest
-        negatives and each row's loss and gradients are split by row; the sums over the rows and the updates by
-        distinct row (each thread reads every row in row order and adds only to its own rows). The same
-        arithmetic in the same order whatever the thread count. meanwhile (no generator use; the next batch's
-        negatives): on the pool beside this step's history sums when there is a pool, else after the step;
-        done when the step returns."""
+        """Trainer.step as compiled kernels (musicrec.implicit.fused) on self.threads threads: the same
+        update, histories longer than history_limit drawn from this trainer's generator. The queries, the
+        hardest negatives and each row's loss and gradients are split by row; the sums over the rows and the
+        updates by distinct row (each thread reads every row in row order and adds only to its own rows). The
+        same arithmetic in the same order whatever the thread count. meanwhile (no generator use; the next
+        batch's negatives): on the pool beside this step's history sums when there is a pool, else after the
+        step; done when the step returns."""
         k, cfg, m = self.kernels, self.cfg, self.model
         draws = torch.rand(len(u) * max(cfg.history_limit, 0), generator=self.gen).numpy()
         beside = self.pool.submit(meanwhile) if self.pool is not None and meanwhile is not None else None
@@ -192,7 +192,8 @@ class Trainer:
             self.pool = None
 
     def _each_thread(self, kernel: Callable[..., None], *args: Any) -> None:
-        """kernel(t, threads, *args) for every thread t: t = 0 here, the others on the pool (nogil kernels)."""
+        """kernel(t, threads, *args) for every thread t: t =
+        0 here, the others on the pool (nogil kernels)."""
         n = self.threads if self.pool is not None else 1
         others = [self.pool.submit(kernel, t, n, *args) for t in range(1, n)] if self.pool is not None else []
         kernel(0, n, *args)
@@ -338,7 +339,8 @@ def evaluate_model(
     **options: Any,
 ) -> dict[str, float]:
     """musicrec.metrics.bounded.evaluate_inner_product of the model's scores (options: max_users, seed,
-    coverage, k, recall_k): evaluate_scorer's numbers, each user ranked over the items that can matter to them."""
+    coverage, k, recall_k): evaluate_scorer's numbers, each user ranked over the items that can matter to
+    them."""
     with torch.no_grad():
         return evaluate_inner_product(
             lambda rows: model.query(torch.as_tensor(rows)).numpy(),
@@ -392,7 +394,8 @@ def fit_implicit(
     text: np.ndarray | None = None,
     weights: np.ndarray | None = None,
 ) -> ImplicitResult:
-    """Fit the registered retrieval model `name` on (user index, item index) pairs, judged on validation NDCG@10.
+    """Fit the registered retrieval model `name` on (user
+    index, item index) pairs, judged on validation NDCG@10.
 
     validation: CSR (n_users x n_items) of each user's validation item(s); exclude: items not ranked for
     validation (default: the training interactions); text: (n_items, d) item vectors, used when use_text;

@@ -82,11 +82,11 @@ def _refit_one(
 
 
 ENSEMBLE = "implicit_ensemble"  # the sum of the trained implicit models' scores (one inner product)
-# Items x the ensemble's vector size above which there is no ensemble: its vectors are the members' side by side,
-# so serving costs grow with them. At the seed's size (457K items, three 65-wide members) it doubled the time of
-# 100K users' top-10 (66 s against 32 s) and took `musicrec train` from 5.2 to 7.4 GB for a validation NDCG@10
-# 2% above hinge's alone and the same test NDCG@10 (0.0113); on MI (900 items) and the medium sample (58K) it
-# is the best candidate.
+# Items x the ensemble's vector size above which there is no ensemble: its vectors are the members' side by
+# side, so serving costs grow with them. At the seed's size (457K items, three 65-wide members) it doubled the
+# time of 100K users' top-10 (66 s against 32 s) and took `musicrec train` from 5.2 to 7.4 GB for a validation
+# NDCG@10 2% above hinge's alone and the same test NDCG@10 (0.0113); on MI (900 items) and the medium sample
+# (58K) it is the best candidate.
 ENSEMBLE_CELLS = 50_000_000
 
 
@@ -192,7 +192,9 @@ def export_retrieval(
         "hyperparameters": row.get("hyperparameters", {}),
         "best_epoch": row.get("best_epoch"),
         "fitted_on": refit or {"splits": ["train"], "rows": len(data.train[0]), "epochs": None},
-        "metrics_from": "the held-out fit (leave-last-out train); the exported model is described by fitted_on",
+        "metrics_from": (
+            "the held-out fit (leave-last-out train); the exported model is described by fitted_on"
+        ),
         "score_rule": "inner product of the user tower's vector and the item row (item bias included)",
     }
 
@@ -203,7 +205,8 @@ MIN_USERS = (
 
 
 def retrieval_check(ws: Workspace, name: str | None) -> Any:
-    """The promotion's retrieval comparison for this run's retrieval champion `name` (None: nothing to check)."""
+    """The promotion's retrieval comparison for this run's
+    retrieval champion `name` (None: nothing to check)."""
 
     def check(incumbent_dir: Path, meta: dict[str, Any], fitted: pd.DataFrame | None) -> dict[str, Any]:
         if name is None or "retrieval.onnx" not in meta.get("files", {}):

@@ -1,4 +1,5 @@
-"""Stage 2: split the ratings and write the splits (split), train Word2Vec on the training split's text (embed)."""
+"""Stage 2: split the ratings and write the splits (split),
+train Word2Vec on the training split's text (embed)."""
 
 from __future__ import annotations
 
@@ -132,7 +133,8 @@ def training_under_both(ws: Workspace, train: pd.DataFrame) -> tuple[pd.DataFram
     """The rating split's training rows that are training rows of the leave-last-out too (the retrieval
     models' protocol), and how many were left out. The text vectors feed both families, so Word2Vec reads no
     review of an interaction either protocol holds out: under the random rating split a user's latest
-    interaction, the retrieval models' test item, is in the rating split's training part four times in five."""
+    interaction, the retrieval models' test item, is in the rating split's training part four times in
+    five."""
     later = ranking_split(ws)
     held = pd.MultiIndex.from_frame(
         pd.concat([later.validation, later.test])[["user_id", "item_id"]].astype(str)

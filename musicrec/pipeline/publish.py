@@ -181,7 +181,10 @@ def _remove(store: Store, keys: list[str]) -> str:
         try:
             store.delete(key)
         except StoreError as e:
-            return f"{len(keys) - n} file(s) may remain under {store.url_for(key.rsplit('/', 1)[0])} ({e.message})"
+            return (
+                f"{len(keys) - n} file(s) may remain under "
+                f"{store.url_for(key.rsplit('/', 1)[0])} ({e.message})"
+            )
     return ""
 
 

@@ -253,7 +253,8 @@ def ranking_baselines(ws: Workspace, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def summarize(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> dict[str, Any]:
-    """The retrieval models' rows, their baselines and the retrieval champion (None if none beat most-popular)."""
+    """The retrieval models' rows, their baselines and the
+    retrieval champion (None if none beat most-popular)."""
     if not rows:
         return {"models": [], "baselines": [], "champion": None}
     return {

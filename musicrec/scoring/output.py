@@ -25,10 +25,12 @@ FORMATS = ("parquet", "csv")
 
 
 def commit_parts(store: Store, prefix: str, parts: list[Path], summary: dict[str, Any]) -> dict[str, Any]:
-    """Upload the part files, then the manifest (last); remove parts of any previous output. Returns the manifest.
+    """Upload the part files, then the manifest (last); remove
+    parts of any previous output. Returns the manifest.
 
-    summary["format"] == "csv" turns the Parquet parts into ONE CSV file (a fresh name per run, like the parts,
-    so the manifest never names a file that is being replaced); the manifest's "output" is that file's URL."""
+    summary["format"] == "csv" turns the Parquet parts into ONE CSV file (a fresh name per run, like the
+    parts, so the manifest never names a file that is being replaced); the manifest's "output" is that file's
+    URL."""
     old = read_manifest(store, prefix)
     token = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     fmt = summary.get("format", "parquet")

@@ -1,7 +1,7 @@
 """The bad-input corpus: each broken input is built by the tests themselves, in a temporary folder.
 
-Every case is a function (folder -> Case) registered in CASES under its name; docs/bad-input.md has one row per
-case with the policy (fail or repair), the message and what the user should do.
+Every case is a function (folder -> Case) registered in CASES under its name; docs/bad-input.md has one row
+per case with the policy (fail or repair), the message and what the user should do.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ T0 = 1_400_000_000
 class Case:
     """Input files for `musicrec train` and the outcome the policy promises.
 
-    outcome: "fail" (exit 2, one message holding every fragment in `says`), "repair" (runs on and the read notes
-    hold every fragment in `says`) or "ok" (runs, nothing dropped). `culprit` is the file the message must name."""
+    outcome: "fail" (exit 2, one message holding every fragment in `says`), "repair" (runs on and the read
+    notes hold every fragment in `says`) or "ok" (runs, nothing dropped). `culprit` is the file the message
+    must name."""
 
     reviews: list[Path]
     meta: list[Path] = field(default_factory=list)
@@ -33,7 +34,8 @@ class Case:
 
 
 def review(k: int, **changes: object) -> dict[str, object]:
-    """The k-th valid review (Amazon 2018 format) of a small varied dataset: 40 users x 25 items, ratings 1-5."""
+    """The k-th valid review (Amazon 2018 format) of a small
+    varied dataset: 40 users x 25 items, ratings 1-5."""
     rec: dict[str, object] = {
         "overall": float(1 + (k * 7 + k // 25) % 5),
         "verified": True,
@@ -89,7 +91,7 @@ def good_meta(d: Path) -> list[bytes]:
     return [meta_2014(f"B{i:04d}", f"album {i}") for i in range(ITEMS)]
 
 
-# --- the cases ---------------------------------------------------------------------------------------------------
+# --- the cases ----------------------------------------------------------------------------------------------
 
 
 def empty_file(d: Path) -> Case:
@@ -194,7 +196,8 @@ def missing_rating_column_csv(d: Path) -> Case:
 
 
 def unknown_header_csv(d: Path) -> Case:
-    """A header naming no known column: an error listing what it found, never read as a headerless data row."""
+    """A header naming no known column: an error listing
+    what it found, never read as a headerless data row."""
     p = d / "ratings.csv"
     p.write_text(
         "listener,track,grade,when\n"
@@ -229,8 +232,9 @@ def _bad_rating(
     return build
 
 
-# Without --rating-range the scale comes from the data (musicrec.data.scales): a stray 0, 6 or -1 fits no known
-# scale (two 6s are too few to make a 1-10 scale); with the range given, validation counts the rows outside it.
+# Without --rating-range the scale comes from the data (musicrec.data.scales): a stray 0, 6 or -1 fits no
+# known scale (two 6s are too few to make a 1-10 scale); with the range given, validation counts the rows
+# outside it.
 _NO_SCALE = (
     "fit none of the known rating scales|2 of 400 ratings lie off the closest, 1-5 stars|--rating-range"
 )
@@ -288,7 +292,8 @@ def all_ratings_identical(d: Path) -> Case:
 
 
 def non_utf8_review_text(d: Path) -> Case:
-    """A UTF-8 file (it holds UTF-8 text) with damaged bytes on 3 lines: those bytes are replaced, not guessed."""
+    """A UTF-8 file (it holds UTF-8 text) with damaged bytes
+    on 3 lines: those bytes are replaced, not guessed."""
     rows = lines(reviews())
     rows[5] = rows[5].replace(b"fine record", "naïve café record".encode())
     for k in (20, 21, 250):
@@ -301,7 +306,8 @@ def non_utf8_review_text(d: Path) -> Case:
 
 
 def latin1_reviews(d: Path) -> Case:
-    """A file exported in Latin-1 (Windows-1252): not UTF-8 and no UTF-8 text in it, so it is decoded as such."""
+    """A file exported in Latin-1 (Windows-1252): not UTF-8
+    and no UTF-8 text in it, so it is decoded as such."""
     rows = [
         ln.replace(b"fine record", "café crème".encode("cp1252")) if k % 3 == 0 else ln
         for k, ln in enumerate(lines(reviews()))

@@ -90,7 +90,7 @@ def test_split_refuses_too_few_rows() -> None:
         split_ratings(tiny)
 
 
-# --- the real command, as a subprocess (slow) ---------------------------------------------------------------------
+# --- the real command, as a subprocess (slow) ---------------------------------------------------------------
 
 CLI_FAILURES = {  # case -> whether a store with a champion exists beforehand
     "empty_file": False,
