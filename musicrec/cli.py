@@ -308,9 +308,9 @@ def _score(args: argparse.Namespace) -> int:
         pre.check_job_file("--pairs", args.pairs, ["user_id", "item_id"])
     if args.users:
         pre.check_job_file("--users", args.users, ["user_id"])
-    if args.out:
-        pre.check_store(args.out)
     store = pre.check_store(args.store)
+    if args.out:
+        pre.check_output_outside(args.out, store)
     pre.check_version(store, args.version)
     fields = {
         "store_uri": store.uri,

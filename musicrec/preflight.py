@@ -73,6 +73,21 @@ def check_store(uri: str) -> Store:
     return open_store(uri or get_settings().store_uri)
 
 
+def check_output_outside(out: str, store: Store) -> Store:
+    """The --out store of a scoring job, refused when it lies inside the store it reads from: its models/
+    (published bundles and the champion pointer), runs/ or tuning/ must only hold what training wrote."""
+    target = open_store(out)
+    where = target.uri.rstrip("/") + "/"
+    for folder in (layout.MODELS, layout.RUNS, layout.TUNING):
+        reserved = store.url_for(folder).rstrip("/") + "/"
+        if where.startswith(reserved):
+            raise UsageError(
+                f"--out {out} is inside {reserved}, which holds what training publishes",
+                hint=f"write elsewhere: another folder, or --out {store.url_for(layout.SCORES)}/<name>",
+            )
+    return target
+
+
 def check_work_uri(uri: str) -> str:
     """MUSICREC_WORK_URI: empty (local workspaces under work_dir) or an s3:// prefix whose bucket exists."""
     if not uri:

@@ -212,3 +212,46 @@ def test_recommend_with_an_empty_user_id_exits_2(tmp_path):
     )
     assert proc.returncode == 2 and "user id ' ' is empty" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("inside", ["models", "models/20261207T000000Z-1-gmf", "runs/r1", "tuning", "runs"])
+def test_scores_are_never_written_into_what_training_publishes(tmp_path, inside):
+    store = open_store(str(tmp_path / "store"))
+    with pytest.raises(pre.UsageError, match="holds what training publishes"):
+        pre.check_output_outside(str(tmp_path / "store" / inside), store)
+    with pytest.raises(pre.UsageError):  # the same folder named through a file:// URI with a detour
+        pre.check_output_outside((tmp_path / "store" / "scores" / ".." / inside).as_uri(), store)
+
+
+@pytest.mark.parametrize("outside", ["scores/job1", "modelsX", "elsewhere"])
+def test_scores_may_go_beside_or_outside_the_store(tmp_path, outside):
+    store = open_store(str(tmp_path / "store"))
+    target = tmp_path / ("store" if outside != "elsewhere" else "") / outside
+    assert pre.check_output_outside(str(target), store).uri == target.resolve().as_uri()
+
+
+def test_score_into_the_store_models_folder_exits_2_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    (store / "models").mkdir(parents=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "musicrec",
+            "score",
+            "--all-users",
+            "--store",
+            str(store),
+            "--out",
+            str(store / "models"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2 and "holds what training publishes" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and list((store / "models").iterdir()) == []
