@@ -16,14 +16,18 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
-test: venv
+test: venv lint
 	$(PY) -m pytest
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow and not e2e"
 
+# Formatting, lint rules and import layers (pyproject.toml): part of `make test`, so CI fails on any of them.
+LINTED := musicrec flows tasks tests benchmarks deployments
 lint: venv
-	$(VENV)/bin/ruff check musicrec flows tasks tests benchmarks deployments
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/lint-imports
 
 run: venv
 	$(VENV)/bin/musicrec sample-data $(DEMO)/data --scale small
