@@ -321,6 +321,7 @@ def publish_retrieval_only(
             "promoted": False,
             "reason": reason,
         }
+        report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
         return
     refit_info = None
     if params.refit:
@@ -338,8 +339,10 @@ def publish_retrieval_only(
             "uri": published["uri"],
             "onnx_check": meta["onnx_check"],
         }
+        # the pointer is the run's last write: its splits and report.json are in the store before it moves
+        report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
         if params.promote:
-            decision = t.promote_champion(workdir, store_uri, published, True, retrieval_row)
+            decision = t.promote_champion(workdir, store_uri, published, True, retrieval_row, report)
         else:
             decision = {
                 "compared_rows": 0,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -451,18 +453,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     from musicrec.quiet import quiet_third_party
 
     quiet_third_party()
+    previous = _note_interrupts()
     try:
         return COMMANDS[args.command](args)
-    except MusicrecError as e:
-        return _fail(args, f"error: {e}")
     except KeyboardInterrupt:
         return _fail(args, "interrupted", code=130)
     except Exception as e:  # noqa: BLE001  (an unexpected bug: still one line unless --debug)
+        if _INTERRUPTED.is_set() or _caused_by_interrupt(e):  # cleanup that failed after Ctrl-C (a lock)
+            return _fail(args, "interrupted", code=130)
+        if isinstance(e, MusicrecError):
+            return _fail(args, f"error: {e}")
         if pre.STARTUP_TIMED_OUT in str(e):
             return _fail(args, pre.startup_timeout_message())
         return _fail(
             args, f"error: unexpected {type(e).__name__}: {e}\n  (run with --debug for the traceback)"
         )
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+_INTERRUPTED = threading.Event()
+
+
+def _note_interrupts() -> Any:
+    """Remember a Ctrl-C (SIGINT) before Python raises KeyboardInterrupt for it: whatever error a library's
+    cleanup raises after it (Optuna's journal lock, a task runner), the command was interrupted. Returns the
+    handler it replaced (None off the main thread, where signals cannot be handled)."""
+    _INTERRUPTED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        _INTERRUPTED.set()
+        signal.default_int_handler(signum, frame)
+
+    return signal.signal(signal.SIGINT, on_sigint)
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    """True when a KeyboardInterrupt is in the error's chain of causes and contexts."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _progress() -> str:

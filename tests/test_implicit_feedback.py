@@ -167,6 +167,10 @@ def test_lastfm_trains_retrieval_only_and_recommends_artist_names(tmp_path: Path
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("rating models skipped: implicit feedback") == 1 and "val_rmse" not in out.stdout
     assert "promoted to champion" in out.stdout and "seeded random" in out.stdout
+    (run_id,) = [r.name for r in (d / "store" / "runs").iterdir()]  # its splits are in the store: evaluable
+    assert (d / "store" / "runs" / run_id / "ranking_splits" / "test.parquet").exists()
+    evaluated = _cli(["evaluate", "--run", run_id, "--store", store], env)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     rec = _cli(["recommend", "2", "--store", store], env)
     assert rec.returncode == 0, rec.stderr[-2000:]
     artists = set(pd.read_csv(LASTFM / "artists.dat", sep="\t")["name"])
