@@ -13,6 +13,7 @@ from pydantic import Field
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from musicrec import registry
 from musicrec.errors import DataError
+from musicrec.pipeline.publish import PROMOTION_OFF, not_promoted
 from musicrec.pipeline.report import StageClock, format_stages, with_decision
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache
@@ -215,13 +216,7 @@ def _training(
         )
     elif champion is None:
         logger.warning("no model beat the bias baseline on validation: nothing is published")
-        report["promotion"] = {
-            "compared_rows": 0,
-            "incumbent_rmse": None,
-            "challenger_rmse": None,
-            "promoted": False,
-            "reason": "no model beat the bias baseline on validation",
-        }
+        report["promotion"] = not_promoted("no model beat the bias baseline on validation")
         report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
     else:
         assert bias is not None  # a rating champion beat it
@@ -261,15 +256,7 @@ def _training(
                     workdir, store_uri, published, row["val_rmse"] < bias["val_rmse"], retrieval_row, report
                 )
             else:
-                decision = {
-                    "compared_rows": 0,
-                    "incumbent_rmse": None,
-                    "challenger_rmse": None,
-                    "promoted": False,
-                    "reason": "promotion off (--no-promote): bundle published, pointer untouched",
-                    "incumbent_version": None,
-                    "replaced_damaged": None,
-                }
+                decision = not_promoted(PROMOTION_OFF)
         report = with_decision(report, decision)
     logger.info(format_stages(clock.seconds))
     out = reporting.publish_report(workdir, store_uri, report)
@@ -314,13 +301,7 @@ def publish_retrieval_only(
     if retrieval_row is None:
         reason = "no retrieval model beat most-popular on validation NDCG@10: nothing is published"
         get_run_logger().warning(reason)
-        report["promotion"] = {
-            "compared_rows": 0,
-            "incumbent_rmse": None,
-            "challenger_rmse": None,
-            "promoted": False,
-            "reason": reason,
-        }
+        report["promotion"] = not_promoted(reason)
         report["learning_curves_uri"] = reporting.publish_run_files(workdir, store_uri, report)
         return
     refit_info = None
@@ -344,22 +325,8 @@ def publish_retrieval_only(
         if params.promote:
             decision = t.promote_champion(workdir, store_uri, published, True, retrieval_row, report)
         else:
-            decision = {
-                "compared_rows": 0,
-                "incumbent_rmse": None,
-                "challenger_rmse": None,
-                "promoted": False,
-                "reason": "promotion off (--no-promote): bundle published, pointer untouched",
-                "incumbent_version": None,
-                "replaced_damaged": None,
-            }
-    report["promotion"] = decision
-    report.update(
-        promoted=decision["promoted"],
-        previous_version=decision.get("incumbent_version"),
-        previous_test_rmse=None,
-        replaced_damaged=decision.get("replaced_damaged"),
-    )
+            decision = not_promoted(PROMOTION_OFF)
+    report.update(with_decision(report, decision))
 
 
 def announce_champion(store_uri: str, report: dict[str, Any]) -> None:

@@ -203,6 +203,23 @@ def _already_published(store: Store, metadata_key: str, metadata_sha256: str) ->
     return True
 
 
+PROMOTION_OFF = "promotion off (--no-promote): bundle published, pointer untouched"
+
+
+def not_promoted(reason: str) -> dict[str, Any]:
+    """The promotion decision of a run that did not try to move the pointer (nothing to publish, or
+    --no-promote), in the shape promote() returns."""
+    return {
+        "compared_rows": 0,
+        "incumbent_rmse": None,
+        "challenger_rmse": None,
+        "promoted": False,
+        "reason": reason,
+        "incumbent_version": None,
+        "replaced_damaged": None,
+    }
+
+
 def promote(
     store: Store,
     published: dict[str, str],
