@@ -41,7 +41,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     u, i = rng.integers(0, nu, args.rows), rng.integers(0, ni, args.rows)
     cfg = make_config("implicit_bpr", {"batch_size": 4096})
-    trainer = Trainer("implicit_bpr", cfg, new_model(cfg, nu, ni, u, i), u, i, ni)
+    trainer = Trainer(cfg, new_model(cfg, nu, ni, u, i), u, i, ni)
     stop = threading.Event()
 
     def python_bound() -> None:

@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--retrieval-models",
-        default="implicit_pointwise,implicit_bpr,implicit_hinge",
+        default=",".join(names("retrieval")),
         help="implicit-feedback models for top-N retrieval (comma-separated), or none",
     )
     t.add_argument(

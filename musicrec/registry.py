@@ -41,11 +41,12 @@ class Judge:
     metric: str
     bigger_is_better: bool
     bar: str
+    epoch_metric: str  # the same metric's key in a fit's per-epoch history (musicrec.fit.loop)
 
 
 FAMILIES: dict[Family, Judge] = {
-    "rating": Judge("val_rmse", bigger_is_better=False, bar="bias"),
-    "retrieval": Judge("val_ndcg_at_10", bigger_is_better=True, bar="most_popular"),
+    "rating": Judge("val_rmse", bigger_is_better=False, bar="bias", epoch_metric="val_rmse"),
+    "retrieval": Judge("val_ndcg_at_10", bigger_is_better=True, bar="most_popular", epoch_metric="ndcg@10"),
 }
 
 MODELS: dict[str, Entry] = {

@@ -232,7 +232,7 @@ def test_a_user_is_the_weighted_sum_of_their_items_context_rows_and_training_lea
         atol=1e-5,
     )
     # in training, the positive being predicted is not part of its own user's context
-    trainer = Trainer("implicit_bpr", parse_config("implicit_bpr"), model, users, items, 9)
+    trainer = Trainer(parse_config("implicit_bpr"), model, users, items, 9)
     query, _, _ = trainer.queries(torch.tensor([0, 1]), torch.tensor([5, 4]))
     assert torch.allclose(query[0], p[0] + (y[2] + y[7]) / 2**0.5, atol=1e-6)
     assert torch.allclose(query[1], p[1], atol=1e-6)  # a one-item user has no other item to borrow from
@@ -316,7 +316,7 @@ def test_the_fused_step_is_the_torch_step(name: str, text: bool, limit: int) -> 
         model.context.normal_(
             0, 0.1, generator=torch.Generator().manual_seed(3)
         )  # zeros: no query, no signal
-        trainers.append(Trainer(name, cfg, model, users, items, n_items))
+        trainers.append(Trainer(cfg, model, users, items, n_items))
     assert trainers[0].fused and not trainers[1].fused
     rng = np.random.default_rng(4)
     for _ in range(2):
@@ -420,7 +420,7 @@ def test_the_fused_step_on_two_threads_is_the_one_thread_step(name: str, text: b
         cfg = parse_config(name, {"history_limit": limit, "use_text": text, "batch_size": 200})
         model = new_model(cfg, n_users, n_items, users, items, vectors)
         model.context.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
-        trainers.append(Trainer(name, cfg, model, users, items, n_items, threads=threads))
+        trainers.append(Trainer(cfg, model, users, items, n_items, threads=threads))
     losses = [[t.train_epoch() for _ in range(2)] for t in trainers]
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     (a, b) = (
@@ -465,7 +465,7 @@ def test_the_fused_step_weighs_each_positive_as_the_torch_step(name: str) -> Non
         cfg = parse_config(name, {"fused": fused, "history_limit": 0, "use_text": False})
         model = new_model(cfg, n_users, n_items, users, items)
         model.context.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
-        trainers.append(Trainer(name, cfg, model, users, items, n_items, weights=weights))
+        trainers.append(Trainer(cfg, model, users, items, n_items, weights=weights))
     rng = np.random.default_rng(4)
     for _ in range(2):
         rows = torch.from_numpy(rng.choice(len(users), 300, replace=False))

@@ -34,6 +34,12 @@ class Stopping:
     patience: int
     min_delta: float = 0.0
 
+    @classmethod
+    def of(cls, judge: Any, patience: int, min_delta: float = 0.0) -> Stopping:
+        """A family's rule from how the registry judges it (musicrec.registry.FAMILIES[family]): the epoch
+        history's metric and its direction."""
+        return cls(judge.epoch_metric, judge.bigger_is_better, patience, min_delta)
+
     def better(self, value: float, best: float) -> bool:
         if self.bigger_is_better:
             return value > best + self.min_delta

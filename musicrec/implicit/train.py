@@ -36,7 +36,6 @@ class Trainer:
 
     def __init__(
         self,
-        name: str,
         cfg: ImplicitConfig,
         model: ImplicitMF,
         users: np.ndarray,
@@ -424,10 +423,12 @@ class SGDRetrieval(RetrievalModel):
         with cpu_threads(threads):
             torch.manual_seed(cfg.seed)
             model = cls._start(cfg, data)
-            trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads, data.weights)
+            trainer = Trainer(cfg, model, data.users, data.items, data.n_items, threads, data.weights)
             val_users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
             try:
-                rule = Stopping("ndcg@10", bigger_is_better=True, patience=patience_for(cfg, len(data.users)))
+                rule = Stopping.of(
+                    registry.FAMILIES["retrieval"], patience=patience_for(cfg, len(data.users))
+                )
                 fitted = early_stopping(
                     name,
                     model,
@@ -449,7 +450,7 @@ class SGDRetrieval(RetrievalModel):
     ) -> ImplicitMF:
         with cpu_threads(threads):
             model = cls._start(cfg, data)
-            trainer = Trainer(name, cfg, model, data.users, data.items, data.n_items, threads, data.weights)
+            trainer = Trainer(cfg, model, data.users, data.items, data.n_items, threads, data.weights)
             try:
                 for _ in range(epochs):
                     trainer.train_epoch()

@@ -198,7 +198,7 @@ def run_epoch(
     row_weights: tuple[torch.Tensor, torch.Tensor],
     threads: int = 1,
 ) -> float:
-    """One epoch of the torch path's updates (training._run_epoch) in the fused kernels; mean data loss."""
+    """One epoch of the torch path's updates (rating.train._run_epoch) in the fused kernels: mean loss."""
     model.train()
     n, threads = len(part), max(1, threads)
     users, items, ratings = _epoch_order(model, part, batch, gen)

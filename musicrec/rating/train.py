@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from musicrec import registry
 from musicrec.fit import loop
 from musicrec.fit.adagrad import RowWiseAdagrad
 from musicrec.fit.loop import EpochCallback
@@ -85,7 +86,7 @@ def fit_model(
         def evaluate() -> dict[str, float]:
             return {"val_rmse": rmse(validation.rating.numpy(), predict(model, validation))}
 
-        rule = loop.Stopping("val_rmse", bigger_is_better=False, patience=cfg.patience, min_delta=1e-5)
+        rule = loop.Stopping.of(registry.FAMILIES["rating"], patience=cfg.patience, min_delta=1e-5)
         fitted = loop.early_stopping(name, model, train_epoch, evaluate, cfg.epochs, rule, on_epoch)
     return _finish(FitResult(name, model, cfg, fitted.history, fitted.best_epoch), data, fitted.seconds)
 

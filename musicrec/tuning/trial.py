@@ -14,9 +14,6 @@ from musicrec.fit.loop import EpochCallback
 from musicrec.pipeline.workspace import Workspace
 from musicrec.tuning.search import TrialSpec, load_trial
 
-# the epoch history's key of each family's validation metric (the leaderboard's is registry.FAMILIES')
-EPOCH_METRIC = {"rating": "val_rmse", "retrieval": "ndcg@10"}
-
 
 class _Stop(Exception):
     """Raised from the epoch callback: the pruner said stop, or the budget ran out."""
@@ -37,7 +34,8 @@ def run_trial(
     """Train spec.model with spec.params; return the outcome (state complete | pruned | failed, the best
     validation value reached, epochs run, best epoch, seconds). A pruned trial is an outcome, not an error."""
     family = registry.family_of(spec.model)
-    key, bigger = EPOCH_METRIC[family], registry.FAMILIES[family].bigger_is_better
+    judge = registry.FAMILIES[family]
+    key, bigger = judge.epoch_metric, judge.bigger_is_better
     trial, start = load_trial(spec), time.perf_counter()
     seen: dict[str, Any] = {"best": -float("inf") if bigger else float("inf"), "epochs": 0, "best_epoch": 0}
 
