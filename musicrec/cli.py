@@ -409,6 +409,7 @@ def _run_flow(
     from pydantic import ValidationError
 
     from flows.console import quiet_console_tracebacks, show_epoch_bars
+    from flows.server import tie_temporary_server
 
     unknown = sorted(set(fields) - set(params_cls.model_fields))
     if unknown:
@@ -425,6 +426,7 @@ def _run_flow(
         quiet_console_tracebacks()
     handler = show_epoch_bars() if bars and _progress() == "bars" else None
     try:
+        tie_temporary_server()  # a killed command leaves no server behind
         return flow(params)
     finally:
         if handler:

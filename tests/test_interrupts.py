@@ -4,7 +4,6 @@ journal lock rename used to surface as FileNotFoundError), and the tuning record
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_process import command_env
 
 from musicrec import cli
 from musicrec.data.generate import generate_sample
@@ -32,15 +32,7 @@ def test_an_error_raised_while_handling_an_interrupt_is_an_interrupt():
 @pytest.mark.parametrize("after", [0.0, 1.5, 4.0])
 def test_sigint_during_tune_exits_130(tmp_path: Path, after: float):
     generate_sample(tmp_path / "data", scale="small", seed=0)
-    env = {
-        **os.environ,
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "MUSICREC_WORK_DIR": str(tmp_path / "work"),
-        "MUSICREC_PROGRESS": "lines",
-    }
-    env.pop("PREFECT_API_URL", None)
+    env = command_env(tmp_path)
     cmd = [
         sys.executable,
         "-m",
