@@ -106,6 +106,7 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
         "version": bundle["version"],
         "model": bundle["model"],
         "kind": bundle.get("kind", "rating"),
+        **({"history_from": bundle["history_from"]} if bundle.get("history_from") else {}),
         "seconds": round(seconds, 3),
         "format": params.format,
     }

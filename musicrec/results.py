@@ -89,6 +89,11 @@ def promotion_summary(report: dict[str, Any]) -> str:
             f"\n  compared with {decision['incumbent_version']}{rows}: incumbent RMSE "
             f"{_num(decision.get('incumbent_rmse'))}, challenger RMSE {_num(decision.get('challenger_rmse'))}"
         )
+    if decision.get("history_from"):
+        line += (
+            f"\n  {decision['incumbent_version']} stays champion and now serves with this run's data: its "
+            "lists exclude what each user rated here, and users new in this data get lists from their items"
+        )
     if report.get("replaced_damaged"):
         line += (
             "\nwarning: the previous champion was damaged and has been replaced: "
@@ -173,6 +178,11 @@ def format_champion(info: dict[str, Any]) -> str:
             f", test RMSE on the rows it was promoted on {_num(p.get('test_rmse'))}",
             f"  trained on {m.get('data', {}).get('ratings', 0):,} ratings; bundle {info['uri']}",
         ]
+    if p.get("history"):
+        lines.append(
+            f"  serves with the user history of {p['history']['version']} (a later run, not promoted; "
+            f"since {p['history'].get('updated_at', '-')}): lists exclude what users rated there"
+        )
     if p.get("replaced_damaged"):
         lines.append(
             f"  replaced the damaged {p['replaced_damaged']['version']}: {p['replaced_damaged']['reason']}"
@@ -186,9 +196,10 @@ def recommend(store: Store, user_id: str, top_n: int, version: str = "") -> tupl
     from musicrec.scoring.candidates import build_candidate_index
     from musicrec.scoring.rank import rank_users
 
-    version, sha = resolve_version(store, version)
+    served = resolve_version(store, version)
+    version = served.version
     with tempfile.TemporaryDirectory(prefix="musicrec-recommend-") as tmp:
-        download_bundle(store, version, Path(tmp), sha)
+        download_bundle(store, version, Path(tmp), served.sha256, served.history)
         bundle = load_bundle(Path(tmp), threads=1)
         out = rank_users(bundle, build_candidate_index(bundle), [user_id], top_n)
         stats = bundle.item_stats.set_index("item_id")

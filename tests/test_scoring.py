@@ -32,7 +32,8 @@ def _publish_fake(store, version: str, files: dict[str, bytes]) -> str:
 def test_download_verifies_every_file(tmp_path):
     store = open_store(str(tmp_path / "store"))
     _publish_fake(store, "v1", {"model.onnx": b"onnx", "user_history.parquet": b"hist"})
-    version, sha = resolve_version(store)
+    served = resolve_version(store)
+    version, sha = served.version, served.sha256
     assert version == "v1"
     meta = download_bundle(store, version, tmp_path / "ok", sha)
     assert sorted(meta["files"]) == ["model.onnx", "user_history.parquet"]
@@ -47,7 +48,8 @@ def test_a_damaged_bundle_is_refused_and_nothing_is_written(tmp_path, damage):
         store.put_bytes("models/v1/item_stats.parquet", b"STATS")
     else:
         store.delete("models/v1/item_stats.parquet")
-    version, sha = resolve_version(store)
+    served = resolve_version(store)
+    version, sha = served.version, served.sha256
     with pytest.raises(StoreError, match="sha256|missing"):
         download_bundle(store, version, tmp_path / "out", sha)
     assert list((tmp_path / "out").iterdir()) == []
@@ -58,7 +60,7 @@ def test_metadata_not_matching_the_pointer_is_refused(tmp_path):
     _publish_fake(store, "v1", {"model.onnx": b"onnx"})
     store.put_bytes("models/v1/metadata.json", b'{"files": {}}')
     with pytest.raises(StoreError, match="champion pointer"):
-        download_bundle(store, "v1", tmp_path / "out", resolve_version(store)[1])
+        download_bundle(store, "v1", tmp_path / "out", resolve_version(store).sha256)
     with pytest.raises(StoreError, match="no champion"):
         resolve_version(open_store(str(tmp_path / "empty")))
 

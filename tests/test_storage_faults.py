@@ -700,7 +700,7 @@ DAMAGED_POINTERS = {
 @pytest.mark.parametrize("case", list(DAMAGED_POINTERS))
 def test_a_damaged_pointer_is_named_with_what_to_do(tmp_path, case):
     from musicrec.results import champion_info, current_version
-    from musicrec.scoring.bundle import resolve_version
+    from musicrec.scoring.bundle import Served, resolve_version
     from musicrec.store.pointer import PointerDamaged
 
     store = FileStore(tmp_path / "store")
@@ -711,7 +711,7 @@ def test_a_damaged_pointer_is_named_with_what_to_do(tmp_path, case):
         ) as info:
             read(store)
         assert "--version" in info.value.hint
-    assert resolve_version(store, "v7") == ("v7", None)  # a named version never reads the pointer
+    assert resolve_version(store, "v7") == Served("v7")  # a named version never reads the pointer
 
 
 @pytest.mark.parametrize("case", ["zero-filled", "a-list"])
@@ -742,3 +742,133 @@ def test_score_and_recommend_on_a_damaged_pointer_exit_2_naming_it(tmp_path, com
     assert "models/champion.json is damaged" in proc.stderr and "--version" in proc.stderr
     assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
     assert store.list() == [POINTER]
+
+
+# ------------------------------------------- lists that know the latest data after a lost promotion (case 9)
+
+
+def _newer_bundle(built: Built, root: Path, version: str) -> tuple[Workspace, pd.DataFrame]:
+    """A clone of the champion whose user_history is 'newer data': one known user rated two more items, and
+    a user the champion never saw rated three. Returns the workspace and that newer history."""
+    ws = clone(built.ws, version, root)
+    history = pd.read_parquet(ws.bundle / "user_history.parquet")
+    items = sorted(pd.read_parquet(ws.bundle / "item_stats.parquet")["item_id"])
+    old_user = history["user_id"].iloc[0]
+    unrated = [i for i in items if i not in set(history.loc[history["user_id"] == old_user, "item_id"])]
+    newer = pd.concat(
+        [
+            history,
+            pd.DataFrame({"user_id": [old_user] * 2, "item_id": unrated[:2]}),
+            pd.DataFrame({"user_id": ["newcomer"] * 3, "item_id": items[:3]}),
+        ],
+        ignore_index=True,
+    )
+    newer.to_parquet(ws.bundle / "user_history.parquet", index=False)
+    meta = json.loads((ws.bundle / "metadata.json").read_text())
+    meta["files"]["user_history.parquet"] = sha256_file(ws.bundle / "user_history.parquet")
+    (ws.bundle / "metadata.json").write_text(json.dumps(meta, indent=2))
+    return ws, newer
+
+
+def test_a_run_that_is_not_promoted_refreshes_what_the_champion_serves_with(built, tmp_path):
+    from musicrec.scoring.bundle import load_bundle
+    from musicrec.scoring.candidates import build_candidate_index
+    from musicrec.scoring.rank import rank_users
+
+    store = open_store(str(tmp_path / "store"))
+    seed_champion(store, built, tmp_path, "v0")
+    newer_ws, newer = _newer_bundle(built, tmp_path, "v1")
+    published = publish_bundle(store, newer_ws, "v1")
+    decision = promote_fairly(store, published, built.test.assign(pred=built.test["rating"]), False)
+    assert not decision["promoted"] and decision["history_from"] == "v1"
+    pointer = assert_champion(store, "v0", tmp_path)  # the champion and its bundle are unchanged
+    assert pointer["history"]["version"] == "v1"
+    assert pointer["history"]["sha256"] == sha256_file(newer_ws.bundle / "user_history.parquet")
+
+    got = jobs.fetch_bundle(str(tmp_path / "store"), "", tmp_path / "score")
+    assert got["version"] == "v0" and got["history_from"] == "v1"
+    bundle = load_bundle(Path(got["directory"]))
+    users = sorted(newer["user_id"].unique())
+    assert list(bundle.users) != users and "newcomer" not in bundle.users  # the model's own ids stay
+    lists = rank_users(bundle, build_candidate_index(bundle), users, 10)
+    rated = set(zip(newer["user_id"], newer["item_id"], strict=True))
+    assert not any((u, i) in rated for u, i in zip(lists["user_id"], lists["item_id"], strict=True))
+    assert set(lists.loc[lists["user_id"] == "newcomer", "source"]) != {"fallback"}
+
+    own = jobs.fetch_bundle(
+        str(tmp_path / "store"), "v0", tmp_path / "by-version"
+    )  # a named version: its own
+    assert own["history_from"] is None and not (Path(own["directory"]) / "serving_history.parquet").exists()
+
+
+def test_a_damaged_serving_history_is_named_and_the_champion_stays_scorable_by_version(built, tmp_path):
+    store = open_store(str(tmp_path / "store"))
+    seed_champion(store, built, tmp_path, "v0")
+    newer_ws, _ = _newer_bundle(built, tmp_path, "v1")
+    published = publish_bundle(store, newer_ws, "v1")
+    promote_fairly(store, published, built.test.assign(pred=built.test["rating"]), False)
+    store.put_bytes("models/v1/user_history.parquet", b"tampered")
+    with pytest.raises(BundleDamaged, match="serving history named by the champion pointer") as e:
+        jobs.fetch_bundle(str(tmp_path / "store"), "", tmp_path / "score")
+    assert "--version" in e.value.hint
+    assert jobs.fetch_bundle(str(tmp_path / "store"), "v0", tmp_path / "own")["version"] == "v0"
+
+
+def test_after_a_lost_promotion_lists_exclude_every_rating_of_the_latest_data(
+    prefect_harness, built, tmp_path, monkeypatch
+):
+    """Two real training runs, the oldest 80% of the ratings then all of them; the second's promotion is
+    lost (injected), so the first champion keeps serving. Its lists for the latest data's users hold no
+    item they rated in the latest data, and users new in it get lists from their items, not the fallback."""
+    from flows.scoring import ScoringParams, batch_scoring
+    from flows.training import training
+    from musicrec.pipeline import publish as pub
+
+    reviews = pd.read_json(
+        built.sample / "reviews.json.gz", lines=True, dtype={"reviewerID": str, "asin": str}
+    )
+    reviews = reviews.sort_values(["unixReviewTime", "reviewerID", "asin"], kind="stable")
+    old, latest = tmp_path / "old", tmp_path / "latest"
+    for folder, rows in ((old, reviews.iloc[: int(len(reviews) * 0.8)]), (latest, reviews)):
+        folder.mkdir()
+        rows.to_json(folder / "reviews.json.gz", orient="records", lines=True)
+        shutil.copyfile(built.sample / "meta.json.gz", folder / "meta.json.gz")
+    uri = (tmp_path / "store").as_uri()
+
+    def params(folder: Path):
+        return _training_params(folder, uri, tmp_path / "work").model_copy(
+            update={"retrieval_models": ["implicit_bpr"], "overrides": {"gmf_logistic": {"epochs": EPOCHS}}}
+        )
+
+    first = training(params(old))
+    assert first["promoted"]
+    real_compare = pub.compare_with_incumbent
+
+    def lost(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {**real_compare(*args, **kwargs), "promoted": False, "reason": "lost (injected)"}
+
+    monkeypatch.setattr(pub, "compare_with_incumbent", lost)
+    second = training(params(latest))
+    monkeypatch.undo()
+    assert not second["promoted"] and second["promotion"]["history_from"] == second["champion"]["version"]
+    pointer = json.loads(open_store(uri).get_bytes(POINTER))
+    assert pointer["version"] == first["champion"]["version"]
+
+    out = batch_scoring(
+        ScoringParams(job="all_users", store_uri=uri, out=(tmp_path / "lists").as_uri(), format="csv")
+    )
+    assert out["history_from"] == second["champion"]["version"]
+    lists = pd.concat(
+        pd.read_csv(p, dtype={"user_id": str, "item_id": str}) for p in (tmp_path / "lists").rglob("*.csv")
+    )
+    rated = set(zip(reviews["reviewerID"], reviews["asin"], strict=True))
+    assert set(lists["user_id"]) == set(reviews["reviewerID"])  # every user of the latest data has a list
+    assert not any((u, i) in rated for u, i in zip(lists["user_id"], lists["item_id"], strict=True))
+    known_items = pd.read_parquet(tmp_path / "store" / "models" / pointer["version"] / "item_stats.parquet")
+    newcomers = set(reviews["reviewerID"]) - set(reviews.iloc[: int(len(reviews) * 0.8)]["reviewerID"])
+    # a newcomer who rated an item the champion knows gets a list from it; one who rated none of them can
+    # only get the popular fallback (and none of its items can be one they rated)
+    placed = set(reviews.loc[reviews["asin"].isin(known_items["item_id"]), "reviewerID"]) & newcomers
+    assert len(placed) > 100
+    theirs = lists[lists["user_id"].isin(placed)]
+    assert (theirs["source"] != "fallback").all()

@@ -74,6 +74,7 @@ def compare_with_incumbent(
         "challenger_rmse": None,
         "incumbent_version": pointer["version"] if pointer else None,
         "replaced_damaged": None,
+        "history_from": None,  # set when the kept champion now serves this run's user history (publish.py)
         "min_rows": MIN_ROWS,
     }
     if pointer is None:

@@ -171,6 +171,7 @@ def publish_bundle(store: Store, ws: Workspace, version: str) -> dict[str, str]:
         "version": version,
         "uri": store.url_for(layout.bundle_prefix(version)),
         "metadata_sha256": sums["metadata.json"],
+        "history_sha256": sums[TABLES[0]],  # its user_history: what each user rated in this run's data
     }
 
 
@@ -217,6 +218,7 @@ def not_promoted(reason: str) -> dict[str, Any]:
         "reason": reason,
         "incumbent_version": None,
         "replaced_damaged": None,
+        "history_from": None,
     }
 
 
@@ -250,26 +252,15 @@ def promote(
         decision = compare_with_incumbent(store, pointer, challenger, beats_own_baseline, retrieval_check)
         if damaged:
             decision.update(replaced_damaged=damaged, reason=f"the champion pointer is damaged: {damaged}")
-        if not decision["promoted"]:
-            return decision
-        test_rmse = (
-            None
-            if challenger is None
-            else rmse(challenger["rating"].to_numpy(float), challenger["pred"].to_numpy(float))
-        )
-        body = {
-            "version": published["version"],
-            "sha256": published["metadata_sha256"],
-            "test_rmse": test_rmse,
-            "compared_rows": decision["compared_rows"],
-            "challenger_rmse": decision["challenger_rmse"],
-            "updated_at": datetime.now(UTC).isoformat(),
-        }
-        if decision["replaced_damaged"]:
-            body["replaced_damaged"] = {
-                "version": decision["incumbent_version"],
-                "reason": decision["replaced_damaged"],
-            }
+        if decision["promoted"]:
+            body = _promoted(published, challenger, decision)
+        else:  # the champion stays; it serves with this run's newer user history
+            if pointer is None or damaged or not published.get("history_sha256"):
+                return decision
+            body = _with_history(pointer, published)
+            if body == pointer:
+                return decision
+            decision["history_from"] = body["history"]["version"]
         if before_pointer is not None:
             before_pointer(decision)
         try:
@@ -281,6 +272,41 @@ def promote(
         f"champion pointer {store.url_for(layout.CHAMPION)} kept changing during {attempts} attempts",
         hint="another run is publishing at the same time; run again later",
     )
+
+
+def _promoted(
+    published: dict[str, str], challenger: pd.DataFrame | None, decision: dict[str, Any]
+) -> dict[str, Any]:
+    """The pointer that names the published bundle as champion."""
+    test_rmse = (
+        None
+        if challenger is None
+        else rmse(challenger["rating"].to_numpy(float), challenger["pred"].to_numpy(float))
+    )
+    body = {
+        "version": published["version"],
+        "sha256": published["metadata_sha256"],
+        "test_rmse": test_rmse,
+        "compared_rows": decision["compared_rows"],
+        "challenger_rmse": decision["challenger_rmse"],
+        "updated_at": datetime.now(UTC).isoformat(),
+    }
+    if decision["replaced_damaged"]:
+        body["replaced_damaged"] = {
+            "version": decision["incumbent_version"],
+            "reason": decision["replaced_damaged"],
+        }
+    return body
+
+
+def _with_history(pointer: dict[str, Any], published: dict[str, str]) -> dict[str, Any]:
+    """The pointer unchanged but for its serving history: the user_history table of the bundle this run
+    published (verified by its sha256), so the champion's lists exclude what each user rated in the latest
+    data and know the users it adds. The champion's bundle and model stay as they were."""
+    history = {"version": published["version"], "sha256": published["history_sha256"]}
+    if pointer.get("version") == published["version"]:
+        return {k: v for k, v in pointer.items() if k != "history"}
+    return {**pointer, "history": {**history, "updated_at": datetime.now(UTC).isoformat()}}
 
 
 def _names(pointer: dict[str, Any] | None, published: dict[str, str]) -> bool:

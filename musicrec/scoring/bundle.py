@@ -1,8 +1,9 @@
 """The scoring side of a published bundle: write its candidate tables, download and verify it, load it.
 
 Besides model.onnx a bundle carries four small Parquet tables (no pickles), all hashed in metadata.json:
-- user_history.parquet: user_id, item_id of the training split; its users are the model's known users, and
-  it tells the top-N job which items a user already rated;
+- user_history.parquet: user_id, item_id of the rows the model fitted; its users are the model's known users,
+  and it tells the top-N job which items a user already rated (unless the champion pointer names a later
+  run's table to serve with: SERVING_HISTORY, see Served);
 - item_stats.parquet: item_id (known items, index order), n_ratings, mean_rating, title (may be empty);
 - also_bought.parquet: item_id, other_id pairs from the items table (other_id restricted to known items);
 - item_vectors.parquet: the run's Word2Vec item vectors (item_id, v0..vD).
@@ -28,6 +29,7 @@ from musicrec.store import MissingKeyError, Store, layout, safe_key_part
 from musicrec.store.pointer import read_pointer
 
 TABLES = ("user_history.parquet", "item_stats.parquet", "also_bought.parquet", "item_vectors.parquet")
+SERVING_HISTORY = "serving_history.parquet"  # downloaded beside the bundle when the pointer names one
 
 
 class BundleDamaged(StoreError):
@@ -61,24 +63,40 @@ def write_tables(
     return list(TABLES)
 
 
-def resolve_version(store: Store, version: str = "") -> tuple[str, str | None]:
-    """(version, expected metadata sha256): the given version, or the champion pointer's (with its sha256);
-    a damaged pointer is a PointerDamaged error saying to name a --version."""
+@dataclass(frozen=True)
+class Served:
+    """What scoring downloads: a bundle version, its metadata sha256 (None for a version named by hand), and
+    the pointer's serving history, if any: {"version", "sha256"} of a later run's user_history table that
+    the champion serves with (a run on newer data that was not promoted refreshes it; see publish.promote)."""
+
+    version: str
+    sha256: str | None = None
+    history: dict[str, str] | None = None
+
+
+def resolve_version(store: Store, version: str = "") -> Served:
+    """The given version, or the champion pointer's (with its sha256 and serving history); a damaged pointer
+    is a PointerDamaged error saying to name a --version."""
     if version:
-        return version, None
+        return Served(version)
     pointer, _ = read_pointer(store)
     if pointer is None:
         raise StoreError(
             f"no champion at {store.url_for(layout.CHAMPION)} and no --version given",
             hint="run the training flow first, or name a published version",
         )
-    return pointer["version"], pointer["sha256"]
+    return Served(pointer["version"], pointer["sha256"], pointer.get("history"))
 
 
 def download_bundle(
-    store: Store, version: str, workdir: Path, metadata_sha256: str | None = None
+    store: Store,
+    version: str,
+    workdir: Path,
+    metadata_sha256: str | None = None,
+    history: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Download every file named in metadata.json into workdir and check each sha256; return the metadata.
+    With `history` (Served.history), also the user_history table it names, checked, as SERVING_HISTORY.
 
     Files land under a temporary name and are renamed only after the whole bundle checked out, so a refused
     bundle leaves nothing behind in workdir.
@@ -101,8 +119,15 @@ def download_bundle(
     try:
         for name, expected in meta["files"].items():
             _fetch_checked(store, layout.bundle_file(version, name), staging / name, expected)
+        if history:
+            key = layout.bundle_file(history["version"], TABLES[0])
+            _fetch_checked(store, key, staging / SERVING_HISTORY, history["sha256"], by_pointer=True)
         for name in meta["files"]:
             (staging / name).replace(workdir / name)
+        if history:
+            (staging / SERVING_HISTORY).replace(workdir / SERVING_HISTORY)
+        else:
+            (workdir / SERVING_HISTORY).unlink(missing_ok=True)
         (workdir / "metadata.json").write_bytes(meta_bytes)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -132,17 +157,23 @@ def _parse_metadata(data: bytes, where: str) -> dict[str, Any]:
     return meta
 
 
-def _fetch_checked(store: Store, key: str, dest: Path, expected: str) -> None:
+def _fetch_checked(store: Store, key: str, dest: Path, expected: str, by_pointer: bool = False) -> None:
+    """Download key to dest and check its sha256. by_pointer: the champion pointer's serving history, whose
+    failure is said as such (the champion's own bundle can still be scored by its version)."""
+    what = "the serving history named by the champion pointer, " if by_pointer else "bundle file "
+    hint = (
+        "score the champion's own bundle with --version, or run musicrec train again to refresh it"
+        if by_pointer
+        else "the bundle is incomplete; republish it"
+    )
     try:
         store.get_file(key, dest)
     except MissingKeyError as e:
-        raise BundleDamaged(
-            f"bundle file {store.url_for(key)} is missing", hint="the bundle is incomplete; republish it"
-        ) from e
+        raise BundleDamaged(f"{what}{store.url_for(key)} is missing", hint=hint) from e
     if sha256_file(dest) != expected:
         raise BundleDamaged(
-            f"{store.url_for(key)} fails its sha256 check",
-            hint="the file is corrupt or was replaced; republish the bundle",
+            f"{what}{store.url_for(key)} fails its sha256 check",
+            hint=hint if by_pointer else "the file is corrupt or was replaced; republish the bundle",
         )
 
 
@@ -155,7 +186,7 @@ class Bundle:
     session: Any
     users: pd.Index  # known users, sorted (the model's index order)
     items: pd.Index  # known items, the model's index order
-    history: pd.DataFrame  # user_id, item_id (training split)
+    history: pd.DataFrame  # user_id, item_id: the bundle's rows, or the pointer's serving history
     item_stats: pd.DataFrame
     also_bought: pd.DataFrame
     vectors: pd.DataFrame
@@ -171,9 +202,11 @@ def load_bundle(directory: Path, threads: int = 1) -> Bundle:
             hint="it was published before scoring tables existed; retrain and republish",
         )
     session = load_session(directory / "model.onnx", threads=threads)
-    history = pd.read_parquet(directory / TABLES[0])
+    own = pd.read_parquet(directory / TABLES[0])
+    serving = directory / SERVING_HISTORY  # a later run's data, when the pointer names one (Served.history)
+    history = pd.read_parquet(serving) if serving.exists() else own
     stats = pd.read_parquet(directory / TABLES[1])
-    users = pd.Index(np.sort(history["user_id"].unique()))
+    users = pd.Index(np.sort(own["user_id"].unique()))
     items = pd.Index(stats["item_id"])
     onnx_meta = read_metadata(session)
     for what, ids in (("user", users), ("item", items)):

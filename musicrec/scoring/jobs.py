@@ -24,13 +24,14 @@ from musicrec.store import open_store
 def fetch_bundle(store_uri: str, version: str, workdir: str | Path) -> dict[str, Any]:
     """Resolve the version (default: champion), download and verify every file, prove it loads."""
     store = open_store(store_uri)
-    version, sha = resolve_version(store, version)
+    served = resolve_version(store, version)
     directory = Path(workdir) / "bundle"
     directory.mkdir(parents=True, exist_ok=True)
-    meta = download_bundle(store, version, directory, sha)
+    meta = download_bundle(store, served.version, directory, served.sha256, served.history)
     _loaded(str(directory), with_index=False)  # proves it loads, and warms this process's cache
     return {
-        "version": version,
+        "version": served.version,
+        "history_from": (served.history or {}).get("version"),
         "model": meta.get("model"),
         "kind": meta.get("kind", "rating"),
         "directory": str(directory),
@@ -60,10 +61,11 @@ def _index(directory: str) -> CandidateIndex:
 
 
 def list_users(directory: str, users_path: str = "") -> list[str]:
-    """The users of a top-N job: the file's user_id column (first occurrence order) or every known user."""
+    """The users of a top-N job: the file's user_id column (first occurrence order) or every user the served
+    history knows (the bundle's, or the pointer's newer one), sorted."""
     if users_path:
         return list(dict.fromkeys(read_table(users_path, ["user_id"])["user_id"]))
-    return [str(u) for u in _loaded(directory, with_index=False)[0].users]
+    return sorted(str(u) for u in _loaded(directory, with_index=False)[0].history["user_id"].unique())
 
 
 def plan_pair_chunks(pairs_path: str, chunk_rows: int, workers: int) -> list[tuple[int, int]]:

@@ -16,6 +16,9 @@ HINT = (
 )
 
 
+HISTORY = ("version", "sha256")  # a pointer's optional "history": the bundle whose user_history it serves
+
+
 class PointerDamaged(StoreError):
     """The pointer exists but cannot be used. `token` is its version token, for a conditional rewrite."""
 
@@ -38,6 +41,13 @@ def parse_pointer(data: bytes, where: str) -> dict[str, Any]:
     bad = [k for k in ("version", "sha256") if not isinstance(pointer.get(k), str) or not pointer[k]]
     if bad:
         raise PointerDamaged(f"the champion pointer {where} is damaged: no valid {' or '.join(bad)}")
+    history = pointer.get("history")  # optional: the serving history of a later, not promoted run
+    if history is not None and not (
+        isinstance(history, dict) and all(isinstance(history.get(k), str) and history[k] for k in HISTORY)
+    ):
+        raise PointerDamaged(
+            f"the champion pointer {where} is damaged: its history is not an object with version and sha256"
+        )
     return pointer
 
 
