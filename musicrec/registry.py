@@ -69,6 +69,7 @@ MODELS: dict[str, Entry] = {
     "implicit_hinge": Entry(
         "retrieval", "musicrec.implicit.configs:HingeConfig", "musicrec.implicit.train:SGDRetrieval"
     ),
+    "ease": Entry("retrieval", "musicrec.implicit.configs:EASEConfig", "musicrec.implicit.ease:EASE"),
 }
 
 

@@ -19,7 +19,7 @@ from musicrec import registry
 from musicrec.data.feedback import confidence_weights
 from musicrec.data.ids import IdIndex
 from musicrec.fit.threads import cpu_threads
-from musicrec.implicit.configs import ImplicitConfig
+from musicrec.implicit.base import Skipped
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
 from musicrec.metrics.full import evaluate_random, evaluate_static
@@ -108,7 +108,7 @@ def _weights(ws: Workspace, split: Any, users: IdIndex, items: IdIndex) -> sp.cs
     return sp.csr_matrix((w, (u, i)), shape=(users.size, items.size), dtype=np.float32)
 
 
-def model_text(ws: Workspace, cfg: ImplicitConfig) -> np.ndarray | None:
+def model_text(ws: Workspace, cfg: Any) -> np.ndarray | None:
     """The run's ranking text vectors when the model uses them (use_text) and the run has text, else None."""
     return ranking_text(ws) if cfg.use_text else None
 
@@ -165,20 +165,25 @@ def train_implicit(
     x every item at the seed's size (35 s on one thread), and the last model to finish runs it alone."""
     data = ranking_data(ws)
     overrides = {"val_users": validation_users(data.items.size), **(overrides or {})}
-    text = model_text(ws, registry.parse_config(name, overrides))
-    result = fit_implicit(
-        name,
-        data.train,
-        data.users.size,
-        data.items.size,
-        data.validation,
-        data.seen_train,
-        overrides,
-        threads=threads,
-        on_epoch=on_epoch,
-        text=text,
-        weights=data.weights_of(*data.train),
-    )
+    cfg = registry.parse_config(name, overrides)
+    try:
+        result = fit_implicit(
+            name,
+            data.train,
+            data.users.size,
+            data.items.size,
+            data.validation,
+            data.seen_train,
+            overrides,
+            threads=threads,
+            on_epoch=on_epoch,
+            text=model_text(ws, cfg),
+            weights=data.weights_of(*data.train),
+        )
+    except Skipped as e:
+        row = skipped_row(name, str(e), cfg)
+        ws.write_json(model_file(name, "metrics.json"), row)
+        return row
     with cpu_threads(test_threads or threads):
         test = test_metrics(result.model, data)
     row = {
@@ -195,6 +200,12 @@ def train_implicit(
     ws.write_json(model_file(name, "history.json"), result.history)
     ws.write_json(model_file(name, "metrics.json"), row)
     return row
+
+
+def skipped_row(name: str, note: str, cfg: Any) -> dict[str, Any]:
+    """The leaderboard row of a model whose kind does not apply to the run's data (musicrec.implicit.base.
+    Skipped): its note and no metrics, so it is never a champion nor an ensemble member."""
+    return {"name": name, "kind": "retrieval", "skipped": note, "hyperparameters": cfg.model_dump()}
 
 
 def save_implicit(ws: Workspace, folder: str, model: Any, cfg: Any) -> None:

@@ -1,0 +1,94 @@
+"""The kinds that win on dense interaction data (ease, als) and the sequence-aware baseline (transitions):
+what each computes, checked against a direct computation or a crafted data set, beyond the contract that
+tests/test_model_contract.py runs for every registered model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from synth import clustered_ratings
+from test_model_contract import _clusters
+
+from musicrec import registry
+from musicrec.implicit.base import Interactions, Skipped
+from musicrec.metrics.topn import interaction_matrix
+
+
+def _scores(model, n_users: int, n_items: int) -> np.ndarray:
+    """Every (user, item) score of a fitted model, users x items (spot-checked against its forward)."""
+    with torch.no_grad():
+        out = (model.query(torch.arange(n_users)) @ model.item_vectors().T + model.item_bias).numpy()
+        u, i = torch.tensor([0, n_users - 1]), torch.tensor([n_items - 1, 1])
+        np.testing.assert_allclose(model(u, i).numpy(), out[u, i], atol=1e-5)
+    return out
+
+
+def _unseen_top(scores: np.ndarray, seen: np.ndarray, k: int = 10) -> np.ndarray:
+    """Each user's k best items among those they have not interacted with (item 0 never)."""
+    masked = np.where(seen > 0, -np.inf, scores)
+    masked[:, 0] = -np.inf
+    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
+
+
+# --- ease ---
+
+
+def test_ease_serves_exactly_the_direct_numpy_ease_on_a_small_catalogue():
+    rng = np.random.default_rng(0)
+    n_users, n_items, l2 = 40, 13, 4.0
+    x = (rng.random((n_users, n_items)) < 0.3).astype(np.float64)
+    x[:, 0] = 0.0  # index 0 is the unknown item
+    users, items = np.nonzero(x)
+    data = Interactions(users, items, n_users, n_items)
+    model = registry.model_class("ease").refit("ease", registry.parse_config("ease", {"l2": l2}), data, 1)
+    p = np.linalg.inv(x.T @ x + l2 * np.eye(n_items))
+    b = np.eye(n_items) - p / np.diag(p)[None, :]
+    expected = x @ b
+    bias = model.item_bias.numpy()
+    np.testing.assert_allclose(_scores(model, n_users, n_items) - bias, expected, atol=1e-5)
+    assert model.item_vectors().shape[1] == n_items  # exact: as wide as the catalogue
+
+
+def test_ease_low_rank_keeps_the_exact_ranking_at_full_rank_and_nearly_at_half():
+    c = _clusters()  # its items shifted by one: index 0 is the unknown item, without interactions
+    d = Interactions(c.users, c.items + 1, c.n_users, c.n_items + 1)
+    cfg = {"l2": 30.0}
+    kind = registry.model_class("ease")
+    exact = kind.refit("ease", registry.parse_config("ease", cfg), d, 1)
+    seen = interaction_matrix(d.users, d.items, d.n_users, d.n_items).toarray()
+    scores = _scores(exact, d.n_users, d.n_items)
+    want = _unseen_top(scores, seen)
+    # rank n_items - 1: B's rank (the unknown item's row and column are zero), so the same scores
+    full = kind.refit("ease", registry.parse_config("ease", {**cfg, "factors": d.n_items - 1}), d, 1)
+    assert full.item_vectors().shape[1] == d.n_items - 1
+    np.testing.assert_allclose(_scores(full, d.n_users, d.n_items), scores, atol=1e-4)
+    low = kind.refit("ease", registry.parse_config("ease", {**cfg, "factors": d.n_items // 2}), d, 1)
+    got = _unseen_top(_scores(low, d.n_users, d.n_items), seen)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])
+    assert overlap > 0.8
+
+
+def test_ease_chooses_its_l2_on_validation_and_refits_at_it():
+    d = _clusters()
+    result = registry.model_class("ease").fit("ease", registry.parse_config("ease"), d)
+    tried = [row["ndcg@10"] for row in result.history[1:]]
+    assert result.best_epoch == 1 + int(np.argmax(tried)) and len(tried) == 7
+    assert result.config.l2 is not None  # the chosen one: what a refit builds
+    assert registry.parse_config("ease").l2 is None
+
+
+def test_ease_above_max_items_is_skipped_with_a_note_not_an_error(tmp_path):
+    from musicrec.pipeline.retrieval import summarize, train_implicit
+    from musicrec.pipeline.workspace import Workspace
+
+    d = _clusters()
+    with pytest.raises(Skipped, match="239 items > max_items 100"):
+        registry.model_class("ease").fit("ease", registry.parse_config("ease", {"max_items": 100}), d)
+    ws = Workspace.create(tmp_path / "work", "run")
+    clustered_ratings().to_parquet(ws.ratings, index=False)
+    row = train_implicit(ws, "ease", {"max_items": 100})
+    assert row["skipped"] == "skipped: 150 items > max_items 100" and "val_ndcg_at_10" not in row
+    other = {"name": "implicit_bpr", "kind": "retrieval", "val_ndcg_at_10": 0.2, "best_epoch": 3}
+    popular = [{"name": "most_popular", "val_ndcg_at_10": 0.1}]
+    assert summarize([row, other], popular)["champion"] == "implicit_bpr"
