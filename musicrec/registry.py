@@ -70,6 +70,7 @@ MODELS: dict[str, Entry] = {
         "retrieval", "musicrec.implicit.configs:HingeConfig", "musicrec.implicit.train:SGDRetrieval"
     ),
     "ease": Entry("retrieval", "musicrec.implicit.configs:EASEConfig", "musicrec.implicit.ease:EASE"),
+    "als": Entry("retrieval", "musicrec.implicit.configs:ALSConfig", "musicrec.implicit.als:ALS"),
 }
 
 

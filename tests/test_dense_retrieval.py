@@ -92,3 +92,48 @@ def test_ease_above_max_items_is_skipped_with_a_note_not_an_error(tmp_path):
     other = {"name": "implicit_bpr", "kind": "retrieval", "val_ndcg_at_10": 0.2, "best_epoch": 3}
     popular = [{"name": "most_popular", "val_ndcg_at_10": 0.1}]
     assert summarize([row, other], popular)["champion"] == "implicit_bpr"
+
+
+# --- als ---
+
+
+def test_als_improves_validation_ndcg_past_most_popular_and_refits_its_best_iterations():
+    from musicrec.metrics.full import evaluate_static
+
+    d = _clusters()
+    popular = np.bincount(d.items, minlength=d.n_items).astype(np.float32)
+    bar = evaluate_static(popular, None, d.validation, d.exclude)["ndcg@10"]
+    result = registry.model_class("als").fit("als", registry.parse_config("als"), d)
+    ndcg = [row["ndcg@10"] for row in result.history]
+    assert result.best_epoch >= 2 and ndcg[result.best_epoch] == max(ndcg) > max(bar, ndcg[1]) + 0.005
+    again = registry.model_class("als").refit("als", result.config, d, result.best_epoch, threads=2)
+    np.testing.assert_allclose(again.item.numpy(), result.model.item.numpy(), atol=1e-5)
+
+
+def test_an_als_step_solves_the_confidence_weighted_least_squares_of_each_user():
+    from musicrec.implicit.als import Alternation, new_model
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, f, alpha, reg = 6, 9, 4, 2.0, 0.3
+    users, items = np.repeat(np.arange(1, n_users), 3), rng.integers(1, n_items, 3 * (n_users - 1))
+    weights = rng.uniform(1.0, 5.0, len(users)).astype(np.float32)
+    data = Interactions(users, items, n_users, n_items, weights=weights)
+    cfg = registry.parse_config("als", {"factors": f, "alpha": alpha, "regularization": reg, "cg_steps": 16})
+    model = new_model(cfg, data)
+    y = rng.normal(size=(n_items, f)).astype(np.float32)
+    step = Alternation(cfg, model, data, threads=1)
+    rows = np.zeros((n_users, f), np.float32)
+    step._solve(step.by_user, y, rows)
+    for u in range(1, n_users):
+        mine = users == u
+        conf = np.ones(n_items)
+        target = np.zeros(n_items)
+        for i in np.unique(items[mine]):
+            conf[i] = 1.0 + alpha * weights[mine & (items == i)].mean()  # duplicates average their weights
+            target[i] = 1.0
+        a = y.T @ (conf[:, None] * y) + reg * np.eye(f)
+        np.testing.assert_allclose(rows[u], np.linalg.solve(a, y.T @ (conf * target)), rtol=1e-3, atol=1e-4)
+    unweighted = np.zeros_like(rows)
+    plain = Alternation(cfg, model, Interactions(users, items, n_users, n_items), threads=1)
+    plain._solve(plain.by_user, y, unweighted)
+    assert np.abs(unweighted - rows).max() > 0.01  # the weights are read
