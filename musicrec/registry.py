@@ -71,6 +71,11 @@ MODELS: dict[str, Entry] = {
     ),
     "ease": Entry("retrieval", "musicrec.implicit.configs:EASEConfig", "musicrec.implicit.ease:EASE"),
     "als": Entry("retrieval", "musicrec.implicit.configs:ALSConfig", "musicrec.implicit.als:ALS"),
+    "transitions": Entry(
+        "retrieval",
+        "musicrec.implicit.configs:TransitionsConfig",
+        "musicrec.implicit.transitions:Transitions",
+    ),
 }
 
 

@@ -137,3 +137,107 @@ def test_an_als_step_solves_the_confidence_weighted_least_squares_of_each_user()
     plain = Alternation(cfg, model, Interactions(users, items, n_users, n_items), threads=1)
     plain._solve(plain.by_user, y, unweighted)
     assert np.abs(unweighted - rows).max() > 0.01  # the weights are read
+
+
+# --- transitions ---
+
+
+def _chains() -> tuple[list[list[int]], int]:
+    """Sequences in which item k is followed by k + 1 (users start at 1..8), each user's first item the
+    popular item 11, which never follows anything; and the catalogue size (index 0 unknown)."""
+    return [[11, k, k + 1, k + 2] for u in range(40) for k in [1 + u % 8]], 13
+
+
+def _sequence_data(sequences: list[list[int]], n_items: int) -> Interactions:
+    users = np.concatenate([np.full(len(s), u) for u, s in enumerate(sequences)])
+    items = np.concatenate(sequences)
+    order = np.concatenate([np.arange(len(s)) for s in sequences])
+    return Interactions(users, items, len(sequences), n_items, order=order)
+
+
+def _first_unseen(model, user: int, seen: list[int]) -> int:
+    with torch.no_grad():
+        scores = (model.query(torch.tensor([user])) @ model.item_vectors().T + model.item_bias)[0].numpy()
+    scores[[0, *seen]] = -np.inf
+    return int(np.argmax(scores))
+
+
+def test_transitions_recommends_what_follows_the_users_latest_item_in_time_order():
+    sequences, n_items = _chains()
+    kind, cfg = registry.model_class("transitions"), registry.parse_config("transitions")
+    model = kind.refit("transitions", cfg, _sequence_data([*sequences, [5, 2]], n_items), 1)
+    assert _first_unseen(model, len(sequences), [5, 2]) == 3  # 2 is the latest: 3 follows it
+    # the same pairs in the other time order: 5 is the latest, 6 follows it
+    model = kind.refit("transitions", cfg, _sequence_data([*sequences, [2, 5]], n_items), 1)
+    assert _first_unseen(model, len(sequences), [2, 5]) == 6
+    # shuffling everyone's time order changes what follows what
+    rng = np.random.default_rng(0)
+    shuffled = [list(rng.permutation(s)) for s in sequences]
+    model = kind.refit("transitions", cfg, _sequence_data([*shuffled, [5, 2]], n_items), 1)
+    assert _first_unseen(model, len(sequences), [5, 2]) != 3
+
+
+def test_transitions_chooses_window_and_decay_on_validation_and_is_skipped_without_times():
+    d = _clusters()
+    result = registry.model_class("transitions").fit("transitions", registry.parse_config("transitions"), d)
+    assert len(result.history) == 1 + 9 and result.best_epoch >= 1
+    chosen = result.history[result.best_epoch]["ndcg@10"]
+    assert chosen == max(r["ndcg@10"] for r in result.history) > result.history[0]["ndcg@10"]
+    picked = (result.config.window, result.config.decay)
+    assert picked in {(w, dc) for w in (1, 3, 5) for dc in (0.25, 0.5, 1.0)}
+    unordered = Interactions(d.users, d.items, d.n_users, d.n_items, d.validation, d.exclude)
+    with pytest.raises(Skipped, match="no times"):
+        registry.model_class("transitions").fit(
+            "transitions", registry.parse_config("transitions"), unordered
+        )
+
+
+def test_the_run_passes_each_users_time_order_to_fit_and_refit(tmp_path):
+    from musicrec.pipeline.retrieval import ranking_data
+    from musicrec.pipeline.workspace import Workspace
+
+    ratings = clustered_ratings()
+    ratings = ratings.sample(frac=1.0, random_state=0).reset_index(drop=True)  # file order is not time order
+    ws = Workspace.create(tmp_path / "work", "run")
+    ratings.to_parquet(ws.ratings, index=False)
+    data = ranking_data(ws)
+    u, i = data.train
+    by_time = ratings.sort_values("timestamp")
+    for user in (1, 7):
+        uid = data.users.ids[user - 1]
+        mine = u == user
+        in_order = i[mine][np.argsort(data.train_order[mine])]
+        expected = by_time[by_time.user_id == uid].item_id.to_numpy()[:-2]  # the last two are held out
+        assert [data.items.ids[k - 1] for k in in_order] == list(expected)
+        held = [data.validation[user].indices[0], data.test[user].indices[0]]
+        everything = data.order_of(np.full(len(held), user), np.array(held))
+        assert list(everything) == [mine.sum() + 1, mine.sum() + 2]
+    assert (data.order_of(u, i) == data.train_order).all()  # no repeated pair in this sample
+
+
+def test_transitions_trains_refits_on_every_interaction_in_order_and_exports_with_parity(tmp_path):
+    from musicrec.pipeline.champion_retrieval import (
+        REFIT_DIR,
+        export_retrieval,
+        load_implicit,
+        refit_implicit,
+    )
+    from musicrec.pipeline.retrieval import ranking_data, train_implicit
+    from musicrec.pipeline.workspace import Workspace
+
+    ws = Workspace.create(tmp_path / "work", "run")
+    clustered_ratings().to_parquet(ws.ratings, index=False)
+    row = train_implicit(ws, "transitions")
+    assert row["best_epoch"] >= 1 and row["val_ndcg_at_10"] > 0
+    assert row["hyperparameters"]["window"] in (1, 3, 5)  # the chosen setting is what a refit builds
+    row["hyperparameters"]["decay"] = 0.5  # the latest item weighs most
+    refit = refit_implicit(ws, row)
+    assert refit["rows"] == len(clustered_ratings())
+    served, data = load_implicit(ws, "transitions", REFIT_DIR), ranking_data(ws)
+    user = 1
+    test_item = int(data.test[user].indices[0])  # the refit's latest item of this user
+    latest = served.row_items[served.row_ptr[user] : served.row_ptr[user + 1]]
+    weights = served.row_values[served.row_ptr[user] : served.row_ptr[user + 1]]
+    assert int(latest[int(torch.argmax(weights))]) == test_item
+    ws.bundle.mkdir(exist_ok=True)
+    assert export_retrieval(ws, row, refit)["onnx_check"]["score_max_abs_diff"] <= 1e-4

@@ -120,5 +120,6 @@ def _fit_retrieval(
         threads=threads,
         on_epoch=report,
         text=text,
+        order=ranking.train_order,
     )
     return result.history, result.best_epoch
