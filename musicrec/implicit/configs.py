@@ -171,10 +171,11 @@ class EASEConfig(DenseConfig):
         "mean interactions per item); a refit without l2 takes the middle one",
     )
     max_items: int = Field(
-        10_000,
+        5_000,
         ge=1,
-        description="larger catalogues skip the model (a leaderboard note): X^T X is decomposed densely, "
-        "memory items^2, time items^3",
+        description="larger catalogues skip the model (a leaderboard note): X^T X is decomposed densely and "
+        "each l2 of the grid forms B: memory items^2, time items^3 on one BLAS thread "
+        "(benchmarks/topn.py's EASE reference has the same bound)",
     )
 
 
