@@ -69,6 +69,13 @@ MODELS: dict[str, Entry] = {
     "implicit_hinge": Entry(
         "retrieval", "musicrec.implicit.configs:HingeConfig", "musicrec.implicit.train:SGDRetrieval"
     ),
+    "ease": Entry("retrieval", "musicrec.implicit.configs:EASEConfig", "musicrec.implicit.ease:EASE"),
+    "als": Entry("retrieval", "musicrec.implicit.configs:ALSConfig", "musicrec.implicit.als:ALS"),
+    "transitions": Entry(
+        "retrieval",
+        "musicrec.implicit.configs:TransitionsConfig",
+        "musicrec.implicit.transitions:Transitions",
+    ),
 }
 
 

@@ -156,6 +156,9 @@ def train_retrieval(
         row = retrieval.train_implicit(
             ws, name, overrides, threads=threads, on_epoch=on_epoch, test_threads=test_threads
         )
+    if row.get("skipped"):
+        logger.info("%s: %s", name, row["skipped"])
+        return row
     logger.info(
         "%s: val_ndcg@10 %.4f test_ndcg@10 %.4f in %.1fs",
         name,

@@ -26,8 +26,10 @@ from musicrec.fit.loop import EpochCallback
 class Interactions:
     """What a retrieval model fits on: (user index, item index) pairs (index 0 is the unknown row, never an
     interaction), the table sizes, the validation items and what validation excludes (None for a refit),
-    the items' text vectors (None when the run has none or the model does not use them), and each pair's
-    confidence weight, its share of the loss (None: every pair weighs 1, as for ratings)."""
+    the items' text vectors (None when the run has none or the model does not use them), each pair's
+    confidence weight, its share of the loss (None: every pair weighs 1, as for ratings), and each pair's
+    place in its user's time order (bigger = later, compared within a user only; None when the input has no
+    times). Only the sequence-aware kinds read the order; the pairs themselves arrive in any order."""
 
     users: np.ndarray
     items: np.ndarray
@@ -37,6 +39,12 @@ class Interactions:
     exclude: sp.csr_matrix | None = None
     text: np.ndarray | None = None
     weights: np.ndarray | None = None
+    order: np.ndarray | None = None
+
+
+class Skipped(Exception):
+    """Raised by a kind's fit when it does not apply to the data (e.g. a catalogue too large for a dense
+    item x item model): the pipeline records the reason as the model's leaderboard note, not a failure."""
 
 
 @dataclass

@@ -136,3 +136,97 @@ def patience_for(cfg: ImplicitConfig, n_rows: int) -> int:
     if cfg.max_patience_rows <= 0 or n_rows <= 0:
         return cfg.patience
     return max(2, min(cfg.patience, cfg.max_patience_rows // n_rows))
+
+
+class DenseConfig(BaseModel):
+    """Shared by the kinds fitted without sampled negatives or text (ease, als, transitions)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    search_space: ClassVar[dict[str, Dim]] = {}
+    use_text: ClassVar[bool] = False  # the flow reads it: these kinds never wait for Word2Vec
+    negatives: ClassVar[int] = 0  # the flow starts the fits that score the most sampled negatives first
+
+    val_users: int = Field(5000, ge=1, description="fixed seeded sample of validation users per evaluation")
+    seed: int = 0
+
+
+class EASEConfig(DenseConfig):
+    """ease: EASE (Steck 2019), B = I - P diag(1/diag P), P = (X^T X + l2 I)^-1; l2 chosen on validation."""
+
+    factors: int = Field(
+        512,
+        ge=1,
+        le=4096,
+        description="served vector width: exact scores up to this many items, else the rank-factors part "
+        "of B from the largest eigenvalues of X^T X (exact on every item the user has not interacted with "
+        "when the rank is the catalogue's)",
+    )
+    l2: float | None = Field(
+        None, gt=0, description="EASE's lambda; None: chosen on validation NDCG@10 from l2_grid"
+    )
+    l2_grid: tuple[float, ...] = Field(
+        (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0),
+        min_length=1,
+        description="the lambdas tried when l2 is None, as multiples of the mean diagonal of X^T X (the "
+        "mean interactions per item); a refit without l2 takes the middle one",
+    )
+    max_items: int = Field(
+        5_000,
+        ge=1,
+        description="larger catalogues skip the model (a leaderboard note): X^T X is decomposed densely and "
+        "each l2 of the grid forms B: memory items^2, time items^3 on one BLAS thread "
+        "(benchmarks/topn.py's EASE reference has the same bound)",
+    )
+
+
+class ALSConfig(DenseConfig):
+    """als: weighted ALS (Hu, Koren, Volinsky 2008) with conjugate-gradient solves (Takacs et al. 2011)."""
+
+    search_space: ClassVar[dict[str, Dim]] = {
+        "factors": integer(16, 128),
+        "regularization": real(0.01, 10.0),
+        "alpha": real(0.5, 50.0),
+    }
+
+    factors: int = Field(64, ge=1, le=1024, description="embedding size of users and items")
+    regularization: float = Field(0.1, ge=0, description="L2 penalty of every user and item row")
+    alpha: float = Field(
+        5.0,
+        ge=0,
+        description="confidence of an interaction: 1 + alpha x its weight (the run's confidence weight of "
+        "a play count, 1 for a rating); a missing pair has confidence 1 and target 0",
+    )
+    epochs: int = Field(
+        15,
+        ge=1,
+        le=200,
+        description="maximum ALS iterations (users, then items); early stopping on validation",
+    )
+    patience: int = Field(
+        3, ge=1, description="iterations without a better validation NDCG@10 before stopping"
+    )
+    cg_steps: int = Field(3, ge=1, le=32, description="conjugate-gradient steps per row and iteration")
+    init_std: float = Field(0.01, gt=0, description="standard deviation of the initial rows")
+
+
+class TransitionsConfig(DenseConfig):
+    """transitions: the items that followed the user's latest items in everyone's training sequences."""
+
+    factors: int = Field(
+        512,
+        ge=1,
+        le=4096,
+        description="served vector width: exact scores up to this many items, else a rank-factors SVD of "
+        "the transition matrix",
+    )
+    last: int = Field(5, ge=1, le=100, description="the user's latest items that vote")
+    window: int = Field(3, ge=1, le=50, description="an item follows another within this many steps (1/step)")
+    decay: float = Field(
+        0.5, gt=0, le=1, description="weight of the k-th latest item: decay^k (the latest weighs 1)"
+    )
+    window_grid: tuple[int, ...] = Field(
+        (1, 3, 5), description="windows tried on validation by a fit (empty: window alone)"
+    )
+    decay_grid: tuple[float, ...] = Field(
+        (0.25, 0.5, 1.0), description="decays tried on validation by a fit (empty: decay alone)"
+    )

@@ -392,17 +392,19 @@ def fit_implicit(
     on_epoch: EpochCallback | None = None,
     text: np.ndarray | None = None,
     weights: np.ndarray | None = None,
+    order: np.ndarray | None = None,
 ) -> ImplicitResult:
     """Fit the registered retrieval model `name` on (user
     index, item index) pairs, judged on validation NDCG@10.
 
     validation: CSR (n_users x n_items) of each user's validation item(s); exclude: items not ranked for
     validation (default: the training interactions); text: (n_items, d) item vectors, used when use_text;
-    weights: each pair's share of the loss (implicit feedback's confidence), None for 1 each."""
+    weights: each pair's share of the loss (implicit feedback's confidence), None for 1 each; order: each
+    pair's place in its user's time order (musicrec.implicit.base.Interactions), None without times."""
     cfg = registry.parse_config(name, overrides)
     users, items = (np.asarray(a, np.int64) for a in interactions)
     exclude = interaction_matrix(users, items, n_users, n_items) if exclude is None else exclude
-    data = Interactions(users, items, n_users, n_items, validation, exclude, text, weights)
+    data = Interactions(users, items, n_users, n_items, validation, exclude, text, weights, order)
     return registry.model_class(name).fit(name, cfg, data, threads=threads, on_epoch=on_epoch)
 
 

@@ -70,6 +70,7 @@ def _refit_one(
         data.items.size,
         text=model_text(ws, cfg),
         weights=data.weights_of(users, items),
+        order=data.order_of(users, items),
     )
     model = registry.model_class(name).refit(name, cfg, every, epochs, threads=threads)
     save_implicit(ws, folder, model, cfg)

@@ -208,7 +208,10 @@ def ranking_table(retrieval: dict[str, Any] | None) -> list[dict[str, str]]:
     return [
         {
             "model": r["name"] + (" *" if r["name"] == champion else ""),
-            **{c.replace("_at_", "@"): f"{r.get(c, float('nan')):.4f}" for c in RANKING_COLUMNS},
+            **{
+                c.replace("_at_", "@"): "-" if r.get("skipped") else f"{r.get(c, float('nan')):.4f}"
+                for c in RANKING_COLUMNS
+            },
             "best_epoch": str(r.get("best_epoch", "-")),
             "fit_s": f"{r.get('fit_seconds', 0):.1f}",
         }
@@ -228,12 +231,13 @@ def format_ranking(retrieval: dict[str, Any] | None) -> str:
         "  ".join(r[c].ljust(widths[c]) if c == "model" else r[c].rjust(widths[c]) for c in cols)
         for r in table
     ]
-    users = int((retrieval["models"][0]).get("test_users", 0))
+    users = max(int(r.get("test_users", 0)) for r in retrieval["models"])
     held = retrieval.get("held_out") or "temporal leave-last-out"
     lines.append(
         f"* retrieval champion: the highest val_ndcg@10 among the models that beat most_popular; "
         f"{held}, full ranking over unrated items, {users:,} test users"
     )
+    lines += [f"{r['name']}: {r['skipped']}" for r in retrieval["models"] if r.get("skipped")]
     return "\n".join(lines)
 
 

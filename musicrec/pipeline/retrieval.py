@@ -19,10 +19,11 @@ from musicrec import registry
 from musicrec.data.feedback import confidence_weights
 from musicrec.data.ids import IdIndex
 from musicrec.fit.threads import cpu_threads
-from musicrec.implicit.configs import ImplicitConfig
+from musicrec.implicit.base import Skipped
 from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.implicit.train import EpochCallback, evaluate_model, fit_implicit
 from musicrec.metrics.full import evaluate_random, evaluate_static
+from musicrec.metrics.protocol import has_times, recency_rank
 from musicrec.metrics.topn import interaction_matrix
 from musicrec.pipeline.prepare import feedback, ranking_split
 from musicrec.pipeline.workspace import Workspace, model_file
@@ -45,12 +46,23 @@ class RankingData:
     single_users: int
     popularity: np.ndarray  # training interactions per item index
     weights: sp.csr_matrix | None = None  # implicit feedback: each interaction's confidence (None: all 1)
+    # each training pair's place in its user's time order (1 = earliest), None when the input has no times
+    train_order: np.ndarray | None = None
+    # (users x items) the place of each interaction of every part in its user's time order: the training
+    # part's, then validation, then test (a repeated pair: its latest); None without times
+    positions: sp.csr_matrix | None = None
 
     def weights_of(self, users: np.ndarray, items: np.ndarray) -> np.ndarray | None:
         """The confidence weight of each (user, item) interaction, None when every weight is 1."""
         if self.weights is None:
             return None
         return np.asarray(self.weights[users, items], np.float32).ravel()
+
+    def order_of(self, users: np.ndarray, items: np.ndarray) -> np.ndarray | None:
+        """Each (user, item) interaction's place in its user's time order, None without times."""
+        if self.positions is None:
+            return None
+        return np.asarray(self.positions[users, items], np.int64).ravel()
 
 
 def ranking_data(ws: Workspace) -> RankingData:
@@ -91,7 +103,33 @@ def _cached(root: str, _stamp: int) -> RankingData:
         len(split.single_users),
         np.bincount(i, minlength=ni),
         _weights(ws, split, users, items),
+        *_orders(split, users, items),
     )
+
+
+def _orders(split: Any, users: IdIndex, items: IdIndex) -> tuple[np.ndarray | None, sp.csr_matrix | None]:
+    """(train_order, positions) of RankingData: the training pairs' places in their users' time order
+    (musicrec.metrics.protocol's order: timestamp, then file order) and every interaction's, validation and
+    test after the training part; (None, None) when the input has no times (the hold-out was random)."""
+    if not has_times(pd.concat([split.train, split.validation, split.test], ignore_index=True)):
+        return None, None
+    rank, count = recency_rank(split.train["user_id"].to_numpy(), split.train["timestamp"])
+    train_order = (count - rank).astype(np.int64)
+    u = users.lookup(split.train["user_id"])
+    last = np.zeros(users.size, np.int64)
+    np.maximum.at(last, u, train_order)
+    parts = [(u, items.lookup(split.train["item_id"]), train_order)]
+    for offset, part in ((1, split.validation), (2, split.test)):
+        pu = users.lookup(part["user_id"])
+        parts.append((pu, items.lookup(part["item_id"]), last[pu] + offset))
+    pu, pi, po = (np.concatenate(a) for a in zip(*parts, strict=True))
+    frame = pd.DataFrame({"u": pu, "i": pi, "o": po}).groupby(["u", "i"], sort=False)["o"].max()
+    coords = frame.index.to_frame(index=False)
+    positions = sp.csr_matrix(
+        (frame.to_numpy(np.float64), (coords["u"].to_numpy(), coords["i"].to_numpy())),
+        shape=(users.size, items.size),
+    )
+    return train_order, positions
 
 
 def _weights(ws: Workspace, split: Any, users: IdIndex, items: IdIndex) -> sp.csr_matrix | None:
@@ -108,7 +146,7 @@ def _weights(ws: Workspace, split: Any, users: IdIndex, items: IdIndex) -> sp.cs
     return sp.csr_matrix((w, (u, i)), shape=(users.size, items.size), dtype=np.float32)
 
 
-def model_text(ws: Workspace, cfg: ImplicitConfig) -> np.ndarray | None:
+def model_text(ws: Workspace, cfg: Any) -> np.ndarray | None:
     """The run's ranking text vectors when the model uses them (use_text) and the run has text, else None."""
     return ranking_text(ws) if cfg.use_text else None
 
@@ -165,20 +203,26 @@ def train_implicit(
     x every item at the seed's size (35 s on one thread), and the last model to finish runs it alone."""
     data = ranking_data(ws)
     overrides = {"val_users": validation_users(data.items.size), **(overrides or {})}
-    text = model_text(ws, registry.parse_config(name, overrides))
-    result = fit_implicit(
-        name,
-        data.train,
-        data.users.size,
-        data.items.size,
-        data.validation,
-        data.seen_train,
-        overrides,
-        threads=threads,
-        on_epoch=on_epoch,
-        text=text,
-        weights=data.weights_of(*data.train),
-    )
+    cfg = registry.parse_config(name, overrides)
+    try:
+        result = fit_implicit(
+            name,
+            data.train,
+            data.users.size,
+            data.items.size,
+            data.validation,
+            data.seen_train,
+            overrides,
+            threads=threads,
+            on_epoch=on_epoch,
+            text=model_text(ws, cfg),
+            weights=data.weights_of(*data.train),
+            order=data.train_order,
+        )
+    except Skipped as e:
+        row = skipped_row(name, str(e), cfg)
+        ws.write_json(model_file(name, "metrics.json"), row)
+        return row
     with cpu_threads(test_threads or threads):
         test = test_metrics(result.model, data)
     row = {
@@ -195,6 +239,12 @@ def train_implicit(
     ws.write_json(model_file(name, "history.json"), result.history)
     ws.write_json(model_file(name, "metrics.json"), row)
     return row
+
+
+def skipped_row(name: str, note: str, cfg: Any) -> dict[str, Any]:
+    """The leaderboard row of a model whose kind does not apply to the run's data (musicrec.implicit.base.
+    Skipped): its note and no metrics, so it is never a champion nor an ensemble member."""
+    return {"name": name, "kind": "retrieval", "skipped": note, "hyperparameters": cfg.model_dump()}
 
 
 def save_implicit(ws: Workspace, folder: str, model: Any, cfg: Any) -> None:

@@ -11,6 +11,7 @@ import optuna
 
 from musicrec import registry
 from musicrec.fit.loop import EpochCallback
+from musicrec.implicit.base import Skipped
 from musicrec.pipeline.workspace import Workspace
 from musicrec.tuning.search import TrialSpec, load_trial
 
@@ -77,7 +78,8 @@ def run_trial(
             best_epoch=seen["best_epoch"],
             stopped=stop.why,
         )
-    except (ValueError, RuntimeError, optuna.exceptions.OptunaError) as e:  # e.g. a diverging fit (NaN loss)
+    # e.g. a diverging fit (NaN loss), or a kind that does not apply to the data (Skipped: its note)
+    except (ValueError, RuntimeError, Skipped, optuna.exceptions.OptunaError) as e:
         out.update(
             state="failed",
             value=float("nan"),
@@ -120,5 +122,6 @@ def _fit_retrieval(
         threads=threads,
         on_epoch=report,
         text=text,
+        order=ranking.train_order,
     )
     return result.history, result.best_epoch
