@@ -3,8 +3,9 @@
 s_m puts each member on a common scale: the root mean square over sampled validation users of the standard
 deviation of the user's scores over the catalogue (a ranking is unchanged by adding a constant to a user's
 scores, so only the spread within a user's row matters). The weights w_m are then fitted on validation NDCG@10
-by coordinate search over WEIGHT_GRID, starting from equal weights, on one half of the validation users, and
-checked on the other half: if the fitted weights do worse there than equal weights, equal weights are kept.
+by coordinate search over WEIGHT_GRID, starting from the best of equal weights and each member alone, on one
+half of the validation users, and checked on the other half: if the fitted weights do worse there than equal
+weights, equal weights are kept.
 The test split is never read. Since every member is an inner product, the blend is one too
 (musicrec.implicit.model.ImplicitEnsemble with coefficients w_m / s_m).
 """
@@ -90,7 +91,9 @@ def fit_blend(
         return seen[key]
 
     equal = tuple(1.0 for _ in names)
-    fitted, _ = coordinate_search(lambda w: ndcg(w, "fit"), equal)
+    alone = [tuple(float(j == k) for j in range(len(names))) for k in range(len(names))]
+    start = max([equal, *alone], key=lambda w: ndcg(w, "fit"))  # the first of equals: equal weights
+    fitted, _ = coordinate_search(lambda w: ndcg(w, "fit"), start)
     check: dict[str, Any] = {"fit_users": len(halves["fit"]), "check_users": len(halves["check"])}
     for half in halves:
         check[f"{half}_ndcg_at_10"] = {"fitted": ndcg(fitted, half), "equal": ndcg(equal, half)}
