@@ -363,14 +363,7 @@ def main() -> None:
         "rows": rows,
         "served_known_items": int(lists.merge(rest[["user_id", "item_id"]]).shape[0]),  # must be 0
         "retrieval_leaderboard": [
-            {
-                **{k: m.get(k) for k in ("name", "val_ndcg_at_10", "test_ndcg_at_10")},
-                **(
-                    {"members": [{k: x[k] for k in ("name", "weight", "scale")} for x in m["members"]]}
-                    if m.get("members")
-                    else {}
-                ),
-            }
+            {k: m[k] for k in ("name", "val_ndcg_at_10", "test_ndcg_at_10", "blend") if k in m}
             for m in report["retrieval"].get("models", [])
         ],
     }
