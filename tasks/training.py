@@ -173,8 +173,8 @@ def train_retrieval(
 def ensemble_retrieval(
     workdir: str, rows: list[dict[str, Any]], baselines: list[dict[str, Any]]
 ) -> dict[str, Any] | None:
-    """The sum of the implicit models that beat most-popular on validation, measured like one of them (None:
-    fewer than two)."""
+    """The blend of the implicit models that beat most-popular on validation, its weights fitted on validation
+    and measured like one of them (None: fewer than two qualify or keep a weight)."""
     from musicrec.pipeline.champion_retrieval import ensemble_implicit
 
     with open_workspace(workdir, models=[r["name"] for r in rows]) as ws:
@@ -183,7 +183,7 @@ def ensemble_retrieval(
         get_run_logger().info(
             "%s of %s: val_ndcg@10 %.4f test_ndcg@10 %.4f",
             row["name"],
-            ", ".join(m["name"] for m in row["members"]),
+            ", ".join(f"{m['name']} (weight {m['weight']:.2f})" for m in row["members"]),
             row["val_ndcg_at_10"],
             row["test_ndcg_at_10"],
         )

@@ -83,10 +83,10 @@ def test_configs_are_typed_and_closed() -> None:
         parse_config("implicit_warp")
 
 
-def _clusters(seed: int = 0) -> tuple[np.ndarray, np.ndarray, object, int, int]:
+def _clusters(seed: int = 0, n_users: int = 500) -> tuple[np.ndarray, np.ndarray, object, int, int]:
     """Users in 6 clusters, each preferring one item cluster 8:1, under a Zipf-like popularity."""
     rng = np.random.default_rng(seed)
-    n_users, n_items, c = 500, 240, 6
+    n_items, c = 240, 6
     uc, ic = rng.integers(0, c, n_users), np.arange(n_items) % c
     pop = 1.0 / (np.arange(n_items) + 10.0) ** 0.5
     rows = []
@@ -274,6 +274,53 @@ def test_the_ensemble_scores_the_sum_of_its_members_as_one_inner_product() -> No
     tables = ensemble.user_table(torch.as_tensor(some)) @ ensemble.item_table().T
     np.testing.assert_allclose(tables.numpy(), summed, rtol=1e-5, atol=1e-4)
     assert ensemble.item_table().shape == (n_items, 2 * members[0].item.shape[1] + 1)
+
+
+def test_the_ensemble_weighs_each_member_and_drops_the_zero_weighted() -> None:
+    from musicrec.implicit.model import ImplicitEnsemble
+    from musicrec.implicit.train import score_fn
+
+    users, items, val, n_users, n_items = _clusters(4)
+    members = [
+        fit_implicit(name, (users, items), n_users, n_items, val, overrides={"epochs": 2}).model
+        for name in ("implicit_bpr", "implicit_hinge", "implicit_pointwise")
+    ]
+    blend = ImplicitEnsemble(members, [0.5, 0.0, 3.0])
+    some = np.array([0, 3, 17, 499])
+    expected = 0.5 * score_fn(members[0])(some).copy() + 3.0 * score_fn(members[2])(some).copy()
+    np.testing.assert_allclose(score_fn(blend)(some), expected, rtol=1e-5, atol=1e-5)
+    tables = blend.user_table(torch.as_tensor(some)) @ blend.item_table().T
+    np.testing.assert_allclose(tables.numpy(), expected, rtol=1e-5, atol=1e-4)
+    assert len(blend.members) == 2 and blend.item_table().shape[1] == 2 * members[0].item.shape[1] + 1
+    with pytest.raises(ValueError):
+        ImplicitEnsemble(members[:2], [0.0, 0.0])
+
+
+def test_a_blend_fitted_on_validation_drops_a_useless_member() -> None:
+    """A trained model and one of random vectors: the fitted blend puts no weight on the random one and
+    validates at least as well as the trained one alone; each scale is the spread of the member's scores."""
+    from musicrec.implicit.blend import fit_blend, score_scale
+    from musicrec.implicit.model import ImplicitEnsemble
+    from musicrec.implicit.train import new_model, validate
+
+    users, items, val, n_users, n_items = _clusters(6, n_users=2000)  # halves of 1,000 users: little noise
+    excl = interaction_matrix(users, items, n_users, n_items)
+    good = fit_implicit("implicit_bpr", (users, items), n_users, n_items, val, overrides={"epochs": 15}).model
+    cfg = parse_config("implicit_pointwise", {"user_history": False, "free_user": True, "init_std": 1.0})
+    useless = new_model(cfg, n_users, n_items, users, items).eval()
+    everyone = np.arange(n_users)
+    blend = fit_blend({"good": good, "useless": useless}, everyone, val, excl)
+    assert blend.weights["useless"] <= 0.1 and blend.weights["good"] == pytest.approx(
+        1 - blend.weights["useless"]
+    )
+    assert blend.check["check_ndcg_at_10"]["fitted"] > blend.check["check_ndcg_at_10"]["equal"]
+    assert blend.scales["useless"] == pytest.approx(score_scale(useless, everyone, n_items), rel=1e-6)
+    assert blend.scales["useless"] == pytest.approx(float(np.sqrt(cfg.factors)), rel=0.1)  # N(0, 1) rows
+    fitted = ImplicitEnsemble([good, useless], blend.coefficients())
+    alone = validate(good, everyone, val, excl)["ndcg@10"]
+    assert validate(fitted, everyone, val, excl)["ndcg@10"] >= alone - 1e-9
+    equal = ImplicitEnsemble([good, useless], [1 / s for s in blend.scales.values()])
+    assert validate(equal, everyone, val, excl)["ndcg@10"] < alone
 
 
 def test_a_model_without_free_user_rows_holds_no_user_table() -> None:

@@ -180,17 +180,23 @@ def test_validation_sample_shrinks_with_the_catalogue_so_an_epoch_stays_cheap():
 
 
 def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp_path, monkeypatch):
-    """The library path of a run whose retrieval champion is the sum of two implicit models: measured on the
-    members' validation and test users, each member refit on every interaction, exported as one tower and
-    item table (parity checked), and reloaded from its members for the promotion's fair comparison."""
+    """The library path of a run whose retrieval champion is the blend of two implicit models: its weights
+    fitted and it measured on the members' validation and test users, saved as JSON that rebuilds the same
+    scores, each member refit on every interaction, exported as one tower and item table (parity checked),
+    and reloaded from its members for the promotion's fair comparison."""
+    import json
+
+    from musicrec.implicit.train import score_fn
     from musicrec.pipeline.champion_retrieval import (
+        BLEND_FILE,
         ENSEMBLE,
         compare_retrieval,
         ensemble_implicit,
         export_retrieval,
+        load_implicit,
         refit_implicit,
     )
-    from musicrec.pipeline.retrieval import train_implicit
+    from musicrec.pipeline.retrieval import ranking_data, test_metrics, train_implicit
     from musicrec.pipeline.workspace import Workspace
 
     ratings = clustered_ratings()  # interactions with structure: both members learn (best epoch >= 1)
@@ -204,6 +210,17 @@ def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp
         and [m["name"] for m in row["members"]] == [r["name"] for r in rows]
     )
     assert row["test_users"] == rows[0]["test_users"] > 100
+    saved = json.loads((ws.model_dir(ENSEMBLE) / BLEND_FILE).read_text())
+    assert {m["name"]: (m["weight"], m["scale"]) for m in row["members"]} == {
+        n: (saved["weights"][n], saved["scales"][n]) for n in saved["members"]
+    }
+    assert sum(saved["weights"].values()) == pytest.approx(1.0) and min(saved["scales"].values()) > 0
+    rebuilt, some = load_implicit(ws, ENSEMBLE), np.arange(1, 40)
+    expected = sum(
+        m["weight"] / m["scale"] * score_fn(load_implicit(ws, m["name"]))(some).copy() for m in row["members"]
+    )
+    np.testing.assert_allclose(score_fn(rebuilt)(some), expected, rtol=1e-5, atol=1e-5)
+    assert test_metrics(rebuilt, ranking_data(ws))["test_ndcg_at_10"] == pytest.approx(row["test_ndcg_at_10"])
     assert ensemble_implicit(ws, rows[:1]) is None  # one model is not an ensemble
     weaker = min(r["val_ndcg_at_10"] for r in rows)  # a most-popular bar that only one model clears
 

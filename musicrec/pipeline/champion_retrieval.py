@@ -1,6 +1,7 @@
 """The retrieval champion of a run, after its models are trained (musicrec.pipeline.retrieval): the ensemble
 candidate, the refit on every interaction that is served, its export beside the rating champion, and the
-promotion's fair comparison with the published one. Weights are .npz, the ensemble's members a JSON list."""
+promotion's fair comparison with the published one. Weights are .npz; the ensemble's members a JSON list,
+their blend's scales and weights JSON beside it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 
 from musicrec import registry
 from musicrec.implicit.base import Interactions
+from musicrec.implicit.blend import fit_blend
 from musicrec.implicit.model import ImplicitEnsemble, InnerProductTables
 from musicrec.implicit.train import evaluate_model, validate
 from musicrec.metrics.full import evaluate_scorer, sample_users
@@ -82,7 +84,8 @@ def _refit_one(
     }
 
 
-ENSEMBLE = "implicit_ensemble"  # the sum of the trained implicit models' scores (one inner product)
+ENSEMBLE = "implicit_ensemble"  # the blend of the trained implicit models, fitted on validation
+BLEND_FILE = "blend.json"  # beside members.json: each member's scale and weight (musicrec.implicit.blend)
 # Items x the ensemble's vector size above which there is no ensemble: its vectors are the members' side by
 # side, so serving costs grow with them. At the seed's size (457K items, three 65-wide members) it doubled the
 # time of 100K users' top-10 (66 s against 32 s) and took `musicrec train` from 5.2 to 7.4 GB for a validation
@@ -94,11 +97,12 @@ ENSEMBLE_CELLS = 50_000_000
 def ensemble_implicit(
     ws: Workspace, rows: list[dict[str, Any]], baselines: list[dict[str, Any]] | None = None
 ) -> dict[str, Any] | None:
-    """The sum of the trained implicit models that beat most-popular on validation (from `baselines`; at least
-    two, each with best_epoch >= 1), measured like one of them: validation NDCG@10 on the same sampled users,
-    test on the same sample. None if fewer than two qualify (a member below the bar only drags the sum down:
-    at the seed's size bpr at 0.0046 against most-popular's 0.0059 made the sum worse than hinge alone), or if
-    the catalogue times the summed vector size passes ENSEMBLE_CELLS (serving cost)."""
+    """A blend of the trained implicit models that beat most-popular on validation (from `baselines`; at
+    least two, each with best_epoch >= 1): each member's scores over its scale, weighted, the scales and
+    weights fitted on the validation users (musicrec.implicit.blend), then measured like one of them:
+    validation NDCG@10 on the same sampled users, test on the same sample. None if fewer than two qualify (a
+    member below the bar only drags the blend down), if fewer than two keep a positive weight (the blend is
+    one of them), or if the catalogue times the summed vector size passes ENSEMBLE_CELLS (serving cost)."""
     bar = popular_val_ndcg(baselines) if baselines else -1.0
     members = [
         r for r in rows if r.get("best_epoch", 0) >= 1 and not r.get("members") and r["val_ndcg_at_10"] > bar
@@ -111,17 +115,32 @@ def ensemble_implicit(
         return None
     t0 = time.perf_counter()
     cfg = registry.parse_config(members[0]["name"], members[0].get("hyperparameters"))
-    model = ImplicitEnsemble([load_implicit(ws, m["name"]) for m in members])
     users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
+    models = {m["name"]: load_implicit(ws, m["name"]) for m in members}
+    blend = fit_blend(models, users, data.validation, data.seen_train, cfg.seed)
+    kept = blend.kept()
+    if len(kept) < 2:
+        return None
+    model = ImplicitEnsemble([models[n] for n in kept], [blend.weights[n] / blend.scales[n] for n in kept])
     row = {
         "name": ENSEMBLE,
         "kind": "retrieval",
         **prefixed("val", validate(model, users, data.validation, data.seen_train)),
         **test_metrics(model, data),
-        "members": [{k: m.get(k) for k in ("name", "hyperparameters", "best_epoch")} for m in members],
+        "members": [
+            {
+                **{k: m.get(k) for k in ("name", "hyperparameters", "best_epoch")},
+                "scale": blend.scales[m["name"]],
+                "weight": blend.weights[m["name"]],
+            }
+            for m in members
+            if m["name"] in kept
+        ],
+        "blend": blend.to_json(),
         "fit_seconds": round(sum(m.get("fit_seconds", 0.0) for m in members) + time.perf_counter() - t0, 2),
     }
-    ws.write_json(model_file(ENSEMBLE, "members.json"), [m["name"] for m in members])
+    ws.write_json(model_file(ENSEMBLE, "members.json"), kept)
+    ws.write_json(model_file(ENSEMBLE, BLEND_FILE), blend.to_json())
     ws.write_json(model_file(ENSEMBLE, "metrics.json"), row)
     return row
 
@@ -135,11 +154,15 @@ def model_folders(row: dict[str, Any] | None) -> list[str]:
 
 def load_implicit(ws: Workspace, name: str, directory: str = "") -> InnerProductTables:
     """Rebuild a saved implicit model from <directory or name>/weights.npz and config.json (no pickle); the
-    ensemble from its members.json, each member from <directory>/<member> (refit) or its own folder."""
+    ensemble from its members.json and blend.json (each member's weight over its scale), each member from
+    <directory>/<member> (refit) or its own folder: the refit serves the blend fitted on the held-out fit."""
     if name == ENSEMBLE:
-        members = json.loads((ws.model_dir(ENSEMBLE) / "members.json").read_text())
+        folder = ws.model_dir(ENSEMBLE)
+        members = json.loads((folder / "members.json").read_text())
+        blend = json.loads((folder / BLEND_FILE).read_text())
         return ImplicitEnsemble(
-            [load_implicit(ws, m, f"{directory}/{m}" if directory else "") for m in members]
+            [load_implicit(ws, m, f"{directory}/{m}" if directory else "") for m in members],
+            [blend["weights"][m] / blend["scales"][m] for m in members],
         ).eval()
     d, data = ws.model_dir(directory or name), ranking_data(ws)
     cfg = registry.parse_config(name, json.loads((d / "config.json").read_text()))
