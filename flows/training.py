@@ -11,6 +11,7 @@ from prefect.futures import wait
 from pydantic import Field
 
 from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
+from flows.tuning import search_models
 from musicrec import registry
 from musicrec.errors import DataError
 from musicrec.pipeline.publish import PROMOTION_OFF, not_promoted
@@ -18,6 +19,7 @@ from musicrec.pipeline.report import StageClock, format_stages, with_decision
 from musicrec.pipeline.retrieval import summarize as summarize_retrieval
 from musicrec.pipeline.workspace import drop_cache
 from musicrec.rating.build import model_class
+from musicrec.settings import get_settings
 from tasks import reporting
 from tasks import training as t
 from tasks.runners import fair_threads, make_task_runner, release_worker_caches
@@ -41,7 +43,19 @@ class TrainingParams(RunInputs):
         default=list(RETRIEVAL_MODELS), description="implicit-feedback models (top-N retrieval); [] = none"
     )
     use_tuning: bool = Field(
-        True, description="start each model from its latest tuning/<model>.json in the store"
+        True,
+        description="start each model from its latest tuning/<model>.json in the store, searching first "
+        "for the models that have none (off = family defaults, no search)",
+    )
+    search_budget: float = Field(
+        default_factory=lambda: get_settings().search_budget,
+        ge=0,
+        description="seconds of search for the models with no usable tuning record; 0 = no search",
+    )
+    search_trials: int = Field(
+        default_factory=lambda: get_settings().search_trials,
+        ge=1,
+        description="at most this many trials per model in that search",
     )
     promote: bool = Field(
         True, description="move the champion pointer if the new champion wins; off = publish only"
@@ -66,6 +80,7 @@ def train_models(
     retrieval_models: list[str] | None = None,
     seed: int = 0,
     threads: int | None = None,
+    embedded: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The parallel stage on the parent's runner: Word2Vec, and beside it one task run per rating model and
     per retrieval model (and one for each family's baselines); the models that use text wait for Word2Vec.
@@ -76,7 +91,7 @@ def train_models(
     those that use text (a task waiting for Word2Vec holds its slot, so they come after every model that can
     run meanwhile; hinge, the longest fit, first among them); then the rating baselines. A retrieval model's
     test evaluation may use every thread of the run (`threads`)."""
-    embed = t.embed_text.submit(workdir, seed)
+    embed = None if embedded else t.embed_text.submit(workdir, seed)  # embedded: done before a search
     retrieval_models = list(retrieval_models or [])
     ranking = t.ranking_baselines.submit(workdir) if retrieval_models else None
     configs = {m: registry.parse_config(m, overrides.get(m)) for m in retrieval_models}
@@ -86,7 +101,7 @@ def train_models(
     # stable: text-free first; among equals the retrieval models scoring the most negatives a row (hinge,
     # the longest fit) first, so that the last to start is not the last to end
     for m in sorted([*retrieval_models, *models], key=lambda m: (texts[m], -negatives.get(m, 0))):
-        wait_for = [embed] if texts[m] else None
+        wait_for = [embed] if texts[m] and embed is not None else None
         if m in retrieval_models:
             submitted[m] = t.train_retrieval.submit(
                 workdir,
@@ -110,7 +125,7 @@ def train_models(
     )
     wait(
         [
-            embed,
+            *([embed] if embed is not None else []),
             *futures,
             *ranked,
             *([baselines] if baselines else []),
@@ -123,9 +138,68 @@ def train_models(
     return {
         "models": [f.result() for f in futures],
         "baselines": baselines.result() if baselines else [],
-        "word2vec": embed.result(),
+        "word2vec": embed.result() if embed is not None else embedded,
         "retrieval": [*(f.result() for f in ranked), *([ensemble] if ensemble else [])],
         "ranking_baselines": ranking.result() if ranking else [],
+    }
+
+
+def _search_first(
+    params: TrainingParams,
+    workdir: str,
+    run_id: str,
+    store_uri: str,
+    run: dict[str, Any],
+    models: list[str],
+    threads: int,
+    clock: StageClock,
+) -> dict[str, Any]:
+    """Learnt settings by default: search the models that have no usable tuning record (none, or one of
+    data of another size) within params.search_budget, each search stored as tuning/<model>.json like
+    `musicrec tune`'s, so the final fits and later runs start from it. Word2Vec is trained first (trials
+    read the vectors; the parallel stage then reuses them). Returns what was searched and why, for the
+    report, with the Word2Vec result ({} when nothing was searched)."""
+    if params.search_budget <= 0:
+        return {}
+    reasons = t.plan_search(store_uri, models, run["ratings"])
+    if not reasons:
+        return {}
+    logger = get_run_logger()
+    with clock("word2vec"):  # the trials read the item vectors; the parallel stage then reuses them
+        embedded = t.embed_text(workdir, params.seed)
+    logger.info(
+        "searching %s within %.0f s (%d trials a model at most): %s",
+        ", ".join(reasons),
+        params.search_budget,
+        params.search_trials,
+        "; ".join(f"{m}: {why}" for m, why in reasons.items()),
+    )
+    runner, parallel = make_task_runner(
+        params.task_runner, params.dask_address, threads, max(1, min(threads, params.search_trials))
+    )
+    records = search_models(
+        workdir,
+        list(reasons),
+        run_id=run_id,
+        run=run,
+        store_uri=store_uri,
+        trials=params.search_trials,
+        budget_total=params.search_budget,
+        budget_per_model=params.search_budget / len(reasons),
+        seed=params.seed,
+        runner=runner,
+        parallel=parallel,
+        threads=threads,
+        clock=clock,
+    )
+    keep = ("metric", "best_value", "default_value", "trials", "pruned", "seconds", "stopped_by")
+    return {
+        "budget_seconds": params.search_budget,
+        "trials_per_model": params.search_trials,
+        "models": {
+            r["model"]: {"reason": reasons[r["model"]], **{k: r.get(k) for k in keep}} for r in records
+        },
+        "word2vec": embedded,
     }
 
 
@@ -167,8 +241,12 @@ def _training(
     }
     tuning: dict[str, Any] = {}
     tuning_notes: list[str] = []
-    if params.use_tuning and (models or params.retrieval_models):
-        tuned = [*models, *params.retrieval_models]
+    search: dict[str, Any] = {}
+    tuned = [*models, *params.retrieval_models]
+    if params.use_tuning and tuned:
+        search = _search_first(
+            params, workdir, run_id, store_uri, {**run, "split": prep["split"]}, tuned, threads, clock
+        )
         overrides, tuning, tuning_notes = t.load_tuning(store_uri, tuned, overrides, run["fingerprint"])
     with clock("train-models"), fair_threads(params.task_runner):
         trained = train_models.with_options(task_runner=runner)(
@@ -179,6 +257,7 @@ def _training(
             list(params.retrieval_models),
             params.seed,
             threads,
+            search.pop("word2vec", None),
         )
     rows, baselines = trained["models"], trained["baselines"]
     prep["word2vec"] = trained["word2vec"]
@@ -207,6 +286,7 @@ def _training(
         "sample_card": run.get("sample_card"),
         "stage_seconds": clock.seconds,
         "tuning_notes": tuning_notes,
+        "search": search,
         "feedback": run.get("feedback"),
         **({"skipped": {"rating_models": skipped}} if skipped else {}),
     }

@@ -83,12 +83,58 @@ def tune_model(
     )
 
 
+def search_models(
+    workdir: str,
+    models: list[str],
+    *,
+    run_id: str,
+    run: dict[str, Any],
+    store_uri: str,
+    trials: int,
+    budget_total: float,
+    budget_per_model: float,
+    seed: int,
+    runner: Any,
+    parallel: int,
+    threads: int,
+    clock: StageClock,
+) -> list[dict[str, Any]]:
+    """One search per model in turn on the run's prepared workspace, each stored as tuning/<model>.json;
+    the tuning flow's stage, and the training flow's first-run search. A model the total budget does not
+    reach keeps its previous record, if any."""
+    from musicrec.tuning.records import build_record
+
+    logger = get_run_logger()
+    end, records = time.time() + budget_total, []
+    for model in models:
+        budget = min(budget_per_model, end - time.time())
+        if budget <= 0:
+            logger.warning("total budget spent: %s not tuned (its previous record, if any, stays)", model)
+            continue
+        t0 = time.time()
+        with clock(f"tune-{model}"):
+            outcomes = tune_model.with_options(task_runner=runner)(
+                workdir, model, trials, budget, seed, parallel, max(1, threads // parallel)
+            )
+            record = build_record(
+                model,
+                outcomes,
+                run_id=run_id,
+                run=run,
+                seed=seed,
+                seconds=time.time() - t0,
+                budget_seconds=budget,
+                trials_asked=trials,
+            )
+            record["uri"] = tt.publish_tuning(store_uri, record)
+        records.append(record)
+    return records
+
+
 @flow(name="tuning", flow_run_name=_run_name)
 def tuning(params: TuningParams) -> dict[str, Any]:
     """Search each model's hyperparameters on validation (RMSE for rating models, NDCG@10 for retrieval
     models) and store the best as tuning/<model>.json."""
-    from musicrec.tuning.records import build_record
-
     workdir, run_id, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
     if is_remote(workdir):
         raise ValueError(
@@ -108,29 +154,21 @@ def tuning(params: TuningParams) -> dict[str, Any]:
         )
     parallel = params.parallel or max(1, min(threads, params.trials))
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, parallel)
-    end, records = time.time() + params.timeout_total, []
-    for model in [*params.models, *params.retrieval_models]:
-        budget = min(params.timeout_per_model, end - time.time())
-        if budget <= 0:
-            logger.warning("total budget spent: %s not tuned (its previous record, if any, stays)", model)
-            continue
-        t0 = time.time()
-        with clock(f"tune-{model}"):
-            outcomes = tune_model.with_options(task_runner=runner)(
-                workdir, model, params.trials, budget, params.seed, parallel, max(1, threads // parallel)
-            )
-            record = build_record(
-                model,
-                outcomes,
-                run_id=run_id,
-                run={**run, "split": prep["split"]},
-                seed=params.seed,
-                seconds=time.time() - t0,
-                budget_seconds=budget,
-                trials_asked=params.trials,
-            )
-            record["uri"] = tt.publish_tuning(store_uri, record)
-        records.append(record)
+    records = search_models(
+        workdir,
+        [*params.models, *params.retrieval_models],
+        run_id=run_id,
+        run={**run, "split": prep["split"]},
+        store_uri=store_uri,
+        trials=params.trials,
+        budget_total=params.timeout_total,
+        budget_per_model=params.timeout_per_model,
+        seed=params.seed,
+        runner=runner,
+        parallel=parallel,
+        threads=threads,
+        clock=clock,
+    )
     logger.info(format_stages(clock.seconds))
     return {
         "run_id": run_id,

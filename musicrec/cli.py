@@ -118,7 +118,17 @@ def _parser() -> argparse.ArgumentParser:
         "fewer means a lower peak; 0 = all at once)",
     )
     t.add_argument(
-        "--no-tuning", action="store_true", help="ignore the store's tuning/<model>.json: family defaults"
+        "--no-tuning",
+        action="store_true",
+        help="ignore the store's tuning/<model>.json and search nothing: family defaults",
+    )
+    t.add_argument(
+        "--search-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="seconds of search for the models with no usable tuning record before the final fits "
+        "(default MUSICREC_SEARCH_BUDGET, 90; 0 = no search)",
     )
     t.add_argument(
         "--no-promote", action="store_true", help="publish the bundle but leave the champion as it is"
@@ -256,6 +266,13 @@ def _train(args: argparse.Namespace) -> int:
         fields["confidence_alpha"] = args.confidence_alpha
     fields |= {"promote": False} if args.no_promote else {}
     fields |= {"use_tuning": False} if args.no_tuning else {}
+    if args.search_budget is not None:
+        if not 0 <= args.search_budget < float("inf"):
+            raise pre.UsageError(
+                f"--search-budget {args.search_budget:g}: must be a number of seconds >= 0",
+                hint="e.g. --search-budget 90 (0: no search; --no-tuning: no search and no records)",
+            )
+        fields["search_budget"] = args.search_budget
     fields |= {"refit": False} if args.no_refit else {}
     if args.parallel_tasks is not None:
         fields["parallel_tasks"] = pre.check_at_least("--parallel-tasks", args.parallel_tasks, 0, 4)
@@ -283,6 +300,15 @@ def _train(args: argparse.Namespace) -> int:
     for name, used in (report.get("tuning") or {}).items():
         differs = " (tuned on other data: re-run musicrec tune)" if used.get("fingerprint_differs") else ""
         print(f"tuning: {name} starts from tuning run {used['run_id']}{differs}")
+    search = report.get("search") or {}
+    for name, got in (search.get("models") or {}).items():
+        print(
+            f"search: {name} ({got['reason']}): {got['trials']} trials in {got['seconds']:.0f} s, "
+            f"{got['metric']} default {_value(got.get('default_value'))} "
+            f"-> best {_value(got.get('best_value'))}"
+        )
+    for name, why in (search.get("not_searched") or {}).items():
+        print(f"search: {name} not searched ({why})")
     for note in report.get("tuning_notes") or []:
         print(f"tuning: {note}")
     print("\n" + promotion_summary(report))
@@ -503,6 +529,10 @@ def _caused_by_interrupt(error: BaseException) -> bool:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return False
+
+
+def _value(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}"
 
 
 def _progress() -> str:

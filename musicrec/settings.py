@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     training_cron: str = Field("0 2 * * *", description="deployments: cron of training/nightly")
     tuning_cron: str = Field("0 1 * * 0", description="deployments: cron of tuning/weekly (Sundays 01:00)")
     tuning_trials: int = Field(30, ge=1, description="deployments: trials per model of tuning/weekly")
+    search_budget: float = Field(
+        90.0,
+        ge=0,
+        description="musicrec train: wall-clock seconds for searching the models that have no usable "
+        "tuning record (none, or one from data whose size changed past the drift rule); 0 = never search",
+    )
+    search_trials: int = Field(
+        8, ge=1, description="musicrec train: at most this many trials per model in that search"
+    )
     serve_limit: int = Field(
         2, ge=1, description="deployments/serve.py: flow runs at once in the serve process"
     )

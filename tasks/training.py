@@ -140,6 +140,17 @@ def load_tuning(
     return merged, info, notes
 
 
+@task(name="plan-search", **io_retries([2, 5, 10]), cache_policy=NO_CACHE)
+def plan_search(store_uri: str, models: list[str], ratings: int) -> dict[str, str]:
+    """The models this run searches before its final fits, each with the reason (musicrec.tuning.records.
+    to_search): no usable record, or a record of data of another size."""
+    from musicrec.store import open_store
+    from musicrec.tuning.records import read_records, to_search
+
+    records, _ = read_records(open_store(store_uri), models)
+    return to_search(models, records, ratings)
+
+
 @task(name="train-retrieval", task_run_name="train-{name}", cache_policy=NO_CACHE)
 def train_retrieval(
     workdir: str, name: str, overrides: dict[str, Any], threads: int, test_threads: int | None = None

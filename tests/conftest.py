@@ -14,6 +14,9 @@ from synth import tiny_tables
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# `musicrec train` searches the models that have no tuning record first (learnt settings by default); the
+# tests that are not about that search train from the defaults, as --no-tuning would, to stay quick
+os.environ.setdefault("MUSICREC_SEARCH_BUDGET", "0")
 
 
 @pytest.fixture(scope="session")

@@ -225,3 +225,53 @@ def test_a_damaged_record_is_skipped_with_a_note_and_defaults_used(tmp_path):
     )
     merged, info = rec.apply_records(found, {"gmf": {"seed": 1}}, "fp")
     assert merged == {"gmf": {"seed": 1}} and info == {}
+
+
+def test_a_model_is_searched_first_without_a_record_or_when_its_data_changed_size():
+    records = {
+        "gmf": {**_record("gmf", 0.9), "data": {"ratings": 4000}},
+        "nnmf": {**_record("nnmf", 0.9), "data": {"ratings": 20_000}},
+    }
+    plan = rec.to_search(["gmf", "nnmf", "mlp", "w2v_mlp", "ease"], records, 4500)
+    assert "gmf" not in plan  # a record of data of about this size is reused
+    assert plan["nnmf"] == "its record was searched on 20,000 rows, this data has 4,500"
+    assert plan["mlp"] == "no usable tuning record"
+    assert plan["w2v_mlp"] == "no usable tuning record"
+    assert "ease" not in plan and not search_space("ease")  # nothing to search: chosen inside its fit
+    assert rec.to_search(["nnmf"], records, 10_000) == {}  # within DRIFT of 20,000
+
+
+def test_a_first_run_searches_then_trains_from_what_it_found_and_the_next_run_reuses_it(
+    prefect_harness, prepared, tmp_path
+):
+    from flows.training import TrainingParams, training
+
+    _, _, root = prepared
+    store_uri = (tmp_path / "store").as_uri()
+    params = TrainingParams(
+        reviews=[str(root / "reviews.json")],
+        store_uri=store_uri,
+        work_dir=str(tmp_path / "work"),
+        models=["gmf"],
+        retrieval_models=["implicit_bpr", "ease"],
+        refit=False,
+        search_budget=60,
+        search_trials=3,
+    )
+    first = training(params)
+    searched = first["search"]["models"]
+    assert set(searched) == {"gmf", "implicit_bpr"}  # ease chooses its setting inside its own fit
+    assert all(s["reason"] == "no usable tuning record" and 1 <= s["trials"] <= 3 for s in searched.values())
+    store = open_store(store_uri)
+    for model in ("gmf", "implicit_bpr"):
+        record = json.loads(store.get_bytes(f"tuning/{model}.json"))
+        assert record["run_id"] == first["run_id"]
+        assert first["tuning"][model]["run_id"] == first["run_id"]  # the final fit starts from it
+        row = next(r for r in [*first["models"], *first["retrieval"]["models"]] if r["name"] == model)
+        assert {k: row["hyperparameters"][k] for k in record["best_params"]} == record["best_params"]
+    assert any(k.startswith("tune-") for k in first["stage_seconds"])
+    second = training(params)
+    assert second["search"] == {}  # the records are reused: no search
+    assert second["tuning"]["gmf"]["run_id"] == first["run_id"]
+    off = training(params.model_copy(update={"use_tuning": False}))
+    assert off["search"] == {} and off["tuning"] == {}

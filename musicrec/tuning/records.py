@@ -210,3 +210,26 @@ def history_png(record: dict[str, Any]) -> bytes:
             low - 0.2 * (default - low) - 1e-4, default + 2 * (default - low) + 1e-3
         )  # far-off trials clip
     return figure_png(fig, ax, "trial", f"Tuning {record['model']}")
+
+
+DRIFT = 2.0  # a record is searched again once the data's rating count has changed by more than this factor
+
+
+def to_search(models: list[str], records: dict[str, dict[str, Any]], ratings: int) -> dict[str, str]:
+    """The models `musicrec train` searches before its final fits, each with the reason: it has no usable
+    record, or its record was searched on data whose rating count differs from `ratings` by more than DRIFT
+    times either way (the settings of a model fitted on 10x the data rarely carry over). Models with nothing
+    to search (an empty search space: closed-form kinds choose their few settings inside fit) are left
+    out."""
+    out = {}
+    for model in models:
+        if not search_space(model):
+            continue
+        record = records.get(model)
+        if record is None:
+            out[model] = "no usable tuning record"
+            continue
+        then = (record.get("data") or {}).get("ratings")
+        if isinstance(then, int) and then > 0 and not (1 / DRIFT <= ratings / then <= DRIFT):
+            out[model] = f"its record was searched on {then:,} rows, this data has {ratings:,}"
+    return out

@@ -122,6 +122,7 @@ def _fit_retrieval(
         threads=threads,
         on_epoch=report,
         text=text,
+        weights=ranking.weights_of(*ranking.train),  # implicit feedback: the confidences train uses
         order=ranking.train_order,
     )
     return result.history, result.best_epoch
