@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from flows.scoring import ScoringParams, batch_scoring
 from flows.training import CHAMPION_EVENT, TrainingParams, training
 from flows.tuning import TuningParams, tuning
+from musicrec import registry
 from musicrec.settings import get_settings
 
 DEMO_DATA = REPO / ".musicrec" / "demo" / "data"
@@ -76,8 +77,11 @@ def training_defaults() -> dict[str, Any]:
 
 
 def tuning_defaults() -> dict[str, Any]:
-    """The weekly search: the nightly run's data, store, runner; MUSICREC_TUNING_TRIALS trials per model."""
-    return {**training_defaults(), "trials": get_settings().tuning_trials}
+    """The weekly search: the nightly run's data, store, runner; MUSICREC_TUNING_TRIALS trials per model, for
+    every rating model and every retrieval model with something to search (closed-form kinds choose inside
+    their fit)."""
+    searchable = [m for m in registry.names("retrieval") if registry.search_space(m)]
+    return {**training_defaults(), "trials": get_settings().tuning_trials, "retrieval_models": searchable}
 
 
 def scoring_defaults() -> dict[str, Any]:

@@ -145,18 +145,23 @@ def tuning(params: TuningParams) -> dict[str, Any]:
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock)
     fb = run.get("feedback") or {}
-    if fb.get("kind") == "implicit":
-        raise DataError(
-            ", ".join(params.reviews),
-            f"musicrec tune searches the rating models, and this input is "
-            f"implicit feedback ({fb.get('reason')}), which trains the retrieval models only",
-            hint="train on it with musicrec train; --feedback explicit if the values are ratings",
-        )
+    models = [*params.models, *params.retrieval_models]
+    if fb.get("kind") == "implicit":  # play counts and the like train the retrieval models only
+        if not params.retrieval_models:
+            raise DataError(
+                ", ".join(params.reviews),
+                f"this input is implicit feedback ({fb.get('reason')}), which trains the retrieval models "
+                "only, and no retrieval model is named",
+                hint="add e.g. --retrieval-models implicit_bpr,als; --feedback explicit if the values are "
+                "ratings",
+            )
+        models = list(params.retrieval_models)
+        logger.info("implicit feedback (%s): rating models not searched", fb.get("reason"))
     parallel = params.parallel or max(1, min(threads, params.trials))
     runner, parallel = make_task_runner(params.task_runner, params.dask_address, threads, parallel)
     records = search_models(
         workdir,
-        [*params.models, *params.retrieval_models],
+        models,
         run_id=run_id,
         run={**run, "split": prep["split"]},
         store_uri=store_uri,

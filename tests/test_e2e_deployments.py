@@ -18,6 +18,7 @@ from prefect_server import BIN, REPO, Processes, free_port, server_env, start_se
 from prefect_server import wait_until as _wait_until
 
 from musicrec.registry import names as _names
+from musicrec.registry import search_space
 
 MODELS = _names("rating")
 from musicrec.results import promotion
@@ -271,3 +272,5 @@ def test_prefect_yaml_fills_every_list_and_object_field_and_names_all_models():
         MODELS
     )  # the yaml's lists are the registry's (musicrec.registry)
     assert training_params["retrieval_models"] == _names("retrieval")
+    weekly = next(d for d in spec["deployments"] if d["name"] == "weekly")["parameters"]["params"]
+    assert weekly["retrieval_models"] == [m for m in _names("retrieval") if search_space(m)]

@@ -4,6 +4,7 @@ train`."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -192,3 +193,26 @@ def test_tags_without_tag_names_is_refused_before_prefect(tmp_path: Path) -> Non
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_HOME": str(tmp_path / "prefect")}
     out = _cli(["train", "--reviews", str(_plays(tmp_path)), "--tags", str(tags)], env)
     assert out.returncode == 2 and "--tags needs --tag-names" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_tune_searches_the_retrieval_models_on_play_counts(prefect_harness, tmp_path: Path) -> None:
+    """Play counts train the retrieval models only: `musicrec tune` searches those (with the confidence
+    weights the final fit uses) and leaves the rating models out, instead of refusing the input."""
+    from flows.tuning import TuningParams, tuning
+
+    plays = pd.read_csv(LASTFM / "user_artists.dat", sep="\t")
+    plays[plays["userID"] < 300].to_csv(tmp_path / "user_artists.dat", sep="\t", index=False)
+    store = tmp_path / "store"
+    out = tuning(
+        TuningParams(
+            reviews=[str(tmp_path / "user_artists.dat")],
+            store_uri=store.as_uri(),
+            work_dir=str(tmp_path / "work"),
+            retrieval_models=["implicit_bpr"],
+            trials=2,
+        )
+    )
+    assert [r["model"] for r in out["records"]] == ["implicit_bpr"]
+    assert sorted(p.name for p in (store / "tuning").glob("*.json")) == ["implicit_bpr.json"]
+    record = json.loads((store / "tuning" / "implicit_bpr.json").read_text())
+    assert record["metric"] == "val_ndcg_at_10" and record["trials"] == 2
