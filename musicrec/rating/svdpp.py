@@ -38,6 +38,7 @@ class SVDpp(FactorTables, RatingModel):
         history: History | None = None,
         **kw: Any,
     ) -> None:
+        """history: from musicrec.rating.build; without it every history term is zero (a biased MF)."""
         super().__init__(n_users, n_items, global_mean, cfg, **kw)
         self.user_factors, self.item_factors = factor_tables(n_users, n_items, cfg.factors, cfg.init_std)
         self.history_factors = embedding(n_items, cfg.factors, cfg.init_std, zero_unknown=True)
@@ -55,6 +56,7 @@ class SVDpp(FactorTables, RatingModel):
         return [*super().item_tables(), self.history_factors]
 
     def factor_penalties(self) -> list[Penalty]:
+        """y_j like q_i: counted once per epoch over the rows that rate item j."""
         return [*super().factor_penalties(), Penalty(self.history_factors, "item", self.cfg.weight_decay)]
 
     def table_lr(self, table: nn.Embedding) -> float:
