@@ -58,6 +58,7 @@ MODELS: dict[str, Entry] = {
         "rating", "musicrec.rating.configs:LogisticConfig", "musicrec.rating.gmf_logistic:GMFLogistic"
     ),
     "nnmf": Entry("rating", "musicrec.rating.configs:NNMFConfig", "musicrec.rating.nnmf:NNMF"),
+    "svdpp": Entry("rating", "musicrec.rating.configs:SVDppConfig", "musicrec.rating.svdpp:SVDpp"),
     "mlp": Entry("rating", "musicrec.rating.configs:MLPConfig", "musicrec.rating.mlp:MLP"),
     "w2v_mlp": Entry("rating", "musicrec.rating.configs:W2VMLPConfig", "musicrec.rating.w2v_mlp:W2VMLP"),
     "implicit_pointwise": Entry(

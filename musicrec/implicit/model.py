@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from musicrec.fit.history import history_norm, segments
+
 
 class InnerProductTables:
     """The retrieval export of a model with query(users),
@@ -118,8 +120,7 @@ class ImplicitMF(InnerProductTables, nn.Module):
         users)."""
         start, count = self.history_ptr[users], self.history_ptr[users + 1] - self.history_ptr[users]
         taken = count if limit <= 0 else count.clamp(max=limit)
-        segment = torch.repeat_interleave(torch.arange(len(users)), taken)
-        offset = torch.arange(len(segment)) - torch.repeat_interleave(taken.cumsum(0) - taken, taken)
+        segment, offset = segments(taken)
         weight = torch.ones(len(segment))
         if limit > 0 and bool((count > limit).any()):
             n = count.index_select(0, segment)
@@ -189,9 +190,3 @@ class ImplicitEnsemble(InnerProductTables, nn.Module):
         return torch.stack(
             [c * m(user_idx, item_idx) for m, c in zip(self.members, self.coefficients, strict=True)]
         ).sum(0)
-
-
-def history_norm(count: torch.Tensor, alpha: float) -> torch.Tensor:
-    """count^-alpha, 0 where count is 0 (a user without history has h_u = 0)."""
-    c = count.to(torch.float32)
-    return torch.where(c > 0, c.clamp(min=1).pow(-alpha), torch.zeros_like(c))

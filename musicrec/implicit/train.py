@@ -14,12 +14,13 @@ import torch
 
 from musicrec import registry
 from musicrec.fit.adagrad import ACC_START, RowAdagrad
+from musicrec.fit.history import history_norm, user_histories
 from musicrec.fit.loop import EpochCallback, Stopping, early_stopping
 from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.base import ImplicitResult, Interactions, RetrievalModel
 from musicrec.implicit.configs import ImplicitConfig, max_epochs, patience_for
 from musicrec.implicit.losses import LOSSES, batch_loss
-from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF, history_norm
+from musicrec.implicit.model import ImplicitEnsemble, ImplicitMF
 from musicrec.implicit.sampling import NegativeSampler
 from musicrec.metrics.bounded import evaluate_inner_product
 from musicrec.metrics.full import evaluate_static, sample_users
@@ -355,14 +356,6 @@ def evaluate_model(
 def bias_only(model: ImplicitMF) -> bool:
     """True if every user's vector is zero (no free user rows, all context rows zero): scores are the bias."""
     return model.context is not None and not model.free_user and not bool(model.context.detach().any())
-
-
-def user_histories(
-    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indptr, items): each user's distinct interacted items as CSR, the model's history."""
-    csr = interaction_matrix(users, items, n_users, n_items)
-    return torch.as_tensor(csr.indptr.astype(np.int64)), torch.as_tensor(csr.indices.astype(np.int64))
 
 
 def new_model(

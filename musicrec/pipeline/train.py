@@ -14,7 +14,7 @@ from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.rating.base import RatingModel
 from musicrec.rating.baselines import BASELINES
-from musicrec.rating.build import build_model, model_class, model_config
+from musicrec.rating.build import build_for, model_class, model_config
 from musicrec.rating.configs import TrainConfig
 from musicrec.rating.data import TrainData
 from musicrec.rating.evaluate import evaluate
@@ -68,9 +68,7 @@ def load_model(ws: Workspace, name: str, data: TrainData, directory: str = "") -
     """Rebuild a trained `name` model from <directory or name>/weights.npz and config.json (no pickle)."""
     d = ws.model_dir(directory or name)
     cfg = model_config(name, json.loads((d / "config.json").read_text()))
-    model = build_model(
-        name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text, data.rating_range
-    )
+    model = build_for(name, data, cfg)
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
         model.load_state_dict({k: torch.from_numpy(npz[k]) for k in npz.files})
     return model.eval()

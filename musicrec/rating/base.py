@@ -46,6 +46,8 @@ class RatingModel(nn.Module):
     name: ClassVar[str] = ""
     config_class: ClassVar[type[TrainConfig]] = TrainConfig
     uses_text: ClassVar[bool] = False  # True: built with the run's item text table (item_text=...)
+    # True: built with each user's training items (history=..., see musicrec.rating.build.build_model)
+    uses_history: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -77,6 +79,11 @@ class RatingModel(nn.Module):
     def loss(self, score: torch.Tensor, rating: torch.Tensor) -> torch.Tensor:
         return torch.mean((score - rating) ** 2)
 
+    def export_module(self) -> nn.Module:
+        """The module the ONNX export traces: forward()'s predictions for index inputs. The model itself,
+        unless a plainer module computes the same (svdpp folds its history term into a user table)."""
+        return self
+
     def biases(self, user_idx: torch.Tensor, item_idx: torch.Tensor) -> torch.Tensor:
         return self.global_mean + self.user_bias(user_idx).squeeze(-1) + self.item_bias(item_idx).squeeze(-1)
 
@@ -101,6 +108,10 @@ class RatingModel(nn.Module):
 
     def factor_penalties(self) -> list[Penalty]:
         return []
+
+    def table_lr(self, table: nn.Embedding) -> float:
+        """The AdaGrad step of a non-bias table: cfg.lr, unless the family gives a table its own."""
+        return self.cfg.lr
 
     def dense_penalty(self) -> torch.Tensor:
         """L2 over dense weights, counted once per epoch (the trainer scales it by the batch's share)."""

@@ -69,6 +69,23 @@ class LogisticConfig(FactorConfig):
     """gmf_logistic: factor model trained on ratings scaled to [0, 1] with a logistic loss."""
 
 
+class SVDppConfig(FactorConfig):
+    """svdpp: gmf's factor tables plus a history table y: a user is p_u + |N(u)|^-1/2 sum of y_j over
+    the items they rated (y is penalised like the factors, by weight_decay)."""
+
+    # chosen on validation (MI ratings, CM100k): a step of 0.3 or a penalty of 6 or more stalls or
+    # overfits on one of them
+    lr: float = Field(0.1, gt=0)
+    weight_decay: float = Field(5.0, ge=0)
+    history_lr: float = Field(
+        0.003,
+        gt=0,
+        description="row-wise AdaGrad step of the history rows y_j (a user's term sums many of them, "
+        "so it moves about sqrt(|N(u)|) times faster than one row)",
+    )
+    search_space: ClassVar[dict[str, Dim]] = {**FactorConfig.search_space, "history_lr": real(0.0005, 0.05)}
+
+
 class MLPConfig(TrainConfig):
     """mlp: concatenated user and item embeddings through a ReLU MLP, plus biases."""
 

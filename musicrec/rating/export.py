@@ -24,6 +24,7 @@ import torch
 from onnx import TensorProto, helper
 
 from musicrec.hashing import ids_sha256
+from musicrec.rating.base import RatingModel
 from musicrec.scoring.runtime import (
     FLAG_OUTPUTS,
     ID_INPUTS,
@@ -74,9 +75,10 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        example = _example_inputs(model, len(users), len(items))
+        graph = model.export_module().eval() if isinstance(model, RatingModel) else model
+        example = _example_inputs(graph, len(users), len(items))
         with tempfile.TemporaryDirectory(prefix="musicrec-export-") as tmp:
-            proto, used = _export_graph(model, example, opset, exporter, Path(tmp))
+            proto, used = _export_graph(graph, example, opset, exporter, Path(tmp))
     finally:
         model.train(was_training)
     _strip_debug_info(proto.graph)

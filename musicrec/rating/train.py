@@ -16,7 +16,7 @@ from musicrec.fit.loop import EpochCallback
 from musicrec.metrics.rating import rmse
 from musicrec.rating.base import DotProductGradients, RatingModel
 from musicrec.rating.baselines import bias_regs, fit_biases
-from musicrec.rating.build import build_model, model_config
+from musicrec.rating.build import build_for, model_config
 from musicrec.rating.configs import TrainConfig
 from musicrec.rating.data import Part, TrainData
 
@@ -62,9 +62,7 @@ def fit_model(
     (a refit on all data, which has no validation rows) run exactly that many epochs and keep the last."""
     torch.set_num_threads(max(1, threads))
     cfg = model_config(name, overrides)
-    model = build_model(
-        name, data.users.size, data.items.size, data.global_mean, cfg, data.item_text, data.rating_range
-    )
+    model = build_for(name, data, cfg)
     model.bias_regs = bias_regs(data)
     regs = model.bias_regs if cfg.bias_decay is None else (cfg.bias_decay, cfg.bias_decay)
     model.start_from(data, *fit_biases(data, regs))
@@ -108,10 +106,15 @@ def _row_weights(model: RatingModel, cfg: TrainConfig, train: Part) -> tuple[tor
 
 def _optimizers(model: RatingModel, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """Bias tables start at the tuned closed-form solution and get their own step (bias_lr; 0 freezes
-    them). Other embedding tables: row-wise AdaGrad on the rows a batch touches. Dense layers (MLPs,
-    GMF's combine layer): Adam, with the family's dense decay where it has one."""
+    them). Other embedding tables: row-wise AdaGrad on the rows a batch touches, each at the step the model
+    gives it (model.table_lr: cfg.lr unless a family says otherwise). Dense layers (MLPs, GMF's combine
+    layer): Adam, with the family's dense decay where it has one."""
     biases = [t.weight for t in model.bias_tables()]
-    tables = [t.weight for t in (*model.user_tables(), *model.item_tables()) if t not in model.bias_tables()]
+    steps: dict[float, list[torch.Tensor]] = {}
+    for t in (*model.user_tables(), *model.item_tables()):
+        if t not in model.bias_tables():
+            steps.setdefault(model.table_lr(t), []).append(t.weight)
+    tables = [p for group in steps.values() for p in group]
     taken = {id(p) for p in (*biases, *tables)}
     dense = [p for p in model.parameters() if id(p) not in taken]
     opts: list[torch.optim.Optimizer] = []
@@ -121,7 +124,7 @@ def _optimizers(model: RatingModel, cfg: TrainConfig) -> list[torch.optim.Optimi
         for p in biases:
             p.requires_grad_(False)
     if tables:
-        opts.append(RowWiseAdagrad(tables, lr=cfg.lr))
+        opts.append(RowWiseAdagrad([{"params": ps, "lr": lr} for lr, ps in steps.items()], lr=cfg.lr))
     if dense:
         opts.append(torch.optim.Adam(dense, lr=cfg.dense_lr, weight_decay=cfg.dense_decay))
     return opts
