@@ -30,12 +30,12 @@ def test_an_error_raised_while_handling_an_interrupt_is_an_interrupt():
 
 
 # The issue asks for 20 tries; make test runs 3 (each starts a Prefect server). MUSICREC_SIGINT_TRIES=20
-# runs the full count: the delay after the first trial cycles through 0, 1.5 and 4 s.
+# runs the full count; the delay after the first trial steps through 0-4 s, well inside the 400 trials.
 TRIES = int(os.environ.get("MUSICREC_SIGINT_TRIES", "3"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("after", [(0.0, 1.5, 4.0)[k % 3] + k // 3 * 0.5 for k in range(TRIES)])
+@pytest.mark.parametrize("after", [round(k * 0.7 % 4.0, 1) for k in range(TRIES)])
 def test_sigint_during_tune_exits_130(tmp_path: Path, after: float):
     generate_sample(tmp_path / "data", scale="small", seed=0)
     env = command_env(tmp_path)
@@ -49,7 +49,7 @@ def test_sigint_during_tune_exits_130(tmp_path: Path, after: float):
         "--models",
         "nnmf,gmf",
         "--trials",
-        "40",
+        "400",
         "--store",
         str(tmp_path / "store"),
     ]
