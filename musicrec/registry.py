@@ -77,6 +77,7 @@ MODELS: dict[str, Entry] = {
         "musicrec.implicit.configs:TransitionsConfig",
         "musicrec.implicit.transitions:Transitions",
     ),
+    "sasrec": Entry("retrieval", "musicrec.implicit.configs:SASRecConfig", "musicrec.implicit.sasrec:SASRec"),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from musicrec.fit.space import Dim, integer, real
 
@@ -121,14 +121,14 @@ class HingeConfig(ImplicitConfig):
     lr: float = Field(0.1, gt=0)
 
 
-def max_epochs(cfg: ImplicitConfig, n_rows: int) -> int:
+def max_epochs(cfg: ImplicitConfig | SASRecConfig, n_rows: int) -> int:
     """The most epochs a fit on n_rows interactions runs: cfg.epochs, fewer where max_epoch_rows says so."""
     if cfg.max_epoch_rows <= 0 or n_rows <= 0:
         return cfg.epochs
     return max(1, min(cfg.epochs, cfg.max_epoch_rows // n_rows))
 
 
-def patience_for(cfg: ImplicitConfig, n_rows: int) -> int:
+def patience_for(cfg: ImplicitConfig | SASRecConfig, n_rows: int) -> int:
     """Epochs without a better validation NDCG@10 before a fit on n_rows interactions stops: cfg.patience,
     fewer on large data (at the seed's size hinge's best epoch by validation moved from 5 to 20 with patience
     8, over a 1,094-user validation sample, for 270 s more and a lower test NDCG@10: 0.0106 against
@@ -230,3 +230,53 @@ class TransitionsConfig(DenseConfig):
     decay_grid: tuple[float, ...] = Field(
         (0.25, 0.5, 1.0), description="decays tried on validation by a fit (empty: decay alone)"
     )
+
+
+class SASRecConfig(BaseModel):
+    """sasrec: a causal self-attention encoder of the user's latest items (Kang & McAuley 2018), trained to
+    predict each next item from the items before it (sampled softmax)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    search_space: ClassVar[dict[str, Dim]] = {
+        "factors": integer(16, 128),
+        "lr": real(3e-4, 1e-2),
+        "dropout": real(0.0, 0.5, log=False),
+        "last": integer(5, 50),
+    }
+    use_text: ClassVar[bool] = False  # the flow reads it: this kind never waits for Word2Vec
+
+    factors: int = Field(64, ge=1, le=1024, description="item embedding and query width (the served vector)")
+    last: int = Field(
+        20, ge=1, le=200, description="the user's latest items the encoder reads, in time order"
+    )
+    blocks: int = Field(1, ge=1, le=8, description="self-attention blocks")
+    heads: int = Field(1, ge=1, le=16, description="attention heads per block (they divide factors)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout on the embeddings and inside each block")
+    lr: float = Field(3e-3, gt=0, description="Adam step")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    negatives: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="uniform negatives a batch's positions share in the sampled softmax; the full softmax "
+        "when the catalogue has no more items",
+    )
+    batch_size: int = Field(128, ge=1, description="training windows (of last + 1 items) per step")
+    epochs: int = Field(
+        200, ge=1, le=1000, description="maximum epochs; early stopping on validation NDCG@10"
+    )
+    patience: int = Field(10, ge=1, description="epochs without a better validation NDCG@10 before stopping")
+    max_patience_rows: int = Field(
+        5_000_000, ge=0, description="cap on patience x training interactions (as the losses'); 0 = no cap"
+    )
+    max_epoch_rows: int = Field(
+        25_000_000, ge=0, description="cap on epochs x training interactions (as the losses'); 0 = no cap"
+    )
+    val_users: int = Field(5000, ge=1, description="fixed seeded sample of validation users per epoch")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide_factors(self) -> SASRecConfig:
+        if self.factors % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide factors ({self.factors})")
+        return self

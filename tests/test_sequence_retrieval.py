@@ -1,0 +1,124 @@
+"""sasrec, the learnt sequence model: on a crafted data set where each user's next item is the one that
+follows their latest item, it learns the rule and follows the time order it is given; beyond the contract that
+tests/test_model_contract.py runs for every registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from musicrec import registry
+from musicrec.implicit.base import Interactions, Skipped
+from musicrec.implicit.export import export_tables, verify_retrieval, write_retrieval
+from musicrec.metrics.full import evaluate_static
+from musicrec.metrics.topn import interaction_matrix
+
+CYCLE, LENGTH = 24, 6  # items 1..CYCLE in a ring; each user has LENGTH consecutive items, then the next one
+SMALL = {"factors": 16, "last": 5, "epochs": 40, "patience": 5, "dropout": 0.1, "lr": 0.01}
+
+
+def _ring(k: int) -> int:
+    """The k-th item of the ring (1-based items, index 0 is the unknown item)."""
+    return 1 + k % CYCLE
+
+
+def _chain(n_users: int = 240) -> Interactions:
+    """Users 1..n_users (index 0 is the unknown user) each hold LENGTH consecutive ring items from a start of
+    their own, in time order; the item after their latest validates. Each item is held about equally often,
+    so popularity cannot tell the next one."""
+    starts = np.random.default_rng(0).integers(0, CYCLE, n_users)
+    users = np.repeat(np.arange(1, n_users + 1), LENGTH)
+    items = np.array([_ring(s + k) for s in starts for k in range(LENGTH)])
+    order = np.tile(np.arange(LENGTH), n_users)
+    following = np.array([_ring(s + LENGTH) for s in starts])
+    val = interaction_matrix(np.arange(1, n_users + 1), following, n_users + 1, CYCLE + 1)
+    seen = interaction_matrix(users, items, n_users + 1, CYCLE + 1)
+    return Interactions(users, items, n_users + 1, CYCLE + 1, val, seen, order=order)
+
+
+def _top_unseen(model, data: Interactions) -> np.ndarray:
+    """Each user's best item among those they do not hold (item 0 never)."""
+    with torch.no_grad():
+        scores = (model.query(torch.arange(data.n_users)) @ model.item_vectors().T + model.item_bias).numpy()
+    scores[data.users, data.items] = -np.inf
+    scores[:, 0] = -np.inf
+    return scores.argmax(1)[1:]  # the known users 1..
+
+
+def _kind_and_config(**overrides: object):
+    return registry.model_class("sasrec"), registry.parse_config("sasrec", {**SMALL, **overrides})
+
+
+@pytest.fixture(scope="module")
+def chain() -> Interactions:
+    return _chain()
+
+
+def test_sasrec_learns_the_item_that_follows_the_latest_far_above_popularity(chain):
+    kind, cfg = _kind_and_config(negatives=8)  # a sampled softmax: fewer negatives than items
+    result = kind.fit("sasrec", cfg, chain)
+    counts = np.bincount(chain.items, minlength=chain.n_items).astype(np.float32)
+    popular = evaluate_static(counts, None, chain.validation, chain.exclude)["ndcg@10"]
+    ndcg = [row["ndcg@10"] for row in result.history]
+    assert result.best_epoch >= 1 and ndcg[result.best_epoch] == max(ndcg)
+    assert ndcg[result.best_epoch] > 0.8 > popular + 0.5
+    wanted = chain.validation.indices  # one validation item per user, users in order
+    assert np.mean(_top_unseen(result.model, chain) == wanted) > 0.9
+
+
+def test_sasrec_follows_the_time_order_it_is_given(chain):
+    kind, cfg = _kind_and_config()
+    forward = _top_unseen(kind.refit("sasrec", cfg, chain, 15), chain)
+    backward_data = Interactions(chain.users, chain.items, chain.n_users, chain.n_items, order=-chain.order)
+    backward = _top_unseen(kind.refit("sasrec", cfg, backward_data, 15), chain)
+    first = chain.items[::LENGTH]  # each user's earliest item: the latest when time runs backward
+    after = chain.validation.indices
+    before = np.array([_ring(i - 2) for i in first])  # the ring item preceding the user's first
+    assert np.mean(forward == after) > 0.9
+    assert np.mean(backward == before) > 0.9
+
+
+def test_sasrec_is_skipped_without_times(chain):
+    kind, cfg = _kind_and_config()
+    unordered = Interactions(
+        chain.users, chain.items, chain.n_users, chain.n_items, chain.validation, chain.exclude
+    )
+    with pytest.raises(Skipped, match="no times"):
+        kind.fit("sasrec", cfg, unordered)
+
+
+def test_sasrec_exports_with_parity_and_rebuilds_from_npz_with_the_same_scores(chain, tmp_path: Path):
+    kind, cfg = _kind_and_config()
+    model = kind.refit("sasrec", cfg, chain, 3)
+    users, items = export_tables(model, chain.n_users)
+    user_ids, item_ids = (
+        [f"u{k}" for k in range(1, chain.n_users)],
+        [f"i{k}" for k in range(1, chain.n_items)],
+    )
+    write_retrieval(tmp_path, user_ids, users, item_ids, items[1:])
+    check = verify_retrieval(tmp_path, user_ids, users, [*user_ids[:40], "UNKNOWN-USER"])
+    assert check["max_abs_diff"] <= 1e-6 and check["unknown_users"] == 1
+    np.savez(tmp_path / "weights.npz", **{k: v.detach().numpy() for k, v in model.state_dict().items()})
+    with np.load(tmp_path / "weights.npz", allow_pickle=False) as npz:
+        state = {k: torch.from_numpy(npz[k]) for k in npz.files}
+    again = kind.rebuild(cfg, chain.n_users, chain.n_items, state, None)
+    u, i = torch.from_numpy(chain.users), torch.from_numpy(chain.items)
+    with torch.no_grad():
+        expected = model(u, i).numpy()
+        np.testing.assert_array_equal(again(u, i).numpy(), expected)
+    np.testing.assert_allclose((users[chain.users] * items[chain.items]).sum(1), expected, atol=1e-5)
+    assert not users[0, :-1].any()  # the unknown user: the item bias alone
+
+
+def test_sasrec_is_deterministic_for_a_seed_and_differs_across_seeds(chain):
+    kind, cfg = _kind_and_config()
+    one, two = (kind.refit("sasrec", cfg, chain, 2) for _ in range(2))
+    other = kind.refit("sasrec", cfg.model_copy(update={"seed": 1}), chain, 2)
+    for key, value in one.state_dict().items():
+        torch.testing.assert_close(two.state_dict()[key], value, rtol=0, atol=0)
+    assert not torch.equal(other.user_query, one.user_query)
+    fits = [kind.fit("sasrec", cfg.model_copy(update={"epochs": 3}), chain) for _ in range(2)]
+    assert [r["ndcg@10"] for r in fits[0].history] == [r["ndcg@10"] for r in fits[1].history]
