@@ -71,7 +71,9 @@ class KNNBaseline(RatingModel):
             setattr(self, name, torch.from_numpy(np.ascontiguousarray(value)).to(getattr(self, name).dtype))
 
     def fit_epoch(self, part: Any) -> float:
-        """Turn the neighbourhood term on; the training loss (MSE on the part) with it."""
+        """Turn the neighbourhood term on; the training loss (MSE on the part) with it. As in Surprise, a
+        training row's own rating is its item's most similar neighbour (s_ii = 1), so this loss is far
+        below any held-out error: validation, not it, judges the fit."""
         self.neighbours.fill_(self.cfg.k)  # type: ignore[attr-defined]
         with torch.no_grad():
             pred = self(part.user_idx, part.item_idx)
