@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+class Skipped(Exception):
+    """Raised by a model's fit when it does not apply to the data (e.g. a catalogue too large for a dense
+    item x item model, or a rating table too large to export): the pipeline records the reason as the model's
+    leaderboard note, not a failure. Either family raises it."""
+
+
 class MusicrecError(Exception):
     """Base for errors shown to users as one clear message (no traceback unless --debug)."""
 

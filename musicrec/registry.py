@@ -59,6 +59,9 @@ MODELS: dict[str, Entry] = {
     ),
     "nnmf": Entry("rating", "musicrec.rating.configs:NNMFConfig", "musicrec.rating.nnmf:NNMF"),
     "svdpp": Entry("rating", "musicrec.rating.configs:SVDppConfig", "musicrec.rating.svdpp:SVDpp"),
+    "knn_baseline": Entry(
+        "rating", "musicrec.rating.configs:KNNBaselineConfig", "musicrec.rating.knn_baseline:KNNBaseline"
+    ),
     "mlp": Entry("rating", "musicrec.rating.configs:MLPConfig", "musicrec.rating.mlp:MLP"),
     "w2v_mlp": Entry("rating", "musicrec.rating.configs:W2VMLPConfig", "musicrec.rating.w2v_mlp:W2VMLP"),
     "implicit_pointwise": Entry(
@@ -170,7 +173,13 @@ def choose_champion(rows: list[dict[str, Any]], family: Family, bar: float) -> s
     def eligible(r: dict[str, Any]) -> bool:
         value = r.get(judge.metric)
         trained = bool(r.get("members")) or r.get("best_epoch", 1) >= 1
-        return value is not None and value == value and trained and sign * value < sign * bar
+        return (
+            not r.get("skipped")
+            and value is not None
+            and value == value
+            and trained
+            and sign * value < sign * bar
+        )
 
     ok = [r for r in rows if eligible(r)]
     if not ok:

@@ -102,6 +102,9 @@ def train_model(workdir: str, name: str, overrides: dict[str, Any], threads: int
     with open_workspace(workdir) as ws:
         row = train.train_one(ws, name, overrides, threads=threads, on_epoch=on_epoch)
     update_progress_artifact(progress_id, 100.0)
+    if row.get("skipped"):
+        logger.info("%s: %s", name, row["skipped"])
+        return row
     logger.info(
         "%s: val_rmse %.4f test_rmse %.4f in %.1fs",
         name,

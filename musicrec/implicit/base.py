@@ -19,6 +19,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from musicrec.errors import Skipped as Skipped  # re-exported: the implicit kinds raise it
 from musicrec.fit.loop import EpochCallback
 
 
@@ -40,11 +41,6 @@ class Interactions:
     text: np.ndarray | None = None
     weights: np.ndarray | None = None
     order: np.ndarray | None = None
-
-
-class Skipped(Exception):
-    """Raised by a kind's fit when it does not apply to the data (e.g. a catalogue too large for a dense
-    item x item model): the pipeline records the reason as the model's leaderboard note, not a failure."""
 
 
 @dataclass

@@ -41,6 +41,7 @@ _SOURCE = {
 # wide window without a horizontal scroll bar.
 UI_COLUMNS = [c for c in LEADERBOARD_COLUMNS if c not in ("train_rmse", "epochs")]
 UNTRAINED = "untrained"  # kind of a model whose best_epoch is 0: no epoch beat its starting point
+SKIPPED = "skipped"  # kind of a model that does not apply to the run's data (its row's note says why)
 CHAMPION_MARK = "★"
 
 
@@ -90,6 +91,8 @@ def leaderboard(
 
 
 def _kind(row: dict[str, Any], default: str) -> str:
+    if row.get("skipped"):
+        return SKIPPED
     return UNTRAINED if row.get("best_epoch") == 0 else default
 
 
@@ -99,6 +102,7 @@ def _row(r: dict[str, Any], kind: str, champion: str | None, bias: Any) -> dict[
         kind=kind,
         champion=champion is not None and r.get("name") == champion,
         val_gain_vs_bias=gain_vs_bias(r.get("val_rmse"), bias),
+        **({"note": r["skipped"]} if r.get("skipped") else {}),
     )
     return {k: _round(k, v) for k, v in out.items()}
 
@@ -154,6 +158,8 @@ def format_leaderboard(rows: list[dict[str, Any]], champion: str | None) -> str:
         name = f"{r['model']} *" if r["model"] == champion or r.get("champion") is True else r["model"]
         cells = [f"{name:<16}"] + [f"{display(c, r.get(c)):>{w}}" for c, w in _TEXT_COLUMNS[1:]]
         lines.append("".join(cells) + ("  untrained" if r.get("kind") == UNTRAINED else ""))
+        if r.get("kind") == SKIPPED:
+            lines[-1] = f"{r['model']:<16}  {r.get('note', SKIPPED)}"
     lines += [
         "* champion: the lowest val_rmse among the models that beat the bias baseline",
         "val_gain_vs_bias: how much lower val_rmse is than the bias baseline's, in percent",

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from musicrec.errors import Skipped
 from musicrec.fit.loop import EpochCallback, format_epoch
 from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace, model_file
@@ -30,9 +31,16 @@ def train_one(
     data: TrainData | None = None,
 ) -> dict[str, Any]:
     """Fit, evaluate and save one model; return its leaderboard row. A model that uses no text needs no item
-    vectors, so it can train while Word2Vec does."""
+    vectors, so it can train while Word2Vec does. A model that does not apply to the data (Skipped) gets a
+    row with its note and no metrics: never a champion, shown under the leaderboard."""
     data = data or load_train_data(ws, text=model_class(name).uses_text)
-    result = fit_model(name, data, overrides, threads=threads, on_epoch=on_epoch)
+    try:
+        result = fit_model(name, data, overrides, threads=threads, on_epoch=on_epoch)
+    except Skipped as e:
+        row = skipped_row(name, str(e), model_config(name, overrides))
+        ws.write_json(model_file(name, "history.json"), [])
+        ws.write_json(model_file(name, "metrics.json"), row)
+        return row
     row = {
         "name": name,
         **evaluate(result.model, data),
@@ -47,6 +55,11 @@ def train_one(
     ws.write_json(model_file(name, "history.json"), result.history)
     ws.write_json(model_file(name, "metrics.json"), row)
     return row
+
+
+def skipped_row(name: str, note: str, cfg: TrainConfig) -> dict[str, Any]:
+    """The leaderboard row of a rating model that does not apply to the run's data: its note, no metrics."""
+    return {"name": name, "skipped": note, "hyperparameters": cfg.model_dump()}
 
 
 def evaluate_baselines(ws: Workspace, data: TrainData | None = None) -> list[dict[str, Any]]:

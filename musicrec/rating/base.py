@@ -79,6 +79,11 @@ class RatingModel(nn.Module):
     def loss(self, score: torch.Tensor, rating: torch.Tensor) -> torch.Tensor:
         return torch.mean((score - rating) ** 2)
 
+    def fit_epoch(self, part: Any) -> float | None:
+        """A model fitted in closed form takes its epoch here and returns the part's training loss
+        (knn_baseline: epoch 1 adds its neighbourhood term); None: the shared SGD epoch."""
+        return None
+
     def export_module(self) -> nn.Module:
         """The module the ONNX export traces: forward()'s predictions for index inputs. The model itself,
         unless a plainer module computes the same (svdpp folds its history term into a user table)."""

@@ -86,6 +86,32 @@ class SVDppConfig(FactorConfig):
     search_space: ClassVar[dict[str, Dim]] = {**FactorConfig.search_space, "history_lr": real(0.0005, 0.05)}
 
 
+class KNNBaselineConfig(TrainConfig):
+    """knn_baseline: item kNN on the baselines' residuals (Surprise's KNNBaseline defaults: k 40, pearson-
+    baseline shrinkage 100, min_support 1). The baselines are the run's bias baseline, shrunk by bias_decay
+    (empty: the run's tuned weights). Fitted in closed form: epoch 1 adds the neighbourhood term, so one
+    epoch is the whole fit; the SGD fields (steps, penalties, batches) are unused."""
+
+    epochs: int = Field(1, ge=1, le=1000, description="epoch 1 adds the kNN term; later ones change nothing")
+    patience: int = Field(1, ge=1)
+    k: int = Field(40, ge=1, le=10_000, description="most similar rated items a prediction averages")
+    shrinkage: float = Field(
+        100.0, ge=0, description="similarity * (n - 1) / (n - 1 + shrinkage), n common users"
+    )
+    min_support: int = Field(1, ge=1, description="common users below which a similarity is zero")
+    max_table_cells: int = Field(
+        50_000_000,
+        ge=1,
+        description="users x items above which the model is skipped: the export serves a dense float32 "
+        "correction table of that many cells (50M: 200 MB in the ONNX file, under its 2 GB limit)",
+    )
+    search_space: ClassVar[dict[str, Dim]] = {
+        "k": integer(10, 200),
+        "shrinkage": real(10.0, 1000.0),
+        "min_support": integer(1, 10),
+    }
+
+
 class MLPConfig(TrainConfig):
     """mlp: concatenated user and item embeddings through a ReLU MLP, plus biases."""
 

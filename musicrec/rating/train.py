@@ -146,6 +146,9 @@ def _run_epoch(
     row_weights: tuple[torch.Tensor, torch.Tensor],
     threads: int = 1,
 ) -> float:
+    closed_form = model.fit_epoch(part)
+    if closed_form is not None:
+        return closed_form
     if model.cfg.fused and isinstance(model, DotProductGradients):
         from musicrec.rating import fused  # numba: imported only by the models it trains
 
