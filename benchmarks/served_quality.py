@@ -95,6 +95,11 @@ def served(
         "champion": report["champion"]["name"],
         "train_seconds": round(seconds, 1),
         "unscored": int(merged["predicted_rating"].isna().sum()),
+        # the "every model improves on its start": each model's best epoch and validation RMSE
+        "models": {
+            m["name"]: {k: m.get(k) for k in ("val_rmse", "initial_val_rmse", "best_epoch", "skipped")}
+            for m in report["models"]
+        },
     }
 
 
@@ -149,6 +154,13 @@ def main() -> None:
         f"| musicrec served ({ours['champion']}) | {ours['rmse']:.4f} | {ours['rmse'] / refs[best]:.3f}x |",
     ]
     lines += [f"| Surprise {k} | {v:.4f} | {v / refs[best]:.3f}x |" for k, v in refs.items()]
+    lines += ["", "| model | val RMSE at start | val RMSE | best epoch |", "|---|---|---|---|"]
+    lines += [
+        f"| {name} | {m['initial_val_rmse']} | {m['val_rmse']} | {m['best_epoch']} |"
+        if not m.get("skipped")
+        else f"| {name} | - | - | {m['skipped']} |"
+        for name, m in ours["models"].items()
+    ]
     print("\n".join(lines))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
