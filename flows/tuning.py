@@ -46,8 +46,10 @@ def tune_model(
     seed: int,
     parallel: int,
     threads_per_trial: int,
+    warm_start: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One model's search: batches of `parallel` trials as task runs on the parent's runner."""
+    """One model's search: batches of `parallel` trials as task runs on the parent's runner; warm_start
+    (the last record's best settings) is its second trial."""
     from musicrec.tuning.search import run_search
 
     logger = get_run_logger()
@@ -79,6 +81,7 @@ def tune_model(
         budget_seconds=budget_seconds,
         seed=seed,
         run_batch=run_batch,
+        warm_start=warm_start,
         on_trial=on_trial,
     )
 
@@ -100,12 +103,14 @@ def search_models(
     clock: StageClock,
 ) -> list[dict[str, Any]]:
     """One search per model in turn on the run's prepared workspace, each stored as tuning/<model>.json;
-    the tuning flow's stage, and the training flow's first-run search. A model the total budget does not
+    the tuning flow's stage, and the training flow's first-run search. Each search's second trial is the
+    model's previous record's best settings, if it has one (a warm start). A model the total budget does not
     reach keeps its previous record, if any."""
     from musicrec.tuning.records import build_record
 
     logger = get_run_logger()
     end, records = time.time() + budget_total, []
+    warm = tt.last_best_params(store_uri, models)
     for model in models:
         budget = min(budget_per_model, end - time.time())
         if budget <= 0:
@@ -114,7 +119,7 @@ def search_models(
         t0 = time.time()
         with clock(f"tune-{model}"):
             outcomes = tune_model.with_options(task_runner=runner)(
-                workdir, model, trials, budget, seed, parallel, max(1, threads // parallel)
+                workdir, model, trials, budget, seed, parallel, max(1, threads // parallel), warm.get(model)
             )
             record = build_record(
                 model,

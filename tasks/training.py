@@ -150,7 +150,7 @@ def plan_search(store_uri: str, models: list[str], ratings: int) -> dict[str, st
     from musicrec.store import open_store
     from musicrec.tuning.records import read_records, to_search
 
-    records, _ = read_records(open_store(store_uri), models)
+    records, _ = read_records(open_store(store_uri), models, keep_skipped=True)
     return to_search(models, records, ratings)
 
 

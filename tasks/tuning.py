@@ -23,6 +23,16 @@ def run_trial(workdir: str, spec: dict[str, Any], threads: int, seed: int) -> di
         return fit_trial(ws, TrialSpec(**spec), threads=threads, seed=seed)
 
 
+@task(name="last-best-params", cache_policy=NO_CACHE)
+def last_best_params(store_uri: str, models: list[str]) -> dict[str, dict[str, Any]]:
+    """Each model's best settings from its usable tuning/<model>.json: a new search's warm start."""
+    from musicrec.store import open_store
+    from musicrec.tuning.records import read_records
+
+    records, _ = read_records(open_store(store_uri), models)
+    return {m: r["best_params"] for m, r in records.items()}
+
+
 @task(
     name="publish-tuning",
     task_run_name="publish-tuning-{record[model]}",

@@ -275,3 +275,57 @@ def test_a_first_run_searches_then_trains_from_what_it_found_and_the_next_run_re
     assert second["tuning"]["gmf"]["run_id"] == first["run_id"]
     off = training(params.model_copy(update={"use_tuning": False}))
     assert off["search"] == {} and off["tuning"] == {}
+
+
+def test_a_search_again_starts_from_the_last_records_best_settings(prepared, tmp_path):
+    """Trial 0 is the default, trial 1 the previous record's best (a warm start); keys the space no longer
+    has are dropped."""
+    ws, _, _ = prepared
+    last = {**default_params("gmf"), "factors": 24, "lr": 0.05, "no_such_key": 1}
+    out = run_search(
+        tmp_path / "gmf.journal",
+        "gmf",
+        trials=3,
+        parallel=1,
+        budget_seconds=600,
+        seed=0,
+        run_batch=lambda specs: [run_trial(ws, s) for s in specs],
+        warm_start=last,
+    )
+    assert out[0]["params"] == default_params("gmf")
+    assert out[1]["params"] == {k: v for k, v in last.items() if k != "no_such_key"}
+    assert out[1]["state"] == "complete"
+
+
+def test_a_model_that_does_not_apply_ends_its_search_and_is_not_searched_again(prepared, tmp_path):
+    """knn_baseline skipped on this data (its table over the cap): one trial, not the 5 asked; the record
+    says why, and the next run's plan leaves it out until the data's size drifts."""
+    ws, run, _ = prepared
+
+    def capped(specs: list[TrialSpec]) -> list[dict]:
+        return [
+            run_trial(ws, TrialSpec(**{**s.as_dict(), "params": {**s.params, "max_table_cells": 1}}))
+            for s in specs
+        ]
+
+    out = run_search(
+        tmp_path / "knn.journal",
+        "knn_baseline",
+        trials=5,
+        parallel=1,
+        budget_seconds=600,
+        seed=0,
+        run_batch=capped,
+    )
+    assert len(out) == 1 and out[0]["state"] == "failed" and "max_table_cells" in out[0]["skipped"]
+    record = rec.build_record(
+        "knn_baseline", out, run_id="r1", run=run, seed=0, seconds=1.0, budget_seconds=600, trials_asked=5
+    )
+    assert record["best_params"] is None and "max_table_cells" in record["skipped"]
+    store = FileStore(tmp_path / "store")
+    rec.write_record(store, record)
+    found, notes = rec.read_records(store, ["knn_baseline"])
+    assert found == {} and "no completed trial" in notes[0]  # never a fit's starting point
+    kept, _ = rec.read_records(store, ["knn_baseline"], keep_skipped=True)
+    assert rec.to_search(["knn_baseline"], kept, run["ratings"]) == {}
+    assert "knn_baseline" in rec.to_search(["knn_baseline"], kept, run["ratings"] * 3)  # drifted: again

@@ -36,8 +36,10 @@ def build_record(
     judge = FAMILIES[family_of(model)]
     default = next((o for o in outcomes if o["number"] == 0 and o["state"] == "complete"), None)
     counts = {s: sum(o["state"] == s for o in outcomes) for s in ("complete", "pruned", "failed")}
+    skipped = next((o["skipped"] for o in outcomes if o.get("skipped")), None)
     return {
         "model": model,
+        **({"skipped": skipped} if skipped and not done else {}),
         "run_id": run_id,
         "created_at": datetime.now(UTC).isoformat(),
         "code_version": musicrec.__version__,
@@ -83,8 +85,12 @@ def write_record(store: Store, record: dict[str, Any]) -> str:
     return store.url_for(key)
 
 
-def read_records(store: Store, models: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """The latest record of each model that has one, and notes on records that could not be used."""
+def read_records(
+    store: Store, models: list[str], keep_skipped: bool = False
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The latest record of each model that has one, and notes on records that could not be used.
+    keep_skipped: also the records of searches that ended because the model does not apply to the data
+    (no settings in them: for planning the next search, never to start a fit from)."""
     found, notes = {}, []
     for model in models:
         key = layout.tuning_record(model)
@@ -98,6 +104,9 @@ def read_records(store: Store, models: list[str]) -> tuple[dict[str, dict[str, A
         shape = _shape_problem(record)
         if shape:
             notes.append(f"{store.url_for(key)} is damaged ({shape}): {model} starts from its defaults")
+            continue
+        if not record.get("best_params") and record.get("skipped") and keep_skipped:
+            found[model] = record
             continue
         if not record.get("best_params"):
             notes.append(f"{store.url_for(key)} has no completed trial: {model} starts from its defaults")
@@ -220,7 +229,8 @@ def to_search(models: list[str], records: dict[str, dict[str, Any]], ratings: in
     record, or its record was searched on data whose rating count differs from `ratings` by more than DRIFT
     times either way (the settings of a model fitted on 10x the data rarely carry over). Models with nothing
     to search (an empty search space: closed-form kinds choose their few settings inside fit) are left
-    out."""
+    out, and so are the models whose last search, on data of about this size, found that they do not apply
+    to it (a record with a `skipped` note: searching again would only skip again)."""
     out = {}
     for model in models:
         if not search_space(model):
@@ -232,4 +242,6 @@ def to_search(models: list[str], records: dict[str, dict[str, Any]], ratings: in
         then = (record.get("data") or {}).get("ratings")
         if isinstance(then, int) and then > 0 and not (1 / DRIFT <= ratings / then <= DRIFT):
             out[model] = f"its record was searched on {then:,} rows, this data has {ratings:,}"
+        elif not record.get("best_params") and not record.get("skipped"):
+            out[model] = "no usable tuning record"
     return out

@@ -101,6 +101,13 @@ def default_params(model: str) -> dict[str, Any]:
     return {k: _label(cfg[k]) for k in search_space(model)}
 
 
+def warm_params(model: str, best_params: dict[str, Any] | None) -> dict[str, Any]:
+    """A record's best settings as trial parameters: the keys of today's search space only (a key the space
+    no longer has is dropped, one it gained is proposed by the sampler)."""
+    space = search_space(model)
+    return {k: _label(v) for k, v in (best_params or {}).items() if k in space}
+
+
 def ask_batch(
     study: optuna.Study, journal: str, model: str, size: int, deadline: float, startup: int
 ) -> list[TrialSpec]:
@@ -131,16 +138,24 @@ def run_search(
     seed: int,
     run_batch: Callable[[list[TrialSpec]], list[dict[str, Any]]],
     on_trial: Callable[[dict[str, Any]], None] | None = None,
+    warm_start: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Ask up to `trials` trials, `parallel` at a time, until the budget is spent; `run_batch` runs a batch
     (task runs in the flow, a plain loop in tests and benchmarks) and returns one outcome per spec, which are
-    told in trial order, so a seeded search is reproducible. Trial 0 is always the family's default."""
+    told in trial order, so a seeded search is reproducible. Trial 0 is always the family's default; trial 1
+    `warm_start` (the last record's best settings, when they differ from the defaults), so a search again
+    after the data changed starts from what was learnt. A model that does not apply to the data (a Skipped
+    trial: the reason is the data's shape, not the settings) ends its search at once."""
     study = open_study(journal, model, seed, trials)
     if not study.trials:
-        study.enqueue_trial(default_params(model))
+        default = default_params(model)
+        study.enqueue_trial(default)
+        warm = warm_params(model, warm_start)
+        if warm and warm != default:
+            study.enqueue_trial(warm)
     outcomes: list[dict[str, Any]] = []
     deadline = time.time() + budget_seconds
-    while len(outcomes) < trials and time.time() < deadline:
+    while len(outcomes) < trials and time.time() < deadline and not any("skipped" in o for o in outcomes):
         specs = ask_batch(
             study,
             str(journal),

@@ -86,6 +86,7 @@ def run_trial(
             epochs=seen["epochs"],
             best_epoch=seen["best_epoch"],
             stopped=f"{type(e).__name__}: {e}",
+            **({"skipped": str(e)} if isinstance(e, Skipped) else {}),
         )
     out["seconds"] = round(time.perf_counter() - start, 2)
     return out
