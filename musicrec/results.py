@@ -112,15 +112,16 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
         parts = key.split("/")
         report = read_json(store, key)
         champion = report.get("champion") or {}
-        row = next((m for m in report.get("models", []) if m.get("name") == champion.get("name")), {})
+        metric, row = _champion_row(report, champion.get("name"))
         decision = promotion(report)
         rows.append(
             {
                 "run_id": report.get("run_id", parts[1]),
                 "champion": champion.get("name"),
                 "version": champion.get("version"),
-                "val_rmse": row.get("val_rmse"),
-                "test_rmse": row.get("test_rmse"),
+                "metric": metric,
+                "val": row.get(f"val_{metric}"),
+                "test": row.get(f"test_{metric}"),
                 "promoted": decision["promoted"],
                 "reason": decision.get("reason", ""),
                 "current": bool(current) and champion.get("version") == current,
@@ -129,18 +130,32 @@ def list_runs(store: Store) -> list[dict[str, Any]]:
     return rows
 
 
+def _champion_row(report: dict[str, Any], name: str | None) -> tuple[str, dict[str, Any]]:
+    """The champion's metric ("rmse" for a rating champion, "ndcg_at_10" for the retrieval champion of an
+    implicit run) and its leaderboard row ({} when the run has no champion)."""
+    rating = next((m for m in report.get("models", []) if m.get("name") == name), None)
+    if rating is not None or name is None:
+        return "rmse", rating or {}
+    ranked = (report.get("retrieval") or {}).get("models", [])
+    return "ndcg_at_10", next((m for m in ranked if m.get("name") == name), {})
+
+
+RUN_METRICS = {"rmse": "RMSE", "ndcg_at_10": "NDCG@10"}
+
+
 def format_runs(rows: list[dict[str, Any]], store_uri: str) -> str:
     if not rows:
         return f"no runs in {store_uri} yet (musicrec train writes runs/<run_id>/report.json)"
-    head = f"{'run':<24}{'champion':<16}{'val_rmse':>9}{'test_rmse':>10}  promoted"
+    head = f"{'run':<24}{'champion':<20}{'metric':<9}{'val':>8}{'test':>8}  promoted"
     lines = [head, "-" * len(head)]
     for r in rows:
         mark = " (current champion)" if r["current"] else ""
         decision = ("yes" if r["promoted"] else "no") + (f": {r['reason']}" if r["reason"] else "")
         lines.append(
-            f"{r['run_id']:<24}{r['champion'] or '-':<16}{_num(r['val_rmse'], 9)}"
-            f"{_num(r['test_rmse'], 10)}  {decision}{mark}"
+            f"{r['run_id']:<24}{r['champion'] or '-':<20}{RUN_METRICS[r['metric']]:<9}{_num(r['val'], 8)}"
+            f"{_num(r['test'], 8)}  {decision}{mark}"
         )
+    lines.append("RMSE: lower is better (rating champions); NDCG@10: higher is better (implicit runs)")
     return "\n".join(lines)
 
 

@@ -38,12 +38,17 @@ def test_first_train_on_a_fresh_home_succeeds(tmp_path):
         "data/reviews.json.gz",
         "--models",
         "gmf",
+        "--retrieval-models",
+        "implicit_pointwise",
         "--overrides",
         '{"gmf": {"epochs": 2}}',
+        "--search-budget",  # the first run's search (learnt settings by default), kept short
+        "5",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Starting temporary server" in proc.stderr + proc.stdout  # it really was a fresh ephemeral server
     assert (home / ".prefect").is_dir()
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "report: file://" in proc.stdout
+    assert "search: gmf (no usable tuning record)" in proc.stdout, proc.stdout[-3000:]
     assert (tmp_path / ".musicrec" / "store" / "runs").is_dir()

@@ -185,6 +185,11 @@ def test_lastfm_trains_retrieval_only_and_recommends_artist_names(tmp_path: Path
     again = _cli(train, env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "test users whose held-out item the incumbent never fitted on" in again.stdout, again.stdout
+    runs = _cli(["runs", "--store", store], env)  # an implicit run's champion is judged by NDCG@10
+    first = next(line for line in runs.stdout.splitlines() if line.startswith(run_id))
+    assert runs.returncode == 0 and "NDCG@10" in first, runs.stdout
+    val, test = (float(v) for v in first.split("NDCG@10")[1].split()[:2])
+    assert 0 < val <= 1 and 0 < test <= 1, first
 
 
 def test_tags_without_tag_names_is_refused_before_prefect(tmp_path: Path) -> None:
