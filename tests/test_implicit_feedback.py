@@ -162,6 +162,8 @@ def test_lastfm_trains_retrieval_only_and_recommends_artist_names(tmp_path: Path
         str(d / "user_artists.dat"),
         "--meta",
         str(d / "artists.dat"),
+        "--retrieval-models",  # the default selection trains in the quick_champion fixture
+        "implicit_bpr,als",
     ]
     tags = ["--tags", str(d / "user_taggedartists.dat"), "--tag-names", str(d / "tags.dat")]
     out = _cli([*train, *tags, "--no-refit"], env)

@@ -262,6 +262,12 @@ class SASRecConfig(BaseModel):
         "when the catalogue has no more items",
     )
     batch_size: int = Field(128, ge=1, description="training windows (of last + 1 items) per step")
+    epoch_windows: int = Field(
+        50_000,
+        ge=0,
+        description="windows an epoch trains on, a fresh seeded sample each epoch when there are more "
+        "(large data: an epoch's cost stays bounded); 0 = every window",
+    )
     epochs: int = Field(
         200, ge=1, le=1000, description="maximum epochs; early stopping on validation NDCG@10"
     )

@@ -3,12 +3,16 @@ order (Interactions.order) pass through item embeddings plus learnt position emb
 self-attention blocks; the output at the latest position is the user's query, and score(u, i) =
 <query(u), e_i> + b_i with e_i the same item embedding the input reads. Trained on every user's training
 sequence cut into windows of last + 1 items to predict each next item from the items before it (a sampled
-softmax over uniform negatives that a batch shares, or the full softmax on a small catalogue), with Adam;
-early stopping per epoch on validation NDCG@10 (musicrec.fit.loop), a refit trains the best epoch count.
+softmax over uniform negatives that a batch shares, or the full softmax on a small catalogue), with Adam
+(sparse on the item tables: a step updates the rows it touched, so its cost does not grow with the
+catalogue; an epoch is a seeded sample of at most epoch_windows windows, so its cost does not grow with the
+users); early stopping per epoch on validation NDCG@10 (musicrec.fit.loop), a refit trains the best epoch
+count.
 
-Served as every retrieval kind is: after fitting (and before each validation) the encoder's output on each
-known user's latest items is computed once and kept as the user table, so the export's user tower is a table
-lookup and scoring reads each user's latest items through it. The shuffles and negatives come from a numpy
+Served as every retrieval kind is: after fitting the encoder's output on each known user's latest items is
+computed once (once per distinct window) and kept as the user table, so the export's user tower is a table
+lookup and scoring reads each user's latest items through it; before each validation, only the rows of its
+sample of users. The shuffles and negatives come from a numpy
 generator and the initial weights from torch's, both seeded by cfg.seed. Without times there is no order to
 read: fit raises Skipped (a leaderboard note)."""
 
@@ -59,7 +63,9 @@ class SequenceTables(InnerProductTables, nn.Module):
 
     def __init__(self, cfg: SASRecConfig, n_users: int, n_items: int) -> None:
         super().__init__()
-        self.item = nn.Embedding(n_items, cfg.factors, padding_idx=0)
+        # sparse: a step's gradient (and its Adam update) touches only the items of its batch and negatives,
+        # so a step costs the same on a catalogue of 457K items as on one of 5K
+        self.item = nn.Embedding(n_items, cfg.factors, padding_idx=0, sparse=True)
         nn.init.normal_(self.item.weight, std=cfg.factors**-0.5)
         with torch.no_grad():
             self.item.weight[0].zero_()
@@ -67,7 +73,8 @@ class SequenceTables(InnerProductTables, nn.Module):
         nn.init.normal_(self.position.weight, std=0.02)
         self.blocks = nn.ModuleList([Block(cfg.factors, cfg.heads, cfg.dropout) for _ in range(cfg.blocks)])
         self.norm, self.drop = nn.LayerNorm(cfg.factors), nn.Dropout(cfg.dropout)
-        self.bias = nn.Parameter(torch.zeros(n_items))
+        self.item_bias_table = nn.Embedding(n_items, 1, sparse=True)
+        nn.init.zeros_(self.item_bias_table.weight)
         self.register_buffer("user_query", torch.zeros(n_users, cfg.factors))
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
@@ -84,19 +91,28 @@ class SequenceTables(InnerProductTables, nn.Module):
         return self.norm(x)
 
     @torch.no_grad()
-    def serve(self, latest: np.ndarray) -> None:
-        """Recompute the user table from each user's latest items (n_users, L), in eval mode."""
+    def serve(self, latest: np.ndarray, users: np.ndarray | None = None) -> None:
+        """Recompute the user table from each user's latest items (n_users, L), in eval mode; only the rows
+        of `users` when given (a validation reads its sample of users only)."""
         was = self.training
         self.eval()
-        for lo in range(0, len(latest), SERVE_BATCH):
-            seqs = torch.as_tensor(latest[lo : lo + SERVE_BATCH])
-            out = self.encode(seqs)[:, -1] * (seqs[:, -1:] > 0)
-            self.user_query[lo : lo + len(seqs)] = out
+        rows = np.arange(len(latest)) if users is None else np.asarray(users, np.int64)
+        # users with the same latest items get the same query: each distinct window is encoded once
+        windows, which = np.unique(latest[rows], axis=0, return_inverse=True)
+        queries = torch.empty(len(windows), self.user_query.shape[1])
+        for lo in range(0, len(windows), SERVE_BATCH):
+            seqs = torch.as_tensor(windows[lo : lo + SERVE_BATCH])
+            queries[lo : lo + len(seqs)] = self.encode(seqs)[:, -1] * (seqs[:, -1:] > 0)
+        self.user_query[torch.as_tensor(rows)] = queries[torch.as_tensor(which.reshape(-1))]
         self.train(was)
+
+    def bias(self, items: torch.Tensor) -> torch.Tensor:
+        """b_i of each item in `items` (any shape)."""
+        return self.item_bias_table(items).squeeze(-1)
 
     @property
     def item_bias(self) -> torch.Tensor:  # type: ignore[override]
-        return self.bias.detach()
+        return self.item_bias_table.weight.detach()[:, 0]
 
     def query(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_query.index_select(0, users)
@@ -146,12 +162,19 @@ class Trainer:
     def __init__(self, cfg: SASRecConfig, model: SequenceTables, windows: np.ndarray) -> None:
         self.cfg, self.model, self.windows = cfg, model, windows
         self.rng = np.random.default_rng(cfg.seed)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        tables = [model.item.weight, model.item_bias_table.weight]
+        dense = [p for p in model.parameters() if all(p is not t for t in tables)]
+        # Adam on the tables' touched rows only (their gradients are sparse); AdamW on the encoder. The
+        # tables have no weight decay: decaying every row each step is the dense cost avoided here.
+        self.opt = torch.optim.AdamW(dense, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sparse_opt = torch.optim.SparseAdam(tables, lr=cfg.lr)
 
     def train_epoch(self) -> float:
         """Mean cross-entropy per predicted position over one pass in a seeded random order."""
         self.model.train()
         order = self.rng.permutation(len(self.windows))
+        if 0 < self.cfg.epoch_windows < len(order):
+            order = order[: self.cfg.epoch_windows]
         total, count = 0.0, 0
         for lo in range(0, len(order), self.cfg.batch_size):
             batch = torch.as_tensor(self.windows[order[lo : lo + self.cfg.batch_size]])
@@ -166,18 +189,21 @@ class Trainer:
         h = m.encode(inputs)[keep]
         y = targets[keep]
         if self.cfg.negatives >= n_items - 1:  # the full softmax, the unknown item never a candidate
-            logits = h @ m.item.weight.T + m.bias
+            every = torch.arange(n_items)
+            logits = h @ m.item(every).T + m.bias(every)
             logits[:, 0] = float("-inf")
             loss = nn.functional.cross_entropy(logits, y)
         else:
             neg = torch.as_tensor(self.rng.integers(1, n_items, self.cfg.negatives))
-            pos = (h * m.item(y)).sum(-1, keepdim=True) + m.bias[y, None]
-            other = (h @ m.item(neg).T + m.bias[neg]).masked_fill(neg[None, :] == y[:, None], float("-inf"))
+            pos = (h * m.item(y)).sum(-1, keepdim=True) + m.bias(y)[:, None]
+            other = (h @ m.item(neg).T + m.bias(neg)).masked_fill(neg[None, :] == y[:, None], float("-inf"))
             logits = torch.cat([pos, other], 1)
             loss = nn.functional.cross_entropy(logits, torch.zeros(len(y), dtype=torch.int64))
         self.opt.zero_grad()
+        self.sparse_opt.zero_grad()
         loss.backward()
         self.opt.step()
+        self.sparse_opt.step()
         return float(loss.detach()), len(y)
 
 
@@ -207,7 +233,7 @@ class SASRec(RetrievalModel):
             users = sample_users(np.flatnonzero(np.diff(data.validation.indptr)), cfg.val_users, cfg.seed)
 
             def evaluate() -> dict[str, float]:
-                model.serve(latest)
+                model.serve(latest, users)
                 return validate(model, users, data.validation, data.exclude)
 
             fitted = early_stopping(
@@ -219,6 +245,7 @@ class SASRec(RetrievalModel):
                 Stopping.of(registry.FAMILIES["retrieval"], patience=patience_for(cfg, len(data.users))),
                 on_epoch,
             )
+            model.serve(latest)  # every user's row (the validations computed their sample's only)
         model.eval()
         return ImplicitResult(
             name, cfg, model, fitted.best_epoch, fitted.best, fitted.history, fitted.seconds
