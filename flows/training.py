@@ -118,6 +118,7 @@ def train_models(
     futures = [submitted[m] for m in models]  # results in the caller's order
     ranked = [submitted[m] for m in retrieval_models]
     baselines = t.evaluate_baselines.submit(workdir) if models else None
+    blended = t.ensemble_rating.submit(workdir, futures) if len(futures) >= 2 else None
     summed = (
         t.ensemble_retrieval.submit(workdir, ranked, ranking)
         if ranking is not None and len(ranked) >= 2
@@ -131,12 +132,14 @@ def train_models(
             *([baselines] if baselines else []),
             *([ranking] if ranking else []),
             *([summed] if summed else []),
+            *([blended] if blended else []),
         ]
     )
     release_worker_caches(workdir)
     ensemble = summed.result() if summed is not None else None
+    blend = blended.result() if blended is not None else None
     return {
-        "models": [f.result() for f in futures],
+        "models": [*(f.result() for f in futures), *([blend] if blend else [])],
         "baselines": baselines.result() if baselines else [],
         "word2vec": embed.result() if embed is not None else embedded,
         "retrieval": [*(f.result() for f in ranked), *([ensemble] if ensemble else [])],
