@@ -89,8 +89,9 @@ def train_models(
     first; then the retrieval baselines, which build the leave-last-out split (cached per process) while
     Word2Vec trains rather than while the retrieval models wait for it; then the models without text; then
     those that use text (a task waiting for Word2Vec holds its slot, so they come after every model that can
-    run meanwhile; hinge, the longest fit, first among them); then the rating baselines. A retrieval model's
-    test evaluation may use every thread of the run (`threads`)."""
+    run meanwhile; hinge, the longest fit, first among them); then the rating baselines; then each family's
+    blend of its trained models (two models or more), which waits for them. A retrieval model's test
+    evaluation may use every thread of the run (`threads`)."""
     embed = None if embedded else t.embed_text.submit(workdir, seed)  # embedded: done before a search
     retrieval_models = list(retrieval_models or [])
     ranking = t.ranking_baselines.submit(workdir) if retrieval_models else None
