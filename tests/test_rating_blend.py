@@ -106,3 +106,34 @@ def test_one_onnx_graph_serves_the_blend(trained, tmp_path: Path):
     )
     assert unknown_user[-1] and unknown_item[-1]
     np.testing.assert_allclose(got[:-1], predict(model, test), atol=1e-4)
+
+
+def test_the_card_and_the_leaderboard_show_a_blend():
+    from musicrec.pipeline.report import format_leaderboard, leaderboard, model_card
+
+    row = {
+        "name": ENSEMBLE,
+        "val_rmse": 0.7247,
+        "val_rmse_in_sample": 0.7231,
+        "test_rmse": 0.7194,
+        "members": [{"name": "svdpp", "weight": 0.51}, {"name": "gmf", "weight": 0.35}],
+        "blend": {
+            "intercept": 0.37,
+            "alpha": 0.001,
+            "folds": [{}] * 5,
+            "candidates": ["svdpp", "gmf", "bias"],
+        },
+    }
+    bias = {"name": "bias", "val_rmse": 0.7813, "test_rmse": 0.7767}
+    card = model_card(
+        {
+            "champion": {"name": ENSEMBLE},
+            "models": [row],
+            "baselines": [bias],
+            "refit": {"rows": 93058, "epochs": {"svdpp": 5, "gmf": 3}},
+        }
+    )
+    assert "a blend of 2 member(s)" in card and "0.3700 + 0.510 x svdpp + 0.350 x gmf" in card
+    assert "out of fold 0.7247 (in sample 0.7231)" in card and "svdpp 5, gmf 3 epochs" in card
+    board = format_leaderboard(leaderboard([row], [bias]), ENSEMBLE).splitlines()
+    assert board[2].startswith(f"{ENSEMBLE} *") and "0.7247" in board[2] and "untrained" not in board[2]
