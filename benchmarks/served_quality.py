@@ -7,7 +7,8 @@
 3. `musicrec score --pairs` scores the cut (user, item) pairs with the published champion (unknown users or
    items get the bundle's fallback, as a user's job would).
 4. Surprise's BaselineOnly, SVD, SVD++ and KNNBaseline (item-based, pearson_baseline) fit the same rest
-   rows at their defaults and predict the cut rows.
+   rows at their defaults and predict the cut rows (KNNBaseline only where its dense item x item
+   similarities fit in KNN_MAX_BYTES: on medium they would take 26 GB).
 Prints one markdown table of RMSE on the cut rows (served and each reference, ratio to the best reference)
 and writes <out>/served-quality-<data>.json. Needs the benchmark extra (scikit-surprise==1.1.5).
 """
@@ -35,6 +36,7 @@ from rating_models import EXTRA_FLAGS, inputs
 from musicrec.data.readers import load_dataset
 
 MUSICREC = str(ROOT / ".venv" / "bin" / "musicrec")
+KNN_MAX_BYTES = 4e9  # Surprise's KNNBaseline above this many bytes of item similarities is left out
 
 
 def rmse(truth: np.ndarray, pred: np.ndarray) -> float:
@@ -119,6 +121,10 @@ def references(
             sim_options={"name": "pearson_baseline", "user_based": False}, verbose=False
         ),
     }
+    items = rest["item_id"].nunique()
+    if items**2 * 8 > KNN_MAX_BYTES:  # its dense item x item similarities (medium: 26 GB, killed by the OOM)
+        del algos["KNNBaseline"]
+        print(f"KNNBaseline: skipped, {items:,} items need {items**2 * 8 / 1e9:.1f} GB", file=sys.stderr)
     out = {}
     for name, algo in algos.items():
         algo.fit(trainset)
@@ -143,6 +149,7 @@ def main() -> None:
         rest, cut = ratings[~cut_mask].reset_index(drop=True), ratings[cut_mask].reset_index(drop=True)
         scale = (float(ratings["rating"].min()), float(ratings["rating"].max()))
         ours = served(rest, cut, meta, EXTRA_FLAGS.get(args.data, []), Path(tmp))
+        print(f"served ({ours['champion']}): {ours['rmse']:.4f}", file=sys.stderr, flush=True)
         refs = references(rest, cut, scale, args.seed)
     best = min(refs, key=refs.get)
     lines = [

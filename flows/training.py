@@ -89,8 +89,9 @@ def train_models(
     first; then the retrieval baselines, which build the leave-last-out split (cached per process) while
     Word2Vec trains rather than while the retrieval models wait for it; then the models without text; then
     those that use text (a task waiting for Word2Vec holds its slot, so they come after every model that can
-    run meanwhile; hinge, the longest fit, first among them); then the rating baselines. A retrieval model's
-    test evaluation may use every thread of the run (`threads`)."""
+    run meanwhile; hinge, the longest fit, first among them); then the rating baselines; then each family's
+    blend of its trained models (two models or more), which waits for them. A retrieval model's test
+    evaluation may use every thread of the run (`threads`)."""
     embed = None if embedded else t.embed_text.submit(workdir, seed)  # embedded: done before a search
     retrieval_models = list(retrieval_models or [])
     ranking = t.ranking_baselines.submit(workdir) if retrieval_models else None
@@ -118,6 +119,7 @@ def train_models(
     futures = [submitted[m] for m in models]  # results in the caller's order
     ranked = [submitted[m] for m in retrieval_models]
     baselines = t.evaluate_baselines.submit(workdir) if models else None
+    blended = t.ensemble_rating.submit(workdir, futures) if len(futures) >= 2 else None
     summed = (
         t.ensemble_retrieval.submit(workdir, ranked, ranking)
         if ranking is not None and len(ranked) >= 2
@@ -131,12 +133,14 @@ def train_models(
             *([baselines] if baselines else []),
             *([ranking] if ranking else []),
             *([summed] if summed else []),
+            *([blended] if blended else []),
         ]
     )
     release_worker_caches(workdir)
     ensemble = summed.result() if summed is not None else None
+    blend = blended.result() if blended is not None else None
     return {
-        "models": [f.result() for f in futures],
+        "models": [*(f.result() for f in futures), *([blend] if blend else [])],
         "baselines": baselines.result() if baselines else [],
         "word2vec": embed.result() if embed is not None else embedded,
         "retrieval": [*(f.result() for f in ranked), *([ensemble] if ensemble else [])],

@@ -193,14 +193,33 @@ def ensemble_retrieval(
 
     with open_workspace(workdir, models=[r["name"] for r in rows]) as ws:
         row = ensemble_implicit(ws, rows, baselines)
+    _log_blend(row, "ndcg_at_10")
+    return row
+
+
+def _log_blend(row: dict[str, Any] | None, metric: str) -> None:
+    """One line for a family's blend: its members with their weights, its validation and test metric."""
     if row is not None:
         get_run_logger().info(
-            "%s of %s: val_ndcg@10 %.4f test_ndcg@10 %.4f",
+            "%s of %s: val_%s %.4f test_%s %.4f",
             row["name"],
             ", ".join(f"{m['name']} (weight {m['weight']:.2f})" for m in row["members"]),
-            row["val_ndcg_at_10"],
-            row["test_ndcg_at_10"],
+            metric,
+            row[f"val_{metric}"],
+            metric,
+            row[f"test_{metric}"],
         )
+
+
+@task(name="ensemble-rating", cache_policy=NO_CACHE)
+def ensemble_rating(workdir: str, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ridge blend of the trained rating models and the bias baseline, fitted on validation, as a
+    leaderboard row (val_rmse out of fold); None without a trained model to blend."""
+    from musicrec.pipeline.champion_rating import ensemble_rating as blend
+
+    with open_workspace(workdir, models=[r["name"] for r in rows]) as ws:
+        row = blend(ws, rows)
+    _log_blend(row, "rmse")  # its val_rmse is out of fold
     return row
 
 
@@ -240,7 +259,9 @@ def build_bundle(
     workdir: str, row: dict[str, Any], run: dict[str, Any], refit_info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Export the champion to ONNX and verify it (checker, one file, dynamic batch, parity with torch)."""
-    with open_workspace(workdir, models=[row["name"], refit.REFIT_DIR]) as ws:
+    from musicrec.pipeline.champion_rating import model_folders
+
+    with open_workspace(workdir, models=[*model_folders(row), refit.REFIT_DIR]) as ws:
         return publish.build_rating_bundle(ws, row, prepare.load_train_data(ws), run, refit_info)
 
 

@@ -109,7 +109,7 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     store = open_store(store_uri)
     _check_parallel_stage_is_capped(since, 3)
 
-    names = sorted(m["name"] for m in report["models"])
+    names = sorted(m["name"] for m in report["models"] if not m.get("members"))
     assert names == sorted(QUICK)
     base = {b["name"]: b for b in report["baselines"]}
     for m in report["models"]:
@@ -164,6 +164,8 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
         rmse(parts["validation"]["rating"].to_numpy(np.float64), pred) < champ["val_rmse"]
     )  # it learned them
 
+    _check_rating_blend(store, tmp_path / "work", report)
+
     # the implicit models: each improved on its untrained start, the champion beat most-popular on validation
     retrieval = report["retrieval"]
     singles = [r for r in retrieval["models"] if not r.get("members")]
@@ -189,6 +191,48 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
         meta["retrieval"]["onnx_check"]["max_abs_diff"] == 0.0
         and meta["retrieval"]["onnx_check"]["unknown_users"] == 1
     )
+
+
+def _check_rating_blend(store, work: Path, report) -> None:
+    """The rating blend is a leaderboard row like any model (val_rmse out of fold). Served (the published
+    bundle when it won, else forced: its members refit and the bundle built in the run's workspace), its one
+    ONNX graph scores test pairs as the torch blend of the refit members does, unknown ids included."""
+    from musicrec.pipeline.prepare import load_train_data
+    from musicrec.pipeline.publish import build_rating_bundle
+    from musicrec.pipeline.refit import REFIT_DIR, full_data, refit_rating
+    from musicrec.pipeline.report import format_leaderboard, leaderboard, model_card
+    from musicrec.pipeline.train import load_model
+    from musicrec.pipeline.workspace import Workspace
+    from musicrec.rating.blend import ENSEMBLE
+
+    blend = next(m for m in report["models"] if m["name"] == ENSEMBLE)
+    # on this sparse sample the models predict nearly alike: often one member, recalibrated on validation
+    assert len(blend["members"]) >= 1 and all(m["weight"] > 0 for m in blend["members"])
+    assert blend["val_rmse"] >= blend["val_rmse_in_sample"] and blend["test_rmse"] > 0
+    board = format_leaderboard(leaderboard(report["models"], report["baselines"]), report["champion"]["name"])
+    assert any(line.startswith(ENSEMBLE) for line in board.splitlines())
+    ws = Workspace(work / report["run_id"])
+    if report["champion"]["name"] == ENSEMBLE:
+        onnx = store.get_bytes(f"models/{report['champion']['version']}/model.onnx")
+        assert "- a blend of" in model_card(report)
+    else:
+        run = {**report["data"], "split": report["split"]}
+        meta = build_rating_bundle(ws, blend, load_train_data(ws), run, refit_rating(ws, blend))
+        assert meta["model"] == ENSEMBLE and meta["onnx_check"]["max_abs_diff"] <= 1e-4
+        assert meta["fitted_on"]["epochs"].keys() == {m["name"] for m in blend["members"]}
+        onnx = (ws.bundle / "model.onnx").read_bytes()
+    full = full_data(ws)
+    served = load_model(ws, ENSEMBLE, full, directory=REFIT_DIR)
+    test = pd.read_parquet(ws.splits / "test.parquet")
+    users = np.array([*test["user_id"], "NEW-USER"], dtype=object)
+    items = np.array([*test["item_id"], test["item_id"].iloc[0]], dtype=object)
+    import torch
+
+    with torch.no_grad():
+        expected = served(
+            torch.from_numpy(full.users.lookup(users)), torch.from_numpy(full.items.lookup(items))
+        ).numpy()
+    np.testing.assert_allclose(predict_ratings(load_session(onnx), users, items), expected, atol=1e-4)
 
 
 def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harness, small_sample, tmp_path):
@@ -328,5 +372,5 @@ def test_dask_runner_on_a_local_cluster(prefect_harness, small_sample, tmp_path)
         )
     )
     assert report["task_runner"] == "dask"
-    assert sorted(m["name"] for m in report["models"]) == ["gmf_logistic", "w2v_mlp"]
-    assert report["champion"]["name"] in {"gmf_logistic", "w2v_mlp"}
+    assert sorted(m["name"] for m in report["models"] if not m.get("members")) == ["gmf_logistic", "w2v_mlp"]
+    assert report["champion"]["name"] in {"gmf_logistic", "w2v_mlp", "rating_ensemble"}

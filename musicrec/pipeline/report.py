@@ -138,7 +138,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 _TEXT_COLUMNS = [
-    ("model", 16),
+    ("model", 18),
     ("val_rmse", 9),
     ("val_gain_vs_bias", 17),
     ("test_rmse", 10),
@@ -156,10 +156,10 @@ def format_leaderboard(rows: list[dict[str, Any]], champion: str | None) -> str:
     lines = [head, "-" * len(head)]
     for r in rows:
         name = f"{r['model']} *" if r["model"] == champion or r.get("champion") is True else r["model"]
-        cells = [f"{name:<16}"] + [f"{display(c, r.get(c)):>{w}}" for c, w in _TEXT_COLUMNS[1:]]
+        cells = [f"{name:<18}"] + [f"{display(c, r.get(c)):>{w}}" for c, w in _TEXT_COLUMNS[1:]]
         lines.append("".join(cells) + ("  untrained" if r.get("kind") == UNTRAINED else ""))
         if r.get("kind") == SKIPPED:
-            lines[-1] = f"{r['model']:<16}  {r.get('note', SKIPPED)}"
+            lines[-1] = f"{r['model']:<18}  {r.get('note', SKIPPED)}"
     lines += [
         "* champion: the lowest val_rmse among the models that beat the bias baseline",
         "val_gain_vs_bias: how much lower val_rmse is than the bias baseline's, in percent",
@@ -279,7 +279,7 @@ def model_card(report: dict[str, Any]) -> str:
         f"- bundle: `{ch.get('uri')}`",
         *_promotion_lines(report),
         *_training_lines(row, bias),
-        *tuning_lines((report.get("tuning") or {}).get(ch.get("name"))),
+        *([] if row.get("members") else tuning_lines((report.get("tuning") or {}).get(ch.get("name")))),
         *_refit_lines(report.get("refit")),
         *_data_lines(report),
         "",
@@ -359,6 +359,8 @@ def _promotion_lines(report: dict[str, Any]) -> list[str]:
 
 
 def _training_lines(row: dict[str, Any], bias: dict[str, Any]) -> list[str]:
+    if row.get("members"):
+        return _blend_lines(row, bias)
     best, epochs = row.get("best_epoch"), row.get("epochs")
     note = " (untrained: no epoch beat its starting point)" if best == 0 else ""
     lines = [
@@ -367,12 +369,32 @@ def _training_lines(row: dict[str, Any], bias: dict[str, Any]) -> list[str]:
     ]
     if _number(row.get("initial_val_rmse")):
         lines[0] += f"; starting val RMSE {row['initial_val_rmse']:.4f}"
+    return [*lines, _gain_line(row, bias)]
+
+
+def _gain_line(row: dict[str, Any], bias: dict[str, Any]) -> str:
     gains = [
         f"{split} "
         f"{display('val_gain_vs_bias', gain_vs_bias(row.get(f'{split}_rmse'), bias.get(f'{split}_rmse')))}"
         for split in ("val", "test")
     ]
-    return [*lines, f"- RMSE gain over the bias baseline: {', '.join(gains)}"]
+    return f"- RMSE gain over the bias baseline: {', '.join(gains)}"
+
+
+def _blend_lines(row: dict[str, Any], bias: dict[str, Any]) -> list[str]:
+    """A blend's card: its members and weights, and how its validation RMSE was measured."""
+    fit = row.get("blend") or {}
+    terms = " + ".join(f"{m['weight']:.3f} x {m['name']}" for m in row["members"])
+    among = ", ".join(fit.get("candidates") or [])
+    val, in_sample = (display("rmse", row.get(k)) for k in ("val_rmse", "val_rmse_in_sample"))
+    return [
+        f"- a blend of {len(row['members'])} member(s), ridge on their validation predictions, clamped to "
+        f"the rating range: {display('rmse', fit.get('intercept'))} + {terms}",
+        f"- members and penalty (alpha {fit.get('alpha')}) chosen by {len(fit.get('folds') or [])}-fold "
+        f"cross-validation on validation rows among {among}; val RMSE out of fold {val} (in sample "
+        f"{in_sample})",
+        _gain_line(row, bias),
+    ]
 
 
 def tuning_lines(used: Any) -> list[str]:
@@ -393,9 +415,12 @@ def tuning_lines(used: Any) -> list[str]:
 def _refit_lines(refit: Any) -> list[str]:
     if not isinstance(refit, dict):
         return []
+    epochs = refit.get("epochs")
+    if isinstance(epochs, dict):  # a blend: each member refit, the weights kept from validation
+        epochs = ", ".join(f"{m} {e}" for m, e in epochs.items())
     return [
         f"- served model refit on all data: {_count(refit.get('rows'))} rows, "
-        f"{display('epochs', refit.get('epochs'))} epochs; the metrics below come from the held-out fit"
+        f"{display('epochs', epochs)} epochs; the metrics below come from the held-out fit"
     ]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from musicrec.errors import Skipped
 from musicrec.fit.loop import EpochCallback, format_epoch
@@ -15,6 +16,7 @@ from musicrec.pipeline.prepare import load_train_data
 from musicrec.pipeline.workspace import Workspace, model_file
 from musicrec.rating.base import RatingModel
 from musicrec.rating.baselines import BASELINES
+from musicrec.rating.blend import BLEND_FILE, ENSEMBLE, RatingBlend
 from musicrec.rating.build import build_for, model_class, model_config
 from musicrec.rating.configs import TrainConfig
 from musicrec.rating.data import TrainData
@@ -77,11 +79,21 @@ def save_model(ws: Workspace, name: str, model: RatingModel, cfg: TrainConfig) -
     (d / "config.json").write_text(cfg.model_dump_json())
 
 
-def load_model(ws: Workspace, name: str, data: TrainData, directory: str = "") -> RatingModel:
-    """Rebuild a trained `name` model from <directory or name>/weights.npz and config.json (no pickle)."""
+def load_model(ws: Workspace, name: str, data: TrainData, directory: str = "") -> nn.Module:
+    """Rebuild a trained `name` model from <directory or name>/weights.npz and config.json (no pickle). The
+    rating blend from its blend.json, each member from <directory>/<member> (the refit) or its own folder: the
+    refit serves the weights fitted on the held-out fit's validation predictions."""
+    if name == ENSEMBLE:
+        blend = ws.read_json(model_file(ENSEMBLE, BLEND_FILE))
+        members = {
+            m: load_model(ws, m, data, f"{directory}/{m}" if directory else "") for m in blend["weights"]
+        }
+        return RatingBlend(members, blend["weights"], blend["intercept"], data.rating_range).eval()
     d = ws.model_dir(directory or name)
-    cfg = model_config(name, json.loads((d / "config.json").read_text()))
-    model = build_for(name, data, cfg)
+    if name in BASELINES:  # a blend's member: the closed form's shape, then the saved values
+        model = BASELINES[name](data)
+    else:
+        model = build_for(name, data, model_config(name, json.loads((d / "config.json").read_text())))
     with np.load(d / "weights.npz", allow_pickle=False) as npz:
         model.load_state_dict({k: torch.from_numpy(npz[k]) for k in npz.files})
     return model.eval()

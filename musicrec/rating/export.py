@@ -24,7 +24,6 @@ import torch
 from onnx import TensorProto, helper
 
 from musicrec.hashing import ids_sha256
-from musicrec.rating.base import RatingModel
 from musicrec.scoring.runtime import (
     FLAG_OUTPUTS,
     ID_INPUTS,
@@ -75,7 +74,9 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        graph = model.export_module().eval() if isinstance(model, RatingModel) else model
+        # a rating model (or a blend of them) traces its export module; any other module is traced as is
+        export = getattr(model, "export_module", None)
+        graph = export().eval() if callable(export) else model
         example = _example_inputs(graph, len(users), len(items))
         with tempfile.TemporaryDirectory(prefix="musicrec-export-") as tmp:
             proto, used = _export_graph(graph, example, opset, exporter, Path(tmp))
