@@ -103,6 +103,7 @@ def test_ease_above_max_items_fits_the_most_popular_items_and_ranks_the_rest_by_
 
 
 def test_ease_above_max_items_trains_in_the_run_and_beats_most_popular(tmp_path):
+    from musicrec.pipeline.report import format_ranking
     from musicrec.pipeline.retrieval import train_implicit
     from musicrec.pipeline.workspace import Workspace
 
@@ -116,6 +117,8 @@ def test_ease_above_max_items_trains_in_the_run_and_beats_most_popular(tmp_path)
     clustered_ratings().to_parquet(ws.ratings, index=False)
     row = train_implicit(ws, "ease", {"max_items": 100})
     assert "skipped" not in row and row["val_ndcg_at_10"] > 0 and row["best_epoch"] >= 1
+    note = "ease: fitted on the 100 items with the most interactions of 150 (max_items; "
+    assert note in format_ranking({"models": [row], "champion": "ease"})
 
 
 # --- als ---

@@ -68,6 +68,17 @@ class Gram:
             left[self.keep], right[self.keep] = u * s[None, :], v
         return ItemItemTables(self.x, left, right, self.bias)
 
+    def note(self) -> str:
+        """The leaderboard's note when B covers part of the catalogue, else ""."""
+        items, kept = self.x.shape[1] - 1, len(self.keep)
+        if kept >= items:
+            return ""
+        share = self.x[:, self.keep].nnz / max(1, self.x.nnz)
+        return (
+            f"fitted on the {kept:,} items with the most interactions of {items:,} (max_items; "
+            f"{share:.0%} of the interactions), the others ranked by popularity"
+        )
+
     def grid(self) -> list[dict[str, Any]]:
         """The l2 values fit tries: cfg.l2 alone when set, else the grid times the mean diagonal."""
         if self.cfg.l2 is not None:
@@ -110,7 +121,9 @@ class EASE(RetrievalModel):
     ) -> ImplicitResult:
         with cpu_threads(threads):
             gram = Gram(data, cfg)
-            return choose_setting(name, cfg, data, gram.grid(), lambda s: gram.model(s["l2"]), on_epoch)
+            result = choose_setting(name, cfg, data, gram.grid(), lambda s: gram.model(s["l2"]), on_epoch)
+        result.note = gram.note()
+        return result
 
     @classmethod
     def refit(
