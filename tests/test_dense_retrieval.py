@@ -47,7 +47,7 @@ def test_ease_serves_exactly_the_direct_numpy_ease_on_a_small_catalogue():
     expected = x @ b
     bias = model.item_bias.numpy()
     np.testing.assert_allclose(_scores(model, n_users, n_items) - bias, expected, atol=1e-5)
-    assert model.item_vectors().shape[1] == n_items  # exact: as wide as the catalogue
+    assert model.item_vectors().shape[1] == n_items - 1  # exact: one column per item (not the unknown)
 
 
 def test_ease_low_rank_keeps_the_exact_ranking_at_full_rank_and_nearly_at_half():
@@ -78,20 +78,47 @@ def test_ease_chooses_its_l2_on_validation_and_refits_at_it():
     assert registry.parse_config("ease").l2 is None
 
 
-def test_ease_above_max_items_is_skipped_with_a_note_not_an_error(tmp_path):
-    from musicrec.pipeline.retrieval import summarize, train_implicit
+def test_ease_above_max_items_fits_the_most_popular_items_and_ranks_the_rest_by_popularity():
+    d = _clusters()  # index 0, the unknown item, is the fixture's item 0 here: never kept, bias 0
+    x = interaction_matrix(d.users, d.items, d.n_users, d.n_items).toarray().astype(np.float64)
+    counts = x.sum(0)
+    keep = np.sort(np.argsort(-counts[1:], kind="stable")[:100] + 1)
+    assert counts[keep].min() >= np.delete(counts[1:], keep - 1).max()  # the 100 most popular
+    cfg = registry.parse_config("ease", {"max_items": 100, "l2": 20.0})
+    model = registry.model_class("ease").refit("ease", cfg, d, 1)
+    xk = x[:, keep]
+    p = np.linalg.inv(xk.T @ xk + 20.0 * np.eye(len(keep)))
+    b = np.eye(len(keep)) - p / np.diag(p)[None, :]
+    scores = _scores(model, d.n_users, d.n_items) - model.item_bias.numpy()
+    np.testing.assert_allclose(scores[:, keep], xk @ b, atol=1e-4)  # exact EASE on the kept items
+    rest = np.setdiff1d(np.arange(1, d.n_items), keep)
+    assert not scores[:, rest].any() and not model.item_vectors()[rest].any()  # the rest: the bias alone
+    bias = model.item_bias.numpy()[rest]
+    assert (np.diff(bias[np.argsort(-counts[rest], kind="stable")]) <= 0).all()  # by popularity
+    # narrower than the kept items: their truncated SVD, the other rows still zero
+    low = registry.model_class("ease").refit("ease", cfg.model_copy(update={"factors": 50}), d, 1)
+    assert low.item_vectors().shape[1] == 50 and not low.item_vectors()[rest].any()
+    got, want = (_unseen_top(s[:, keep], x[:, keep]) for s in (_scores(low, d.n_users, d.n_items), scores))
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)]) > 0.7
+
+
+def test_ease_above_max_items_trains_in_the_run_and_beats_most_popular(tmp_path):
+    from musicrec.pipeline.report import format_ranking
+    from musicrec.pipeline.retrieval import train_implicit
     from musicrec.pipeline.workspace import Workspace
 
-    d = _clusters()
-    with pytest.raises(Skipped, match="239 items > max_items 100"):
-        registry.model_class("ease").fit("ease", registry.parse_config("ease", {"max_items": 100}), d)
+    result = registry.model_class("ease").fit(
+        "ease", registry.parse_config("ease", {"max_items": 100}), _clusters()
+    )
+    assert (
+        result.best_epoch >= 1 and result.history[result.best_epoch]["ndcg@10"] > result.history[0]["ndcg@10"]
+    )
     ws = Workspace.create(tmp_path / "work", "run")
     clustered_ratings().to_parquet(ws.ratings, index=False)
     row = train_implicit(ws, "ease", {"max_items": 100})
-    assert row["skipped"] == "skipped: 150 items > max_items 100" and "val_ndcg_at_10" not in row
-    other = {"name": "implicit_bpr", "kind": "retrieval", "val_ndcg_at_10": 0.2, "best_epoch": 3}
-    popular = [{"name": "most_popular", "val_ndcg_at_10": 0.1}]
-    assert summarize([row, other], popular)["champion"] == "implicit_bpr"
+    assert "skipped" not in row and row["val_ndcg_at_10"] > 0 and row["best_epoch"] >= 1
+    note = "ease: fitted on the 100 items with the most interactions of 150 (max_items; "
+    assert note in format_ranking({"models": [row], "champion": "ease"})
 
 
 # --- als ---

@@ -179,6 +179,22 @@ def test_validation_sample_shrinks_with_the_catalogue_so_an_epoch_stays_cheap():
     assert validation_users(10**8) == 1000  # never fewer than 1,000 users (standard error stays usable)
 
 
+def test_the_weakest_members_leave_the_ensemble_until_it_fits_the_serving_budget():
+    from musicrec.pipeline.champion_retrieval import ENSEMBLE_CELLS, within_budget
+
+    rows = [
+        {"name": "implicit_hinge", "val_ndcg_at_10": 0.028},  # 65 wide
+        {"name": "ease", "val_ndcg_at_10": 0.025},  # 513
+        {"name": "implicit_bpr", "val_ndcg_at_10": 0.024},  # 65
+        {"name": "transitions", "val_ndcg_at_10": 0.017},  # 513
+        {"name": "als", "val_ndcg_at_10": 0.010},  # 65
+    ]
+    assert within_budget(rows, ENSEMBLE_CELLS // 1221) == rows  # 65 x 3 + 513 x 2 = 1,221 cells an item
+    assert within_budget(rows, ENSEMBLE_CELLS // 1156) == rows[:4]  # als leaves first, then transitions
+    assert within_budget(rows, ENSEMBLE_CELLS // 1000) == rows[:3]
+    assert within_budget(rows, ENSEMBLE_CELLS // 64) == []
+
+
 def test_the_ensemble_is_measured_refit_exported_and_compared_like_one_model(tmp_path, monkeypatch):
     """The library path of a run whose retrieval champion is the blend of two implicit models: its weights
     fitted and it measured on the members' validation and test users, saved as JSON that rebuilds the same

@@ -45,7 +45,8 @@ class Interactions:
 
 @dataclass
 class ImplicitResult:
-    """The fitted model at its best epoch, with the per-epoch history (epoch 0 = untrained)."""
+    """The fitted model at its best epoch, with the per-epoch history (epoch 0 = untrained), and a note for
+    the leaderboard when the fit covered less than the run's data (e.g. ease above max_items)."""
 
     name: str
     config: Any
@@ -54,6 +55,7 @@ class ImplicitResult:
     best: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     fit_seconds: float = 0.0
+    note: str = ""
 
 
 class RetrievalModel(ABC):

@@ -157,9 +157,8 @@ class EASEConfig(DenseConfig):
         512,
         ge=1,
         le=4096,
-        description="served vector width: exact scores up to this many items, else the rank-factors part "
-        "of B from the largest eigenvalues of X^T X (exact on every item the user has not interacted with "
-        "when the rank is the catalogue's)",
+        description="served vector width: exact scores when the fitted items fit in it, else B's truncated "
+        "SVD at this rank",
     )
     l2: float | None = Field(
         None, gt=0, description="EASE's lambda; None: chosen on validation NDCG@10 from l2_grid"
@@ -173,9 +172,10 @@ class EASEConfig(DenseConfig):
     max_items: int = Field(
         5_000,
         ge=1,
-        description="larger catalogues skip the model (a leaderboard note): X^T X is decomposed densely and "
-        "each l2 of the grid forms B: memory items^2, time items^3 on one BLAS thread "
-        "(benchmarks/topn.py's EASE reference has the same bound)",
+        description="on larger catalogues B is fitted on this many items, those with the most training "
+        "interactions, and the others rank by popularity alone: each l2 of the grid inverts a dense "
+        "max_items^2 matrix (time max_items^3 on one BLAS thread: about 6 s at 5,000 with B's SVD; "
+        "benchmarks/topn.py's EASE reference has the same bound)",
     )
 
 

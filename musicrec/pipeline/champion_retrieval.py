@@ -86,11 +86,12 @@ def _refit_one(
 
 ENSEMBLE = "implicit_ensemble"  # the blend of the trained implicit models, fitted on validation
 BLEND_FILE = "blend.json"  # beside members.json: each member's scale and weight (musicrec.implicit.blend)
-# Items x the ensemble's vector size above which there is no ensemble: its vectors are the members' side by
-# side, so serving costs grow with them. At the seed's size (457K items, three 65-wide members) it doubled the
-# time of 100K users' top-10 (66 s against 32 s) and took `musicrec train` from 5.2 to 7.4 GB for a validation
-# NDCG@10 2% above hinge's alone and the same test NDCG@10 (0.0113); on MI (900 items) and the medium sample
-# (58K) it is the best candidate.
+# Items x the ensemble's vector size that its members must fit in (the weakest leave first): its vectors are
+# the members' side by side, so serving costs grow with them. At the seed's size (457K items, three 65-wide
+# members) it doubled the time of 100K users' top-10 (66 s against 32 s) and took `musicrec train` from 5.2 to
+# 7.4 GB for a validation NDCG@10 2% above hinge's alone and the same test NDCG@10 (0.0113); on MI (900 items)
+# and the medium sample (58K) it is the best candidate. On medium, ease (513 wide) and transitions (513)
+# beside five 65-wide members pass it: sasrec and transitions, the two weakest there, leave.
 ENSEMBLE_CELLS = 50_000_000
 
 
@@ -101,17 +102,16 @@ def ensemble_implicit(
     least two, each with best_epoch >= 1): each member's scores over its scale, weighted, the scales and
     weights fitted on the validation users (musicrec.implicit.blend), then measured like one of them:
     validation NDCG@10 on the same sampled users, test on the same sample. None if fewer than two qualify (a
-    member below the bar only drags the blend down), if fewer than two keep a positive weight (the blend is
-    one of them), or if the catalogue times the summed vector size passes ENSEMBLE_CELLS (serving cost)."""
+    member below the bar only drags the blend down) or fewer than two keep a positive weight (the blend is
+    one of them). The catalogue times the members' summed vector size must fit in ENSEMBLE_CELLS (serving
+    cost): while it does not, the member with the lowest validation NDCG@10 leaves (within_budget)."""
     bar = popular_val_ndcg(baselines) if baselines else -1.0
     members = [
         r for r in rows if r.get("best_epoch", 0) >= 1 and not r.get("members") and r["val_ndcg_at_10"] > bar
     ]
-    if len(members) < 2:
-        return None
     data = ranking_data(ws)
-    width = sum(registry.parse_config(m["name"], m.get("hyperparameters")).factors + 1 for m in members)
-    if data.items.size * width > ENSEMBLE_CELLS:
+    members = within_budget(members, data.items.size)
+    if len(members) < 2:
         return None
     t0 = time.perf_counter()
     cfg = registry.parse_config(members[0]["name"], members[0].get("hyperparameters"))
@@ -143,6 +143,16 @@ def ensemble_implicit(
     ws.write_json(model_file(ENSEMBLE, BLEND_FILE), blend.to_json())
     ws.write_json(model_file(ENSEMBLE, "metrics.json"), row)
     return row
+
+
+def within_budget(members: list[dict[str, Any]], n_items: int) -> list[dict[str, Any]]:
+    """The members, in their order, less the weakest on validation NDCG@10 until n_items x their summed
+    vector size (factors + 1 each) fits in ENSEMBLE_CELLS."""
+    ranked = sorted(members, key=lambda r: -r["val_ndcg_at_10"])
+    width = [registry.parse_config(m["name"], m.get("hyperparameters")).factors + 1 for m in ranked]
+    while ranked and n_items * sum(width) > ENSEMBLE_CELLS:
+        ranked, width = ranked[:-1], width[:-1]
+    return [m for m in members if m in ranked]
 
 
 def model_folders(row: dict[str, Any] | None) -> list[str]:

@@ -243,8 +243,13 @@ def format_ranking(retrieval: dict[str, Any] | None) -> str:
         f"* retrieval champion: the highest val_ndcg@10 among the models that beat most_popular; "
         f"{held}, full ranking over unrated items, {users:,} test users"
     )
-    lines += [f"{r['name']}: {r['skipped']}" for r in retrieval["models"] if r.get("skipped")]
+    lines += [f"{r['name']}: {r.get('skipped') or r['note']}" for r in retrieval["models"] if _noted(r)]
     return "\n".join(lines)
+
+
+def _noted(row: dict[str, Any]) -> bool:
+    """Whether a retrieval row has a note under the table: skipped, or fitted on part of the data."""
+    return bool(row.get("skipped") or row.get("note"))
 
 
 def learning_curves_png(histories: dict[str, list[dict[str, float]]]) -> bytes:

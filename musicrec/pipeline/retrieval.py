@@ -234,6 +234,7 @@ def train_implicit(
         "epochs": len(result.history) - 1,
         "fit_seconds": round(result.fit_seconds, 2),
         "hyperparameters": result.config.model_dump(),
+        **({"note": result.note} if result.note else {}),
     }
     save_implicit(ws, name, result.model, result.config)
     ws.write_json(model_file(name, "history.json"), result.history)
