@@ -195,14 +195,18 @@ def _search_first(
         parallel=parallel,
         threads=threads,
         clock=clock,
+        mark_unreached=True,
     )
     keep = ("metric", "best_value", "default_value", "trials", "pruned", "seconds", "stopped_by")
     return {
         "budget_seconds": params.search_budget,
         "trials_per_model": params.search_trials,
         "models": {
-            r["model"]: {"reason": reasons[r["model"]], **{k: r.get(k) for k in keep}} for r in records
+            r["model"]: {"reason": reasons[r["model"]], **{k: r.get(k) for k in keep}}
+            for r in records
+            if r["trials"]
         },
+        "not_searched": {r["model"]: r["skipped"] for r in records if not r["trials"]},
         "word2vec": embedded,
     }
 

@@ -18,6 +18,7 @@ from tasks import tuning as tt
 from tasks.runners import make_task_runner
 
 RUN_NAME_PREFIX = "tuning-"
+UNREACHED = "the search budget was spent before this model: its defaults until `musicrec tune` searches it"
 
 
 class TuningParams(RunInputs):
@@ -101,11 +102,15 @@ def search_models(
     parallel: int,
     threads: int,
     clock: StageClock,
+    mark_unreached: bool = False,
 ) -> list[dict[str, Any]]:
     """One search per model in turn on the run's prepared workspace, each stored as tuning/<model>.json;
     the tuning flow's stage, and the training flow's first-run search. Each search's second trial is the
     model's previous record's best settings, if it has one (a warm start). A model the total budget does not
-    reach keeps its previous record, if any."""
+    reach keeps its previous record, if any; without one, and with mark_unreached (the training flow's
+    search), it gets a record of no trial that says so (UNREACHED), so that the nightly runs train it from
+    its defaults instead of searching again, until `musicrec tune` (or the weekly tuning) searches it or the
+    data's size drifts."""
     from musicrec.tuning.records import build_record
 
     logger = get_run_logger()
@@ -115,6 +120,20 @@ def search_models(
         budget = min(budget_per_model, end - time.time())
         if budget <= 0:
             logger.warning("total budget spent: %s not tuned (its previous record, if any, stays)", model)
+            if mark_unreached and model not in warm:
+                record = build_record(
+                    model,
+                    [],
+                    run_id=run_id,
+                    run=run,
+                    seed=seed,
+                    seconds=0.0,
+                    budget_seconds=0.0,
+                    trials_asked=0,
+                )
+                record["skipped"] = UNREACHED
+                record["uri"] = tt.publish_tuning(store_uri, record)
+                records.append(record)
             continue
         t0 = time.time()
         with clock(f"tune-{model}"):

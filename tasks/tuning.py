@@ -46,6 +46,9 @@ def publish_tuning(store_uri: str, record: dict[str, Any]) -> str:
     from musicrec.tuning.records import gain, history_png, trial_table, write_record
 
     uri = write_record(open_store(store_uri), record)
+    if not record["trials"]:  # a model the search did not reach: nothing to show
+        get_run_logger().info("%s: not searched (%s) -> %s", record["model"], record.get("skipped"), uri)
+        return uri
     key = record["model"].replace("_", "-")
     g = gain(record)
     create_table_artifact(

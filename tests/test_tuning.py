@@ -325,7 +325,39 @@ def test_a_model_that_does_not_apply_ends_its_search_and_is_not_searched_again(p
     store = FileStore(tmp_path / "store")
     rec.write_record(store, record)
     found, notes = rec.read_records(store, ["knn_baseline"])
-    assert found == {} and "no completed trial" in notes[0]  # never a fit's starting point
+    assert found == {} and "max_table_cells" in notes[0]  # never a fit's starting point
     kept, _ = rec.read_records(store, ["knn_baseline"], keep_skipped=True)
     assert rec.to_search(["knn_baseline"], kept, run["ratings"]) == {}
     assert "knn_baseline" in rec.to_search(["knn_baseline"], kept, run["ratings"] * 3)  # drifted: again
+
+
+def test_a_model_the_first_budget_does_not_reach_is_not_searched_every_night(
+    prefect_harness, prepared, tmp_path
+):
+    """A budget spent on gmf leaves nnmf unsearched: the report says so, nnmf trains from its defaults,
+    and its record of no trial keeps the next run (the nightly) from searching it again."""
+    from flows.training import TrainingParams, training
+    from flows.tuning import UNREACHED
+
+    _, _, root = prepared
+    params = TrainingParams(
+        reviews=[str(root / "reviews.json")],
+        store_uri=(tmp_path / "store").as_uri(),
+        work_dir=str(tmp_path / "work"),
+        models=["gmf", "nnmf"],
+        retrieval_models=[],
+        refit=False,
+        search_budget=0.5,
+        search_trials=2,
+    )
+    first = training(params)
+    assert set(first["search"]["models"]) == {"gmf"}
+    assert first["search"]["not_searched"] == {"nnmf": UNREACHED}
+    assert "nnmf" not in first["tuning"] and any(
+        n.startswith("nnmf not searched") for n in first["tuning_notes"]
+    )
+    record = json.loads(open_store(params.store_uri).get_bytes("tuning/nnmf.json"))
+    assert record["trials"] == 0 and record["best_params"] is None and record["skipped"] == UNREACHED
+    second = training(params)
+    assert second["search"] == {}  # nothing searched again: gmf has its record, nnmf its note
+    assert {"gmf", "nnmf"} <= {m["name"] for m in second["models"]}

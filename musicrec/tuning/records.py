@@ -108,6 +108,9 @@ def read_records(
         if not record.get("best_params") and record.get("skipped") and keep_skipped:
             found[model] = record
             continue
+        if not record.get("best_params") and record.get("skipped"):
+            notes.append(f"{model} not searched ({record['skipped']}): {model} starts from its defaults")
+            continue
         if not record.get("best_params"):
             notes.append(f"{store.url_for(key)} has no completed trial: {model} starts from its defaults")
             continue
