@@ -74,10 +74,10 @@ def write_inputs(store_uri: str, work: Path, pairs: int, users: int) -> tuple[Pa
     from musicrec.store import open_store
 
     store = open_store(store_uri)
-    version, sha = resolve_version(store)
+    served = resolve_version(store)
     bundle = work / "bundle"
     bundle.mkdir(parents=True, exist_ok=True)
-    download_bundle(store, version, bundle, sha)
+    download_bundle(store, served.version, bundle, served.sha256, served.history)
     known_users = pd.read_parquet(bundle / "user_history.parquet", columns=["user_id"])["user_id"].unique()
     known_items = pd.read_parquet(bundle / "item_stats.parquet", columns=["item_id"])["item_id"].to_numpy()
     rng = np.random.default_rng(0)
