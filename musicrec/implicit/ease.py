@@ -6,12 +6,12 @@ diagonal of X^T X (the mean interactions per item), never on test.
 Large catalogues: B is fitted on the max_items items with the most training interactions (ties to the
 smaller index) and is zero elsewhere, so an item outside them neither scores nor is scored: it ranks on the
 popularity bias alone (musicrec.implicit.itemitem.popularity_bias), below every item B scores positively.
-On Last.fm (17,632 artists) the 5,000 kept hold 84% of the interactions and validation NDCG@10 is the same
-at 2,000-5,000 kept (0.135-0.136); at the seed's 457K items the fit costs what 5,000 items cost.
-P is one Cholesky factorisation and inverse per l2 of the grid, in float32 (LAPACK potrf + potri): 1.5 s at
-5,000 items on one thread, where the eigendecomposition of X^T X that the grid shared before took 14 s and
-each l2 then 5 s of products. With B's truncated SVD (3.3 s) and the validation, the fit of 7 settings at
-5,000 items takes 45-70 s on 2 shared cores.
+On Last.fm (17,632 artists) validation NDCG@10 is the same with 2,000 to 5,000 items kept, so max_items is
+3,000 (benchmarks/RESULTS.md, "Lists: EASE past max_items"); at the seed's 457K items the fit costs what
+3,000 items cost.
+P is one Cholesky factorisation and inverse per l2 of the grid, in float32 (LAPACK potrf + potri), a third
+of the flops of the eigendecomposition of X^T X that the grid shared before, whose products per l2 then cost
+as much again.
 
 Served through musicrec.implicit.itemitem: B itself when the kept items fit the served width (`factors`, less
 on catalogues past MAX_CELLS), else its truncated SVD B ~ U_r S_r V_r^T, query(u) = x_u U_r S_r and item rows

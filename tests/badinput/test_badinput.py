@@ -172,8 +172,16 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         if seeded:
             _seed_store(store)
         todo.append({"name": name, "root": root, "case": case, "store": store, "before": _snapshot(store)})
-    # gmf_logistic trains in a few epochs on a small sample, so the repaired run publishes a champion
-    extra = ("--models", "gmf_logistic", "--overrides", '{"gmf_logistic": {"epochs": 4}}')
+    # gmf_logistic trains in a few epochs on a small sample, so the repaired run publishes a champion; one
+    # retrieval model (the default selection trains in the quick_champion fixture)
+    extra = (
+        "--models",
+        "gmf_logistic",
+        "--retrieval-models",
+        "implicit_pointwise",
+        "--overrides",
+        '{"gmf_logistic": {"epochs": 4}}',
+    )
     running: list[dict] = []
     done: list[dict] = []
     while todo or running:
