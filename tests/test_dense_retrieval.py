@@ -151,12 +151,14 @@ def test_an_als_step_solves_the_confidence_weighted_least_squares_of_each_user()
     step = Alternation(cfg, model, data, threads=1)
     rows = np.zeros((n_users, f), np.float32)
     step._solve(step.by_user, y, rows)
+    pairs = {(u, i): weights[(users == u) & (items == i)].mean() for u, i in zip(users, items, strict=True)}
+    mean = np.mean(list(pairs.values()))  # duplicates average their weights; alpha applies to w / mean w
     for u in range(1, n_users):
         mine = users == u
         conf = np.ones(n_items)
         target = np.zeros(n_items)
         for i in np.unique(items[mine]):
-            conf[i] = 1.0 + alpha * weights[mine & (items == i)].mean()  # duplicates average their weights
+            conf[i] = 1.0 + alpha * pairs[(u, i)] / mean
             target[i] = 1.0
         a = y.T @ (conf[:, None] * y) + reg * np.eye(f)
         np.testing.assert_allclose(rows[u], np.linalg.solve(a, y.T @ (conf * target)), rtol=1e-3, atol=1e-4)
@@ -164,6 +166,10 @@ def test_an_als_step_solves_the_confidence_weighted_least_squares_of_each_user()
     plain = Alternation(cfg, model, Interactions(users, items, n_users, n_items), threads=1)
     plain._solve(plain.by_user, y, unweighted)
     assert np.abs(unweighted - rows).max() > 0.01  # the weights are read
+    scaled = np.zeros_like(rows)  # only their shape: weights 10x as large give the same solve
+    tenfold = Alternation(cfg, model, Interactions(users, items, n_users, n_items, weights=10 * weights), 1)
+    tenfold._solve(tenfold.by_user, y, scaled)
+    np.testing.assert_allclose(scaled, rows, rtol=1e-4, atol=1e-5)
 
 
 # --- transitions ---

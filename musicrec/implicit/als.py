@@ -4,7 +4,10 @@ Tikk 2011), so an iteration costs O(interactions x factors + rows x factors^2) a
 
 Every (user, item) cell has a target, 1 for an interaction and 0 otherwise, and a confidence: 1 + alpha x w
 for an interaction, w its weight in Interactions.weights (the run's confidence weight of a play count, 1 for
-a rating; duplicate pairs average theirs), 1 for every other cell. One iteration solves every user's row with
+a rating; duplicate pairs average theirs) over the mean weight of the interactions, 1 for every other cell.
+The mean-1 scale makes one alpha fit ratings and play counts alike: with w itself, play counts (a mean
+weight near 6.6 on Last.fm) needed alpha near 1 where ratings need 5 (validation NDCG@10 on Last.fm 0.116 at
+alpha 5, 0.137 at 0.5-1; on MI ratings 0.054 at 5, 0.052 at 1). One iteration solves every user's row with
 the items fixed, then every item's row with the users fixed, minimising the confidence-weighted squared error
 plus regularization x the squared norms. Natively an inner product (musicrec.implicit.model.ImplicitMF with
 free user rows), plus a tiny popularity bias that ranks the unknown user's items. Early stopping per
@@ -100,7 +103,9 @@ class Alternation:
         counts = sp.csr_matrix((np.ones(len(w)), (data.users, data.items)), shape=shape)
         summed.sum_duplicates()
         counts.sum_duplicates()  # the same pattern as summed: duplicates average their weights
-        summed.data = (1.0 + cfg.alpha * summed.data / counts.data).astype(np.float32)
+        weight = summed.data / counts.data
+        weight = weight / max(float(weight.mean()), 1e-12)  # a mean of 1: alpha means the same on any scale
+        summed.data = (1.0 + cfg.alpha * weight).astype(np.float32)
         self.by_user, self.by_item = summed, summed.T.tocsr()
         self.cfg, self.model, self.threads = cfg, model, max(1, threads)
 

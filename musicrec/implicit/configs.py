@@ -194,8 +194,8 @@ class ALSConfig(DenseConfig):
     alpha: float = Field(
         5.0,
         ge=0,
-        description="confidence of an interaction: 1 + alpha x its weight (the run's confidence weight of "
-        "a play count, 1 for a rating); a missing pair has confidence 1 and target 0",
+        description="confidence of an interaction: 1 + alpha x its weight over the mean weight (the run's "
+        "confidence weight of a play count, 1 for a rating); a missing pair has confidence 1 and target 0",
     )
     epochs: int = Field(
         15,
