@@ -105,11 +105,11 @@ def read_records(
         if shape:
             notes.append(f"{store.url_for(key)} is damaged ({shape}): {model} starts from its defaults")
             continue
-        if not record.get("best_params") and record.get("skipped") and keep_skipped:
-            found[model] = record
-            continue
         if not record.get("best_params") and record.get("skipped"):
-            notes.append(f"{model} not searched ({record['skipped']}): {model} starts from its defaults")
+            if keep_skipped:
+                found[model] = record
+            else:
+                notes.append(f"{model} not searched ({record['skipped']}): {model} starts from its defaults")
             continue
         if not record.get("best_params"):
             notes.append(f"{store.url_for(key)} has no completed trial: {model} starts from its defaults")
@@ -245,6 +245,4 @@ def to_search(models: list[str], records: dict[str, dict[str, Any]], ratings: in
         then = (record.get("data") or {}).get("ratings")
         if isinstance(then, int) and then > 0 and not (1 / DRIFT <= ratings / then <= DRIFT):
             out[model] = f"its record was searched on {then:,} rows, this data has {ratings:,}"
-        elif not record.get("best_params") and not record.get("skipped"):
-            out[model] = "no usable tuning record"
     return out
