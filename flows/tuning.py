@@ -18,7 +18,6 @@ from tasks import tuning as tt
 from tasks.runners import make_task_runner
 
 RUN_NAME_PREFIX = "tuning-"
-UNREACHED = "the search budget was spent before this model: its defaults until `musicrec tune` searches it"
 
 
 class TuningParams(RunInputs):
@@ -108,10 +107,10 @@ def search_models(
     the tuning flow's stage, and the training flow's first-run search. Each search's second trial is the
     model's previous record's best settings, if it has one (a warm start). A model the total budget does not
     reach keeps its previous record, if any; without one, and with mark_unreached (the training flow's
-    search), it gets a record of no trial that says so (UNREACHED), so that the nightly runs train it from
-    its defaults instead of searching again, until `musicrec tune` (or the weekly tuning) searches it or the
-    data's size drifts."""
-    from musicrec.tuning.records import build_record
+    search), it gets a record of no trial that says so (records.unreached_record), so that the nightly runs
+    train it from its defaults instead of searching again, until `musicrec tune` (or the weekly tuning)
+    searches it or the data's size drifts."""
+    from musicrec.tuning.records import build_record, unreached_record
 
     logger = get_run_logger()
     end, records = time.time() + budget_total, []
@@ -121,17 +120,7 @@ def search_models(
         if budget <= 0:
             logger.warning("total budget spent: %s not tuned (its previous record, if any, stays)", model)
             if mark_unreached and model not in warm:
-                record = build_record(
-                    model,
-                    [],
-                    run_id=run_id,
-                    run=run,
-                    seed=seed,
-                    seconds=0.0,
-                    budget_seconds=0.0,
-                    trials_asked=0,
-                )
-                record["skipped"] = UNREACHED
+                record = unreached_record(model, run_id=run_id, run=run, seed=seed)
                 record["uri"] = tt.publish_tuning(store_uri, record)
                 records.append(record)
             continue

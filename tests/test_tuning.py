@@ -337,7 +337,6 @@ def test_a_model_the_first_budget_does_not_reach_is_not_searched_every_night(
     """A budget spent on gmf leaves nnmf unsearched: the report says so, nnmf trains from its defaults,
     and its record of no trial keeps the next run (the nightly) from searching it again."""
     from flows.training import TrainingParams, training
-    from flows.tuning import UNREACHED
 
     _, _, root = prepared
     params = TrainingParams(
@@ -352,12 +351,12 @@ def test_a_model_the_first_budget_does_not_reach_is_not_searched_every_night(
     )
     first = training(params)
     assert set(first["search"]["models"]) == {"gmf"}
-    assert first["search"]["not_searched"] == {"nnmf": UNREACHED}
+    assert first["search"]["not_searched"] == {"nnmf": rec.UNREACHED}
     assert "nnmf" not in first["tuning"] and any(
         n.startswith("nnmf not searched") for n in first["tuning_notes"]
     )
     record = json.loads(open_store(params.store_uri).get_bytes("tuning/nnmf.json"))
-    assert record["trials"] == 0 and record["best_params"] is None and record["skipped"] == UNREACHED
+    assert record["trials"] == 0 and record["best_params"] is None and record["skipped"] == rec.UNREACHED
     second = training(params)
     assert second["search"] == {}  # nothing searched again: gmf has its record, nnmf its note
     assert {"gmf", "nnmf"} <= {m["name"] for m in second["models"]}

@@ -68,6 +68,18 @@ def build_record(
     }
 
 
+UNREACHED = "the search budget was spent before this model: its defaults until `musicrec tune` searches it"
+
+
+def unreached_record(model: str, *, run_id: str, run: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The record of a model a first-run search did not reach: no trial, and a skipped note (UNREACHED) that
+    keeps later runs from searching it until `musicrec tune` does or the data drifts (to_search)."""
+    record = build_record(
+        model, [], run_id=run_id, run=run, seed=seed, seconds=0.0, budget_seconds=0.0, trials_asked=0
+    )
+    return {**record, "skipped": UNREACHED}
+
+
 def gain(record: dict[str, Any]) -> float | None:
     """How much better the tuned validation value is than the default's, in percent (positive: better)."""
     best, default = record.get("best_value"), record.get("default_value")
