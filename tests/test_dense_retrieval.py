@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from synth import clustered_ratings
 from test_model_contract import _clusters
 
 from musicrec import registry
 from musicrec.implicit.base import Interactions, Skipped
+from musicrec.implicit.itemitem import truncated_svd
 from musicrec.metrics.topn import interaction_matrix
 
 
@@ -67,6 +69,25 @@ def test_ease_low_rank_keeps_the_exact_ranking_at_full_rank_and_nearly_at_half()
     got = _unseen_top(_scores(low, d.n_users, d.n_items), seen)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, want, strict=True)])
     assert overlap > 0.8
+
+
+def test_truncated_svd_matches_the_exact_decomposition_of_a_low_rank_matrix_dense_and_sparse():
+    rng = np.random.default_rng(3)
+    n, rank = 600, 12
+    low = (rng.normal(size=(n, rank)) * np.geomspace(10, 1, rank)) @ rng.normal(size=(rank, n))
+    noisy = (low + 0.01 * rng.normal(size=(n, n))).astype(np.float32)
+    u0, s0, vt0 = np.linalg.svd(noisy.astype(np.float64))
+    for matrix in (noisy, sp.csr_matrix(noisy)):
+        u, s, v = truncated_svd(matrix, rank)
+        assert u.shape == v.shape == (n, rank) and u.dtype == v.dtype == np.float32
+        np.testing.assert_allclose(s, s0[:rank], rtol=1e-4)
+        np.testing.assert_allclose(u.T @ u, np.eye(rank), atol=1e-4)
+        np.testing.assert_allclose(v.T @ v, np.eye(rank), atol=1e-4)
+        best = (u0[:, :rank] * s0[:rank]) @ vt0[:rank]
+        np.testing.assert_allclose((u * s) @ v.T, best, atol=2e-3 * np.abs(best).max())
+    # a rank-deficient input: the basis drops the empty directions instead of dividing by zero
+    u, s, v = truncated_svd(sp.csr_matrix(np.outer(np.arange(50.0), np.ones(50))), 5)
+    assert np.isfinite(u).all() and np.isfinite(v).all() and s[0] > 0 and np.allclose(s[1:], 0, atol=1e-3)
 
 
 def test_ease_chooses_its_l2_on_validation_and_refits_at_it():

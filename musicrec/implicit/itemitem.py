@@ -80,17 +80,36 @@ def truncated_svd(
     matrix: np.ndarray | sp.spmatrix, rank: int, seed: int = 0, power: int = 3
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(U, s, V) of the best rank-`rank` approximation U diag(s) V^T of a square matrix, dense or sparse, by
-    randomised subspace iteration (Halko et al. 2011), in float32: only products with the matrix."""
+    randomised subspace iteration (Halko et al. 2011), in float32: only products with the matrix. The tall
+    n x k blocks are orthonormalised and decomposed through their k x k Gram matrices (matrix products),
+    not by LAPACK's QR and SVD of the tall blocks, which are far slower at n in the hundreds of thousands."""
     n = matrix.shape[0]
     k = min(n, rank + 10)
     a = matrix.astype(np.float32)
     y = a @ np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
     for _ in range(power):
-        q = np.linalg.qr(y)[0]
+        q = orthonormal(np.asarray(y), passes=1)  # conditioning only: the last basis is the exact one
         y = a @ np.asarray(a.T @ q)
-    q = np.linalg.qr(np.asarray(y))[0]
-    u, s, vt = np.linalg.svd(np.asarray(a.T @ q).T, full_matrices=False)
-    return (q @ u)[:, :rank], s[:rank], vt[:rank].T
+    q = orthonormal(np.asarray(y))
+    b = np.asarray(a.T @ q)  # n x k: a^T q, so a ~ q b^T
+    w, u = np.linalg.eigh((b.T @ b).astype(np.float64))  # b^T b = u diag(s^2) u^T
+    order = np.argsort(w)[::-1][:rank]
+    s = np.sqrt(np.maximum(w[order], 0.0))
+    u = u[:, order]
+    v = (b @ u.astype(np.float32)) / np.maximum(s, 1e-30).astype(np.float32)[None, :]
+    return q @ u.astype(np.float32), s.astype(np.float32), v
+
+
+def orthonormal(y: np.ndarray, passes: int = 2) -> np.ndarray:
+    """An orthonormal basis of y's columns (n x k, n >> k) by Cholesky-QR, done twice by default
+    (CholeskyQR2): per pass a k x k Gram matrix and one product, the directions of a (near) zero Gram
+    eigenvalue dropped. One pass leaves columns orthonormal to about the Gram's condition x 1e-7."""
+    q = y.astype(np.float32, copy=False)
+    for _ in range(passes):
+        w, v = np.linalg.eigh((q.T @ q).astype(np.float64))
+        keep = w > w.max() * 1e-10 if w.max() > 0 else np.zeros_like(w, bool)
+        q = q @ (v[:, keep] / np.sqrt(w[keep])[None, :]).astype(np.float32)
+    return q
 
 
 def popularity_bias(data: Interactions) -> np.ndarray:
