@@ -27,6 +27,7 @@ import torch
 from numba import njit
 
 from musicrec import registry
+from musicrec.fit.kernels import FASTMATH
 from musicrec.fit.loop import EpochCallback, Stopping, early_stopping
 from musicrec.fit.threads import cpu_threads
 from musicrec.implicit.base import ImplicitResult, Interactions, RetrievalModel
@@ -37,7 +38,7 @@ from musicrec.implicit.train import validate
 from musicrec.metrics.full import sample_users
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
 def solve_rows(lo, hi, indptr, indices, conf, fixed, gram, reg, rows, cg_steps):  # pragma: no cover
     """rows[lo:hi] <- a few CG steps on (gram + reg I + sum_i (c_i - 1) y_i y_i^T) x = sum_i c_i y_i, the
     sums over row u's cells indices[indptr[u]:indptr[u + 1]] with confidences conf, y_i = fixed[i]."""
