@@ -49,6 +49,10 @@ FAMILIES: dict[Family, Judge] = {
     "retrieval": Judge("val_ndcg_at_10", bigger_is_better=True, bar="most_popular", epoch_metric="ndcg@10"),
 }
 
+# a blend (a row with members) is champion only when it beats the best single model by this share of that
+# model's metric: a blend refits and serves every member, so a gain within validation noise does not pay
+BLEND_MARGIN = 0.001
+
 MODELS: dict[str, Entry] = {
     "gmf": Entry("rating", "musicrec.rating.configs:FactorConfig", "musicrec.rating.gmf:GMF"),
     "gmf_regression": Entry(
@@ -166,7 +170,8 @@ def check_overrides(models: list[str], overrides: dict[str, Any]) -> None:
 def choose_champion(rows: list[dict[str, Any]], family: Family, bar: float) -> str | None:
     """The family's champion on validation: the best metric (ties by name) among trained models that beat the
     family's baseline (`bar`, its validation value). Trained: some epoch beat the start (best_epoch >= 1), or
-    a blend of trained models. None when no model is eligible. The test split is reported, never used here."""
+    a blend of trained models; a blend must also beat the best single model by BLEND_MARGIN of its metric.
+    None when no model is eligible. The test split is reported, never used here."""
     judge = FAMILIES[family]
     sign = -1.0 if judge.bigger_is_better else 1.0
 
@@ -181,10 +186,15 @@ def choose_champion(rows: list[dict[str, Any]], family: Family, bar: float) -> s
             and sign * value < sign * bar
         )
 
+    def best(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+        # ties: the last name for a rising metric, the first for a falling
+        pick = max if judge.bigger_is_better else min
+        return pick(candidates, key=lambda r: (round(r[judge.metric], 10), r["name"]))
+
     ok = [r for r in rows if eligible(r)]
-    if not ok:
-        return None
-    pick = (
-        max if judge.bigger_is_better else min
-    )  # ties: the last name for a rising metric, the first for a falling
-    return pick(ok, key=lambda r: (round(r[judge.metric], 10), r["name"]))["name"]
+    singles = [r for r in ok if not r.get("members")]
+    if singles:
+        top = best(singles)[judge.metric]
+        needed = top - sign * BLEND_MARGIN * abs(top)
+        ok = singles + [r for r in ok if r.get("members") and sign * r[judge.metric] < sign * needed]
+    return best(ok)["name"] if ok else None

@@ -5,7 +5,7 @@ import pytest
 
 from musicrec.metrics.directions import BIGGER_IS_BETTER, bigger_is_better
 from musicrec.metrics.rating import mae, rmse
-from musicrec.registry import choose_champion
+from musicrec.registry import BLEND_MARGIN, choose_champion
 
 
 def test_rmse_of_identical_is_zero():
@@ -72,3 +72,19 @@ def test_an_untrained_model_is_never_champion():
         {"name": "b", "val_rmse": 0.84, "best_epoch": 3},
     ]
     assert choose_champion(rows, "rating", 0.85) == "b"
+
+
+def test_a_blend_is_champion_only_when_it_beats_the_best_single_model_by_the_margin():
+    single = {"name": "svdpp", "val_rmse": 0.8000, "best_epoch": 2}
+    close = {"name": "rating_ensemble", "val_rmse": 0.8000 * (1 - BLEND_MARGIN / 2), "members": [{}]}
+    clear = {**close, "val_rmse": 0.8000 * (1 - 2 * BLEND_MARGIN)}
+    assert choose_champion([single, close], "rating", 0.85) == "svdpp"
+    assert choose_champion([single, clear], "rating", 0.85) == "rating_ensemble"
+    # a rising metric: the blend must be above the best single model by the margin
+    single = {"name": "ease", "val_ndcg_at_10": 0.1000, "best_epoch": 1}
+    close = {"name": "ensemble", "val_ndcg_at_10": 0.1000 * (1 + BLEND_MARGIN / 2), "members": [{}]}
+    clear = {**close, "val_ndcg_at_10": 0.1000 * (1 + 2 * BLEND_MARGIN)}
+    assert choose_champion([single, close], "retrieval", 0.05) == "ease"
+    assert choose_champion([single, clear], "retrieval", 0.05) == "ensemble"
+    # no single model beats the bar: a blend that does is champion
+    assert choose_champion([{**single, "val_ndcg_at_10": 0.01}, clear], "retrieval", 0.05) == "ensemble"
