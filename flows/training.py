@@ -24,9 +24,8 @@ from tasks import reporting
 from tasks import training as t
 from tasks.runners import fair_threads, make_task_runner, release_worker_caches
 
-PARALLEL_TASKS = (
-    4  # at the seed's size 3 was slower (hinge shared its core longer): 312 s against 297 s of stages
-)
+# tasks of the parallel stage alive at once: at the seed's size 3 was slower than 4 (benchmarks/RESULTS.md)
+PARALLEL_TASKS = 4
 CHAMPION_EVENT = (
     "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
 )
@@ -197,7 +196,7 @@ def _search_first(
         clock=clock,
         mark_unreached=True,
     )
-    keep = ("metric", "best_value", "default_value", "trials", "pruned", "seconds", "stopped_by")
+    keep = ("metric", "best_value", "default_value", "trials", "pruned", "seconds", "stopped_by", "note")
     return {
         "budget_seconds": params.search_budget,
         "trials_per_model": params.search_trials,

@@ -305,7 +305,7 @@ def _train(args: argparse.Namespace) -> int:
         print(
             f"search: {name} ({got['reason']}): {got['trials']} trials in {got['seconds']:.0f} s, "
             f"{got['metric']} default {_value(got.get('default_value'))} "
-            f"-> best {_value(got.get('best_value'))}"
+            f"-> best {_value(got.get('best_value'))}" + (f"\n  {got['note']}" if got.get("note") else "")
         )
     for name, why in (search.get("not_searched") or {}).items():
         print(f"search: {name} not searched ({why})")

@@ -55,7 +55,8 @@ def publish_tuning(store_uri: str, record: dict[str, Any]) -> str:
         trial_table(record),
         key=f"tuning-{key}",
         description=f"{record['model']}: {record['trials']} trials ({record['pruned']} pruned); "
-        f"best {record['metric']} {record['best_value']}, default {record['default_value']}",
+        f"best {record['metric']} {record['best_value']}, default {record['default_value']}"
+        + (f" ({record['note']})" if record.get("note") else ""),
     )
     publish_image(
         history_png(record),
@@ -73,6 +74,8 @@ def publish_tuning(store_uri: str, record: dict[str, Any]) -> str:
         "-" if g is None else f"{g:+.2f}%",
         uri,
     )
+    if record.get("note"):
+        get_run_logger().info("%s: %s", record["model"], record["note"])
     return uri
 
 

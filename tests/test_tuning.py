@@ -97,6 +97,33 @@ def test_seeded_search_is_reproducible_and_never_worse_than_the_default(prepared
     assert set(record["search_space"]) == set(search_space("gmf"))
 
 
+def test_a_search_keeps_the_defaults_unless_its_best_beats_them_by_the_minimum_gain():
+    defaults = default_params("gmf")
+    wider = {**defaults, "factors": 160, "batch_size": 1024}
+
+    def outcome(number: int, params: dict, value: float) -> dict:
+        return {
+            "number": number,
+            "model": "gmf",
+            "state": "complete",
+            "params": params,
+            "value": value,
+            "best_epoch": 2,
+        }
+
+    def record(value: float) -> dict:
+        trials = [outcome(0, defaults, 0.8000), outcome(1, wider, value)]
+        return rec.build_record(
+            "gmf", trials, run_id="r", run={}, seed=0, seconds=1.0, budget_seconds=9, trials_asked=2
+        )
+
+    near = record(0.8000 * (1 - rec.MIN_GAIN / 3))  # better, but within noise
+    assert near["best_params"] == defaults and near["best_trial"] == 0 and near["best_value"] == 0.8
+    assert "trial 1" in near["note"] and "defaults are kept" in near["note"]
+    clear = record(0.8000 * (1 - 3 * rec.MIN_GAIN))
+    assert clear["best_params"] == wider and clear["best_trial"] == 1 and "note" not in clear
+
+
 def test_a_search_out_of_budget_stops_asking(prepared, tmp_path):
     ws, _, _ = prepared
     out = run_search(

@@ -15,6 +15,11 @@ from musicrec.errors import ConfigError, MusicrecError
 from musicrec.registry import FAMILIES, family_of, parse_config, search_space
 from musicrec.store import MissingKeyError, Store, layout
 
+# a search's best settings replace the defaults only when they beat them by this share of the default's
+# validation value: a smaller gain is within noise, and tuned settings can cost more per epoch (a wider table,
+# a smaller batch) in every later run that reuses them
+MIN_GAIN = 0.001
+
 
 def build_record(
     model: str,
@@ -28,13 +33,25 @@ def build_record(
     trials_asked: int,
 ) -> dict[str, Any]:
     """The stored summary of one model's search. Trial 0 is the default, so default_value is measured on
-    the same split as the best; best_params is the default's when nothing beat it."""
+    the same split as the best; best_params is the default's when nothing beat it by MIN_GAIN (a note then
+    says what the best trial reached)."""
     from musicrec.tuning.search import best_outcome
 
     done = [o for o in outcomes if o["state"] == "complete"]
     best = best_outcome(done) if done else None
     judge = FAMILIES[family_of(model)]
     default = next((o for o in outcomes if o["number"] == 0 and o["state"] == "complete"), None)
+    note = None
+    if best is not None and default is not None and best is not default:
+        sign = 1.0 if judge.bigger_is_better else -1.0
+        share = sign * (best["value"] - default["value"]) / max(abs(default["value"]), 1e-12)
+        if share < MIN_GAIN:
+            note = (
+                f"trial {best['number']} reached {best['value']:.6g} against the defaults' "
+                f"{default['value']:.6g} ({share * 100:+.3f}%, under {MIN_GAIN * 100:g}%): "
+                "the defaults are kept"
+            )
+            best = default
     counts = {s: sum(o["state"] == s for o in outcomes) for s in ("complete", "pruned", "failed")}
     skipped = next((o["skipped"] for o in outcomes if o.get("skipped")), None)
     return {
@@ -55,6 +72,7 @@ def build_record(
         "best_value": best["value"] if best else None,
         "best_epoch": best["best_epoch"] if best else None,
         "default_value": default["value"] if default else None,
+        **({"note": note} if note else {}),
         "trials": len(outcomes),
         "trials_asked": trials_asked,
         **counts,
