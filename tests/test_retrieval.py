@@ -64,6 +64,33 @@ def test_exact_index_returns_the_true_top_k_and_ivf_keeps_most_of_it():
     assert recall_at(ivf, items, queries, k=10) > 0.8
 
 
+def test_bias_only_rows_stay_out_of_the_ivf_lists_and_are_found_by_their_bias():
+    """Items with no direction (zero but for the bias column) used to fill one IVF list that most queries
+    scanned; they are searched by bias alone, with the same results as an exact search."""
+    rng = np.random.default_rng(0)
+    n, d = 6000, 9
+    items = np.zeros((n, d), np.float32)
+    centres = rng.normal(size=(30, d - 1))
+    items[:3000, :-1] = centres[rng.integers(0, 30, 3000)] + 0.3 * rng.normal(size=(3000, d - 1))
+    items[:, -1] = 2 * rng.random(n)
+    items[-5:, -1] = -1e30  # items the model does not know
+    queries = rng.normal(size=(90, d)).astype(np.float32)
+    queries[:30, -1], queries[30:60, -1], queries[60:, -1] = 1.0, 8.0, -1.0  # the bias weighs more, or less
+    index = build_item_index(items, exact_below=1000)
+    assert index.kind.startswith("ivf") and index.kind.endswith("+bias")
+    assert index.index.ntotal == 3000 and len(index.bias_rows) == 3000
+    exact = build_item_index(items, exact_below=n + 1)
+    assert recall_at(index, items, queries, k=10) > 0.9
+    index.index.nprobe = index.index.nlist  # every list probed: the IVF part is exact, so the whole must be
+    for k in (10, 100):
+        got_s, got = index.search(queries, k)
+        want_s, want = exact.search(queries, k)
+        np.testing.assert_allclose(got_s, want_s, rtol=1e-5, atol=1e-5)
+        assert np.mean(got == want) > 0.99  # ties may swap
+    # the unknown items' -1e30 bias keeps them out of every list whose query weighs the bias positively
+    assert not np.isin(index.search(queries[:60], 100)[1], np.arange(n - 5, n)).any()
+
+
 def test_retrieve_then_rank_orders_by_the_inner_product_and_never_returns_a_rated_item():
     _, users, item_ids, items = _tables(n_users=3, n_items=30)
     table = np.vstack(
