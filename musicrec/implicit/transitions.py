@@ -68,8 +68,10 @@ class Sequences:
         return sp.csr_matrix((values, (self.users[keep], self.items[keep])), shape=shape)
 
     def served(self, window: int) -> tuple[np.ndarray, np.ndarray]:
-        """(L, R) with T = L R^T exactly, or at rank served_width (one factorisation per window)."""
+        """(L, R) with T = L R^T exactly, or at rank served_width: one factorisation per window, only the
+        latest kept (the grid goes window by window; the best model so far holds its own)."""
         if window not in self._served:
+            self._served.clear()
             t = self.transitions(window)
             if exact(self.n_items, self.cfg.factors):
                 self._served[window] = (np.eye(self.n_items, dtype=np.float32), t.T.toarray())
