@@ -64,6 +64,24 @@ def test_exact_index_returns_the_true_top_k_and_ivf_keeps_most_of_it():
     assert recall_at(ivf, items, queries, k=10) > 0.8
 
 
+def test_the_ivf_index_keeps_its_recall_when_row_norms_span_three_orders_of_magnitude():
+    """Clustering inner-product rows directly (faiss METRIC_INNER_PRODUCT) reaches recall@10 0.89 here; the
+    L2 form of the index (one extra column per row) keeps the exact top-10."""
+    rng = np.random.default_rng(0)
+    n, d = 20_000, 16
+    directions = rng.normal(size=(n, d))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    items = (directions * np.exp(rng.uniform(np.log(1e-3), 0, n))[:, None]).astype(np.float32)
+    items[:, -1] = 0.01 * rng.random(n)
+    queries = rng.normal(size=(200, d)).astype(np.float32)
+    queries[:, -1] = 1.0
+    index = build_item_index(items, exact_below=1000)
+    assert index.kind.startswith("ivf") and index.norm is not None
+    assert recall_at(index, items, queries, k=10) > 0.95
+    scores, found = index.search(queries[:5], 10)
+    np.testing.assert_allclose(scores, np.take_along_axis(queries[:5] @ items.T, found, 1), atol=1e-4)
+
+
 def test_bias_only_rows_stay_out_of_the_ivf_lists_and_are_found_by_their_bias():
     """Items with no direction (zero but for the bias column) used to fill one IVF list that most queries
     scanned; they are searched by bias alone, with the same results as an exact search."""
