@@ -86,11 +86,13 @@ def truncated_svd(
     n = matrix.shape[0]
     k = min(n, rank + 10)
     a = matrix.astype(np.float32)
-    y = a @ np.random.default_rng(seed).standard_normal((n, k)).astype(np.float32)
+    y = a @ np.random.default_rng(seed).standard_normal((n, k), dtype=np.float32)
     for _ in range(power):
         q = orthonormal(np.asarray(y), passes=1)  # conditioning only: the last basis is the exact one
+        del y  # one n x k block less at the peak
         y = a @ np.asarray(a.T @ q)
     q = orthonormal(np.asarray(y))
+    del y
     b = np.asarray(a.T @ q)  # n x k: a^T q, so a ~ q b^T
     w, u = np.linalg.eigh((b.T @ b).astype(np.float64))  # b^T b = u diag(s^2) u^T
     order = np.argsort(w)[::-1][:rank]
