@@ -256,6 +256,16 @@ def _train(args: argparse.Namespace) -> int:
             "--feedback implicit trains the retrieval models only, and --retrieval-models is none",
             hint="name the retrieval models to train, e.g. --retrieval-models implicit_bpr",
         )
+    counts = None
+    if args.feedback == "auto" and not retrieval:
+        counts = pre.count_column(args.reviews, fields.get("columns", {}), fields.get("delimiter", ""))
+    if counts:
+        raise pre.UsageError(
+            f"{counts} holds play counts, which train the retrieval models only, and --retrieval-models "
+            "is none",
+            hint="name the retrieval models to train, e.g. --retrieval-models implicit_bpr, or "
+            "--feedback explicit --rating-range MIN,MAX if the values are ratings",
+        )
     fields |= {"feedback": args.feedback} if args.feedback != "auto" else {}
     if args.confidence_alpha is not None:
         if not 0 <= args.confidence_alpha < float("inf"):

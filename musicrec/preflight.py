@@ -244,6 +244,34 @@ def check_inputs(reviews: list[str], meta: list[str], columns: dict[str, str], d
                 )
 
 
+def count_column(reviews: list[str], columns: dict[str, str], delimiter: str = "") -> str | None:
+    """The first input whose header alone makes the run implicit feedback (a value column named like a play
+    count, and none named like a rating), as "<path>: <column>"; None when the headers do not say. What the
+    values say (counts that fit no rating scale) is decided on reading, in the flow."""
+    from musicrec.data.detect import detect_format, file_layout
+    from musicrec.data.schema import canonical_column
+
+    if columns:
+        return (
+            None
+            if "rating" in columns or "weight" not in columns
+            else f"--columns weight={columns['weight']}"
+        )
+    for path in reviews:
+        fmt = detect_format(path, delimiter=delimiter or None)
+        if fmt == "generic-csv":
+            layout = file_layout(path, delimiter or None)
+            names = layout.first if layout.header else []
+        elif fmt == "generic-parquet":
+            names = header_columns(path)
+        else:
+            continue
+        found = {canonical_column(n): n for n in names}
+        if "weight" in found and "rating" not in found:
+            return f"{path}: column {found['weight']!r}"
+    return None
+
+
 def check_tags(tags: str, names: str) -> None:
     """--tags and --tag-names come together, exist, and split into enough fields (3 and 2)."""
     from musicrec.data.tags import tag_layout
