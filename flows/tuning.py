@@ -106,19 +106,27 @@ def search_models(
     """One search per model in turn on the run's prepared workspace, each stored as tuning/<model>.json;
     the tuning flow's stage, and the training flow's first-run search. Each search's second trial is the
     model's previous record's best settings, if it has one (a warm start). A model the total budget does not
-    reach keeps its previous record, if any; without one, and with mark_unreached (the training flow's
-    search), it gets a record of no trial that says so (records.unreached_record), so that the nightly runs
-    train it from its defaults instead of searching again, until `musicrec tune` (or the weekly tuning)
-    searches it or the data's size drifts."""
+    reach (what is left of it is less than the median search so far: search.model_budget) keeps its previous
+    record, if any; without one, and with mark_unreached (the training flow's search), it gets a record of
+    no trial that says so (records.unreached_record), so that the nightly runs train it from its defaults
+    instead of searching again, until `musicrec tune` (or the weekly tuning) searches it or the data's size
+    drifts."""
     from musicrec.tuning.records import build_record, unreached_record
+    from musicrec.tuning.search import model_budget
 
     logger = get_run_logger()
-    end, records = time.time() + budget_total, []
+    end, records, spent = time.time() + budget_total, [], []
     warm = tt.last_best_params(store_uri, models)
     for model in models:
-        budget = min(budget_per_model, end - time.time())
+        budget = model_budget(budget_per_model, end - time.time(), spent)
         if budget <= 0:
-            logger.warning("total budget spent: %s not tuned (its previous record, if any, stays)", model)
+            logger.warning(
+                "search budget spent (%.0f s of %.0f s left, less than a search has taken in this run): "
+                "%s not tuned (its previous record, if any, stays)",
+                max(0.0, end - time.time()),
+                budget_total,
+                model,
+            )
             if mark_unreached and model not in warm:
                 record = unreached_record(model, run_id=run_id, run=run, seed=seed)
                 record["uri"] = tt.publish_tuning(store_uri, record)
@@ -140,6 +148,7 @@ def search_models(
                 trials_asked=trials,
             )
             record["uri"] = tt.publish_tuning(store_uri, record)
+        spent.append(time.time() - t0)
         records.append(record)
     return records
 

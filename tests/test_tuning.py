@@ -387,3 +387,15 @@ def test_a_model_the_first_budget_does_not_reach_is_not_searched_every_night(
     second = training(params)
     assert second["search"] == {}  # nothing searched again: gmf has its record, nnmf its note
     assert {"gmf", "nnmf"} <= {m["name"] for m in second["models"]}
+
+
+def test_a_search_starts_only_when_the_budget_left_covers_a_typical_search_so_far():
+    from musicrec.tuning.search import model_budget
+
+    assert model_budget(10.0, 90.0, []) == 10.0  # the first model: its share
+    assert model_budget(10.0, 4.0, []) == 4.0  # capped by what is left
+    assert model_budget(10.0, 0.0, []) == 0.0 and model_budget(10.0, -3.0, []) == 0.0
+    # searches so far took 12-23 s (each past its share: trials finish their epoch): 11 s left does not cover
+    # the median (14 s), so the next one is not started; 15 s does
+    assert model_budget(7.0, 11.0, [12.0, 23.0, 14.0]) == 0.0
+    assert model_budget(7.0, 15.0, [12.0, 23.0, 14.0]) == 7.0

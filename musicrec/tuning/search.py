@@ -128,6 +128,17 @@ def ask_batch(
     return specs
 
 
+def model_budget(per_model: float, remaining: float, spent: list[float]) -> float:
+    """The seconds the next model's search may take: its share, capped by what is left of the total; 0 (do
+    not start it) when the remaining budget is less than the median that the searches before it took. A
+    trial cannot stop inside an epoch, so at a large size a search costs its first epochs whatever its share,
+    and starting one the remaining budget cannot cover would overrun the total by about that median."""
+    budget = min(per_model, remaining)
+    if spent and remaining < sorted(spent)[len(spent) // 2]:
+        return 0.0
+    return max(0.0, budget)
+
+
 def run_search(
     journal: str | Path,
     model: str,
