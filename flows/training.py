@@ -317,17 +317,21 @@ def _training(
             if params.refit and retrieval_row is not None
             else None
         )
+        # its export waits for that refit and runs beside the rating champion's refit and export
+        exported = (
+            t.export_retrieval.submit(workdir, retrieval_row, pending) if retrieval_row is not None else None
+        )
         if params.refit:
             with clock("refit-champion"):
                 refit_info = t.refit_champion(workdir, row, threads)
             report["refit"] = refit_info
         with clock("build-bundle"):
             meta = t.build_bundle(workdir, row, {**run, "split": prep["split"]}, refit_info)
-            if retrieval_row is not None:
+            if exported is not None:
                 retrieval_refit = pending.result() if pending is not None else None
                 if refit_info is not None and retrieval_refit is not None:
                     refit_info["retrieval"] = retrieval_refit
-                meta = t.bundle_retrieval(workdir, meta, retrieval_row, retrieval_refit)
+                meta = t.bundle_retrieval(workdir, meta, exported.result())
         with clock("publish-and-promote"):
             published = t.publish_bundle(workdir, store_uri, meta["version"])
             report["champion"] = {

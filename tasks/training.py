@@ -265,18 +265,24 @@ def build_bundle(
         return publish.build_rating_bundle(ws, row, prepare.load_train_data(ws), run, refit_info)
 
 
-@task(name="bundle-retrieval", cache_policy=NO_CACHE)
-def bundle_retrieval(
-    workdir: str,
-    meta: dict[str, Any],
-    retrieval_row: dict[str, Any],
-    refit_info: dict[str, Any] | None = None,
+@task(name="export-retrieval", cache_policy=NO_CACHE)
+def export_retrieval(
+    workdir: str, retrieval_row: dict[str, Any], refit_info: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Add the retrieval champion's user tower and item table to the bundle, checked against torch."""
+    """Write the retrieval champion's user tower and item table into the bundle folder, checked against
+    torch; what bundle_retrieval adds to the bundle's metadata. It runs beside the rating bundle's export."""
+    from musicrec.pipeline.champion_retrieval import export_retrieval as export
     from musicrec.pipeline.champion_retrieval import model_folders
 
     with open_workspace(workdir, models=model_folders(retrieval_row)) as ws:
-        return publish.add_retrieval(ws, meta, retrieval_row, refit_info)
+        return export(ws, retrieval_row, refit_info)
+
+
+@task(name="bundle-retrieval", cache_policy=NO_CACHE)
+def bundle_retrieval(workdir: str, meta: dict[str, Any], retrieval: dict[str, Any]) -> dict[str, Any]:
+    """The bundle's metadata over the rating champion's files and the exported retrieval champion's."""
+    with open_workspace(workdir) as ws:
+        return publish.add_retrieval(ws, meta, retrieval)
 
 
 @task(name="build-retrieval-bundle", cache_policy=NO_CACHE)

@@ -37,10 +37,14 @@ def build_bundle(
     refit: dict[str, Any] | None = None,
     retrieval_row: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The whole bundle: build_rating_bundle, then add_retrieval when there is a retrieval champion (its refit
-    described by refit["retrieval"])."""
+    """The whole bundle: build_rating_bundle, then the retrieval champion's export and add_retrieval when
+    there is one (its refit described by refit["retrieval"])."""
+    from musicrec.pipeline.champion_retrieval import export_retrieval
+
     meta = build_rating_bundle(ws, row, data, run, refit)
-    return add_retrieval(ws, meta, retrieval_row, (refit or {}).get("retrieval")) if retrieval_row else meta
+    if not retrieval_row:
+        return meta
+    return add_retrieval(ws, meta, export_retrieval(ws, retrieval_row, (refit or {}).get("retrieval")))
 
 
 def build_rating_bundle(
@@ -104,15 +108,11 @@ def build_rating_bundle(
     return write_metadata(ws, meta, list(BUNDLE_FILES))
 
 
-def add_retrieval(
-    ws: Workspace, meta: dict[str, Any], retrieval_row: dict[str, Any], refit: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Add the retrieval champion (its refit on every interaction when `refit` describes one) to the bundle
-    build_rating_bundle wrote, and rewrite metadata.json over both."""
-    from musicrec.pipeline.champion_retrieval import export_retrieval
-
-    meta = {**meta, "retrieval": export_retrieval(ws, retrieval_row, refit)}  # its fitted_on: this refit
-    return write_metadata(ws, meta, [*meta["files"], *meta["retrieval"]["files"]])
+def add_retrieval(ws: Workspace, meta: dict[str, Any], retrieval: dict[str, Any]) -> dict[str, Any]:
+    """Add the retrieval champion that champion_retrieval.export_retrieval wrote beside the rating champion
+    (its files and checks: `retrieval`) to the bundle, and rewrite metadata.json over both."""
+    meta = {**meta, "retrieval": retrieval}  # its fitted_on: the refit export_retrieval read
+    return write_metadata(ws, meta, [*meta["files"], *retrieval["files"]])
 
 
 def write_metadata(ws: Workspace, meta: dict[str, Any], files: list[str]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 
 import musicrec
 from musicrec.implicit.export import export_tables
-from musicrec.pipeline.champion_retrieval import REFIT_DIR, load_implicit
+from musicrec.pipeline.champion_retrieval import REFIT_DIR, export_retrieval, load_implicit
 from musicrec.pipeline.publish import BUNDLE_FILES, add_retrieval, write_metadata
 from musicrec.pipeline.retrieval import RANKING_SPLITS, ranking_data
 from musicrec.pipeline.workspace import Workspace
@@ -95,7 +95,7 @@ def build_retrieval_bundle(
         "onnx_check": parity,
     }
     meta = write_metadata(ws, meta, list(BUNDLE_FILES))
-    return add_retrieval(ws, meta, row, refit)
+    return add_retrieval(ws, meta, export_retrieval(ws, row, refit))
 
 
 class RelevanceTables(torch.nn.Module):
