@@ -61,7 +61,7 @@ class Processes:
         for proc, _ in reversed(self.started):
             _signal_group(proc, signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=10)  # a worker may sit out SIGTERM; the test is over, so it is killed
             except subprocess.TimeoutExpired:
                 pass
             _signal_group(proc, signal.SIGKILL)  # also reaps children left behind in the group
