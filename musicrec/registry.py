@@ -167,6 +167,13 @@ def check_overrides(models: list[str], overrides: dict[str, Any]) -> None:
         parse_config(name, values)
 
 
+def relative_gain(value: float, than: float, bigger_is_better: bool) -> float:
+    """How much better `value` is than `than`, as a share of |than| (positive: better, in the metric's
+    direction): the blend margin here, the minimum gain of a search (musicrec.tuning.records)."""
+    sign = 1.0 if bigger_is_better else -1.0
+    return sign * (value - than) / max(abs(than), 1e-12)
+
+
 def choose_champion(rows: list[dict[str, Any]], family: Family, bar: float) -> str | None:
     """The family's champion on validation: the best metric (ties by name) among trained models that beat the
     family's baseline (`bar`, its validation value). Trained: some epoch beat the start (best_epoch >= 1), or
@@ -195,6 +202,8 @@ def choose_champion(rows: list[dict[str, Any]], family: Family, bar: float) -> s
     singles = [r for r in ok if not r.get("members")]
     if singles:
         top = best(singles)[judge.metric]
-        needed = top - sign * BLEND_MARGIN * abs(top)
-        ok = singles + [r for r in ok if r.get("members") and sign * r[judge.metric] < sign * needed]
+        blends = [r for r in ok if r.get("members")]
+        ok = singles + [
+            r for r in blends if relative_gain(r[judge.metric], top, judge.bigger_is_better) > BLEND_MARGIN
+        ]
     return best(ok)["name"] if ok else None

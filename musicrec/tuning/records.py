@@ -12,7 +12,7 @@ from typing import Any
 
 import musicrec
 from musicrec.errors import ConfigError, MusicrecError
-from musicrec.registry import FAMILIES, family_of, parse_config, search_space
+from musicrec.registry import FAMILIES, family_of, parse_config, relative_gain, search_space
 from musicrec.store import MissingKeyError, Store, layout
 
 # a search's best settings replace the defaults only when they beat them by this share of the default's
@@ -43,8 +43,7 @@ def build_record(
     default = next((o for o in outcomes if o["number"] == 0 and o["state"] == "complete"), None)
     note = None
     if best is not None and default is not None and best is not default:
-        sign = 1.0 if judge.bigger_is_better else -1.0
-        share = sign * (best["value"] - default["value"]) / max(abs(default["value"]), 1e-12)
+        share = relative_gain(best["value"], default["value"], judge.bigger_is_better)
         if share < MIN_GAIN:
             note = (
                 f"trial {best['number']} reached {best['value']:.6g} against the defaults' "
@@ -103,8 +102,7 @@ def gain(record: dict[str, Any]) -> float | None:
     best, default = record.get("best_value"), record.get("default_value")
     if best is None or not default:
         return None
-    sign = 1.0 if record.get("bigger_is_better") else -1.0
-    return sign * (best - default) / abs(default) * 100
+    return relative_gain(best, default, bool(record.get("bigger_is_better"))) * 100
 
 
 def write_record(store: Store, record: dict[str, Any]) -> str:
