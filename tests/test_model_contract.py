@@ -127,18 +127,6 @@ def throwaways(monkeypatch):
 
 RATING = [*registry.names("rating"), "throwaway_dot"]
 RETRIEVAL = [*registry.names("retrieval"), "throwaway_cooccurrence"]
-MLP_STALLS = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known defect (tests/test_models.py): the MLPs do not learn this low-rank signal at their defaults"
-    ),
-)
-
-
-def _mark(name: str) -> object:
-    return pytest.param(name, marks=MLP_STALLS) if "mlp" in name else name
-
-
 # --- the contract: the rating family ---
 
 
@@ -150,7 +138,7 @@ def ratings(tiny):
     return prepare_data(split, list(items.item_id), vectors)
 
 
-@pytest.mark.parametrize("name", [_mark(n) for n in RATING])
+@pytest.mark.parametrize("name", RATING)
 def test_a_rating_model_improves_on_its_start(name, ratings):
     result = fit_model(name, ratings, {"epochs": 12})
     assert result.best_epoch >= 1

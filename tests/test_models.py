@@ -49,18 +49,7 @@ def test_a_wrong_type_names_the_key_and_value():
         parse_config("nnmf", {"epochs": "five"})
 
 
-MLP_STALLS = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known defect: the MLPs do not learn this 4-factor dot-product signal from 3,200 ratings "
-        "at their defaults "
-        "(concatenated embeddings into a ReLU MLP approximate a dot product poorly; Rendle et al. 2020); "
-        "strict, so this fails the day they do learn it"
-    ),
-)
-
-
-@pytest.mark.parametrize("name", [n if "mlp" not in n else pytest.param(n, marks=MLP_STALLS) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_model_at_its_defaults_learns_beyond_its_start(name, data):
     """At the family's default hyperparameters, on data with real low-rank signal: at least one epoch beats
     the starting point (the tuned bias baseline), and the restored model is better than where it started."""
@@ -121,6 +110,22 @@ def test_gmf_regression_cannot_dodge_the_penalty_by_scaling_the_combine_layer(da
         model.item_factors.weight.div_(10.0)
     torch.testing.assert_close(model.score(u, i).detach(), pred)
     assert penalty() > before
+
+
+def test_the_mlp_without_its_bilinear_term_is_the_seeds_mlp_and_learns_less(data):
+    """interaction=false drops W (no parameter left) and scores by the MLP alone; at the same defaults the
+    bilinear term is what lets the MLP learn this low-rank signal."""
+    with_term = fit_model("mlp", data)
+    alone = fit_model("mlp", data, {"interaction": False})
+    assert alone.model.interaction is None
+    assert with_term.model.interaction.weight.shape == (8, 5)  # user_dim x item_dim
+    assert (
+        sum(p.numel() for p in with_term.model.parameters())
+        - sum(p.numel() for p in alone.model.parameters())
+        == 8 * 5
+    )
+    best = [min(h["val_rmse"] for h in r.history) for r in (with_term, alone)]
+    assert best[0] < best[1] - 0.01, best
 
 
 def test_nnmf_factors_stay_non_negative(data):

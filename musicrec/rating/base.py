@@ -289,10 +289,15 @@ def factor_tables(n_users: int, n_items: int, dim: int, std: float) -> tuple[nn.
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     """ReLU MLP ending in one output with small weights, so training starts close to the bias model
-    (exactly zero would leave the hidden layers without gradient and stall the first epochs)."""
+    (exactly zero would leave the hidden layers without gradient and stall the first epochs). Hidden layers:
+    He-initialised weights and zero biases, so the small embeddings, not torch's default random biases,
+    decide which units are active (with the default biases most units were constant over the inputs)."""
     layers: list[nn.Module] = []
     for a, b in itertools.pairwise(sizes):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        hidden = nn.Linear(a, b)
+        nn.init.kaiming_normal_(hidden.weight, nonlinearity="relu")
+        nn.init.zeros_(hidden.bias)
+        layers += [hidden, nn.ReLU()]
     out = nn.Linear(sizes[-1], 1)
     nn.init.normal_(out.weight, 0.0, 0.01)
     nn.init.zeros_(out.bias)

@@ -121,6 +121,12 @@ class MLPConfig(TrainConfig):
     dense_decay: float = 1e-5
     dense_lr: float = Field(0.01, gt=0)
     init_std: float = Field(0.1, ge=0)
+    interaction: bool = Field(
+        True,
+        description="add a learnt bilinear term u . W i beside the MLP (W starts as the identity: a "
+        "dot product of the first factors); "
+        "false = the seed's MLP alone, which learns a dot product poorly",
+    )
     search_space: ClassVar[dict[str, Dim]] = {
         **COMMON_SPACE,
         "user_dim": integer(2, 64),
