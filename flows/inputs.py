@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from musicrec import registry
+from musicrec.fit.threads import limit_malloc_arenas
 from musicrec.pipeline.report import StageClock
 from musicrec.pipeline.workspace import new_run_id, run_ref
 from musicrec.quiet import quiet_third_party
@@ -80,6 +81,7 @@ def begin_run(params: RunInputs, prefix: str) -> tuple[str, str, str, int]:
     """A run's workspace reference (a local folder or an s3:// prefix, named after the flow run), its run id,
     its store URI and its thread budget."""
     quiet_third_party()
+    limit_malloc_arenas()  # before the run's task threads allocate
     settings = get_settings()
     store_uri = params.store_uri or settings.store_uri
     threads = params.threads or os.cpu_count() or 1

@@ -16,6 +16,7 @@ from typing import Any
 
 from musicrec import preflight as pre
 from musicrec.errors import MusicrecError
+from musicrec.fit.threads import limit_malloc_arenas
 from musicrec.registry import names
 from musicrec.settings import get_settings
 
@@ -486,6 +487,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
+    limit_malloc_arenas()  # before Prefect's threads and the flow's tasks allocate (also in each run's flow)
     args = _parser().parse_args(argv)
     pre.prefect_defaults()
     from musicrec.quiet import quiet_third_party

@@ -1,5 +1,8 @@
 """The threads task runner trains several models at once in one process: results must not depend on it."""
 
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -84,3 +87,34 @@ def test_fair_threads_shortens_the_gil_switch_interval_only_for_the_threads_runn
     assert sys.getswitchinterval() == before
     assert inside == pytest.approx(min(before, SWITCH_INTERVAL) if kind == "threads" else before)
     assert before > SWITCH_INTERVAL  # CPython's 5 ms default: the setting changes something
+
+
+ARENAS_SCRIPT = """
+import ctypes, sys, threading
+from musicrec.fit.threads import limit_malloc_arenas
+print(limit_malloc_arenas())
+barrier = threading.Barrier(8)
+def task():  # eight task threads alive at once, each allocating
+    kept = [bytearray(1000) for _ in range(200)]
+    barrier.wait()
+threads = [threading.Thread(target=task) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+ctypes.CDLL(None).malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and malloc_stats")
+@pytest.mark.parametrize(("env", "arenas"), [({}, 2), ({"MALLOC_ARENA_MAX": "4"}, 4)])
+def test_a_run_caps_malloc_arenas_unless_the_user_chose_a_cap(env, arenas):
+    """Eight threads alive at once get an arena each (and the main thread's) by glibc's default; after
+    limit_malloc_arenas they share two; a MALLOC_ARENA_MAX of the user's is left to glibc."""
+    run_env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env
+    out = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT], env=run_env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ("False" if env else "True")
+    assert out.stderr.count("Arena ") == arenas, out.stderr
+    no_cap = ARENAS_SCRIPT.replace("print(limit_malloc_arenas())", "print(False)")
+    out = subprocess.run([sys.executable, "-c", no_cap], env=run_env, capture_output=True, text=True)
+    uncapped = out.stderr.count("Arena ")  # glibc's own limit: 8 per core (4 where the user set 4)
+    assert uncapped == 4 if env else uncapped > 2, out.stderr

@@ -12,6 +12,8 @@ the seed's shape; see benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +21,8 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter number (malloc.h)
+ARENAS = 2
 _LOCK = threading.Lock()
 _STATE: dict[str, Any] = {"users": 0, "limiter": None}
 
@@ -59,3 +63,22 @@ def cpu_threads(n: int) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(old)
+
+
+def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process; True when the cap was set.
+
+    glibc gives a thread that first allocates an arena of its own, up to 8 per core, and what a thread frees
+    stays in its arena for that arena's next allocations. The flow's tasks run side by side on threads of one
+    process, so each task's freed tables were held apart from the next task's, and the run's peak memory
+    grew with the number of task threads (the seed-size nightly run: see benchmarks/RESULTS.md). The CLI
+    calls this first, and a run's flow before its tasks start (a flow a worker runs); arenas made before
+    stay. MALLOC_ARENA_MAX in the environment
+    (the user's own choice) wins, and a C library without mallopt leaves everything as it is."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without the symbol)
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))
