@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
+from flows.inputs import held_workspace
 from flows.scoring import run_namer
 from musicrec.pipeline.workspace import Workspace, new_run_id
 from musicrec.results import mark_champion
@@ -40,10 +41,11 @@ def ranking_evaluation(params: RankingParams) -> dict[str, Any]:
     store_uri = params.store_uri or get_settings().store_uri
     ws = Workspace.create(params.work_dir, f"evaluate-{new_run_id()}")
     version = t.resolve_version(store_uri, params.run_id, params.version)
-    bundle = fetch_bundle(store_uri, version, str(ws.root))
-    splits = t.fetch_splits(store_uri, params.run_id, str(ws.root))
-    result = t.rank_test_users(
-        bundle["directory"], splits, params.k, params.seed, params.max_users, params.threads
-    )
+    with held_workspace(str(ws.root)):
+        bundle = fetch_bundle(store_uri, version, str(ws.root))
+        splits = t.fetch_splits(store_uri, params.run_id, str(ws.root))
+        result = t.rank_test_users(
+            bundle["directory"], splits, params.k, params.seed, params.max_users, params.threads
+        )
     result = mark_champion(result, t.current_champion(store_uri))
     return t.publish_ranking(store_uri, params.run_id, result)

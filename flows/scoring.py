@@ -13,6 +13,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, model_validator
 
+from flows.inputs import held_workspace
 from musicrec.pipeline.workspace import Workspace, new_run_id
 from musicrec.scoring import jobs
 from musicrec.settings import get_settings
@@ -94,6 +95,11 @@ def batch_scoring(params: ScoringParams) -> dict[str, Any]:
     store_uri = params.store_uri or get_settings().store_uri
     run_id = new_run_id()
     ws = Workspace.create(params.work_dir, f"score-{run_id}")
+    with held_workspace(str(ws.root)):
+        return _batch_scoring(params, store_uri, run_id, ws)
+
+
+def _batch_scoring(params: ScoringParams, store_uri: str, run_id: str, ws: Workspace) -> dict[str, Any]:
     bundle = t.fetch_bundle(store_uri, params.version, str(ws.root))
     parts_dir = ws.root / "parts"
     parts_dir.mkdir(exist_ok=True)

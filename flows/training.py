@@ -10,7 +10,15 @@ from prefect.events import emit_event
 from prefect.futures import wait
 from pydantic import Field
 
-from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
+from flows.inputs import (
+    RETRIEVAL_MODELS,
+    RetrievalName,
+    RunInputs,
+    begin_run,
+    held_workspace,
+    load_and_prepare,
+    run_name,
+)
 from flows.tuning import search_models
 from musicrec import registry
 from musicrec.errors import DataError
@@ -224,7 +232,8 @@ def training(params: TrainingParams) -> dict[str, Any]:
     champion if it is at least as good as the current one."""
     workdir, run_id, store_uri, threads = begin_run(params, RUN_NAME_PREFIX)
     try:
-        return _training(params, workdir, run_id, store_uri, threads)
+        with held_workspace(workdir):
+            return _training(params, workdir, run_id, store_uri, threads)
     finally:
         drop_cache(workdir)  # this machine's copy of a remote workspace (workers drop theirs in train_models)
 

@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.inputs import RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
+from flows.inputs import RetrievalName, RunInputs, begin_run, held_workspace, load_and_prepare, run_name
 from musicrec.errors import DataError
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.workspace import is_remote
@@ -163,6 +163,11 @@ def tuning(params: TuningParams) -> dict[str, Any]:
             f"tuning needs its workspace on a filesystem its trials share (the Optuna journal is a "
             f"file): unset MUSICREC_WORK_URI / work_uri ({workdir}) for musicrec tune"
         )
+    with held_workspace(workdir):
+        return _tuning(params, workdir, run_id, store_uri, threads)
+
+
+def _tuning(params: TuningParams, workdir: str, run_id: str, store_uri: str, threads: int) -> dict[str, Any]:
     logger = get_run_logger()
     clock = StageClock()
     run, prep = load_and_prepare(params, workdir, clock)

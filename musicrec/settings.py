@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     work_dir: str = Field(
         ".musicrec/work", description="run workspaces when work_uri is empty (a local folder)"
     )
+    keep_work: int = Field(
+        3,
+        ge=0,
+        description="finished run workspaces kept under work_dir, the newest; a run deletes older ones "
+        "when it starts (a run's intermediate files: about 5 GB at the seed's size)",
+    )
     work_uri: str = Field(
         "",
         description="s3://bucket/prefix: run workspaces in the object store, for Dask "

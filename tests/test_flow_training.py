@@ -235,8 +235,11 @@ def _check_rating_blend(store, work: Path, report) -> None:
     np.testing.assert_allclose(predict_ratings(load_session(onnx), users, items), expected, atol=1e-4)
 
 
-def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harness, small_sample, tmp_path):
-    """The issue's nightly case: a run on the oldest 80% of the sample, then a run on all of it."""
+def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(
+    prefect_harness, small_sample, tmp_path, monkeypatch
+):
+    """The issue's nightly case: a run on the oldest 80% of the sample, then a run on all of it. The second
+    run, told to keep no older workspace, deletes the first's: the promotion reads the store only."""
     from flows.training import training
     from musicrec.data.readers import load_dataset
 
@@ -263,12 +266,16 @@ def test_promotion_compares_on_rows_the_incumbent_never_fitted_on(prefect_harnes
         )
     )
     assert first["promoted"]
+    assert (tmp_path / "work" / first["run_id"] / "splits").is_dir()
+    monkeypatch.setenv("MUSICREC_KEEP_WORK", "0")
     second = training(
         _params(sample, store_uri, tmp_path / "work", models=models, seed=1, **quick).model_copy(
             update={"reviews": [str(full)], "meta": []}
         )
     )
     assert second["champion"].get("version"), second["promotion"]
+    assert not (tmp_path / "work" / first["run_id"]).exists()
+    assert (tmp_path / "work" / second["run_id"] / "splits").is_dir()
     promo = second["promotion"]
     run1 = f"runs/{first['run_id']}/splits"
     seen = pd.concat(

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -149,6 +150,62 @@ def drop_cache(ref: str, root: Path | None = None) -> bool:
     existed = path.exists()
     shutil.rmtree(path, ignore_errors=True)
     return existed
+
+
+IN_USE = ".in-use"  # in a local run workspace: locked (flock) by the run's process while the run lasts
+
+
+@contextlib.contextmanager
+def run_in(ref: str, keep: int) -> Iterator[list[str]]:
+    """Hold a local run workspace for the run, and delete the workspaces beside it beyond the `keep` newest
+    (by modification time) that no live run holds; yields the names deleted.
+
+    A run's workspace holds its intermediate files (the seed's size: about 5 GB), and everything a user
+    needs afterwards is in the store, so without this a nightly schedule filled the disk. The hold is an
+    exclusive flock on <workspace>/.in-use, which the kernel releases however the process ends, so a
+    workspace a killed run left behind is deleted in turn and one a live run holds never is. A remote
+    workspace (an object-store prefix) is not touched: yields []."""
+    if is_remote(ref):
+        yield []
+        return
+    root = Path(ref)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / IN_USE, "a+b") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            yield _prune(root.parent, keep, root.name)
+        finally:
+            (root / IN_USE).unlink(missing_ok=True)  # the run leaves nothing of its own behind
+
+
+RUN_FOLDER = re.compile(r"(^|-)\d{8}T\d{6}Z-[0-9a-f]{6}$")  # a run id (new_run_id), maybe after "score-"
+
+
+def _prune(work_dir: Path, keep: int, current: str) -> list[str]:
+    """Only folders named as run workspaces are candidates: a work_dir shared with anything else keeps it."""
+    others = [p for p in work_dir.iterdir() if p.is_dir() and p.name != current and RUN_FOLDER.search(p.name)]
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    deleted = []
+    for path in others[max(keep, 0) :]:
+        if _held(path):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        deleted.append(path.name)
+    return deleted
+
+
+def _held(path: Path) -> bool:
+    """True when a live run holds this workspace's .in-use lock."""
+    lock = path / IN_USE
+    if not lock.exists():
+        return False
+    with open(lock, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 class RemoteWorkspace:
