@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from dataclasses import dataclass
@@ -206,15 +207,15 @@ def item_vectors(docs: pd.Series, wv, item_ids: list[str], cfg: Word2VecConfig) 
     vocab = wv.key_to_index
     counts = np.asarray([wv.get_vecattr(k, "count") for k in wv.index_to_key], dtype=np.float64)
     weights = cfg.sif_a / (cfg.sif_a + counts / max(counts.sum(), 1.0))
-    row_of = {item: r for r, item in enumerate(item_ids)}
-    rows, cols = [], []
-    for item, tokens in docs.items():
-        r = row_of.get(item)
-        if r is None:
-            continue
-        idx = [vocab[t] for t in tokens if t in vocab]
-        rows.extend([r] * len(idx))
-        cols.extend(idx)
+    # every token of every document looked up in one pass of C-level iteration (dict.get mapped over the
+    # chained token lists), not a Python loop per item and token
+    doc_rows = pd.Index(item_ids).get_indexer(docs.index)
+    lengths = np.fromiter(map(len, docs.tolist()), dtype=np.int64, count=len(docs))
+    tokens = itertools.chain.from_iterable(docs.tolist())
+    cols = np.fromiter(map(vocab.get, tokens, itertools.repeat(-1)), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(doc_rows, lengths)
+    known = (cols >= 0) & (rows >= 0)
+    rows, cols = rows[known], cols[known]
     mat = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(item_ids), len(vocab)))
     mat = mat.multiply(weights[None, :]).tocsr()
     total = np.asarray(mat.sum(axis=1)).ravel()
