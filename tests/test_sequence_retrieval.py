@@ -122,3 +122,26 @@ def test_sasrec_is_deterministic_for_a_seed_and_differs_across_seeds(chain):
     assert not torch.equal(other.user_query, one.user_query)
     fits = [kind.fit("sasrec", cfg.model_copy(update={"epochs": 3}), chain) for _ in range(2)]
     assert [r["ndcg@10"] for r in fits[0].history] == [r["ndcg@10"] for r in fits[1].history]
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_serving_encodes_the_latest_position_alone_with_the_same_result(blocks):
+    """serve() computes the last block for the latest position only: the queries equal the full encoder's
+    output there, for windows with padding, a full window and an empty one."""
+    from musicrec.implicit.configs import SASRecConfig
+    from musicrec.implicit.sasrec import SequenceTables
+
+    cfg = SASRecConfig(factors=16, last=6, blocks=blocks, heads=2)
+    model = SequenceTables(cfg, n_users=5, n_items=30).eval()
+    latest = np.array(
+        [[0, 0, 0, 3, 7, 9], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 8], [4] * 6]
+    )
+    with torch.no_grad():
+        full = model.encode(torch.as_tensor(latest))[:, -1]
+        last = model.encode(torch.as_tensor(latest), last_only=True)
+        model.serve(latest)
+    assert last.shape == (5, 1, 16)
+    torch.testing.assert_close(last[:, -1], full, atol=1e-5, rtol=1e-5)
+    expected = full * torch.as_tensor(latest[:, -1:] > 0)
+    torch.testing.assert_close(model.user_query, expected, atol=1e-5, rtol=1e-5)
+    assert not model.user_query[2].any()  # no items: no query

@@ -47,13 +47,16 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """x (b, L, d); mask (b, 1, L, L): True where a position may attend to a key."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """x (b, L, d); mask (b, 1, L, L): True where a position may attend to a key. last_only: the output
+        at the latest position alone, (b, 1, d) (every position is still a key and a value)."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if last_only:
+            q, mask, x = q[:, :, -1:], mask[:, :, -1:], x[:, -1:]
         att = (q @ k.transpose(-1, -2)) / math.sqrt(d // self.heads)
         att = self.drop(att.masked_fill(~mask, float("-inf")).softmax(-1))
-        x = x + self.drop(self.out((att @ v).transpose(1, 2).reshape(b, n, d)))
+        x = x + self.drop(self.out((att @ v).transpose(1, 2).reshape(b, x.shape[1], d)))
         return x + self.drop(self.ff(self.norm2(x)))
 
 
@@ -77,17 +80,22 @@ class SequenceTables(InnerProductTables, nn.Module):
         nn.init.zeros_(self.item_bias_table.weight)
         self.register_buffer("user_query", torch.zeros(n_users, cfg.factors))
 
-    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+    def encode(self, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(b, L) right-aligned item windows (0 = padding) -> (b, L, d): each position's output reads only
-        itself and the items before it (a padding position reads itself alone, and nobody reads it)."""
+        itself and the items before it (a padding position reads itself alone, and nobody reads it).
+        last_only: (b, 1, d), the latest position's output alone, which is all serving reads; the last block
+        then computes its attention and feed-forward layer for that position only."""
         n = seqs.shape[1]
         real = seqs > 0
         x = self.drop(self.item(seqs) * math.sqrt(self.item.embedding_dim) + self.position.weight[-n:])
         x = x * real[..., None]
         causal = torch.ones(n, n, dtype=torch.bool).tril()
         mask = (causal & real[:, None, :]) | torch.eye(n, dtype=torch.bool)
-        for block in self.blocks:
-            x = block(x, mask[:, None]) * real[..., None]
+        for depth, block in enumerate(self.blocks, 1):
+            if last_only and depth == len(self.blocks):
+                x = block(x, mask[:, None], last_only=True) * real[:, -1:, None]
+            else:
+                x = block(x, mask[:, None]) * real[..., None]
         return self.norm(x)
 
     @torch.no_grad()
@@ -102,7 +110,7 @@ class SequenceTables(InnerProductTables, nn.Module):
         queries = torch.empty(len(windows), self.user_query.shape[1])
         for lo in range(0, len(windows), SERVE_BATCH):
             seqs = torch.as_tensor(windows[lo : lo + SERVE_BATCH])
-            queries[lo : lo + len(seqs)] = self.encode(seqs)[:, -1] * (seqs[:, -1:] > 0)
+            queries[lo : lo + len(seqs)] = self.encode(seqs, last_only=True)[:, -1] * (seqs[:, -1:] > 0)
         self.user_query[torch.as_tensor(rows)] = queries[torch.as_tensor(which.reshape(-1))]
         self.train(was)
 
