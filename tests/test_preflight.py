@@ -139,6 +139,26 @@ def test_settings_errors_name_the_variable(monkeypatch):
     assert get_settings().serve_limit == 2
 
 
+def test_every_setting_is_documented_with_its_default():
+    """docs/settings.md is where an error sends the user: each MUSICREC_* variable has its row there."""
+    from pathlib import Path
+
+    from musicrec.settings import Settings
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
+    rows = {
+        line.split("|")[1].strip(" `"): line for line in doc.splitlines() if line.startswith("| `MUSICREC_")
+    }
+    for name, field in Settings.model_fields.items():
+        row = rows.get(f"MUSICREC_{name.upper()}")
+        assert row is not None, f"MUSICREC_{name.upper()} has no row in docs/settings.md"
+        shown = row.split("|")[2].strip(" `")
+        if isinstance(field.default, bool) or not isinstance(field.default, int | float):
+            assert shown.lower() == (str(field.default).lower() or "(empty)"), (name, field.default, row)
+        else:
+            assert float(shown) == field.default, (name, field.default, row)
+
+
 def test_only_transient_errors_are_retried():
     """tasks.retries: a verdict (bad URI, missing key, bad
     data, failed validation, bad config) fails at once."""
