@@ -70,11 +70,11 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
 
     glibc gives a thread that first allocates an arena of its own, up to 8 per core, and what a thread frees
     stays in its arena for that arena's next allocations. The flow's tasks run side by side on threads of one
-    process, so each task's freed tables were held apart from the next task's, and the run's peak memory
-    grew with the number of task threads (the seed-size nightly run: see benchmarks/RESULTS.md). The CLI
-    calls this first, and a run's flow before its tasks start (a flow a worker runs); arenas made before
-    stay. MALLOC_ARENA_MAX in the environment
-    (the user's own choice) wins, and a C library without mallopt leaves everything as it is."""
+    process, so memory one task freed could sit in an arena the next task never allocates from. At the
+    seed's size the cap's effect on the nightly run's peak was within its run-to-run spread (see
+    benchmarks/RESULTS.md); it is kept as a bound. The CLI calls this first, and a run's flow before its
+    tasks start (a flow a worker runs); arenas made before stay. MALLOC_ARENA_MAX in the environment (the
+    user's own choice) wins, and a C library without mallopt leaves everything as it is."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
     try:
