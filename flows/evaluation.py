@@ -8,8 +8,8 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from flows.inputs import held_workspace
 from flows.scoring import run_namer
+from flows.workspaces import held_workspace
 from musicrec.pipeline.workspace import Workspace, new_run_id
 from musicrec.results import mark_champion
 from musicrec.settings import get_settings

@@ -3,9 +3,7 @@ ask the same way) and their first two stages, read + validate and split + Word2V
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -13,7 +11,7 @@ from pydantic import BaseModel, Field
 from musicrec import registry
 from musicrec.fit.threads import limit_malloc_arenas
 from musicrec.pipeline.report import StageClock
-from musicrec.pipeline.workspace import new_run_id, run_in, run_ref
+from musicrec.pipeline.workspace import new_run_id, run_ref
 from musicrec.quiet import quiet_third_party
 from musicrec.settings import get_settings
 from tasks import training as t
@@ -94,22 +92,6 @@ def begin_run(params: RunInputs, prefix: str) -> tuple[str, str, str, int]:
         store_uri,
         threads,
     )
-
-
-@contextlib.contextmanager
-def held_workspace(ref: str) -> Iterator[None]:
-    """Hold the run's local workspace while the run lasts, after deleting older ones beyond
-    MUSICREC_KEEP_WORK (musicrec.pipeline.workspace.run_in); says in the log what it deleted."""
-    keep = get_settings().keep_work
-    with run_in(ref, keep) as deleted:
-        if deleted:
-            from prefect import get_run_logger
-
-            get_run_logger().info(
-                f"deleted {len(deleted)} older run workspace(s) beside {ref} "
-                f"(the {keep} newest are kept: MUSICREC_KEEP_WORK): {', '.join(sorted(deleted))}"
-            )
-        yield
 
 
 def load_and_prepare(

@@ -13,7 +13,7 @@ from prefect.futures import wait
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field, model_validator
 
-from flows.inputs import held_workspace
+from flows.workspaces import held_workspace
 from musicrec.pipeline.workspace import Workspace, new_run_id
 from musicrec.scoring import jobs
 from musicrec.settings import get_settings

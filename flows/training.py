@@ -15,11 +15,11 @@ from flows.inputs import (
     RetrievalName,
     RunInputs,
     begin_run,
-    held_workspace,
     load_and_prepare,
     run_name,
 )
 from flows.tuning import search_models
+from flows.workspaces import held_workspace
 from musicrec import registry
 from musicrec.errors import DataError
 from musicrec.pipeline.publish import PROMOTION_OFF, not_promoted

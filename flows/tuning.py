@@ -10,7 +10,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows.inputs import RetrievalName, RunInputs, begin_run, held_workspace, load_and_prepare, run_name
+from flows.inputs import RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
+from flows.workspaces import held_workspace
 from musicrec.errors import DataError
 from musicrec.pipeline.report import StageClock, format_stages
 from musicrec.pipeline.workspace import is_remote

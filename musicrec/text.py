@@ -210,8 +210,9 @@ def item_vectors(docs: pd.Series, wv, item_ids: list[str], cfg: Word2VecConfig) 
     # every token of every document looked up in one pass of C-level iteration (dict.get mapped over the
     # chained token lists), not a Python loop per item and token
     doc_rows = pd.Index(item_ids).get_indexer(docs.index)
-    lengths = np.fromiter(map(len, docs.tolist()), dtype=np.int64, count=len(docs))
-    tokens = itertools.chain.from_iterable(docs.tolist())
+    lists = docs.tolist()
+    lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    tokens = itertools.chain.from_iterable(lists)
     cols = np.fromiter(map(vocab.get, tokens, itertools.repeat(-1)), dtype=np.int64, count=int(lengths.sum()))
     rows = np.repeat(doc_rows, lengths)
     known = (cols >= 0) & (rows >= 0)
