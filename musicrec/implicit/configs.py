@@ -191,11 +191,11 @@ class ALSConfig(DenseConfig):
 
     factors: int = Field(64, ge=1, le=1024, description="embedding size of users and items")
     regularization: float = Field(
-        20.0,
+        10.0,
         ge=0,
-        description="L2 penalty of every user and item row (benchmarks/RESULTS.md: 20 against 0.1 raised "
-        "validation NDCG@10 on Last.fm, MI ratings and the small sample; from about 40 the rows can shrink "
-        "to zero on sparse data, leaving the popularity order)",
+        description="L2 penalty of every user and item row (benchmarks/RESULTS.md: 10 against 0.1 raised "
+        "validation NDCG@10 on Last.fm, MI ratings, the small and medium samples and the seed's size; 20 "
+        "raised it further on the smaller sets but shrank the rows towards zero at the seed's size)",
     )
     alpha: float = Field(
         5.0,
