@@ -145,3 +145,33 @@ def test_serving_encodes_the_latest_position_alone_with_the_same_result(blocks):
     expected = full * torch.as_tensor(latest[:, -1:] > 0)
     torch.testing.assert_close(model.user_query, expected, atol=1e-5, rtol=1e-5)
     assert not model.user_query[2].any()  # no items: no query
+
+
+def test_distinct_rows_groups_equal_windows_as_np_unique_does_even_when_two_rows_share_a_hash():
+    from musicrec.implicit.sasrec import distinct_rows
+
+    rng = np.random.default_rng(0)
+    a = np.zeros((5000, 6), np.int64)
+    a[:, -1] = rng.integers(1, 300, len(a))
+    a[::2, -2] = rng.integers(0, 4, len(a) // 2)
+    rows, inverse = distinct_rows(a)
+    np.testing.assert_array_equal(rows[inverse], a)
+    assert len(rows) == len(np.unique(a, axis=0)) == len({tuple(r) for r in a})
+    # [1, 0] and [0, M] hash alike (h = c0 * M + c1 with M the multiplier, wrapping at 2^64)
+    m = np.array([0x9E3779B97F4A7C15], np.uint64).view(np.int64)[0]
+    clash = np.array([[1, 0], [0, m], [1, 0], [0, m], [2, 2]], np.int64)
+    rows, inverse = distinct_rows(clash)
+    np.testing.assert_array_equal(rows[inverse], clash)
+    assert len(rows) == 3
+
+
+def test_dropout_zeroes_about_p_of_the_entries_in_training_keeps_the_mean_and_is_the_identity_in_eval():
+    from musicrec.implicit.sasrec import Dropout
+
+    torch.manual_seed(0)
+    drop, x = Dropout(0.3), torch.ones(200, 500)
+    y = drop(x)
+    assert abs(float((y == 0).float().mean()) - 0.3) < 0.01
+    assert abs(float(y.mean()) - 1.0) < 0.02 and torch.allclose(torch.unique(y), torch.tensor([0.0, 1.0 / 0.7]))
+    drop.eval()
+    assert drop(x) is x

@@ -36,6 +36,40 @@ from musicrec.metrics.full import sample_users
 SERVE_BATCH = 4096  # users encoded at once when the user table is computed
 
 
+class Dropout(nn.Module):
+    """nn.Dropout's transform (zero each entry with probability p in training, scale the rest by 1 / (1 - p))
+    from a uniform draw, which is cheaper on the CPU than the Bernoulli draw of torch's own dropout
+    (benchmarks/RESULTS.md)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * torch.rand(x.shape).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+
+
+def distinct_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct rows of the 2-D integer array a, each row's index among them), as np.unique(a, axis=0,
+    return_inverse=True) but grouped by a 64-bit hash of each row instead of sorting the rows as byte strings
+    (the slow part of serving every user at the seed's size), checked row by row, with np.unique as the
+    fallback should two distinct rows share a hash."""
+    h = np.zeros(len(a), np.uint64)
+    with np.errstate(over="ignore"):
+        for column in a.T:
+            h = h * np.uint64(0x9E3779B97F4A7C15) + column.astype(np.uint64)
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    step = 1 << 16
+    if all(
+        np.array_equal(a[first[inverse[lo : lo + step]]], a[lo : lo + step]) for lo in range(0, len(a), step)
+    ):
+        return a[first], inverse
+    rows, inverse = np.unique(a, axis=0, return_inverse=True)
+    return rows, inverse.reshape(-1)
+
+
 class Block(nn.Module):
     """Pre-norm causal self-attention then a position-wise feed-forward layer, each with a residual."""
 
@@ -45,7 +79,7 @@ class Block(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.ff = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """x (b, L, d); mask (b, 1, L, L): True where a position may attend to a key. last_only: the output
@@ -75,7 +109,7 @@ class SequenceTables(InnerProductTables, nn.Module):
         self.position = nn.Embedding(cfg.last, cfg.factors)
         nn.init.normal_(self.position.weight, std=0.02)
         self.blocks = nn.ModuleList([Block(cfg.factors, cfg.heads, cfg.dropout) for _ in range(cfg.blocks)])
-        self.norm, self.drop = nn.LayerNorm(cfg.factors), nn.Dropout(cfg.dropout)
+        self.norm, self.drop = nn.LayerNorm(cfg.factors), Dropout(cfg.dropout)
         self.item_bias_table = nn.Embedding(n_items, 1, sparse=True)
         nn.init.zeros_(self.item_bias_table.weight)
         self.register_buffer("user_query", torch.zeros(n_users, cfg.factors))
@@ -106,12 +140,12 @@ class SequenceTables(InnerProductTables, nn.Module):
         self.eval()
         rows = np.arange(len(latest)) if users is None else np.asarray(users, np.int64)
         # users with the same latest items get the same query: each distinct window is encoded once
-        windows, which = np.unique(latest[rows], axis=0, return_inverse=True)
+        windows, which = distinct_rows(latest[rows])
         queries = torch.empty(len(windows), self.user_query.shape[1])
         for lo in range(0, len(windows), SERVE_BATCH):
             seqs = torch.as_tensor(windows[lo : lo + SERVE_BATCH])
             queries[lo : lo + len(seqs)] = self.encode(seqs, last_only=True)[:, -1] * (seqs[:, -1:] > 0)
-        self.user_query[torch.as_tensor(rows)] = queries[torch.as_tensor(which.reshape(-1))]
+        self.user_query[torch.as_tensor(rows)] = queries[torch.as_tensor(which)]
         self.train(was)
 
     def bias(self, items: torch.Tensor) -> torch.Tensor:
