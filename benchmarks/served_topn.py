@@ -9,7 +9,8 @@ baseline and most-popular fitted on the same rest rows.
    file order; a file without times: a seeded random order, as musicrec.metrics.protocol orders it) is cut
    out for users with >= 2 lines. The rest is written back in the same format (same header, compression).
 2. `musicrec train` runs on the rest exactly as a user runs it: a fresh store (no earlier `tune`), default
-   models, the normal refit, default flags but the data set's own (rating_models.EXTRA_FLAGS).
+   models, the normal refit, default flags but the data set's own (rating_models.EXTRA_FLAGS; a --tags file
+   less the cut pairs' lines, so a held-out pair's tags never reach its item's text).
 3. `musicrec score --users` writes each cut user's top-10 from the published champion (known items already
    excluded by the bundle's history, which holds every rest row).
 4. In this process, on the same rest rows: EASE and implicit ALS (hyperparameters chosen over
@@ -114,6 +115,22 @@ def read_lines(path: Path, layout: Layout) -> tuple[list[bytes], list[bytes], pd
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
     frame["timestamp"] = pd.to_numeric(frame["timestamp"], errors="coerce")
     return head, body, frame
+
+
+def flags_without_cut(flags: list[str], cut: pd.DataFrame, folder: Path) -> list[str]:
+    """The data set's extra flags with each --tags file rewritten without the cut pairs' lines (its first two
+    fields: user, item), so no tag a user gave a held-out item reaches that item's text."""
+    out = list(flags)
+    pairs = set(zip(cut["user_id"], cut["item_id"], strict=True))
+    for k, flag in enumerate(flags[:-1]):
+        if flag != "--tags":
+            continue
+        source = Path(flags[k + 1])
+        head, *lines = source.read_bytes().splitlines(keepends=True)
+        kept = [line for line in lines if tuple(line.decode("latin-1").split("\t")[:2]) not in pairs]
+        (folder / source.name).write_bytes(b"".join([head, *kept]))
+        out[k + 1] = str(folder / source.name)
+    return out
 
 
 def order_lines(frame: pd.DataFrame) -> np.ndarray:
@@ -345,9 +362,8 @@ def main() -> None:
         held = held[~pd.MultiIndex.from_frame(held[["user_id", "item_id"]]).isin(known)]  # else unlistable
         listable = len(held)
         held = sample_rows(held, args.users)
-        lists, report, commands, seconds = served_lists(
-            rest_file, meta, EXTRA_FLAGS.get(args.data, []), held["user_id"].tolist(), tmp
-        )
+        flags = flags_without_cut(EXTRA_FLAGS.get(args.data, []), frame[cut], tmp / "input")
+        lists, report, commands, seconds = served_lists(rest_file, meta, flags, held["user_id"].tolist(), tmp)
         full, chosen = references(rest, recency[~cut], count[~cut], (len(users), len(items)), args)
         for row in chosen:
             fn = fits(full, args.threads)[row["method"]](**row["settings"])
