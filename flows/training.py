@@ -10,14 +10,7 @@ from prefect.events import emit_event
 from prefect.futures import wait
 from pydantic import Field
 
-from flows.inputs import (
-    RETRIEVAL_MODELS,
-    RetrievalName,
-    RunInputs,
-    begin_run,
-    load_and_prepare,
-    run_name,
-)
+from flows.inputs import RETRIEVAL_MODELS, RetrievalName, RunInputs, begin_run, load_and_prepare, run_name
 from flows.tuning import search_models
 from flows.workspaces import held_workspace
 from musicrec import registry

@@ -166,10 +166,10 @@ def test_distinct_rows_groups_equal_windows_as_np_unique_does_even_when_two_rows
 
 
 def test_dropout_zeroes_about_p_of_the_entries_in_training_keeps_the_mean_and_is_the_identity_in_eval():
-    from musicrec.implicit.sasrec import Dropout
+    from musicrec.implicit.sasrec import UniformDropout
 
     torch.manual_seed(0)
-    drop, x = Dropout(0.3), torch.ones(200, 500)
+    drop, x = UniformDropout(0.3), torch.ones(200, 500)
     y = drop(x)
     assert abs(float((y == 0).float().mean()) - 0.3) < 0.01
     assert abs(float(y.mean()) - 1.0) < 0.02

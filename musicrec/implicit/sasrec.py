@@ -36,7 +36,7 @@ from musicrec.metrics.full import sample_users
 SERVE_BATCH = 4096  # users encoded at once when the user table is computed
 
 
-class Dropout(nn.Module):
+class UniformDropout(nn.Module):
     """nn.Dropout's transform (zero each entry with probability p in training, scale the rest by 1 / (1 - p))
     from a uniform draw, which is cheaper on the CPU than the Bernoulli draw of torch's own dropout
     (benchmarks/RESULTS.md)."""
@@ -79,7 +79,7 @@ class Block(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
         self.ff = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
-        self.drop = Dropout(dropout)
+        self.drop = UniformDropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """x (b, L, d); mask (b, 1, L, L): True where a position may attend to a key. last_only: the output
@@ -109,7 +109,7 @@ class SequenceTables(InnerProductTables, nn.Module):
         self.position = nn.Embedding(cfg.last, cfg.factors)
         nn.init.normal_(self.position.weight, std=0.02)
         self.blocks = nn.ModuleList([Block(cfg.factors, cfg.heads, cfg.dropout) for _ in range(cfg.blocks)])
-        self.norm, self.drop = nn.LayerNorm(cfg.factors), Dropout(cfg.dropout)
+        self.norm, self.drop = nn.LayerNorm(cfg.factors), UniformDropout(cfg.dropout)
         self.item_bias_table = nn.Embedding(n_items, 1, sparse=True)
         nn.init.zeros_(self.item_bias_table.weight)
         self.register_buffer("user_query", torch.zeros(n_users, cfg.factors))
