@@ -17,9 +17,10 @@ import pytest
 
 from musicrec.data.feedback import confidence_weights, decide_feedback
 from musicrec.data.scales import UnknownRatingScale
-from musicrec.data.tags import tag_texts, with_tag_text
+from musicrec.data.tags import tag_assignments, tag_docs, with_tag_text
 from musicrec.errors import DataError
 from musicrec.pipeline.ingest import ingest
+from musicrec.pipeline.prepare import items_with_tags, ranking_split
 from musicrec.pipeline.workspace import Workspace
 
 DATA = (
@@ -102,7 +103,8 @@ def test_explicit_on_counts_names_the_implicit_flag(tmp_path: Path) -> None:
 def test_lastfm_tags_become_item_text_latin_1_decoded(tmp_path: Path) -> None:
     tags = Path(shutil.copy(LASTFM / "user_taggedartists.dat", tmp_path))
     names = Path(shutil.copy(LASTFM / "tags.dat", tmp_path))
-    docs, stats = tag_texts(tags, names)
+    assigned, stats = tag_assignments(tags, names)
+    docs = tag_docs(assigned)
     assert stats[1].encoding != "utf-8" and any("not UTF-8" in n for n in stats[1].notes)
     text = " ".join(docs["text"])
     assert "tropicália" in text and "rock français" in text and "\ufffd" not in text
@@ -119,6 +121,43 @@ def test_lastfm_tags_become_item_text_latin_1_decoded(tmp_path: Path) -> None:
     out = with_tag_text(items, docs).set_index("item_id")
     assert out.loc["89", "title"] == "Lady Gaga" and "pop" in out.loc["89", "description"]
     assert out.loc["nope", "description"] == "old" and len(out) == len(items) + len(docs) - 1
+
+
+def test_a_held_out_interactions_tags_never_reach_the_items_text(tmp_path: Path) -> None:
+    """Every interaction tagged with a tag of its own, one more tag on a pair that is no interaction: the
+    items' text holds the training interactions' tags and that one, none of a held-out interaction's."""
+    plays = _plays(tmp_path)
+    pairs = pd.read_csv(plays, sep="\t")[["userID", "artistID"]].astype(str).to_numpy().tolist()
+    pairs.append(["999", pairs[0][1]])  # a user who never played the artist tags it
+    names = [f"u{u}i{i}" for u, i in pairs]
+    tags, tag_names = tmp_path / "tagged.dat", tmp_path / "tags.dat"
+    tags.write_text(
+        "userID\tartistID\ttagID\n" + "".join(f"{u}\t{i}\t{k}\n" for k, (u, i) in enumerate(pairs))
+    )
+    tag_names.write_text("tagID\ttagValue\n" + "".join(f"{k}\t{n}\n" for k, n in enumerate(names)))
+    ws = Workspace.create(tmp_path / "work", "run")
+    ingest(ws, [plays], tags=str(tags), tag_names=str(tag_names))
+    ratings = pd.read_parquet(ws.ratings)
+    later = ranking_split(ws)
+    held = {
+        f"u{u}i{i}" for u, i in pd.concat([later.validation, later.test])[["user_id", "item_id"]].to_numpy()
+    }
+    assert len(held) >= 40 and pd.read_parquet(ws.items)["description"].eq("").all()
+
+    def text(train: pd.DataFrame) -> set[str]:
+        found = items_with_tags(ws, train)["description"]
+        return {name for d in found for name in d.split(", ") if name}
+
+    everything = text(ratings)
+    assert everything == set(names) - held  # a leave-last-out held-out pair's tag is left out, the rest kept
+    assert f"u999i{pairs[0][1]}" in everything
+    row = next(
+        k for k, (u, i) in enumerate(ratings[["user_id", "item_id"]].to_numpy()) if f"u{u}i{i}" not in held
+    )
+    u, i = ratings.iloc[row][["user_id", "item_id"]]
+    assert f"u{u}i{i}" in everything and f"u{u}i{i}" not in text(
+        ratings.drop(index=ratings.index[row])
+    )  # a pair the rating split holds out
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -1,8 +1,10 @@
 """Tags as item text: a tag-assignment file (user, item, tag id, ...: Last.fm's user_taggedartists.dat) and a
 tag-name file (tag id, tag text: tags.dat), both delimited text read by position (a header line is skipped),
 become each item's description: its tags, the most used first. Word2Vec and the text-using models read it
-like any item text. A tag-name file that is not UTF-8 (tags.dat is Latin-1) is decoded in its one-byte
-encoding (musicrec.data.formats.sniff_encoding), said in a note.
+like any item text. The run keeps the assignments (who tagged what) apart from the items table, so that the
+text stage leaves out the tags of the interactions it holds out (musicrec.pipeline.prepare.items_with_tags).
+A tag-name file that is not UTF-8 (tags.dat is Latin-1) is decoded in its one-byte encoding
+(musicrec.data.formats.sniff_encoding), said in a note.
 """
 
 from __future__ import annotations
@@ -54,24 +56,31 @@ def read_positions(path: str | Path, fields: int, what: str) -> tuple[pd.DataFra
     return out, stats
 
 
-def tag_texts(tags: str | Path, names: str | Path) -> tuple[pd.DataFrame, list[ReadStats]]:
-    """(item_id, text) per tagged item: its tag names, most used first (ties by name), at most MAX_TAGS."""
+def tag_assignments(tags: str | Path, names: str | Path) -> tuple[pd.DataFrame, list[ReadStats]]:
+    """(user_id, item_id, name) per tag assignment whose tag id the tag-name file names, with both files'
+    read stats (a note counts the assignments left out for an unnamed tag id)."""
     assigned, tag_stats = read_positions(tags, 3, "tags")
     named, name_stats = read_positions(names, 2, "tag-names")
-    text = assigned.rename(columns={"2": "item_id", "3": "tag"}).merge(
+    text = assigned.rename(columns={"1": "user_id", "2": "item_id", "3": "tag"}).merge(
         named.rename(columns={"1": "tag", "2": "name"}).drop_duplicates("tag"), on="tag", how="left"
     )
     unnamed = int(text["name"].isna().sum())
     if unnamed:
         tag_stats.notes.append(f"{unnamed:,} tag assignment(s) name a tag id missing from {names}: left out")
-    counts = text.dropna(subset=["name"]).groupby(["item_id", "name"]).size().rename("n").reset_index()
+    out = text.dropna(subset=["name"])[["user_id", "item_id", "name"]].reset_index(drop=True)
+    tag_stats.notes.append(
+        f"tags: {out['item_id'].nunique():,} items get their tags as text ({len(assigned):,} assignments)"
+    )
+    return out, [tag_stats, name_stats]
+
+
+def tag_docs(assigned: pd.DataFrame) -> pd.DataFrame:
+    """(item_id, text) per tagged item of tag_assignments' table: its tag names, most used first (ties by
+    name), at most MAX_TAGS."""
+    counts = assigned.groupby(["item_id", "name"]).size().rename("n").reset_index()
     counts = counts.sort_values(["item_id", "n", "name"], ascending=[True, False, True], kind="stable")
     top = counts.groupby("item_id", sort=False).head(MAX_TAGS)
-    docs = top.groupby("item_id", sort=True)["name"].agg(", ".join).rename("text").reset_index()
-    tag_stats.notes.append(
-        f"tags: {len(docs):,} items get their tags as text ({len(assigned):,} assignments)"
-    )
-    return docs, [tag_stats, name_stats]
+    return top.groupby("item_id", sort=True)["name"].agg(", ".join).rename("text").reset_index()
 
 
 def with_tag_text(items: pd.DataFrame, docs: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pandas as pd
 from musicrec.data.feedback import DEFAULT_ALPHA, Feedback, decide_feedback
 from musicrec.data.readers import Dataset, load_dataset
 from musicrec.data.scales import DEFAULT_SCALE, RatingScale, UnknownRatingScale
-from musicrec.data.tags import tag_texts, with_tag_text
+from musicrec.data.tags import tag_assignments, tag_docs, with_tag_text
 from musicrec.errors import DataError
 from musicrec.hashing import sha256_bytes
 from musicrec.pipeline.workspace import Workspace
@@ -44,26 +44,34 @@ def ingest(
     training.
 
     columns maps user, item, rating[, timestamp] to the review tables' own column names (or positions);
-    delimiter forces the review files' delimiter; tags and tag_names (musicrec.data.tags) add each tagged
-    item's tags to its description."""
+    delimiter forces the review files' delimiter; tags and tag_names (musicrec.data.tags): each tagged item's
+    tags are its text, validated with the items; the tag assignments are written apart (tags.parquet), and
+    the items table gets a row for each tagged item the metadata does not list, its description unchanged
+    (the text stage adds the tags of the training interactions: musicrec.pipeline.prepare.items_with_tags)."""
     import_gx_in_background()  # overlaps the files' reading
     ds = load_dataset(list(reviews), list(meta), columns, delimiter or None)
+    assigned = None
     if tags:
-        docs, tag_stats = tag_texts(tags, tag_names)
-        ds.items, ds.stats = with_tag_text(ds.items, docs), [*ds.stats, *tag_stats]
+        assigned, tag_stats = tag_assignments(tags, tag_names)
+        ds.stats = [*ds.stats, *tag_stats]
     kind, scale = _feedback(ds, feedback, rating_range, reviews, confidence_alpha)
     if kind.implicit:
         table = ds.ratings.rename(columns={"rating": "weight"})
         first = validate_table(table[["user_id", "item_id", "weight", "timestamp"]], "interactions")
     else:
         first = validate_table(ds.ratings, "ratings", scale.range)
-    reports = {first.suite: first, "items": validate_table(ds.items, "items")}
+    docs = tag_docs(assigned) if assigned is not None else None
+    checked = with_tag_text(ds.items, docs) if docs is not None else ds.items
+    reports = {first.suite: first, "items": validate_table(checked, "items")}
     ws.write_json("validation.json", {k: r.to_dict() for k, r in reports.items()})
     for name, report in reports.items():
         report.raise_if_failed(
             source=", ".join(map(str, [*meta, *([tags] if tags else [])] if name == "items" else reviews))
         )
     ds.ratings.to_parquet(ws.ratings, index=False)
+    if docs is not None:
+        ds.items = with_tag_text(ds.items, docs.assign(text=""))  # the tagged items' rows, no text yet
+        assigned.to_parquet(ws.tags, index=False)
     ds.items.to_parquet(ws.items, index=False)
     ws.write_json("rating_scale.json", scale.to_dict())
     ws.write_json("feedback.json", kind.to_dict())

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from musicrec.data.feedback import Feedback
 from musicrec.data.split import read_splits, split_ratings, split_summary, write_splits
+from musicrec.data.tags import tag_docs, with_tag_text
 from musicrec.metrics.protocol import LeaveLastOut, leave_last_out
 from musicrec.pipeline.workspace import Workspace
 from musicrec.rating.data import TrainData, prepare_data
@@ -57,7 +58,7 @@ def split(
     t0 = time.perf_counter()
     parts = split_ratings(pd.read_parquet(ws.ratings), fractions, seed, method)
     write_splits(parts, ws.splits)
-    items = pd.read_parquet(ws.items, columns=["item_id", "title", "brand", "description"])
+    items = items_with_tags(ws, parts.train, ["item_id", "title", "brand", "description"])
     ids = text_item_ids(parts.train, items)
     atomic_write(
         ws.root / TEXT_ITEMS, lambda fh: pd.DataFrame({"item_id": pd.Series(ids, dtype="str")}).to_parquet(fh)
@@ -72,7 +73,7 @@ def embed(ws: Workspace, seed: int = 0, w2v: Word2VecConfig | None = None) -> di
     cfg = w2v or Word2VecConfig(seed=seed)
     train = pd.read_parquet(ws.splits / "train.parquet", columns=["user_id", "item_id", "review_text"])
     train, dropped = training_under_both(ws, train)
-    items = pd.read_parquet(ws.items)
+    items = items_with_tags(ws, train)
     docs, metadata_docs = item_documents_with_and_without_reviews(train, items, cfg)
     epochs = word2vec_epochs(cfg, int(docs.map(len).sum()))
     wv = train_word2vec(docs, cfg, epochs) if has_vocabulary(docs, cfg) else None
@@ -136,11 +137,28 @@ def training_under_both(ws: Workspace, train: pd.DataFrame) -> tuple[pd.DataFram
     interaction, the retrieval models' test item, is in the rating split's training part four times in
     five."""
     later = ranking_split(ws)
-    held = pd.MultiIndex.from_frame(
-        pd.concat([later.validation, later.test])[["user_id", "item_id"]].astype(str)
-    )
-    keep = ~pd.MultiIndex.from_frame(train[["user_id", "item_id"]].astype(str)).isin(held)
+    held = _pairs(pd.concat([later.validation, later.test]))
+    keep = ~_pairs(train).isin(held)
     return train[keep], int((~keep).sum())
+
+
+def items_with_tags(ws: Workspace, train: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The items table, each tagged item's description followed by its tags (musicrec.data.tags) from the
+    assignments of every (user, item) pair but the interactions held out: those of the rating split that
+    `train` does not hold, and the leave-last-out's validation and test. A tag a user gave an item they hold
+    out would tell the text-using models the answer; an assignment of a pair that is no interaction stays."""
+    items = pd.read_parquet(ws.items, columns=columns)
+    if not ws.tags.is_file():
+        return items
+    kept, _ = training_under_both(ws, train)
+    ratings = pd.read_parquet(ws.ratings, columns=["user_id", "item_id"])
+    held = _pairs(ratings).difference(_pairs(kept))
+    assigned = pd.read_parquet(ws.tags)
+    return with_tag_text(items, tag_docs(assigned[~_pairs(assigned).isin(held)]))
+
+
+def _pairs(frame: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_frame(frame[["user_id", "item_id"]].astype(str))
 
 
 def has_vocabulary(docs: pd.Series, cfg: Word2VecConfig) -> bool:

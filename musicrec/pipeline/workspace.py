@@ -52,6 +52,7 @@ class Workspace:
 
     ratings = property(lambda self: self.root / "ratings.parquet")
     items = property(lambda self: self.root / "items.parquet")
+    tags = property(lambda self: self.root / "tags.parquet")  # user, item, tag name: --tags runs only
     splits = property(lambda self: self.root / "splits")
     item_vectors = property(lambda self: self.root / "item_vectors.parquet")
     retrieval_vectors = property(lambda self: self.root / "retrieval_item_vectors.parquet")  # with reviews
