@@ -87,19 +87,26 @@ def truncated_svd(
     k = min(n, rank + 10)
     a = matrix.astype(np.float32)
     y = a @ np.random.default_rng(seed).standard_normal((n, k), dtype=np.float32)
+    # at most two n x k blocks alive at once (each dropped as soon as the next is made)
     for _ in range(power):
         q = orthonormal(np.asarray(y), passes=1)  # conditioning only: the last basis is the exact one
-        del y  # one n x k block less at the peak
-        y = a @ np.asarray(a.T @ q)
-    q = orthonormal(np.asarray(y))
+        del y
+        t = np.asarray(a.T @ q)
+        del q
+        y = a @ t
+        del t
+    q = orthonormal(np.asarray(y), passes=1)
     del y
+    q = orthonormal(q, passes=1)  # the second pass of CholeskyQR2, the first block dropped before it
     b = np.asarray(a.T @ q)  # n x k: a^T q, so a ~ q b^T
     w, u = np.linalg.eigh((b.T @ b).astype(np.float64))  # b^T b = u diag(s^2) u^T
     order = np.argsort(w)[::-1][:rank]
     s = np.sqrt(np.maximum(w[order], 0.0))
-    u = u[:, order]
-    v = (b @ u.astype(np.float32)) / np.maximum(s, 1e-30).astype(np.float32)[None, :]
-    return q @ u.astype(np.float32), s.astype(np.float32), v
+    u = u[:, order].astype(np.float32)
+    v = b @ u
+    del b
+    v /= np.maximum(s, 1e-30).astype(np.float32)[None, :]
+    return q @ u, s.astype(np.float32), v
 
 
 def orthonormal(y: np.ndarray, passes: int = 2) -> np.ndarray:
