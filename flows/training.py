@@ -27,6 +27,10 @@ from tasks.runners import fair_threads, make_task_runner, release_worker_caches
 
 # tasks of the parallel stage alive at once: at the seed's size 3 was slower than 4 (benchmarks/RESULTS.md)
 PARALLEL_TASKS = 4
+# Kinds started after every other model: at the seed's size transitions' item x item tables beside
+# Word2Vec, sasrec and als, or beside sasrec's test evaluation, made the run's peak memory
+# (benchmarks/RESULTS.md, "Seed size on this session's machine").
+START_LATE = frozenset({"transitions"})
 CHAMPION_EVENT = (
     "musicrec.champion.promoted"  # batch-scoring/nightly's trigger listens for this (deployments/)
 )
@@ -89,9 +93,9 @@ def train_models(
     first; then the retrieval baselines, which build the leave-last-out split (cached per process) while
     Word2Vec trains rather than while the retrieval models wait for it; then the models without text; then
     those that use text (a task waiting for Word2Vec holds its slot, so they come after every model that can
-    run meanwhile; hinge, the longest fit, first among them); then the rating baselines; then each family's
-    blend of its trained models (two models or more), which waits for them. A retrieval model's test
-    evaluation may use every thread of the run (`threads`)."""
+    run meanwhile; hinge, the longest fit, first among them); then START_LATE; then the rating baselines;
+    then each family's blend of its trained models (two models or more), which waits for them. A retrieval
+    model's test evaluation may use every thread of the run (`threads`)."""
     embed = None if embedded else t.embed_text.submit(workdir, seed)  # embedded: done before a search
     retrieval_models = list(retrieval_models or [])
     ranking = t.ranking_baselines.submit(workdir) if retrieval_models else None
@@ -99,9 +103,11 @@ def train_models(
     texts = {**{m: c.use_text for m, c in configs.items()}, **{m: model_class(m).uses_text for m in models}}
     negatives = {m: c.negatives for m, c in configs.items()}
     submitted = {}
-    # stable: text-free first; among equals the retrieval models scoring the most negatives a row (hinge,
-    # the longest fit) first, so that the last to start is not the last to end
-    for m in sorted([*retrieval_models, *models], key=lambda m: (texts[m], -negatives.get(m, 0))):
+    # stable: START_LATE last, text-free first; among equals the retrieval models scoring the most negatives
+    # a row (hinge, the longest fit) first, so that the last to start is not the last to end
+    for m in sorted(
+        [*retrieval_models, *models], key=lambda m: (m in START_LATE, texts[m], -negatives.get(m, 0))
+    ):
         wait_for = [embed] if texts[m] and embed is not None else None
         if m in retrieval_models:
             submitted[m] = t.train_retrieval.submit(

@@ -53,7 +53,8 @@ def _check_parallel_stage_is_capped(since: datetime, cap: int) -> None:
     """From the server's task runs: never more than `cap` of the parallel stage ran at once, and the queue
     started in submission order: Word2Vec, the retrieval baselines (they build the leave-last-out split
     while Word2Vec trains) and the first models without text; the models that use text (the retrieval
-    models and w2v_mlp) only once Word2Vec and a first model ended."""
+    models and w2v_mlp) only once Word2Vec and a first model ended; transitions (START_LATE) after every
+    other model started."""
     from prefect import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
 
@@ -61,14 +62,16 @@ def _check_parallel_stage_is_capped(since: datetime, cap: int) -> None:
         runs = client.read_task_runs(
             task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=since))
         )
-    models = {f"train-{m}" for m in [*QUICK, "implicit_pointwise", "implicit_bpr", "implicit_hinge"]}
+    models = {
+        f"train-{m}" for m in [*QUICK, "implicit_pointwise", "implicit_bpr", "implicit_hinge", "transitions"]
+    }
     # (not "train-models-...": the parent flow's task run that stands for the subflow)
     stage = [
         r
         for r in runs
         if r.name in models or r.name.startswith(("embed-text", "evaluate-baselines", "ranking-baselines"))
     ]
-    assert len(stage) == 1 + len(QUICK) + 3 + 2, sorted(r.name for r in stage)
+    assert len(stage) == 1 + len(QUICK) + 4 + 2, sorted(r.name for r in stage)
     assert all(r.end_time is not None for r in stage)
     edges = sorted(
         [(r.start_time, 1) for r in stage] + [(r.end_time, -1) for r in stage]
@@ -89,6 +92,10 @@ def _check_parallel_stage_is_capped(since: datetime, cap: int) -> None:
     ]  # they wait for Word2Vec
     assert len(texts) == 4 and min(r.start_time for r in texts) >= embed.end_time
     assert min(r.start_time for r in texts) >= min(r.end_time for r in first)
+    late = next(r for r in stage if r.name == "train-transitions")
+    assert late.start_time >= max(
+        r.start_time for r in stage if r.name.startswith("train-") and r is not late
+    )
 
 
 def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
@@ -103,7 +110,7 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
             store_uri,
             tmp_path / "work",
             parallel_tasks=3,
-            retrieval_models=["implicit_pointwise", "implicit_bpr", "implicit_hinge"],
+            retrieval_models=["implicit_pointwise", "implicit_bpr", "implicit_hinge", "transitions"],
         )
     )
     store = open_store(store_uri)
@@ -169,7 +176,12 @@ def test_full_flow_on_local_store(prefect_harness, small_sample, tmp_path):
     # the implicit models: each improved on its untrained start, the champion beat most-popular on validation
     retrieval = report["retrieval"]
     singles = [r for r in retrieval["models"] if not r.get("members")]
-    assert {r["name"] for r in singles} == {"implicit_pointwise", "implicit_bpr", "implicit_hinge"}
+    assert {r["name"] for r in singles} == {
+        "implicit_pointwise",
+        "implicit_bpr",
+        "implicit_hinge",
+        "transitions",
+    }
     assert all(r["best_epoch"] >= 1 for r in singles)
     # their blend, weights fitted on validation, is measured like them, on the same validation and test users
     summed = next(r for r in retrieval["models"] if r["name"] == "implicit_ensemble")
