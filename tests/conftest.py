@@ -36,6 +36,18 @@ def prefect_harness(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def prefect_api_url(prefect_harness) -> str:
+    """The session server's API URL, for `python -m musicrec` children whose test is not about the temporary
+    server a command starts on its own (test_fresh_home, test_server_lifetime and test_interrupts are): each
+    such child would otherwise spend most of its time starting and migrating a server of its own."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    assert url, "the Prefect test harness set no API URL"
+    return url
+
+
+@pytest.fixture(scope="session")
 def small_sample(tmp_path_factory):
     """The generator's small sample (about 20K ratings) in the Amazon 2018 format."""
     from musicrec.data.generate import generate_sample

@@ -14,15 +14,15 @@ import pytest
 from musicrec.cli import main
 
 
-def _musicrec(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+def _musicrec(*args: str, home: Path, api: str) -> subprocess.CompletedProcess[str]:
+    """`python -m musicrec` against the session's Prefect server (api: its URL)."""
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_API_URL": api,
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    env.pop("PREFECT_API_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "musicrec", *args],
         check=False,
@@ -220,7 +220,7 @@ def test_a_prefect_startup_timeout_says_what_to_do(monkeypatch, capsys, tmp_path
 
 
 @pytest.mark.slow
-def test_train_on_invalid_data_exits_nonzero_without_traceback(tmp_path):
+def test_train_on_invalid_data_exits_nonzero_without_traceback(tmp_path, prefect_api_url):
     bad = tmp_path / "ratings.csv"
     bad.write_text("\n".join(f"I{k % 25},U{k % 40},{7 if k % 10 == 0 else 4},1400000000" for k in range(400)))
     store = tmp_path / "store"
@@ -234,6 +234,7 @@ def test_train_on_invalid_data_exits_nonzero_without_traceback(tmp_path):
         "--rating-range",
         "1,5",
         home=tmp_path / "ph",
+        api=prefect_api_url,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -298,7 +299,7 @@ def test_an_evaluated_bundle_that_is_not_the_champion_is_not_called_one():
 
 
 @pytest.mark.slow
-def test_no_refit_serves_the_held_out_fit_and_evaluate_measures_its_lists(tmp_path):
+def test_no_refit_serves_the_held_out_fit_and_evaluate_measures_its_lists(tmp_path, prefect_api_url):
     """On the real MI ratings: `train --no-refit` publishes the models fitted on the training parts, so
     `evaluate` measures the served retrieve-then-rank lists on held-out items, and they beat most-popular."""
     from test_real_files import REAL_CSV
@@ -319,13 +320,16 @@ def test_no_refit_serves_the_held_out_fit_and_evaluate_measures_its_lists(tmp_pa
         "--report",
         str(tmp_path / "report.json"),
         home=home,
+        api=prefect_api_url,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     meta = json.loads((store / "models" / report["champion"]["version"] / "metadata.json").read_text())
     assert "refit" not in report and meta["retrieval"]["fitted_on"]["splits"] == ["train"]
     assert meta["retrieval"]["model"] == report["retrieval"]["champion"]
-    proc = _musicrec("evaluate", "--run", report["run_id"], "--store", store.as_uri(), home=home)
+    proc = _musicrec(
+        "evaluate", "--run", report["run_id"], "--store", store.as_uri(), home=home, api=prefect_api_url
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranking = json.loads((store / "runs" / report["run_id"] / "ranking.json").read_text())
     assert ranking["note"] == ""  # a held-out measurement: nothing served was fitted on these test items

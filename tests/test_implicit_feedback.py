@@ -173,7 +173,9 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 
 @pytest.mark.slow
 @needs_lastfm
-def test_lastfm_trains_retrieval_only_and_recommends_artist_names(tmp_path: Path) -> None:
+def test_lastfm_trains_retrieval_only_and_recommends_artist_names(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
     """The real Last.fm files (users 2-400 of user_artists.dat) through `musicrec train`: rating models
     skipped in one line, a retrieval-only bundle published whose recommend prints artist names and whose
     score --pairs returns relevance scores; a second run is compared with it by NDCG@10 on the test users
@@ -188,6 +190,7 @@ def test_lastfm_trains_retrieval_only_and_recommends_artist_names(tmp_path: Path
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_API_URL": prefect_api_url,
         "MUSICREC_WORK_DIR": str(tmp_path / "work"),
         "MUSICREC_PROGRESS": "lines",
     }

@@ -301,7 +301,9 @@ def test_columns_apply_to_tables_only(tmp_path: Path) -> None:
 # --- bad input ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content", [b"", gzip.compress(b""), b"\n  \n"])
+@pytest.mark.parametrize(
+    "content", [b"", gzip.compress(b"", mtime=0), b"\n  \n"], ids=["empty", "empty-gzip", "blank"]
+)
 def test_empty_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "empty.json"
     path.write_bytes(content)

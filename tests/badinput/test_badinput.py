@@ -99,23 +99,23 @@ CLI_FAILURES = {  # case -> whether a store with a champion exists beforehand
     "rating_six": True,
     "too_small_to_split": False,
 }
-CLI_PARALLEL = 2  # each run starts a Prefect server; more at once only contend for the CPUs
+CLI_PARALLEL = 2  # more at once only contend for the 2 CPUs
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, api: str) -> dict[str, str]:
+    """A child's environment: its own Prefect home, the session's Prefect server (api: its URL)."""
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+        "PREFECT_API_URL": api,
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
-    env.pop("PREFECT_API_URL", None)
     env.pop("MUSICREC_DEBUG", None)
     return env
 
 
-def _train(case: Case, root: Path, store: Path, *extra: str) -> subprocess.Popen[bytes]:
+def _train(case: Case, root: Path, store: Path, api: str, *extra: str) -> subprocess.Popen[bytes]:
     """Start `musicrec train` with stdout and stderr to files in root (a pipe could fill while it waits)."""
     args = [sys.executable, "-m", "musicrec", "train", "--store", store.as_uri()]
     args += [a for p in case.reviews for a in ("--reviews", str(p))]
@@ -123,7 +123,7 @@ def _train(case: Case, root: Path, store: Path, *extra: str) -> subprocess.Popen
     args += ["--rating-range", ",".join(map(str, case.rating_range))] if case.rating_range else []
     with (root / "stdout.txt").open("wb") as out, (root / "stderr.txt").open("wb") as err:
         return subprocess.Popen(
-            [*args, *extra], stdout=out, stderr=err, env=_env(root / "prefect_home"), cwd=root
+            [*args, *extra], stdout=out, stderr=err, env=_env(root / "prefect_home", api), cwd=root
         )
 
 
@@ -162,8 +162,8 @@ def _repaired_case(root: Path) -> Case:
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    """Run the CLI cases, CLI_PARALLEL at a time (each starts its own Prefect server); collect the results."""
+def cli_runs(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> dict[str, dict]:
+    """Run the CLI cases, CLI_PARALLEL at a time against the session Prefect server; collect results."""
     todo = []
     for name, seeded in [("repaired", False), *CLI_FAILURES.items()]:  # the long run first
         root = tmp_path_factory.mktemp(name)
@@ -188,7 +188,13 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         while todo and len(running) < CLI_PARALLEL:
             run = todo.pop(0)
             run["proc"] = _train(
-                run["case"], run["root"], run["store"], *extra, "--report", str(run["root"] / "report.json")
+                run["case"],
+                run["root"],
+                run["store"],
+                prefect_api_url,
+                *extra,
+                "--report",
+                str(run["root"] / "report.json"),
             )
             run["t0"] = time.monotonic()
             running.append(run)
