@@ -7,7 +7,6 @@ torch.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -351,7 +350,8 @@ def _detect(path: str, delimiter: str = "") -> str:
 
 
 def header_columns(path: str) -> list[str]:
-    """The column names of a CSV (first non-blank line; gzip is fine) or Parquet file."""
+    """The column names of a delimited table with a header line (musicrec.data.detect.table_layout; gzip is
+    fine) or of a Parquet file."""
     if Path(path).suffix.lower() in (".parquet", ".pq"):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -360,12 +360,9 @@ def header_columns(path: str) -> list[str]:
             return list(pq.read_schema(path).names)
         except (pa.ArrowException, OSError) as e:
             raise DataError(path, f"cannot read the Parquet file: {e}", hint="re-export it") from None
-    from musicrec.data.formats import first_nonblank_lines
+    from musicrec.data.detect import table_layout
 
-    lines = first_nonblank_lines(path, 1)
-    if not lines:
-        raise DataError(path, "file is empty", hint="give a CSV with a header line, or a Parquet file")
-    return [c.strip() for c in next(csv.reader([lines[0][1].decode("utf-8", errors="replace")]), [])]
+    return table_layout(path)[0]
 
 
 def _check_mapped(path: str, columns: dict[str, str], delimiter: str = "") -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from musicrec import preflight as pre
 from musicrec.errors import DataError, StoreError
 from musicrec.hashing import sha256_bytes
 from musicrec.scoring.bundle import download_bundle, resolve_version
@@ -178,6 +179,41 @@ def test_read_table_reads_ids_as_strings_and_names_missing_columns(tmp_path):
     assert df.iloc[0].tolist() == ["007", "0042", "x"]
     with pytest.raises(DataError, match="missing column"):
         read_table(path, ["user_id", "nope"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "user_id\titem_id\n007\t0042\nu2\ti9\n",
+        "user_id item_id\n007   0042\nu2 i9\n",
+        "user_id;item_id\n007;0042\nu2;i9\n",
+        "user_id|item_id\n007|0042\nu2|i9\n",
+    ],
+    ids=["tab", "spaces", "semicolon", "pipe"],
+)
+def test_read_table_takes_the_delimiters_the_training_inputs_take(tmp_path, text):
+    """A pairs file exported as TSV (or with spaces, semicolons, pipes) scores as its CSV would."""
+    path = tmp_path / "pairs.txt"
+    path.write_text(text)
+    pre.check_job_file("--pairs", str(path), ["user_id", "item_id"])
+    df = read_table(path, ["user_id", "item_id"])
+    assert df[["user_id", "item_id"]].values.tolist() == [["007", "0042"], ["u2", "i9"]]
+
+
+def test_a_one_column_users_file_needs_no_delimiter(tmp_path):
+    path = tmp_path / "users.csv"
+    path.write_text("user_id\n007\nu2\n")
+    pre.check_job_file("--users", str(path), ["user_id"])
+    assert read_table(path, ["user_id"])["user_id"].tolist() == ["007", "u2"]
+
+
+def test_a_tab_file_without_the_columns_names_the_ones_it_has(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("user\titem\nu1\ti1\n")
+    with pytest.raises(
+        DataError, match=r"no column\(s\) \['user_id', 'item_id'\] \(found \['user', 'item'\]\)"
+    ):
+        pre.check_job_file("--pairs", str(path), ["user_id", "item_id"])
 
 
 def test_pairs_summary_counts():

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from musicrec.data.delimited import POSITIONS_EXAMPLE, Layout, ambiguous, is_number, sniff_layout
+from musicrec.data.delimited import (
+    DELIMITERS,
+    POSITIONS_EXAMPLE,
+    Layout,
+    ambiguous,
+    is_number,
+    sniff_layout,
+)
 from musicrec.data.formats import first_nonblank_lines, open_binary, parse_line, truncated
 from musicrec.data.schema import COLUMNS_HINT, canonical_column
 from musicrec.errors import DataError
@@ -72,6 +79,20 @@ def file_layout(path: str | Path, delimiter: str | None = None) -> Layout:
     """The delimiter and header of a delimited file (musicrec.data.delimited), from its first lines."""
     lines = _sniff_lines(path)
     return sniff_layout(path, lines, delimiter, complete=len(lines) < SNIFF_LINES)
+
+
+def table_layout(path: str | Path) -> tuple[list[str], str]:
+    """The header's column names and pandas' separator of a delimited table with a header line (the scoring
+    jobs' --users and --pairs files: comma, tab, semicolon, pipe or spaces, as the training inputs). A header
+    with no delimiter in it names the one column of a one-column file."""
+    lines = _sniff_lines(path)
+    if not lines:
+        raise DataError(path, "file is empty", hint="give a CSV with a header line, or a Parquet file")
+    first = lines[0][1].decode("utf-8", errors="replace").strip()
+    if not any(d in first for d in DELIMITERS):
+        return [first.strip('"')], ","
+    layout = sniff_layout(path, lines, complete=len(lines) < SNIFF_LINES)
+    return layout.first, layout.sep
 
 
 def _sniff_lines(path: str | Path) -> list[tuple[int, bytes]]:

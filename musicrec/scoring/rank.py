@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from musicrec.data.detect import table_layout
 from musicrec.errors import DataError
 from musicrec.scoring.bundle import Bundle
 from musicrec.scoring.candidates import (
@@ -25,15 +26,19 @@ TOPN_COLUMNS = ["user_id", "rank", "item_id", "score", "source"]
 
 
 def read_table(path: str | Path, columns: list[str]) -> pd.DataFrame:
-    """A CSV or Parquet input with at least these columns; ids are read as strings."""
+    """A delimited (comma, tab, semicolon, pipe or spaces; header line) or Parquet input with at least these
+    columns; ids are read as strings."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         else:
-            df = pd.read_csv(path, dtype={c: str for c in columns}, keep_default_na=False)
+            _, sep = table_layout(path)
+            df = pd.read_csv(path, sep=sep, dtype={c: str for c in columns}, keep_default_na=False)
     except (OSError, ValueError) as e:
-        raise DataError(path, f"cannot read: {e}", hint="give a CSV or Parquet file") from e
+        raise DataError(
+            path, f"cannot read: {e}", hint="give a delimited file with a header line, or Parquet"
+        ) from e
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(
