@@ -1,6 +1,7 @@
 """Served rating quality: what a user gets from the published bundle, beside scikit-surprise on the same rows.
 
-    .venv/bin/python benchmarks/served_quality.py --data cm100k|mi-ratings|small|medium [--cut 0.1] [--seed 0]
+    .venv/bin/python benchmarks/served_quality.py --data cm100k|mi-ratings|mi-reviews|small|medium
+        [--cut 0.1] [--seed 0]
 
 1. The input file is read as musicrec reads it; a seeded share (--cut, 10%) of its ratings is cut out first.
 2. `musicrec train` runs on the rest exactly as a user runs it (no earlier tune; its own validation split).
