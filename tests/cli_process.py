@@ -1,5 +1,6 @@
 """The environment of a `python -m musicrec` child process in a test: its own Prefect home and work folder,
-no telemetry, log lines instead of bars, and no configured server (so the command starts its own)."""
+no telemetry, log lines instead of bars, and either no configured server (so the command starts its own) or
+the session's (api: conftest's prefect_api_url)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 
 
-def command_env(tmp_path: Path) -> dict[str, str]:
+def command_env(tmp_path: Path, api: str | None = None) -> dict[str, str]:
     env = {
         **os.environ,
         "DO_NOT_TRACK": "1",
@@ -17,4 +18,4 @@ def command_env(tmp_path: Path) -> dict[str, str]:
         "MUSICREC_PROGRESS": "lines",
     }
     env.pop("PREFECT_API_URL", None)
-    return env
+    return {**env, "PREFECT_API_URL": api} if api else env

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_process import command_env
 
 from musicrec.data.feedback import confidence_weights, decide_feedback
 from musicrec.data.scales import UnknownRatingScale
@@ -184,16 +185,7 @@ def test_lastfm_trains_retrieval_only_and_recommends_artist_names(
     plays[plays["userID"] < 400].to_csv(tmp_path / "user_artists.dat", sep="\t", index=False)
     for name in ("artists.dat", "user_taggedartists.dat", "tags.dat"):
         shutil.copy(LASTFM / name, tmp_path)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_HOME": str(tmp_path / "prefect"),
-        "PREFECT_API_URL": prefect_api_url,
-        "MUSICREC_WORK_DIR": str(tmp_path / "work"),
-        "MUSICREC_PROGRESS": "lines",
-    }
+    env = {**command_env(tmp_path, api=prefect_api_url), "PYTHONPATH": str(ROOT)}
     store = str(tmp_path / "store")
     d = tmp_path
     train = [
